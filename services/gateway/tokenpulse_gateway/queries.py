@@ -1,0 +1,144 @@
+"""Read side of the gateway: candles, prices, returns and grades from ClickHouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from tokenpulse_shared.events import Interval
+from tokenpulse_shared.store import Store
+
+HOUR = 3_600_000
+DAY = 86_400_000
+CLOSE_MS = (
+    "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "
+    "interval = '15m', 900000, interval = '1h', 3600000, interval = '4h', 14400000, 86400000)"
+)
+WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "1y": 365 * DAY}
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def tolerance(window_ms: int) -> int:
+    """How far from the wanted time a reference price may be: 5% of the window, at least 2 hours."""
+    return max(2 * HOUR, window_ms // 20)
+
+
+class Queries:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def known_symbols(self) -> set[str]:
+        rows = await self.store.query("SELECT DISTINCT symbol FROM candles")
+        return {r[0] for r in rows}
+
+    async def candles(
+        self, symbol: str, interval: Interval, start_ms: int | None, end_ms: int | None,
+        after_ms: int | None, limit: int,
+    ) -> list[dict[str, Any]]:
+        where = ["symbol = {s:String}", "interval = {i:String}"]
+        params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
+        if start_ms is not None:
+            where.append("ts >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')")
+            params["start"] = start_ms
+        if end_ms is not None:
+            where.append("ts < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
+            params["end"] = end_ms
+        if after_ms is not None:
+            where.append("ts > fromUnixTimestamp64Milli({after:Int64}, 'UTC')")
+            params["after"] = after_ms
+        rows = await self.store.query(
+            "SELECT toUnixTimestamp64Milli(ts), open, high, low, close, volume FROM candles FINAL "
+            f"WHERE {' AND '.join(where)} ORDER BY ts LIMIT {{n:UInt32}}",
+            params,
+        )
+        return [
+            {"ts": iso(r[0]), "open": r[1], "high": r[2], "low": r[3], "close": r[4], "volume": r[5],
+             "_ms": r[0]}
+            for r in rows
+        ]
+
+    async def latest_prices(self, symbols: list[str]) -> dict[str, tuple[float, int]]:
+        """Latest known price per symbol: the reference price stream, else the last candle close."""
+        out: dict[str, tuple[float, int]] = {}
+        rows = await self.store.query(
+            "SELECT symbol, argMax(price, ts), toUnixTimestamp64Milli(max(ts)) FROM prices "
+            "WHERE symbol IN {s:Array(String)} GROUP BY symbol",
+            {"s": symbols},
+        )
+        for sym, price, ts in rows:
+            out[sym] = (price, ts)
+        rows = await self.store.query(
+            f"SELECT symbol, argMax(close, close_ms), max(close_ms) FROM "
+            f"(SELECT symbol, close, {CLOSE_MS} AS close_ms FROM candles WHERE symbol IN {{s:Array(String)}}) "
+            "GROUP BY symbol",
+            {"s": symbols},
+        )
+        for sym, price, ts in rows:
+            if sym not in out or out[sym][1] < ts:
+                out[sym] = (price, ts)
+        return out
+
+    async def price_at(self, symbol: str, t_ms: int, tol_ms: int) -> float | None:
+        """The last price known at ``t_ms`` (no older than ``tol_ms``), from prices or candle closes."""
+        rows = await self.store.query(
+            "SELECT argMax(price, ts), count() FROM prices WHERE symbol = {s:String} "
+            "AND ts <= fromUnixTimestamp64Milli({t:Int64}, 'UTC') "
+            "AND ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC')",
+            {"s": symbol, "t": t_ms, "lo": t_ms - tol_ms},
+        )
+        if rows and rows[0][1]:
+            return float(rows[0][0])
+        rows = await self.store.query(
+            f"SELECT close, {CLOSE_MS} AS close_ms FROM candles FINAL WHERE symbol = {{s:String}} "
+            "AND ts >= fromUnixTimestamp64Milli({lo2:Int64}, 'UTC') "
+            "AND ts <= fromUnixTimestamp64Milli({t:Int64}, 'UTC') "
+            "AND close_ms <= {t:Int64} AND close_ms >= {lo:Int64} ORDER BY close_ms DESC, "
+            "toUnixTimestamp64Milli(ts) DESC LIMIT 1",
+            {"s": symbol, "t": t_ms, "lo": t_ms - tol_ms, "lo2": t_ms - tol_ms - DAY},
+        )
+        return float(rows[0][0]) if rows else None
+
+    async def volume_24h_usd(self, symbol: str, at_ms: int) -> float | None:
+        """USD volume over the 24 hours before ``at_ms``: finest candles that cover it, else the last day."""
+        for interval in ("1m", "1h"):
+            rows = await self.store.query(
+                "SELECT sum(volume * close), count() FROM candles FINAL WHERE symbol = {s:String} "
+                "AND interval = {i:String} AND ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
+                "AND ts < fromUnixTimestamp64Milli({t:Int64}, 'UTC')",
+                {"s": symbol, "i": interval, "lo": at_ms - DAY, "t": at_ms},
+            )
+            if rows and rows[0][1]:
+                return float(rows[0][0])
+        rows = await self.store.query(
+            "SELECT volume * close FROM candles FINAL WHERE symbol = {s:String} AND interval = '1d' "
+            "AND ts >= fromUnixTimestamp64Milli({lo:Int64}, 'UTC') "
+            "AND ts < fromUnixTimestamp64Milli({t:Int64}, 'UTC') ORDER BY ts DESC LIMIT 1",
+            {"s": symbol, "lo": at_ms - 2 * DAY, "t": at_ms},
+        )
+        return float(rows[0][0]) if rows else None
+
+    async def latest_grades(self, symbols: list[str]) -> dict[str, dict[str, Any]]:
+        rows = await self.store.query(
+            "SELECT symbol, argMax(trader_grade, ts), argMax(investor_grade, ts) FROM grades FINAL "
+            "WHERE symbol IN {s:Array(String)} GROUP BY symbol",
+            {"s": symbols},
+        )
+        return {r[0]: {"trader_grade": r[1], "investor_grade": r[2]} for r in rows}
+
+    async def latest_signals(self, symbols: list[str]) -> dict[str, dict[str, Any]]:
+        rows = await self.store.query(
+            "SELECT symbol, argMax(direction, ts), argMax(strength, ts), "
+            "toUnixTimestamp64Milli(max(ts)) FROM signals FINAL "
+            "WHERE symbol IN {s:Array(String)} GROUP BY symbol",
+            {"s": symbols},
+        )
+        return {r[0]: {"direction": r[1], "strength": r[2], "ts": iso(r[3])} for r in rows}
+
+    async def grade_components(self, raw: str) -> dict[str, Any]:
+        return json.loads(raw) if raw else {}

@@ -1,0 +1,30 @@
+"""The gateway service: the REST API plus, when ``persist`` is on, the store writer."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from tokenpulse_shared.service import Context
+
+from tokenpulse_gateway.app import create_app
+from tokenpulse_gateway.writer import StoreWriter
+
+
+class GatewayService:
+    name = "gateway"
+
+    def __init__(self) -> None:
+        self.writer: StoreWriter | None = None
+        self.app: FastAPI | None = None
+
+    def register(self, ctx: Context) -> None:
+        assert ctx.store is not None, "the gateway owns the store: configure TOKENPULSE_CLICKHOUSE_URL"
+        if ctx.settings.persist:
+            self.writer = StoreWriter(ctx.store)
+            self.writer.register(ctx)
+        self.app = create_app(ctx)
+
+    async def start(self, ctx: Context) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,171 @@
+"""Reading the bundled real history (``data/``) into candle events.
+
+Each :class:`SeriesFile` names one CSV, the symbol and interval it holds, the
+rows to leave out (partial last bars, known bad windows) and the coarser
+intervals to roll up from it. Per (symbol, interval) the files are taken in
+the order listed and the first file wins for a given candle time, so the
+primary BTC series fills 2011-08..2025-09 and the others only extend it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from tokenpulse_shared.events import CandleEvent, Interval
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class SeriesFile:
+    path: str
+    symbol: str
+    interval: Interval
+    source: str
+    skip_last: bool = False
+    rollups: tuple[Interval, ...] = ()
+    exclude: tuple[tuple[str, str], ...] = ()  # inclusive ISO date windows to leave out
+    note: str = ""
+
+
+B = "daily/binance/{}usdt_daily.csv"
+BUNDLE: tuple[SeriesFile, ...] = (
+    SeriesFile("daily/btc_usd_daily.csv", "BTC", Interval.D1, "bitstamp/coinbase", skip_last=True,
+               note="primary BTC-USD daily; last row is a partial day"),
+    SeriesFile("daily/btc_usd_daily_cccagg.csv", "BTC", Interval.D1, "cryptocompare", skip_last=True,
+               exclude=(("2014-02-01", "2015-12-31"),),
+               note="fills 2011-01..08 and 2025-09..2026-01; Mt.Gox-collapse window excluded"),
+    SeriesFile(B.format("btc"), "BTC", Interval.D1, "binance"),
+    SeriesFile("daily/eth_usd_daily_kraken.csv", "ETH", Interval.D1, "kraken"),
+    SeriesFile(B.format("eth"), "ETH", Interval.D1, "binance"),
+    *(SeriesFile(B.format(s.lower()), s, Interval.D1, "binance")
+      for s in ("BNB", "XRP", "ADA", "DOGE", "SOL", "LTC")),
+    SeriesFile("intraday/btcusd_coinbase_1h_2017-07_2020-10.csv.gz", "BTC", Interval.H1, "coinbase",
+               skip_last=True, rollups=(Interval.H4,)),
+    SeriesFile("intraday/btcusdt_binance_1h_2023-01_2026-02.csv.gz", "BTC", Interval.H1, "binance",
+               skip_last=True, rollups=(Interval.H4,)),
+    SeriesFile("intraday/btcusdt_binance_1m_2024-12.csv.gz", "BTC", Interval.M1, "binance",
+               rollups=(Interval.M5, Interval.M15)),
+)
+
+
+@dataclass
+class Bar:
+    ts_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    source: str
+
+
+@dataclass
+class LoadStats:
+    files: int = 0
+    rows: int = 0
+    candles: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+def _parse_ts(row: dict[str, str]) -> int:
+    if "date" in row:
+        d = date.fromisoformat(row["date"])
+        return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+    return int(datetime.fromisoformat(row["open_time_utc"].replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def read_bars(bundle_dir: Path, spec: SeriesFile) -> list[Bar]:
+    path = bundle_dir / spec.path
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
+        rows = list(csv.DictReader(fh))
+    if spec.skip_last and rows:
+        rows = rows[:-1]
+    windows = [
+        (_parse_ts({"date": a}), _parse_ts({"date": b}) + DAY_MS) for a, b in spec.exclude
+    ]
+    bars = []
+    for row in rows:
+        ts = _parse_ts(row)
+        if any(a <= ts < b for a, b in windows):
+            continue
+        bars.append(
+            Bar(ts, float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]),
+                float(row["volume"] or 0.0), row.get("source") or spec.source)
+        )
+    return bars
+
+
+def rollup(bars: list[Bar], interval: Interval) -> list[Bar]:
+    """Aggregate sorted finer bars into ``interval`` buckets (first open, max high, min low, last close, sum volume)."""
+    out: list[Bar] = []
+    for bar in bars:
+        bucket = interval.bucket_ms(bar.ts_ms)
+        if out and out[-1].ts_ms == bucket:
+            acc = out[-1]
+            acc.high = max(acc.high, bar.high)
+            acc.low = min(acc.low, bar.low)
+            acc.close = bar.close
+            acc.volume += bar.volume
+        else:
+            out.append(Bar(bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.source))
+    return out
+
+
+def history_event_id(symbol: str, interval: Interval, ts_ms: int) -> str:
+    """Deterministic id: replaying the same history twice yields the same events."""
+    return hashlib.blake2b(f"hist:{symbol}:{interval.value}:{ts_ms}".encode(), digest_size=12).hexdigest()
+
+
+def bar_to_event(symbol: str, interval: Interval, bar: Bar) -> CandleEvent:
+    return CandleEvent(
+        event_id=history_event_id(symbol, interval, bar.ts_ms),
+        symbol=symbol,
+        interval=interval,
+        ts=datetime.fromtimestamp(bar.ts_ms / 1000, UTC),
+        open=bar.open,
+        high=bar.high,
+        low=bar.low,
+        close=bar.close,
+        volume=bar.volume,
+        source=bar.source,
+        version=0,
+    )
+
+
+def iter_bundle(
+    bundle_dir: Path,
+    symbols: list[str] | None = None,
+    intervals: list[Interval] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> Iterator[tuple[str, Interval, list[Bar]]]:
+    """Yield (symbol, interval, bars) per series after first-file-wins merging and rollups."""
+    merged: dict[tuple[str, Interval], dict[int, Bar]] = {}
+    for spec in BUNDLE:
+        if symbols and spec.symbol not in symbols:
+            continue
+        wanted = [spec.interval, *spec.rollups]
+        if intervals and not any(i in intervals for i in wanted):
+            continue
+        bars = read_bars(bundle_dir, spec)
+        for interval, series in [(spec.interval, bars), *((r, rollup(bars, r)) for r in spec.rollups)]:
+            if intervals and interval not in intervals:
+                continue
+            target = merged.setdefault((spec.symbol, interval), {})
+            for bar in series:
+                target.setdefault(bar.ts_ms, bar)
+    for (symbol, interval), by_ts in merged.items():
+        bars = [
+            by_ts[t] for t in sorted(by_ts)
+            if (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms)
+        ]
+        if bars:
+            yield symbol, interval, bars

@@ -1,0 +1,173 @@
+"""Building OHLCV candles from ticks, correct under duplicate and out-of-order input.
+
+One :class:`CandleBuilder` per ingest instance; ticks of a symbol always reach
+the same instance (the bus is keyed by symbol). For every interval a tick
+lands in its bucket; a tick already seen (same exchange trade id, or same
+event id) is ignored, so a redelivered tick never doubles a volume. A bucket
+is emitted when it closes: when the symbol's event-time watermark passes the
+bucket end plus ``lateness``, or when the symbol has been quiet for
+``idle_close_s`` seconds of wall time and the bucket has ended. A tick that
+arrives for a bucket already emitted, within ``retention`` after its end,
+re-emits the corrected candle with a higher ``version`` (the store keeps the
+highest); a tick later than that is returned as too late (dead letter).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
+
+ALL_INTERVALS = tuple(Interval)
+
+
+@dataclass
+class _Acc:
+    symbol: str
+    interval: Interval
+    start_ms: int
+    open_ts: int
+    close_ts: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float = 0.0
+    trades: int = 0
+    seen: set[str] = field(default_factory=set)
+    emitted: bool = False
+    version: int = 0
+
+    def add(self, ts_ms: int, price: float, size: float) -> None:
+        if ts_ms < self.open_ts:
+            self.open_ts, self.open = ts_ms, price
+        if ts_ms >= self.close_ts:
+            self.close_ts, self.close = ts_ms, price
+        self.high = max(self.high, price)
+        self.low = min(self.low, price)
+        self.volume += size
+        self.trades += 1
+
+    def to_event(self, source: str) -> CandleEvent:
+        self.version += 1
+        return CandleEvent(
+            symbol=self.symbol,
+            interval=self.interval,
+            ts=datetime.fromtimestamp(self.start_ms / 1000, UTC),
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            trades=self.trades,
+            source=source,
+            version=self.trades * 1000 + min(self.version, 999),
+        )
+
+
+@dataclass
+class BuildResult:
+    candles: list[CandleEvent] = field(default_factory=list)
+    late: list[TickEvent] = field(default_factory=list)
+    duplicates: int = 0
+
+
+class CandleBuilder:
+    def __init__(
+        self,
+        intervals: Iterable[Interval] = ALL_INTERVALS,
+        *,
+        lateness_ms: int = 2_000,
+        idle_close_s: float = 5.0,
+        source: str = "ticks",
+    ) -> None:
+        self.intervals = tuple(intervals)
+        self.lateness_ms = lateness_ms
+        self.idle_close_s = idle_close_s
+        self.source = source
+        self._buckets: dict[tuple[str, Interval, int], _Acc] = {}
+        self._watermark: dict[str, int] = {}
+        self._last_seen_wall: dict[str, float] = {}
+
+    def retention_ms(self, interval: Interval) -> int:
+        return max(interval.millis, 60_000) + self.lateness_ms
+
+    def add(self, ticks: Iterable[TickEvent], wall: float | None = None) -> BuildResult:
+        wall = time.time() if wall is None else wall
+        result = BuildResult()
+        touched: set[str] = set()
+        for tick in ticks:
+            symbol = tick.symbol
+            ts_ms = int(tick.ts.timestamp() * 1000)
+            key = tick.dedup_key()
+            watermark = self._watermark.get(symbol, ts_ms)
+            late = False
+            corrections = []
+            for interval in self.intervals:
+                start = interval.bucket_ms(ts_ms)
+                acc = self._buckets.get((symbol, interval, start))
+                if acc is None:
+                    if start + interval.millis + self.retention_ms(interval) <= watermark:
+                        late = True
+                        break
+                    acc = _Acc(symbol, interval, start, ts_ms, ts_ms, tick.price, tick.price,
+                               tick.price, tick.price)
+                    self._buckets[(symbol, interval, start)] = acc
+                    acc.trades = 0
+                if key in acc.seen:
+                    if interval is self.intervals[0]:
+                        result.duplicates += 1
+                    continue
+                acc.seen.add(key)
+                acc.add(ts_ms, tick.price, tick.size)
+                if acc.emitted:
+                    corrections.append(acc)
+            if late:
+                result.late.append(tick)
+                continue
+            result.candles.extend(acc.to_event(self.source) for acc in corrections)
+            self._watermark[symbol] = max(watermark, ts_ms)
+            self._last_seen_wall[symbol] = wall
+            touched.add(symbol)
+        result.candles.extend(self._close(touched, wall))
+        return result
+
+    def tick_clock(self, wall: float | None = None) -> list[CandleEvent]:
+        """Close buckets of quiet symbols; call periodically."""
+        wall = time.time() if wall is None else wall
+        return self._close(set(self._watermark), wall)
+
+    def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
+        out: list[CandleEvent] = []
+        now_ms = int(wall * 1000)
+        for key, acc in list(self._buckets.items()):
+            symbol = key[0]
+            if symbol not in symbols:
+                continue
+            end = acc.start_ms + acc.interval.millis
+            watermark = self._watermark[symbol]
+            idle = wall - self._last_seen_wall.get(symbol, wall) >= self.idle_close_s
+            closable = watermark >= end + self.lateness_ms or (idle and end <= now_ms)
+            if not acc.emitted and closable:
+                acc.emitted = True
+                out.append(acc.to_event(self.source))
+            if acc.emitted and (
+                watermark >= end + self.retention_ms(acc.interval)
+                or (idle and end + self.retention_ms(acc.interval) <= now_ms)
+            ):
+                del self._buckets[key]
+        out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
+        return out
+
+    def flush_all(self) -> list[CandleEvent]:
+        """Emit every bucket not yet emitted (graceful shutdown); open ones go out as they are."""
+        out = []
+        for acc in self._buckets.values():
+            if not acc.emitted:
+                acc.emitted = True
+                candle = acc.to_event(self.source)
+                out.append(candle.model_copy(update={"closed": False}))
+        return out

@@ -1,0 +1,173 @@
+"""Bus port and the delivery logic both adapters share (validation, retries, dead letters)."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.topics import DEAD_LETTER, Topic
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[list[Any]], Awaitable[None]]
+
+
+class TransientError(Exception):
+    """A dependency is unavailable: the batch is redelivered later, never dead-lettered."""
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as it travels on the wire: bytes plus headers and key."""
+
+    value: bytes | None
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Subscription:
+    topic: Topic
+    group: str
+    handler: Handler
+    max_batch: int = 500
+
+
+def decode_message(topic: Topic, raw: RawMessage) -> Event:
+    """Parse and validate one wire message into its topic's model; raise ValueError with the reason."""
+    if raw.value is None:
+        raise ValueError("empty message (tombstone)")
+    try:
+        payload = json.loads(raw.value)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ValueError("not a JSON object")
+    try:
+        return topic.model.model_validate(payload)
+    except ValidationError as exc:
+        errors = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        )
+        raise ValueError(f"schema validation failed for {topic.model.__name__}: {errors}") from exc
+
+
+def encode_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def dead_letter_for(
+    topic: Topic, consumer: str, reason: str, raw: RawMessage | None = None, event: Event | None = None
+) -> DeadLetterEvent:
+    if raw is not None:
+        payload = (raw.value or b"").decode("utf-8", errors="replace")
+        headers = raw.headers
+        key = raw.key
+    else:
+        assert event is not None
+        payload = event.model_dump_json()
+        headers = {}
+        key = event.partition_key()
+    return DeadLetterEvent(
+        topic=topic.name,
+        consumer=consumer,
+        reason=reason[:2000],
+        payload=payload[:1_000_000],
+        headers={k: v for k, v in headers.items() if k.lower() != "content-type"},
+        key=key,
+    )
+
+
+class Bus(abc.ABC):
+    """Publish typed events; subscribe batch handlers per consumer group."""
+
+    def __init__(self, *, retries: int = 3, backoff_s: float = 0.2, max_batch: int = 500) -> None:
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_batch = max_batch
+        self.subscriptions: list[Subscription] = []
+        self.dead_letters = 0
+
+    def subscribe(
+        self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None
+    ) -> None:
+        """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`)."""
+        self.subscriptions.append(
+            Subscription(topic, group, handler, max_batch=max_batch or self.max_batch)
+        )
+
+    @abc.abstractmethod
+    async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
+        """Publish events (keyed by their partition key); returns once the bus has them."""
+
+    @abc.abstractmethod
+    async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
+        """Publish wire messages as they are (bridges, tests of bad input)."""
+
+    async def publish_tombstone(self, topic: Topic, key: str) -> None:
+        """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    async def ready(self) -> bool:
+        return True
+
+    async def deliver(
+        self, sub: Subscription, events: list[Event], dead: list[DeadLetterEvent]
+    ) -> None:
+        """Run ``sub.handler`` on a batch with the shared retry / dead-letter policy.
+
+        Raises :class:`TransientError` when the batch must be redelivered.
+        """
+        consumer = sub.group
+        if events:
+            try:
+                await self._call_with_retries(sub, events)
+            except TransientError:
+                raise
+            except Exception as exc:  # the batch failed: find the culprit events one by one
+                log.warning("handler %s failed on a batch of %d: %r; isolating", consumer, len(events), exc)
+                for event in events:
+                    try:
+                        await self._call_with_retries(sub, [event])
+                    except TransientError:
+                        raise
+                    except Exception as single_exc:
+                        dead.append(
+                            dead_letter_for(
+                                sub.topic, consumer, f"handler error: {single_exc!r}", event=event
+                            )
+                        )
+        if dead:
+            self.dead_letters += len(dead)
+            for d in dead:
+                log.warning("dead letter from %s on %s: %s", consumer, sub.topic.name, d.reason)
+            if sub.topic is not DEAD_LETTER:
+                await self.publish(DEAD_LETTER, dead)
+
+    async def _call_with_retries(self, sub: Subscription, events: list[Event]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await sub.handler(events)
+                return
+            except TransientError:
+                raise
+            except Exception:
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))

@@ -1,0 +1,276 @@
+"""Typed events: the payload of every Kafka topic in the public contract.
+
+Every event carries ``event_id`` (unique, used for idempotent handling),
+``schema_version`` and ``produced_at``. Validation is strict: prices must be
+finite and positive, timestamps must carry a timezone and are normalised to
+UTC, symbols are upper-case base assets. An event that fails validation never
+reaches a handler: the bus sends it to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Symbol = Annotated[str, Field(pattern=SYMBOL_PATTERN, description="Upper-case base asset, e.g. BTC")]
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Amount = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Score = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Unit = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Interval(StrEnum):
+    """Candle intervals served by the platform, finest first."""
+
+    M1 = "1m"
+    M5 = "5m"
+    M15 = "15m"
+    H1 = "1h"
+    H4 = "4h"
+    D1 = "1d"
+
+    @property
+    def seconds(self) -> int:
+        return _INTERVAL_SECONDS[self]
+
+    @property
+    def millis(self) -> int:
+        return _INTERVAL_SECONDS[self] * 1000
+
+    def bucket_ms(self, ts_ms: int) -> int:
+        """Open time (epoch ms) of the candle of this interval that contains ``ts_ms``."""
+        return ts_ms - ts_ms % self.millis
+
+
+_INTERVAL_SECONDS = {
+    Interval.M1: 60,
+    Interval.M5: 300,
+    Interval.M15: 900,
+    Interval.H1: 3600,
+    Interval.H4: 14400,
+    Interval.D1: 86400,
+}
+
+
+class Event(BaseModel):
+    """Base of every event on the bus."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    event_id: str = Field(default_factory=new_event_id, min_length=8, max_length=128)
+    schema_version: int = Field(default=1, ge=1)
+    produced_at: UtcDatetime = Field(default_factory=utcnow)
+
+    def partition_key(self) -> str:
+        """Message key: the token symbol, so one token's events stay in order."""
+        symbol = getattr(self, "symbol", None)
+        return str(symbol) if symbol else self.event_id
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+    UNKNOWN = "unknown"
+
+
+class TickEvent(Event):
+    """A normalised trade or ticker from one source (``tokenpulse.ticks.v1``)."""
+
+    symbol: Symbol
+    source: str = Field(min_length=1, max_length=64, description="exchange or feed, e.g. binance")
+    ts: UtcDatetime = Field(description="exchange time of the trade")
+    price: Price
+    size: Amount = 0.0
+    side: Side = Side.UNKNOWN
+    trade_id: str | None = Field(default=None, max_length=128)
+    quote: str = Field(default="USD", pattern=r"^[A-Z0-9]{2,10}$")
+
+    def dedup_key(self) -> str:
+        """Identity of the trade: the exchange trade id where there is one, else the event id."""
+        return f"{self.source}:{self.trade_id}" if self.trade_id else self.event_id
+
+
+class PriceEvent(Event):
+    """The reconciled reference price of a token (``tokenpulse.prices.v1``)."""
+
+    symbol: Symbol
+    ts: UtcDatetime
+    price: Price
+    volume_24h: Amount | None = None
+    sources: list[str] = Field(default_factory=list)
+    stale: bool = False
+
+
+class CandleEvent(Event):
+    """An OHLCV candle (``tokenpulse.candles.v1``), emitted when it closes.
+
+    ``version`` orders corrections of the same candle: the store keeps the
+    highest, so a redelivered or out-of-order copy never doubles a volume.
+    """
+
+    symbol: Symbol
+    interval: Interval
+    ts: UtcDatetime = Field(description="candle open time")
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Amount = 0.0
+    trades: int = Field(default=0, ge=0)
+    source: str = Field(default="", max_length=64)
+    version: int = Field(default=0, ge=0)
+    closed: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CandleEvent:
+        if self.high < max(self.open, self.close, self.low):
+            raise ValueError("high must be >= open, close and low")
+        if self.low > min(self.open, self.close):
+            raise ValueError("low must be <= open and close")
+        if int(self.ts.timestamp() * 1000) % self.interval.millis:
+            raise ValueError(f"ts must be aligned to the {self.interval.value} interval")
+        return self
+
+
+class GradeEvent(Event):
+    """New Trader/Investor grades of a token (``tokenpulse.grades.v1``)."""
+
+    symbol: Symbol
+    ts: UtcDatetime
+    trader_grade: Score | None = None
+    investor_grade: Score | None = None
+    components: dict[str, float | None] = Field(default_factory=dict)
+    method: str = Field(default="", max_length=64)
+
+
+class Direction(StrEnum):
+    BULLISH = "bullish"
+    BEARISH = "bearish"
+
+
+class SignalEvent(Event):
+    """A bullish/bearish signal (``tokenpulse.signals.v1``)."""
+
+    symbol: Symbol
+    ts: UtcDatetime
+    interval: Interval = Interval.D1
+    direction: Direction
+    strength: Unit
+    reasons: list[str] = Field(default_factory=list)
+
+
+class PredictionEvent(Event):
+    """A forecast of a token at a horizon (``tokenpulse.predictions.v1``)."""
+
+    symbol: Symbol
+    horizon: Literal["1d", "7d", "30d"]
+    made_at: UtcDatetime
+    target_ts: UtcDatetime
+    point: Price
+    lower: Price
+    upper: Price
+    interval: Unit = 0.8
+    model: str = Field(min_length=1, max_length=64)
+    backtest: dict[str, float | int | None] = Field(default_factory=dict)
+
+
+class AlertChannel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["email", "telegram", "discord", "slack", "webhook"]
+    target: str = Field(min_length=1, max_length=2048)
+
+
+class AlertCondition(BaseModel):
+    """A rule's condition. ``kind`` selects the check; combinations nest in ``all``/``any``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["price_above", "price_below", "all", "any"]
+    value: Price | None = None
+    all: list[AlertCondition] | None = None
+    any: list[AlertCondition] | None = None
+
+
+class AlertRuleEvent(Event):
+    """An alert rule created/changed/deleted (``tokenpulse.alert-rules.v1``, compacted).
+
+    The message key is the rule id; a deletion is published as ``deleted=True``
+    followed by a tombstone on Kafka.
+    """
+
+    rule_id: str = Field(min_length=1, max_length=64)
+    owner: str = Field(min_length=1, max_length=128, description="hash id of the API key")
+    symbol: Symbol
+    condition: AlertCondition
+    channels: list[AlertChannel] = Field(default_factory=list)
+    cooldown_s: int = Field(default=300, ge=0, le=86400 * 30)
+    deleted: bool = False
+
+    def partition_key(self) -> str:
+        return self.rule_id
+
+
+class AlertFiredEvent(Event):
+    """An alert fired, and its deliveries (``tokenpulse.alerts.v1``)."""
+
+    rule_id: str
+    owner: str
+    symbol: Symbol
+    ts: UtcDatetime
+    price: Price | None = None
+    message: str = ""
+    deliveries: list[dict[str, Any]] = Field(default_factory=list)
+
+    def partition_key(self) -> str:
+        return self.rule_id
+
+
+class DeadLetterEvent(Event):
+    """An event no consumer could process (``tokenpulse.dead-letter.v1``)."""
+
+    topic: str
+    consumer: str
+    reason: str
+    payload: str = Field(description="the original message body, decoded as UTF-8 with replacement")
+    headers: dict[str, str] = Field(default_factory=dict)
+    key: str | None = None
+
+    def partition_key(self) -> str:
+        return self.key or self.event_id

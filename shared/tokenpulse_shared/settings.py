@@ -1,0 +1,109 @@
+"""Settings: one pydantic-settings class, read from ``TOKENPULSE_*`` environment variables.
+
+Every service reads the same class (so a single process can run them all in
+embedded mode); each field says which service uses it. The README's
+configuration table is generated from these fields (``tokenpulse config``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1].parent
+DEFAULT_BUNDLE = REPO_ROOT / "data"
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "admin"}
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip().upper() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of every Tokenpulse service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENPULSE_", env_file=None, extra="ignore", validate_default=True
+    )
+
+    env: Literal["development", "test", "production"] = Field(
+        "development", description="Deployment environment; placeholder secrets are refused in production."
+    )
+    data_dir: Path = Field(
+        Path(".tokenpulse"), description="Embedded mode: where the embedded ClickHouse engine keeps its data."
+    )
+    clickhouse_url: str | None = Field(
+        None,
+        description="ClickHouse DSN: `http://user:pass@host:8123/db` (distributed) or `chdb:///abs/path`. "
+        "Default: chDB under DATA_DIR/clickhouse.",
+    )
+    kafka_bootstrap: str | None = Field(
+        None, description="Kafka bootstrap servers (`host:port,...`). Required by `tokenpulse run`."
+    )
+    bundle_dir: Path = Field(DEFAULT_BUNDLE, description="Folder of the bundled real market history.")
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTC", "ETH", "BNB", "XRP", "ADA", "DOGE", "SOL", "LTC"],
+        description="Tracked tokens, comma separated.",
+    )
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["console", "json"] = Field("console", description="Log output format.")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="Trace exporter; `otlp` uses the standard OTEL_EXPORTER_OTLP_ENDPOINT variable.",
+    )
+    # bus
+    consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
+    bus_max_batch: int = Field(500, ge=1, le=10000, description="Largest batch handed to one handler call.")
+    bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
+    # ingest
+    live_feed: Literal["auto", "synthetic", "off"] = Field(
+        "auto", description="Ingest: live data source; `auto` falls back to synthetic when no exchange answers."
+    )
+    synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
+    synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
+    backfill_on_start: bool = Field(
+        True, description="Embedded mode: load the bundled history on a first start."
+    )
+    # gateway
+    host: str = Field("127.0.0.1", description="Gateway: bind address.")
+    port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")
+    persist: bool = Field(
+        True,
+        description="Gateway: run the store writer (consumer group PREFIX-writer) that persists topics to ClickHouse.",
+    )
+    free_limit_per_minute: int = Field(60, ge=1, description="Gateway: free-tier requests per minute.")
+    free_limit_per_day: int = Field(10000, ge=1, description="Gateway: free-tier requests per day.")
+    admin_token: str | None = Field(None, description="Gateway: admin token (required in production).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _symbols_from_csv(cls, data: object) -> object:
+        if isinstance(data, dict) and "symbols" in data:
+            data["symbols"] = _split_csv(data["symbols"])
+        return data
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.env == "production" and (self.admin_token or "").lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("TOKENPULSE_ADMIN_TOKEN must be set to a real secret in production")
+        return self
+
+    @cached_property
+    def store_dsn(self) -> str:
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap:
+            raise ValueError(
+                "TOKENPULSE_KAFKA_BOOTSTRAP is not set: point it at your Kafka brokers "
+                "(for a local broker run `scripts/kafka-local.sh start`)"
+            )
+        return self.kafka_bootstrap

@@ -1,0 +1,61 @@
+"""The topic registry: every Kafka topic of the public contract and its event model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenpulse_shared.events import (
+    AlertFiredEvent,
+    AlertRuleEvent,
+    CandleEvent,
+    DeadLetterEvent,
+    Event,
+    GradeEvent,
+    PredictionEvent,
+    PriceEvent,
+    SignalEvent,
+    TickEvent,
+)
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    model: type[Event]
+    description: str
+    compacted: bool = False
+    partitions: int = 6
+
+    def __str__(self) -> str:
+        return self.name
+
+
+TICKS = Topic("tokenpulse.ticks.v1", TickEvent, "A normalised trade/ticker from one source")
+PRICES = Topic("tokenpulse.prices.v1", PriceEvent, "The reconciled reference price of a token")
+CANDLES = Topic("tokenpulse.candles.v1", CandleEvent, "A candle, emitted when it closes")
+GRADES = Topic("tokenpulse.grades.v1", GradeEvent, "New Trader/Investor grades of a token")
+SIGNALS = Topic("tokenpulse.signals.v1", SignalEvent, "A bullish/bearish signal")
+PREDICTIONS = Topic("tokenpulse.predictions.v1", PredictionEvent, "A forecast at a horizon")
+ALERT_RULES = Topic(
+    "tokenpulse.alert-rules.v1",
+    AlertRuleEvent,
+    "Alert rule created/changed/deleted (compacted; tombstone on delete)",
+    compacted=True,
+)
+ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
+DEAD_LETTER = Topic(
+    "tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process"
+)
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    TICKS,
+    PRICES,
+    CANDLES,
+    GRADES,
+    SIGNALS,
+    PREDICTIONS,
+    ALERT_RULES,
+    ALERTS,
+    DEAD_LETTER,
+)
+BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}

@@ -1,0 +1,152 @@
+"""The ``tokenpulse`` command line: ``up``, ``run SERVICE``, ``backfill``, ``config``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from tokenpulse_shared.events import Interval
+from tokenpulse_shared.settings import Settings
+
+from tokenpulse.runtime import SERVICES, serve
+
+app = typer.Typer(help="Tokenpulse: open crypto market intelligence.", no_args_is_help=True,
+                  add_completion=False)
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"TOKENPULSE_{key.upper()}"] = str(value)
+    try:
+        return Settings()
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Bind address of the gateway.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the gateway.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded ClickHouse keeps its data.")] = Path(".tokenpulse"),
+) -> None:
+    """Embedded mode: all four services in one process, in-process bus, embedded ClickHouse."""
+    settings = _settings(host=host, port=port, data_dir=data_dir.resolve())
+    asyncio.run(serve(settings, list(SERVICES), embedded=True))
+
+
+@app.command()
+def run(
+    service: Annotated[str, typer.Argument(help="ingest | scoring | alerts | gateway")],
+) -> None:
+    """Distributed mode: one service on Kafka (TOKENPULSE_KAFKA_BOOTSTRAP) and ClickHouse."""
+    if service not in SERVICES:
+        console.print(f"[red]unknown service {service!r}[/red]: choose one of {', '.join(SERVICES)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        settings.require_kafka()
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    asyncio.run(serve(settings, [service], embedded=False))
+
+
+def _parse_day(value: str | None) -> int | None:
+    if value is None:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+@app.command()
+def backfill(
+    symbols: Annotated[str | None, typer.Option(help="Comma-separated symbols (default: all bundled).")] = None,
+    intervals: Annotated[str | None, typer.Option(help="Comma-separated intervals, e.g. 1d,1h.")] = None,
+    start: Annotated[str | None, typer.Option(help="ISO start time (inclusive).")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO end time (exclusive).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Embedded store (when no Kafka is configured).")] = None,
+) -> None:
+    """Load bundled history through the pipeline: to Kafka if TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
+    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    try:
+        wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
+        start_ms, end_ms = _parse_day(start), _parse_day(end)
+    except ValueError as exc:
+        console.print(f"[red]bad option:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.symbols
+    asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms))
+
+
+async def _backfill(settings: Settings, symbols: list[str], intervals: list[Interval] | None,
+                    start_ms: int | None, end_ms: int | None) -> None:
+    from tokenpulse_ingest.backfill import plan, publish_history
+    from tokenpulse_shared.bus.memory import InMemoryBus
+    from tokenpulse_shared.service import Context
+    from tokenpulse_shared.store import Store
+
+    from tokenpulse.runtime import make_kafka_bus
+
+    series = plan(settings.bundle_dir, symbols, intervals, start_ms, end_ms)
+    total = sum(len(bars) for _, _, bars in series)
+    if not total:
+        console.print("[yellow]nothing to load for that selection[/yellow]")
+        return
+    store = None
+    if settings.kafka_bootstrap:
+        bus = make_kafka_bus(settings, "backfill")
+        await bus.start()
+        target = f"Kafka at {settings.kafka_bootstrap}"
+    else:
+        from tokenpulse_gateway.writer import StoreWriter
+
+        store = await Store(settings.store_dsn).open()
+        bus = InMemoryBus()
+        StoreWriter(store).register(Context(settings=settings, bus=bus, store=store, embedded=True))
+        await bus.start()
+        target = f"embedded store {settings.store_dsn}"
+    done_before: dict[str, int] = {}
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"backfill -> {target}", total=total)
+
+        def on_progress(label: str, done: int, of: int) -> None:
+            progress.update(task, advance=done - done_before.get(label, 0))
+            done_before[label] = done
+
+        t0 = asyncio.get_running_loop().time()
+        result = await publish_history(bus, series, progress=on_progress)
+        if isinstance(bus, InMemoryBus):
+            await bus.drain(timeout=600)
+        elapsed = asyncio.get_running_loop().time() - t0
+    await bus.stop()
+    if store is not None:
+        await store.close()
+    console.print(
+        f"loaded {result.candles} candles in {len(series)} series in {elapsed:.1f}s "
+        f"({result.candles / max(elapsed, 1e-9):,.0f} rows/s); rejected {result.rejected}"
+    )
+
+
+@app.command()
+def config() -> None:
+    """Print every setting, its environment variable, default and meaning."""
+    table = Table("variable", "default", "meaning")
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        table.add_row(f"TOKENPULSE_{name.upper()}", str(default), field.description or "")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

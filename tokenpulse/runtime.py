@@ -1,0 +1,168 @@
+"""Wiring: which services run in this process, on which bus, with which store.
+
+``embedded`` runs all four services in one process on the in-process bus and
+the embedded ClickHouse engine (chDB). ``run SERVICE`` runs one service on
+Kafka; only the gateway opens the store (it hosts the store writer). The
+business code is the same either way; only this module differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any
+
+import uvicorn
+from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.service import Context, Service
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.store import Store
+from tokenpulse_shared.telemetry import setup_logging, setup_tracing
+
+log = logging.getLogger("tokenpulse")
+
+SERVICES = ("ingest", "scoring", "alerts", "gateway")
+
+
+def make_service(name: str) -> Service:
+    if name == "ingest":
+        from tokenpulse_ingest.service import IngestService
+
+        return IngestService()
+    if name == "scoring":
+        from tokenpulse_scoring.service import ScoringService
+
+        return ScoringService()
+    if name == "alerts":
+        from tokenpulse_alerts.service import AlertsService
+
+        return AlertsService()
+    if name == "gateway":
+        from tokenpulse_gateway.service import GatewayService
+
+        return GatewayService()
+    raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+
+
+def make_kafka_bus(settings: Settings, service: str) -> Bus:
+    from opentelemetry import trace
+    from tokenpulse_shared.bus.kafka import KafkaBus
+
+    return KafkaBus(
+        settings.require_kafka(),
+        client_id=f"tokenpulse-{service}",
+        group_prefix=settings.consumer_group_prefix,
+        tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
+        retries=settings.bus_retries,
+        max_batch=settings.bus_max_batch,
+    )
+
+
+async def embedded_backfill(ctx: Context) -> None:
+    """First start: load the bundled history unless the store already has it."""
+    from tokenpulse_ingest.backfill import plan, publish_history
+
+    assert ctx.store is not None
+    have = await ctx.store.query("SELECT count() FROM candles WHERE source != 'ticks'")
+    if have and have[0][0] > 0:
+        ctx.status["backfill"] = "done"
+        log.info("history already loaded (%d candles); skipping backfill", have[0][0])
+        return
+    ctx.status["backfill"] = "running"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    series = await asyncio.to_thread(plan, ctx.settings.bundle_dir, ctx.settings.symbols)
+    result = await publish_history(ctx.bus, series)
+    if isinstance(ctx.bus, InMemoryBus):
+        await ctx.bus.drain(timeout=600)
+    ctx.status["backfill"] = "done"
+    log.info("loaded %d candles of bundled history in %.1fs", result.candles, loop.time() - t0)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, services: list[str], *, embedded: bool) -> None:
+        self.settings = settings
+        self.names = services
+        self.embedded = embedded
+        self.services: list[Service] = []
+        self.ctx: Context | None = None
+        self.tasks: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> Context:
+        s = self.settings
+        setup_tracing("tokenpulse" if self.embedded else f"tokenpulse-{self.names[0]}", s.otel_exporter)
+        store = None
+        if "gateway" in self.names:
+            store = await Store(s.store_dsn).open()
+        if self.embedded:
+            bus: Bus = InMemoryBus(retries=s.bus_retries, max_batch=s.bus_max_batch)
+        else:
+            bus = make_kafka_bus(s, self.names[0])
+        self.ctx = Context(settings=s, bus=bus, store=store, embedded=self.embedded)
+        self.services = [make_service(n) for n in self.names]
+        for service in self.services:
+            service.register(self.ctx)
+        await bus.start()
+        for service in self.services:
+            await service.start(self.ctx)
+        if self.embedded and s.backfill_on_start and store is not None:
+            self.tasks.append(asyncio.create_task(self._backfill(), name="backfill"))
+        log.info("tokenpulse started: %s (%s)", ", ".join(self.names), "embedded" if self.embedded else "kafka")
+        return self.ctx
+
+    async def _backfill(self) -> None:
+        assert self.ctx is not None
+        try:
+            await embedded_backfill(self.ctx)
+        except Exception:
+            self.ctx.status["backfill"] = "failed"
+            log.exception("backfill failed")
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await t
+        for service in reversed(self.services):
+            with suppress(Exception):
+                await service.stop()
+        if self.ctx is not None:
+            await self.ctx.bus.stop()
+            if self.ctx.store is not None:
+                await self.ctx.store.close()
+
+    def app(self) -> Any:
+        for service in self.services:
+            if getattr(service, "app", None) is not None:
+                return service.app  # type: ignore[attr-defined]
+        return None
+
+
+async def serve(settings: Settings, services: list[str], *, embedded: bool,
+                on_ready: Callable[[Runtime], None] | None = None) -> None:
+    setup_logging(settings.log_level, settings.log_format)
+    runtime = Runtime(settings, services, embedded=embedded)
+    await runtime.start()
+    try:
+        app = runtime.app()
+        if on_ready:
+            on_ready(runtime)
+        if app is not None:
+            config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                                    access_log=False, lifespan="off")
+            server = uvicorn.Server(config)
+            log.info("gateway listening on http://%s:%d", settings.host, settings.port)
+            await server.serve()
+        else:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+    finally:
+        await runtime.stop()
+        log.info("tokenpulse stopped")
