@@ -66,9 +66,10 @@ class Store:
     async def open(self, *, migrate: bool = True) -> Store:
         path = self.engine_path
         if path is not None:
-            if path in _OPEN_ENGINES:
+            if _OPEN_ENGINES:
                 raise RuntimeError(
-                    f"chDB engine at {path} is already open in this process: share the Store instance"
+                    f"a chDB engine ({next(iter(_OPEN_ENGINES))}) is already open in this process; chDB runs "
+                    "one engine per process: share that Store instance or close it first"
                 )
             Path(path).mkdir(parents=True, exist_ok=True)
         self._client = await self._run(self._connect)

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tokenpulse_shared.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real ClickHouse engine (chDB) on a fresh data path, migrated."""
+    s = await Store(f"chdb://{tmp_path / 'ch'}").open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def kafka_bootstrap() -> str:
+    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
+    if not bootstrap:
+        pytest.fail("TOKENPULSE_TEST_KAFKA is not set: run the suite with `make test`, which starts Kafka")
+    return bootstrap

@@ -1,0 +1,122 @@
+"""The gateway API on the real engine: keys, candles with pagination, tokens, and 4xx for bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tokenpulse_gateway.service import GatewayService
+from tokenpulse_ingest.backfill import plan, publish_history
+from tokenpulse_ingest.bundle import iter_bundle
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.events import Interval
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.store import Store
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(symbols=["BTC", "ETH"], live_feed="off")
+    bus = InMemoryBus()
+    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
+    gateway = GatewayService()
+    gateway.register(ctx)
+    await bus.start()
+    await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await bus.drain()
+    assert gateway.app is not None
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
+        key = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
+        client.headers["X-API-Key"] = key
+        yield client
+    await bus.stop()
+
+
+async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store: Store) -> None:
+    key = api.headers["X-API-Key"]
+    no_key = await api.get("/v1/tokens", headers={"X-API-Key": ""})
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
+    bad = await api.get("/v1/tokens", headers={"X-API-Key": "tp_nope"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+    bearer = await api.get("/v1/tokens", headers={"X-API-Key": "", "Authorization": f"Bearer {key}"})
+    assert bearer.status_code == 200
+    stored = await store.query("SELECT key_hash FROM api_keys")
+    assert key not in str(stored) and len(stored[0][0]) == 64
+
+
+async def test_candles_page_through_the_whole_real_history(api: httpx.AsyncClient) -> None:
+    expected = next(bars for s, i, bars in iter_bundle(Settings().bundle_dir, ["BTC"], [Interval.D1]))
+    got, cursor = [], None
+    while True:
+        params = {"interval": "1d", "limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/candles/BTC", params=params)).json()
+        got += page["data"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(got) == len(expected)
+    assert got[0]["ts"] == "2011-01-01T00:00:00Z"
+    assert [(c["open"], c["high"], c["low"], c["close"]) for c in got] == [
+        (b.open, b.high, b.low, b.close) for b in expected]
+
+
+async def test_candles_honour_start_and_end(api: httpx.AsyncClient) -> None:
+    r = await api.get("/v1/candles/BTC", params={"interval": "1d", "start": "2017-12-16", "end": "2017-12-18"})
+    data = r.json()["data"]
+    assert [c["ts"] for c in data] == ["2017-12-16T00:00:00Z", "2017-12-17T00:00:00Z"]
+    assert data[1]["close"] == 19378.99
+    assert r.json()["next_cursor"] is None
+
+
+async def test_tokens_list_and_detail(api: httpx.AsyncClient) -> None:
+    tokens = (await api.get("/v1/tokens")).json()
+    assert [t["symbol"] for t in tokens["data"]] == ["BTC", "ETH"]
+    btc = tokens["data"][0]
+    assert btc["name"] == "Bitcoin" and btc["price"] > 0
+    assert set(btc) >= {"symbol", "name", "price", "change_24h", "volume_24h", "trader_grade", "investor_grade",
+                        "signal"}
+    detail = (await api.get("/v1/tokens/btc")).json()
+    assert set(detail["roi"]) == {"24h", "7d", "30d", "1y"}
+    assert detail["roi"]["24h"] is not None  # daily candles give a 24h reference
+    assert detail["updated_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/v1/candles/FOO", {}, 404, "unknown_symbol"),
+        ("/v1/candles/B$C", {}, 400, "invalid_symbol"),
+        ("/v1/candles/BTC", {"interval": "2m"}, 422, "invalid_request"),
+        ("/v1/candles/BTC", {"start": "yesterday"}, 400, "invalid_time"),
+        ("/v1/candles/BTC", {"start": "2020-01-02", "end": "2020-01-01"}, 400, "invalid_range"),
+        ("/v1/candles/BTC", {"cursor": "%%%"}, 400, "invalid_cursor"),
+        ("/v1/candles/BTC", {"limit": 0}, 422, "invalid_request"),
+        ("/v1/candles/BTC", {"limit": 5000}, 422, "invalid_request"),
+        ("/v1/tokens/NOPE", {}, 404, "unknown_symbol"),
+        ("/v1/nothing", {}, 404, "not_found"),
+    ],
+)
+async def test_client_mistakes_get_a_4xx_in_the_contract_format(
+    api: httpx.AsyncClient, path: str, params: dict[str, object], status: int, code: str
+) -> None:
+    r = await api.get(path, params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code and r.json()["error"]["message"]
+
+
+async def test_key_request_is_validated(api: httpx.AsyncClient) -> None:
+    r = await api.post("/v1/keys", json={"name": "", "email": "not-an-email"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+
+
+async def test_ops_endpoints(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"store": True, "bus": True}
+    metrics = await api.get("/metrics")
+    assert metrics.status_code == 200 and "http_requests_total" in metrics.text
+    spec = (await api.get("/openapi.json")).json()
+    assert "/v1/candles/{symbol}" in spec["paths"]
