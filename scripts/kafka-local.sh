@@ -70,7 +70,7 @@ find_java() {
     ver="$("$JAVA" -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n1)" || true
     [[ -n "$ver" ]] || die "could not determine the version of $JAVA (is it a working Java installation?)"
     major="${ver%%.*}"
-    [[ "$major" == 1 ]] && major="$(echo "$ver" | cut -d. -f2)"
+    if [[ "$major" == 1 ]]; then major="$(echo "$ver" | cut -d. -f2)"; fi # 1.8 -> 8
     [[ "$major" =~ ^[0-9]+$ ]] || die "could not parse Java version '$ver' from $JAVA"
     if ((major < 17)); then
         die "Java $ver at $JAVA is too old: Kafka $KAFKA_VERSION needs Java 17+ (install OpenJDK 17 or point JAVA_HOME at it)"
@@ -141,7 +141,7 @@ cmd_fetch() {
         [[ -f "$tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] ||
             die "mvn finished but $tmp/kafka_2.13-$KAFKA_VERSION.jar is missing (see $mvnlog)"
         rm -rf "$LIBS_DIR.old"
-        [[ -e "$LIBS_DIR" ]] && mv "$LIBS_DIR" "$LIBS_DIR.old"
+        if [[ -e "$LIBS_DIR" ]]; then mv "$LIBS_DIR" "$LIBS_DIR.old"; fi
         mv "$tmp" "$LIBS_DIR"
         rm -rf "$LIBS_DIR.old"
         expected_marker >"$MARKER"
@@ -178,14 +178,15 @@ running_pid() {
     echo "$pid"
 }
 
-# True if nothing on this host has TCP port $1 bound (any state, any address).
+# True if nothing on this host has TCP port $1 bound (any address). TIME_WAIT
+# leftovers are ignored: Java server sockets use SO_REUSEADDR.
 port_free() {
     local p="$1" hex f
     if [[ -r /proc/net/tcp ]]; then
         hex="$(printf ':%04X' "$p")"
         for f in /proc/net/tcp /proc/net/tcp6; do
             [[ -r "$f" ]] || continue
-            if awk -v h="$hex" 'NR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' "$f"; then
+            if awk -v h="$hex" 'NR > 1 && $4 != "06" && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' "$f"; then
                 return 1
             fi
         done
@@ -341,6 +342,7 @@ round_trip() {
 
 cmd_start() {
     set_run_dir "${1:-}"
+    [[ "$READY_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TOKENPULSE_KAFKA_READY_TIMEOUT must be a positive number of seconds, got '$READY_TIMEOUT'"
     find_java
     command -v timeout >/dev/null 2>&1 || die "'timeout' not found: install coreutils"
     mkdir -p "$RUN_DIR" || die "cannot create run dir $RUN_DIR"
@@ -392,7 +394,7 @@ cmd_start() {
     # Rotate previous logs so the tail printed on failure belongs to this start.
     local f
     for f in server.log kafka.out ready-check.log; do
-        [[ -f "$RUN_DIR/logs/$f" ]] && mv -f "$RUN_DIR/logs/$f" "$RUN_DIR/logs/$f.1"
+        if [[ -f "$RUN_DIR/logs/$f" ]]; then mv -f "$RUN_DIR/logs/$f" "$RUN_DIR/logs/$f.1"; fi
     done
 
     log "starting Kafka $KAFKA_VERSION broker on $bootstrap (controller 127.0.0.1:$cport, run dir $RUN_DIR)"
@@ -406,7 +408,7 @@ cmd_start() {
         launcher=()
         if command -v setsid >/dev/null 2>&1 && [[ -r "/proc/$BASHPID/stat" ]]; then
             read -r -a st <"/proc/$BASHPID/stat"
-            [[ "${st[4]:-}" != "$BASHPID" ]] && launcher=(setsid)
+            if [[ "${st[4]:-}" != "$BASHPID" ]]; then launcher=(setsid); fi
         fi
         exec "${launcher[@]}" "$JAVA" "${heap_opts[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
             -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \

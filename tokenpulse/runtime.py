@@ -59,6 +59,7 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
         retries=settings.bus_retries,
         max_batch=settings.bus_max_batch,
+        replication=settings.kafka_replication,
     )
 
 

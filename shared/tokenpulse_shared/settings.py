@@ -58,6 +58,7 @@ class Settings(BaseSettings):
         description="Trace exporter; `otlp` uses the standard OTEL_EXPORTER_OTLP_ENDPOINT variable.",
     )
     # bus
+    kafka_replication: int = Field(1, ge=1, le=5, description="Replication factor of the topics Tokenpulse creates.")
     consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
     bus_max_batch: int = Field(500, ge=1, le=10000, description="Largest batch handed to one handler call.")
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")

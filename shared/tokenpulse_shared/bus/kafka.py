@@ -23,7 +23,8 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
-from opentelemetry.trace import TracerProvider
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Link, SpanKind, TracerProvider
 
 from tokenpulse_shared.bus.base import (
     Bus,
@@ -47,7 +48,7 @@ async def _raw_decoder(msg: Any) -> Any:
     return None
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS) -> None:
+async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1) -> None:
     """Create the contract's topics (compaction where the contract says so); existing ones are kept."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tokenpulse-admin")
     await admin.start()
@@ -57,7 +58,7 @@ async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS) ->
             NewTopic(
                 name=t.name,
                 num_partitions=t.partitions,
-                replication_factor=-1,
+                replication_factor=replication,
                 topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
             )
             for t in topics
@@ -84,12 +85,14 @@ class KafkaBus(Bus):
         tracer_provider: TracerProvider | None = None,
         prometheus_registry: Any | None = None,
         from_beginning: bool = True,
+        replication: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
+        self.replication = replication
         middlewares: list[Any] = []
         from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 
@@ -108,12 +111,13 @@ class KafkaBus(Bus):
             logger=None,
         )
         self._started = False
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
 
     async def start(self) -> None:
-        await ensure_topics(self.bootstrap)
+        await ensure_topics(self.bootstrap, replication=self.replication)
         for sub in self.subscriptions:
             subscriber = self.broker.subscriber(
                 sub.topic.name,
@@ -149,6 +153,7 @@ class KafkaBus(Bus):
                 records = (records,)
             events: list[Event] = []
             dead: list[DeadLetterEvent] = []
+            contexts = []
             for record in records:
                 if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                     continue
@@ -157,12 +162,29 @@ class KafkaBus(Bus):
                     key=record.key.decode("utf-8", "replace") if record.key else None,
                     headers={k: v.decode("utf-8", "replace") for k, v in (record.headers or ())},
                 )
+                contexts.append(propagate.extract(raw.headers))
                 try:
                     events.append(decode_message(sub.topic, raw))
                 except ValueError as exc:
                     dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=raw))
+            # The first message's trace continues through the handler (its publishes become children);
+            # the others of the batch are linked, as OpenTelemetry's messaging conventions suggest.
+            parent = contexts[0] if contexts else None
+            links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
             try:
-                await bus.deliver(sub, events, dead)
+                with bus.tracer.start_as_current_span(
+                    f"{sub.topic.name} process",
+                    context=parent,
+                    kind=SpanKind.CONSUMER,
+                    links=[link for link in links if link.context.is_valid],
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": sub.topic.name,
+                        "messaging.consumer.group.name": bus.group_id(sub.group),
+                        "messaging.batch.message_count": len(records),
+                    },
+                ):
+                    await bus.deliver(sub, events, dead)
             except TransientError as exc:
                 log.warning("%s: transient failure (%s); batch will be redelivered", sub.group, exc)
                 await asyncio.sleep(bus.backoff_s * 10)

@@ -1,0 +1,167 @@
+"""The Kafka adapter against the real broker: order, dead letters, redelivery, trace propagation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tokenpulse_shared.bus import RawMessage, TransientError
+from tokenpulse_shared.bus.kafka import KafkaBus
+from tokenpulse_shared.events import DeadLetterEvent, Event, PriceEvent
+from tokenpulse_shared.topics import DEAD_LETTER, PRICES
+
+pytestmark = pytest.mark.kafka
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def price(symbol: str, i: int) -> PriceEvent:
+    return PriceEvent(symbol=symbol, ts=T0.replace(minute=i % 60, hour=i // 60 % 24), price=float(i + 1))
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+def new_bus(bootstrap: str, **kw: object) -> KafkaBus:
+    # a fresh group prefix per test: each test reads the topics from the start independently
+    return KafkaBus(bootstrap, group_prefix=f"test-{uuid.uuid4().hex[:8]}", backoff_s=0.01, **kw)  # type: ignore[arg-type]
+
+
+async def run_with(bus: KafkaBus, body: Callable[[], Awaitable[None]]) -> None:
+    await bus.start()
+    try:
+        await body()
+    finally:
+        await bus.stop()
+
+
+async def test_per_key_order_and_no_loss_through_the_broker(kafka_bootstrap: str) -> None:
+    bus = new_bus(kafka_bootstrap)
+    run_id = uuid.uuid4().hex[:6].upper()
+    symbols = [f"A{run_id}", f"B{run_id}"]
+    seen: dict[str, list[float]] = {s: [] for s in symbols}
+
+    async def handler(events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, PriceEvent) and e.symbol in seen:
+                seen[e.symbol].append(e.price)
+
+    bus.subscribe(PRICES, "order", handler)
+
+    async def body() -> None:
+        for i in range(0, 300, 50):
+            await bus.publish(PRICES, [price(s, j) for j in range(i, i + 50) for s in symbols])
+        await wait_for(lambda: all(len(v) >= 300 for v in seen.values()))
+
+    await run_with(bus, body)
+    for s in symbols:
+        assert seen[s] == [float(i + 1) for i in range(300)]
+
+
+async def test_malformed_messages_are_dead_lettered_with_reason_and_payload(kafka_bootstrap: str) -> None:
+    bus = new_bus(kafka_bootstrap)
+    marker = uuid.uuid4().hex
+    SYM = "DL" + marker[:6].upper()  # noqa: N806
+    good: list[PriceEvent] = []
+    dead: list[DeadLetterEvent] = []
+
+    async def handler(events: list[Event]) -> None:
+        good.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == SYM)
+
+    async def audit(events: list[Event]) -> None:
+        dead.extend(e for e in events if isinstance(e, DeadLetterEvent) and marker in e.payload)
+
+    bus.subscribe(PRICES, "victim", handler)
+    bus.subscribe(DEAD_LETTER, "audit", audit)
+
+    async def body() -> None:
+        ok = PriceEvent(symbol=SYM, ts=T0, price=5.0)
+        await bus.publish_raw(PRICES, [
+            RawMessage(f"not json {marker}".encode(), key=SYM),
+            RawMessage(f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":NaN,"m":"{marker}"}}'.encode(),
+                       key=SYM),
+            RawMessage(f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":-1,"m":"{marker}"}}'.encode(),
+                       key=SYM),
+        ])
+        await bus.publish(PRICES, [ok])
+        await wait_for(lambda: len(dead) >= 3 and len(good) >= 1)
+
+    await run_with(bus, body)
+    assert len(good) == 1
+    reasons = sorted(d.reason for d in dead)
+    assert any("not JSON" in r for r in reasons)
+    assert sum("schema validation failed" in r for r in reasons) == 2
+    assert all(d.topic == PRICES.name and d.key == SYM for d in dead)
+
+
+async def test_transient_failure_is_redelivered_not_dead_lettered(kafka_bootstrap: str) -> None:
+    bus = new_bus(kafka_bootstrap)
+    symbol = "TR" + uuid.uuid4().hex[:6].upper()
+    failures = 0
+    delivered: list[str] = []
+
+    async def flaky(events: list[Event]) -> None:
+        nonlocal failures
+        mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == symbol]
+        if mine and failures < 2:
+            failures += 1
+            raise TransientError("store unavailable")
+        delivered.extend(e.event_id for e in mine)
+
+    bus.subscribe(PRICES, "flaky", flaky)
+    events = [price(symbol, i) for i in range(10)]
+
+    async def body() -> None:
+        await bus.publish(PRICES, events)
+        await wait_for(lambda: set(delivered) >= {e.event_id for e in events})
+
+    await run_with(bus, body)
+    assert failures == 2
+    assert set(delivered) == {e.event_id for e in events}
+
+
+async def test_trace_context_flows_from_publisher_to_consumer(kafka_bootstrap: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    bus = new_bus(kafka_bootstrap, tracer_provider=provider)
+    symbol = "TC" + uuid.uuid4().hex[:6].upper()
+    got: list[Event] = []
+
+    async def handler(events: list[Event]) -> None:
+        got.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+
+    bus.subscribe(PRICES, "traced", handler)
+    tracer = provider.get_tracer("test")
+
+    async def body() -> None:
+        with tracer.start_as_current_span("origin") as origin:
+            await bus.publish(PRICES, [price(symbol, 1)])
+            trace_id = origin.get_span_context().trace_id
+        await wait_for(lambda: len(got) == 1)
+        await asyncio.sleep(0.5)
+        spans = exporter.get_finished_spans()
+        publish = next(s for s in spans if s.context.trace_id == trace_id and s.name == f"{PRICES.name} publish")
+        assert publish.kind.name == "PRODUCER"
+        # the consumer's process span continues the message's trace: as its parent when the message
+        # opens the batch, as a span link otherwise (OpenTelemetry messaging conventions for batches)
+        processes = [s for s in spans if s.name == f"{PRICES.name} process"]
+        related = [
+            p for p in processes
+            if (p.parent is not None and p.context.trace_id == trace_id)
+            or any(link.context.trace_id == trace_id for link in p.links)
+        ]
+        assert related and related[0].kind.name == "CONSUMER"
+
+    await run_with(bus, body)
