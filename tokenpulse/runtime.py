@@ -9,9 +9,10 @@ business code is the same either way; only this module differs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -143,10 +144,24 @@ class Runtime:
         return None
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after its own shutdown, killing the process before our cleanup;
+    here the runtime owns the signals and asks uvicorn to exit, so services stop and the store closes."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        self.should_exit = True
+
+
 async def serve(settings: Settings, services: list[str], *, embedded: bool,
                 on_ready: Callable[[Runtime], None] | None = None) -> None:
     setup_logging(settings.log_level, settings.log_format)
     runtime = Runtime(settings, services, embedded=embedded)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
     await runtime.start()
     try:
         app = runtime.app()
@@ -155,12 +170,12 @@ async def serve(settings: Settings, services: list[str], *, embedded: bool,
         if app is not None:
             config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                                     access_log=False, lifespan="off")
-            server = uvicorn.Server(config)
+            server = _Server(config)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, server.request_exit)
             log.info("gateway listening on http://%s:%d", settings.host, settings.port)
             await server.serve()
         else:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()

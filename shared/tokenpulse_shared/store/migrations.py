@@ -56,7 +56,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(ts)
             ORDER BY (symbol, ts, source, dedup_key)
-            TTL toDateTime(ts) + INTERVAL 30 DAY
+            TTL toDateTime(produced_at) + INTERVAL 30 DAY
             SETTINGS {DEDUP}""",
             f"""CREATE TABLE IF NOT EXISTS prices (
                 symbol LowCardinality(String),
@@ -70,7 +70,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(ts)
             ORDER BY (symbol, ts)
-            TTL toDateTime(ts) + INTERVAL 400 DAY
+            TTL toDateTime(produced_at) + INTERVAL 400 DAY
             SETTINGS {DEDUP}""",
             f"""CREATE TABLE IF NOT EXISTS grades (
                 symbol LowCardinality(String),
