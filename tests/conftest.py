@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
 from tokenpulse_shared.store import Store
 
 

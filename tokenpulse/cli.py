@@ -17,8 +17,7 @@ from tokenpulse_shared.settings import Settings
 
 from tokenpulse.runtime import SERVICES, serve
 
-app = typer.Typer(help="Tokenpulse: open crypto market intelligence.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(help="Tokenpulse: open crypto market intelligence.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
 
 
@@ -76,7 +75,9 @@ def backfill(
     end: Annotated[str | None, typer.Option(help="ISO end time (exclusive).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Embedded store (when no Kafka is configured).")] = None,
 ) -> None:
-    """Load bundled history through the pipeline: to Kafka if TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
+    """Load bundled history through the pipeline.
+
+    To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
     settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
     try:
         wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
@@ -88,8 +89,9 @@ def backfill(
     asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms))
 
 
-async def _backfill(settings: Settings, symbols: list[str], intervals: list[Interval] | None,
-                    start_ms: int | None, end_ms: int | None) -> None:
+async def _backfill(
+    settings: Settings, symbols: list[str], intervals: list[Interval] | None, start_ms: int | None, end_ms: int | None
+) -> None:
     from tokenpulse_ingest.backfill import plan, publish_history
     from tokenpulse_shared.bus.memory import InMemoryBus
     from tokenpulse_shared.service import Context
@@ -116,8 +118,9 @@ async def _backfill(settings: Settings, symbols: list[str], intervals: list[Inte
         await bus.start()
         target = f"embedded store {settings.store_dsn}"
     done_before: dict[str, int] = {}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         task = progress.add_task(f"backfill -> {target}", total=total)
 
         def on_progress(label: str, done: int, of: int) -> None:

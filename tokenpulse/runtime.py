@@ -156,8 +156,9 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-async def serve(settings: Settings, services: list[str], *, embedded: bool,
-                on_ready: Callable[[Runtime], None] | None = None) -> None:
+async def serve(
+    settings: Settings, services: list[str], *, embedded: bool, on_ready: Callable[[Runtime], None] | None = None
+) -> None:
     setup_logging(settings.log_level, settings.log_format)
     runtime = Runtime(settings, services, embedded=embedded)
     loop = asyncio.get_running_loop()
@@ -168,8 +169,9 @@ async def serve(settings: Settings, services: list[str], *, embedded: bool,
         if on_ready:
             on_ready(runtime)
         if app is not None:
-            config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                                    access_log=False, lifespan="off")
+            config = uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
+            )
             server = _Server(config)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, server.request_exit)

@@ -28,9 +28,7 @@ def _split_csv(value: object) -> object:
 class Settings(BaseSettings):
     """Runtime configuration of every Tokenpulse service."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="TOKENPULSE_", env_file=None, extra="ignore", validate_default=True
-    )
+    model_config = SettingsConfigDict(env_prefix="TOKENPULSE_", env_file=None, extra="ignore", validate_default=True)
 
     env: Literal["development", "test", "production"] = Field(
         "development", description="Deployment environment; placeholder secrets are refused in production."
@@ -68,9 +66,7 @@ class Settings(BaseSettings):
     )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
-    backfill_on_start: bool = Field(
-        True, description="Embedded mode: load the bundled history on a first start."
-    )
+    backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
     # gateway
     host: str = Field("127.0.0.1", description="Gateway: bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")

@@ -43,9 +43,7 @@ ALERT_RULES = Topic(
     compacted=True,
 )
 ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
-DEAD_LETTER = Topic(
-    "tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process"
-)
+DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
 ALL_TOPICS: tuple[Topic, ...] = (
     TICKS,

@@ -27,8 +27,9 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self.fh = log.open("wb")
-        self.p = subprocess.Popen([TOKENPULSE, *args], env={**os.environ, **env}, stdout=self.fh,
-                                  stderr=subprocess.STDOUT)
+        self.p = subprocess.Popen(
+            [TOKENPULSE, *args], env={**os.environ, **env}, stdout=self.fh, stderr=subprocess.STDOUT
+        )
 
     def stop(self, timeout: float = 30) -> int:
         if self.p.poll() is None:

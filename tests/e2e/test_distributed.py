@@ -22,8 +22,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from tests.e2e.procs import TOKENPULSE, Proc, api_key, fetch_all, free_port, wait_until
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_shared.bus import RawMessage
 from tokenpulse_shared.bus.kafka import KafkaBus
@@ -31,6 +29,8 @@ from tokenpulse_shared.events import AlertCondition, AlertRuleEvent, Interval, T
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import ALERT_RULES, TICKS
+
+from tests.e2e.procs import TOKENPULSE, Proc, api_key, fetch_all, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -46,8 +46,16 @@ def replay_ticks(symbol: str) -> list[TickEvent]:
         t = datetime.fromtimestamp(bar.ts_ms / 1000, UTC)
         first, second = (bar.low, bar.high) if bar.close >= bar.open else (bar.high, bar.low)
         for k, p in enumerate((bar.open, first, second, bar.close)):
-            ticks.append(TickEvent(symbol=symbol, source="binance", ts=t + timedelta(seconds=15 * k), price=p,
-                                   size=bar.volume / 4, trade_id=f"{bar.ts_ms}-{k}"))
+            ticks.append(
+                TickEvent(
+                    symbol=symbol,
+                    source="binance",
+                    ts=t + timedelta(seconds=15 * k),
+                    price=p,
+                    size=bar.volume / 4,
+                    trade_id=f"{bar.ts_ms}-{k}",
+                )
+            )
     return ticks
 
 
@@ -59,8 +67,13 @@ def expected_candles(ticks: list[TickEvent], interval: Interval) -> dict[str, tu
     for b, group in sorted(buckets.items()):
         group.sort(key=lambda t: t.ts)
         ts = datetime.fromtimestamp(b / 1000, UTC).isoformat().replace("+00:00", "Z")
-        out[ts] = (group[0].price, max(t.price for t in group), min(t.price for t in group), group[-1].price,
-                   sum(t.size for t in group))
+        out[ts] = (
+            group[0].price,
+            max(t.price for t in group),
+            min(t.price for t in group),
+            group[-1].price,
+            sum(t.size for t in group),
+        )
     return out
 
 
@@ -70,7 +83,8 @@ def served(candles: list[dict[str, float]]) -> dict[str, tuple[float, ...]]:
 
 def same(a: dict[str, tuple[float, ...]], b: dict[str, tuple[float, ...]]) -> bool:
     return a.keys() == b.keys() and all(
-        all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(a[k], b[k], strict=True)) for k in a)
+        all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(a[k], b[k], strict=True)) for k in a
+    )
 
 
 async def publish(bootstrap: str, ticks: list[TickEvent], rule: AlertRuleEvent, junk: list[RawMessage]) -> None:
@@ -81,7 +95,7 @@ async def publish(bootstrap: str, ticks: list[TickEvent], rule: AlertRuleEvent, 
         await asyncio.sleep(3)  # let the alerts service learn the rule before prices flow
         await bus.publish_raw(TICKS, junk)
         for i in range(0, len(ticks), 500):
-            await bus.publish(TICKS, ticks[i:i + 500])
+            await bus.publish(TICKS, ticks[i : i + 500])
     finally:
         await bus.stop()
 
@@ -105,9 +119,22 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
 
         # daily history through the CLI backfill (to Kafka) -> scoring -> grades
         backfill = subprocess.run(
-            [TOKENPULSE, "backfill", "--symbols", "BTC", "--intervals", "1d", "--start", "2024-06-01",
-             "--end", "2024-12-05"],
-            env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=180,
+            [
+                TOKENPULSE,
+                "backfill",
+                "--symbols",
+                "BTC",
+                "--intervals",
+                "1d",
+                "--start",
+                "2024-06-01",
+                "--end",
+                "2024-12-05",
+            ],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert backfill.returncode == 0, backfill.stderr
         assert "loaded 187 candles" in backfill.stderr
@@ -116,8 +143,7 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
         sym = "E" + uuid.uuid4().hex[:7].upper()
         ticks = replay_ticks(sym)
         rng = random.Random(42)
-        shuffled = [t for _, t in sorted(((i + rng.uniform(0, 3), t) for i, t in enumerate(ticks)),
-                                         key=lambda p: p[0])]
+        shuffled = [t for _, t in sorted(((i + rng.uniform(0, 3), t) for i, t in enumerate(ticks)), key=lambda p: p[0])]
         stream = []
         for t in shuffled:
             stream.append(t)
@@ -126,13 +152,22 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
         marker = uuid.uuid4().hex
         junk = [
             RawMessage(f"not json {marker}".encode(), key=sym),
-            RawMessage(f'{{"symbol":"{sym}","source":"x","ts":"2024-12-05T00:00:00Z","price":NaN,"m":"{marker}"}}'
-                       .encode(), key=sym),
-            RawMessage(f'{{"symbol":"{sym}","source":"x","ts":"2024-12-05T00:00:00Z","price":-2,"m":"{marker}"}}'
-                       .encode(), key=sym),
+            RawMessage(
+                f'{{"symbol":"{sym}","source":"x","ts":"2024-12-05T00:00:00Z","price":NaN,"m":"{marker}"}}'.encode(),
+                key=sym,
+            ),
+            RawMessage(
+                f'{{"symbol":"{sym}","source":"x","ts":"2024-12-05T00:00:00Z","price":-2,"m":"{marker}"}}'.encode(),
+                key=sym,
+            ),
         ]
-        rule = AlertRuleEvent(rule_id=f"rule-{marker[:8]}", owner="e2e", symbol=sym,
-                              condition=AlertCondition(kind="price_above", value=100_000.0), cooldown_s=3600)
+        rule = AlertRuleEvent(
+            rule_id=f"rule-{marker[:8]}",
+            owner="e2e",
+            symbol=sym,
+            condition=AlertCondition(kind="price_above", value=100_000.0),
+            cooldown_s=3600,
+        )
         asyncio.run(publish(kafka_bootstrap, stream, rule, junk))
 
         window = {"start": START.isoformat(), "end": END.isoformat()}
@@ -140,8 +175,11 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
             want = expected_candles(ticks, interval)
             wait_until(
                 lambda interval=interval, want=want: same(
-                    served(fetch_all(base, f"/v1/candles/{sym}", key, {"interval": interval.value, **window})), want),
-                120, f"{interval.value} candles to match the replay", procs,
+                    served(fetch_all(base, f"/v1/candles/{sym}", key, {"interval": interval.value, **window})), want
+                ),
+                120,
+                f"{interval.value} candles to match the replay",
+                procs,
             )
 
         def token(symbol: str) -> dict[str, object]:
@@ -161,16 +199,27 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
         store = await Store(f"chdb://{(tmp_path / 'gateway' / 'clickhouse').resolve()}").open(migrate=False)
         try:
             out: dict[str, object] = {}
-            out["ticks"] = (await store.query(
-                "SELECT count(), uniqExact(event_id) FROM ticks FINAL WHERE symbol = {s:String}", {"s": sym}))[0]
-            out["tick_ids"] = (await store.query(
-                "SELECT uniqExact(event_id) FROM ticks WHERE symbol = {s:String}", {"s": sym}))[0][0]
-            out["dead"] = (await store.query(
-                "SELECT count() FROM dead_letters FINAL WHERE topic = 'tokenpulse.ticks.v1' AND consumer = 'ingest' "
-                "AND position(payload, {m:String}) > 0", {"m": marker}))[0][0]
-            out["alerts"] = (await store.query(
-                "SELECT count(), min(price) FROM alerts_fired FINAL WHERE rule_id = {r:String}",
-                {"r": rule.rule_id}))[0]
+            out["ticks"] = (
+                await store.query(
+                    "SELECT count(), uniqExact(event_id) FROM ticks FINAL WHERE symbol = {s:String}", {"s": sym}
+                )
+            )[0]
+            out["tick_ids"] = (
+                await store.query("SELECT uniqExact(event_id) FROM ticks WHERE symbol = {s:String}", {"s": sym})
+            )[0][0]
+            out["dead"] = (
+                await store.query(
+                    "SELECT count() FROM dead_letters FINAL WHERE topic = 'tokenpulse.ticks.v1' "
+                    "AND consumer = 'ingest' "
+                    "AND position(payload, {m:String}) > 0",
+                    {"m": marker},
+                )
+            )[0][0]
+            out["alerts"] = (
+                await store.query(
+                    "SELECT count(), min(price) FROM alerts_fired FINAL WHERE rule_id = {r:String}", {"r": rule.rule_id}
+                )
+            )[0]
             return out
         finally:
             await store.close()

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_ingest.bundle import iter_bundle
@@ -60,7 +59,8 @@ async def test_candles_page_through_the_whole_real_history(api: httpx.AsyncClien
     assert len(got) == len(expected)
     assert got[0]["ts"] == "2011-01-01T00:00:00Z"
     assert [(c["open"], c["high"], c["low"], c["close"]) for c in got] == [
-        (b.open, b.high, b.low, b.close) for b in expected]
+        (b.open, b.high, b.low, b.close) for b in expected
+    ]
 
 
 async def test_candles_honour_start_and_end(api: httpx.AsyncClient) -> None:
@@ -76,8 +76,16 @@ async def test_tokens_list_and_detail(api: httpx.AsyncClient) -> None:
     assert [t["symbol"] for t in tokens["data"]] == ["BTC", "ETH"]
     btc = tokens["data"][0]
     assert btc["name"] == "Bitcoin" and btc["price"] > 0
-    assert set(btc) >= {"symbol", "name", "price", "change_24h", "volume_24h", "trader_grade", "investor_grade",
-                        "signal"}
+    assert set(btc) >= {
+        "symbol",
+        "name",
+        "price",
+        "change_24h",
+        "volume_24h",
+        "trader_grade",
+        "investor_grade",
+        "signal",
+    }
     detail = (await api.get("/v1/tokens/btc")).json()
     assert set(detail["roi"]) == {"24h", "7d", "30d", "1y"}
     assert detail["roi"]["24h"] is not None  # daily candles give a 24h reference

@@ -11,7 +11,6 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from tokenpulse_shared.bus import RawMessage, TransientError
 from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.events import DeadLetterEvent, Event, PriceEvent
@@ -72,7 +71,7 @@ async def test_per_key_order_and_no_loss_through_the_broker(kafka_bootstrap: str
 async def test_malformed_messages_are_dead_lettered_with_reason_and_payload(kafka_bootstrap: str) -> None:
     bus = new_bus(kafka_bootstrap)
     marker = uuid.uuid4().hex
-    SYM = "DL" + marker[:6].upper()  # noqa: N806
+    SYM = "DL" + marker[:6].upper()
     good: list[PriceEvent] = []
     dead: list[DeadLetterEvent] = []
 
@@ -87,13 +86,18 @@ async def test_malformed_messages_are_dead_lettered_with_reason_and_payload(kafk
 
     async def body() -> None:
         ok = PriceEvent(symbol=SYM, ts=T0, price=5.0)
-        await bus.publish_raw(PRICES, [
-            RawMessage(f"not json {marker}".encode(), key=SYM),
-            RawMessage(f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":NaN,"m":"{marker}"}}'.encode(),
-                       key=SYM),
-            RawMessage(f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":-1,"m":"{marker}"}}'.encode(),
-                       key=SYM),
-        ])
+        await bus.publish_raw(
+            PRICES,
+            [
+                RawMessage(f"not json {marker}".encode(), key=SYM),
+                RawMessage(
+                    f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":NaN,"m":"{marker}"}}'.encode(), key=SYM
+                ),
+                RawMessage(
+                    f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":-1,"m":"{marker}"}}'.encode(), key=SYM
+                ),
+            ],
+        )
         await bus.publish(PRICES, [ok])
         await wait_for(lambda: len(dead) >= 3 and len(good) >= 1)
 
@@ -158,7 +162,8 @@ async def test_trace_context_flows_from_publisher_to_consumer(kafka_bootstrap: s
         # opens the batch, as a span link otherwise (OpenTelemetry messaging conventions for batches)
         processes = [s for s in spans if s.name == f"{PRICES.name} process"]
         related = [
-            p for p in processes
+            p
+            for p in processes
             if (p.parent is not None and p.context.trace_id == trace_id)
             or any(link.context.trace_id == trace_id for link in p.links)
         ]

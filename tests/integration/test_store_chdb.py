@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from tokenpulse_gateway.writer import TABLES, StoreWriter
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.store import Store
@@ -15,8 +14,18 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def candle(i: int, version: int = 0, volume: float = 1.0) -> CandleEvent:
-    return CandleEvent(event_id=f"candle-{i:06d}", symbol="BTC", interval=Interval.H1, ts=T0 + timedelta(hours=i),
-                       open=10, high=12, low=9, close=11, volume=volume, version=version)
+    return CandleEvent(
+        event_id=f"candle-{i:06d}",
+        symbol="BTC",
+        interval=Interval.H1,
+        ts=T0 + timedelta(hours=i),
+        open=10,
+        high=12,
+        low=9,
+        close=11,
+        volume=volume,
+        version=version,
+    )
 
 
 async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
@@ -24,8 +33,17 @@ async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
     rows = await store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
     assert [r[0] for r in rows] == [m.version for m in MIGRATIONS]
     tables = {r[0] for r in await store.query("SHOW TABLES")}
-    assert {"candles", "ticks", "prices", "grades", "signals", "predictions", "alerts_fired", "dead_letters",
-            "api_keys"} <= tables
+    assert {
+        "candles",
+        "ticks",
+        "prices",
+        "grades",
+        "signals",
+        "predictions",
+        "alerts_fired",
+        "dead_letters",
+        "api_keys",
+    } <= tables
 
 
 async def write(store: Store, events: list[CandleEvent]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from datetime import UTC, datetime
 
@@ -30,7 +31,7 @@ def test_btc_daily_history_starts_in_2011_without_gaps_or_duplicates() -> None:
     ts = [b.ts_ms for b in bars]
     assert day(ts[0]) == "2011-01-01"
     assert ts == sorted(set(ts))
-    gaps = [(day(a), day(b)) for a, b in zip(ts, ts[1:], strict=False) if b - a != 86_400_000]
+    gaps = [(day(a), day(b)) for a, b in itertools.pairwise(ts) if b - a != 86_400_000]
     assert gaps == []
     # the primary file wins where files overlap: 2017-12-17 close from Coinbase (data README)
     assert next(b for b in bars if day(b.ts_ms) == "2017-12-17").close == 19378.99
@@ -40,12 +41,24 @@ def test_btc_daily_history_starts_in_2011_without_gaps_or_duplicates() -> None:
 
 
 def test_rollup_aggregates_first_open_extremes_last_close_and_summed_volume() -> None:
-    bars = [Bar(i * 60_000, o, h, l, c, v, "x") for i, (o, h, l, c, v) in enumerate(
-        [(10, 12, 9, 11, 1), (11, 15, 10, 14, 2), (14, 14, 8, 9, 3), (9, 10, 9, 10, 4), (10, 11, 10, 11, 5),
-         (11, 13, 11, 12, 6)])]
+    bars = [
+        Bar(i * 60_000, o, h, lo, c, v, "x")
+        for i, (o, h, lo, c, v) in enumerate(
+            [
+                (10, 12, 9, 11, 1),
+                (11, 15, 10, 14, 2),
+                (14, 14, 8, 9, 3),
+                (9, 10, 9, 10, 4),
+                (10, 11, 10, 11, 5),
+                (11, 13, 11, 12, 6),
+            ]
+        )
+    ]
     out = rollup(bars, Interval.M5)
     assert [(b.ts_ms, b.open, b.high, b.low, b.close, b.volume) for b in out] == [
-        (0, 10, 15, 8, 11, 15), (300_000, 11, 13, 11, 12, 6)]
+        (0, 10, 15, 8, 11, 15),
+        (300_000, 11, 13, 11, 12, 6),
+    ]
 
 
 def test_btc_intraday_series_and_rollups_exist() -> None:

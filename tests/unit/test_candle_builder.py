@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 
@@ -21,8 +20,16 @@ def make_ticks(n: int, seed: int, spacing_s: float = 7.0) -> list[TickEvent]:
     out = []
     for i in range(n):
         price *= 1 + rng.uniform(-0.01, 0.01)
-        out.append(TickEvent(symbol="BTC", source="test", ts=T0 + timedelta(seconds=i * spacing_s),
-                             price=price, size=rng.uniform(0.1, 2.0), trade_id=str(i)))
+        out.append(
+            TickEvent(
+                symbol="BTC",
+                source="test",
+                ts=T0 + timedelta(seconds=i * spacing_s),
+                price=price,
+                size=rng.uniform(0.1, 2.0),
+                trade_id=str(i),
+            )
+        )
     return out
 
 
@@ -35,8 +42,14 @@ def reference(ticks: list[TickEvent], interval: Interval) -> dict[int, tuple[flo
     out = {}
     for b, ts in buckets.items():
         ts.sort(key=lambda t: (t.ts, int(t.trade_id or 0)))
-        out[b] = (ts[0].price, max(t.price for t in ts), min(t.price for t in ts), ts[-1].price,
-                  sum(t.size for t in ts), len(ts))
+        out[b] = (
+            ts[0].price,
+            max(t.price for t in ts),
+            min(t.price for t in ts),
+            ts[-1].price,
+            sum(t.size for t in ts),
+            len(ts),
+        )
     return out
 
 
@@ -56,7 +69,7 @@ def run(builder: CandleBuilder, ticks: list[TickEvent], batch: int = 10) -> tupl
     candles, late = [], []
     wall = T0.timestamp()
     for i in range(0, len(ticks), batch):
-        r = builder.add(ticks[i:i + batch], wall=wall)
+        r = builder.add(ticks[i : i + batch], wall=wall)
         candles += r.candles
         late += r.late
     # the feed goes quiet: wall time moves far past the last bucket
@@ -67,9 +80,7 @@ def run(builder: CandleBuilder, ticks: list[TickEvent], batch: int = 10) -> tupl
 def approx_equal(a: dict[int, tuple[float, ...]], b: dict[int, tuple[float, ...]]) -> bool:
     if a.keys() != b.keys():
         return False
-    return all(
-        all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(a[k], b[k], strict=True)) for k in a
-    )
+    return all(all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for x, y in zip(a[k], b[k], strict=True)) for k in a)
 
 
 def test_in_order_ticks_give_the_reference_candles_for_every_interval() -> None:
@@ -104,9 +115,9 @@ def test_a_late_tick_within_retention_corrects_the_closed_candle_with_a_higher_v
 def test_a_tick_later_than_retention_is_reported_late_not_silently_merged() -> None:
     ticks = make_ticks(200, seed=4)  # ~23 minutes
     very_late = ticks[0]
-    stream = ticks[1:] + [very_late]
+    stream = [*ticks[1:], very_late]
     builder = CandleBuilder(idle_close_s=1e9)
-    candles, late = run(builder, stream)
+    _candles, late = run(builder, stream)
     assert late == [very_late]
 
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
 from tokenpulse_shared.bus.base import RawMessage, decode_message
 from tokenpulse_shared.events import CandleEvent, Interval, PriceEvent, TickEvent
 from tokenpulse_shared.topics import ALL_TOPICS, BY_NAME, CANDLES, TICKS
@@ -54,8 +53,15 @@ def test_every_event_has_id_version_and_produced_at() -> None:
 
 
 def test_candle_requires_consistent_ohlc_and_aligned_ts() -> None:
-    ok = {"symbol": "BTC", "interval": Interval.H1, "ts": T0.replace(minute=0), "open": 10.0,
-          "high": 12.0, "low": 9.0, "close": 11.0}
+    ok = {
+        "symbol": "BTC",
+        "interval": Interval.H1,
+        "ts": T0.replace(minute=0),
+        "open": 10.0,
+        "high": 12.0,
+        "low": 9.0,
+        "close": 11.0,
+    }
     CandleEvent(**ok)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="high"):
         CandleEvent(**{**ok, "high": 8.0})  # type: ignore[arg-type]
@@ -93,16 +99,24 @@ def test_wire_decoder_gives_a_reason_for_bad_messages(body: bytes, reason: str) 
 
 def test_topic_registry_covers_the_contract() -> None:
     assert set(BY_NAME) == {
-        "tokenpulse.ticks.v1", "tokenpulse.prices.v1", "tokenpulse.candles.v1", "tokenpulse.grades.v1",
-        "tokenpulse.signals.v1", "tokenpulse.predictions.v1", "tokenpulse.alert-rules.v1",
-        "tokenpulse.alerts.v1", "tokenpulse.dead-letter.v1",
+        "tokenpulse.ticks.v1",
+        "tokenpulse.prices.v1",
+        "tokenpulse.candles.v1",
+        "tokenpulse.grades.v1",
+        "tokenpulse.signals.v1",
+        "tokenpulse.predictions.v1",
+        "tokenpulse.alert-rules.v1",
+        "tokenpulse.alerts.v1",
+        "tokenpulse.dead-letter.v1",
     }
     assert [t for t in ALL_TOPICS if t.compacted] == [BY_NAME["tokenpulse.alert-rules.v1"]]
     assert CANDLES.model is CandleEvent
 
 
-@given(price=st.floats(min_value=1e-12, max_value=1e12, allow_nan=False, allow_infinity=False),
-       size=st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False))
+@given(
+    price=st.floats(min_value=1e-12, max_value=1e12, allow_nan=False, allow_infinity=False),
+    size=st.floats(min_value=0, max_value=1e9, allow_nan=False, allow_infinity=False),
+)
 def test_any_finite_positive_price_survives_the_wire(price: float, size: float) -> None:
     event = tick(price=price, size=size)
     back = decode_message(TICKS, RawMessage(event.model_dump_json().encode()))

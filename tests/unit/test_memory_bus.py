@@ -44,6 +44,7 @@ async def test_every_group_gets_every_event() -> None:
     def counter(name: str):  # type: ignore[no-untyped-def]
         async def h(events: list[Event]) -> None:
             got[name] += len(events)
+
         return h
 
     bus.subscribe(PRICES, "a", counter("a"))
@@ -99,12 +100,15 @@ async def test_malformed_messages_go_to_dead_letter_and_the_rest_flow() -> None:
     bus.subscribe(DEAD_LETTER, "audit", dlq)
     await bus.start()
     valid = price("BTC", 1)
-    await bus.publish_raw(PRICES, [
-        RawMessage(b"garbage", key="BTC"),
-        RawMessage(b'{"symbol":"BTC","ts":"2024-01-01T00:00:00Z","price":NaN}', key="BTC"),
-        RawMessage(b'{"symbol":"BTC","ts":"2024-01-01T00:00:00Z","price":-3}', key="BTC"),
-        RawMessage(valid.model_dump_json().encode(), key="BTC"),
-    ])
+    await bus.publish_raw(
+        PRICES,
+        [
+            RawMessage(b"garbage", key="BTC"),
+            RawMessage(b'{"symbol":"BTC","ts":"2024-01-01T00:00:00Z","price":NaN}', key="BTC"),
+            RawMessage(b'{"symbol":"BTC","ts":"2024-01-01T00:00:00Z","price":-3}', key="BTC"),
+            RawMessage(valid.model_dump_json().encode(), key="BTC"),
+        ],
+    )
     await bus.drain()
     await bus.drain()
     await bus.stop()

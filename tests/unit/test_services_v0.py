@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from tokenpulse_alerts.service import AlertsService
@@ -18,7 +19,7 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 def reference_rsi(closes: list[float], n: int = 14) -> list[float | None]:
     """Textbook Wilder RSI computed over the whole list at once."""
     out: list[float | None] = [None] * len(closes)
-    changes = [b - a for a, b in zip(closes, closes[1:], strict=False)]
+    changes = [b - a for a, b in itertools.pairwise(closes)]
     gains = [max(c, 0) for c in changes]
     losses = [max(-c, 0) for c in changes]
     ag, al = sum(gains[:n]) / n, sum(losses[:n]) / n
@@ -31,8 +32,29 @@ def reference_rsi(closes: list[float], n: int = 14) -> list[float | None]:
 
 
 def test_streaming_rsi_matches_the_batch_definition() -> None:
-    closes = [44.34, 44.09, 44.15, 43.61, 44.33, 44.83, 45.10, 45.42, 45.84, 46.08, 45.89, 46.03, 45.61,
-              46.28, 46.28, 46.00, 46.03, 46.41, 46.22, 45.64, 46.21]
+    closes = [
+        44.34,
+        44.09,
+        44.15,
+        43.61,
+        44.33,
+        44.83,
+        45.10,
+        45.42,
+        45.84,
+        46.08,
+        45.89,
+        46.03,
+        45.61,
+        46.28,
+        46.28,
+        46.00,
+        46.03,
+        46.41,
+        46.22,
+        45.64,
+        46.21,
+    ]
     rsi = WilderRSI()
     streamed = [rsi.update(c) for c in closes]
     expected = reference_rsi(closes)
@@ -53,13 +75,19 @@ async def test_alert_fires_once_on_crossing_and_respects_cooldown() -> None:
     service.register(Context(settings=Settings(), bus=bus))
     bus.subscribe(ALERTS, "test", sink)
     await bus.start()
-    rule = AlertRuleEvent(rule_id="r1", owner="k1", symbol="BTC",
-                          condition=AlertCondition(kind="price_above", value=100.0), cooldown_s=600)
+    rule = AlertRuleEvent(
+        rule_id="r1",
+        owner="k1",
+        symbol="BTC",
+        condition=AlertCondition(kind="price_above", value=100.0),
+        cooldown_s=600,
+    )
     await service.on_rules([rule])
     prices = [99, 101, 102, 99, 101, 98, 103]  # crossings at 1, 4 (in cooldown), 6 (after cooldown)
     minutes = [0, 1, 2, 3, 4, 5, 20]
-    await service.on_prices([PriceEvent(symbol="BTC", ts=T0 + timedelta(minutes=m), price=p)
-                             for p, m in zip(prices, minutes, strict=True)])
+    await service.on_prices(
+        [PriceEvent(symbol="BTC", ts=T0 + timedelta(minutes=m), price=p) for p, m in zip(prices, minutes, strict=True)]
+    )
     await bus.drain()
     await bus.stop()
     assert [(f.price, f.ts) for f in fired] == [(101, T0 + timedelta(minutes=1)), (103, T0 + timedelta(minutes=20))]

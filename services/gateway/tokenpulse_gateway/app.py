@@ -161,18 +161,20 @@ def create_app(ctx: Context) -> FastAPI:
                 change = round((price / ref - 1) * 100, 4) if ref else None
                 volume = await queries.volume_24h_usd(sym, at_ms)
             grade = grades.get(sym, {})
-            rows.append({
-                "symbol": sym,
-                "name": token_name(sym),
-                "price": price,
-                "change_24h": change,
-                "volume_24h": volume,
-                "trader_grade": grade.get("trader_grade"),
-                "investor_grade": grade.get("investor_grade"),
-                "signal": signals.get(sym),
-                "updated_at": iso(at_ms),
-                "_at_ms": at_ms,
-            })
+            rows.append(
+                {
+                    "symbol": sym,
+                    "name": token_name(sym),
+                    "price": price,
+                    "change_24h": change,
+                    "volume_24h": volume,
+                    "trader_grade": grade.get("trader_grade"),
+                    "investor_grade": grade.get("investor_grade"),
+                    "signal": signals.get(sym),
+                    "updated_at": iso(at_ms),
+                    "_at_ms": at_ms,
+                }
+            )
         tokens_cache.update(at=time.monotonic(), rows=rows)
         return list(rows)
 

@@ -38,8 +38,13 @@ class Queries:
         return {r[0] for r in rows}
 
     async def candles(
-        self, symbol: str, interval: Interval, start_ms: int | None, end_ms: int | None,
-        after_ms: int | None, limit: int,
+        self,
+        symbol: str,
+        interval: Interval,
+        start_ms: int | None,
+        end_ms: int | None,
+        after_ms: int | None,
+        limit: int,
     ) -> list[dict[str, Any]]:
         where = ["symbol = {s:String}", "interval = {i:String}"]
         params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
@@ -58,8 +63,7 @@ class Queries:
             params,
         )
         return [
-            {"ts": iso(r[0]), "open": r[1], "high": r[2], "low": r[3], "close": r[4], "volume": r[5],
-             "_ms": r[0]}
+            {"ts": iso(r[0]), "open": r[1], "high": r[2], "low": r[3], "close": r[4], "volume": r[5], "_ms": r[0]}
             for r in rows
         ]
 

@@ -22,8 +22,13 @@ class BackfillResult:
     rejected: int = 0
 
 
-def plan(bundle_dir: Path, symbols: list[str] | None = None, intervals: list[Interval] | None = None,
-         start_ms: int | None = None, end_ms: int | None = None) -> list[tuple[str, Interval, list]]:
+def plan(
+    bundle_dir: Path,
+    symbols: list[str] | None = None,
+    intervals: list[Interval] | None = None,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> list[tuple[str, Interval, list]]:
     return list(iter_bundle(bundle_dir, symbols, intervals, start_ms, end_ms))
 
 

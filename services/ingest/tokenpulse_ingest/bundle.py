@@ -36,22 +36,46 @@ class SeriesFile:
 
 B = "daily/binance/{}usdt_daily.csv"
 BUNDLE: tuple[SeriesFile, ...] = (
-    SeriesFile("daily/btc_usd_daily.csv", "BTC", Interval.D1, "bitstamp/coinbase", skip_last=True,
-               note="primary BTC-USD daily; last row is a partial day"),
-    SeriesFile("daily/btc_usd_daily_cccagg.csv", "BTC", Interval.D1, "cryptocompare", skip_last=True,
-               exclude=(("2014-02-01", "2015-12-31"),),
-               note="fills 2011-01..08 and 2025-09..2026-01; Mt.Gox-collapse window excluded"),
+    SeriesFile(
+        "daily/btc_usd_daily.csv",
+        "BTC",
+        Interval.D1,
+        "bitstamp/coinbase",
+        skip_last=True,
+        note="primary BTC-USD daily; last row is a partial day",
+    ),
+    SeriesFile(
+        "daily/btc_usd_daily_cccagg.csv",
+        "BTC",
+        Interval.D1,
+        "cryptocompare",
+        skip_last=True,
+        exclude=(("2014-02-01", "2015-12-31"),),
+        note="fills 2011-01..08 and 2025-09..2026-01; Mt.Gox-collapse window excluded",
+    ),
     SeriesFile(B.format("btc"), "BTC", Interval.D1, "binance"),
     SeriesFile("daily/eth_usd_daily_kraken.csv", "ETH", Interval.D1, "kraken"),
     SeriesFile(B.format("eth"), "ETH", Interval.D1, "binance"),
-    *(SeriesFile(B.format(s.lower()), s, Interval.D1, "binance")
-      for s in ("BNB", "XRP", "ADA", "DOGE", "SOL", "LTC")),
-    SeriesFile("intraday/btcusd_coinbase_1h_2017-07_2020-10.csv.gz", "BTC", Interval.H1, "coinbase",
-               skip_last=True, rollups=(Interval.H4,)),
-    SeriesFile("intraday/btcusdt_binance_1h_2023-01_2026-02.csv.gz", "BTC", Interval.H1, "binance",
-               skip_last=True, rollups=(Interval.H4,)),
-    SeriesFile("intraday/btcusdt_binance_1m_2024-12.csv.gz", "BTC", Interval.M1, "binance",
-               rollups=(Interval.M5, Interval.M15)),
+    *(SeriesFile(B.format(s.lower()), s, Interval.D1, "binance") for s in ("BNB", "XRP", "ADA", "DOGE", "SOL", "LTC")),
+    SeriesFile(
+        "intraday/btcusd_coinbase_1h_2017-07_2020-10.csv.gz",
+        "BTC",
+        Interval.H1,
+        "coinbase",
+        skip_last=True,
+        rollups=(Interval.H4,),
+    ),
+    SeriesFile(
+        "intraday/btcusdt_binance_1h_2023-01_2026-02.csv.gz",
+        "BTC",
+        Interval.H1,
+        "binance",
+        skip_last=True,
+        rollups=(Interval.H4,),
+    ),
+    SeriesFile(
+        "intraday/btcusdt_binance_1m_2024-12.csv.gz", "BTC", Interval.M1, "binance", rollups=(Interval.M5, Interval.M15)
+    ),
 )
 
 
@@ -88,17 +112,22 @@ def read_bars(bundle_dir: Path, spec: SeriesFile) -> list[Bar]:
         rows = list(csv.DictReader(fh))
     if spec.skip_last and rows:
         rows = rows[:-1]
-    windows = [
-        (_parse_ts({"date": a}), _parse_ts({"date": b}) + DAY_MS) for a, b in spec.exclude
-    ]
+    windows = [(_parse_ts({"date": a}), _parse_ts({"date": b}) + DAY_MS) for a, b in spec.exclude]
     bars = []
     for row in rows:
         ts = _parse_ts(row)
         if any(a <= ts < b for a, b in windows):
             continue
         bars.append(
-            Bar(ts, float(row["open"]), float(row["high"]), float(row["low"]), float(row["close"]),
-                float(row["volume"] or 0.0), row.get("source") or spec.source)
+            Bar(
+                ts,
+                float(row["open"]),
+                float(row["high"]),
+                float(row["low"]),
+                float(row["close"]),
+                float(row["volume"] or 0.0),
+                row.get("source") or spec.source,
+            )
         )
     return bars
 
@@ -164,8 +193,7 @@ def iter_bundle(
                 target.setdefault(bar.ts_ms, bar)
     for (symbol, interval), by_ts in merged.items():
         bars = [
-            by_ts[t] for t in sorted(by_ts)
-            if (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms)
+            by_ts[t] for t in sorted(by_ts) if (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms)
         ]
         if bars:
             yield symbol, interval, bars

@@ -113,8 +113,7 @@ class CandleBuilder:
                     if start + interval.millis + self.retention_ms(interval) <= watermark:
                         late = True
                         break
-                    acc = _Acc(symbol, interval, start, ts_ms, ts_ms, tick.price, tick.price,
-                               tick.price, tick.price)
+                    acc = _Acc(symbol, interval, start, ts_ms, ts_ms, tick.price, tick.price, tick.price, tick.price)
                     self._buckets[(symbol, interval, start)] = acc
                     acc.trades = 0
                 if key in acc.seen:

@@ -27,15 +27,13 @@ class PriceReconciler:
             if tick.symbol not in touched or tick.ts > touched[tick.symbol]:
                 touched[tick.symbol] = tick.ts
         out = []
-        for symbol, ts in touched.items():
-            newest = ts.timestamp()
-            fresh = {
-                s: p for s, (t, p) in self._latest[symbol].items() if newest - t <= self.stale_after_s
-            }
+        for symbol, at in touched.items():
+            newest = at.timestamp()
+            fresh = {s: p for s, (t, p) in self._latest[symbol].items() if newest - t <= self.stale_after_s}
             out.append(
                 PriceEvent(
                     symbol=symbol,
-                    ts=ts.astimezone(UTC),
+                    ts=at.astimezone(UTC),
                     price=statistics.median(fresh.values()),
                     sources=sorted(fresh),
                     stale=False,

@@ -85,8 +85,12 @@ class IngestService:
             avg_volume = sum(b.volume for b in recent) / len(recent)
             period = ctx.settings.synthetic_tick_s
             states.append(
-                TokenState(symbol, bars[-1].close, daily_volatility([b.close for b in recent]),
-                           typical_size=max(avg_volume * period / 86400.0, 1e-6))
+                TokenState(
+                    symbol,
+                    bars[-1].close,
+                    daily_volatility([b.close for b in recent]),
+                    typical_size=max(avg_volume * period / 86400.0, 1e-6),
+                )
             )
         return states
 

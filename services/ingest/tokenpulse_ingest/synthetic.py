@@ -8,6 +8,7 @@ moves more than BTC), scaled to the tick period. Ticks are marked
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class TokenState:
 
 def daily_volatility(closes: list[float]) -> float:
     """Standard deviation of daily log returns; 4% when there is too little history."""
-    rets = [math.log(b / a) for a, b in zip(closes, closes[1:], strict=False) if a > 0 and b > 0]
+    rets = [math.log(b / a) for a, b in itertools.pairwise(closes) if a > 0 and b > 0]
     if len(rets) < 10:
         return 0.04
     mean = sum(rets) / len(rets)

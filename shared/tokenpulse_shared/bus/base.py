@@ -55,8 +55,7 @@ def decode_message(topic: Topic, raw: RawMessage) -> Event:
         return topic.model.model_validate(payload)
     except ValidationError as exc:
         errors = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
         )
         raise ValueError(f"schema validation failed for {topic.model.__name__}: {errors}") from exc
 
@@ -97,13 +96,9 @@ class Bus(abc.ABC):
         self.subscriptions: list[Subscription] = []
         self.dead_letters = 0
 
-    def subscribe(
-        self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None
-    ) -> None:
+    def subscribe(self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`)."""
-        self.subscriptions.append(
-            Subscription(topic, group, handler, max_batch=max_batch or self.max_batch)
-        )
+        self.subscriptions.append(Subscription(topic, group, handler, max_batch=max_batch or self.max_batch))
 
     @abc.abstractmethod
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
@@ -125,9 +120,7 @@ class Bus(abc.ABC):
     async def ready(self) -> bool:
         return True
 
-    async def deliver(
-        self, sub: Subscription, events: list[Event], dead: list[DeadLetterEvent]
-    ) -> None:
+    async def deliver(self, sub: Subscription, events: list[Event], dead: list[DeadLetterEvent]) -> None:
         """Run ``sub.handler`` on a batch with the shared retry / dead-letter policy.
 
         Raises :class:`TransientError` when the batch must be redelivered.
@@ -146,11 +139,7 @@ class Bus(abc.ABC):
                     except TransientError:
                         raise
                     except Exception as single_exc:
-                        dead.append(
-                            dead_letter_for(
-                                sub.topic, consumer, f"handler error: {single_exc!r}", event=event
-                            )
-                        )
+                        dead.append(dead_letter_for(sub.topic, consumer, f"handler error: {single_exc!r}", event=event))
         if dead:
             self.dead_letters += len(dead)
             for d in dead:

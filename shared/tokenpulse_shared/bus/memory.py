@@ -44,9 +44,7 @@ class _Consumer:
     def __init__(self, bus: InMemoryBus, sub: Subscription, partitions: int, capacity: int) -> None:
         self.bus = bus
         self.sub = sub
-        self.queues: list[asyncio.Queue[_Item]] = [
-            asyncio.Queue(maxsize=capacity) for _ in range(partitions)
-        ]
+        self.queues: list[asyncio.Queue[_Item]] = [asyncio.Queue(maxsize=capacity) for _ in range(partitions)]
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -121,9 +119,7 @@ class _Consumer:
 class InMemoryBus(Bus):
     """The embedded-mode bus. Same port and guarantees as the Kafka adapter, within one process."""
 
-    def __init__(
-        self, *, partitions: int = 4, capacity: int = 20_000, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, partitions: int = 4, capacity: int = 20_000, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.partitions = partitions
         self.capacity = capacity

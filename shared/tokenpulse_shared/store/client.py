@@ -71,7 +71,7 @@ class Store:
                     f"a chDB engine ({next(iter(_OPEN_ENGINES))}) is already open in this process; chDB runs "
                     "one engine per process: share that Store instance or close it first"
                 )
-            Path(path).mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(Path(path).mkdir, parents=True, exist_ok=True)
         self._client = await self._run(self._connect)
         if path is not None:
             _OPEN_ENGINES.add(path)
@@ -158,9 +158,7 @@ class Store:
                 continue
             for statement in migration.statements:
                 await self.command(statement)
-            await self.insert(
-                "schema_migrations", [[migration.version], [migration.name]], ["version", "name"]
-            )
+            await self.insert("schema_migrations", [[migration.version], [migration.name]], ["version", "name"])
             applied.append(migration.version)
             log.info("applied store migration %d %s", migration.version, migration.name)
         return applied

@@ -1,0 +1,41 @@
+# Tokenpulse — `make up` runs everything on this machine, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+
+.PHONY: install up test test-fast lint bench kafka-start kafka-stop clean
+
+$(UV):
+	@$(PYTHON) -m venv $(TOOLS)
+	@$(TOOLS)/bin/pip install -q --disable-pip-version-check "uv>=0.5"
+
+install: $(UV) ## set up .venv with every service and the dev tools (idempotent)
+	@$(UV) sync --frozen --all-packages --python $(PYTHON)
+
+up: install ## embedded mode: all services, in-process bus, embedded ClickHouse, real history
+	@$(VENV)/bin/tokenpulse up
+
+lint: install ## ruff and mypy
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check . >/dev/null || { echo "ruff format would change files: run '$(VENV)/bin/ruff format .'"; exit 1; }
+	@$(VENV)/bin/mypy
+
+test: install lint ## the whole suite; starts and stops a real Kafka broker itself
+	@scripts/test.sh
+
+test-fast: install ## unit tests only (no broker)
+	@$(VENV)/bin/pytest -q tests/unit
+
+bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
+	@$(VENV)/bin/python bench/run.py
+
+kafka-start: ## a local broker for distributed mode; prints the bootstrap address
+	@scripts/kafka-local.sh start
+
+kafka-stop:
+	@scripts/kafka-local.sh stop
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .tokenpulse .pytest_cache .mypy_cache .ruff_cache
