@@ -47,8 +47,7 @@ async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
 
 
 async def write(store: Store, events: list[CandleEvent]) -> None:
-    _, table, columns, row = TABLES["candles"]
-    await StoreWriter(store).write(table, columns, row, events)  # type: ignore[arg-type]
+    await StoreWriter(store).write(TABLES["candles"], events)
 
 
 async def test_a_retried_batch_is_not_inserted_twice(store: Store) -> None:

@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from tokenpulse_shared.bus.base import TransientError
-from tokenpulse_shared.events import (
-    AlertFiredEvent,
-    CandleEvent,
-    DeadLetterEvent,
-    Event,
-    GradeEvent,
-    PredictionEvent,
-    PriceEvent,
-    SignalEvent,
-    TickEvent,
-)
+from tokenpulse_shared.events import Event
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.store import Store, StoreUnavailable
 from tokenpulse_shared.store.client import dedup_token
@@ -42,156 +34,105 @@ from tokenpulse_shared.topics import (
 )
 
 
-def ms(dt: Any) -> int:
-    return int(dt.timestamp() * 1000)
+@dataclass(frozen=True)
+class TableSpec:
+    """How one topic's events become rows of one table.
+
+    Columns named like an event attribute are read with one C-level
+    ``attrgetter`` per event; ``computed`` columns are derived by a function.
+    """
+
+    topic: Topic
+    table: str
+    columns: tuple[str, ...]
+    computed: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+
+    def to_columns(self, events: Sequence[Event]) -> list[list[Any]]:
+        plain = [c for c in self.columns if c not in self.computed]
+        rows = list(map(attrgetter(*plain), events))
+        by_name: dict[str, list[Any]] = {}
+        if len(plain) == 1:
+            by_name[plain[0]] = rows
+        else:
+            for name, column in zip(plain, zip(*rows, strict=True), strict=True):
+                by_name[name] = list(column)
+        for name, fn in self.computed.items():
+            by_name[name] = [fn(e) for e in events]
+        return [by_name[c] for c in self.columns]
 
 
-Row = Callable[[Any], tuple[Any, ...]]
+def _json(attr: str) -> Callable[[Any], str]:
+    return lambda e: json.dumps(getattr(e, attr))
 
-TABLES: dict[str, tuple[Topic, str, tuple[str, ...], Row]] = {
-    "candles": (
-        CANDLES,
-        "candles",
-        (
-            "symbol",
-            "interval",
-            "ts",
-            "open",
-            "high",
-            "low",
-            "close",
-            "volume",
-            "trades",
-            "source",
-            "version",
-            "event_id",
-            "produced_at",
+
+EVENT_COLS = ("event_id", "produced_at")
+TABLES: dict[str, TableSpec] = {
+    spec.table: spec
+    for spec in (
+        TableSpec(
+            CANDLES,
+            "candles",
+            (
+                "symbol",
+                "interval",
+                "ts",
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "trades",
+                "source",
+                "version",
+                *EVENT_COLS,
+            ),
         ),
-        lambda e: (
-            e.symbol,
-            e.interval.value,
-            ms(e.ts),
-            e.open,
-            e.high,
-            e.low,
-            e.close,
-            e.volume,
-            e.trades,
-            e.source,
-            e.version,
-            e.event_id,
-            ms(e.produced_at),
+        TableSpec(
+            TICKS,
+            "ticks",
+            ("symbol", "source", "ts", "price", "size", "side", "dedup_key", *EVENT_COLS),
+            {"dedup_key": lambda e: e.dedup_key()},
         ),
-    ),
-    "ticks": (
-        TICKS,
-        "ticks",
-        ("symbol", "source", "ts", "price", "size", "side", "dedup_key", "event_id", "produced_at"),
-        lambda e: (
-            e.symbol,
-            e.source,
-            ms(e.ts),
-            e.price,
-            e.size,
-            e.side.value,
-            e.dedup_key(),
-            e.event_id,
-            ms(e.produced_at),
+        TableSpec(PRICES, "prices", ("symbol", "ts", "price", "volume_24h", "sources", "stale", *EVENT_COLS)),
+        TableSpec(
+            GRADES,
+            "grades",
+            ("symbol", "ts", "trader_grade", "investor_grade", "components", "method", *EVENT_COLS),
+            {"components": _json("components")},
         ),
-    ),
-    "prices": (
-        PRICES,
-        "prices",
-        ("symbol", "ts", "price", "volume_24h", "sources", "stale", "event_id", "produced_at"),
-        lambda e: (e.symbol, ms(e.ts), e.price, e.volume_24h, e.sources, int(e.stale), e.event_id, ms(e.produced_at)),
-    ),
-    "grades": (
-        GRADES,
-        "grades",
-        ("symbol", "ts", "trader_grade", "investor_grade", "components", "method", "event_id", "produced_at"),
-        lambda e: (
-            e.symbol,
-            ms(e.ts),
-            e.trader_grade,
-            e.investor_grade,
-            json.dumps(e.components),
-            e.method,
-            e.event_id,
-            ms(e.produced_at),
+        TableSpec(SIGNALS, "signals", ("symbol", "interval", "ts", "direction", "strength", "reasons", *EVENT_COLS)),
+        TableSpec(
+            PREDICTIONS,
+            "predictions",
+            (
+                "symbol",
+                "horizon",
+                "made_at",
+                "target_ts",
+                "point",
+                "lower",
+                "upper",
+                "interval",
+                "model",
+                "backtest",
+                *EVENT_COLS,
+            ),
+            {"backtest": _json("backtest")},
         ),
-    ),
-    "signals": (
-        SIGNALS,
-        "signals",
-        ("symbol", "interval", "ts", "direction", "strength", "reasons", "event_id", "produced_at"),
-        lambda e: (
-            e.symbol,
-            e.interval.value,
-            ms(e.ts),
-            e.direction.value,
-            e.strength,
-            e.reasons,
-            e.event_id,
-            ms(e.produced_at),
+        TableSpec(
+            ALERTS,
+            "alerts_fired",
+            ("rule_id", "owner", "symbol", "ts", "price", "message", "deliveries", *EVENT_COLS),
+            {"deliveries": _json("deliveries")},
         ),
-    ),
-    "predictions": (
-        PREDICTIONS,
-        "predictions",
-        (
-            "symbol",
-            "horizon",
-            "made_at",
-            "target_ts",
-            "point",
-            "lower",
-            "upper",
-            "interval",
-            "model",
-            "backtest",
-            "event_id",
-            "produced_at",
+        TableSpec(
+            DEAD_LETTER,
+            "dead_letters",
+            ("topic", "consumer", "reason", "payload", "msg_key", *EVENT_COLS),
+            {"msg_key": lambda e: e.key},
         ),
-        lambda e: (
-            e.symbol,
-            e.horizon,
-            ms(e.made_at),
-            ms(e.target_ts),
-            e.point,
-            e.lower,
-            e.upper,
-            e.interval,
-            e.model,
-            json.dumps(e.backtest),
-            e.event_id,
-            ms(e.produced_at),
-        ),
-    ),
-    "alerts_fired": (
-        ALERTS,
-        "alerts_fired",
-        ("rule_id", "owner", "symbol", "ts", "price", "message", "deliveries", "event_id", "produced_at"),
-        lambda e: (
-            e.rule_id,
-            e.owner,
-            e.symbol,
-            ms(e.ts),
-            e.price,
-            e.message,
-            json.dumps(e.deliveries),
-            e.event_id,
-            ms(e.produced_at),
-        ),
-    ),
-    "dead_letters": (
-        DEAD_LETTER,
-        "dead_letters",
-        ("topic", "consumer", "reason", "payload", "msg_key", "event_id", "produced_at"),
-        lambda e: (e.topic, e.consumer, e.reason, e.payload, e.key, e.event_id, ms(e.produced_at)),
-    ),
+    )
 }
-
-_ = (AlertFiredEvent, CandleEvent, DeadLetterEvent, GradeEvent, PredictionEvent, PriceEvent, SignalEvent, TickEvent)
 
 
 class StoreWriter:
@@ -199,29 +140,26 @@ class StoreWriter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.written: dict[str, int] = {t: 0 for t in TABLES}
+        self.written: dict[str, int] = dict.fromkeys(TABLES, 0)
 
     def register(self, ctx: Context) -> None:
-        for table in TABLES:
-            ctx.bus.subscribe(TABLES[table][0], self.name, self._handler(table), max_batch=5000)
+        for spec in TABLES.values():
+            ctx.bus.subscribe(spec.topic, self.name, self._handler(spec), max_batch=5000)
 
-    def _handler(self, table: str) -> Callable[[list[Event]], Any]:
-        _, name, columns, row = TABLES[table]
-
+    def _handler(self, spec: TableSpec) -> Callable[[list[Event]], Any]:
         async def write(events: list[Event]) -> None:
-            await self.write(name, columns, row, events)
-            self.written[table] += len(events)
+            await self.write(spec, events)
 
-        write.__name__ = f"write_{table}"
+        write.__name__ = f"write_{spec.table}"
         return write
 
-    async def write(self, table: str, columns: Sequence[str], row: Row, events: list[Event]) -> None:
-        rows = [row(e) for e in events]
-        cols = [list(c) for c in zip(*rows, strict=True)]
+    async def write(self, spec: TableSpec, events: Sequence[Event]) -> None:
+        columns = spec.to_columns(events)
         try:
-            await self.store.insert(table, cols, columns, dedup=dedup_token([e.event_id for e in events]))
+            await self.store.insert(spec.table, columns, spec.columns, dedup=dedup_token([e.event_id for e in events]))
         except StoreUnavailable as exc:
             raise TransientError(str(exc)) from exc
+        self.written[spec.table] += len(events)
 
     async def start(self, ctx: Context) -> None:
         return None

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -79,7 +78,7 @@ BUNDLE: tuple[SeriesFile, ...] = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Bar:
     ts_ms: int
     open: float
@@ -98,35 +97,47 @@ class LoadStats:
     rejected: list[str] = field(default_factory=list)
 
 
-def _parse_ts(row: dict[str, str]) -> int:
-    if "date" in row:
-        d = date.fromisoformat(row["date"])
-        return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
-    return int(datetime.fromisoformat(row["open_time_utc"].replace("Z", "+00:00")).timestamp() * 1000)
+def _day_ms(iso_date: str) -> int:
+    d = date.fromisoformat(iso_date)
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _instant_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 def read_bars(bundle_dir: Path, spec: SeriesFile) -> list[Bar]:
     path = bundle_dir / spec.path
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
-        rows = list(csv.DictReader(fh))
+        reader = csv.reader(fh)
+        header = next(reader)
+        rows = list(reader)
+    col = {name: i for i, name in enumerate(header)}
+    parse: Callable[[str], int] = _day_ms
+    if "date" in col:
+        t_col = col["date"]
+    else:
+        t_col, parse = col["open_time_utc"], _instant_ms
+    o, h, lo, c, v = (col[k] for k in ("open", "high", "low", "close", "volume"))
+    src = col.get("source")
     if spec.skip_last and rows:
         rows = rows[:-1]
-    windows = [(_parse_ts({"date": a}), _parse_ts({"date": b}) + DAY_MS) for a, b in spec.exclude]
+    windows = [(_day_ms(a), _day_ms(b) + DAY_MS) for a, b in spec.exclude]
     bars = []
     for row in rows:
-        ts = _parse_ts(row)
-        if any(a <= ts < b for a, b in windows):
+        ts = parse(row[t_col])
+        if windows and any(a <= ts < b for a, b in windows):
             continue
         bars.append(
             Bar(
                 ts,
-                float(row["open"]),
-                float(row["high"]),
-                float(row["low"]),
-                float(row["close"]),
-                float(row["volume"] or 0.0),
-                row.get("source") or spec.source,
+                float(row[o]),
+                float(row[h]),
+                float(row[lo]),
+                float(row[c]),
+                float(row[v] or 0.0),
+                row[src] if src is not None and row[src] else spec.source,
             )
         )
     return bars
@@ -150,11 +161,12 @@ def rollup(bars: list[Bar], interval: Interval) -> list[Bar]:
 
 def history_event_id(symbol: str, interval: Interval, ts_ms: int) -> str:
     """Deterministic id: replaying the same history twice yields the same events."""
-    return hashlib.blake2b(f"hist:{symbol}:{interval.value}:{ts_ms}".encode(), digest_size=12).hexdigest()
+    return f"hist-{symbol}-{interval.value}-{ts_ms}"
 
 
-def bar_to_event(symbol: str, interval: Interval, bar: Bar) -> CandleEvent:
+def bar_to_event(symbol: str, interval: Interval, bar: Bar, produced_at: datetime | None = None) -> CandleEvent:
     return CandleEvent(
+        produced_at=produced_at or datetime.now(UTC),
         event_id=history_event_id(symbol, interval, bar.ts_ms),
         symbol=symbol,
         interval=interval,

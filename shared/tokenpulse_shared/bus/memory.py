@@ -3,8 +3,9 @@
 Each subscription gets ``partitions`` bounded asyncio queues; an event goes to
 the queue picked by a stable hash of its key, and one worker per queue hands
 batches to the handler in order, so per-key order holds as on Kafka. A
-bounded queue makes a fast publisher wait for a slow consumer (backpressure)
-instead of growing memory. Trace context travels with each event as W3C
+publish puts one chunk per partition (not one item per event), which keeps
+the bus cheap for bulk replays. A bounded queue makes a fast publisher wait
+for a slow consumer (backpressure) instead of growing memory. Trace context travels with each event as W3C
 headers, exactly as Kafka headers carry it.
 """
 
@@ -33,7 +34,8 @@ from tokenpulse_shared.topics import Topic
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("tokenpulse.bus.memory")
 
-_Item = tuple[Event | RawMessage, dict[str, str]]
+_Message = Event | RawMessage
+_Chunk = tuple[list[_Message], dict[str, str]]
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -44,7 +46,7 @@ class _Consumer:
     def __init__(self, bus: InMemoryBus, sub: Subscription, partitions: int, capacity: int) -> None:
         self.bus = bus
         self.sub = sub
-        self.queues: list[asyncio.Queue[_Item]] = [asyncio.Queue(maxsize=capacity) for _ in range(partitions)]
+        self.queues: list[asyncio.Queue[_Chunk]] = [asyncio.Queue(maxsize=capacity) for _ in range(partitions)]
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -53,30 +55,34 @@ class _Consumer:
             for i, q in enumerate(self.queues)
         ]
 
-    async def put(self, key: str, item: _Item) -> None:
-        await self.queues[partition_for(key, len(self.queues))].put(item)
+    async def put(self, partition: int, chunk: _Chunk) -> None:
+        await self.queues[partition].put(chunk)
 
-    async def _run(self, queue: asyncio.Queue[_Item]) -> None:
+    async def _run(self, queue: asyncio.Queue[_Chunk]) -> None:
         sub = self.sub
         while True:
-            batch = [await queue.get()]
-            while len(batch) < sub.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
+            messages, carrier = await queue.get()
+            taken = 1
+            while len(messages) < sub.max_batch and not queue.empty():
+                more, _ = queue.get_nowait()
+                messages = messages + more
+                taken += 1
             try:
-                await self._handle(batch)
+                for i in range(0, len(messages), sub.max_batch):
+                    await self._handle(messages[i : i + sub.max_batch], carrier)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # never let a worker die: log and drop to dead letters
+            except Exception:  # never let a worker die
                 log.exception("bus worker %s crashed on a batch", sub.group)
             finally:
-                for _ in batch:
+                for _ in range(taken):
                     queue.task_done()
 
-    async def _handle(self, batch: list[_Item]) -> None:
+    async def _handle(self, batch: list[_Message], carrier: dict[str, str]) -> None:
         sub = self.sub
         events: list[Event] = []
         dead: list[DeadLetterEvent] = []
-        for message, _ in batch:
+        for message in batch:
             if isinstance(message, RawMessage):
                 try:
                     events.append(decode_message(sub.topic, message))
@@ -84,7 +90,7 @@ class _Consumer:
                     dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=message))
             else:
                 events.append(message)
-        parent = propagate.extract(batch[0][1])
+        parent = propagate.extract(carrier)
         token = otel_context.attach(parent)
         try:
             attempt = 0
@@ -119,7 +125,7 @@ class _Consumer:
 class InMemoryBus(Bus):
     """The embedded-mode bus. Same port and guarantees as the Kafka adapter, within one process."""
 
-    def __init__(self, *, partitions: int = 4, capacity: int = 20_000, **kwargs: Any) -> None:
+    def __init__(self, *, partitions: int = 4, capacity: int = 256, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.partitions = partitions
         self.capacity = capacity
@@ -141,32 +147,40 @@ class InMemoryBus(Bus):
         self._started = False
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
+        model = topic.model
         for event in events:
-            if not isinstance(event, topic.model):
-                raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}")
-        await self._fanout(topic, [(e.partition_key(), e) for e in events])
+            if not isinstance(event, model):
+                raise TypeError(f"{topic.name} carries {model.__name__}, not {type(event).__name__}")
+        await self._fanout(topic, events, [e.partition_key() for e in events])
 
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
-        await self._fanout(topic, [(m.key or "", m) for m in messages])
+        await self._fanout(topic, messages, [m.key or "" for m in messages])
 
-    async def _fanout(self, topic: Topic, keyed: Sequence[tuple[str, Event | RawMessage]]) -> None:
+    async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str]) -> None:
         consumers = self._consumers.get(topic.name, [])
-        if not consumers:
+        if not consumers or not messages:
             return
+        chunks: dict[int, list[_Message]] = {}
+        partition_of: dict[str, int] = {}
+        for key, message in zip(keys, messages, strict=True):
+            p = partition_of.get(key)
+            if p is None:
+                p = partition_of[key] = partition_for(key, self.partitions)
+            chunks.setdefault(p, []).append(message)
         with tracer.start_as_current_span(
             f"{topic.name} publish",
             kind=trace.SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "in-process",
                 "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": len(keyed),
+                "messaging.batch.message_count": len(messages),
             },
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            for key, message in keyed:
+            for p, chunk in chunks.items():
                 for consumer in consumers:
-                    await consumer.put(key, (message, carrier))
+                    await consumer.put(p, (chunk, carrier))
 
     async def drain(self, timeout: float = 60.0) -> None:
         """Wait until every queued event has been handled (tests, backfill)."""
