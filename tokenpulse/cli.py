@@ -142,12 +142,46 @@ async def _backfill(
 
 
 @app.command()
-def config() -> None:
-    """Print every setting, its environment variable, default and meaning."""
-    table = Table("variable", "default", "meaning")
+def schemas(
+    check: Annotated[bool, typer.Option(help="Fail if the committed schemas are out of date.")] = False,
+) -> None:
+    """Write the topics' JSON Schemas and AsyncAPI document to docs/schemas (or check them)."""
+    from tokenpulse_shared import schemas as sch
+
+    if check:
+        stale = sch.drift()
+        if stale:
+            console.print(f"[red]schemas out of date:[/red] {', '.join(stale)}; run `tokenpulse schemas`")
+            raise typer.Exit(1)
+        console.print("schemas up to date")
+        return
+    for name in sch.write():
+        console.print(f"wrote docs/schemas/{name}")
+
+
+def settings_rows() -> list[tuple[str, str, str]]:
+    rows = []
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        table.add_row(f"TOKENPULSE_{name.upper()}", str(default), field.description or "")
+        if isinstance(default, list):
+            default = ",".join(default)
+        elif isinstance(default, Path) and default.is_absolute():
+            default = "<repo>/data" if name == "bundle_dir" else str(default)
+        rows.append((f"TOKENPULSE_{name.upper()}", "" if default is None else str(default), field.description or ""))
+    return rows
+
+
+@app.command()
+def config(markdown: Annotated[bool, typer.Option(help="Print a Markdown table (for the README).")] = False) -> None:
+    """Print every setting: its environment variable, default and meaning."""
+    if markdown:
+        print("| variable | default | meaning |\n|---|---|---|")
+        for var, default, meaning in settings_rows():
+            print(f"| `{var}` | {'`' + default + '`' if default else '—'} | {meaning} |")
+        return
+    table = Table("variable", "default", "meaning")
+    for row in settings_rows():
+        table.add_row(*row)
     Console().print(table)
 
 

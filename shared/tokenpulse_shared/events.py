@@ -9,11 +9,12 @@ reaches a handler: the bus sends it to the dead-letter topic with the reason.
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +22,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
+    ValidationError,
     model_validator,
 )
 
@@ -51,6 +54,9 @@ def utcnow() -> datetime:
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
+
+
+E = TypeVar("E", bound="Event")
 
 
 class Interval(StrEnum):
@@ -274,3 +280,25 @@ class DeadLetterEvent(Event):
 
     def partition_key(self) -> str:
         return self.key or self.event_id
+
+
+def validate_many(model: type[E], rows: list[dict[str, Any]]) -> tuple[list[E], list[tuple[int, str]]]:
+    """Validate many rows into events in one pass of pydantic-core (about twice as fast as one
+    constructor call per row); rows that fail are returned as (index, reason) and skipped."""
+    adapter = _adapter(model)
+    try:
+        return adapter.validate_python(rows), []
+    except ValidationError as exc:
+        bad: dict[int, str] = {}
+        for err in exc.errors():
+            index = err["loc"][0] if err["loc"] else -1
+            if isinstance(index, int) and index not in bad:
+                field = ".".join(str(p) for p in err["loc"][1:]) or "<row>"
+                bad[index] = f"{field}: {err['msg']}"
+        good = [row for i, row in enumerate(rows) if i not in bad]
+        return adapter.validate_python(good), sorted(bad.items())
+
+
+@functools.cache
+def _adapter(model: type[Event]) -> TypeAdapter[list[Any]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]

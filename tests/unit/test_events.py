@@ -121,3 +121,43 @@ def test_any_finite_positive_price_survives_the_wire(price: float, size: float) 
     event = tick(price=price, size=size)
     back = decode_message(TICKS, RawMessage(event.model_dump_json().encode()))
     assert back.price == price and back.size == size  # type: ignore[attr-defined]
+
+
+def test_bulk_validation_keeps_good_rows_and_names_the_bad_ones() -> None:
+    from tokenpulse_shared.events import validate_many
+
+    base = {"symbol": "BTC", "interval": "1h", "open": 10.0, "high": 12.0, "low": 9.0, "close": 11.0}
+    rows = [{**base, "ts": T0.replace(minute=0, hour=h)} for h in range(5)]
+    rows[1]["high"] = math.nan
+    rows[3]["low"] = 11.5  # above open and close
+    events, rejected = validate_many(CandleEvent, rows)
+    assert [e.ts.hour for e in events] == [0, 2, 4]
+    assert [i for i, _ in rejected] == [1, 3]
+    assert "high" in rejected[0][1] and "low" in rejected[1][1]
+
+
+@given(
+    o=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    h=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    lo=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    c=st.floats(allow_nan=True, allow_infinity=True, width=32),
+)
+def test_bulk_and_single_validation_accept_exactly_the_same_candles(o: float, h: float, lo: float, c: float) -> None:
+    from tokenpulse_shared.events import validate_many
+
+    row = {
+        "symbol": "BTC",
+        "interval": "1d",
+        "ts": T0.replace(hour=0, minute=0),
+        "open": o,
+        "high": h,
+        "low": lo,
+        "close": c,
+    }
+    try:
+        CandleEvent(**row)  # type: ignore[arg-type]
+        single_ok = True
+    except ValueError:
+        single_ok = False
+    events, _ = validate_many(CandleEvent, [row])
+    assert bool(events) == single_ok

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenpulse_shared.bus import Bus
-from tokenpulse_shared.events import CandleEvent, Interval, utcnow
+from tokenpulse_shared.events import CandleEvent, Interval, utcnow, validate_many
 from tokenpulse_shared.topics import CANDLES
 
-from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
+from tokenpulse_ingest.bundle import bar_row, iter_bundle
 
+log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 
 
@@ -43,22 +45,15 @@ async def publish_history(
     result = BackfillResult(series=len(series))
     for symbol, interval, bars in series:
         label = f"{symbol} {interval.value}"
-        batch: list[CandleEvent] = []
-        produced_at = utcnow()  # one clock read per series: reading the clock per event is measurable
-        for i, bar in enumerate(bars, 1):
-            try:
-                batch.append(bar_to_event(symbol, interval, bar, produced_at))
-            except ValueError:
-                result.rejected += 1
-            if len(batch) >= batch_size:
-                await bus.publish(CANDLES, batch)
-                result.candles += len(batch)
-                batch = []
-                if progress:
-                    progress(label, i, len(bars))
-        if batch:
-            await bus.publish(CANDLES, batch)
-            result.candles += len(batch)
-        if progress:
-            progress(label, len(bars), len(bars))
+        produced_at = utcnow()  # one clock read per series, not one per event
+        for start in range(0, len(bars), batch_size):
+            chunk = bars[start : start + batch_size]
+            events, rejected = validate_many(CandleEvent, [bar_row(symbol, interval, b, produced_at) for b in chunk])
+            for index, reason in rejected:
+                log.warning("skipping %s bar at %s: %s", label, chunk[index].ts_ms, reason)
+            result.rejected += len(rejected)
+            await bus.publish(CANDLES, events)
+            result.candles += len(events)
+            if progress:
+                progress(label, min(start + batch_size, len(bars)), len(bars))
     return result

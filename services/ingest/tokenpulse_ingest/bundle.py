@@ -164,21 +164,25 @@ def history_event_id(symbol: str, interval: Interval, ts_ms: int) -> str:
     return f"hist-{symbol}-{interval.value}-{ts_ms}"
 
 
+def bar_row(symbol: str, interval: Interval, bar: Bar, produced_at: datetime) -> dict[str, object]:
+    """The fields of the candle event for one bar (validated by the caller, in bulk)."""
+    return {
+        "produced_at": produced_at,
+        "event_id": history_event_id(symbol, interval, bar.ts_ms),
+        "symbol": symbol,
+        "interval": interval,
+        "ts": datetime.fromtimestamp(bar.ts_ms / 1000, UTC),
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+        "source": bar.source,
+    }
+
+
 def bar_to_event(symbol: str, interval: Interval, bar: Bar, produced_at: datetime | None = None) -> CandleEvent:
-    return CandleEvent(
-        produced_at=produced_at or datetime.now(UTC),
-        event_id=history_event_id(symbol, interval, bar.ts_ms),
-        symbol=symbol,
-        interval=interval,
-        ts=datetime.fromtimestamp(bar.ts_ms / 1000, UTC),
-        open=bar.open,
-        high=bar.high,
-        low=bar.low,
-        close=bar.close,
-        volume=bar.volume,
-        source=bar.source,
-        version=0,
-    )
+    return CandleEvent(**bar_row(symbol, interval, bar, produced_at or datetime.now(UTC)))  # type: ignore[arg-type]
 
 
 def iter_bundle(
