@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+import pytest_asyncio
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_ingest.bundle import iter_bundle
@@ -15,10 +16,20 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-@pytest.fixture
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
+    """One real engine for the module: the history is loaded once, tests only read (and add keys)."""
+    s = await Store(f"chdb://{tmp_path_factory.mktemp('api') / 'ch'}").open()
+    yield s
+    await s.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(symbols=["BTC", "ETH"], live_feed="off")
+    settings = Settings(symbols=["BTC", "ETH"], live_feed="off", free_limit_per_minute=300)
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway = GatewayService()
@@ -128,3 +139,14 @@ async def test_ops_endpoints(api: httpx.AsyncClient) -> None:
     assert metrics.status_code == 200 and "http_requests_total" in metrics.text
     spec = (await api.get("/openapi.json")).json()
     assert "/v1/candles/{symbol}" in spec["paths"]
+
+
+async def test_over_the_limit_a_key_gets_429_with_retry_after(api: httpx.AsyncClient) -> None:
+    other = (await api.post("/v1/keys", json={"name": "burst"})).json()["key"]
+    codes = [(await api.get("/v1/tokens", headers={"X-API-Key": other})).status_code for _ in range(301)]
+    assert codes[:300] == [200] * 300
+    assert codes[300] == 429
+    r = await api.get("/v1/tokens", headers={"X-API-Key": other})
+    assert r.json()["error"]["code"] == "rate_limited" and 1 <= int(r.headers["Retry-After"]) <= 60
+    # other keys are not affected
+    assert (await api.get("/v1/tokens")).status_code == 200

@@ -25,6 +25,7 @@ from tokenpulse_shared.tokens import token_name
 
 from tokenpulse_gateway.errors import ApiError, install
 from tokenpulse_gateway.keys import ApiKey, KeyStore
+from tokenpulse_gateway.limits import KeyLimiter
 from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
 
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
@@ -81,6 +82,14 @@ async def require_key(
     record = await request.app.state.keys.lookup(key)
     if record is None or record.revoked:
         raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
+    verdict = await request.app.state.limiter.hit(record.key_id)
+    if not verdict.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"request limit reached; retry in {verdict.retry_after_s} s",
+            headers={"Retry-After": str(verdict.retry_after_s)},
+        )
     return record
 
 
@@ -103,6 +112,7 @@ def create_app(ctx: Context) -> FastAPI:
     )
     install(app)
     app.state.keys = keys
+    app.state.limiter = KeyLimiter(settings.free_limit_per_minute, settings.free_limit_per_day)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
     try:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
