@@ -34,12 +34,16 @@ def _settings(**overrides: object) -> Settings:
 
 @app.command()
 def up(
-    host: Annotated[str, typer.Option(help="Bind address of the gateway.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the gateway.")] = 8000,
-    data_dir: Annotated[Path, typer.Option(help="Where the embedded ClickHouse keeps its data.")] = Path(".tokenpulse"),
+    host: Annotated[str | None, typer.Option(help="Bind address of the gateway [TOKENPULSE_HOST, 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the gateway [TOKENPULSE_PORT, 8000].")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where the embedded ClickHouse keeps its data [TOKENPULSE_DATA_DIR, .tokenpulse]."),
+    ] = None,
 ) -> None:
     """Embedded mode: all four services in one process, in-process bus, embedded ClickHouse."""
-    settings = _settings(host=host, port=port, data_dir=data_dir.resolve())
+    settings = _settings(host=host, port=port, data_dir=data_dir.resolve() if data_dir else None)
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     asyncio.run(serve(settings, list(SERVICES), embedded=True))
 
 

@@ -7,7 +7,6 @@ configuration table is generated from these fields (``tokenpulse config``).
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -85,13 +84,13 @@ class Settings(BaseSettings):
             data["symbols"] = _split_csv(data["symbols"])
         return data
 
-    @model_validator(mode="after")
-    def _refuse_placeholders(self) -> Settings:
+    def require_admin_token(self) -> str | None:
+        """The gateway's admin token; in production a real secret is required (placeholders refused)."""
         if self.env == "production" and (self.admin_token or "").lower() in PLACEHOLDER_SECRETS:
             raise ValueError("TOKENPULSE_ADMIN_TOKEN must be set to a real secret in production")
-        return self
+        return self.admin_token
 
-    @cached_property
+    @property
     def store_dsn(self) -> str:
         if self.clickhouse_url:
             return self.clickhouse_url

@@ -170,3 +170,30 @@ async def test_trace_context_flows_from_publisher_to_consumer(kafka_bootstrap: s
         assert related and related[0].kind.name == "CONSUMER"
 
     await run_with(bus, body)
+
+
+async def test_a_broadcast_subscription_rereads_the_compacted_topic_at_every_start(kafka_bootstrap: str) -> None:
+    from tokenpulse_shared.events import AlertCondition, AlertRuleEvent
+    from tokenpulse_shared.topics import ALERT_RULES
+
+    rule = AlertRuleEvent(
+        rule_id=f"r-{uuid.uuid4().hex[:10]}",
+        owner="o",
+        symbol="BTC",
+        condition=AlertCondition(kind="price_above", value=1.0),
+    )
+    for start in range(2):  # the same service name twice: a restart
+        bus = KafkaBus(kafka_bootstrap, group_prefix="restart-test", backoff_s=0.01)
+        seen: list[str] = []
+
+        async def rules(events: list[Event], seen: list[str] = seen) -> None:
+            seen.extend(e.rule_id for e in events if isinstance(e, AlertRuleEvent))
+
+        bus.subscribe(ALERT_RULES, "alerts", rules, broadcast=True)
+
+        async def body(seen: list[str] = seen, start: int = start, bus: KafkaBus = bus) -> None:
+            if start == 0:
+                await bus.publish(ALERT_RULES, [rule])
+            await wait_for(lambda: rule.rule_id in seen)
+
+        await run_with(bus, body)

@@ -1,7 +1,10 @@
 """The alerts service (v0): rules from the compacted rules topic, evaluated on reference prices.
 
-Rules are rebuilt from ``tokenpulse.alert-rules.v1`` (Kafka is the source of
-truth, so any replica can start cold). v0 evaluates ``price_above`` /
+Rules are rebuilt from ``tokenpulse.alert-rules.v1`` at every start: the
+compacted topic is read whole by every instance (a broadcast subscription, no
+committed offsets), so Kafka is the source of truth and any replica can start
+cold. Prices are consumed in the shared group, partitioned by symbol, so with
+several replicas each evaluates the rules of the symbols it was assigned. v0 evaluates ``price_above`` /
 ``price_below`` crossings with a cooldown and publishes fired alerts on
 ``tokenpulse.alerts.v1``; delivery channels come with issue #7.
 """
@@ -43,7 +46,7 @@ class AlertsService:
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules)
+        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, broadcast=True)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
 
     async def on_rules(self, rules: list[AlertRuleEvent]) -> None:

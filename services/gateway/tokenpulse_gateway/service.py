@@ -18,6 +18,7 @@ class GatewayService:
 
     def register(self, ctx: Context) -> None:
         assert ctx.store is not None, "the gateway owns the store: configure TOKENPULSE_CLICKHOUSE_URL"
+        ctx.settings.require_admin_token()
         if ctx.settings.persist:
             self.writer = StoreWriter(ctx.store)
             self.writer.register(ctx)

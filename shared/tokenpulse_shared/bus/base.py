@@ -39,6 +39,7 @@ class Subscription:
     group: str
     handler: Handler
     max_batch: int = 500
+    broadcast: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -96,9 +97,17 @@ class Bus(abc.ABC):
         self.subscriptions: list[Subscription] = []
         self.dead_letters = 0
 
-    def subscribe(self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None) -> None:
-        """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`)."""
-        self.subscriptions.append(Subscription(topic, group, handler, max_batch=max_batch or self.max_batch))
+    def subscribe(
+        self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None, broadcast: bool = False
+    ) -> None:
+        """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
+
+        ``broadcast=True`` gives every instance of the service the whole topic from its start, at
+        every start (no committed offsets): the way to hold a compacted topic as a table in memory.
+        """
+        self.subscriptions.append(
+            Subscription(topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast)
+        )
 
     @abc.abstractmethod
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:

@@ -118,14 +118,15 @@ class KafkaBus(Bus):
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, replication=self.replication)
         for sub in self.subscriptions:
+            # broadcast: no group, every partition from the beginning at every start, nothing committed
             subscriber = self.broker.subscriber(
                 sub.topic.name,
-                group_id=self.group_id(sub.group),
+                group_id=None if sub.broadcast else self.group_id(sub.group),
                 batch=True,
                 max_records=sub.max_batch,
                 batch_timeout_ms=100,
-                auto_offset_reset="earliest" if self.from_beginning else "latest",
-                ack_policy=AckPolicy.NACK_ON_ERROR,
+                auto_offset_reset="earliest" if (self.from_beginning or sub.broadcast) else "latest",
+                ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
             )
             subscriber(self._make_handler(sub))
