@@ -80,6 +80,35 @@ async def pipeline(kind: str, work: Path) -> tuple[int, float, float]:
         await store.close()
 
 
+def stages() -> list[tuple[str, float]]:
+    """Microseconds per row of each Python stage of the pipeline, measured in this run."""
+    from tokenpulse_ingest.bundle import bar_row
+    from tokenpulse_shared.events import CandleEvent, validate_many
+
+    settings = Settings()
+    out = []
+    t = time.perf_counter()
+    series = plan(settings.bundle_dir)
+    n = sum(len(b) for _, _, b in series)
+    out.append(("read CSV files, merge, roll up", time.perf_counter() - t))
+    now = utcnow()
+    t = time.perf_counter()
+    rows = [bar_row(sym, i, b, now) for sym, i, bars in series for b in bars]
+    out.append(("build event fields (ids, datetimes)", time.perf_counter() - t))
+    t = time.perf_counter()
+    events, _ = validate_many(CandleEvent, rows)
+    out.append(("pydantic validation (bulk TypeAdapter)", time.perf_counter() - t))
+    t = time.perf_counter()
+    for row in rows[:20000]:
+        CandleEvent(**row)  # type: ignore[arg-type]
+    out.append(("pydantic validation (one constructor per row)", (time.perf_counter() - t) * n / 20000))
+    t = time.perf_counter()
+    for i in range(0, n, 5000):
+        TABLES["candles"].to_columns(events[i : i + 5000])
+    out.append(("events to insert columns (writer)", time.perf_counter() - t))
+    return [(name, sec / n * 1e6) for name, sec in out]
+
+
 def time_to_first_candle(work: Path) -> float:
     shutil.rmtree(work, ignore_errors=True)
     port = 18000 + os.getpid() % 1000
@@ -131,6 +160,9 @@ def main() -> None:
         store = statistics.median(r[2] for r in runs)
         end_to_end = "" if kind == "insert-only" else f"{rows / (read + store):,.0f}"
         print(f"| {kind} | {rows:,} | {read:.2f} | {store:.2f} | {rows / store:,.0f} | {end_to_end} |")
+    print("\n| stage (same run) | µs per row |\n|---|---|")
+    for name, us in stages():
+        print(f"| {name} | {us:.1f} |")
     ttfc = [time_to_first_candle(tmp / "up") for _ in range(ROUNDS)]
     print(
         f"\n`tokenpulse up` on an empty data dir to the first correct candle answer: "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,19 @@ from tokenpulse_shared.topics import CANDLES
 from tokenpulse_ingest.bundle import bar_row, iter_bundle
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -31,7 +46,8 @@ def plan(
     start_ms: int | None = None,
     end_ms: int | None = None,
 ) -> list[tuple[str, Interval, list]]:
-    return list(iter_bundle(bundle_dir, symbols, intervals, start_ms, end_ms))
+    with gc_paused():
+        return list(iter_bundle(bundle_dir, symbols, intervals, start_ms, end_ms))
 
 
 async def publish_history(
@@ -41,7 +57,19 @@ async def publish_history(
     batch_size: int = 5000,
     progress: Progress | None = None,
 ) -> BackfillResult:
-    """Publish every bar as a candle event; invalid bars are counted and skipped with a reason."""
+    """Publish every bar as a candle event; invalid bars are counted and skipped with a reason.
+
+    The cyclic garbage collector is paused meanwhile: a replay creates millions of short-lived,
+    acyclic objects (freed by reference counting) and the collector's repeated scans of them
+    cost about as much as the validation itself (see docs/benchmarks.md).
+    """
+    with gc_paused():
+        return await _publish_history(bus, series, batch_size=batch_size, progress=progress)
+
+
+async def _publish_history(
+    bus: Bus, series: list[tuple[str, Interval, list]], *, batch_size: int, progress: Progress | None
+) -> BackfillResult:
     result = BackfillResult(series=len(series))
     for symbol, interval, bars in series:
         label = f"{symbol} {interval.value}"

@@ -1,9 +1,10 @@
 """Async facade over a clickhouse-connect client, for ``http(s)://`` servers and ``chdb://`` paths.
 
-clickhouse-connect is synchronous, and chDB runs one engine per data path per
-process. So every call runs on a dedicated executor, never on the event loop:
-one thread for chDB (the single owner of the engine in this process), a few
-for a server. The same code serves both: only the DSN differs.
+clickhouse-connect is synchronous, and chDB runs one engine per process. So
+every call runs on an executor, never on the event loop: writes (inserts,
+DDL) on one thread, so they stay ordered, and reads on their own threads, so a
+query never waits behind a queue of bulk inserts (the engine serves both at
+once). The same code serves a server and chDB: only the DSN differs.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class Store:
     def __init__(self, dsn: str, *, workers: int = 4) -> None:
         self.dsn = dsn
         self.is_embedded = dsn.startswith("chdb:")
-        self._executor = ThreadPoolExecutor(
-            max_workers=1 if self.is_embedded else workers, thread_name_prefix="clickhouse"
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse-write")
+        self._reads = ThreadPoolExecutor(
+            max_workers=2 if self.is_embedded else workers, thread_name_prefix="clickhouse-read"
         )
         self._client: Any = None
 
@@ -56,10 +58,10 @@ class Store:
         parsed = urlparse(self.dsn)
         return parsed.path if not parsed.netloc else parsed.netloc + parsed.path
 
-    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _run(self, fn: Any, *args: Any, read: bool = False, **kwargs: Any) -> Any:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+            return await loop.run_in_executor(self._reads if read else self._writes, lambda: fn(*args, **kwargs))
         except OperationalError as exc:
             raise StoreUnavailable(str(exc)) from exc
 
@@ -91,7 +93,8 @@ class Store:
             path = self.engine_path
             if path is not None:
                 _OPEN_ENGINES.discard(path)
-        self._executor.shutdown(wait=True)
+        self._writes.shutdown(wait=True)
+        self._reads.shutdown(wait=True)
 
     @property
     def client(self) -> Any:
@@ -103,13 +106,13 @@ class Store:
         return await self._run(self.client.command, sql, parameters=parameters)
 
     async def query(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        result = await self._run(self.client.query, sql, parameters=parameters)
+        result = await self._run(self.client.query, sql, parameters=parameters, read=True)
         return list(result.result_rows)
 
     async def query_columns(
         self, sql: str, parameters: dict[str, Any] | None = None
     ) -> tuple[list[str], list[Sequence[Any]]]:
-        result = await self._run(self.client.query, sql, parameters=parameters)
+        result = await self._run(self.client.query, sql, parameters=parameters, read=True)
         return list(result.column_names), list(result.result_columns)
 
     async def insert(
@@ -140,7 +143,7 @@ class Store:
 
     async def ping(self) -> bool:
         try:
-            return bool(await self._run(self.client.ping))
+            return bool(await self._run(self.client.ping, read=True))
         except Exception:
             return False
 
