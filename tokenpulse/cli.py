@@ -78,6 +78,7 @@ def backfill(
     start: Annotated[str | None, typer.Option(help="ISO start time (inclusive).")] = None,
     end: Annotated[str | None, typer.Option(help="ISO end time (exclusive).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Embedded store (when no Kafka is configured).")] = None,
+    marketcaps: Annotated[bool, typer.Option(help="Also load the market-cap history (tokens and total).")] = True,
 ) -> None:
     """Load bundled history through the pipeline.
 
@@ -90,13 +91,18 @@ def backfill(
         console.print(f"[red]bad option:[/red] {exc}")
         raise typer.Exit(2) from exc
     wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.symbols
-    asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms))
+    asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms, marketcaps))
 
 
 async def _backfill(
-    settings: Settings, symbols: list[str], intervals: list[Interval] | None, start_ms: int | None, end_ms: int | None
+    settings: Settings,
+    symbols: list[str],
+    intervals: list[Interval] | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    marketcaps: bool = True,
 ) -> None:
-    from tokenpulse_ingest.backfill import plan, publish_history
+    from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
     from tokenpulse_shared.bus.memory import InMemoryBus
     from tokenpulse_shared.service import Context
     from tokenpulse_shared.store import Store
@@ -133,6 +139,7 @@ async def _backfill(
 
         t0 = asyncio.get_running_loop().time()
         result = await publish_history(bus, series, progress=on_progress)
+        caps = await publish_marketcaps(bus, settings.bundle_dir, symbols) if marketcaps else 0
         if isinstance(bus, InMemoryBus):
             await bus.drain(timeout=600)
         elapsed = asyncio.get_running_loop().time() - t0
@@ -141,8 +148,39 @@ async def _backfill(
         await store.close()
     console.print(
         f"loaded {result.candles} candles in {len(series)} series in {elapsed:.1f}s "
-        f"({result.candles / max(elapsed, 1e-9):,.0f} rows/s); rejected {result.rejected}"
+        f"({result.candles / max(elapsed, 1e-9):,.0f} rows/s); rejected {result.rejected}; "
+        f"{caps} market-cap points"
     )
+
+
+@app.command()
+def cycles(
+    as_of: Annotated[str | None, typer.Option(help="Use history up to this day only (YYYY-MM-DD).")] = None,
+    basis: Annotated[str, typer.Option(help="Runs start at the 'halving' or the cycle 'bottom'.")] = "halving",
+    confirm_drawdown: Annotated[float, typer.Option(help="Fall from the high that confirms a peak.")] = 0.75,
+) -> None:
+    """Bitcoin halving cycles from the bundled history: runs, projection, track record, altcoin seasons."""
+    from datetime import date
+
+    from pydantic import ValidationError
+    from tokenpulse_shared.cycles import CycleInputError, CycleParams, load_halvings, report
+
+    from tokenpulse.cycles_cli import load_cycle_data, render
+
+    settings = _settings()
+    try:
+        params = CycleParams(
+            as_of=date.fromisoformat(as_of) if as_of else None,
+            basis=basis,  # type: ignore[arg-type]
+            confirm_drawdown=confirm_drawdown,
+        )
+        result = report(
+            load_halvings(settings.bundle_dir / "btc_cycles.json"), load_cycle_data(settings.bundle_dir), params
+        )
+    except (ValueError, ValidationError, CycleInputError) as exc:
+        console.print(f"[red]bad option:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    render(result, Console())
 
 
 @app.command()

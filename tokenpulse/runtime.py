@@ -67,24 +67,30 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
 
 
 async def embedded_backfill(ctx: Context) -> None:
-    """First start: load the bundled history unless the store already has it."""
-    from tokenpulse_ingest.backfill import plan, publish_history
+    """First start: load the bundled history (candles, market caps) unless the store already has it."""
+    from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 
     assert ctx.store is not None
-    have = await ctx.store.query("SELECT count() FROM candles WHERE source != 'ticks'")
-    if have and have[0][0] > 0:
-        ctx.status["backfill"] = "done"
-        log.info("history already loaded (%d candles); skipping backfill", have[0][0])
-        return
-    ctx.status["backfill"] = "running"
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    series = await asyncio.to_thread(plan, ctx.settings.bundle_dir, ctx.settings.symbols)
-    result = await publish_history(ctx.bus, series)
+    have_candles = (await ctx.store.query("SELECT count() FROM candles WHERE source != 'ticks'"))[0][0]
+    have_caps = (await ctx.store.query("SELECT count() FROM market_caps"))[0][0]
+    if have_candles and have_caps:
+        ctx.status["backfill"] = "done"
+        log.info("history already loaded (%d candles, %d market caps); skipping backfill", have_candles, have_caps)
+        return
+    ctx.status["backfill"] = "running"
+    if not have_candles:
+        series = await asyncio.to_thread(plan, ctx.settings.bundle_dir, ctx.settings.symbols)
+        result = await publish_history(ctx.bus, series)
+        log.info("loaded %d candles of bundled history", result.candles)
+    if not have_caps:
+        caps = await publish_marketcaps(ctx.bus, ctx.settings.bundle_dir, ctx.settings.symbols)
+        log.info("loaded %d market-cap points", caps)
     if isinstance(ctx.bus, InMemoryBus):
         await ctx.bus.drain(timeout=600)
     ctx.status["backfill"] = "done"
-    log.info("loaded %d candles of bundled history in %.1fs", result.candles, loop.time() - t0)
+    log.info("bundled history loaded in %.1fs", loop.time() - t0)
 
 
 class Runtime:

@@ -174,6 +174,20 @@ class CandleEvent(Event):
         return self
 
 
+class MarketCapEvent(Event):
+    """Market capitalisation of a token, or of the whole crypto market when ``symbol`` is None
+    (``tokenpulse.marketcaps.v1``)."""
+
+    symbol: Symbol | None = Field(default=None, description="token; null = the total crypto market")
+    ts: UtcDatetime
+    market_cap: Price
+    volume_24h: Amount | None = None
+    source: str = Field(default="", max_length=64)
+
+    def partition_key(self) -> str:
+        return self.symbol or "TOTAL"
+
+
 class GradeEvent(Event):
     """New Trader/Investor grades of a token (``tokenpulse.grades.v1``)."""
 

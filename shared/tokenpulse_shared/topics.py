@@ -11,6 +11,7 @@ from tokenpulse_shared.events import (
     DeadLetterEvent,
     Event,
     GradeEvent,
+    MarketCapEvent,
     PredictionEvent,
     PriceEvent,
     SignalEvent,
@@ -33,6 +34,9 @@ class Topic:
 TICKS = Topic("tokenpulse.ticks.v1", TickEvent, "A normalised trade/ticker from one source")
 PRICES = Topic("tokenpulse.prices.v1", PriceEvent, "The reconciled reference price of a token")
 CANDLES = Topic("tokenpulse.candles.v1", CandleEvent, "A candle, emitted when it closes")
+MARKETCAPS = Topic(
+    "tokenpulse.marketcaps.v1", MarketCapEvent, "Market cap of a token, or of the whole market (symbol null)"
+)
 GRADES = Topic("tokenpulse.grades.v1", GradeEvent, "New Trader/Investor grades of a token")
 SIGNALS = Topic("tokenpulse.signals.v1", SignalEvent, "A bullish/bearish signal")
 PREDICTIONS = Topic("tokenpulse.predictions.v1", PredictionEvent, "A forecast at a horizon")
@@ -49,6 +53,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     TICKS,
     PRICES,
     CANDLES,
+    MARKETCAPS,
     GRADES,
     SIGNALS,
     PREDICTIONS,

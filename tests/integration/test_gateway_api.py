@@ -8,7 +8,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from tokenpulse_gateway.service import GatewayService
-from tokenpulse_ingest.backfill import plan, publish_history
+from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
@@ -36,6 +36,7 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     gateway.register(ctx)
     await bus.start()
     await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_marketcaps(bus, settings.bundle_dir, ["BTC", "ETH"])
     await bus.drain()
     assert gateway.app is not None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
@@ -150,3 +151,50 @@ async def test_over_the_limit_a_key_gets_429_with_retry_after(api: httpx.AsyncCl
     assert r.json()["error"]["code"] == "rate_limited" and 1 <= int(r.headers["Retry-After"]) <= 60
     # other keys are not affected
     assert (await api.get("/v1/tokens")).status_code == 200
+
+
+async def test_cycles_serve_runs_projection_track_record_and_seasons(api: httpx.AsyncClient) -> None:
+    body = (await api.get("/v1/cycles/btc")).json()
+    halvings = body["halvings"]
+    assert [h["date"] for h in halvings] == ["2012-11-28", "2016-07-09", "2020-05-11", "2024-04-20"]
+    assert {"date", "height", "price", "peak_date", "peak_price", "multiple", "days_to_peak"} <= set(halvings[0])
+    assert halvings[0]["multiple"] > 90, halvings[0]
+    assert halvings[2]["peak_date"] == "2021-11-08"
+    projection = body["projection"]
+    assert {"start", "previous_length_days", "previous_roi", "scenarios"} <= set(projection)
+    assert [s["name"] for s in projection["scenarios"]] == ["bear", "base", "moon"]
+    assert all(s["total_market_cap_target"] > 0 for s in projection["scenarios"])
+    assert {t["run"] for t in body["track_record"]} == {2, 3, 4}
+    assert [a["symbol"] for a in body["altcoin_season"][2]["altcoins"]] == ["ETH"]
+
+
+async def test_cycles_overrides_are_applied_and_echoed(api: httpx.AsyncClient) -> None:
+    r = await api.get(
+        "/v1/cycles/btc",
+        params={"base_length_multiplier": 2, "previous_length_days": 500, "scenario": "base", "basis": "halving"},
+    )
+    body = r.json()
+    assert body["parameters"]["previous_length_days"] == 500
+    assert body["parameters"]["scenarios"] == {"base": [2.0, 2.0]}
+    (base,) = body["projection"]["scenarios"]
+    assert base["end_date"] == "2027-01-15"  # 2024-04-20 + 1000 days
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "code"),
+    [
+        ({"previous_length_days": -5}, 422, "invalid_request"),
+        ({"bear_roi_reduction": 0}, 422, "invalid_request"),
+        ({"scenario": "sideways"}, 400, "unknown_scenario"),
+        ({"as_of": "2010-01-01"}, 400, "invalid_parameters"),
+        ({"as_of": "2022-01-01", "start": "2023-01-01"}, 400, "invalid_parameters"),
+        ({"basis": "top"}, 422, "invalid_request"),
+        ({"as_of": "not-a-date"}, 422, "invalid_request"),
+    ],
+)
+async def test_cycles_bad_overrides_get_a_4xx(
+    api: httpx.AsyncClient, params: dict[str, object], status: int, code: str
+) -> None:
+    r = await api.get("/v1/cycles/btc", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, EmailStr, Field
@@ -23,8 +23,10 @@ from tokenpulse_shared.events import SYMBOL_PATTERN, Interval
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
 
+from tokenpulse_gateway.cycles_api import make_router
+from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError, install
-from tokenpulse_gateway.keys import ApiKey, KeyStore
+from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter
 from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
 
@@ -66,34 +68,6 @@ def parse_time(value: str | None, name: str) -> int | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
-
-
-async def require_key(
-    request: Request,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
-) -> ApiKey:
-    """Every /v1 path but POST /v1/keys needs a valid key (X-API-Key or Authorization: Bearer)."""
-    key = x_api_key
-    if not key and authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
-    if not key:
-        raise ApiError(401, "missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys")
-    record = await request.app.state.keys.lookup(key)
-    if record is None or record.revoked:
-        raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
-    verdict = await request.app.state.limiter.hit(record.key_id)
-    if not verdict.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"request limit reached; retry in {verdict.retry_after_s} s",
-            headers={"Retry-After": str(verdict.retry_after_s)},
-        )
-    return record
-
-
-Authed = Annotated[ApiKey, Depends(require_key)]
 
 
 def create_app(ctx: Context) -> FastAPI:
@@ -242,6 +216,8 @@ def create_app(ctx: Context) -> FastAPI:
         rows = await queries.candles(symbol, interval, start_ms, end_ms, after, limit + 1)
         nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
         return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+
+    app.include_router(make_router(queries, settings.bundle_dir))
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from tokenpulse_shared.events import Interval
@@ -144,5 +143,26 @@ class Queries:
         )
         return {r[0]: {"direction": r[1], "strength": r[2], "ts": iso(r[3])} for r in rows}
 
-    async def grade_components(self, raw: str) -> dict[str, Any]:
-        return json.loads(raw) if raw else {}
+    async def daily_closes(self) -> dict[str, list[tuple[date, float]]]:
+        """Every token's daily closes (1d candles), oldest first."""
+        rows = await self.store.query(
+            "SELECT symbol, toDate(ts), close FROM candles FINAL WHERE interval = '1d' ORDER BY symbol, ts"
+        )
+        out: dict[str, list[tuple[date, float]]] = {}
+        for symbol, day, close in rows:
+            out.setdefault(symbol, []).append((day, close))
+        return out
+
+    async def total_market_caps(self) -> list[tuple[date, float]]:
+        rows = await self.store.query(
+            "SELECT toDate(ts), market_cap FROM market_caps FINAL WHERE symbol = '' ORDER BY ts"
+        )
+        return [(d, v) for d, v in rows]
+
+    async def daily_version(self) -> tuple[Any, ...]:
+        """Changes whenever a daily candle or a market cap is added: the cache key of derived analytics."""
+        rows = await self.store.query(
+            "SELECT (SELECT count() FROM candles WHERE interval = '1d'), "
+            "(SELECT max(produced_at) FROM candles WHERE interval = '1d'), (SELECT count() FROM market_caps)"
+        )
+        return tuple(rows[0])

@@ -26,6 +26,7 @@ from tokenpulse_shared.topics import (
     CANDLES,
     DEAD_LETTER,
     GRADES,
+    MARKETCAPS,
     PREDICTIONS,
     PRICES,
     SIGNALS,
@@ -94,6 +95,12 @@ TABLES: dict[str, TableSpec] = {
             {"dedup_key": lambda e: e.dedup_key()},
         ),
         TableSpec(PRICES, "prices", ("symbol", "ts", "price", "volume_24h", "sources", "stale", *EVENT_COLS)),
+        TableSpec(
+            MARKETCAPS,
+            "market_caps",
+            ("symbol", "ts", "market_cap", "volume_24h", "source", *EVENT_COLS),
+            {"symbol": lambda e: e.symbol or ""},
+        ),
         TableSpec(
             GRADES,
             "grades",

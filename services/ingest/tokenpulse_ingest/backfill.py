@@ -7,13 +7,14 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tokenpulse_shared.bus import Bus
-from tokenpulse_shared.events import CandleEvent, Interval, utcnow, validate_many
-from tokenpulse_shared.topics import CANDLES
+from tokenpulse_shared.events import CandleEvent, Interval, MarketCapEvent, utcnow, validate_many
+from tokenpulse_shared.topics import CANDLES, MARKETCAPS
 
-from tokenpulse_ingest.bundle import bar_row, iter_bundle
+from tokenpulse_ingest.bundle import MARKETCAP_FILES, bar_row, iter_bundle, read_marketcaps
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,32 @@ async def _publish_history(
             if progress:
                 progress(label, min(start + batch_size, len(bars)), len(bars))
     return result
+
+
+async def publish_marketcaps(bus: Bus, bundle_dir: Path, symbols: list[str] | None = None) -> int:
+    """Replay the bundled market-cap history (tokens and the total market) as market-cap events."""
+    produced_at = utcnow()
+    total = 0
+    with gc_paused():
+        for spec in MARKETCAP_FILES:
+            if symbols is not None and spec.symbol is not None and spec.symbol not in symbols:
+                continue
+            points = read_marketcaps(bundle_dir, spec)
+            rows = [
+                {
+                    "symbol": spec.symbol,
+                    "ts": datetime.fromtimestamp(p.ts_ms / 1000, UTC),
+                    "market_cap": p.market_cap,
+                    "volume_24h": p.volume,
+                    "source": "coingecko",
+                    "produced_at": produced_at,
+                    "event_id": f"hist-cap-{spec.symbol or 'TOTAL'}-{p.ts_ms}",
+                }
+                for p in points
+            ]
+            events, rejected = validate_many(MarketCapEvent, rows)
+            for index, reason in rejected:
+                log.warning("skipping market cap %s row %d: %s", spec.path, index, reason)
+            await bus.publish(MARKETCAPS, events)
+            total += len(events)
+    return total

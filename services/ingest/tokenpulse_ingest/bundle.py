@@ -213,3 +213,39 @@ def iter_bundle(
         ]
         if bars:
             yield symbol, interval, bars
+
+
+@dataclass(frozen=True)
+class MarketCapFile:
+    path: str
+    symbol: str | None  # None: the total crypto market
+    column: str = "market_cap"
+    volume_column: str = "total_volume"
+
+
+MARKETCAP_FILES: tuple[MarketCapFile, ...] = (
+    MarketCapFile("marketcap/total_market_cap_coingecko.csv", None, column="total_market_cap"),
+    MarketCapFile("marketcap/btc_usd_coingecko.csv", "BTC"),
+    MarketCapFile("marketcap/eth_usd_coingecko.csv", "ETH"),
+    MarketCapFile("marketcap/sol_usd_coingecko.csv", "SOL"),
+)
+
+
+@dataclass(slots=True)
+class CapPoint:
+    ts_ms: int
+    market_cap: float
+    volume: float | None
+
+
+def read_marketcaps(bundle_dir: Path, spec: MarketCapFile) -> list[CapPoint]:
+    """Daily CoinGecko snapshots (00:00 UTC of ``date``); empty or zero market caps are skipped."""
+    out = []
+    with open(bundle_dir / spec.path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            cap = float(row[spec.column] or 0)
+            if cap <= 0:
+                continue
+            volume = float(row[spec.volume_column] or 0) or None
+            out.append(CapPoint(_day_ms(row["date"]), cap, volume))
+    return out

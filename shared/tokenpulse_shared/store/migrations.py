@@ -159,4 +159,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             ORDER BY key_hash""",
         ),
     ),
+    Migration(
+        3,
+        "market caps",
+        (
+            f"""CREATE TABLE IF NOT EXISTS market_caps (
+                symbol LowCardinality(String),
+                ts {TS},
+                market_cap Float64,
+                volume_24h Nullable(Float64),
+                source LowCardinality(String),
+                event_id String,
+                produced_at {TS}
+            ) ENGINE = ReplacingMergeTree(produced_at)
+            PARTITION BY toYear(ts)
+            ORDER BY (symbol, ts)
+            SETTINGS {DEDUP}""",
+        ),
+    ),
 )
