@@ -13,10 +13,11 @@ import json
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, EmailStr, Field
 from tokenpulse_shared.events import SYMBOL_PATTERN, Interval
@@ -105,6 +106,17 @@ def create_app(ctx: Context) -> FastAPI:
         if symbol not in known["symbols"]:
             raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked; see GET /v1/tokens")
         return symbol
+
+    dashboard_html = (Path(__file__).parent / "static" / "dashboard.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/dashboard")
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> HTMLResponse:
+        """The web dashboard: tokens and the halving-cycle panel (it asks for a free key itself)."""
+        return HTMLResponse(dashboard_html)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
