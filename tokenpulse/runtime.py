@@ -108,6 +108,8 @@ class Runtime:
         store = None
         if "gateway" in self.names:
             store = await Store(s.store_dsn).open()
+        elif self.names == ["scoring"] and s.clickhouse_url and not s.clickhouse_url.startswith("chdb:"):
+            store = await Store(s.clickhouse_url).open(migrate=False)  # read-only use: warm-up from candles
         if self.embedded:
             bus: Bus = InMemoryBus(retries=s.bus_retries, max_batch=s.bus_max_batch)
         else:

@@ -188,6 +188,31 @@ class MarketCapEvent(Event):
         return self.symbol or "TOTAL"
 
 
+Indicator = Annotated[float | None, Field(allow_inf_nan=False)]
+
+
+class IndicatorEvent(Event):
+    """Technical indicators of a token at a closed candle (``tokenpulse.indicators.v1``).
+
+    Definitions are the contract's (TA-Lib conventions); ``None`` while warming up."""
+
+    symbol: Symbol
+    interval: Interval
+    ts: UtcDatetime = Field(description="open time of the candle the values are computed at")
+    rsi_14: Indicator = None
+    macd: Indicator = None
+    macd_signal: Indicator = None
+    macd_hist: Indicator = None
+    ema_20: Indicator = None
+    ema_50: Indicator = None
+    sma_200: Indicator = None
+    bb_upper: Indicator = None
+    bb_middle: Indicator = None
+    bb_lower: Indicator = None
+    atr_14: Indicator = None
+    candle_version: int = Field(default=0, ge=0)
+
+
 class GradeEvent(Event):
     """New Trader/Investor grades of a token (``tokenpulse.grades.v1``)."""
 

@@ -11,6 +11,7 @@ from tokenpulse_shared.events import (
     DeadLetterEvent,
     Event,
     GradeEvent,
+    IndicatorEvent,
     MarketCapEvent,
     PredictionEvent,
     PriceEvent,
@@ -37,6 +38,7 @@ CANDLES = Topic("tokenpulse.candles.v1", CandleEvent, "A candle, emitted when it
 MARKETCAPS = Topic(
     "tokenpulse.marketcaps.v1", MarketCapEvent, "Market cap of a token, or of the whole market (symbol null)"
 )
+INDICATORS = Topic("tokenpulse.indicators.v1", IndicatorEvent, "Technical indicators of a token at a closed candle")
 GRADES = Topic("tokenpulse.grades.v1", GradeEvent, "New Trader/Investor grades of a token")
 SIGNALS = Topic("tokenpulse.signals.v1", SignalEvent, "A bullish/bearish signal")
 PREDICTIONS = Topic("tokenpulse.predictions.v1", PredictionEvent, "A forecast at a horizon")
@@ -54,6 +56,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     PRICES,
     CANDLES,
     MARKETCAPS,
+    INDICATORS,
     GRADES,
     SIGNALS,
     PREDICTIONS,

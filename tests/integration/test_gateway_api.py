@@ -10,6 +10,7 @@ import pytest_asyncio
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
+from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.service import Context
@@ -34,7 +35,10 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway = GatewayService()
     gateway.register(ctx)
+    scoring = ScoringService()
+    scoring.register(ctx)
     await bus.start()
+    await scoring.start(ctx)
     await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await publish_marketcaps(bus, settings.bundle_dir, ["BTC", "ETH"])
     await bus.drain()
@@ -198,3 +202,39 @@ async def test_cycles_bad_overrides_get_a_4xx(
     r = await api.get("/v1/cycles/btc", params=params)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.AsyncClient) -> None:
+    import numpy as np
+    import talib
+
+    bars = next(b for s, i, b in iter_bundle(Settings().bundle_dir, ["BTC"], [Interval.D1]))
+    close = np.array([b.close for b in bars])
+    served, cursor = [], None
+    while True:
+        params = {"interval": "1d", "limit": 1000, **({"cursor": cursor} if cursor else {})}
+        page = (await api.get("/v1/indicators/BTC", params=params)).json()
+        served += page["data"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(served) == len(bars)
+    assert served[0]["rsi_14"] is None and served[0]["sma_200"] is None  # warm-up is null, not 0
+    rsi = np.array([np.nan if r["rsi_14"] is None else r["rsi_14"] for r in served])
+    sma = np.array([np.nan if r["sma_200"] is None else r["sma_200"] for r in served])
+    np.testing.assert_allclose(rsi[14:], talib.RSI(close, 14)[14:], rtol=1e-6)
+    np.testing.assert_allclose(sma[199:], talib.SMA(close, 200)[199:], rtol=1e-6)
+    assert set(served[-1]) == {
+        "ts",
+        "rsi_14",
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "ema_20",
+        "ema_50",
+        "sma_200",
+        "bb_upper",
+        "bb_middle",
+        "bb_lower",
+        "atr_14",
+    }

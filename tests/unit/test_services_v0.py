@@ -1,12 +1,10 @@
-"""Scoring v0 (Wilder RSI) and alerts v0 (price crossings with cooldown)."""
+"""Alerts v0: price crossings with cooldown."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, datetime, timedelta
 
 from tokenpulse_alerts.service import AlertsService
-from tokenpulse_scoring.service import WilderRSI
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import AlertCondition, AlertFiredEvent, AlertRuleEvent, Event, PriceEvent
 from tokenpulse_shared.service import Context
@@ -14,54 +12,6 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import ALERTS
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
-
-
-def reference_rsi(closes: list[float], n: int = 14) -> list[float | None]:
-    """Textbook Wilder RSI computed over the whole list at once."""
-    out: list[float | None] = [None] * len(closes)
-    changes = [b - a for a, b in itertools.pairwise(closes)]
-    gains = [max(c, 0) for c in changes]
-    losses = [max(-c, 0) for c in changes]
-    ag, al = sum(gains[:n]) / n, sum(losses[:n]) / n
-    out[n] = 100 - 100 / (1 + ag / al)
-    for i in range(n, len(changes)):
-        ag = (ag * (n - 1) + gains[i]) / n
-        al = (al * (n - 1) + losses[i]) / n
-        out[i + 1] = 100 - 100 / (1 + ag / al)
-    return out
-
-
-def test_streaming_rsi_matches_the_batch_definition() -> None:
-    closes = [
-        44.34,
-        44.09,
-        44.15,
-        43.61,
-        44.33,
-        44.83,
-        45.10,
-        45.42,
-        45.84,
-        46.08,
-        45.89,
-        46.03,
-        45.61,
-        46.28,
-        46.28,
-        46.00,
-        46.03,
-        46.41,
-        46.22,
-        45.64,
-        46.21,
-    ]
-    rsi = WilderRSI()
-    streamed = [rsi.update(c) for c in closes]
-    expected = reference_rsi(closes)
-    assert streamed[:14] == [None] * 14
-    for got, want in zip(streamed[14:], expected[14:], strict=True):
-        assert got is not None and want is not None and abs(got - want) < 1e-9
-    assert abs(streamed[14] - 70.46) < 0.01  # type: ignore[operator]  # Wilder's worked example
 
 
 async def test_alert_fires_once_on_crossing_and_respects_cooldown() -> None:

@@ -229,6 +229,27 @@ def create_app(ctx: Context) -> FastAPI:
         nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
         return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
 
+    @app.get("/v1/indicators/{symbol}", response_model=Page, tags=["market data"])
+    async def indicators(
+        _: Authed,
+        symbol: str,
+        interval: Interval = Interval.D1,
+        start: str | None = None,
+        end: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """RSI(14), MACD(12,26,9), EMA20/50, SMA200, Bollinger(20,2), ATR(14) at each closed candle
+        (TA-Lib conventions, see the contract); null while warming up. Oldest first."""
+        symbol = await symbol_known(symbol)
+        start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise ApiError(400, "invalid_range", "start must be before end")
+        after = decode_cursor(cursor) if cursor else None
+        rows = await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1)
+        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+
     app.include_router(make_router(queries, settings.bundle_dir))
 
     @app.exception_handler(404)

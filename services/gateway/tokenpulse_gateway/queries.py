@@ -14,6 +14,19 @@ CLOSE_MS = (
     "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "
     "interval = '15m', 900000, interval = '1h', 3600000, interval = '4h', 14400000, 86400000)"
 )
+INDICATOR_FIELDS = (
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "ema_20",
+    "ema_50",
+    "sma_200",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+)
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "1y": 365 * DAY}
 
 
@@ -65,6 +78,29 @@ class Queries:
             {"ts": iso(r[0]), "open": r[1], "high": r[2], "low": r[3], "close": r[4], "volume": r[5], "_ms": r[0]}
             for r in rows
         ]
+
+    async def indicators(
+        self,
+        symbol: str,
+        interval: Interval,
+        start_ms: int | None,
+        end_ms: int | None,
+        after_ms: int | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        where = ["symbol = {s:String}", "interval = {i:String}"]
+        params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
+        for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
+            if value is not None:
+                where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
+                params[name] = value
+        cols = ", ".join(INDICATOR_FIELDS)
+        rows = await self.store.query(
+            f"SELECT toUnixTimestamp64Milli(ts), {cols} FROM indicators FINAL "
+            f"WHERE {' AND '.join(where)} ORDER BY ts LIMIT {{n:UInt32}}",
+            params,
+        )
+        return [{"ts": iso(r[0]), **dict(zip(INDICATOR_FIELDS, r[1:], strict=True)), "_ms": r[0]} for r in rows]
 
     async def latest_prices(self, symbols: list[str]) -> dict[str, tuple[float, int]]:
         """Latest known price per symbol: the reference price stream, else the last candle close."""

@@ -26,6 +26,7 @@ from tokenpulse_shared.topics import (
     CANDLES,
     DEAD_LETTER,
     GRADES,
+    INDICATORS,
     MARKETCAPS,
     PREDICTIONS,
     PRICES,
@@ -67,6 +68,19 @@ def _json(attr: str) -> Callable[[Any], str]:
 
 
 EVENT_COLS = ("event_id", "produced_at")
+INDICATOR_FIELDS = (
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "ema_20",
+    "ema_50",
+    "sma_200",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+)
 TABLES: dict[str, TableSpec] = {
     spec.table: spec
     for spec in (
@@ -95,6 +109,11 @@ TABLES: dict[str, TableSpec] = {
             {"dedup_key": lambda e: e.dedup_key()},
         ),
         TableSpec(PRICES, "prices", ("symbol", "ts", "price", "volume_24h", "sources", "stale", *EVENT_COLS)),
+        TableSpec(
+            INDICATORS,
+            "indicators",
+            ("symbol", "interval", "ts", *INDICATOR_FIELDS, "candle_version", *EVENT_COLS),
+        ),
         TableSpec(
             MARKETCAPS,
             "market_caps",

@@ -177,4 +177,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS {DEDUP}""",
         ),
     ),
+    Migration(
+        4,
+        "indicators",
+        (
+            f"""CREATE TABLE IF NOT EXISTS indicators (
+                symbol LowCardinality(String),
+                interval LowCardinality(String),
+                ts {TS},
+                rsi_14 Nullable(Float64), macd Nullable(Float64), macd_signal Nullable(Float64),
+                macd_hist Nullable(Float64), ema_20 Nullable(Float64), ema_50 Nullable(Float64),
+                sma_200 Nullable(Float64), bb_upper Nullable(Float64), bb_middle Nullable(Float64),
+                bb_lower Nullable(Float64), atr_14 Nullable(Float64),
+                candle_version UInt64,
+                event_id String,
+                produced_at {TS}
+            ) ENGINE = ReplacingMergeTree(candle_version)
+            PARTITION BY toYear(ts)
+            ORDER BY (symbol, interval, ts)
+            SETTINGS {DEDUP}""",
+        ),
+    ),
 )
