@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import Callable, Iterator
@@ -82,6 +83,7 @@ async def _publish_history(
                 log.warning("skipping %s bar at %s: %s", label, chunk[index].ts_ms, reason)
             result.rejected += len(rejected)
             await bus.publish(CANDLES, events)
+            await asyncio.sleep(0)  # let consumers and API requests run between batches
             result.candles += len(events)
             if progress:
                 progress(label, min(start + batch_size, len(bars)), len(bars))
