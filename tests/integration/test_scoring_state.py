@@ -49,8 +49,9 @@ async def test_a_correction_of_the_latest_candle_recomputes_it() -> None:
     for bar in bars[:300]:
         live.apply(bar_to_event(symbol, interval, bar))
         reference.apply(bar_to_event(symbol, interval, bar))
-    wrong = bar_to_event(symbol, interval, bars[300]).model_copy(update={"close": bars[300].close * 1.5,
-                                                                         "high": bars[300].high * 1.5})
+    wrong = bar_to_event(symbol, interval, bars[300]).model_copy(
+        update={"close": bars[300].close * 1.5, "high": bars[300].high * 1.5}
+    )
     right = bar_to_event(symbol, interval, bars[300]).model_copy(update={"version": 1})
     assert live.apply(wrong) is not None
     corrected = live.apply(right)

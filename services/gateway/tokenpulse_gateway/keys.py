@@ -44,6 +44,7 @@ class KeyStore:
             "api_keys",
             [[record.key_hash], [record.key_id], [name], [email], [tier], [now_ms], [0], [time.time_ns()]],
             ["key_hash", "key_id", "name", "email", "tier", "created_at", "revoked", "version"],
+            interactive=True,
         )
         self._cache[record.key_hash] = (time.monotonic(), record)
         return key, record

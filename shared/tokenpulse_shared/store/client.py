@@ -122,8 +122,12 @@ class Store:
         column_names: Sequence[str],
         *,
         dedup: str | None = None,
+        interactive: bool = False,
     ) -> None:
-        """Insert a column-oriented batch; ``dedup`` makes a retried insert a no-op."""
+        """Insert a column-oriented batch; ``dedup`` makes a retried insert a no-op.
+
+        ``interactive`` inserts (a user waiting, e.g. a new API key) skip the queue of bulk
+        writes: they run on the read threads, which the engine serves concurrently."""
         if not columns or not len(columns[0]):
             return
         settings = {"insert_deduplication_token": dedup} if dedup else None
@@ -135,6 +139,7 @@ class Store:
                 column_names=list(column_names),
                 column_oriented=True,
                 settings=settings,
+                read=interactive,
             )
         except (DatabaseError, ClickHouseError) as exc:
             if "Connection" in str(exc) or "timed out" in str(exc):
