@@ -238,3 +238,41 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
         "bb_lower",
         "atr_14",
     }
+
+
+async def test_grades_signals_and_levels_are_served(api: httpx.AsyncClient) -> None:
+    grades = (await api.get("/v1/grades/BTC", params={"start": "2024-01-01", "limit": 5})).json()
+    assert len(grades["data"]) == 5 and grades["next_cursor"]
+    g = grades["data"][0]
+    assert 0 <= g["trader_grade"] <= 100 and 0 <= g["investor_grade"] <= 100
+    assert g["method"] == "v1" and "trader.rsi" in g["components"] and "investor.fundamentals" in g["components"]
+    signals = (await api.get("/v1/signals", params={"symbol": "BTC", "limit": 1000})).json()["data"]
+    assert signals and {s["direction"] for s in signals} == {"bullish", "bearish"}
+    assert all(0 <= s["strength"] <= 1 and s["symbol"] == "BTC" for s in signals)
+    levels = (await api.get("/v1/levels/BTC")).json()
+    assert levels["support"] and levels["resistance"]
+    assert all(s["price"] < levels["price"] < r["price"] for s in levels["support"] for r in levels["resistance"])
+    detail = (await api.get("/v1/tokens/BTC")).json()
+    assert detail["levels"]["key_support"] == levels["key_support"]
+    tokens = (await api.get("/v1/tokens")).json()["data"]
+    btc = next(t for t in tokens if t["symbol"] == "BTC")
+    assert btc["trader_grade"] is not None and btc["signal"]["direction"] in ("bullish", "bearish")
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/v1/grades/NOPE", {}, 404, "unknown_symbol"),
+        ("/v1/grades/BTC", {"start": "2024-02-01", "end": "2024-01-01"}, 400, "invalid_range"),
+        ("/v1/signals", {"symbol": "NOPE"}, 404, "unknown_symbol"),
+        ("/v1/signals", {"cursor": "zzz"}, 400, "invalid_cursor"),
+        ("/v1/levels/NOPE", {}, 404, "unknown_symbol"),
+        ("/v1/indicators/BTC", {"interval": "7m"}, 422, "invalid_request"),
+    ],
+)
+async def test_analytics_endpoints_answer_client_mistakes_with_4xx(
+    api: httpx.AsyncClient, path: str, params: dict[str, object], status: int, code: str
+) -> None:
+    r = await api.get(path, params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tokenpulse_gateway.writer import StoreWriter
 from tokenpulse_ingest.backfill import plan, publish_history
-from tokenpulse_ingest.bundle import bar_to_event
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
@@ -38,24 +37,35 @@ async def test_a_restarted_scoring_instance_continues_with_identical_values(stor
         assert restarted.series[key].state.snapshot() == first.series[key].state.snapshot()
         assert restarted.series[key].last_ms == first.series[key].last_ms
     for bar in tail:
-        candle = bar_to_event(symbol, interval, bar)
-        assert restarted.apply(candle) == first.apply(candle)
+        args = (symbol, interval, bar.ts_ms, bar.open, bar.high, bar.low, bar.close, bar.volume, 0)
+        assert restarted.apply(*args) == first.apply(*args)
 
 
 async def test_a_correction_of_the_latest_candle_recomputes_it() -> None:
     settings = Settings()
     ((symbol, interval, bars),) = plan(settings.bundle_dir, ["BTC"], [Interval.D1])
     live, reference = ScoringService(), ScoringService()
-    for bar in bars[:300]:
-        live.apply(bar_to_event(symbol, interval, bar))
-        reference.apply(bar_to_event(symbol, interval, bar))
-    wrong = bar_to_event(symbol, interval, bars[300]).model_copy(
-        update={"close": bars[300].close * 1.5, "high": bars[300].high * 1.5}
-    )
-    right = bar_to_event(symbol, interval, bars[300]).model_copy(update={"version": 1})
-    assert live.apply(wrong) is not None
-    corrected = live.apply(right)
-    assert corrected == reference.apply(bar_to_event(symbol, interval, bars[300]))
+
+    def args(bar, version=0, scale=1.0):  # type: ignore[no-untyped-def]
+        return (
+            symbol,
+            interval,
+            bar.ts_ms,
+            bar.open,
+            bar.high * scale,
+            bar.low,
+            bar.close * scale,
+            bar.volume,
+            version,
+        )
+
+    for bar in bars[:400]:
+        live.apply(*args(bar))
+        reference.apply(*args(bar))
+    assert live.apply(*args(bars[400], scale=1.5)) is not None  # a bad print ...
+    corrected = live.apply(*args(bars[400], version=1))  # ... corrected with a higher version
+    assert corrected == reference.apply(*args(bars[400]))
+    assert corrected is not None and corrected.grade is not None and corrected.grade.trader_grade is not None
     # the same candle again, or an older one, changes nothing
-    assert live.apply(right) is None
-    assert live.apply(bar_to_event(symbol, interval, bars[10])) is None
+    assert live.apply(*args(bars[400], version=1)) is None
+    assert live.apply(*args(bars[10])) is None

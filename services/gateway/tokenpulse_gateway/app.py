@@ -208,7 +208,14 @@ def create_app(ctx: Context) -> FastAPI:
             if row["price"] is not None and row["_at_ms"] is not None:
                 ref = await queries.price_at(symbol, row["_at_ms"] - window, tolerance(window))
             roi[label] = round((row["price"] / ref - 1) * 100, 4) if ref else None
-        return {**public(row), "roi": roi, "levels": None, "predictions": []}
+        lv = await levels_of(symbol)
+        levels = {
+            "support": lv["support"],
+            "resistance": lv["resistance"],
+            "key_support": lv["key_support"],
+            "breakout_level": lv["breakout_level"],
+        }
+        return {**public(row), "roi": roi, "levels": levels, "predictions": []}
 
     @app.get("/v1/candles/{symbol}", response_model=Page, tags=["market data"])
     async def candles(
@@ -249,6 +256,73 @@ def create_app(ctx: Context) -> FastAPI:
         rows = await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1)
         nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
         return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+
+    def time_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+        start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
+        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+            raise ApiError(400, "invalid_range", "start must be before end")
+        return start_ms, end_ms
+
+    @app.get("/v1/grades/{symbol}", response_model=Page, tags=["analytics"])
+    async def grades(
+        _: Authed,
+        symbol: str,
+        start: str | None = None,
+        end: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Trader and Investor Grade history (daily), with the components each was computed from."""
+        symbol = await symbol_known(symbol)
+        start_ms, end_ms = time_window(start, end)
+        rows = await queries.history(
+            "grades",
+            ("trader_grade", "investor_grade", "components", "method"),
+            symbol,
+            start_ms,
+            end_ms,
+            decode_cursor(cursor) if cursor else None,
+            limit + 1,
+        )
+        for r in rows:
+            r["components"] = json.loads(r["components"] or "{}")
+        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+
+    @app.get("/v1/signals", response_model=Page, tags=["analytics"])
+    async def signals(
+        _: Authed,
+        symbol: str | None = None,
+        start: str | None = None,
+        end: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Bullish/bearish signals (emitted when the hysteresis state changes), oldest first."""
+        sym = await symbol_known(symbol) if symbol else None
+        start_ms, end_ms = time_window(start, end)
+        rows = await queries.history(
+            "signals",
+            ("symbol", "interval", "direction", "strength", "reasons"),
+            sym,
+            start_ms,
+            end_ms,
+            decode_cursor(cursor) if cursor else None,
+            limit + 1,
+        )
+        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+
+    async def levels_of(symbol: str) -> dict[str, Any]:
+        from tokenpulse_shared.levels import key_levels
+
+        return key_levels(await queries.daily_bars(symbol))
+
+    @app.get("/v1/levels/{symbol}", tags=["analytics"])
+    async def levels(_: Authed, symbol: str) -> dict[str, Any]:
+        """Support and resistance from daily swing pivots clustered over the last two years."""
+        symbol = await symbol_known(symbol)
+        return {"symbol": symbol, **await levels_of(symbol)}
 
     app.include_router(make_router(queries, settings.bundle_dir))
 

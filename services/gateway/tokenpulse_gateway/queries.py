@@ -102,6 +102,43 @@ class Queries:
         )
         return [{"ts": iso(r[0]), **dict(zip(INDICATOR_FIELDS, r[1:], strict=True)), "_ms": r[0]} for r in rows]
 
+    async def daily_bars(self, symbol: str, days: int = 800) -> list[Any]:
+        from tokenpulse_shared.levels import Bar
+
+        rows = await self.store.query(
+            "SELECT toUnixTimestamp64Milli(ts), high, low, close, volume FROM candles FINAL "
+            "WHERE symbol = {s:String} AND interval = '1d' ORDER BY ts DESC LIMIT {n:UInt32}",
+            {"s": symbol, "n": days},
+        )
+        return [Bar(*r) for r in reversed(rows)]
+
+    async def history(
+        self,
+        table: str,
+        columns: tuple[str, ...],
+        symbol: str | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        after_ms: int | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """Time-ordered rows of an event table (grades, signals), oldest first, keyset-paginated on ts."""
+        where = ["1"]
+        params: dict[str, Any] = {"n": limit}
+        if symbol is not None:
+            where.append("symbol = {s:String}")
+            params["s"] = symbol
+        for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
+            if value is not None:
+                where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
+                params[name] = value
+        rows = await self.store.query(
+            f"SELECT toUnixTimestamp64Milli(ts), {', '.join(columns)} FROM {table} FINAL "
+            f"WHERE {' AND '.join(where)} ORDER BY ts, symbol LIMIT {{n:UInt32}}",
+            params,
+        )
+        return [{"ts": iso(r[0]), **dict(zip(columns, r[1:], strict=True)), "_ms": r[0]} for r in rows]
+
     async def latest_prices(self, symbols: list[str]) -> dict[str, tuple[float, int]]:
         """Latest known price per symbol: the reference price stream, else the last candle close."""
         out: dict[str, tuple[float, int]] = {}

@@ -1,41 +1,63 @@
-"""The scoring service: closed candles in; indicators (and, for now, an interim grade) out.
+"""The scoring service: closed candles in; indicators, grades and signals out.
 
 For every (symbol, interval) it keeps an :class:`IndicatorState` and publishes an
-:class:`IndicatorEvent` per closed candle on ``tokenpulse.indicators.v1``.
+:class:`IndicatorEvent` per closed candle on ``tokenpulse.indicators.v1``. On daily candles
+it also updates a :class:`GradeState` and publishes the Trader/Investor Grades
+(``tokenpulse.grades.v1``) and, when the hysteresis state machine changes, a signal
+(``tokenpulse.signals.v1``). Market caps (``tokenpulse.marketcaps.v1``) feed the Investor
+Grade: the cap known on or before the candle's day is used.
 
 * Order and duplicates: a candle older than the last one seen, or the same candle again
   with no higher version, changes nothing. A correction of the latest candle (same time,
   higher version) undoes it and recomputes; a correction of an older candle is counted in
-  ``stale_corrections`` and logged (recomputing the chain after it is issue #4's next step).
+  ``stale_corrections`` and logged (recomputing the chain after it is still to do).
 * Restart: when the process has the store (embedded mode, or ``TOKENPULSE_CLICKHOUSE_URL``
-  pointing at a server), it first replays the stored candles into its state, so a restarted
-  instance continues with exactly the values it would have had; handlers wait for that.
-* v0 grade: the Trader Grade slot carries RSI(14) of daily closes (``method="v0-rsi14"``)
-  until issue #4's Trader/Investor Grades replace it.
+  pointing at a server), it first replays the stored market caps and candles through the
+  same code path without publishing, so a restarted instance continues with exactly the
+  state it would have had; handlers wait for that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from tokenpulse_shared.events import CandleEvent, GradeEvent, IndicatorEvent, Interval
+from tokenpulse_shared.events import (
+    CandleEvent,
+    Direction,
+    GradeEvent,
+    IndicatorEvent,
+    Interval,
+    MarketCapEvent,
+    SignalEvent,
+)
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS
+from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, SIGNALS
 
+from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
 
 
 @dataclass
 class Series:
     state: IndicatorState = field(default_factory=IndicatorState)
+    grades: GradeState | None = None
     last_ms: int = -1
     last_version: int = -1
     before_last: Any = None
+
+
+@dataclass
+class Update:
+    indicators: dict[str, float | None]
+    grade: GradeResult | None
 
 
 class ScoringService:
@@ -44,83 +66,152 @@ class ScoringService:
     def __init__(self) -> None:
         self.ctx: Context | None = None
         self.series: dict[tuple[str, Interval], Series] = {}
+        self.caps: dict[str, tuple[list[int], list[float]]] = {}
+        self.btc_ret30: dict[int, float] = {}
         self.stale_corrections = 0
         self.ready = asyncio.Event()
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
+        ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
 
-    def apply(self, candle: CandleEvent) -> dict[str, float | None] | None:
-        """Feed one candle; returns its indicator values, or None when it changes nothing."""
-        key = (candle.symbol, candle.interval)
+    # --- state -----------------------------------------------------------------------------
+
+    def add_market_cap(self, symbol: str, ts_ms: int, cap: float) -> None:
+        days, values = self.caps.setdefault(symbol, ([], []))
+        i = bisect.bisect_left(days, ts_ms)
+        if i < len(days) and days[i] == ts_ms:
+            values[i] = cap
+        else:
+            days.insert(i, ts_ms)
+            values.insert(i, cap)
+
+    def market_cap_at(self, symbol: str, ts_ms: int) -> float | None:
+        days, values = self.caps.get(symbol, ([], []))
+        i = bisect.bisect_right(days, ts_ms + DAY_MS - 1) - 1  # a snapshot taken during the candle's day
+        return values[i] if i >= 0 and ts_ms - days[i] <= 7 * DAY_MS else None
+
+    def btc_return_at(self, ts_ms: int) -> float | None:
+        return self.btc_ret30.get(ts_ms)
+
+    def apply(
+        self,
+        symbol: str,
+        interval: Interval,
+        ts_ms: int,
+        open_: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        version: int,
+    ) -> Update | None:
+        """Feed one closed candle; returns what it produced, or None when it changes nothing."""
+        key = (symbol, interval)
         s = self.series.get(key)
         if s is None:
-            s = self.series[key] = Series()
-        ts_ms = int(candle.ts.timestamp() * 1000)
+            s = self.series[key] = Series(grades=GradeState() if interval is Interval.D1 else None)
         if ts_ms > s.last_ms:
-            s.before_last = s.state.snapshot()
-        elif ts_ms == s.last_ms and candle.version > s.last_version:
-            s.state.restore(s.before_last)  # a correction of the latest candle: undo it, then redo
+            s.before_last = (s.state.snapshot(), s.grades.snapshot() if s.grades else None)
+        elif ts_ms == s.last_ms and version > s.last_version:
+            s.state.restore(s.before_last[0])  # a correction of the latest candle: undo it, then redo
+            if s.grades:
+                s.grades.restore(s.before_last[1])
         else:
-            if ts_ms < s.last_ms and candle.version > 0:
+            if ts_ms < s.last_ms and version > 0:
                 self.stale_corrections += 1
-                log.info("correction of an older %s %s candle at %s not applied", *key, candle.ts)
+                log.info("correction of an older %s %s candle at %d not applied", symbol, interval.value, ts_ms)
             return None
-        s.last_ms, s.last_version = ts_ms, candle.version
-        return s.state.update(candle.high, candle.low, candle.close)
+        s.last_ms, s.last_version = ts_ms, version
+        values = s.state.update(high, low, close)
+        grade = None
+        if s.grades is not None:
+            grade = s.grades.update(
+                open_,
+                close,
+                volume,
+                values,
+                None if symbol == "BTC" else self.btc_return_at(ts_ms),
+                self.market_cap_at(symbol, ts_ms),
+            )
+            if symbol == "BTC" and grade.ret_30d is not None:
+                self.btc_ret30[ts_ms] = grade.ret_30d
+        return Update(values, grade)
+
+    # --- handlers ----------------------------------------------------------------------------
+
+    async def on_marketcaps(self, events: list[MarketCapEvent]) -> None:
+        await self.ready.wait()
+        for e in events:
+            if e.symbol:
+                self.add_market_cap(e.symbol, int(e.ts.timestamp() * 1000), e.market_cap)
 
     async def on_candles(self, candles: list[CandleEvent]) -> None:
         assert self.ctx is not None
         await self.ready.wait()
-        indicators, grades = [], []
-        for candle in candles:
-            if not candle.closed:
+        indicators, grades, signals = [], [], []
+        for c in candles:
+            if not c.closed:
                 continue
-            values = self.apply(candle)
-            if values is None:
+            update = self.apply(
+                c.symbol, c.interval, int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version
+            )
+            if update is None:
                 continue
             indicators.append(
                 IndicatorEvent(
-                    symbol=candle.symbol,
-                    interval=candle.interval,
-                    ts=candle.ts,
-                    candle_version=candle.version,
-                    **values,
+                    symbol=c.symbol, interval=c.interval, ts=c.ts, candle_version=c.version, **update.indicators
                 )
             )
-            if candle.interval is Interval.D1 and values["rsi_14"] is not None:
-                grades.append(
-                    GradeEvent(
-                        symbol=candle.symbol,
-                        ts=candle.ts,
-                        trader_grade=round(values["rsi_14"], 4),
-                        components={"rsi_14": values["rsi_14"]},
-                        method="v0-rsi14",
+            g = update.grade
+            if g is None or (g.trader_grade is None and g.investor_grade is None):
+                continue
+            grades.append(
+                GradeEvent(
+                    symbol=c.symbol,
+                    ts=c.ts,
+                    trader_grade=g.trader_grade,
+                    investor_grade=g.investor_grade,
+                    components=g.components,
+                    method=METHOD,
+                )
+            )
+            if g.signal is not None:
+                direction, strength, reasons = g.signal
+                signals.append(
+                    SignalEvent(
+                        symbol=c.symbol,
+                        ts=c.ts,
+                        interval=Interval.D1,
+                        direction=Direction(direction),
+                        strength=strength,
+                        reasons=reasons,
                     )
                 )
         if indicators:
             await self.ctx.bus.publish(INDICATORS, indicators)
         if grades:
             await self.ctx.bus.publish(GRADES, grades)
+        if signals:
+            await self.ctx.bus.publish(SIGNALS, signals)
+
+    # --- lifecycle ---------------------------------------------------------------------------
 
     async def warm_up(self) -> int:
-        """Replay the stored candles into the state (no events published)."""
+        """Replay stored market caps and candles through :meth:`apply` (nothing is published)."""
         assert self.ctx is not None and self.ctx.store is not None
+        for symbol, ts_ms, cap in await self.ctx.store.query(
+            "SELECT symbol, toUnixTimestamp64Milli(ts), market_cap FROM market_caps FINAL WHERE symbol != ''"
+        ):
+            self.add_market_cap(symbol, ts_ms, cap)
+        # BTC first, as in a replay, so other tokens' strength vs BTC sees BTC's returns
         rows = await self.ctx.store.query(
-            "SELECT symbol, interval, toUnixTimestamp64Milli(ts), high, low, close, version "
-            "FROM candles FINAL ORDER BY symbol, interval, ts"
+            "SELECT symbol, interval, toUnixTimestamp64Milli(ts), open, high, low, close, volume, version "
+            "FROM candles FINAL ORDER BY symbol != 'BTC', symbol, interval, ts"
         )
-        for i, (symbol, interval, ts_ms, high, low, close, version) in enumerate(rows):
-            key = (symbol, Interval(interval))
-            s = self.series.get(key)
-            if s is None:
-                s = self.series[key] = Series()
-            last_of_series = i + 1 == len(rows) or rows[i + 1][:2] != (symbol, interval)
-            if last_of_series:  # only the latest candle can be corrected in place
-                s.before_last = s.state.snapshot()
-            s.state.update(high, low, close)
-            s.last_ms, s.last_version = ts_ms, version
+        for symbol, interval, ts_ms, o, h, lo, c, v, version in rows:
+            self.apply(symbol, Interval(interval), ts_ms, o, h, lo, c, v, version)
         return len(rows)
 
     async def start(self, ctx: Context) -> None:
@@ -131,3 +222,7 @@ class ScoringService:
 
     async def stop(self) -> None:
         return None
+
+
+def day(ts_ms: int) -> datetime:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC)
