@@ -183,6 +183,21 @@ def cycles(
     render(result, Console())
 
 
+@app.command("track-record")
+def track_record_cmd(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Replay the bundled daily history through scoring and measure signals and grades (walk-forward)."""
+    from tokenpulse.track_cli import render, replay
+
+    settings = _settings()
+    report = replay(settings.bundle_dir, settings.symbols)
+    render(report, Console())
+    if json_out:
+        json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"wrote {json_out}")
+
+
 @app.command()
 def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the committed schemas are out of date.")] = False,

@@ -276,3 +276,13 @@ async def test_analytics_endpoints_answer_client_mistakes_with_4xx(
     r = await api.get(path, params=params)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+
+
+async def test_track_record_from_the_store_equals_an_offline_replay(api: httpx.AsyncClient) -> None:
+    from tokenpulse.track_cli import replay
+
+    served = (await api.get("/v1/track-record")).json()
+    offline = replay(Settings().bundle_dir, ["BTC", "ETH"]).model_dump(mode="json")
+    assert [s["symbol"] for s in served["signals"]] == ["BTC", "ETH"]
+    assert served["signals"] == offline["signals"]
+    assert served["grades"][0]["mean_ic"] is None  # two tokens: too few for a cross-sectional IC

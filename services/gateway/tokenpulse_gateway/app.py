@@ -7,6 +7,7 @@ endpoints ``{"data": [...], "next_cursor": ...}`` with ``limit``/``cursor``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -323,6 +324,40 @@ def create_app(ctx: Context) -> FastAPI:
         """Support and resistance from daily swing pivots clustered over the last two years."""
         symbol = await symbol_known(symbol)
         return {"symbol": symbol, **await levels_of(symbol)}
+
+    track_cache: dict[str, Any] = {"version": None, "body": None}
+
+    @app.get("/v1/track-record", tags=["analytics"])
+    async def track_record_endpoint(_: Authed) -> dict[str, Any]:
+        """Measured track record of the published signals and grades on the stored daily history:
+        signals followed long/flat vs buy-and-hold, and the grades' rank information coefficient."""
+        from tokenpulse_shared.track_record import SignalPoint, track_record
+
+        version = (await queries.daily_version(), await queries.store.query("SELECT count() FROM grades"))
+        if track_cache["version"] != version:
+            closes = {
+                s: [(int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000), c) for d, c in pts]
+                for s, pts in (await queries.daily_closes()).items()
+            }
+            rows = await queries.store.query(
+                "SELECT symbol, toUnixTimestamp64Milli(ts), trader_grade, investor_grade FROM grades FINAL"
+            )
+            trader: dict[str, dict[int, float]] = {}
+            investor: dict[str, dict[int, float]] = {}
+            for sym, ts, tg, ig in rows:
+                if tg is not None:
+                    trader.setdefault(sym, {})[ts] = tg
+                if ig is not None:
+                    investor.setdefault(sym, {})[ts] = ig
+            sigs = [
+                SignalPoint(sym, ts, d)
+                for sym, ts, d in await queries.store.query(
+                    "SELECT symbol, toUnixTimestamp64Milli(ts), direction FROM signals FINAL WHERE interval = '1d'"
+                )
+            ]
+            report = await asyncio.to_thread(track_record, closes, sigs, trader, investor)
+            track_cache.update(version=version, body=report.model_dump(mode="json"))
+        return dict(track_cache["body"])
 
     app.include_router(make_router(queries, settings.bundle_dir))
 

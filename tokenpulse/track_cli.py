@@ -1,0 +1,79 @@
+"""``tokenpulse track-record``: replay the bundled daily history through scoring and measure it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from tokenpulse_ingest.bundle import iter_bundle
+from tokenpulse_scoring.service import ScoringService
+from tokenpulse_shared.events import Interval
+from tokenpulse_shared.track_record import SignalPoint, TrackRecordReport, track_record
+
+
+def replay(bundle_dir: Path, symbols: list[str]) -> TrackRecordReport:
+    series = {s: bars for s, _, bars in iter_bundle(bundle_dir, symbols, [Interval.D1])}
+    order = sorted(series, key=lambda s: (s != "BTC", s))  # BTC first, as a replay publishes it
+    scoring = ScoringService()
+    closes: dict[str, list[tuple[int, float]]] = {}
+    trader: dict[str, dict[int, float]] = {}
+    investor: dict[str, dict[int, float]] = {}
+    signals: list[SignalPoint] = []
+    for symbol in order:
+        closes[symbol] = [(b.ts_ms, b.close) for b in series[symbol]]
+        for b in series[symbol]:
+            up = scoring.apply(symbol, Interval.D1, b.ts_ms, b.open, b.high, b.low, b.close, b.volume, 0)
+            if up is None or up.grade is None:
+                continue
+            if up.grade.trader_grade is not None:
+                trader.setdefault(symbol, {})[b.ts_ms] = up.grade.trader_grade
+            if up.grade.investor_grade is not None:
+                investor.setdefault(symbol, {})[b.ts_ms] = up.grade.investor_grade
+            if up.grade.signal is not None:
+                signals.append(SignalPoint(symbol, b.ts_ms, up.grade.signal[0]))
+    return track_record(closes, signals, trader, investor)
+
+
+def render(report: TrackRecordReport, console: Console) -> None:
+    t = Table(title=f"Signals, followed long/flat (hit rate at {report.horizon_days} days)")
+    for col in (
+        "token",
+        "signals",
+        "hit rate",
+        "strategy",
+        "buy & hold",
+        "max drawdown",
+        "Sharpe",
+        "B&H Sharpe",
+        "turnover/yr",
+        "days",
+    ):
+        t.add_column(col, justify="right")
+    for r in report.signals:
+        t.add_row(
+            r.symbol,
+            str(r.signals),
+            f"{r.hit_rate:.0%}" if r.hit_rate is not None else "—",
+            f"{r.strategy_return:+.0%}",
+            f"{r.buy_and_hold_return:+.0%}",
+            f"{r.max_drawdown:.0%}",
+            f"{r.sharpe:.2f}" if r.sharpe is not None else "—",
+            f"{r.buy_and_hold_sharpe:.2f}" if r.buy_and_hold_sharpe is not None else "—",
+            f"{r.turnover_per_year:.1f}",
+            str(r.days),
+        )
+    console.print(t)
+    t = Table(title="Grades: rank information coefficient across tokens")
+    for col in ("grade", "forward return", "mean IC", "IC sd", "days", "t-stat (upper bound)"):
+        t.add_column(col, justify="right")
+    for g in report.grades:
+        t.add_row(
+            g.grade,
+            f"{g.horizon_days} days",
+            f"{g.mean_ic:+.3f}" if g.mean_ic is not None else "—",
+            f"{g.ic_sd:.3f}" if g.ic_sd is not None else "—",
+            str(g.days),
+            f"{g.t_stat:.1f}" if g.t_stat is not None else "—",
+        )
+    console.print(t)
