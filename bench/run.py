@@ -112,6 +112,28 @@ def stages() -> list[tuple[str, float]]:
     return [(name, sec / n * 1e6) for name, sec in out]
 
 
+def scoring_throughput() -> list[tuple[str, float]]:
+    """Candle updates per second through ScoringService.apply, in process, on the bundled history."""
+    from tokenpulse_scoring.service import ScoringService
+    from tokenpulse_shared.events import Interval
+
+    out = []
+    for label, intervals in (
+        ("daily candles (indicators + grades + signals)", [Interval.D1]),
+        ("intraday candles (indicators only)", [Interval.M1, Interval.H1]),
+    ):
+        series = plan(Settings().bundle_dir, None, intervals)
+        scoring = ScoringService()
+        n = sum(len(b) for _, _, b in series)
+        with gc_paused():
+            t = time.perf_counter()
+            for symbol, interval, bars in series:
+                for b in bars:
+                    scoring.apply(symbol, interval, b.ts_ms, b.open, b.high, b.low, b.close, b.volume, 0)
+            out.append((label, n / (time.perf_counter() - t)))
+    return out
+
+
 def time_to_first_candle(work: Path) -> float:
     shutil.rmtree(work, ignore_errors=True)
     port = 18000 + os.getpid() % 1000
@@ -166,6 +188,9 @@ def main() -> None:
     print("\n| stage (same run) | µs per row |\n|---|---|")
     for name, us in stages():
         print(f"| {name} | {us:.1f} |")
+    print("\n| scoring, in process (same run) | candle updates/s |\n|---|---|")
+    for label, rate in scoring_throughput():
+        print(f"| {label} | {rate:,.0f} |")
     ttfc = [time_to_first_candle(tmp / "up") for _ in range(ROUNDS)]
     print(
         f"\n`tokenpulse up` on an empty data dir to the first correct candle answer: "

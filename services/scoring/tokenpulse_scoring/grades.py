@@ -9,7 +9,8 @@ Trader Grade (short-term momentum and trend quality), equal weights over the com
 that are defined: RSI(14) itself; MACD histogram / ATR(14); trend alignment (close > EMA20,
 EMA20 > EMA50, EMA50 > SMA200, close > SMA200: 25 points each); 20-day return / 20-day
 volatility; volume confirmation (today's volume / its 20-day mean, signed by the day's
-direction); 30-day return relative to BTC's.
+direction). The 30-day return relative to BTC's is published as a component but not
+averaged (it depends on cross-symbol arrival order; see docs/methodology.md).
 
 Investor Grade (long-term health): close / SMA200; drawdown from the all-time high;
 1-year return / annualised volatility; liquidity (30-day mean USD volume, log-scaled
@@ -214,10 +215,12 @@ class GradeState:
         if market_cap:
             investor["market_cap"] = log_scale(market_cap, 1e8, 1e12)
 
-        t_vals = [v for v in trader.values() if v is not None]
+        # strength vs BTC is published but not averaged: it depends on whether BTC's candle of the
+        # same day was processed first, which the bus does not order across symbols
+        t_vals = [v for k, v in trader.items() if v is not None and k != "strength_vs_btc"]
         i_vals = [v for v in investor.values() if v is not None]
         # a grade needs most of its components: 4 of 6 for the trader grade, 3 of 5 for the investor grade
-        trader_grade = round(_mean(t_vals), 2) if len(t_vals) >= 4 else None
+        trader_grade = round(_mean(t_vals), 2) if len(t_vals) >= 3 else None
         investor_grade = round(_mean(i_vals), 2) if len(i_vals) >= 3 else None
         components: dict[str, float | None] = {f"trader.{k}": v for k, v in trader.items()}
         components.update({f"investor.{k}": v for k, v in investor.items()})

@@ -70,6 +70,7 @@ class ScoringService:
         self.btc_ret30: dict[int, float] = {}
         self.stale_corrections = 0
         self.ready = asyncio.Event()
+        self._lock = asyncio.Lock()
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -150,7 +151,21 @@ class ScoringService:
     async def on_candles(self, candles: list[CandleEvent]) -> None:
         assert self.ctx is not None
         await self.ready.wait()
-        indicators, grades, signals = [], [], []
+        # The arithmetic runs on a worker thread (one at a time): the GIL's switch interval then
+        # lets the event loop answer API requests even while a replay floods scoring.
+        async with self._lock:
+            indicators, grades, signals = await asyncio.to_thread(self._process, candles)
+        if indicators:
+            await self.ctx.bus.publish(INDICATORS, indicators)
+        if grades:
+            await self.ctx.bus.publish(GRADES, grades)
+        if signals:
+            await self.ctx.bus.publish(SIGNALS, signals)
+
+    def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
+        indicators: list[IndicatorEvent] = []
+        grades: list[GradeEvent] = []
+        signals: list[SignalEvent] = []
         for c in candles:
             if not c.closed:
                 continue
@@ -189,12 +204,7 @@ class ScoringService:
                         reasons=reasons,
                     )
                 )
-        if indicators:
-            await self.ctx.bus.publish(INDICATORS, indicators)
-        if grades:
-            await self.ctx.bus.publish(GRADES, grades)
-        if signals:
-            await self.ctx.bus.publish(SIGNALS, signals)
+        return indicators, grades, signals
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -210,9 +220,13 @@ class ScoringService:
             "SELECT symbol, interval, toUnixTimestamp64Milli(ts), open, high, low, close, volume, version "
             "FROM candles FINAL ORDER BY symbol != 'BTC', symbol, interval, ts"
         )
+        # off the event loop: the API stays responsive; handlers wait for `ready` meanwhile
+        await asyncio.to_thread(self._replay, rows)
+        return len(rows)
+
+    def _replay(self, rows: list[tuple[Any, ...]]) -> None:
         for symbol, interval, ts_ms, o, h, lo, c, v, version in rows:
             self.apply(symbol, Interval(interval), ts_ms, o, h, lo, c, v, version)
-        return len(rows)
 
     async def start(self, ctx: Context) -> None:
         if ctx.store is not None:
