@@ -213,6 +213,13 @@ class IndicatorEvent(Event):
     candle_version: int = Field(default=0, ge=0)
 
 
+INDICATOR_FIELDS: tuple[str, ...] = tuple(
+    name
+    for name in IndicatorEvent.model_fields
+    if name not in Event.model_fields and name not in ("symbol", "interval", "ts", "candle_version")
+)
+
+
 class GradeEvent(Event):
     """New Trader/Investor grades of a token (``tokenpulse.grades.v1``)."""
 

@@ -72,6 +72,19 @@ def parse_time(value: str | None, name: str) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
+def time_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ApiError(400, "invalid_range", "start must be before end")
+    return start_ms, end_ms
+
+
+def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
+    """A list answer from ``limit + 1`` fetched rows: the extra row only says there is a next page."""
+    nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+    return {"data": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows[:limit]], "next_cursor": nxt}
+
+
 def create_app(ctx: Context) -> FastAPI:
     assert ctx.store is not None, "the gateway needs the store"
     store = ctx.store
@@ -229,13 +242,10 @@ def create_app(ctx: Context) -> FastAPI:
         cursor: str | None = None,
     ) -> dict[str, Any]:
         symbol = await symbol_known(symbol)
-        start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise ApiError(400, "invalid_range", "start must be before end")
+        start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
         rows = await queries.candles(symbol, interval, start_ms, end_ms, after, limit + 1)
-        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
-        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+        return page(rows, limit)
 
     @app.get("/v1/indicators/{symbol}", response_model=Page, tags=["market data"])
     async def indicators(
@@ -250,19 +260,10 @@ def create_app(ctx: Context) -> FastAPI:
         """RSI(14), MACD(12,26,9), EMA20/50, SMA200, Bollinger(20,2), ATR(14) at each closed candle
         (TA-Lib conventions, see the contract); null while warming up. Oldest first."""
         symbol = await symbol_known(symbol)
-        start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise ApiError(400, "invalid_range", "start must be before end")
+        start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
         rows = await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1)
-        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
-        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
-
-    def time_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
-        start_ms, end_ms = parse_time(start, "start"), parse_time(end, "end")
-        if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-            raise ApiError(400, "invalid_range", "start must be before end")
-        return start_ms, end_ms
+        return page(rows, limit)
 
     @app.get("/v1/grades/{symbol}", response_model=Page, tags=["analytics"])
     async def grades(
@@ -287,8 +288,7 @@ def create_app(ctx: Context) -> FastAPI:
         )
         for r in rows:
             r["components"] = json.loads(r["components"] or "{}")
-        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
-        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+        return page(rows, limit)
 
     @app.get("/v1/signals", response_model=Page, tags=["analytics"])
     async def signals(
@@ -311,8 +311,7 @@ def create_app(ctx: Context) -> FastAPI:
             decode_cursor(cursor) if cursor else None,
             limit + 1,
         )
-        nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
-        return {"data": [public(r) for r in rows[:limit]], "next_cursor": nxt}
+        return page(rows, limit)
 
     async def levels_of(symbol: str) -> dict[str, Any]:
         from tokenpulse_shared.levels import key_levels

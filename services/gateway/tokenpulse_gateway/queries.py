@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from tokenpulse_shared.events import Interval
+from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.store import Store
 
 HOUR = 3_600_000
@@ -13,19 +13,6 @@ DAY = 86_400_000
 CLOSE_MS = (
     "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "
     "interval = '15m', 900000, interval = '1h', 3600000, interval = '4h', 14400000, 86400000)"
-)
-INDICATOR_FIELDS = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "ema_20",
-    "ema_50",
-    "sma_200",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-    "atr_14",
 )
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "1y": 365 * DAY}
 

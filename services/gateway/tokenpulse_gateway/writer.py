@@ -17,7 +17,7 @@ from operator import attrgetter
 from typing import Any
 
 from tokenpulse_shared.bus.base import TransientError
-from tokenpulse_shared.events import Event
+from tokenpulse_shared.events import INDICATOR_FIELDS, Event
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.store import Store, StoreUnavailable
 from tokenpulse_shared.store.client import dedup_token
@@ -68,19 +68,6 @@ def _json(attr: str) -> Callable[[Any], str]:
 
 
 EVENT_COLS = ("event_id", "produced_at")
-INDICATOR_FIELDS = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "ema_20",
-    "ema_50",
-    "sma_200",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-    "atr_14",
-)
 TABLES: dict[str, TableSpec] = {
     spec.table: spec
     for spec in (

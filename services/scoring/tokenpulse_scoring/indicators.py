@@ -26,24 +26,19 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-FIELDS = (
-    "rsi_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "ema_20",
-    "ema_50",
-    "sma_200",
-    "bb_upper",
-    "bb_middle",
-    "bb_lower",
-    "atr_14",
-)
+from tokenpulse_shared.events import INDICATOR_FIELDS
+
+FIELDS = INDICATOR_FIELDS
 
 
 @dataclass
-class _Ema:
+class _Smoother:
+    """Exponential smoothing seeded by the simple average of the first n inputs.
+
+    ``alpha = 2/(n+1)`` is the EMA; ``alpha = 1/n`` is Wilder's average (RSI, ATR)."""
+
     n: int
+    wilder: bool = False
     value: float | None = None
     seed_sum: float = 0.0
     count: int = 0
@@ -55,42 +50,31 @@ class _Ema:
             if self.count == self.n:
                 self.value = self.seed_sum / self.n
             return self.value
-        self.value += (x - self.value) * 2.0 / (self.n + 1)
+        alpha = 1.0 / self.n if self.wilder else 2.0 / (self.n + 1)
+        self.value += (x - self.value) * alpha
         return self.value
 
 
-@dataclass
-class _Wilder:
-    """Wilder's moving average seeded by the simple average of the first n inputs."""
+def _Ema(n: int) -> _Smoother:
+    return _Smoother(n)
 
-    n: int
-    value: float | None = None
-    seed_sum: float = 0.0
-    count: int = 0
 
-    def update(self, x: float) -> float | None:
-        if self.value is None:
-            self.count += 1
-            self.seed_sum += x
-            if self.count == self.n:
-                self.value = self.seed_sum / self.n
-            return self.value
-        self.value = (self.value * (self.n - 1) + x) / self.n
-        return self.value
+def _Wilder(n: int) -> _Smoother:
+    return _Smoother(n, wilder=True)
 
 
 @dataclass
 class IndicatorState:
     """All contract indicators of one (symbol, interval), fed closed candles in time order."""
 
-    ema12: _Ema = field(default_factory=lambda: _Ema(12))
-    ema26: _Ema = field(default_factory=lambda: _Ema(26))
-    ema20: _Ema = field(default_factory=lambda: _Ema(20))
-    ema50: _Ema = field(default_factory=lambda: _Ema(50))
-    signal: _Ema = field(default_factory=lambda: _Ema(9))
-    gain: _Wilder = field(default_factory=lambda: _Wilder(14))
-    loss: _Wilder = field(default_factory=lambda: _Wilder(14))
-    atr: _Wilder = field(default_factory=lambda: _Wilder(14))
+    ema12: _Smoother = field(default_factory=lambda: _Ema(12))
+    ema26: _Smoother = field(default_factory=lambda: _Ema(26))
+    ema20: _Smoother = field(default_factory=lambda: _Ema(20))
+    ema50: _Smoother = field(default_factory=lambda: _Ema(50))
+    signal: _Smoother = field(default_factory=lambda: _Ema(9))
+    gain: _Smoother = field(default_factory=lambda: _Wilder(14))
+    loss: _Smoother = field(default_factory=lambda: _Wilder(14))
+    atr: _Smoother = field(default_factory=lambda: _Wilder(14))
     window20: deque[float] = field(default_factory=lambda: deque(maxlen=20))
     window200: deque[float] = field(default_factory=lambda: deque(maxlen=200))
     sum200: float = 0.0
