@@ -69,3 +69,56 @@ async def test_a_correction_of_the_latest_candle_recomputes_it() -> None:
     # the same candle again, or an older one, changes nothing
     assert live.apply(*args(bars[400], version=1)) is None
     assert live.apply(*args(bars[10])) is None
+
+
+def _feed(service: ScoringService, bars, changes=None, skip=None):  # type: ignore[no-untyped-def]
+    """Feed bars in order (optionally with corrected values, or one left out); returns updates by ts."""
+    out = {}
+    for i, b in enumerate(bars):
+        if i == skip:
+            continue
+        close = (changes or {}).get(i, b.close)
+        entry = (b.ts_ms, b.open, max(b.high, close), min(b.low, close), close, b.volume, 0)
+        for e, u in service.apply_all("BTC", Interval.D1, entry):
+            out[e[0]] = u
+    return out
+
+
+def test_a_late_correction_of_an_older_candle_recomputes_everything_after_it() -> None:
+    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    bars = bars[:1200]
+    live, reference = ScoringService(), ScoringService()
+    _feed(live, bars)
+    expected = _feed(reference, bars, changes={1000: bars[1000].close * 1.3})
+    b = bars[1000]
+    fixed = b.close * 1.3
+    recomputed = dict(
+        (e[0], u)
+        for e, u in live.apply_all("BTC", Interval.D1, (b.ts_ms, b.open, max(b.high, fixed), b.low, fixed, b.volume, 1))
+    )
+    assert sorted(recomputed) == [x.ts_ms for x in bars[1000:]]
+    assert all(recomputed[t] == expected[t] for t in recomputed)
+    # and the state goes on exactly as if the corrected candle had come in order
+    nxt = (bars[1199].ts_ms + 86_400_000, 1.0, 2.0, 0.5, 1.5, 10.0, 0)
+    assert live.apply_all("BTC", Interval.D1, nxt) == reference.apply_all("BTC", Interval.D1, nxt)
+
+
+def test_a_missing_candle_arriving_late_is_inserted_and_recomputed() -> None:
+    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    bars = bars[:1200]
+    live, reference = ScoringService(), ScoringService()
+    _feed(live, bars, skip=1100)
+    expected = _feed(reference, bars)
+    b = bars[1100]
+    out = live.apply_all("BTC", Interval.D1, (b.ts_ms, b.open, b.high, b.low, b.close, b.volume, 0))
+    assert [e[0] for e, _ in out] == [x.ts_ms for x in bars[1100:]]
+    assert all(u == expected[e[0]] for e, u in out)
+
+
+def test_a_correction_older_than_the_kept_history_is_counted_not_applied() -> None:
+    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    live = ScoringService()
+    _feed(live, bars)  # 5,600+ candles: the first ones are out of the kept history
+    b = bars[5]
+    assert live.apply_all("BTC", Interval.D1, (b.ts_ms, b.open, b.high, b.low, b.close, b.volume, 1)) == []
+    assert live.stale_corrections == 1

@@ -7,10 +7,11 @@ it also updates a :class:`GradeState` and publishes the Trader/Investor Grades
 (``tokenpulse.signals.v1``). Market caps (``tokenpulse.marketcaps.v1``) feed the Investor
 Grade: the cap known on or before the candle's day is used.
 
-* Order and duplicates: a candle older than the last one seen, or the same candle again
-  with no higher version, changes nothing. A correction of the latest candle (same time,
-  higher version) undoes it and recomputes; a correction of an older candle is counted in
-  ``stale_corrections`` and logged (recomputing the chain after it is still to do).
+* Order and duplicates: the same candle again with no higher version changes nothing. A
+  correction of the latest candle undoes and recomputes it; a correction of an older candle
+  (or a missing one arriving late) recomputes it and everything after it from the nearest
+  checkpoint, within the last ``HISTORY`` candles; older ones are counted in
+  ``stale_corrections``.
 * Restart: when the process has the store (embedded mode, or ``TOKENPULSE_CLICKHOUSE_URL``
   pointing at a server), it first replays the stored market caps and candles through the
   same code path without publishing, so a restarted instance continues with exactly the
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 
 
+Entry = tuple[int, float, float, float, float, float, int]  # ts_ms, open, high, low, close, volume, version
+HISTORY = 3000  # candles kept per series to recompute after a late correction
+CHECKPOINT_EVERY = 250
+
+
 @dataclass
 class Series:
     state: IndicatorState = field(default_factory=IndicatorState)
@@ -52,6 +58,16 @@ class Series:
     last_ms: int = -1
     last_version: int = -1
     before_last: Any = None
+    history: list[Entry] = field(default_factory=list)
+    checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (ts_ms of the last candle in, state)
+
+    def snapshot(self) -> Any:
+        return self.state.snapshot(), self.grades.snapshot() if self.grades else None
+
+    def restore(self, snap: Any) -> None:
+        self.state.restore(snap[0])
+        if self.grades is not None:
+            self.grades.restore(snap[1])
 
 
 @dataclass
@@ -108,23 +124,78 @@ class ScoringService:
         volume: float,
         version: int,
     ) -> Update | None:
-        """Feed one closed candle; returns what it produced, or None when it changes nothing."""
+        """Feed one closed candle; returns its own update, or None when it changes nothing."""
+        out = self.apply_all(symbol, interval, (ts_ms, open_, high, low, close, volume, version))
+        return next((u for e, u in out if e[0] == ts_ms), None)
+
+    def apply_all(self, symbol: str, interval: Interval, entry: Entry) -> list[tuple[Entry, Update]]:
+        """Feed one closed candle; returns every (candle, update) it produced, oldest first.
+
+        In order: one update. A correction of the latest candle: it, recomputed. A correction (or a
+        late-arriving candle) older than the latest: that candle and every later one, recomputed from
+        the nearest checkpoint before it, as long as it is within the kept history (``HISTORY``
+        candles); older ones are counted in ``stale_corrections``.
+        """
         key = (symbol, interval)
         s = self.series.get(key)
         if s is None:
             s = self.series[key] = Series(grades=GradeState() if interval is Interval.D1 else None)
+        ts_ms, version = entry[0], entry[6]
         if ts_ms > s.last_ms:
-            s.before_last = (s.state.snapshot(), s.grades.snapshot() if s.grades else None)
-        elif ts_ms == s.last_ms and version > s.last_version:
-            s.state.restore(s.before_last[0])  # a correction of the latest candle: undo it, then redo
-            if s.grades:
-                s.grades.restore(s.before_last[1])
+            s.before_last = s.snapshot()
+            update = self._step(s, symbol, entry)
+            s.history.append(entry)
+            if len(s.history) % CHECKPOINT_EVERY == 0:
+                s.checkpoints.append((ts_ms, s.snapshot()))
+            if len(s.history) > HISTORY + CHECKPOINT_EVERY:
+                del s.history[:CHECKPOINT_EVERY]
+                first = s.history[0][0]
+                s.checkpoints = [c for c in s.checkpoints if c[0] >= first]
+            s.last_ms, s.last_version = ts_ms, version
+            return [(entry, update)]
+        if ts_ms == s.last_ms:
+            if version <= s.last_version:
+                return []
+            s.restore(s.before_last)  # a correction of the latest candle: undo it, then redo
+            s.history[-1] = entry
+            s.last_version = version
+            return [(entry, self._step(s, symbol, entry))]
+        return self._recompute(s, symbol, interval, entry)
+
+    def _recompute(self, s: Series, symbol: str, interval: Interval, entry: Entry) -> list[tuple[Entry, Update]]:
+        ts_ms = entry[0]
+        i = bisect.bisect_left(s.history, (ts_ms,))
+        exists = i < len(s.history) and s.history[i][0] == ts_ms
+        if exists and entry[6] <= s.history[i][6]:
+            return []  # a duplicate, or an older version of a candle we have
+        checkpoint = next((c for c in reversed(s.checkpoints) if c[0] < ts_ms), None)
+        if checkpoint is None:
+            self.stale_corrections += 1
+            log.info(
+                "correction of an older %s %s candle at %d is beyond the kept history", symbol, interval.value, ts_ms
+            )
+            return []
+        if exists:
+            s.history[i] = entry
         else:
-            if ts_ms < s.last_ms and version > 0:
-                self.stale_corrections += 1
-                log.info("correction of an older %s %s candle at %d not applied", symbol, interval.value, ts_ms)
-            return None
-        s.last_ms, s.last_version = ts_ms, version
+            s.history.insert(i, entry)
+        s.restore(checkpoint[1])
+        start = bisect.bisect_right(s.history, (checkpoint[0], float("inf")))
+        s.checkpoints = [c for c in s.checkpoints if c[0] <= checkpoint[0]]
+        out = []
+        for n, e in enumerate(s.history[start:], start + 1):
+            if n == len(s.history):
+                s.before_last = s.snapshot()
+            update = self._step(s, symbol, e)
+            if n % CHECKPOINT_EVERY == 0:
+                s.checkpoints.append((e[0], s.snapshot()))
+            if e[0] >= ts_ms:
+                out.append((e, update))
+        s.last_ms, s.last_version = s.history[-1][0], s.history[-1][6]
+        return out
+
+    def _step(self, s: Series, symbol: str, entry: Entry) -> Update:
+        ts_ms, open_, high, low, close, volume, _ = entry
         values = s.state.update(high, low, close)
         grade = None
         if s.grades is not None:
@@ -169,41 +240,39 @@ class ScoringService:
         for c in candles:
             if not c.closed:
                 continue
-            update = self.apply(
-                c.symbol, c.interval, int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version
-            )
-            if update is None:
-                continue
-            indicators.append(
-                IndicatorEvent(
-                    symbol=c.symbol, interval=c.interval, ts=c.ts, candle_version=c.version, **update.indicators
-                )
-            )
-            g = update.grade
-            if g is None or (g.trader_grade is None and g.investor_grade is None):
-                continue
-            grades.append(
-                GradeEvent(
-                    symbol=c.symbol,
-                    ts=c.ts,
-                    trader_grade=g.trader_grade,
-                    investor_grade=g.investor_grade,
-                    components=g.components,
-                    method=METHOD,
-                )
-            )
-            if g.signal is not None:
-                direction, strength, reasons = g.signal
-                signals.append(
-                    SignalEvent(
-                        symbol=c.symbol,
-                        ts=c.ts,
-                        interval=Interval.D1,
-                        direction=Direction(direction),
-                        strength=strength,
-                        reasons=reasons,
+            entry = (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
+            for (ts_ms, *_, version), update in self.apply_all(c.symbol, c.interval, entry):
+                ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
+                indicators.append(
+                    IndicatorEvent(
+                        symbol=c.symbol, interval=c.interval, ts=ts, candle_version=version, **update.indicators
                     )
                 )
+                g = update.grade
+                if g is None or (g.trader_grade is None and g.investor_grade is None):
+                    continue
+                grades.append(
+                    GradeEvent(
+                        symbol=c.symbol,
+                        ts=ts,
+                        trader_grade=g.trader_grade,
+                        investor_grade=g.investor_grade,
+                        components=g.components,
+                        method=METHOD,
+                    )
+                )
+                if g.signal is not None:
+                    direction, strength, reasons = g.signal
+                    signals.append(
+                        SignalEvent(
+                            symbol=c.symbol,
+                            ts=ts,
+                            interval=Interval.D1,
+                            direction=Direction(direction),
+                            strength=strength,
+                            reasons=reasons,
+                        )
+                    )
         return indicators, grades, signals
 
     # --- lifecycle ---------------------------------------------------------------------------
