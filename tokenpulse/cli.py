@@ -6,7 +6,7 @@ import asyncio
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -94,6 +94,100 @@ def backfill(
     asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms, marketcaps))
 
 
+async def _pipeline_target(settings: Settings, client: str) -> tuple[Any, Any, str]:
+    """Where loaded data goes: Kafka when configured, else the embedded store through the store writer."""
+    from tokenpulse_shared.bus.memory import InMemoryBus
+    from tokenpulse_shared.service import Context
+    from tokenpulse_shared.store import Store
+
+    from tokenpulse.runtime import make_kafka_bus
+
+    if settings.kafka_bootstrap:
+        bus = make_kafka_bus(settings, client)
+        await bus.start()
+        return bus, None, f"Kafka at {settings.kafka_bootstrap}"
+    from tokenpulse_gateway.writer import StoreWriter
+
+    try:
+        store = await Store(settings.store_dsn).open()
+    except Exception as exc:
+        console.print(
+            f"[red]cannot open {settings.store_dsn}:[/red] {exc}\n"
+            "Is `tokenpulse up` running on this data dir? Stop it first, or point at Kafka."
+        )
+        raise typer.Exit(1) from exc
+    bus = InMemoryBus()
+    StoreWriter(store).register(Context(settings=settings, bus=bus, store=store, embedded=True))
+    await bus.start()
+    return bus, store, f"embedded store {settings.store_dsn}"
+
+
+@app.command("import-metrics")
+def import_metrics(
+    path: Annotated[Path, typer.Argument(help="CSV: date,symbol and any of tvl_usd,staking_ratio,etf_net_flow_usd")],
+    source: Annotated[str, typer.Option(help="Where the numbers come from (kept with each row).")] = "csv",
+    data_dir: Annotated[Path | None, typer.Option(help="Embedded store (when no Kafka is configured).")] = None,
+) -> None:
+    """Import fundamental metrics for the Investor Grade (validated; bad rows are listed, none is loaded)."""
+    import csv
+    from datetime import date as date_cls
+
+    from pydantic import ValidationError
+    from tokenpulse_shared.events import KNOWN_METRICS, MetricsEvent
+
+    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    if not path.exists():
+        console.print(f"[red]no such file:[/red] {path}")
+        raise typer.Exit(2)
+    events, errors = [], []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"date", "symbol"} - set(reader.fieldnames or [])
+        unknown = set(reader.fieldnames or []) - {"date", "symbol"} - set(KNOWN_METRICS)
+        if missing or unknown:
+            console.print(
+                f"[red]bad header:[/red] missing {sorted(missing)}, unknown {sorted(unknown)}; "
+                f"metric columns are {', '.join(sorted(KNOWN_METRICS))}"
+            )
+            raise typer.Exit(2)
+        for line, row in enumerate(reader, start=2):
+            try:
+                day = date_cls.fromisoformat(row["date"])
+                metrics = {k: float(v) for k, v in row.items() if k in KNOWN_METRICS and v not in ("", None)}
+                events.append(
+                    MetricsEvent(
+                        symbol=row["symbol"].strip().upper(),
+                        ts=datetime(day.year, day.month, day.day, tzinfo=UTC),
+                        metrics=metrics,
+                        source=source,
+                    )
+                )
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "row"
+                errors.append(f"line {line}: {where}: {err['msg']}")
+            except ValueError as exc:
+                errors.append(f"line {line}: {exc}")
+    if errors:
+        console.print("[red]nothing imported; fix these rows:[/red]\n" + "\n".join(errors[:50]))
+        raise typer.Exit(1)
+    asyncio.run(_publish_metrics(settings, events))
+
+
+async def _publish_metrics(settings: Settings, events: list[Any]) -> None:
+    from tokenpulse_shared.bus.memory import InMemoryBus
+    from tokenpulse_shared.topics import METRICS
+
+    bus, store, target = await _pipeline_target(settings, "import-metrics")
+    await bus.publish(METRICS, events)
+    if isinstance(bus, InMemoryBus):
+        await bus.drain()
+    await bus.stop()
+    if store is not None:
+        await store.close()
+    console.print(f"imported {len(events)} metric rows into {target}")
+
+
 async def _backfill(
     settings: Settings,
     symbols: list[str],
@@ -104,29 +198,13 @@ async def _backfill(
 ) -> None:
     from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
     from tokenpulse_shared.bus.memory import InMemoryBus
-    from tokenpulse_shared.service import Context
-    from tokenpulse_shared.store import Store
-
-    from tokenpulse.runtime import make_kafka_bus
 
     series = plan(settings.bundle_dir, symbols, intervals, start_ms, end_ms)
     total = sum(len(bars) for _, _, bars in series)
     if not total:
         console.print("[yellow]nothing to load for that selection[/yellow]")
         return
-    store = None
-    if settings.kafka_bootstrap:
-        bus = make_kafka_bus(settings, "backfill")
-        await bus.start()
-        target = f"Kafka at {settings.kafka_bootstrap}"
-    else:
-        from tokenpulse_gateway.writer import StoreWriter
-
-        store = await Store(settings.store_dsn).open()
-        bus = InMemoryBus()
-        StoreWriter(store).register(Context(settings=settings, bus=bus, store=store, embedded=True))
-        await bus.start()
-        target = f"embedded store {settings.store_dsn}"
+    bus, store, target = await _pipeline_target(settings, "backfill")
     done_before: dict[str, int] = {}
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console

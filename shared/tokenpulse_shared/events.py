@@ -220,6 +220,35 @@ INDICATOR_FIELDS: tuple[str, ...] = tuple(
 )
 
 
+KNOWN_METRICS = {
+    "tvl_usd": "total value locked in the token's ecosystem, USD",
+    "staking_ratio": "share of supply staked, 0..1",
+    "etf_net_flow_usd": "net ETF flow of the day, USD (negative = outflow)",
+}
+
+
+class MetricsEvent(Event):
+    """Fundamental metrics of a token on a day (``tokenpulse.metrics.v1``): the Investor Grade's
+    optional fundamentals input. Names outside ``KNOWN_METRICS`` are rejected."""
+
+    symbol: Symbol
+    ts: UtcDatetime
+    metrics: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(min_length=1)
+    source: str = Field(default="", max_length=64)
+
+    @model_validator(mode="after")
+    def _known(self) -> MetricsEvent:
+        unknown = sorted(set(self.metrics) - set(KNOWN_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; known: {sorted(KNOWN_METRICS)}")
+        ratio = self.metrics.get("staking_ratio")
+        if ratio is not None and not 0 <= ratio <= 1:
+            raise ValueError("staking_ratio must be within 0..1")
+        if self.metrics.get("tvl_usd", 0) < 0:
+            raise ValueError("tvl_usd must be >= 0")
+        return self
+
+
 class GradeEvent(Event):
     """New Trader/Investor grades of a token (``tokenpulse.grades.v1``)."""
 

@@ -13,6 +13,7 @@ from tokenpulse_shared.events import (
     GradeEvent,
     IndicatorEvent,
     MarketCapEvent,
+    MetricsEvent,
     PredictionEvent,
     PriceEvent,
     SignalEvent,
@@ -39,6 +40,7 @@ MARKETCAPS = Topic(
     "tokenpulse.marketcaps.v1", MarketCapEvent, "Market cap of a token, or of the whole market (symbol null)"
 )
 INDICATORS = Topic("tokenpulse.indicators.v1", IndicatorEvent, "Technical indicators of a token at a closed candle")
+METRICS = Topic("tokenpulse.metrics.v1", MetricsEvent, "Fundamental metrics of a token (TVL, staking, ETF flows)")
 GRADES = Topic("tokenpulse.grades.v1", GradeEvent, "New Trader/Investor grades of a token")
 SIGNALS = Topic("tokenpulse.signals.v1", SignalEvent, "A bullish/bearish signal")
 PREDICTIONS = Topic("tokenpulse.predictions.v1", PredictionEvent, "A forecast at a horizon")
@@ -57,6 +59,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CANDLES,
     MARKETCAPS,
     INDICATORS,
+    METRICS,
     GRADES,
     SIGNALS,
     PREDICTIONS,

@@ -28,6 +28,7 @@ from tokenpulse_shared.topics import (
     GRADES,
     INDICATORS,
     MARKETCAPS,
+    METRICS,
     PREDICTIONS,
     PRICES,
     SIGNALS,
@@ -100,6 +101,9 @@ TABLES: dict[str, TableSpec] = {
             INDICATORS,
             "indicators",
             ("symbol", "interval", "ts", *INDICATOR_FIELDS, "candle_version", *EVENT_COLS),
+        ),
+        TableSpec(
+            METRICS, "metrics", ("symbol", "ts", "metrics", "source", *EVENT_COLS), {"metrics": _json("metrics")}
         ),
         TableSpec(
             MARKETCAPS,

@@ -52,6 +52,19 @@ def _mean(xs: Any) -> float:
     return math.fsum(xs) / len(xs)
 
 
+def fundamental_scores(metrics: dict[str, float], market_cap: float | None) -> dict[str, float]:
+    """0..100 sub-scores of the supplied fundamentals (docs/methodology.md)."""
+    out = {}
+    if "tvl_usd" in metrics:
+        out["tvl"] = log_scale(metrics["tvl_usd"], 1e8, 1e11)
+    if "staking_ratio" in metrics:
+        out["staking"] = clip01(metrics["staking_ratio"] / 0.6)
+    if "etf_net_flow_30d_usd" in metrics:
+        flow = metrics["etf_net_flow_30d_usd"]
+        out["etf_flows"] = squash(flow / market_cap, 0.01) if market_cap else squash(flow / 1e9, 1.0)
+    return out
+
+
 def next_regime(regime: str, grade: float) -> str:
     """Hysteresis: enter bullish at 60 / bearish at 40; leave either only when back across 50."""
     if regime != "bullish" and grade >= BULL_ENTER:
@@ -141,6 +154,7 @@ class GradeState:
         ind: dict[str, float | None],
         btc_ret_30d: float | None,
         market_cap: float | None,
+        fundamentals: dict[str, float] | None = None,
     ) -> GradeResult:
         if self.closes:
             r = math.log(close / self.closes[-1])
@@ -224,7 +238,13 @@ class GradeState:
         investor_grade = round(_mean(i_vals), 2) if len(i_vals) >= 3 else None
         components: dict[str, float | None] = {f"trader.{k}": v for k, v in trader.items()}
         components.update({f"investor.{k}": v for k, v in investor.items()})
-        components["investor.fundamentals"] = None  # no fundamentals supplied: left out of the average
+        fund = fundamental_scores(fundamentals or {}, market_cap)
+        for name, value in fund.items():
+            components[f"investor.fundamentals.{name}"] = value
+        components["investor.fundamentals"] = _mean(list(fund.values())) if fund else None
+        if fund:  # supplied fundamentals count as one more investor component
+            i_vals.append(components["investor.fundamentals"])  # type: ignore[arg-type]
+            investor_grade = round(_mean(i_vals), 2) if len(i_vals) >= 3 else None
 
         signal = None
         if trader_grade is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,10 +35,11 @@ from tokenpulse_shared.events import (
     IndicatorEvent,
     Interval,
     MarketCapEvent,
+    MetricsEvent,
     SignalEvent,
 )
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, SIGNALS
+from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
 from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState
 from tokenpulse_scoring.indicators import IndicatorState
@@ -84,6 +86,7 @@ class ScoringService:
         self.series: dict[tuple[str, Interval], Series] = {}
         self.caps: dict[str, tuple[list[int], list[float]]] = {}
         self.btc_ret30: dict[int, float] = {}
+        self.metrics: dict[str, tuple[list[int], list[dict[str, float]]]] = {}
         self.stale_corrections = 0
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -92,6 +95,7 @@ class ScoringService:
         self.ctx = ctx
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
+        ctx.bus.subscribe(METRICS, self.name, self.on_metrics, max_batch=5000)
 
     # --- state -----------------------------------------------------------------------------
 
@@ -108,6 +112,32 @@ class ScoringService:
         days, values = self.caps.get(symbol, ([], []))
         i = bisect.bisect_right(days, ts_ms + DAY_MS - 1) - 1  # a snapshot taken during the candle's day
         return values[i] if i >= 0 and ts_ms - days[i] <= 7 * DAY_MS else None
+
+    def add_metrics(self, symbol: str, ts_ms: int, metrics: dict[str, float]) -> None:
+        days, values = self.metrics.setdefault(symbol, ([], []))
+        i = bisect.bisect_left(days, ts_ms)
+        if i < len(days) and days[i] == ts_ms:
+            values[i] = {**values[i], **metrics}
+        else:
+            days.insert(i, ts_ms)
+            values.insert(i, dict(metrics))
+
+    def fundamentals_at(self, symbol: str, ts_ms: int) -> dict[str, float] | None:
+        """Point in time: the latest value of each metric known on the day (at most 30 days old), and
+        the ETF flows of the 30 days up to it."""
+        days, values = self.metrics.get(symbol, ([], []))
+        hi = bisect.bisect_right(days, ts_ms)
+        lo = bisect.bisect_left(days, ts_ms - 30 * DAY_MS)
+        if hi == lo:
+            return None
+        latest: dict[str, float] = {}
+        flows = 0.0
+        for i in range(lo, hi):
+            latest.update({k: v for k, v in values[i].items() if k != "etf_net_flow_usd"})
+            flows += values[i].get("etf_net_flow_usd", 0.0)
+        if any("etf_net_flow_usd" in values[i] for i in range(lo, hi)):
+            latest["etf_net_flow_30d_usd"] = flows
+        return latest
 
     def btc_return_at(self, ts_ms: int) -> float | None:
         return self.btc_ret30.get(ts_ms)
@@ -206,6 +236,7 @@ class ScoringService:
                 values,
                 None if symbol == "BTC" else self.btc_return_at(ts_ms),
                 self.market_cap_at(symbol, ts_ms),
+                self.fundamentals_at(symbol, ts_ms),
             )
             if symbol == "BTC" and grade.ret_30d is not None:
                 self.btc_ret30[ts_ms] = grade.ret_30d
@@ -218,6 +249,11 @@ class ScoringService:
         for e in events:
             if e.symbol:
                 self.add_market_cap(e.symbol, int(e.ts.timestamp() * 1000), e.market_cap)
+
+    async def on_metrics(self, events: list[MetricsEvent]) -> None:
+        await self.ready.wait()
+        for e in events:
+            self.add_metrics(e.symbol, int(e.ts.timestamp() * 1000), e.metrics)
 
     async def on_candles(self, candles: list[CandleEvent]) -> None:
         assert self.ctx is not None
@@ -284,6 +320,10 @@ class ScoringService:
             "SELECT symbol, toUnixTimestamp64Milli(ts), market_cap FROM market_caps FINAL WHERE symbol != ''"
         ):
             self.add_market_cap(symbol, ts_ms, cap)
+        for symbol, ts_ms, raw in await self.ctx.store.query(
+            "SELECT symbol, toUnixTimestamp64Milli(ts), metrics FROM metrics FINAL ORDER BY ts"
+        ):
+            self.add_metrics(symbol, ts_ms, json.loads(raw))
         # BTC first, as in a replay, so other tokens' strength vs BTC sees BTC's returns
         rows = await self.ctx.store.query(
             "SELECT symbol, interval, toUnixTimestamp64Milli(ts), open, high, low, close, volume, version "

@@ -198,4 +198,21 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS {DEDUP}""",
         ),
     ),
+    Migration(
+        5,
+        "fundamental metrics",
+        (
+            f"""CREATE TABLE IF NOT EXISTS metrics (
+                symbol LowCardinality(String),
+                ts {TS},
+                metrics String,
+                source LowCardinality(String),
+                event_id String,
+                produced_at {TS}
+            ) ENGINE = ReplacingMergeTree(produced_at)
+            PARTITION BY toYear(ts)
+            ORDER BY (symbol, ts, source)
+            SETTINGS {DEDUP}""",
+        ),
+    ),
 )
