@@ -68,7 +68,3 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "faststream", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-
-
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)

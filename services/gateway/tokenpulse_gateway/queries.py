@@ -28,6 +28,16 @@ def tolerance(window_ms: int) -> int:
     return max(2 * HOUR, window_ms // 20)
 
 
+def time_filters(
+    where: list[str], params: dict[str, Any], start_ms: int | None, end_ms: int | None, after_ms: int | None
+) -> None:
+    """Add the time-range and keyset-cursor conditions on ``ts`` shared by every history query."""
+    for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
+        if value is not None:
+            where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
+            params[name] = value
+
+
 class Queries:
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -47,15 +57,7 @@ class Queries:
     ) -> list[dict[str, Any]]:
         where = ["symbol = {s:String}", "interval = {i:String}"]
         params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
-        if start_ms is not None:
-            where.append("ts >= fromUnixTimestamp64Milli({start:Int64}, 'UTC')")
-            params["start"] = start_ms
-        if end_ms is not None:
-            where.append("ts < fromUnixTimestamp64Milli({end:Int64}, 'UTC')")
-            params["end"] = end_ms
-        if after_ms is not None:
-            where.append("ts > fromUnixTimestamp64Milli({after:Int64}, 'UTC')")
-            params["after"] = after_ms
+        time_filters(where, params, start_ms, end_ms, after_ms)
         rows = await self.store.query(
             "SELECT toUnixTimestamp64Milli(ts), open, high, low, close, volume FROM candles FINAL "
             f"WHERE {' AND '.join(where)} ORDER BY ts LIMIT {{n:UInt32}}",
@@ -77,10 +79,7 @@ class Queries:
     ) -> list[dict[str, Any]]:
         where = ["symbol = {s:String}", "interval = {i:String}"]
         params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
-        for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
-            if value is not None:
-                where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
-                params[name] = value
+        time_filters(where, params, start_ms, end_ms, after_ms)
         cols = ", ".join(INDICATOR_FIELDS)
         rows = await self.store.query(
             f"SELECT toUnixTimestamp64Milli(ts), {cols} FROM indicators FINAL "
@@ -115,10 +114,7 @@ class Queries:
         if symbol is not None:
             where.append("symbol = {s:String}")
             params["s"] = symbol
-        for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
-            if value is not None:
-                where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
-                params[name] = value
+        time_filters(where, params, start_ms, end_ms, after_ms)
         rows = await self.store.query(
             f"SELECT toUnixTimestamp64Milli(ts), {', '.join(columns)} FROM {table} FINAL "
             f"WHERE {' AND '.join(where)} ORDER BY ts, symbol LIMIT {{n:UInt32}}",

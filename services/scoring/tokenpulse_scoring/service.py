@@ -345,7 +345,3 @@ class ScoringService:
 
     async def stop(self) -> None:
         return None
-
-
-def day(ts_ms: int) -> datetime:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC)

@@ -109,12 +109,6 @@ class Store:
         result = await self._run(self.client.query, sql, parameters=parameters, read=True)
         return list(result.result_rows)
 
-    async def query_columns(
-        self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[Sequence[Any]]]:
-        result = await self._run(self.client.query, sql, parameters=parameters, read=True)
-        return list(result.column_names), list(result.result_columns)
-
     async def insert(
         self,
         table: str,
