@@ -141,6 +141,10 @@ class PriceEvent(Event):
     volume_24h: Amount | None = None
     sources: list[str] = Field(default_factory=list)
     stale: bool = False
+    prev_price: Price | None = Field(
+        None,
+        description="the previous reference price of the token, so a crossing is decidable from this event alone",
+    )
 
 
 class CandleEvent(Event):
@@ -292,21 +296,118 @@ class PredictionEvent(Event):
 
 
 class AlertChannel(BaseModel):
+    """Where a firing is delivered: an e-mail address, a Telegram chat id, a Discord or Slack webhook URL,
+    or any HTTPS URL (``webhook``: a signed JSON POST)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     type: Literal["email", "telegram", "discord", "slack", "webhook"]
     target: str = Field(min_length=1, max_length=2048)
 
 
+ChangeWindow = Literal["5m", "15m", "1h", "4h", "24h"]
+CHANGE_WINDOWS_S: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "24h": 86400}
+LEAF_KINDS = (
+    "price_above",
+    "price_below",
+    "change_above",
+    "change_below",
+    "trader_grade_above",
+    "trader_grade_below",
+    "investor_grade_above",
+    "investor_grade_below",
+    "grade_change",
+    "signal",
+)
+MAX_CONDITION_LEAVES = 10
+
+
 class AlertCondition(BaseModel):
-    """A rule's condition. ``kind`` selects the check; combinations nest in ``all``/``any``."""
+    """A rule's condition: a leaf check, or ``all`` / ``any`` of nested conditions.
+
+    * ``price_above`` / ``price_below`` ``value``: the reference price crosses the level;
+    * ``change_above`` / ``change_below`` ``value`` (percent) over ``window``: e.g. ``change_above 5``
+      over ``1h`` holds while the price is ≥ 5 % above its level an hour ago (``change_below 5``: ≥ 5 % down);
+    * ``trader_grade_above`` / ``_below``, ``investor_grade_above`` / ``_below`` ``value`` (0..100);
+    * ``grade_change`` ``grade`` (trader|investor) ``value`` N: the latest grade moved ≥ N points;
+    * ``signal`` ``direction`` (bullish|bearish|any): the token's latest signal has that direction.
+
+    A rule fires when its condition turns from false to true (edge-triggered), then waits ``cooldown_s``.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["price_above", "price_below", "all", "any"]
-    value: Price | None = None
+    kind: Literal[
+        "price_above",
+        "price_below",
+        "change_above",
+        "change_below",
+        "trader_grade_above",
+        "trader_grade_below",
+        "investor_grade_above",
+        "investor_grade_below",
+        "grade_change",
+        "signal",
+        "all",
+        "any",
+    ]
+    value: float | None = Field(None, allow_inf_nan=False)
+    window: ChangeWindow | None = None
+    grade: Literal["trader", "investor"] | None = None
+    direction: Literal["bullish", "bearish", "any"] | None = None
     all: list[AlertCondition] | None = None
     any: list[AlertCondition] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AlertCondition:
+        k = self.kind
+        if k in ("all", "any"):
+            children = getattr(self, k)
+            if not children:
+                raise ValueError(f"'{k}' needs a non-empty list of conditions in the field '{k}'")
+            if self.value is not None or self.window or self.grade or self.direction:
+                raise ValueError(f"'{k}' takes only the list '{k}'")
+            if self.leaves() > MAX_CONDITION_LEAVES:
+                raise ValueError(f"a condition may combine at most {MAX_CONDITION_LEAVES} checks")
+            return self
+        if self.all is not None or self.any is not None:
+            raise ValueError(f"'{k}' is a single check: 'all'/'any' lists belong to kind 'all'/'any'")
+        if k == "signal":
+            if self.direction is None:
+                raise ValueError("'signal' needs 'direction': bullish, bearish or any")
+            return self
+        if self.value is None:
+            raise ValueError(f"'{k}' needs a numeric 'value'")
+        if k in ("price_above", "price_below") and self.value <= 0:
+            raise ValueError("a price level must be positive")
+        if k.startswith("change_"):
+            if self.window is None:
+                raise ValueError(f"'{k}' needs 'window': one of {', '.join(CHANGE_WINDOWS_S)}")
+            if not 0 < self.value <= 1000:
+                raise ValueError("a percent change must be in (0, 1000]")
+        if "grade" in k:
+            if not 0 <= self.value <= 100:
+                raise ValueError("grades are 0..100")
+            if k == "grade_change" and self.grade is None:
+                raise ValueError("'grade_change' needs 'grade': trader or investor")
+        return self
+
+    def leaves(self) -> int:
+        if self.kind in ("all", "any"):
+            return sum(c.leaves() for c in getattr(self, self.kind) or [])
+        return 1
+
+    def describe(self) -> str:
+        if self.kind in ("all", "any"):
+            joiner = " and " if self.kind == "all" else " or "
+            return "(" + joiner.join(c.describe() for c in getattr(self, self.kind) or []) + ")"
+        if self.kind == "signal":
+            return f"{self.direction} signal"
+        if self.kind.startswith("change_"):
+            return f"{'up' if self.kind == 'change_above' else 'down'} {self.value:g}% in {self.window}"
+        if self.kind == "grade_change":
+            return f"{self.grade} grade moves {self.value:g} points"
+        return f"{self.kind.replace('_', ' ')} {self.value:g}"
 
 
 class AlertRuleEvent(Event):
@@ -317,11 +418,13 @@ class AlertRuleEvent(Event):
     """
 
     rule_id: str = Field(min_length=1, max_length=64)
-    owner: str = Field(min_length=1, max_length=128, description="hash id of the API key")
+    owner: str = Field(min_length=1, max_length=128, description="key id of the API key that owns the rule")
     symbol: Symbol
     condition: AlertCondition
-    channels: list[AlertChannel] = Field(default_factory=list)
+    channels: list[AlertChannel] = Field(default_factory=list, max_length=10)
     cooldown_s: int = Field(default=300, ge=0, le=86400 * 30)
+    name: str = Field(default="", max_length=200)
+    created_at: UtcDatetime = Field(default_factory=utcnow)
     deleted: bool = False
 
     def partition_key(self) -> str:
@@ -329,14 +432,23 @@ class AlertRuleEvent(Event):
 
 
 class AlertFiredEvent(Event):
-    """An alert fired, and its deliveries (``tokenpulse.alerts.v1``)."""
+    """An alert fired, and its deliveries (``tokenpulse.alerts.v1``).
 
+    One firing is published when it is decided (``status="pending"``) and again
+    after its deliveries (``delivered`` / ``failed`` / ``partial``), with the same
+    ``firing_id``: a hash of the rule and the triggering event, so a redelivered
+    or replayed trigger yields the same id and is never notified twice.
+    """
+
+    firing_id: str = Field(default="", max_length=64)
     rule_id: str
     owner: str
     symbol: Symbol
     ts: UtcDatetime
     price: Price | None = None
     message: str = ""
+    trigger_event_id: str = ""
+    status: Literal["pending", "delivered", "failed", "partial", "no_channels"] = "pending"
     deliveries: list[dict[str, Any]] = Field(default_factory=list)
 
     def partition_key(self) -> str:

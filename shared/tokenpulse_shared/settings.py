@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[1].parent
 DEFAULT_BUNDLE = REPO_ROOT / "data"
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "admin"}
+# Development only (refused in production): lets separately started dev processes agree on webhook signatures.
+DEV_SIGNING_KEY = "tokenpulse-development-signing-key"
 
 
 def _split_csv(value: object) -> object:
@@ -66,6 +68,36 @@ class Settings(BaseSettings):
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
+    # alerts
+    smtp_url: str | None = Field(
+        None,
+        description="Alerts: outgoing mail server as an apprise URL, e.g. "
+        "`mailtos://user:pass@smtp.example.com?from=alerts@example.com` (e-mail channel off when unset).",
+    )
+    telegram_bot_token: str | None = Field(None, description="Alerts: Telegram bot token (telegram channel).")
+    telegram_api_url: str = Field("https://api.telegram.org", description="Alerts: Telegram Bot API base URL.")
+    discord_api_url: str = Field(
+        "https://discord.com/api/webhooks", description="Alerts: base URL that Discord webhook ids are posted to."
+    )
+    slack_api_url: str = Field(
+        "https://hooks.slack.com/services", description="Alerts: base URL that Slack webhook tokens are posted to."
+    )
+    webhook_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Alerts: hosts, host:port or CIDRs that webhooks may reach although private/loopback "
+        "(comma separated; e.g. an in-cluster relay).",
+    )
+    alerts_signing_key: str | None = Field(
+        None,
+        description="Alerts: secret that webhook signing keys are derived from (required in production; "
+        "a fixed development key otherwise).",
+    )
+    delivery_attempts: int = Field(4, ge=1, le=20, description="Alerts: attempts per delivery before it is failed.")
+    delivery_backoff_s: float = Field(1.0, gt=0, le=300, description="Alerts: first retry delay; doubles per attempt.")
+    alerts_summary_after: int = Field(
+        5, ge=2, le=1000, description="Alerts: more firings than this for one target at once → one summary message."
+    )
+    max_rules_per_key: int = Field(100, ge=1, description="Gateway: alert rules one free key may own.")
     # gateway
     host: str = Field("127.0.0.1", description="Gateway: bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")
@@ -82,6 +114,8 @@ class Settings(BaseSettings):
     def _symbols_from_csv(cls, data: object) -> object:
         if isinstance(data, dict) and "symbols" in data:
             data["symbols"] = _split_csv(data["symbols"])
+        if isinstance(data, dict) and isinstance(data.get("webhook_allowlist"), str):
+            data["webhook_allowlist"] = [h.strip().lower() for h in data["webhook_allowlist"].split(",") if h.strip()]
         return data
 
     def require_admin_token(self) -> str | None:
@@ -89,6 +123,13 @@ class Settings(BaseSettings):
         if self.env == "production" and (self.admin_token or "").lower() in PLACEHOLDER_SECRETS:
             raise ValueError("TOKENPULSE_ADMIN_TOKEN must be set to a real secret in production")
         return self.admin_token
+
+    def require_signing_key(self) -> str:
+        """The secret webhook signing keys derive from; refused at a placeholder in production."""
+        key = self.alerts_signing_key or ""
+        if self.env == "production" and key.lower() in PLACEHOLDER_SECRETS:
+            raise ValueError("TOKENPULSE_ALERTS_SIGNING_KEY must be set to a real secret in production")
+        return key or DEV_SIGNING_KEY
 
     @property
     def store_dsn(self) -> str:

@@ -217,7 +217,8 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
             )[0][0]
             out["alerts"] = (
                 await store.query(
-                    "SELECT count(), min(price) FROM alerts_fired FINAL WHERE rule_id = {r:String}", {"r": rule.rule_id}
+                    "SELECT count(), min(price) FROM alert_firings FINAL WHERE rule_id = {r:String}",
+                    {"r": rule.rule_id},
                 )
             )[0]
             return out

@@ -40,7 +40,8 @@ async def test_migrations_are_versioned_and_idempotent(store: Store) -> None:
         "grades",
         "signals",
         "predictions",
-        "alerts_fired",
+        "alert_firings",
+        "alert_rules",
         "dead_letters",
         "api_keys",
     } <= tables

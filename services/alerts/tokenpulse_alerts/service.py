@@ -1,103 +1,301 @@
-"""The alerts service (v0): rules from the compacted rules topic, evaluated on reference prices.
+"""The alerts service: user rules evaluated on prices, grades and signals; notifications delivered once.
 
-Rules are rebuilt from ``tokenpulse.alert-rules.v1`` at every start: the
-compacted topic is read whole by every instance (a broadcast subscription, no
-committed offsets), so Kafka is the source of truth and any replica can start
-cold. Prices are consumed in the shared group, partitioned by symbol, so with
-several replicas each evaluates the rules of the symbols it was assigned. v0 evaluates ``price_above`` /
-``price_below`` crossings with a cooldown and publishes fired alerts on
-``tokenpulse.alerts.v1``; delivery channels come with issue #7.
+State and where it comes from at start:
+
+* **rules** — Kafka: the compacted ``tokenpulse.alert-rules.v1`` is read whole
+  (``Bus.read_log``), then followed live by a broadcast subscription (every
+  replica holds every rule; a rule version older than one applied is ignored).
+  Embedded mode reads the gateway's ``alert_rules`` table instead (the
+  in-process bus keeps no log).
+* **firing log** — the service's own ``tokenpulse.alerts.v1`` of the last
+  ``LOG_DAYS`` days (embedded: the ``alert_firings`` table): which firing ids
+  exist (so a replayed trigger is never notified twice), which are still
+  pending (their deliveries resume), and each rule's last firing (cooldowns
+  survive restarts).
+
+Prices, grades and signals are consumed in the service's consumer group, keyed
+by symbol. Each firing is published ``pending`` *before* the consumer commits
+the triggering event, delivered in the background (bounded concurrency), and
+published again with its outcome. A crash between a receiver accepting a
+message and the outcome being published can repeat that one message after the
+restart; ``X-Tokenpulse-Delivery`` (the firing id) lets a webhook drop it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections import OrderedDict
+import time
+from collections import OrderedDict, defaultdict
+from datetime import UTC, datetime
+from typing import Any
 
-from tokenpulse_shared.events import AlertCondition, AlertFiredEvent, AlertRuleEvent, PriceEvent
+from tokenpulse_shared.events import (
+    AlertChannel,
+    AlertFiredEvent,
+    AlertRuleEvent,
+    GradeEvent,
+    PriceEvent,
+    SignalEvent,
+    new_event_id,
+)
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.topics import ALERT_RULES, ALERTS, PRICES
+from tokenpulse_shared.topics import ALERT_RULES, ALERTS, GRADES, PRICES, SIGNALS
+
+from tokenpulse_alerts.delivery import Message, Notifier
+from tokenpulse_alerts.rules import Hit, RuleBook, firing_id
 
 log = logging.getLogger(__name__)
 
+LOG_DAYS = 7
+_Target = tuple[str, str, str]  # owner, channel type, channel target
+MAX_IN_FLIGHT = 200
 
-def holds(condition: AlertCondition, price: float) -> bool:
-    if condition.kind == "price_above":
-        return condition.value is not None and price > condition.value
-    if condition.kind == "price_below":
-        return condition.value is not None and price < condition.value
-    if condition.kind == "all":
-        return all(holds(c, price) for c in condition.all or [])
-    if condition.kind == "any":
-        return any(holds(c, price) for c in condition.any or [])
-    return False
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class AlertsService:
     name = "alerts"
 
-    def __init__(self, seen_capacity: int = 100_000) -> None:
+    def __init__(self, seen_capacity: int = 1_000_000) -> None:
         self.ctx: Context | None = None
-        self.rules: dict[str, AlertRuleEvent] = {}
-        self.state: dict[str, bool] = {}
-        self.last_fired: dict[str, float] = {}
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._seen_capacity = seen_capacity
+        self.book = RuleBook()
+        self.notifier: Notifier | None = None
+        self.firings: OrderedDict[str, str] = OrderedDict()  # firing id -> status
+        self.seen_capacity = seen_capacity
+        self.ready = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self.evaluated = 0
+        self.fired = 0
 
+    # ---- lifecycle ------------------------------------------------------------------------------
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
+        ctx.settings.require_signing_key()
         ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, broadcast=True)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
-
-    async def on_rules(self, rules: list[AlertRuleEvent]) -> None:
-        for rule in rules:
-            if rule.deleted:
-                self.rules.pop(rule.rule_id, None)
-                self.state.pop(rule.rule_id, None)
-            else:
-                self.rules[rule.rule_id] = rule
-
-    def _first_time(self, event_id: str) -> bool:
-        if event_id in self._seen:
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > self._seen_capacity:
-            self._seen.popitem(last=False)
-        return True
-
-    async def on_prices(self, prices: list[PriceEvent]) -> None:
-        assert self.ctx is not None
-        fired = []
-        for price in prices:
-            if not self._first_time(price.event_id):
-                continue
-            for rule in self.rules.values():
-                if rule.symbol != price.symbol:
-                    continue
-                now_holds = holds(rule.condition, price.price)
-                was = self.state.get(rule.rule_id)
-                self.state[rule.rule_id] = now_holds
-                if not now_holds or was is not False:
-                    continue  # fire on the transition into the condition only
-                ts = price.ts.timestamp()
-                if ts - self.last_fired.get(rule.rule_id, float("-inf")) < rule.cooldown_s:
-                    continue
-                self.last_fired[rule.rule_id] = ts
-                fired.append(
-                    AlertFiredEvent(
-                        rule_id=rule.rule_id,
-                        owner=rule.owner,
-                        symbol=rule.symbol,
-                        ts=price.ts,
-                        price=price.price,
-                        message=f"{rule.symbol} {rule.condition.kind} {rule.condition.value}: now {price.price:g}",
-                    )
-                )
-        if fired:
-            await self.ctx.bus.publish(ALERTS, fired)
+        ctx.bus.subscribe(GRADES, self.name, self.on_grades)
+        ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
 
     async def start(self, ctx: Context) -> None:
-        return None
+        self.notifier = Notifier(ctx.settings)
+        pending = await self.restore(ctx)
+        ctx.status["alert_rules"] = str(len(self.book))
+        self.ready.set()
+        for fired in pending:
+            rule = self.book.rules.get(fired.rule_id)
+            if rule is not None:
+                await self._spawn(fired, rule, {})
+        log.info(
+            "alerts ready: %s, %d firings in the log, %d resumed", self.book.describe(), len(self.firings), len(pending)
+        )
 
     async def stop(self) -> None:
-        return None
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=10)
+        if self.notifier is not None:
+            await self.notifier.close()
+
+    async def restore(self, ctx: Context) -> list[AlertFiredEvent]:
+        since = datetime.now(UTC).timestamp() - LOG_DAYS * 86400
+        if ctx.store is not None:
+            rows = await ctx.store.query("SELECT rule FROM alert_rules FINAL WHERE deleted = 0")
+            rules = [AlertRuleEvent.model_validate_json(r[0]) for r in rows]
+            fired_rows = await ctx.store.query(
+                "SELECT firing_id, rule_id, owner, symbol, ts, price, message, trigger_event_id, status, deliveries "
+                "FROM alert_firings FINAL WHERE ts >= fromUnixTimestamp64Milli({since:Int64})",
+                {"since": int(since * 1000)},
+            )
+            log_events = [
+                AlertFiredEvent(
+                    firing_id=r[0],
+                    rule_id=r[1],
+                    owner=r[2],
+                    symbol=r[3],
+                    ts=r[4].replace(tzinfo=UTC) if r[4].tzinfo is None else r[4],
+                    price=r[5],
+                    message=r[6],
+                    trigger_event_id=r[7],
+                    status=r[8],
+                    deliveries=json.loads(r[9] or "[]"),
+                )
+                for r in fired_rows
+            ]
+        else:
+            rules = [e for e in await ctx.bus.read_log(ALERT_RULES) if isinstance(e, AlertRuleEvent)]
+            log_events = [
+                e for e in await ctx.bus.read_log(ALERTS, since_ms=int(since * 1000)) if isinstance(e, AlertFiredEvent)
+            ]
+        for rule in rules:
+            self.book.apply(rule)
+        latest: dict[str, AlertFiredEvent] = {}
+        for fired in log_events:
+            if not fired.firing_id:
+                continue
+            prior = latest.get(fired.firing_id)
+            if prior is None or prior.status == "pending":
+                latest[fired.firing_id] = fired
+            ts = fired.ts.timestamp()
+            if ts > self.book.last_fired.get(fired.rule_id, float("-inf")):
+                self.book.last_fired[fired.rule_id] = ts
+        for fid, fired in latest.items():
+            self._remember(fid, fired.status)
+        return [f for f in latest.values() if f.status == "pending"]
+
+    def _remember(self, fid: str, status: str) -> None:
+        self.firings[fid] = status
+        self.firings.move_to_end(fid)
+        while len(self.firings) > self.seen_capacity:
+            self.firings.popitem(last=False)
+
+    # ---- inputs ---------------------------------------------------------------------------------
+    async def on_rules(self, rules: list[AlertRuleEvent]) -> None:
+        for rule in rules:
+            self.book.apply(rule)
+        if self.ctx is not None:
+            self.ctx.status["alert_rules"] = str(len(self.book))
+
+    async def on_prices(self, prices: list[PriceEvent]) -> None:
+        await self.ready.wait()
+        hits: list[Hit] = []
+        for price in prices:
+            hits.extend(self.book.on_price(price))
+        self.evaluated += len(prices)
+        await self._fire(hits)
+
+    async def on_grades(self, grades: list[GradeEvent]) -> None:
+        await self.ready.wait()
+        hits: list[Hit] = []
+        for grade in grades:
+            hits.extend(self.book.on_grade(grade))
+        await self._fire(hits)
+
+    async def on_signals(self, signals: list[SignalEvent]) -> None:
+        await self.ready.wait()
+        hits: list[Hit] = []
+        for signal in signals:
+            hits.extend(self.book.on_signal(signal))
+        await self._fire(hits)
+
+    # ---- firing and delivery --------------------------------------------------------------------
+    async def _fire(self, hits: list[Hit]) -> None:
+        assert self.ctx is not None
+        new: list[tuple[AlertFiredEvent, AlertRuleEvent]] = []
+        for hit in hits:
+            fid = firing_id(hit.rule.rule_id, hit.trigger_event_id)
+            if fid in self.firings:
+                continue  # this trigger was handled before (redelivery or replay after a restart)
+            rule = hit.rule
+            name = f" ({rule.name})" if rule.name else ""
+            fired = AlertFiredEvent(
+                firing_id=fid,
+                rule_id=rule.rule_id,
+                owner=rule.owner,
+                symbol=rule.symbol,
+                ts=datetime.fromtimestamp(hit.ts, UTC),
+                price=hit.price,
+                message=f"{rule.symbol} {hit.detail}{name}",
+                trigger_event_id=hit.trigger_event_id,
+                status="pending" if rule.channels else "no_channels",
+            )
+            self._remember(fid, fired.status)
+            new.append((fired, rule))
+        if not new:
+            return
+        self.fired += len(new)
+        # the firing is on the log before the trigger is committed: a crash after this point resumes it
+        await self.ctx.bus.publish(ALERTS, [f for f, _ in new])
+        groups: dict[_Target, list[tuple[AlertFiredEvent, AlertRuleEvent]]] = defaultdict(list)
+        for fired, rule in new:
+            for channel in rule.channels:
+                groups[(rule.owner, channel.type, channel.target)].append((fired, rule))
+        # many rules of one owner firing at once on one target: one summary message instead of a flood
+        limit = self.ctx.settings.alerts_summary_after
+        summaries: dict[_Target, asyncio.Task[dict[str, Any]]] = {}
+        for key, items in groups.items():
+            if len(items) > limit:
+                channel = next(c for c in items[0][1].channels if (c.type, c.target) == key[1:])
+                summaries[key] = asyncio.create_task(self._notify(channel, self._summary(items)))
+        for fired, rule in new:
+            if rule.channels:
+                await self._spawn(fired, rule, summaries)
+
+    async def _spawn(
+        self, fired: AlertFiredEvent, rule: AlertRuleEvent, summaries: dict[_Target, asyncio.Task[dict[str, Any]]]
+    ) -> None:
+        # bounded: when receivers are slow, consumption waits here instead of memory growing
+        await self.slots.acquire()
+        task = asyncio.create_task(self._deliver(fired, rule, summaries))
+        self.tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed: %r", task.exception())
+
+    async def _notify(self, channel: AlertChannel, msg: Message) -> dict[str, Any]:
+        assert self.notifier is not None
+        return await self.notifier.deliver(channel, msg)
+
+    async def _deliver(
+        self, fired: AlertFiredEvent, rule: AlertRuleEvent, summaries: dict[_Target, asyncio.Task[dict[str, Any]]]
+    ) -> None:
+        assert self.ctx is not None
+        records = []
+        for channel in rule.channels:
+            summary = summaries.get((rule.owner, channel.type, channel.target))
+            if summary is not None:
+                records.append(dict(await asyncio.shield(summary)))
+            else:
+                records.append(await self._notify(channel, self._message(fired, rule)))
+        statuses = {r["status"] for r in records}
+        status = "delivered" if statuses == {"delivered"} else "failed" if statuses == {"failed"} else "partial"
+        final = AlertFiredEvent.model_validate(
+            fired.model_dump()
+            | {"status": status, "deliveries": records, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+        )
+        self._remember(fired.firing_id, status)
+        await self.ctx.bus.publish(ALERTS, [final])
+
+    def _payload(self, fired: AlertFiredEvent, rule: AlertRuleEvent) -> dict[str, object]:
+        return {
+            "firing_id": fired.firing_id,
+            "rule_id": rule.rule_id,
+            "rule_name": rule.name,
+            "symbol": fired.symbol,
+            "condition": rule.condition.model_dump(exclude_none=True),
+            "message": fired.message,
+            "price": fired.price,
+            "ts": _iso(fired.ts),
+        }
+
+    def _message(self, fired: AlertFiredEvent, rule: AlertRuleEvent) -> Message:
+        when = _iso(fired.ts)
+        return Message(
+            title=f"Tokenpulse alert: {fired.symbol}",
+            body=f"{fired.message} at {when}",
+            payload={"type": "alert", "alerts": [self._payload(fired, rule)]},
+            firing_ids=[fired.firing_id],
+            owner=rule.owner,
+        )
+
+    def _summary(self, items: list[tuple[AlertFiredEvent, AlertRuleEvent]]) -> Message:
+        lines = [f"• {f.message} at {_iso(f.ts)}" for f, _ in items[:50]]
+        if len(items) > 50:
+            lines.append(f"… and {len(items) - 50} more")
+        return Message(
+            title=f"Tokenpulse: {len(items)} alerts fired",
+            body="\n".join(lines),
+            payload={"type": "summary", "alerts": [self._payload(f, r) for f, r in items]},
+            firing_ids=[f.firing_id for f, _ in items],
+            owner=items[0][1].owner,
+        )
+
+    def stats(self) -> dict[str, float]:
+        return {"evaluated": self.evaluated, "fired": self.fired, "in_flight": len(self.tasks), "at": time.time()}

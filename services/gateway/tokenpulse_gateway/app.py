@@ -25,6 +25,7 @@ from tokenpulse_shared.events import SYMBOL_PATTERN, Interval
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
 
+from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.cycles_api import make_router
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError, install
@@ -359,6 +360,7 @@ def create_app(ctx: Context) -> FastAPI:
         return dict(track_cache["body"])
 
     app.include_router(make_router(queries, settings.bundle_dir))
+    app.include_router(alerts_router(ctx, symbol_known))
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

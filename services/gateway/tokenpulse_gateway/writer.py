@@ -69,6 +69,14 @@ def _json(attr: str) -> Callable[[Any], str]:
 
 
 EVENT_COLS = ("event_id", "produced_at")
+
+
+def firing_version(event: Any) -> int:
+    """A firing is published pending, then with its delivery outcome: the outcome replaces the pending row
+    even when both carry the same millisecond."""
+    return int(event.produced_at.timestamp() * 1_000_000) * 10 + (event.status != "pending")
+
+
 TABLES: dict[str, TableSpec] = {
     spec.table: spec
     for spec in (
@@ -138,9 +146,22 @@ TABLES: dict[str, TableSpec] = {
         ),
         TableSpec(
             ALERTS,
-            "alerts_fired",
-            ("rule_id", "owner", "symbol", "ts", "price", "message", "deliveries", *EVENT_COLS),
-            {"deliveries": _json("deliveries")},
+            "alert_firings",
+            (
+                "firing_id",
+                "rule_id",
+                "owner",
+                "symbol",
+                "ts",
+                "price",
+                "message",
+                "trigger_event_id",
+                "status",
+                "deliveries",
+                "version",
+                *EVENT_COLS,
+            ),
+            {"deliveries": _json("deliveries"), "version": firing_version},
         ),
         TableSpec(
             DEAD_LETTER,

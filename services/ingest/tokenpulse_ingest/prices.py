@@ -16,6 +16,7 @@ class PriceReconciler:
     def __init__(self, stale_after_s: float = 30.0) -> None:
         self.stale_after_s = stale_after_s
         self._latest: dict[str, dict[str, tuple[float, float]]] = {}
+        self._published: dict[str, float] = {}
 
     def update(self, ticks: list[TickEvent]) -> list[PriceEvent]:
         touched: dict[str, datetime] = {}
@@ -30,13 +31,16 @@ class PriceReconciler:
         for symbol, at in touched.items():
             newest = at.timestamp()
             fresh = {s: p for s, (t, p) in self._latest[symbol].items() if newest - t <= self.stale_after_s}
+            price = statistics.median(fresh.values())
             out.append(
                 PriceEvent(
                     symbol=symbol,
                     ts=at.astimezone(UTC),
-                    price=statistics.median(fresh.values()),
+                    price=price,
                     sources=sorted(fresh),
                     stale=False,
+                    prev_price=self._published.get(symbol),
                 )
             )
+            self._published[symbol] = price
         return out

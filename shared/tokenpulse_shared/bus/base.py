@@ -120,6 +120,13 @@ class Bus(abc.ABC):
     async def publish_tombstone(self, topic: Topic, key: str) -> None:
         """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""
 
+    async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
+        """Read ``topic`` from its beginning (or from ``since_ms``) up to its current end: how a service
+        rebuilds state that Kafka holds (rules, its own firing log) before it processes new events.
+        Invalid messages and tombstones are skipped. The in-process bus keeps no log: embedded mode
+        rebuilds such state from the store instead."""
+        return []
+
     @abc.abstractmethod
     async def start(self) -> None: ...
 

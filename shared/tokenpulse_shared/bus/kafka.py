@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -143,6 +144,42 @@ class KafkaBus(Bus):
             return bool(await self.broker.ping(timeout=2.0))
         except Exception:
             return False
+
+    async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
+        await ensure_topics(self.bootstrap, [topic], replication=self.replication)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, client_id="tokenpulse-log"
+        )
+        await consumer.start()
+        events: list[Event] = []
+        try:
+            await consumer.topics()  # fetches the cluster metadata
+            ids = consumer.partitions_for_topic(topic.name) or set()
+            partitions = [TopicPartition(topic.name, p) for p in sorted(ids)]
+            consumer.assign(partitions)
+            end = await consumer.end_offsets(partitions)
+            if since_ms is None:
+                await consumer.seek_to_beginning(*partitions)
+            else:
+                found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+                for tp in partitions:
+                    hit = found.get(tp)
+                    consumer.seek(tp, hit.offset if hit is not None else end[tp])
+            remaining = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.value is None or record.offset >= end[tp]:
+                            continue
+                        with contextlib.suppress(ValueError):
+                            events.append(decode_message(topic, RawMessage(value=record.value)))
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+        finally:
+            await consumer.stop()
+        return events
 
     def _make_handler(self, sub: Subscription) -> Any:
         bus = self

@@ -215,4 +215,39 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS {DEDUP}""",
         ),
     ),
+    Migration(
+        6,
+        "alert rules and the firing log",
+        (
+            f"""CREATE TABLE IF NOT EXISTS alert_rules (
+                rule_id String,
+                owner String,
+                symbol LowCardinality(String),
+                rule String,
+                created_at {TS},
+                deleted UInt8,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version)
+            ORDER BY rule_id""",
+            "DROP TABLE IF EXISTS alerts_fired",
+            f"""CREATE TABLE IF NOT EXISTS alert_firings (
+                firing_id String,
+                rule_id String,
+                owner String,
+                symbol LowCardinality(String),
+                ts {TS},
+                price Nullable(Float64),
+                message String,
+                trigger_event_id String,
+                status LowCardinality(String),
+                deliveries String,
+                version UInt64,
+                event_id String,
+                produced_at {TS}
+            ) ENGINE = ReplacingMergeTree(version)
+            PARTITION BY toYYYYMM(ts)
+            ORDER BY (owner, firing_id)
+            SETTINGS {DEDUP}""",
+        ),
+    ),
 )

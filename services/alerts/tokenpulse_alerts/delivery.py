@@ -1,0 +1,190 @@
+"""Delivery of firings: apprise for e-mail, Telegram, Discord and Slack; signed JSON for webhooks.
+
+Every channel goes through the same policy: per-target pacing (flood control:
+one Telegram message per second per chat, as Telegram asks; a ``retry after``
+answer from Telegram, or a 429/503 ``Retry-After`` from a webhook, pauses that
+target for as long as asked), retries with exponential backoff, and after
+``delivery_attempts`` failures the delivery is recorded as failed — the record
+(attempts, last error) goes into the firing log either way.
+
+Webhooks are signed like Stripe's: ``X-Tokenpulse-Signature: t=<unix>,v1=<hex>``
+where ``v1 = HMAC-SHA256(secret, "<t>.<body>")``; the secret belongs to the API
+key that owns the rule (shown when the rule is created), derived from the
+server's ``TOKENPULSE_ALERTS_SIGNING_KEY``. ``X-Tokenpulse-Delivery`` carries
+the firing id(s) so a receiver can drop a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import apprise
+import httpx
+from tokenpulse_shared.channels import DISCORD_RE, SLACK_RE, mask, sign, webhook_secret
+from tokenpulse_shared.events import AlertChannel
+from tokenpulse_shared.netguard import TargetRefused, check_target
+from tokenpulse_shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PACING_S = {"telegram": 1.0, "discord": 0.5, "slack": 1.0, "email": 0.2, "webhook": 0.0}
+RETRY_AFTER_RE = re.compile(r"retry after (\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+@dataclass
+class Message:
+    title: str
+    body: str
+    payload: dict[str, Any]
+    firing_ids: list[str]
+    owner: str
+
+
+class Notifier:
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+        self.settings = settings
+        self.signing_key = settings.require_signing_key()
+        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        self._next: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # point apprise's services at the configured API bases (the public ones by default)
+        from apprise.plugins.discord import NotifyDiscord
+        from apprise.plugins.slack import NotifySlack
+        from apprise.plugins.telegram import NotifyTelegram
+
+        NotifyTelegram.notify_url = settings.telegram_api_url.rstrip("/") + "/bot"
+        NotifyDiscord.notify_url = settings.discord_api_url.rstrip("/")
+        NotifySlack.webhook_url = settings.slack_api_url.rstrip("/")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def deliver(self, channel: AlertChannel, msg: Message) -> dict[str, Any]:
+        """Deliver with pacing and retries; return the delivery record for the firing log."""
+        key = f"{channel.type}:{channel.target}"
+        attempts = 0
+        error: str | None = None
+        status = "failed"
+        while attempts < self.settings.delivery_attempts:
+            attempts += 1
+            await self._pace(key, PACING_S[channel.type])
+            try:
+                await self._send(channel, msg)
+                status, error = "delivered", None
+                break
+            except DeliveryFailed as exc:
+                error = str(exc)[:500]
+                if exc.permanent:
+                    break
+                delay = self.settings.delivery_backoff_s * 2 ** (attempts - 1)
+                if exc.retry_after is not None:
+                    self._next[key] = time.monotonic() + exc.retry_after
+                    delay = max(delay, exc.retry_after)
+                if attempts < self.settings.delivery_attempts:
+                    log.info("delivery to %s failed (%s); retry %d in %.1fs", channel.type, error, attempts, delay)
+                    await asyncio.sleep(delay)
+        if status == "failed":
+            log.warning("delivery to %s %s failed after %d attempts: %s", channel.type, mask(channel), attempts, error)
+        return {
+            "channel": channel.type,
+            "target": mask(channel),
+            "status": status,
+            "attempts": attempts,
+            "error": error,
+            "at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "summary": len(msg.firing_ids) > 1,
+        }
+
+    async def _pace(self, key: str, interval: float) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            wait = self._next.get(key, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next[key] = time.monotonic() + interval
+
+    async def _send(self, channel: AlertChannel, msg: Message) -> None:
+        if channel.type == "webhook":
+            await self._webhook(channel.target, msg)
+        else:
+            url = self._apprise_url(channel)
+            await asyncio.to_thread(self._apprise, url, msg.title, msg.body)
+
+    def _apprise_url(self, channel: AlertChannel) -> str:
+        t = channel.target.strip()
+        s = self.settings
+        if channel.type == "email":
+            if not s.smtp_url:
+                raise DeliveryFailed("e-mail is not configured on this server (TOKENPULSE_SMTP_URL)", permanent=True)
+            return f"{s.smtp_url}{'&' if '?' in s.smtp_url else '?'}to={quote(t)}"
+        if channel.type == "telegram":
+            if not s.telegram_bot_token:
+                raise DeliveryFailed("Telegram is not configured (TOKENPULSE_TELEGRAM_BOT_TOKEN)", permanent=True)
+            return f"tgram://{s.telegram_bot_token}/{t}"
+        if channel.type == "discord":
+            m = DISCORD_RE.match(t)
+            if not m:
+                raise DeliveryFailed("not a Discord webhook URL", permanent=True)
+            return f"discord://{m.group(1)}/{m.group(2)}"
+        m = SLACK_RE.match(t)
+        if not m:
+            raise DeliveryFailed("not a Slack webhook URL", permanent=True)
+        return f"slack://{m.group(1)}/{m.group(2)}/{m.group(3)}"
+
+    @staticmethod
+    def _apprise(url: str, title: str, body: str) -> None:
+        notifier = apprise.Apprise()
+        if not notifier.add(url):
+            raise DeliveryFailed("the notification service refused the target", permanent=True)
+        with apprise.LogCapture(level=apprise.logging.WARNING, fmt="%(message)s") as captured:
+            ok = notifier.notify(body=body, title=title)
+        if not ok:
+            text = captured.getvalue()
+            found = RETRY_AFTER_RE.search(text)
+            reason = text.strip().splitlines()[-1] if text.strip() else "the service did not accept the message"
+            raise DeliveryFailed(reason[-300:], retry_after=float(found.group(1)) if found else None)
+
+    async def _webhook(self, url: str, msg: Message) -> None:
+        try:
+            await asyncio.to_thread(check_target, url, self.settings.webhook_allowlist)
+        except TargetRefused as exc:
+            raise DeliveryFailed(str(exc), permanent=True) from exc
+        body = json.dumps(msg.payload, separators=(",", ":")).encode()
+        ts = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "Tokenpulse-Webhook/1",
+            "X-Tokenpulse-Event": "alert.fired",
+            "X-Tokenpulse-Delivery": ",".join(msg.firing_ids),
+            "X-Tokenpulse-Signature": sign(webhook_secret(self.signing_key, msg.owner), ts, body),
+        }
+        try:
+            response = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return
+        code = response.status_code
+        retry_after = None
+        if "retry-after" in response.headers:
+            try:
+                retry_after = min(float(response.headers["retry-after"]), 3600.0)
+            except ValueError:
+                retry_after = None
+        permanent = 400 <= code < 500 and code not in (408, 409, 425, 429)
+        raise DeliveryFailed(f"HTTP {code} from the webhook", retry_after=retry_after, permanent=permanent)

@@ -1,0 +1,249 @@
+"""Alert rules API: ``POST/GET/DELETE /v1/alerts`` and the delivery log ``GET /v1/alerts/events``.
+
+A rule belongs to the API key that created it. Creating or deleting a rule
+publishes an ``AlertRuleEvent`` on the compacted ``tokenpulse.alert-rules.v1``
+(Kafka is the source of truth the alerts service rebuilds from; a deletion is
+followed by a tombstone) and writes the ``alert_rules`` table, which serves
+the reads here (so a rule is visible to its owner as soon as it is created).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+from tokenpulse_shared.channels import validate_channel, webhook_secret
+from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, new_event_id
+from tokenpulse_shared.netguard import TargetRefused
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.topics import ALERT_RULES
+
+from tokenpulse_gateway.deps import Authed
+from tokenpulse_gateway.errors import ApiError
+from tokenpulse_gateway.keys import ApiKey
+
+RULE_EXAMPLE: dict[str, Any] = {
+    "symbol": "BTC",
+    "name": "BTC breaks 100k",
+    "condition": {"kind": "price_above", "value": 100000},
+    "channels": [{"type": "webhook", "target": "https://example.com/hooks/tokenpulse"}],
+    "cooldown_s": 3600,
+}
+
+
+class RuleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULE_EXAMPLE]})
+
+    symbol: str = Field(min_length=1, max_length=15)
+    condition: AlertCondition
+    channels: list[AlertChannel] = Field(min_length=1, max_length=10)
+    cooldown_s: int = Field(300, ge=0, le=86400 * 30)
+    name: str = Field("", max_length=200)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def rule_view(rule: AlertRuleEvent) -> dict[str, Any]:
+    return {
+        "id": rule.rule_id,
+        "symbol": rule.symbol,
+        "name": rule.name,
+        "condition": rule.condition.model_dump(exclude_none=True),
+        "description": rule.condition.describe(),
+        "channels": [c.model_dump() for c in rule.channels],
+        "cooldown_s": rule.cooldown_s,
+        "created_at": _iso(rule.created_at),
+    }
+
+
+def _cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def _uncursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
+
+
+def rule_limit(key: ApiKey, default: int) -> int:
+    """How many rules the key's tier may own (the tiers module defines it when present)."""
+    try:
+        from tokenpulse_gateway.tiers import tier_of  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return default
+    return int(tier_of(key.tier).max_alert_rules)
+
+
+def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> APIRouter:
+    assert ctx.store is not None
+    store = ctx.store
+    settings = ctx.settings
+    router = APIRouter(tags=["alerts"])
+    locks: dict[str, asyncio.Lock] = {}
+
+    async def owned(key: ApiKey, rule_id: str) -> AlertRuleEvent:
+        rows = await store.query(
+            "SELECT rule FROM alert_rules FINAL WHERE rule_id = {r:String} AND owner = {o:String} AND deleted = 0",
+            {"r": rule_id, "o": key.key_id},
+        )
+        if not rows:
+            raise ApiError(404, "unknown_rule", f"no alert rule {rule_id!r} among yours; see GET /v1/alerts")
+        return AlertRuleEvent.model_validate_json(rows[0][0])
+
+    async def save(rule: AlertRuleEvent) -> None:
+        await store.insert(
+            "alert_rules",
+            [
+                [rule.rule_id],
+                [rule.owner],
+                [rule.symbol],
+                [rule.model_dump_json()],
+                [rule.created_at],
+                [int(rule.deleted)],
+                [time.time_ns()],
+            ],
+            ["rule_id", "owner", "symbol", "rule", "created_at", "deleted", "version"],
+            interactive=True,
+        )
+
+    @router.post(
+        "/v1/alerts",
+        status_code=201,
+        summary="Create an alert rule",
+        responses={201: {"description": "the rule, with `id` (and `webhook_secret` for webhook channels)"}},
+    )
+    async def create_rule(key: Authed, body: RuleRequest) -> dict[str, Any]:
+        """Rule syntax (README → *Alerts*): `condition.kind` is one of `price_above`, `price_below`
+        (`value`), `change_above`, `change_below` (`value` percent, `window` 5m|15m|1h|4h|24h),
+        `trader_grade_above`/`_below`, `investor_grade_above`/`_below` (`value` 0..100), `grade_change`
+        (`grade`, `value` points), `signal` (`direction` bullish|bearish|any), or `all`/`any` with a list.
+        A rule fires when its condition turns true, then waits `cooldown_s`."""
+        symbol = await symbol_known(body.symbol)
+        for channel in body.channels:
+            try:
+                await asyncio.to_thread(validate_channel, channel, settings.webhook_allowlist)
+            except (TargetRefused, ValueError) as exc:
+                raise ApiError(422, "invalid_channel", str(exc)) from exc
+        lock = locks.setdefault(key.key_id, asyncio.Lock())
+        async with lock:  # the count check and the insert of one key's rules do not interleave
+            count = (
+                await store.query(
+                    "SELECT count() FROM alert_rules FINAL WHERE owner = {o:String} AND deleted = 0",
+                    {"o": key.key_id},
+                )
+            )[0][0]
+            limit = rule_limit(key, settings.max_rules_per_key)
+            if count >= limit:
+                raise ApiError(
+                    403, "rule_limit", f"your tier allows {limit} alert rules; delete one or upgrade the key's tier"
+                )
+            rule = AlertRuleEvent(
+                rule_id="rule_" + secrets.token_hex(8),
+                owner=key.key_id,
+                symbol=symbol,
+                condition=body.condition,
+                channels=body.channels,
+                cooldown_s=body.cooldown_s,
+                name=body.name,
+            )
+            await save(rule)
+        await ctx.bus.publish(ALERT_RULES, [rule])
+        out = rule_view(rule)
+        if any(c.type == "webhook" for c in rule.channels):
+            out["webhook_secret"] = webhook_secret(settings.require_signing_key(), key.key_id)
+        return out
+
+    @router.get("/v1/alerts", summary="Your alert rules")
+    async def list_rules(
+        key: Authed,
+        symbol: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        after = _uncursor(cursor) if cursor else ""
+        sym = symbol.upper() if symbol else None
+        rows = await store.query(
+            "SELECT rule_id, rule FROM alert_rules FINAL WHERE owner = {o:String} AND deleted = 0 "
+            "AND rule_id > {a:String} AND ({s:Nullable(String)} IS NULL OR symbol = {s:Nullable(String)}) "
+            "ORDER BY rule_id LIMIT {n:UInt32}",
+            {"o": key.key_id, "a": after, "s": sym, "n": limit + 1},
+        )
+        data = [rule_view(AlertRuleEvent.model_validate_json(r[1])) for r in rows[:limit]]
+        return {"data": data, "next_cursor": _cursor(rows[limit - 1][0]) if len(rows) > limit else None}
+
+    @router.get("/v1/alerts/events", summary="Fired alerts and their deliveries (newest first)")
+    async def events(
+        key: Authed,
+        rule_id: str | None = None,
+        status: Literal["pending", "delivered", "failed", "partial", "no_channels"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        before = None
+        if cursor:
+            try:
+                ts_ms, fid = json.loads(_uncursor(cursor))
+                before = (int(ts_ms), str(fid))
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+        rows = await store.query(
+            "SELECT firing_id, rule_id, symbol, toUnixTimestamp64Milli(ts) AS t, price, message, status, deliveries "
+            "FROM alert_firings FINAL WHERE owner = {o:String} "
+            "AND ({r:Nullable(String)} IS NULL OR rule_id = {r:Nullable(String)}) "
+            "AND ({st:Nullable(String)} IS NULL OR status = {st:Nullable(String)}) "
+            "AND ({bt:Nullable(Int64)} IS NULL OR (t, firing_id) < ({bt:Nullable(Int64)}, {bf:String})) "
+            "ORDER BY t DESC, firing_id DESC LIMIT {n:UInt32}",
+            {
+                "o": key.key_id,
+                "r": rule_id,
+                "st": status,
+                "bt": before[0] if before else None,
+                "bf": before[1] if before else "",
+                "n": limit + 1,
+            },
+        )
+        data = [
+            {
+                "id": r[0],
+                "rule_id": r[1],
+                "symbol": r[2],
+                "ts": _iso(datetime.fromtimestamp(r[3] / 1000, UTC)),
+                "price": r[4],
+                "message": r[5],
+                "status": r[6],
+                "deliveries": json.loads(r[7] or "[]"),
+            }
+            for r in rows[:limit]
+        ]
+        nxt = _cursor(json.dumps([rows[limit - 1][3], rows[limit - 1][0]])) if len(rows) > limit else None
+        return {"data": data, "next_cursor": nxt}
+
+    @router.get("/v1/alerts/{rule_id}", summary="One of your alert rules")
+    async def get_rule(key: Authed, rule_id: str) -> dict[str, Any]:
+        return rule_view(await owned(key, rule_id))
+
+    @router.delete("/v1/alerts/{rule_id}", status_code=204, summary="Delete one of your alert rules")
+    async def delete_rule(key: Authed, rule_id: str) -> Response:
+        rule = await owned(key, rule_id)
+        gone = AlertRuleEvent.model_validate(
+            rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+        )
+        await save(gone)
+        await ctx.bus.publish(ALERT_RULES, [gone])
+        await ctx.bus.publish_tombstone(ALERT_RULES, rule.rule_id)
+        return Response(status_code=204)
+
+    return router

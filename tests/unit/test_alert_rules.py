@@ -1,0 +1,267 @@
+"""Alert rules: conditions, the per-token index, edge triggering, cooldowns, firing ids, target checks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from tokenpulse_alerts.rules import RuleBook, firing_id
+from tokenpulse_alerts.service import AlertsService
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.channels import sign, validate_channel, webhook_secret
+from tokenpulse_shared.events import (
+    AlertChannel,
+    AlertCondition,
+    AlertFiredEvent,
+    AlertRuleEvent,
+    Direction,
+    Event,
+    GradeEvent,
+    PriceEvent,
+    SignalEvent,
+)
+from tokenpulse_shared.netguard import TargetRefused, check_target
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.topics import ALERTS
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def rule(rule_id: str, cond: dict, symbol: str = "BTC", cooldown_s: int = 0, **kw: object) -> AlertRuleEvent:
+    return AlertRuleEvent(
+        rule_id=rule_id,
+        owner="k1",
+        symbol=symbol,
+        condition=AlertCondition.model_validate(cond),
+        cooldown_s=cooldown_s,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def price(p: float, minute: float = 0, symbol: str = "BTC", prev: float | None = None) -> PriceEvent:
+    return PriceEvent(symbol=symbol, ts=T0 + timedelta(minutes=minute), price=p, prev_price=prev)
+
+
+def test_price_crossings_fire_on_the_edge_and_respect_cooldown() -> None:
+    book = RuleBook()
+    book.apply(rule("r1", {"kind": "price_above", "value": 100}, cooldown_s=600))
+    prices = [99, 101, 102, 99, 101, 98, 103]  # crossings at 1, 4 (in cooldown), 6 (after cooldown)
+    minutes = [0, 1, 2, 3, 4, 5, 20]
+    hits = [h for p, m in zip(prices, minutes, strict=True) for h in book.on_price(price(p, m))]
+    assert [(h.price, h.ts) for h in hits] == [
+        (101, (T0 + timedelta(minutes=1)).timestamp()),
+        (103, (T0 + timedelta(minutes=20)).timestamp()),
+    ]
+
+
+def test_prev_price_decides_a_crossing_without_any_state() -> None:
+    book = RuleBook()  # a fresh book, as after a restart
+    book.apply(rule("up", {"kind": "price_above", "value": 100}))
+    book.apply(rule("down", {"kind": "price_below", "value": 50}))
+    assert [h.rule.rule_id for h in book.on_price(price(101, prev=99))] == ["up"]
+    fresh = RuleBook()
+    fresh.apply(rule("down", {"kind": "price_below", "value": 50}))
+    assert fresh.on_price(price(49)) == []  # no previous price known: a level cannot be said to be crossed
+    assert [h.rule.rule_id for h in fresh.on_price(price(49, 1, prev=51))] == ["down"]
+
+
+def test_one_jump_crosses_every_level_between_and_other_tokens_are_untouched() -> None:
+    book = RuleBook()
+    for i, level in enumerate([90, 100, 110, 120, 130]):
+        book.apply(rule(f"a{i}", {"kind": "price_above", "value": level}))
+    book.apply(rule("eth", {"kind": "price_above", "value": 1}, symbol="ETH"))
+    book.on_price(price(95))
+    hits = book.on_price(price(125, 1))
+    assert sorted(h.rule.rule_id for h in hits) == ["a1", "a2", "a3"]
+    assert book.on_price(price(125, 2)) == []
+
+
+def test_percent_change_over_a_window() -> None:
+    book = RuleBook()
+    book.apply(rule("pump", {"kind": "change_above", "value": 5, "window": "1h"}))
+    book.apply(rule("dump", {"kind": "change_below", "value": 5, "window": "1h"}))
+    assert book.on_price(price(100, 0)) == []
+    assert book.on_price(price(104, 30)) == []  # history does not reach an hour back yet: unknown
+    assert book.on_price(price(104, 61)) == []  # +4 % vs an hour ago
+    hits = book.on_price(price(106, 62))  # vs 104 at 30'... an hour before 62' is 2' → price 100: +6 %
+    assert [h.rule.rule_id for h in hits] == ["pump"]
+    assert book.on_price(price(107, 63)) == []  # still true: no new edge
+    assert [h.rule.rule_id for h in book.on_price(price(97, 125))] == ["dump"]  # 97 vs 104..107 an hour before
+
+
+def test_grades_signals_and_combinations() -> None:
+    book = RuleBook()
+    book.apply(rule("tg", {"kind": "trader_grade_above", "value": 70}))
+    book.apply(rule("jump", {"kind": "grade_change", "grade": "investor", "value": 10}))
+    book.apply(rule("bull", {"kind": "signal", "direction": "bullish"}))
+    book.apply(
+        rule(
+            "combo",
+            {
+                "kind": "all",
+                "all": [{"kind": "price_above", "value": 100}, {"kind": "signal", "direction": "bullish"}],
+            },
+        )
+    )
+    g = lambda t, i, m: GradeEvent(symbol="BTC", ts=T0 + timedelta(minutes=m), trader_grade=t, investor_grade=i)  # noqa: E731
+    s = lambda d, m: SignalEvent(symbol="BTC", ts=T0 + timedelta(minutes=m), direction=d, strength=0.5)  # noqa: E731
+    assert book.on_grade(g(60, 50, 0)) == []
+    assert sorted(h.rule.rule_id for h in book.on_grade(g(75, 65, 1))) == ["jump", "tg"]
+    assert book.on_grade(g(80, 66, 2)) == []  # still above 70; investor moved 1 point
+    book.on_price(price(90, 3))
+    assert [h.rule.rule_id for h in book.on_signal(s(Direction.BULLISH, 4))] == ["bull"]  # price 90: combo false
+    assert [h.rule.rule_id for h in book.on_price(price(101, 5))] == ["combo"]  # now price > 100 with bullish
+    assert book.on_price(price(102, 6)) == []
+    assert book.on_signal(s(Direction.BEARISH, 7)) == []
+    assert sorted(h.rule.rule_id for h in book.on_signal(s(Direction.BULLISH, 8))) == ["bull", "combo"]
+
+
+def test_older_rule_versions_are_ignored_and_deletion_removes() -> None:
+    book = RuleBook()
+    created = rule("r", {"kind": "price_above", "value": 100})
+    deleted = AlertRuleEvent.model_validate(
+        created.model_dump() | {"deleted": True, "produced_at": created.produced_at + timedelta(seconds=1)}
+    )
+    assert book.apply(deleted)
+    assert not book.apply(created)  # a replay of the creation after the deletion does not resurrect it
+    book.on_price(price(99))
+    assert book.on_price(price(101, 1)) == [] and len(book) == 0
+
+
+@pytest.mark.parametrize(
+    ("cond", "message"),
+    [
+        ({"kind": "change_above", "value": 5}, "window"),
+        ({"kind": "price_above"}, "value"),
+        ({"kind": "price_above", "value": -1}, "positive"),
+        ({"kind": "trader_grade_above", "value": 120}, "0..100"),
+        ({"kind": "signal"}, "direction"),
+        ({"kind": "grade_change", "value": 5}, "grade"),
+        ({"kind": "all", "all": []}, "non-empty"),
+        ({"kind": "any", "any": [{"kind": "price_above", "value": 1}] * 11}, "at most"),
+        ({"kind": "price_above", "value": 1, "all": [{"kind": "price_above", "value": 1}]}, "single check"),
+        ({"kind": "price_abov", "value": 1}, "kind"),
+    ],
+)
+def test_invalid_conditions_are_refused_with_a_reason(cond: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        AlertCondition.model_validate(cond)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    levels=st.lists(st.floats(50, 150, allow_nan=False), min_size=1, max_size=30),
+    path=st.lists(st.floats(40, 160, allow_nan=False), min_size=2, max_size=60),
+)
+def test_the_index_matches_a_brute_force_reference(levels: list[float], path: list[float]) -> None:
+    book = RuleBook()
+    for i, level in enumerate(levels):
+        book.apply(rule(f"a{i}", {"kind": "price_above", "value": level}))
+        book.apply(rule(f"b{i}", {"kind": "price_below", "value": level}))
+    got = []
+    for m, p in enumerate(path):
+        got.extend((m, h.rule.rule_id) for h in book.on_price(price(p, m)))
+    expected = []
+    for m in range(1, len(path)):
+        p0, p1 = path[m - 1], path[m]
+        for i, level in enumerate(levels):
+            if p0 <= level < p1:
+                expected.append((m, f"a{i}"))
+            if p1 < level <= p0:
+                expected.append((m, f"b{i}"))
+    assert sorted(got) == sorted(expected)
+
+
+def test_firing_ids_are_deterministic() -> None:
+    assert firing_id("r1", "e1") == firing_id("r1", "e1")
+    assert len({firing_id("r1", "e1"), firing_id("r1", "e2"), firing_id("r2", "e1")}) == 3
+
+
+async def test_the_service_notifies_a_redelivered_trigger_once() -> None:
+    bus = InMemoryBus()
+    fired: list[AlertFiredEvent] = []
+
+    async def sink(events: list[Event]) -> None:
+        fired.extend(events)  # type: ignore[arg-type]
+
+    service = AlertsService()
+    ctx = Context(settings=Settings(), bus=bus)
+    service.register(ctx)
+    bus.subscribe(ALERTS, "test", sink)
+    await bus.start()
+    await service.start(ctx)
+    await service.on_rules([rule("r1", {"kind": "price_above", "value": 100})])
+    trigger = price(101, 1, prev=99)
+    await service.on_prices([price(99), trigger])
+    await service.on_prices([trigger])  # redelivered after a rebalance or a restart
+    await bus.drain()
+    await service.stop()
+    await bus.stop()
+    assert [(f.firing_id, f.status) for f in fired] == [(firing_id("r1", trigger.event_id), "no_channels")]
+
+
+def test_targets_are_checked_per_channel() -> None:
+    ok = [
+        AlertChannel(type="email", target="bob@example.com"),
+        AlertChannel(type="telegram", target="-1001234567"),
+        AlertChannel(type="discord", target="https://discord.com/api/webhooks/123456789/abcdefghijklmnop"),
+        AlertChannel(type="slack", target="https://hooks.slack.com/services/T0001/B0001/abcdefghijkl"),
+        AlertChannel(type="webhook", target="https://93.184.216.34/hook"),
+    ]
+    for channel in ok:
+        validate_channel(channel, [])
+    bad = [
+        AlertChannel(type="email", target="not-an-address"),
+        AlertChannel(type="telegram", target="hello world"),
+        AlertChannel(type="discord", target="https://evil.example/api/webhooks/1/2"),
+        AlertChannel(type="slack", target="http://hooks.slack.com/services/T/B/x"),
+    ]
+    for channel in bad:
+        with pytest.raises(ValueError):
+            validate_channel(channel, [])
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1/hook",
+        "https://localhost:8443/hook",
+        "https://10.1.2.3/hook",
+        "https://192.168.0.10/hook",
+        "https://169.254.169.254/latest/meta-data",  # cloud metadata
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://0.0.0.0/hook",
+        "http://93.184.216.34/hook",  # plain http to a public host
+        "https://user:pw@93.184.216.34/hook",
+        "ftp://93.184.216.34/x",
+    ],
+)
+def test_ssrf_guard_refuses_private_and_insecure_targets(url: str) -> None:
+    with pytest.raises(TargetRefused):
+        check_target(url)
+
+
+def test_ssrf_allowlist_admits_named_hosts_and_networks() -> None:
+    assert check_target("http://127.0.0.1:8080/x", ["127.0.0.1"])
+    assert check_target("https://10.1.2.3/x", ["10.0.0.0/8"])
+    with pytest.raises(TargetRefused):
+        check_target("https://10.1.2.3/x", ["127.0.0.1", "192.168.0.0/16"])
+
+
+def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
+    import hashlib
+    import hmac
+
+    secret = webhook_secret("server-key", "owner-1")
+    assert secret != webhook_secret("server-key", "owner-2") and secret.startswith("whsec_")
+    body = b'{"a":1}'
+    header = sign(secret, 1700000000, body)
+    t, v1 = (part.split("=", 1)[1] for part in header.split(","))
+    assert t == "1700000000"
+    assert hmac.compare_digest(v1, hmac.new(secret.encode(), b"1700000000." + body, hashlib.sha256).hexdigest())
+    assert sign(secret, 1700000000, b'{"a":2}') != header
