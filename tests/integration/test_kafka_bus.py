@@ -197,3 +197,26 @@ async def test_a_broadcast_subscription_rereads_the_compacted_topic_at_every_sta
             await wait_for(lambda: rule.rule_id in seen)
 
         await run_with(bus, body)
+
+
+async def test_read_log_returns_the_topic_up_to_its_end(kafka_bootstrap: str) -> None:
+    from tokenpulse_shared.events import AlertCondition, AlertRuleEvent
+    from tokenpulse_shared.topics import ALERT_RULES
+
+    bus = new_bus(kafka_bootstrap)
+    run_id = uuid.uuid4().hex[:8]
+
+    async def body() -> None:
+        rule = AlertRuleEvent(
+            rule_id=f"r-{run_id}", owner="o", symbol="BTC", condition=AlertCondition(kind="price_above", value=1)
+        )
+        gone = AlertRuleEvent.model_validate(rule.model_dump() | {"deleted": True, "event_id": uuid.uuid4().hex})
+        await bus.publish(ALERT_RULES, [rule, gone])
+        await bus.publish_tombstone(ALERT_RULES, rule.rule_id)
+        await bus.publish_raw(ALERT_RULES, [RawMessage(b"garbage", key=f"r-{run_id}")])
+        mine = [e for e in await bus.read_log(ALERT_RULES) if getattr(e, "rule_id", "") == rule.rule_id]
+        assert [(e.event_id, e.deleted) for e in mine] == [(rule.event_id, False), (gone.event_id, True)]  # type: ignore[attr-defined]
+        later = await bus.read_log(ALERT_RULES, since_ms=int(datetime.now(UTC).timestamp() * 1000) + 60_000)
+        assert later == []
+
+    await run_with(bus, body)

@@ -145,6 +145,20 @@ class KafkaBus(Bus):
         except Exception:
             return False
 
+    async def _partitions(self, name: str) -> list[int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
+        await admin.start()
+        try:
+            for _ in range(50):  # a topic created a moment ago takes a moment to have leaders
+                described = await admin.describe_topics([name])
+                parts = [p for d in described if d["topic"] == name for p in d["partitions"]]
+                if parts and all(p["leader"] >= 0 for p in parts):
+                    return sorted(p["partition"] for p in parts)
+                await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+        raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
+
     async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication)
         consumer = AIOKafkaConsumer(
@@ -153,9 +167,7 @@ class KafkaBus(Bus):
         await consumer.start()
         events: list[Event] = []
         try:
-            await consumer.topics()  # fetches the cluster metadata
-            ids = consumer.partitions_for_topic(topic.name) or set()
-            partitions = [TopicPartition(topic.name, p) for p in sorted(ids)]
+            partitions = [TopicPartition(topic.name, p) for p in await self._partitions(topic.name)]
             consumer.assign(partitions)
             end = await consumer.end_offsets(partitions)
             if since_ms is None:
