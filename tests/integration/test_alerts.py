@@ -14,6 +14,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from tokenpulse_alerts.delivery import Message, Notifier
+from tokenpulse_alerts.rules import firing_id
 from tokenpulse_alerts.service import AlertsService
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_shared.bus.memory import InMemoryBus
@@ -283,3 +284,29 @@ async def test_many_rules_firing_at_once_send_one_summary(system: Any, http: Htt
     assert payload["type"] == "summary" and sorted(a["rule_id"] for a in payload["alerts"]) == sorted(ids)
     assert {e["rule_id"] for e in page.json()["data"]} == set(ids)
     assert all(e["deliveries"][0]["summary"] for e in page.json()["data"])
+
+
+async def test_a_restarted_service_rebuilds_rules_and_log_from_the_store(system: Any, http: HttpReceiver) -> None:
+    api, ctx, running = system
+    body = {
+        "symbol": "BTC",
+        "condition": {"kind": "price_below", "value": 40_000},
+        "channels": [{"type": "webhook", "target": f"{http.url}/hook/restart"}],
+    }
+    rule = (await api.post("/v1/alerts", json=body)).json()
+    events = await publish_prices(ctx, (39_000.0, 41_000.0))
+    await eventually(lambda: http.received("/hook/restart"))
+    await eventually_async(
+        lambda: api.get("/v1/alerts/events", params={"rule_id": rule["id"]}),
+        lambda r: r.json()["data"] and r.json()["data"][0]["status"] == "delivered",
+    )
+    await ctx.bus.drain()  # the writer has stored the firing's outcome
+    fresh = AlertsService()  # what a restarted process holds after start(): state from the store only
+    fresh.ctx = ctx
+    pending = await fresh.restore(ctx)
+    assert pending == []
+    assert rule["id"] in fresh.book.rules and len(fresh.book) == len(running.book)
+    fid = firing_id(rule["id"], events[0].event_id)
+    assert fresh.firings[fid] == "delivered"  # so a replayed trigger is not notified again
+    assert abs(fresh.book.last_fired[rule["id"]] - events[0].ts.timestamp()) < 0.001  # the cooldown survives
+    assert fresh.book.on_price(events[0]) == []

@@ -1,0 +1,258 @@
+"""Alerts benchmark (issue #7), run by `make bench`: 100,000 active rules over the bundled tokens.
+
+1. In process: price events/s evaluated by the rule index (``RuleBook``), side by side with a
+   plain scan of every rule (what v0 did), on the same rules and prices.
+2. Through the real broker (started here with scripts/kafka-local.sh unless TOKENPULSE_TEST_KAFKA
+   is set): a ``tokenpulse run alerts`` process holding the 100,000 rules
+   - consumes a backlog of price events: events/s from its start to the last firing's webhook;
+   - is fed 1,000 price events/s: latency from each triggering price event to the webhook
+     receiving its notification (p50/p99).
+
+Prints Markdown to paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tokenpulse_alerts.rules import RuleBook, evaluate  # noqa: E402
+from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
+from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, PriceEvent  # noqa: E402
+from tokenpulse_shared.topics import ALERT_RULES, PRICES  # noqa: E402
+
+from tests.e2e.procs import Proc  # noqa: E402
+from tests.receivers import HttpReceiver  # noqa: E402
+
+RULES = int(os.environ.get("BENCH_RULES", "100000"))
+START_PRICES = {
+    "BTC": 60000.0,
+    "ETH": 3000.0,
+    "BNB": 500.0,
+    "XRP": 0.6,
+    "ADA": 0.45,
+    "DOGE": 0.12,
+    "SOL": 150.0,
+    "LTC": 80.0,
+}
+
+
+def make_rules(prefix: str, hook: str | None = None, hooked: int = 0, seed: int = 1) -> list[AlertRuleEvent]:
+    """80 % price levels within ±10 % of the price, 20 % compound (change / grade / combinations)."""
+    rng = random.Random(seed)
+    symbols = list(START_PRICES)
+    rules = []
+    for i in range(RULES):
+        sym = symbols[i % len(symbols)]
+        p = START_PRICES[sym]
+        r = rng.random()
+        if r < 0.4:
+            cond = AlertCondition(kind="price_above", value=p * rng.uniform(1.0, 1.1))
+        elif r < 0.8:
+            cond = AlertCondition(kind="price_below", value=p * rng.uniform(0.9, 1.0))
+        elif r < 0.9:
+            cond = AlertCondition(kind="change_above", value=rng.choice([1, 2, 5]), window="1h")
+        elif r < 0.95:
+            cond = AlertCondition(kind="trader_grade_above", value=rng.uniform(50, 90))
+        else:
+            cond = AlertCondition(
+                kind="all",
+                all=[
+                    AlertCondition(kind="price_above", value=p * rng.uniform(1.0, 1.05)),
+                    AlertCondition(kind="signal", direction="bullish"),
+                ],
+            )
+        channels = [AlertChannel(type="webhook", target=hook)] if hook and i < hooked else []
+        rules.append(
+            AlertRuleEvent(
+                rule_id=f"{prefix}{i}",
+                owner=f"owner{i % 1000}",
+                symbol=sym,
+                condition=cond,
+                channels=channels,
+                cooldown_s=86400 if channels else 300,  # notified rules fire once per phase
+            )
+        )
+    return rules
+
+
+def walk(n: int, seed: int = 2, t0: datetime | None = None, step_s: float = 1.0) -> list[PriceEvent]:
+    """Per-token random walks (1-second steps, ~60 % annualised volatility), interleaved."""
+    rng = random.Random(seed)
+    t0 = t0 or datetime(2026, 1, 1, tzinfo=UTC)
+    price = dict(START_PRICES)
+    sigma = 0.6 / math.sqrt(365 * 86400)
+    out = []
+    symbols = list(price)
+    for i in range(n):
+        sym = symbols[i % len(symbols)]
+        prev = price[sym]
+        price[sym] = prev * math.exp(rng.gauss(0, sigma * 20))  # livelier than real, so rules fire
+        ts = t0 + timedelta(seconds=(i // len(symbols)) * step_s)
+        out.append(PriceEvent(symbol=sym, ts=ts, price=price[sym], prev_price=prev))
+    return out
+
+
+def in_process() -> list[tuple[str, str]]:
+    rules = make_rules("r")
+    prices = walk(200_000)
+    book = RuleBook()
+    for r in rules:
+        book.apply(r)
+    t = time.perf_counter()
+    fired = sum(len(book.on_price(p)) for p in prices)
+    indexed = len(prices) / (time.perf_counter() - t)
+
+    # the plain scan of v0: every rule checked on every event (on a slice; it is slow)
+    by_id = {r.rule_id: r for r in rules}
+    state: dict[str, bool | None] = {}
+    sample = prices[:2000]
+    from tokenpulse_alerts.rules import TokenState
+
+    tokens = {s: TokenState() for s in START_PRICES}
+    t = time.perf_counter()
+    for p in sample:
+        tokens[p.symbol].add_price(p.ts.timestamp(), p.price)
+        for rule in by_id.values():
+            if rule.symbol != p.symbol:
+                continue
+            now = evaluate(rule.condition, tokens[p.symbol])
+            state[rule.rule_id] = now
+    scan = len(sample) / (time.perf_counter() - t)
+    return [
+        ("rule index (`RuleBook.on_price`), price events/s", f"{indexed:,.0f} ({fired:,} firings)"),
+        ("plain scan of every rule of the token, price events/s", f"{scan:,.0f}"),
+        ("index / scan", f"{indexed / scan:,.0f}x"),
+    ]
+
+
+async def publish(bootstrap: str, topic_events: list[tuple[object, list]], per_second: float | None = None) -> None:
+    bus = KafkaBus(bootstrap, client_id="bench")
+    await bus.start()
+    try:
+        for topic, events in topic_events:
+            step = 500 if per_second is None else max(1, int(per_second / 50))
+            t0 = time.perf_counter()
+            for i in range(0, len(events), step):
+                if per_second is not None:
+                    # stamp each event when it is sent: latency is measured from here
+                    now = datetime.now(UTC)
+                    chunk = [e.model_copy(update={"ts": now}) for e in events[i : i + step]]
+                    await bus.publish(topic, chunk)  # type: ignore[arg-type]
+                    wait = t0 + (i + step) / per_second - time.perf_counter()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                else:
+                    await bus.publish(topic, events[i : i + step])  # type: ignore[arg-type]
+    finally:
+        await bus.stop()
+
+
+def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
+    out = []
+    with HttpReceiver() as hooks:
+        prefix = f"b{uuid.uuid4().hex[:6]}-"
+        rules = make_rules(prefix, hook=f"{hooks.url}/hook", hooked=2000)
+        # a sentinel rule on a token of its own marks the end of the backlog
+        sentinel = AlertRuleEvent(
+            rule_id=prefix + "end",
+            owner="bench",
+            symbol="ZZZ",
+            condition=AlertCondition(kind="price_above", value=2.0),
+            channels=[AlertChannel(type="webhook", target=f"{hooks.url}/end")],
+            cooldown_s=0,
+        )
+        backlog = walk(100_000, seed=3, t0=datetime.now(UTC) - timedelta(days=2))
+        backlog.append(PriceEvent(symbol="ZZZ", ts=datetime.now(UTC), price=3.0, prev_price=1.0))
+        env = {
+            "TOKENPULSE_KAFKA_BOOTSTRAP": bootstrap,
+            "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"bench-{uuid.uuid4().hex[:6]}",
+            "TOKENPULSE_WEBHOOK_ALLOWLIST": "127.0.0.1",
+            "TOKENPULSE_LOG_LEVEL": "WARNING",
+            "TOKENPULSE_BUS_MAX_BATCH": "2000",
+        }
+        asyncio.run(publish(bootstrap, [(ALERT_RULES, [*rules, sentinel]), (PRICES, backlog)]))
+        proc = Proc(["run", "alerts"], env, work / "alerts.log")
+        try:
+            t0 = time.monotonic()
+            deadline = t0 + 600
+            while not hooks.received("/end") and time.monotonic() < deadline:
+                if proc.p.poll() is not None:
+                    raise RuntimeError(proc.tail())
+                time.sleep(0.05)
+            elapsed = time.monotonic() - t0
+            out.append(
+                (
+                    "backlog of 100,000 price events, from process start (incl. loading 100,000 rules) "
+                    "to the last webhook, events/s",
+                    f"{len(backlog) / elapsed:,.0f} ({elapsed:.1f} s)",
+                )
+            )
+            # live: 1,000 price events/s for 30 s; latency from the triggering event to the webhook
+            live = walk(30_000, seed=4)
+            before = len(hooks.received("/hook"))
+            asyncio.run(publish(bootstrap, [(PRICES, live)], per_second=1000))
+            time.sleep(3)
+            lat = []
+            for req in hooks.received("/hook")[before:]:
+                received = req.at
+                body = req.json()
+                for alert in body["alerts"]:
+                    sent = datetime.fromisoformat(alert["ts"].replace("Z", "+00:00")).timestamp()
+                    lat.append((received - time.monotonic()) + time.time() - sent)
+            lat.sort()
+            if lat:
+                p50 = statistics.median(lat) * 1000
+                p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+                out.append(
+                    (
+                        "1,000 price events/s for 30 s: triggering event → webhook received, p50 / p99",
+                        f"{p50:.1f} ms / {p99:.1f} ms ({len(lat):,} notifications)",
+                    )
+                )
+        finally:
+            proc.stop()
+    return out
+
+
+def main() -> None:
+    print(
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {RULES:,} rules\n"
+    )
+    rows = in_process()
+    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
+    work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-alerts-"))
+    started = False
+    if not bootstrap:
+        run = subprocess.run(
+            [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
+        )
+        bootstrap = run.stdout.strip().splitlines()[-1]
+        started = True
+    try:
+        rows += through_kafka(bootstrap, work)
+    finally:
+        if started:
+            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False)
+    print("| measure | result |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
