@@ -52,7 +52,7 @@ START_PRICES = {
 
 
 def make_rules(prefix: str, hook: str | None = None, hooked: int = 0, seed: int = 1) -> list[AlertRuleEvent]:
-    """80 % price levels within ±10 % of the price, 20 % compound (change / grade / combinations)."""
+    """80 % price levels within ±10 % of the price, 15 % percent change, 4 % grades, 1 % combinations."""
     rng = random.Random(seed)
     symbols = list(START_PRICES)
     rules = []
@@ -64,9 +64,11 @@ def make_rules(prefix: str, hook: str | None = None, hooked: int = 0, seed: int 
             cond = AlertCondition(kind="price_above", value=p * rng.uniform(1.0, 1.1))
         elif r < 0.8:
             cond = AlertCondition(kind="price_below", value=p * rng.uniform(0.9, 1.0))
-        elif r < 0.9:
-            cond = AlertCondition(kind="change_above", value=rng.choice([1, 2, 5]), window="1h")
+        elif r < 0.875:
+            cond = AlertCondition(kind="change_above", value=rng.choice([1, 2, 5]), window=rng.choice(["5m", "1h"]))
         elif r < 0.95:
+            cond = AlertCondition(kind="change_below", value=rng.choice([1, 2, 5]), window=rng.choice(["5m", "1h"]))
+        elif r < 0.99:
             cond = AlertCondition(kind="trader_grade_above", value=rng.uniform(50, 90))
         else:
             cond = AlertCondition(
@@ -101,7 +103,7 @@ def walk(n: int, seed: int = 2, t0: datetime | None = None, step_s: float = 1.0)
     for i in range(n):
         sym = symbols[i % len(symbols)]
         prev = price[sym]
-        price[sym] = prev * math.exp(rng.gauss(0, sigma * 20))  # livelier than real, so rules fire
+        price[sym] = prev * math.exp(rng.gauss(0, sigma * 3))  # livelier than real, so rules fire
         ts = t0 + timedelta(seconds=(i // len(symbols)) * step_s)
         out.append(PriceEvent(symbol=sym, ts=ts, price=price[sym], prev_price=prev))
     return out
@@ -120,7 +122,7 @@ def in_process() -> list[tuple[str, str]]:
     # the plain scan of v0: every rule checked on every event (on a slice; it is slow)
     by_id = {r.rule_id: r for r in rules}
     state: dict[str, bool | None] = {}
-    sample = prices[:2000]
+    sample = prices[:400]
     from tokenpulse_alerts.rules import TokenState
 
     tokens = {s: TokenState() for s in START_PRICES}

@@ -176,6 +176,59 @@ def test_the_index_matches_a_brute_force_reference(levels: list[float], path: li
     assert sorted(got) == sorted(expected)
 
 
+LEAVES = st.one_of(
+    st.builds(lambda v: {"kind": "price_above", "value": v}, st.floats(80, 120)),
+    st.builds(lambda v: {"kind": "price_below", "value": v}, st.floats(80, 120)),
+    st.builds(
+        lambda v, w: {"kind": "change_above", "value": v, "window": w},
+        st.floats(0.5, 8),
+        st.sampled_from(["5m", "15m"]),
+    ),
+    st.builds(
+        lambda v, w: {"kind": "change_below", "value": v, "window": w},
+        st.floats(0.5, 8),
+        st.sampled_from(["5m", "15m"]),
+    ),
+)
+CONDITIONS = st.one_of(
+    LEAVES,
+    st.builds(
+        lambda k, cs: {"kind": k, k: cs}, st.sampled_from(["all", "any"]), st.lists(LEAVES, min_size=1, max_size=3)
+    ),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    conds=st.lists(CONDITIONS, min_size=1, max_size=12), steps=st.lists(st.floats(-0.03, 0.03), min_size=2, max_size=80)
+)
+def test_indexes_fire_exactly_like_evaluating_every_rule_on_every_event(conds: list[dict], steps: list[float]) -> None:
+    """The level, change and combination indexes only skip work: the firings equal a plain evaluation of
+    every rule at every price with edge detection."""
+    from tokenpulse_alerts.rules import TokenState, evaluate
+
+    book = RuleBook()
+    rules = [rule(f"r{i}", c) for i, c in enumerate(conds)]
+    for r in rules:
+        book.apply(r)
+    ref_state = TokenState()
+    was: dict[str, bool | None] = {r.rule_id: None for r in rules}
+    p, prev = 100.0, None
+    got, want = [], []
+    for m, step in enumerate(steps):
+        p = p * (1 + step)
+        ev = price(p, m, prev=prev)
+        prev = p
+        got += [(m, h.rule.rule_id) for h in book.on_price(ev)]
+        ref_state.add_price(ev.ts.timestamp(), p)
+        for r in rules:
+            now = evaluate(r.condition, ref_state)
+            if now is True and was[r.rule_id] is False:
+                want.append((m, r.rule_id))
+            was[r.rule_id] = now
+    assert sorted(got) == sorted(want)
+
+
 def test_firing_ids_are_deterministic() -> None:
     assert firing_id("r1", "e1") == firing_id("r1", "e1")
     assert len({firing_id("r1", "e1"), firing_id("r1", "e2"), firing_id("r2", "e1")}) == 3

@@ -8,10 +8,14 @@ price rules a move does not cross:
   (``O(log n + crossed)``). ``p0`` is the event's ``prev_price`` when ingest
   sends it, so a crossing is decided from the event alone — the same answer
   after a restart or a redelivery;
-* every other rule (percent change, grades, signals, combinations) is kept in
-  the token's list of *compound* rules and re-evaluated on that token's events
-  only. Its leaves are three-valued (unknown until their input has been seen),
-  and the rule fires when the whole condition turns from false to true.
+* a plain percent-change rule sits in a sorted list of thresholds per token and
+  window; the change itself "crosses" them, found by bisection the same way;
+* every other rule (grades, signals, combinations) is kept in the token's list
+  of *compound* rules and re-evaluated on that token's grade or signal events;
+  on a price event only the combinations whose price levels were crossed (or
+  that read a percent change) are. Leaves are three-valued (unknown until
+  their input has been seen), and a rule fires when its whole condition turns
+  from false to true.
 
 A firing is identified by ``firing_id(rule, triggering event)``: replaying the
 same trigger produces the same id, which the service uses to notify once.
@@ -22,6 +26,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,15 +145,49 @@ def _level(item: tuple[float, str]) -> float:
     return item[0]
 
 
+def _sorted() -> SortedKeyList:
+    return SortedKeyList(key=_level)
+
+
+def price_levels(cond: AlertCondition) -> list[float] | None:
+    """The price levels of a condition's price leaves; None when a percent-change leaf makes it depend
+    on every price (such a combination is re-evaluated on every price of its token)."""
+    if cond.kind in ("all", "any"):
+        out: list[float] = []
+        for c in getattr(cond, cond.kind) or []:
+            sub = price_levels(c)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if cond.kind.startswith("change_"):
+        return None
+    if cond.kind in ("price_above", "price_below") and cond.value is not None:
+        return [cond.value]
+    return []
+
+
 class RuleBook:
-    """All active rules, indexed per token, with the state edge-triggering needs."""
+    """All active rules, indexed per token, with the state edge-triggering needs.
+
+    Indexes (per token): sorted levels of plain price rules (``above``/``below``); sorted thresholds
+    of plain percent-change rules per window (``up``/``down``, crossed by the change itself); the
+    price levels of combinations (``guards``): on a price event a combination can only change value
+    when one of its levels is crossed, so only those are re-evaluated (``every`` holds the few whose
+    percent-change leaves make them depend on each price).
+    """
 
     def __init__(self) -> None:
         self.rules: dict[str, AlertRuleEvent] = {}
         self.versions: dict[str, float] = {}  # rule id -> produced_at of the newest event applied (deletions too)
         self.above: dict[str, SortedKeyList] = {}
         self.below: dict[str, SortedKeyList] = {}
+        self.up: dict[tuple[str, str], SortedKeyList] = {}
+        self.down: dict[tuple[str, str], SortedKeyList] = {}
+        self.changes: dict[tuple[str, str], float | None] = {}  # last change per (token, window)
         self.compound: dict[str, dict[str, AlertRuleEvent]] = {}
+        self.guards: dict[str, SortedKeyList] = {}
+        self.every: dict[str, dict[str, AlertRuleEvent]] = {}
         self.was: dict[str, bool | None] = {}
         self.inputs: dict[str, set[str]] = {}
         self.tokens: dict[str, TokenState] = {}
@@ -175,50 +214,102 @@ class RuleBook:
             self._add(event)
         return True
 
+    def _slot(self, rule: AlertRuleEvent) -> tuple[dict[Any, SortedKeyList], Any, float] | None:
+        """Where a plain (single-check) price or change rule is indexed, and under which number."""
+        c = rule.condition
+        if c.value is None:
+            return None
+        if c.kind == "price_above":
+            return self.above, rule.symbol, c.value
+        if c.kind == "price_below":
+            return self.below, rule.symbol, c.value
+        if c.kind == "change_above":
+            return self.up, (rule.symbol, c.window), c.value
+        if c.kind == "change_below":
+            return self.down, (rule.symbol, c.window), -c.value
+        return None
+
     def _add(self, rule: AlertRuleEvent) -> None:
         self.rules[rule.rule_id] = rule
-        kind, value = rule.condition.kind, rule.condition.value
-        if kind in ("price_above", "price_below") and value is not None:
-            book = self.above if kind == "price_above" else self.below
-            book.setdefault(rule.symbol, SortedKeyList(key=_level)).add((value, rule.rule_id))
-        else:
-            self.compound.setdefault(rule.symbol, {})[rule.rule_id] = rule
-            self.inputs[rule.rule_id] = inputs_of(rule.condition)
-            self.was[rule.rule_id] = evaluate(rule.condition, self.token(rule.symbol))
+        slot = self._slot(rule)
+        if slot is not None:
+            book, key, number = slot
+            book.setdefault(key, _sorted()).add((number, rule.rule_id))
+            if key not in self.changes and isinstance(key, tuple):
+                self.changes[key] = self.token(rule.symbol).change_pct(key[1])
+            return
+        self.compound.setdefault(rule.symbol, {})[rule.rule_id] = rule
+        self.inputs[rule.rule_id] = inputs_of(rule.condition)
+        self.was[rule.rule_id] = evaluate(rule.condition, self.token(rule.symbol))
+        if "price" in self.inputs[rule.rule_id]:
+            levels = price_levels(rule.condition)
+            if levels is None:
+                self.every.setdefault(rule.symbol, {})[rule.rule_id] = rule
+            else:
+                guards = self.guards.setdefault(rule.symbol, _sorted())
+                for level in levels:
+                    guards.add((level, rule.rule_id))
 
     def _remove(self, rule_id: str) -> None:
         old = self.rules.pop(rule_id, None)
         if old is None:
             return
-        kind, value = old.condition.kind, old.condition.value
-        if kind in ("price_above", "price_below") and value is not None:
-            book = self.above if kind == "price_above" else self.below
-            levels = book.get(old.symbol)
-            if levels is not None:
-                levels.discard((value, rule_id))
-        else:
-            self.compound.get(old.symbol, {}).pop(rule_id, None)
-            self.was.pop(rule_id, None)
-            self.inputs.pop(rule_id, None)
+        slot = self._slot(old)
+        if slot is not None:
+            book, key, number = slot
+            if key in book:
+                book[key].discard((number, rule_id))
+            return
+        self.compound.get(old.symbol, {}).pop(rule_id, None)
+        self.every.get(old.symbol, {}).pop(rule_id, None)
+        for level in price_levels(old.condition) or []:
+            if old.symbol in self.guards:
+                self.guards[old.symbol].discard((level, rule_id))
+        self.was.pop(rule_id, None)
+        self.inputs.pop(rule_id, None)
 
     # ---- events -------------------------------------------------------------------------------
     def on_price(self, ev: PriceEvent) -> list[Hit]:
-        st = self.token(ev.symbol)
+        sym = ev.symbol
+        st = self.token(sym)
         ts = ev.ts.timestamp()
         if st.ts is not None and ts < st.ts:
             return []  # older than what this token's state already holds (redelivery, late copy)
-        p0 = ev.prev_price if ev.prev_price is not None else st.price
+        before = st.price
+        p0 = ev.prev_price if ev.prev_price is not None else before
         p1 = ev.price
         st.add_price(ts, p1)
         hits: list[Hit] = []
+        rules = self.rules
         if p0 is not None and p1 != p0:
-            if p1 > p0 and ev.symbol in self.above:  # levels in [p0, p1): price went from <= level to > level
-                for level, rule_id in self.above[ev.symbol].irange_key(p0, p1, inclusive=(True, False)):
-                    hits.append(Hit(self.rules[rule_id], ev.event_id, ts, p1, f"crossed above {level:g} (now {p1:g})"))
-            if p1 < p0 and ev.symbol in self.below:  # levels in (p1, p0]: from >= level to < level
-                for level, rule_id in self.below[ev.symbol].irange_key(p1, p0, inclusive=(False, True)):
-                    hits.append(Hit(self.rules[rule_id], ev.event_id, ts, p1, f"crossed below {level:g} (now {p1:g})"))
-        hits.extend(self._compound(ev.symbol, "price", ev.event_id, ts, p1))
+            if p1 > p0 and sym in self.above:  # levels in [p0, p1): price went from <= level to > level
+                for level, rule_id in self.above[sym].irange_key(p0, p1, inclusive=(True, False)):
+                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"crossed above {level:g} (now {p1:g})"))
+            if p1 < p0 and sym in self.below:  # levels in (p1, p0]: from >= level to < level
+                for level, rule_id in self.below[sym].irange_key(p1, p0, inclusive=(False, True)):
+                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"crossed below {level:g} (now {p1:g})"))
+        for window in CHANGE_WINDOWS_S:
+            key = (sym, window)
+            if key not in self.changes:
+                continue
+            prev, cur = self.changes[key], st.change_pct(window)
+            self.changes[key] = cur
+            if prev is None or cur is None or prev == cur:
+                continue
+            if cur > prev and key in self.up:  # thresholds in (prev, cur]: change went from < v to >= v
+                for v, rule_id in self.up[key].irange_key(prev, cur, inclusive=(False, True)):
+                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"up {cur:.2f}% in {window} (≥ {v:g}%)"))
+            if cur < prev and key in self.down:  # -v in [cur, prev): change went from > -v to <= -v
+                for v, rule_id in self.down[key].irange_key(cur, prev, inclusive=(True, False)):
+                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"down {-cur:.2f}% in {window} (≥ {-v:g}%)"))
+        if sym in self.compound:
+            if before is None:  # first price of the token: every combination reading prices is evaluated once
+                candidates: Iterable[str] = [r for r in self.compound[sym] if "price" in self.inputs[r]]
+            else:
+                lo, hi = min(before, p1), max(before, p1)
+                crossed = {r for _, r in self.guards[sym].irange_key(lo, hi)} if sym in self.guards else set()
+                candidates = crossed | set(self.every.get(sym, ()))
+            hits.extend(self._evaluate(sym, candidates, ev.event_id, ts, p1))
         return self._cooled(hits)
 
     def on_grade(self, ev: GradeEvent) -> list[Hit]:
@@ -244,14 +335,18 @@ class RuleBook:
         rules = self.compound.get(symbol)
         if not rules:
             return []
+        return self._evaluate(symbol, [r for r in rules if stream in self.inputs[r]], event_id, ts, price)
+
+    def _evaluate(
+        self, symbol: str, rule_ids: Iterable[str], event_id: str, ts: float, price: float | None
+    ) -> list[Hit]:
         st = self.tokens[symbol]
         hits = []
-        for rule in rules.values():
-            if stream not in self.inputs[rule.rule_id]:
-                continue
+        for rule_id in rule_ids:
+            rule = self.rules[rule_id]
             now = evaluate(rule.condition, st)
-            before = self.was.get(rule.rule_id)
-            self.was[rule.rule_id] = now
+            before = self.was.get(rule_id)
+            self.was[rule_id] = now
             if now is True and before is False:
                 hits.append(Hit(rule, event_id, ts, price, rule.condition.describe()))
         return hits
@@ -270,5 +365,6 @@ class RuleBook:
         return {
             "rules": len(self.rules),
             "price_levels": sum(len(v) for v in self.above.values()) + sum(len(v) for v in self.below.values()),
+            "change_thresholds": sum(len(v) for v in self.up.values()) + sum(len(v) for v in self.down.values()),
             "compound": sum(len(v) for v in self.compound.values()),
         }
