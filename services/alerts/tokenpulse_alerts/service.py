@@ -80,6 +80,9 @@ class AlertsService:
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
+        # what other replicas fire from now on (the past comes from read_log at start): after a
+        # rebalance, a redelivered trigger another replica already notified is recognised
+        ctx.bus.subscribe(ALERTS, self.name, self.on_log, broadcast=True, from_end=True)
 
     async def start(self, ctx: Context) -> None:
         self.notifier = Notifier(ctx.settings)
@@ -143,7 +146,8 @@ class AlertsService:
             if ts > self.book.last_fired.get(fired.rule_id, float("-inf")):
                 self.book.last_fired[fired.rule_id] = ts
         for fid, fired in latest.items():
-            self._remember(fid, fired.status)
+            if self.firings.get(fid, "pending") == "pending":
+                self._remember(fid, fired.status)
         return [f for f in latest.values() if f.status == "pending"]
 
     def _remember(self, fid: str, status: str) -> None:
@@ -158,6 +162,16 @@ class AlertsService:
             self.book.apply(rule)
         if self.ctx is not None:
             self.ctx.status["alert_rules"] = str(len(self.book))
+
+    async def on_log(self, fired: list[AlertFiredEvent]) -> None:
+        for f in fired:
+            if not f.firing_id:
+                continue
+            if self.firings.get(f.firing_id, "pending") == "pending":
+                self._remember(f.firing_id, f.status)
+            ts = f.ts.timestamp()
+            if ts > self.book.last_fired.get(f.rule_id, float("-inf")):
+                self.book.last_fired[f.rule_id] = ts
 
     async def on_prices(self, prices: list[PriceEvent]) -> None:
         await self.ready.wait()

@@ -40,6 +40,7 @@ class Subscription:
     handler: Handler
     max_batch: int = 500
     broadcast: bool = False
+    from_end: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -98,15 +99,26 @@ class Bus(abc.ABC):
         self.dead_letters = 0
 
     def subscribe(
-        self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None, broadcast: bool = False
+        self,
+        topic: Topic,
+        group: str,
+        handler: Handler,
+        *,
+        max_batch: int | None = None,
+        broadcast: bool = False,
+        from_end: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
         ``broadcast=True`` gives every instance of the service the whole topic from its start, at
         every start (no committed offsets): the way to hold a compacted topic as a table in memory.
+        With ``from_end=True`` a broadcast starts at the topic's end instead (follow what others
+        publish from now on; read the past with :meth:`read_log`).
         """
         self.subscriptions.append(
-            Subscription(topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast)
+            Subscription(
+                topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast, from_end=from_end
+            )
         )
 
     @abc.abstractmethod

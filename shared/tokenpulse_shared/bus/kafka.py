@@ -71,6 +71,14 @@ async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, re
         if new:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(new)
+            # wait (briefly) until the new partitions have leaders, so the first sends do not bounce
+            names = [t.name for t in new]
+            for _ in range(50):
+                described = await admin.describe_topics(names)
+                parts = [p for d in described for p in d.get("partitions", [])]
+                if len(described) == len(names) and parts and all(p["leader"] >= 0 for p in parts):
+                    break
+                await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
@@ -148,7 +156,11 @@ class KafkaBus(Bus):
                 batch=True,
                 max_records=sub.max_batch,
                 batch_timeout_ms=100,
-                auto_offset_reset="earliest" if (self.from_beginning or sub.broadcast) else "latest",
+                auto_offset_reset="latest"
+                if sub.from_end
+                else "earliest"
+                if (self.from_beginning or sub.broadcast)
+                else "latest",
                 ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
             )
