@@ -169,17 +169,28 @@ def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
     with HttpReceiver() as hooks:
         prefix = f"b{uuid.uuid4().hex[:6]}-"
         rules = make_rules(prefix, hook=f"{hooks.url}/hook", hooked=2000)
-        # a sentinel rule on a token of its own marks the end of the backlog
-        sentinel = AlertRuleEvent(
-            rule_id=prefix + "end",
-            owner="bench",
-            symbol="ZZZ",
-            condition=AlertCondition(kind="price_above", value=2.0),
-            channels=[AlertChannel(type="webhook", target=f"{hooks.url}/end")],
-            cooldown_s=0,
-        )
+        # one sentinel per token marks the end of that token's backlog (tokens sit on different partitions,
+        # consumed in parallel): its rule fires only on the last event, a jump far above anything walked
         backlog = walk(100_000, seed=3, t0=datetime.now(UTC) - timedelta(days=2))
-        backlog.append(PriceEvent(symbol="ZZZ", ts=datetime.now(UTC), price=3.0, prev_price=1.0))
+        sentinels = []
+        for sym, p in START_PRICES.items():
+            sentinels.append(
+                AlertRuleEvent(
+                    rule_id=f"{prefix}end-{sym}",
+                    owner="bench",
+                    symbol=sym,
+                    condition=AlertCondition(kind="price_above", value=p * 100),
+                    channels=[AlertChannel(type="webhook", target=f"{hooks.url}/end")],
+                    cooldown_s=0,
+                )
+            )
+            last = next(e for e in reversed(backlog) if e.symbol == sym)
+            backlog.append(
+                PriceEvent(symbol=sym, ts=last.ts + timedelta(seconds=1), price=p * 200, prev_price=last.price)
+            )
+            backlog.append(
+                PriceEvent(symbol=sym, ts=last.ts + timedelta(seconds=2), price=last.price, prev_price=p * 200)
+            )
         env = {
             "TOKENPULSE_KAFKA_BOOTSTRAP": bootstrap,
             "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"bench-{uuid.uuid4().hex[:6]}",
@@ -187,12 +198,12 @@ def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
             "TOKENPULSE_LOG_LEVEL": "INFO",
             "TOKENPULSE_BUS_MAX_BATCH": "2000",
         }
-        asyncio.run(publish(bootstrap, [(ALERT_RULES, [*rules, sentinel]), (PRICES, backlog)]))
+        asyncio.run(publish(bootstrap, [(ALERT_RULES, [*rules, *sentinels]), (PRICES, backlog)]))
         proc = Proc(["run", "alerts"], env, work / "alerts.log")
         try:
             t0 = time.monotonic()
             deadline = t0 + 600
-            while not hooks.received("/end") and time.monotonic() < deadline:
+            while len(hooks.received("/end")) < len(sentinels) and time.monotonic() < deadline:
                 if proc.p.poll() is not None:
                     raise RuntimeError(proc.tail())
                 time.sleep(0.05)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,22 +43,22 @@ class Subscription:
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
-    """Parse and validate one wire message into its topic's model; raise ValueError with the reason."""
+    """Parse and validate one wire message into its topic's model; raise ValueError with the reason.
+
+    One pass of pydantic-core over the bytes (about twice as fast as ``json.loads`` then validation)."""
     if raw.value is None:
         raise ValueError("empty message (tombstone)")
     try:
-        payload = json.loads(raw.value)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise ValueError("not a JSON object")
-    try:
-        return topic.model.model_validate(payload)
+        return topic.model.model_validate_json(raw.value)
     except ValidationError as exc:
-        errors = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
-        )
-        raise ValueError(f"schema validation failed for {topic.model.__name__}: {errors}") from exc
+        errors = exc.errors()
+        first: dict[str, Any] = dict(errors[0]) if errors else {}
+        if first.get("type") == "json_invalid":
+            raise ValueError(f"not JSON: {first.get('msg')}") from exc
+        if first.get("type") == "model_type" and not first.get("loc"):
+            raise ValueError("not a JSON object") from exc
+        detail = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in errors[:5])
+        raise ValueError(f"schema validation failed for {topic.model.__name__}: {detail}") from exc
 
 
 def encode_event(event: Event) -> bytes:
