@@ -118,6 +118,28 @@ SUCCESS: dict[str, Any] = {
         "key_support": 91200.0,
         "breakout_level": 99800.0,
     },
+    "cycles": {
+        "halvings": [
+            {
+                "date": "2016-07-09",
+                "height": 420000,
+                "price": 650.6,
+                "peak_date": "2017-12-16",
+                "peak_price": 19497.4,
+                "multiple": 29.9,
+                "days_to_peak": 525,
+            }
+        ],
+        "projection": {
+            "start": "2024-04-20",
+            "previous_length_days": 546,
+            "previous_roi": 7.9,
+            "scenarios": [{"name": "base", "end_date": "2025-10-18", "price_target": 150000.0}],
+        },
+        "track_record": [],
+        "altcoin_season": [],
+        "parameters": {"basis": "halving"},
+    },
     "track_record": {"signals": {"trades": 41, "strategy_return": 12.3, "buy_hold_return": 9.8}, "grades": {}},
 }
 

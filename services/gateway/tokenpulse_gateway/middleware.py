@@ -80,17 +80,18 @@ class GatewayMiddleware:
                     raise ApiError(413, "payload_too_large", self._too_large())
             return message
 
-        if path.startswith(STREAMING):
-            await self.app(scope, limited_receive, send_with_headers)
-            return
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(None if path.startswith(STREAMING) else self.timeout_s):
                 await self.app(scope, limited_receive, send_with_headers)
         except TimeoutError:
             if started:
                 raise
             msg = f"the request took longer than {self.timeout_s:g} s; narrow it (fewer rows, a shorter range)"
             await self._error(send_with_headers, 504, "timeout", msg)
+        except ApiError as exc:  # the body limit, when no exception handler inside answered it
+            if started:
+                raise
+            await self._error(send_with_headers, exc.status, exc.code, exc.message)
 
     def _too_large(self) -> str:
         return f"request body larger than {self.max_body} bytes"
