@@ -123,7 +123,10 @@ def create_app(ctx: Context) -> FastAPI:
     live = LiveState(ctx, queries, hub)
     known: dict[str, Any] = {"at": 0.0, "symbols": set()}
 
-    app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION)
+    # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
+    # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
+    telemetry: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry)
     install(app)
     app.state.keys = keys
     app.state.limiter = limiter
@@ -141,13 +144,14 @@ def create_app(ctx: Context) -> FastAPI:
         )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
-    try:
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    if settings.otel_exporter != "none":  # no exporter, no spans: request tracing costs ~40% of a hot read
+        try:
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        # the stream may carry ?api_key= (EventSource): keep its URL out of traces
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz,/v1/stream")
-    except Exception:  # pragma: no cover - instrumentation is optional at runtime
-        pass
+            # the stream may carry ?api_key= (EventSource): keep its URL out of traces
+            FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz,/v1/stream")
+        except Exception:  # pragma: no cover - instrumentation is optional at runtime
+            pass
 
     async def symbol_known(symbol: str) -> str:
         symbol = symbol.upper()
@@ -218,10 +222,11 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/v1/tokens", response_model=Page, tags=["tokens"], responses=ex.responses("tokens", 200, 400, 401, 429))
     async def list_tokens(
+        request: Request,
         _: Authed,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Every tracked token: latest price, 24 h change and volume, grades and signal, answered from memory
         (kept current from the event bus)."""
         rows = await token_rows()
@@ -235,10 +240,10 @@ def create_app(ctx: Context) -> FastAPI:
         nxt = None
         if len(rows) > limit:
             nxt = base64.urlsafe_b64encode(page[-1]["symbol"].encode()).decode().rstrip("=")
-        return {"data": [public(r) for r in page], "next_cursor": nxt}
+        return etag_json(request, {"data": [public(r) for r in page], "next_cursor": nxt}, 1)
 
     @app.get("/v1/tokens/{symbol}", tags=["tokens"], responses=ex.responses("token", 200, 400, 401, 404, 429))
-    async def token_detail(_: Authed, symbol: str) -> dict[str, Any]:
+    async def token_detail(request: Request, _: Authed, symbol: str) -> Response:
         """One token: the live row plus ROI over 24h/7d/30d/1y, key levels and the latest predictions.
         Reference prices and levels are refreshed from the store about once a minute."""
         symbol = await symbol_known(symbol)
@@ -262,7 +267,8 @@ def create_app(ctx: Context) -> FastAPI:
             label: round((price / ref - 1) * 100, 4) if ref and price is not None else None
             for label, ref in parts["refs"].items()
         }
-        return {**public(row), "roi": roi, "levels": parts["levels"], "predictions": live.predictions_of(symbol)}
+        body = {**public(row), "roi": roi, "levels": parts["levels"], "predictions": live.predictions_of(symbol)}
+        return etag_json(request, body, 1)
 
     @app.get(
         "/v1/candles/{symbol}",
