@@ -26,6 +26,9 @@ TOKEN = {
     "updated_at": "2026-11-22T01:00:00Z",
 }
 
+LEVEL_S = {"price": 91200.0, "touches": 4, "last_touch": "2026-10-02T00:00:00Z", "strength": 0.71}
+LEVEL_R = {"price": 99800.0, "touches": 3, "last_touch": "2026-11-01T00:00:00Z", "strength": 0.58}
+
 SUCCESS: dict[str, Any] = {
     "create_key": {
         "key": "tp_3kq...shown-once",
@@ -38,7 +41,12 @@ SUCCESS: dict[str, Any] = {
     "token": {
         **TOKEN,
         "roi": {"24h": 1.84, "7d": -3.1, "30d": 12.4, "1y": 104.2},
-        "levels": {"support": [91200.0], "resistance": [99800.0], "key_support": 91200.0, "breakout_level": 99800.0},
+        "levels": {
+            "support": [LEVEL_S],
+            "resistance": [LEVEL_R],
+            "key_support": LEVEL_S,
+            "breakout_level": LEVEL_R,
+        },
         "predictions": [
             {
                 "horizon": "7d",
@@ -113,10 +121,13 @@ SUCCESS: dict[str, Any] = {
     },
     "levels": {
         "symbol": "BTC",
-        "support": [91200.0, 85000.0],
-        "resistance": [99800.0, 108000.0],
-        "key_support": 91200.0,
-        "breakout_level": 99800.0,
+        "price": 97012.5,
+        "as_of": "2026-11-21T00:00:00Z",
+        "support": [LEVEL_S],
+        "resistance": [LEVEL_R],
+        "key_support": LEVEL_S,
+        "breakout_level": LEVEL_R,
+        "method": {"window": 5, "tolerance": 0.03, "half_life_days": 180.0, "lookback_days": 730},
     },
     "cycles": {
         "halvings": [
