@@ -1,8 +1,8 @@
 """The latest state in memory, from the bus, and the live event stream behind ``/v1/stream``.
 
-The gateway subscribes to prices, grades, signals, predictions and fired alerts with a
-*broadcast* subscription (every replica reads every event; nothing committed), keeps the
-latest value per token, and answers ``/v1/tokens`` from memory. ClickHouse is read only
+Every gateway replica follows prices, signals and fired alerts live (a *tail* subscription:
+from its start on, nothing committed) and reads grades and predictions whole (*broadcast*),
+keeps the latest value per token, and answers ``/v1/tokens`` from memory. ClickHouse is read only
 on a cold start (nothing in memory yet) and, in the background about once a minute, for
 what the bus does not carry: the price 24 h ago, 24 h volume and slow analytics (ROI
 references, levels) of the token page.
@@ -104,11 +104,13 @@ class LiveState:
         self._sync_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         group = "gateway-live"
-        ctx.bus.subscribe(PRICES, group, self.on_prices, broadcast=True)
+        # every replica follows the busy streams from its start (the store covers what came before) ...
+        ctx.bus.subscribe(PRICES, group, self.on_prices, tail=True)
+        ctx.bus.subscribe(SIGNALS, group, self.on_signals, tail=True)
+        ctx.bus.subscribe(ALERTS, group, self.on_alerts, tail=True)
+        # ... and reads the small ones whole (predictions are kept only here)
         ctx.bus.subscribe(GRADES, group, self.on_grades, broadcast=True)
-        ctx.bus.subscribe(SIGNALS, group, self.on_signals, broadcast=True)
         ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, broadcast=True)
-        ctx.bus.subscribe(ALERTS, group, self.on_alerts, broadcast=True)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)

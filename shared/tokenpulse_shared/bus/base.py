@@ -40,6 +40,7 @@ class Subscription:
     handler: Handler
     max_batch: int = 500
     broadcast: bool = False
+    tail: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -98,15 +99,26 @@ class Bus(abc.ABC):
         self.dead_letters = 0
 
     def subscribe(
-        self, topic: Topic, group: str, handler: Handler, *, max_batch: int | None = None, broadcast: bool = False
+        self,
+        topic: Topic,
+        group: str,
+        handler: Handler,
+        *,
+        max_batch: int | None = None,
+        broadcast: bool = False,
+        tail: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
         ``broadcast=True`` gives every instance of the service the whole topic from its start, at
         every start (no committed offsets): the way to hold a compacted topic as a table in memory.
+        ``tail=True`` gives every instance what is published from its start on (no history, no
+        committed offsets): the way to follow a busy stream (prices) live in every replica.
         """
         self.subscriptions.append(
-            Subscription(topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast)
+            Subscription(
+                topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast or tail, tail=tail
+            )
         )
 
     @abc.abstractmethod
