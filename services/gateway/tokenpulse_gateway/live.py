@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, PredictionEvent, PriceEvent, SignalEvent
@@ -265,7 +265,3 @@ class LiveState:
     def predictions_of(self, symbol: str) -> list[dict[str, Any]]:
         by_h = self.predictions.get(symbol, {})
         return [{k: v for k, v in p.items() if not k.startswith("_")} for _, p in sorted(by_h.items())]
-
-
-def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")

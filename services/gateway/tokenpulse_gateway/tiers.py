@@ -26,8 +26,6 @@ class Tier:
     """alert rules one key may have at a time"""
     intraday: bool
     """intraday (shorter than 1d) signals in /v1/signals and the stream; daily signals are for everyone"""
-    stream: bool = True
-    """may open /v1/stream"""
 
 
 TIERS: dict[str, Tier] = {
