@@ -404,3 +404,15 @@ async def test_a_revoked_key_is_refused_by_other_replicas_within_the_cache_ttl(g
                 break
             await asyncio.sleep(0.1)
         assert (await b.get("/v1/tokens", headers=h(key))).status_code == 401
+
+
+async def test_an_unreachable_redis_is_a_503_not_unlimited_access(gw: Gw) -> None:
+    key = await new_key(gw, "redis-down")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    async with client(replica(gw.store, redis_url=dead)) as c:
+        r = await c.get("/v1/tokens", headers=h(key))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "limiter_unavailable"
+        assert r.headers["Retry-After"] == "5"
+        assert (await c.post("/v1/keys", json={"name": "x"})).status_code == 503
