@@ -53,3 +53,23 @@ async def test_slow_requests_get_504_and_big_bodies_413() -> None:
 
         chunked = await c.post("/fast", content=chunks())
         assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "payload_too_large"
+
+
+def test_the_stream_buffer_keeps_increasing_ids_and_knows_what_it_dropped() -> None:
+    from tokenpulse_gateway.live import StreamHub
+
+    hub = StreamHub(capacity=3)
+    q = hub.subscribe()
+    ids = [hub.publish("price", "BTC", {"price": float(i)}).id for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert [e.id for e in hub.since(ids[2])] == ids[3:]
+    assert hub.evicted_id == ids[1]  # a client resuming after ids[0] has missed ids[1]
+    assert q.qsize() == 5 and [q.get_nowait().id for _ in range(5)] == ids  # type: ignore[union-attr]
+    hub.unsubscribe(q)
+    slow = StreamHub(capacity=10, queue_size=2)
+    lagging = slow.subscribe()
+    for i in range(3):
+        slow.publish("price", "BTC", {"price": float(i)})
+    assert lagging not in slow.subscribers  # fell behind: ended (None last), it resumes by id
+    items = [lagging.get_nowait() for _ in range(lagging.qsize())]
+    assert items[-1] is None

@@ -61,6 +61,8 @@ class StreamHub:
     def __init__(self, capacity: int = 2000, queue_size: int = 1000) -> None:
         self.buffer: deque[StreamEvent] = deque(maxlen=capacity)
         self.last_id = 0
+        self.evicted_id = 0
+        """id of the newest event that has left the buffer: a resume from before it has missed events"""
         self.queue_size = queue_size
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
 
@@ -69,6 +71,8 @@ class StreamHub:
     ) -> StreamEvent:
         self.last_id = max(self.last_id + 1, _now_ms())
         event = StreamEvent(self.last_id, type_, symbol, owner, interval, json.dumps(data, separators=(",", ":")))
+        if len(self.buffer) == self.buffer.maxlen:
+            self.evicted_id = self.buffer[0].id
         self.buffer.append(event)
         for q in list(self.subscribers):
             try:

@@ -183,7 +183,8 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
     ) -> EventSourceResponse:
         """Live prices, signals and your alerts as server-sent events, with heartbeats (`: ping` comments)
         and resumption: send the last `id` you saw as `Last-Event-ID` (browsers do on reconnect) to get
-        what you missed from the recent-events buffer. A browser's EventSource may pass `?api_key=`."""
+        what you missed from the recent-events buffer (a `gap` event first if some of it has already left the
+        buffer). A browser's EventSource may pass `?api_key=`."""
         wanted_symbols = {s.strip().upper() for s in (symbols or "").split(",") if s.strip()} or None
         if wanted_symbols and not all(SYMBOL_LIST.match(s) for s in wanted_symbols):
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC,ETH")
@@ -211,6 +212,8 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
             try:
                 yield {"event": "hello", "data": f'{{"key_id":"{key.key_id}","last_id":{hub.last_id}}}'}
                 if resume is not None:
+                    if resume < hub.evicted_id:  # older than the buffer: say so, then send what is left
+                        yield {"event": "gap", "data": f'{{"resumed_after":{resume},"missed_up_to":{hub.evicted_id}}}'}
                     for ev in hub.since(resume):
                         if match(ev):
                             sent = ev.id
