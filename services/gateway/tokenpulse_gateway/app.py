@@ -121,7 +121,7 @@ def create_app(ctx: Context) -> FastAPI:
     limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour)
     hub = StreamHub(settings.stream_buffer)
     live = LiveState(ctx, queries, hub)
-    known: dict[str, Any] = {"at": 0.0, "symbols": set()}
+    known: dict[str, Any] = {"at": 0.0, "symbols": set(settings.symbols)}
 
     # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
     # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
@@ -157,7 +157,9 @@ def create_app(ctx: Context) -> FastAPI:
         symbol = symbol.upper()
         if not SYMBOL_RE.match(symbol):
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC")
-        if time.monotonic() - known["at"] > 10:
+        if symbol in live.tokens or symbol in known["symbols"]:  # tracked: no store query on the hot path
+            return symbol
+        if time.monotonic() - known["at"] > 10:  # an unknown one: look again at most every 10 s
             known["symbols"] = set(settings.symbols) | await queries.known_symbols()
             known["at"] = time.monotonic()
         if symbol not in known["symbols"]:
