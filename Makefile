@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: install up test test-fast lint bench kafka-start kafka-stop clean
+.PHONY: install up test test-fast lint bench bench-gateway kafka-start kafka-stop clean
 
 $(UV):
 	@$(PYTHON) -m venv $(TOOLS)
@@ -31,6 +31,9 @@ test-fast: install ## unit tests only (no broker)
 bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/run.py
 	@$(VENV)/bin/python bench/alerts.py
+
+bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand)
+	@$(VENV)/bin/python bench/gateway.py
 
 kafka-start: ## a local broker for distributed mode; prints the bootstrap address
 	@scripts/kafka-local.sh start

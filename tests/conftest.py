@@ -24,3 +24,12 @@ def kafka_bootstrap() -> str:
     if not bootstrap:
         pytest.fail("TOKENPULSE_TEST_KAFKA is not set: run the suite with `make test`, which starts Kafka")
     return bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis that scripts/test.sh starts (`make test` always sets TOKENPULSE_TEST_REDIS)."""
+    url = os.environ.get("TOKENPULSE_TEST_REDIS")
+    if not url:
+        pytest.skip("TOKENPULSE_TEST_REDIS is not set: run the suite with `make test`, which starts Redis")
+    return url

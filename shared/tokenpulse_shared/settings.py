@@ -97,7 +97,9 @@ class Settings(BaseSettings):
     alerts_summary_after: int = Field(
         5, ge=2, le=1000, description="Alerts: more firings than this for one target at once → one summary message."
     )
-    max_rules_per_key: int = Field(100, ge=1, description="Gateway: alert rules one free key may own.")
+    max_rules_per_key: int = Field(
+        10, ge=1, description="Gateway: alert rules one free key may own (pro 100, enterprise 10,000)."
+    )
     # gateway
     host: str = Field("127.0.0.1", description="Gateway: bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")
@@ -106,8 +108,28 @@ class Settings(BaseSettings):
         description="Gateway: run the store writer (consumer group PREFIX-writer) that persists topics to ClickHouse.",
     )
     free_limit_per_minute: int = Field(60, ge=1, description="Gateway: free-tier requests per minute.")
-    free_limit_per_day: int = Field(10000, ge=1, description="Gateway: free-tier requests per day.")
-    admin_token: str | None = Field(None, description="Gateway: admin token (required in production).")
+    free_limit_per_month: int = Field(10000, ge=1, description="Gateway: free-tier requests per 30 days.")
+    key_issue_per_hour: int = Field(10, ge=1, description="Gateway: free keys one client IP may create per hour.")
+    key_cache_ttl_s: float = Field(
+        30.0, ge=0, description="Gateway: seconds a replica trusts a key lookup (a revocation elsewhere waits this)."
+    )
+    admin_token: str | None = Field(
+        None, description="Gateway: admin token for /v1/admin (required in production; admin API off when unset)."
+    )
+    redis_url: str | None = Field(
+        None,
+        description="Gateway: Redis for request limits shared by all replicas (`redis://host:6379/0`); "
+        "unset = in process memory.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Gateway: browser origins allowed by CORS, comma separated (default none)."
+    )
+    max_body_bytes: int = Field(65536, ge=1024, description="Gateway: largest request body accepted (413 above).")
+    request_timeout_s: float = Field(30.0, gt=0, description="Gateway: time limit of one API request (504 after).")
+    stream_heartbeat_s: float = Field(15.0, gt=0, description="Gateway: seconds between /v1/stream heartbeats.")
+    stream_buffer: int = Field(
+        2000, ge=10, le=1_000_000, description="Gateway: recent stream events kept for Last-Event-ID resumption."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +138,8 @@ class Settings(BaseSettings):
             data["symbols"] = _split_csv(data["symbols"])
         if isinstance(data, dict) and isinstance(data.get("webhook_allowlist"), str):
             data["webhook_allowlist"] = [h.strip().lower() for h in data["webhook_allowlist"].split(",") if h.strip()]
+        if isinstance(data, dict) and isinstance(data.get("cors_origins"), str):
+            data["cors_origins"] = [o.strip() for o in data["cors_origins"].split(",") if o.strip()]
         return data
 
     def require_admin_token(self) -> str | None:

@@ -198,7 +198,7 @@ async def test_rule_api_validates_and_scopes_rules_to_their_key(system: Any) -> 
         ({**ok, "condition": {"kind": "change_above", "value": 5}}, 422, "window"),
         ({**ok, "channels": [{"type": "webhook", "target": "https://10.0.0.1/x"}]}, 422, "private"),
         ({**ok, "channels": [{"type": "sms", "target": "1"}]}, 422, "type"),
-        ({**ok, "channels": []}, 422, "channels"),
+        ({**ok, "channels": [{"type": "email", "target": "x@example.com"}] * 11}, 422, "channels"),
         ({**ok, "symbol": "NOPE"}, 404, "not tracked"),
         ({**ok, "symbol": "BTC'; DROP TABLE alert_rules; --"}, 422, "symbol"),
     ]
@@ -210,7 +210,8 @@ async def test_rule_api_validates_and_scopes_rules_to_their_key(system: Any) -> 
     assert (await api.get(f"/v1/alerts/{rule['id']}", headers={"X-API-Key": other})).status_code == 404
     assert (await api.delete(f"/v1/alerts/{rule['id']}", headers={"X-API-Key": other})).status_code == 404
     assert (await api.get("/v1/alerts", headers={"X-API-Key": other})).json()["data"] == []
-    assert (await api.delete(f"/v1/alerts/{rule['id']}")).status_code == 204
+    deleted = await api.delete(f"/v1/alerts/{rule['id']}")
+    assert deleted.status_code == 200 and deleted.json() == {"id": rule["id"], "deleted": True}
     assert (await api.get(f"/v1/alerts/{rule['id']}")).status_code == 404
     limited = {"X-API-Key": other}
     for _ in range(12):

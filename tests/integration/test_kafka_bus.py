@@ -220,3 +220,31 @@ async def test_read_log_returns_the_topic_up_to_its_end(kafka_bootstrap: str) ->
         assert later == []
 
     await run_with(bus, body)
+
+
+async def test_a_tail_subscription_sees_only_what_is_published_after_its_start(kafka_bootstrap: str) -> None:
+    """The gateway follows prices this way: no replay of the topic's history at every start, nothing committed."""
+    from tokenpulse_shared.events import PriceEvent
+    from tokenpulse_shared.topics import PRICES
+
+    symbol = f"T{uuid.uuid4().hex[:6].upper()}"
+    early = new_bus(kafka_bootstrap)
+    await run_with(early, lambda: early.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)]))
+    seen: list[float] = []
+
+    async def prices(events: list[Event]) -> None:
+        seen.extend(e.price for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+
+    for start in range(2):  # a restart reads none of the history either (its first run's prices included)
+        bus = new_bus(kafka_bootstrap)
+        bus.subscribe(PRICES, "gateway-live", prices, tail=True)
+        price = 2.0 + start
+
+        async def body(bus: KafkaBus = bus, price: float = price) -> None:
+            while not seen:  # keep publishing until the consumer's position is set and it sees one
+                await bus.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=price)])
+                await asyncio.sleep(0.5)
+
+        seen.clear()
+        await asyncio.wait_for(run_with(bus, body), 60)
+        assert seen and set(seen) == {price}  # never a price published before this start

@@ -82,7 +82,7 @@ class AlertsService:
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
         # what other replicas fire from now on (the past comes from read_log at start): after a
         # rebalance, a redelivered trigger another replica already notified is recognised
-        ctx.bus.subscribe(ALERTS, self.name, self.on_log, broadcast=True, from_end=True)
+        ctx.bus.subscribe(ALERTS, self.name, self.on_log, tail=True)
 
     async def start(self, ctx: Context) -> None:
         self.notifier = Notifier(ctx.settings)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 from tokenpulse_shared.channels import validate_channel, webhook_secret
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, new_event_id
@@ -27,9 +27,11 @@ from tokenpulse_shared.netguard import TargetRefused
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES
 
+from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey
+from tokenpulse_gateway.tiers import effective_tier
 
 RULE_EXAMPLE: dict[str, Any] = {
     "symbol": "BTC",
@@ -45,7 +47,9 @@ class RuleRequest(BaseModel):
 
     symbol: str = Field(min_length=1, max_length=15)
     condition: AlertCondition
-    channels: list[AlertChannel] = Field(min_length=1, max_length=10)
+    channels: list[AlertChannel] = Field(
+        default_factory=list, max_length=10, description="where to notify; none = the delivery log and /v1/stream only"
+    )
     cooldown_s: int = Field(300, ge=0, le=86400 * 30)
     name: str = Field("", max_length=200)
 
@@ -78,13 +82,12 @@ def _uncursor(cursor: str) -> str:
         raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
 
 
-def rule_limit(key: ApiKey, default: int) -> int:
-    """How many rules the key's tier may own (the tiers module defines it when present)."""
+def rule_limit(key: ApiKey, free_limit: int) -> int:
+    """How many rules the key's tier may own (the free tier's count is a setting)."""
     try:
-        from tokenpulse_gateway.tiers import tier_of  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return default
-    return int(tier_of(key.tier).max_alert_rules)
+        return effective_tier(key.tier, free_rules=free_limit).max_alert_rules
+    except ValueError:
+        return free_limit
 
 
 def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> APIRouter:
@@ -123,7 +126,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         "/v1/alerts",
         status_code=201,
         summary="Create an alert rule",
-        responses={201: {"description": "the rule, with `id` (and `webhook_secret` for webhook channels)"}},
+        responses=ex.responses("alert_created", 201, 401, 403, 404, 422, 429),
     )
     async def create_rule(key: Authed, body: RuleRequest) -> dict[str, Any]:
         """Rule syntax (README → *Alerts*): `condition.kind` is one of `price_above`, `price_below`
@@ -166,7 +169,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
             out["webhook_secret"] = webhook_secret(settings.require_signing_key(), key.key_id)
         return out
 
-    @router.get("/v1/alerts", summary="Your alert rules")
+    @router.get("/v1/alerts", summary="Your alert rules", responses=ex.responses("alert_rules", 200, 400, 401, 429))
     async def list_rules(
         key: Authed,
         symbol: str | None = None,
@@ -184,7 +187,11 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         data = [rule_view(AlertRuleEvent.model_validate_json(r[1])) for r in rows[:limit]]
         return {"data": data, "next_cursor": _cursor(rows[limit - 1][0]) if len(rows) > limit else None}
 
-    @router.get("/v1/alerts/events", summary="Fired alerts and their deliveries (newest first)")
+    @router.get(
+        "/v1/alerts/events",
+        summary="Fired alerts and their deliveries (newest first)",
+        responses=ex.responses("alert_events", 200, 400, 401, 422, 429),
+    )
     async def events(
         key: Authed,
         rule_id: str | None = None,
@@ -231,12 +238,20 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         nxt = _cursor(json.dumps([rows[limit - 1][3], rows[limit - 1][0]])) if len(rows) > limit else None
         return {"data": data, "next_cursor": nxt}
 
-    @router.get("/v1/alerts/{rule_id}", summary="One of your alert rules")
+    @router.get(
+        "/v1/alerts/{rule_id}",
+        summary="One of your alert rules",
+        responses=ex.responses("alert_rule", 200, 401, 404, 429),
+    )
     async def get_rule(key: Authed, rule_id: str) -> dict[str, Any]:
         return rule_view(await owned(key, rule_id))
 
-    @router.delete("/v1/alerts/{rule_id}", status_code=204, summary="Delete one of your alert rules")
-    async def delete_rule(key: Authed, rule_id: str) -> Response:
+    @router.delete(
+        "/v1/alerts/{rule_id}",
+        summary="Delete one of your alert rules",
+        responses=ex.responses("alert_deleted", 200, 401, 404, 429),
+    )
+    async def delete_rule(key: Authed, rule_id: str) -> dict[str, Any]:
         rule = await owned(key, rule_id)
         gone = AlertRuleEvent.model_validate(
             rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
@@ -244,6 +259,6 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         await save(gone)
         await ctx.bus.publish(ALERT_RULES, [gone])
         await ctx.bus.publish_tombstone(ALERT_RULES, rule.rule_id)
-        return Response(status_code=204)
+        return {"id": rule.rule_id, "deleted": True}
 
     return router

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import json
 import re
 import time
@@ -17,28 +18,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, EmailStr, Field
 from tokenpulse_shared.events import SYMBOL_PATTERN, Interval
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.tokens import token_name
 
+from tokenpulse_gateway import examples as ex
+from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.cycles_api import make_router
-from tokenpulse_gateway.deps import Authed
+from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
 from tokenpulse_gateway.errors import ApiError, install
 from tokenpulse_gateway.keys import KeyStore
-from tokenpulse_gateway.limits import KeyLimiter
-from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
+from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
+from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.middleware import GatewayMiddleware
+from tokenpulse_gateway.queries import WINDOWS, Queries, tolerance
 
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 
 class KeyRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=100)
-    email: EmailStr | None = None
+    name: str = Field(min_length=1, max_length=100, examples=["my trading bot"])
+    email: EmailStr | None = Field(None, examples=["me@example.com"])
 
 
 class Page(BaseModel):
@@ -86,43 +92,84 @@ def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     return {"data": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows[:limit]], "next_cursor": nxt}
 
 
+def etag_json(request: Request, body: Any, max_age: int) -> Response:
+    """A JSON answer with a strong ETag and Cache-Control; 304 when the client already has it."""
+    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    tag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
+    headers = {"ETag": tag, "Cache-Control": f"private, max-age={max_age}"}
+    match = request.headers.get("if-none-match", "")
+    if tag in [t.strip().removeprefix("W/") for t in match.split(",")] or match.strip() == "*":
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type="application/json", headers=headers)
+
+
+DESCRIPTION = """Open crypto market intelligence.
+
+**Keys**: `POST /v1/keys` gives a free key (shown once); send it as `X-API-Key` (or `Authorization: Bearer`).
+Paid tiers are issued by an admin. **Limits**: every `/v1` answer carries `X-RateLimit-Limit`,
+`X-RateLimit-Remaining` and `X-RateLimit-Reset` (seconds) for your per-minute limit; over it you get 429 with
+`Retry-After`. `GET /v1/usage` shows your minute and month. **Caching**: history answers carry an `ETag`;
+send it back as `If-None-Match` to get a 304. **Errors**: `{"error": {"code", "message"}}`.
+"""
+
+
 def create_app(ctx: Context) -> FastAPI:
     assert ctx.store is not None, "the gateway needs the store"
     store = ctx.store
     queries = Queries(store)
-    keys = KeyStore(store)
     settings = ctx.settings
-    known: dict[str, Any] = {"at": 0.0, "symbols": set()}
-    tokens_cache: dict[str, Any] = {"at": 0.0, "rows": []}
+    keys = KeyStore(store, cache_ttl_s=settings.key_cache_ttl_s)
+    limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour)
+    hub = StreamHub(settings.stream_buffer)
+    live = LiveState(ctx, queries, hub)
+    known: dict[str, Any] = {"at": 0.0, "symbols": set(settings.symbols)}
 
-    app = FastAPI(
-        title="Tokenpulse API",
-        version="1.0",
-        description="Open crypto market intelligence. Authenticate with `X-API-Key` (get one from `POST /v1/keys`).",
-    )
+    # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
+    # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
+    telemetry: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
+    app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry)
     install(app)
     app.state.keys = keys
-    app.state.limiter = KeyLimiter(settings.free_limit_per_minute, settings.free_limit_per_day)
+    app.state.limiter = limiter
+    app.state.settings = settings
+    app.state.live = live
+    app.state.hub = hub
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "ETag"],
+            max_age=600,
+        )
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
     Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
-    try:
-        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    if settings.otel_exporter != "none":  # no exporter, no spans: request tracing costs ~40% of a hot read
+        try:
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-        FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz")
-    except Exception:  # pragma: no cover - instrumentation is optional at runtime
-        pass
+            # the stream may carry ?api_key= (EventSource): keep its URL out of traces
+            FastAPIInstrumentor.instrument_app(app, excluded_urls="/metrics,/healthz,/v1/stream")
+        except Exception:  # pragma: no cover - instrumentation is optional at runtime
+            pass
 
     async def symbol_known(symbol: str) -> str:
         symbol = symbol.upper()
         if not SYMBOL_RE.match(symbol):
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC")
-        if time.monotonic() - known["at"] > 10:
+        if symbol in live.tokens or symbol in known["symbols"]:  # tracked: no store query on the hot path
+            return symbol
+        if time.monotonic() - known["at"] > 10:  # an unknown one: look again at most every 10 s
             known["symbols"] = set(settings.symbols) | await queries.known_symbols()
             known["at"] = time.monotonic()
         if symbol not in known["symbols"]:
             raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked; see GET /v1/tokens")
         return symbol
 
-    dashboard_html = (Path(__file__).parent / "static" / "dashboard.html").read_text()
+    static_dir = Path(__file__).parent / "static"
+    dashboard_html = (static_dir / "dashboard.html").read_text()
+    app.mount("/static", StaticFiles(directory=static_dir), name="static")
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
@@ -144,60 +191,47 @@ def create_app(ctx: Context) -> FastAPI:
         body = {"ready": ready, "checks": checks, **{k: v for k, v in ctx.status.items()}}
         return JSONResponse(body, 200 if ready else 503)
 
-    @app.post("/v1/keys", status_code=201, tags=["keys"])
-    async def create_key(body: KeyRequest) -> dict[str, Any]:
+    @app.post("/v1/keys", status_code=201, tags=["keys"], responses=ex.responses("create_key", 201, 422, 429))
+    async def create_key(request: Request, body: KeyRequest) -> dict[str, Any]:
+        """A free key, shown once (only its SHA-256 hash is stored). Limited per client IP and hour."""
+        ip = request.client.host if request.client else "unknown"
+        try:
+            wait = await limiter.hit_issue(ip)
+        except LimiterUnavailable as exc:
+            raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
+        if wait:
+            raise ApiError(
+                429,
+                "too_many_keys",
+                f"this address created {settings.key_issue_per_hour} keys in the last hour; "
+                f"retry in {wait} s or reuse a key you have",
+                headers={"Retry-After": str(wait)},
+            )
         key, record = await keys.create(body.name, body.email)
         return {
             "key": key,
             "key_id": record.key_id,
             "tier": record.tier,
-            "limits": {"per_minute": settings.free_limit_per_minute, "per_day": settings.free_limit_per_day},
+            "limits": product_api.tier_body(record.tier, settings),
             "note": "store this key now: it is shown only once",
         }
 
     async def token_rows() -> list[dict[str, Any]]:
-        if time.monotonic() - tokens_cache["at"] < 1.0:
-            return list(tokens_cache["rows"])
-        symbols = sorted(set(settings.symbols) | await queries.known_symbols())
-        prices = await queries.latest_prices(symbols)
-        grades = await queries.latest_grades(symbols)
-        signals = await queries.latest_signals(symbols)
-        rows = []
-        for sym in symbols:
-            price, at_ms = prices.get(sym, (None, None))
-            change = None
-            volume = None
-            if price is not None and at_ms is not None:
-                ref = await queries.price_at(sym, at_ms - WINDOWS["24h"], tolerance(WINDOWS["24h"]))
-                change = round((price / ref - 1) * 100, 4) if ref else None
-                volume = await queries.volume_24h_usd(sym, at_ms)
-            grade = grades.get(sym, {})
-            rows.append(
-                {
-                    "symbol": sym,
-                    "name": token_name(sym),
-                    "price": price,
-                    "change_24h": change,
-                    "volume_24h": volume,
-                    "trader_grade": grade.get("trader_grade"),
-                    "investor_grade": grade.get("investor_grade"),
-                    "signal": signals.get(sym),
-                    "updated_at": iso(at_ms),
-                    "_at_ms": at_ms,
-                }
-            )
-        tokens_cache.update(at=time.monotonic(), rows=rows)
-        return list(rows)
+        await live.ensure()
+        return live.rows()
 
     def public(row: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in row.items() if not k.startswith("_")}
 
-    @app.get("/v1/tokens", response_model=Page, tags=["tokens"])
+    @app.get("/v1/tokens", response_model=Page, tags=["tokens"], responses=ex.responses("tokens", 200, 400, 401, 429))
     async def list_tokens(
+        request: Request,
         _: Authed,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
+        """Every tracked token: latest price, 24 h change and volume, grades and signal, answered from memory
+        (kept current from the event bus)."""
         rows = await token_rows()
         if cursor:
             try:
@@ -209,31 +243,44 @@ def create_app(ctx: Context) -> FastAPI:
         nxt = None
         if len(rows) > limit:
             nxt = base64.urlsafe_b64encode(page[-1]["symbol"].encode()).decode().rstrip("=")
-        return {"data": [public(r) for r in page], "next_cursor": nxt}
+        return etag_json(request, {"data": [public(r) for r in page], "next_cursor": nxt}, 1)
 
-    @app.get("/v1/tokens/{symbol}", tags=["tokens"])
-    async def token_detail(_: Authed, symbol: str) -> dict[str, Any]:
+    @app.get("/v1/tokens/{symbol}", tags=["tokens"], responses=ex.responses("token", 200, 400, 401, 404, 429))
+    async def token_detail(request: Request, _: Authed, symbol: str) -> Response:
+        """One token: the live row plus ROI over 24h/7d/30d/1y, key levels and the latest predictions.
+        Reference prices and levels are refreshed from the store about once a minute."""
         symbol = await symbol_known(symbol)
         row = next((r for r in await token_rows() if r["symbol"] == symbol), None)
         if row is None:
             raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked")
-        roi: dict[str, float | None] = {}
-        for label, window in WINDOWS.items():
-            ref = None
-            if row["price"] is not None and row["_at_ms"] is not None:
-                ref = await queries.price_at(symbol, row["_at_ms"] - window, tolerance(window))
-            roi[label] = round((row["price"] / ref - 1) * 100, 4) if ref else None
-        lv = await levels_of(symbol)
-        levels = {
-            "support": lv["support"],
-            "resistance": lv["resistance"],
-            "key_support": lv["key_support"],
-            "breakout_level": lv["breakout_level"],
-        }
-        return {**public(row), "roi": roi, "levels": levels, "predictions": []}
 
-    @app.get("/v1/candles/{symbol}", response_model=Page, tags=["market data"])
+        async def slow() -> dict[str, Any]:
+            refs: dict[str, float | None] = {}
+            for label, window in WINDOWS.items():
+                refs[label] = None
+                if row["_at_ms"] is not None:
+                    refs[label] = await queries.price_at(symbol, row["_at_ms"] - window, tolerance(window))
+            lv = await levels_of(symbol)
+            keep = ("support", "resistance", "key_support", "breakout_level")
+            return {"refs": refs, "levels": {k: lv[k] for k in keep}}
+
+        parts = await live.slow_parts(symbol, slow)
+        price = row["price"]
+        roi = {
+            label: round((price / ref - 1) * 100, 4) if ref and price is not None else None
+            for label, ref in parts["refs"].items()
+        }
+        body = {**public(row), "roi": roi, "levels": parts["levels"], "predictions": live.predictions_of(symbol)}
+        return etag_json(request, body, 1)
+
+    @app.get(
+        "/v1/candles/{symbol}",
+        response_model=Page,
+        tags=["market data"],
+        responses=ex.responses("candles", 200, 304, 400, 401, 404, 422, 429),
+    )
     async def candles(
+        request: Request,
         _: Authed,
         symbol: str,
         interval: Interval = Interval.D1,
@@ -241,15 +288,21 @@ def create_app(ctx: Context) -> FastAPI:
         end: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
         rows = await queries.candles(symbol, interval, start_ms, end_ms, after, limit + 1)
-        return page(rows, limit)
+        return etag_json(request, page(rows, limit), 10)
 
-    @app.get("/v1/indicators/{symbol}", response_model=Page, tags=["market data"])
+    @app.get(
+        "/v1/indicators/{symbol}",
+        response_model=Page,
+        tags=["market data"],
+        responses=ex.responses("indicators", 200, 304, 400, 401, 404, 422, 429),
+    )
     async def indicators(
+        request: Request,
         _: Authed,
         symbol: str,
         interval: Interval = Interval.D1,
@@ -257,24 +310,30 @@ def create_app(ctx: Context) -> FastAPI:
         end: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """RSI(14), MACD(12,26,9), EMA20/50, SMA200, Bollinger(20,2), ATR(14) at each closed candle
         (TA-Lib conventions, see the contract); null while warming up. Oldest first."""
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
         rows = await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1)
-        return page(rows, limit)
+        return etag_json(request, page(rows, limit), 10)
 
-    @app.get("/v1/grades/{symbol}", response_model=Page, tags=["analytics"])
+    @app.get(
+        "/v1/grades/{symbol}",
+        response_model=Page,
+        tags=["analytics"],
+        responses=ex.responses("grades", 200, 304, 400, 401, 404, 422, 429),
+    )
     async def grades(
+        request: Request,
         _: Authed,
         symbol: str,
         start: str | None = None,
         end: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Trader and Investor Grade history (daily), with the components each was computed from."""
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
@@ -289,19 +348,30 @@ def create_app(ctx: Context) -> FastAPI:
         )
         for r in rows:
             r["components"] = json.loads(r["components"] or "{}")
-        return page(rows, limit)
+        return etag_json(request, page(rows, limit), 60)
 
-    @app.get("/v1/signals", response_model=Page, tags=["analytics"])
+    @app.get(
+        "/v1/signals",
+        response_model=Page,
+        tags=["analytics"],
+        responses=ex.responses("signals", 200, 304, 400, 401, 403, 404, 422, 429),
+    )
     async def signals(
-        _: Authed,
+        request: Request,
+        key: Authed,
         symbol: str | None = None,
+        interval: Interval | None = None,
         start: str | None = None,
         end: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
-    ) -> dict[str, Any]:
-        """Bullish/bearish signals (emitted when the hysteresis state changes), oldest first."""
+    ) -> Response:
+        """Bullish/bearish signals (emitted when the hysteresis state changes), oldest first.
+        Intraday signals are for tiers with `intraday` (pro and up); the free tier sees daily ones."""
         sym = await symbol_known(symbol) if symbol else None
+        if interval is not None and interval != Interval.D1 and not tier_for(request, key).intraday:
+            raise ApiError(403, "tier_required", "intraday signals need the pro tier or higher; see GET /v1/usage")
+        wanted = interval.value if interval else (None if tier_for(request, key).intraday else Interval.D1.value)
         start_ms, end_ms = time_window(start, end)
         rows = await queries.history(
             "signals",
@@ -311,24 +381,25 @@ def create_app(ctx: Context) -> FastAPI:
             end_ms,
             decode_cursor(cursor) if cursor else None,
             limit + 1,
+            interval=wanted,
         )
-        return page(rows, limit)
+        return etag_json(request, page(rows, limit), 30)
 
     async def levels_of(symbol: str) -> dict[str, Any]:
         from tokenpulse_shared.levels import key_levels
 
         return key_levels(await queries.daily_bars(symbol))
 
-    @app.get("/v1/levels/{symbol}", tags=["analytics"])
-    async def levels(_: Authed, symbol: str) -> dict[str, Any]:
+    @app.get("/v1/levels/{symbol}", tags=["analytics"], responses=ex.responses("levels", 200, 304, 400, 401, 404, 429))
+    async def levels(request: Request, _: Authed, symbol: str) -> Response:
         """Support and resistance from daily swing pivots clustered over the last two years."""
         symbol = await symbol_known(symbol)
-        return {"symbol": symbol, **await levels_of(symbol)}
+        return etag_json(request, {"symbol": symbol, **await levels_of(symbol)}, 300)
 
     track_cache: dict[str, Any] = {"version": None, "body": None}
 
-    @app.get("/v1/track-record", tags=["analytics"])
-    async def track_record_endpoint(_: Authed) -> dict[str, Any]:
+    @app.get("/v1/track-record", tags=["analytics"], responses=ex.responses("track_record", 200, 304, 401, 429))
+    async def track_record_endpoint(request: Request, _: Authed) -> Response:
         """Measured track record of the published signals and grades on the stored daily history:
         signals followed long/flat vs buy-and-hold, and the grades' rank information coefficient."""
         from tokenpulse_shared.track_record import SignalPoint, track_record
@@ -357,9 +428,10 @@ def create_app(ctx: Context) -> FastAPI:
             ]
             report = await asyncio.to_thread(track_record, closes, sigs, trader, investor)
             track_cache.update(version=version, body=report.model_dump(mode="json"))
-        return dict(track_cache["body"])
+        return etag_json(request, track_cache["body"], 300)
 
     app.include_router(make_router(queries, settings.bundle_dir))
+    app.include_router(product_api.make_router(keys, limiter, hub, settings))
     app.include_router(alerts_router(ctx, symbol_known))
 
     @app.exception_handler(404)

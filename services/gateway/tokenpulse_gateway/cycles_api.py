@@ -25,6 +25,7 @@ from tokenpulse_shared.cycles import (
 
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
+from tokenpulse_gateway.examples import responses
 from tokenpulse_gateway.queries import Queries
 
 Positive = Annotated[float | None, Query(gt=0, le=1000)]
@@ -47,7 +48,11 @@ def make_router(queries: Queries, bundle_dir: Path) -> APIRouter:
                 )
             return cache["data"]  # type: ignore[no-any-return]
 
-    @router.get("/v1/cycles/btc", summary="Bitcoin halving cycles: past runs, projection, track record")
+    @router.get(
+        "/v1/cycles/btc",
+        summary="Bitcoin halving cycles: past runs, projection, track record",
+        responses=responses("cycles", 200, 400, 401, 422, 429),
+    )
     async def cycles(
         _: Authed,
         as_of: Annotated[date | None, Query(description="measure and project with data up to this day only")] = None,

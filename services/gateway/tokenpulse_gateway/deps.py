@@ -1,38 +1,91 @@
-"""Request dependencies shared by the gateway's routers: API-key authentication and limits."""
+"""Request dependencies shared by the gateway's routers: API-key authentication, limits, admin token."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey
+from tokenpulse_gateway.limits import LimiterUnavailable, Verdict
+from tokenpulse_gateway.tiers import Tier, effective_tier
+
+LIMITER_DOWN = "the request-limit store (Redis) is unavailable; retry shortly"
+
+
+def tier_for(request: Request, record: ApiKey) -> Tier:
+    s = request.app.state.settings
+    return effective_tier(record.tier, s.free_limit_per_minute, s.free_limit_per_month, s.max_rules_per_key)
+
+
+async def _authenticate(request: Request, key: str | None) -> ApiKey:
+    if not key:
+        raise ApiError(401, "missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys")
+    record: ApiKey | None = await request.app.state.keys.lookup(key)
+    if record is None or record.revoked:
+        raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
+    try:
+        verdict: Verdict = await request.app.state.limiter.hit(record.key_id, tier_for(request, record))
+    except LimiterUnavailable as exc:
+        raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
+    if not verdict.allowed:
+        what = "monthly quota used up" if verdict.scope == "month" else "per-minute request limit reached"
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"{what}; retry in {verdict.retry_after_s} s (see GET /v1/usage; higher tiers have higher limits)",
+            headers=verdict.headers(),
+        )
+    request.state.ratelimit = verdict
+    return record
+
+
+def _header_key(x_api_key: str | None, authorization: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
 
 
 async def require_key(
     request: Request,
-    x_api_key: Annotated[str | None, Header()] = None,
-    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header(description="your API key (or `Authorization: Bearer <key>`)")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ApiKey:
     """Every /v1 path but POST /v1/keys needs a valid key (X-API-Key or Authorization: Bearer)."""
-    key = x_api_key
-    if not key and authorization and authorization.lower().startswith("bearer "):
-        key = authorization[7:].strip()
-    if not key:
-        raise ApiError(401, "missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys")
-    record = await request.app.state.keys.lookup(key)
-    if record is None or record.revoked:
-        raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
-    verdict = await request.app.state.limiter.hit(record.key_id)
-    if not verdict.allowed:
-        raise ApiError(
-            429,
-            "rate_limited",
-            f"request limit reached; retry in {verdict.retry_after_s} s",
-            headers={"Retry-After": str(verdict.retry_after_s)},
-        )
-    return record
+    return await _authenticate(request, _header_key(x_api_key, authorization))
+
+
+async def require_key_or_query(
+    request: Request,
+    x_api_key: Annotated[str | None, Header(description="your API key")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    api_key: Annotated[
+        str | None, Query(description="the key as a query parameter, for browsers' EventSource (cannot send headers)")
+    ] = None,
+) -> ApiKey:
+    """The stream also takes ``?api_key=`` because a browser's EventSource cannot set headers."""
+    return await _authenticate(request, _header_key(x_api_key, authorization) or api_key)
+
+
+async def require_admin(
+    request: Request,
+    x_admin_token: Annotated[str | None, Header(description="the admin token (or `Authorization: Bearer`)")] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> None:
+    expected: str | None = request.app.state.settings.admin_token
+    if not expected:
+        raise ApiError(403, "admin_disabled", "the admin API is off: set TOKENPULSE_ADMIN_TOKEN on the gateway")
+    token = _header_key(x_admin_token, authorization)
+    if not token:
+        raise ApiError(401, "missing_admin_token", "send the admin token in X-Admin-Token or Authorization: Bearer")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(403, "invalid_admin_token", "wrong admin token")
 
 
 Authed = Annotated[ApiKey, Depends(require_key)]
+StreamAuthed = Annotated[ApiKey, Depends(require_key_or_query)]
+Admin = Annotated[None, Depends(require_admin)]

@@ -2,6 +2,11 @@
 
 Keys are 256-bit random tokens, so a fast hash is enough (no dictionary to
 guess from); the plain key is shown to its owner once and never stored.
+
+Revocation writes a new version of the row (``revoked = 1``). The replica that
+revokes drops the key from its cache at once; other replicas trust their cached
+lookup for at most ``key_cache_ttl_s`` (``TOKENPULSE_KEY_CACHE_TTL_S``, 30 s by
+default), so a revoked key is refused everywhere within that time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from tokenpulse_shared.store import Store
 
@@ -39,15 +45,58 @@ class KeyStore:
     async def create(self, name: str, email: str | None, tier: str = "free") -> tuple[str, ApiKey]:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(hash_key(key), secrets.token_hex(8), name, tier)
-        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        await self._write(record, email, int(datetime.now(UTC).timestamp() * 1000))
+        self._cache[record.key_hash] = (time.monotonic(), record)
+        return key, record
+
+    async def _write(self, record: ApiKey, email: str | None, created_ms: int) -> None:
         await self.store.insert(
             "api_keys",
-            [[record.key_hash], [record.key_id], [name], [email], [tier], [now_ms], [0], [time.time_ns()]],
+            [
+                [record.key_hash],
+                [record.key_id],
+                [record.name],
+                [email],
+                [record.tier],
+                [created_ms],
+                [int(record.revoked)],
+                [time.time_ns()],
+            ],
             ["key_hash", "key_id", "name", "email", "tier", "created_at", "revoked", "version"],
             interactive=True,
         )
+
+    async def get(self, key_id: str) -> dict[str, Any] | None:
+        """A key's public record by its id (never the key or its hash)."""
+        rows = await self.store.query(
+            "SELECT key_hash, name, email, tier, toUnixTimestamp64Milli(created_at), revoked "
+            "FROM api_keys FINAL WHERE key_id = {k:String}",
+            {"k": key_id},
+        )
+        if not rows:
+            return None
+        h, name, email, tier, created_ms, revoked = rows[0]
+        return {
+            "key_id": key_id,
+            "name": name,
+            "email": email,
+            "tier": tier,
+            "created_at": datetime.fromtimestamp(created_ms / 1000, UTC).isoformat().replace("+00:00", "Z"),
+            "revoked": bool(revoked),
+            "_hash": h,
+            "_created_ms": created_ms,
+        }
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke ``key_id``; False when there is no such key. Refused at once by this replica."""
+        found = await self.get(key_id)
+        if found is None:
+            return False
+        record = ApiKey(found["_hash"], key_id, found["name"], found["tier"], revoked=True)
+        if not found["revoked"]:
+            await self._write(record, found["email"], found["_created_ms"])
         self._cache[record.key_hash] = (time.monotonic(), record)
-        return key, record
+        return True
 
     async def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)

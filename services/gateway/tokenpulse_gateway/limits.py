@@ -1,8 +1,10 @@
-"""Per-key request limits (per minute and per day) with the `limits` library.
+"""Request limits with the `limits` library: per key (per minute and per month) and per IP for key issuance.
 
-Moving windows in process memory: exact for one gateway replica; with
-several replicas each enforces its own share (shared storage comes with the
-API-key product, issue #8). Over a limit the API answers 429 with Retry-After.
+Storage: process memory when ``TOKENPULSE_REDIS_URL`` is unset (embedded mode, one
+replica: exact), Redis otherwise, so every gateway replica draws from the same
+counters. The per-minute limit is a moving window (no burst at a window edge); the
+monthly quota is a fixed 30-day window that starts with a key's first request (one
+counter in Redis instead of a list of a month of timestamps).
 """
 
 from __future__ import annotations
@@ -11,34 +13,109 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerDay, RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerMonth
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from tokenpulse_gateway.tiers import Tier
+
+
+class LimiterUnavailable(Exception):
+    """The shared limit store (Redis) did not answer."""
 
 
 @dataclass(frozen=True)
 class Verdict:
     allowed: bool
-    retry_after_s: int
-    remaining_minute: int
-    remaining_day: int
+    limit: int
+    """the per-minute limit (X-RateLimit-Limit)"""
+    remaining: int
+    reset_s: int
+    """seconds until the per-minute window has room again (X-RateLimit-Reset)"""
+    retry_after_s: int = 0
+    scope: str = "minute"
+    """which limit refused the request: minute or month"""
+
+    def headers(self) -> dict[str, str]:
+        h = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(0, self.remaining)),
+            "X-RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            h["Retry-After"] = str(self.retry_after_s)
+        return h
+
+
+@dataclass(frozen=True)
+class Window:
+    limit: int
+    used: int
+    remaining: int
+    reset_s: int
+
+
+def make_storage(redis_url: str | None) -> Storage:
+    if not redis_url:
+        return MemoryStorage()
+    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    storage = storage_from_string(uri)
+    assert isinstance(storage, Storage)
+    return storage
+
+
+def _secs_until(reset_time: float) -> int:
+    return max(0, math.ceil(reset_time - time.time()))
 
 
 class KeyLimiter:
-    def __init__(self, per_minute: int, per_day: int) -> None:
-        self.items = (RateLimitItemPerMinute(per_minute), RateLimitItemPerDay(per_day))
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+    def __init__(self, redis_url: str | None = None, issue_per_hour: int = 10) -> None:
+        self.storage = make_storage(redis_url)
+        self.shared = bool(redis_url)
+        self.moving = MovingWindowRateLimiter(self.storage)
+        self.fixed = FixedWindowRateLimiter(self.storage)
+        self.issue_item = RateLimitItemPerHour(issue_per_hour)
 
-    async def hit(self, key_id: str) -> Verdict:
-        for item in self.items:
-            if not await self.limiter.test(item, key_id):
-                stats = await self.limiter.get_window_stats(item, key_id)
-                retry = max(1, math.ceil(stats.reset_time - time.time()))
-                return Verdict(False, retry, *await self._remaining(key_id))
-        for item in self.items:
-            await self.limiter.hit(item, key_id)
-        return Verdict(True, 0, *await self._remaining(key_id))
+    @staticmethod
+    def items(tier: Tier) -> tuple[RateLimitItem, RateLimitItem]:
+        return RateLimitItemPerMinute(tier.per_minute), RateLimitItemPerMonth(tier.per_month)
 
-    async def _remaining(self, key_id: str) -> tuple[int, int]:
-        minute, day = [await self.limiter.get_window_stats(i, key_id) for i in self.items]
-        return minute.remaining, day.remaining
+    async def hit(self, key_id: str, tier: Tier) -> Verdict:
+        """Count one request of ``key_id``; refused (``allowed=False``) when either limit is spent."""
+        minute, month = self.items(tier)
+        try:
+            if not await self.moving.hit(minute, "key", key_id):
+                stats = await self.moving.get_window_stats(minute, "key", key_id)
+                reset = max(1, _secs_until(stats.reset_time))
+                return Verdict(False, minute.amount, 0, reset, reset, "minute")
+            if not await self.fixed.hit(month, "key", key_id):
+                stats = await self.fixed.get_window_stats(month, "key", key_id)
+                reset = max(1, _secs_until(stats.reset_time))
+                return Verdict(False, minute.amount, 0, reset, reset, "month")
+            stats = await self.moving.get_window_stats(minute, "key", key_id)
+        except Exception as exc:  # redis down or unreachable
+            raise LimiterUnavailable(str(exc)) from exc
+        return Verdict(True, minute.amount, stats.remaining, _secs_until(stats.reset_time))
+
+    async def usage(self, key_id: str, tier: Tier) -> dict[str, Window]:
+        minute, month = self.items(tier)
+        try:
+            m = await self.moving.get_window_stats(minute, "key", key_id)
+            mo = await self.fixed.get_window_stats(month, "key", key_id)
+        except Exception as exc:
+            raise LimiterUnavailable(str(exc)) from exc
+        return {
+            "minute": Window(minute.amount, minute.amount - m.remaining, m.remaining, _secs_until(m.reset_time)),
+            "month": Window(month.amount, month.amount - mo.remaining, mo.remaining, _secs_until(mo.reset_time)),
+        }
+
+    async def hit_issue(self, client_ip: str) -> int:
+        """Count one free-key issuance from ``client_ip``: 0 when allowed, else the seconds to wait."""
+        try:
+            if await self.fixed.hit(self.issue_item, "issue", client_ip):
+                return 0
+            stats = await self.fixed.get_window_stats(self.issue_item, "issue", client_ip)
+        except Exception as exc:
+            raise LimiterUnavailable(str(exc)) from exc
+        return max(1, _secs_until(stats.reset_time))

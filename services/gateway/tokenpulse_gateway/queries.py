@@ -107,6 +107,7 @@ class Queries:
         end_ms: int | None,
         after_ms: int | None,
         limit: int,
+        interval: str | None = None,
     ) -> list[dict[str, Any]]:
         """Time-ordered rows of an event table (grades, signals), oldest first, keyset-paginated on ts."""
         where = ["1"]
@@ -114,6 +115,9 @@ class Queries:
         if symbol is not None:
             where.append("symbol = {s:String}")
             params["s"] = symbol
+        if interval is not None:
+            where.append("interval = {iv:String}")
+            params["iv"] = interval
         time_filters(where, params, start_ms, end_ms, after_ms)
         rows = await self.store.query(
             f"SELECT toUnixTimestamp64Milli(ts), {', '.join(columns)} FROM {table} FINAL "

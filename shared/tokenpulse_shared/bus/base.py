@@ -39,7 +39,7 @@ class Subscription:
     handler: Handler
     max_batch: int = 500
     broadcast: bool = False
-    from_end: bool = False
+    tail: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -105,18 +105,19 @@ class Bus(abc.ABC):
         *,
         max_batch: int | None = None,
         broadcast: bool = False,
-        from_end: bool = False,
+        tail: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
         ``broadcast=True`` gives every instance of the service the whole topic from its start, at
         every start (no committed offsets): the way to hold a compacted topic as a table in memory.
-        With ``from_end=True`` a broadcast starts at the topic's end instead (follow what others
-        publish from now on; read the past with :meth:`read_log`).
+        ``tail=True`` gives every instance what is published from its start on (no history, no
+        committed offsets): the way to follow a busy stream (prices) live in every replica; read the
+        past, where needed, with :meth:`read_log`.
         """
         self.subscriptions.append(
             Subscription(
-                topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast, from_end=from_end
+                topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast or tail, tail=tail
             )
         )
 

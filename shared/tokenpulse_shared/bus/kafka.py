@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -138,6 +138,11 @@ class KafkaBus(Bus):
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
 
+    def _offset_reset(self, sub: Subscription) -> Literal["latest", "earliest"]:
+        if sub.tail:
+            return "latest"
+        return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
+
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, replication=self.replication)
         self.producer = AIOKafkaProducer(
@@ -149,18 +154,15 @@ class KafkaBus(Bus):
         )
         await self.producer.start()
         for sub in self.subscriptions:
-            # broadcast: no group, every partition from the beginning at every start, nothing committed
+            # broadcast: no group, every partition from the beginning at every start, nothing committed;
+            # tail: the same from the end (only what is published from now on)
             subscriber = self.broker.subscriber(
                 sub.topic.name,
                 group_id=None if sub.broadcast else self.group_id(sub.group),
                 batch=True,
                 max_records=sub.max_batch,
                 batch_timeout_ms=100,
-                auto_offset_reset="latest"
-                if sub.from_end
-                else "earliest"
-                if (self.from_beginning or sub.broadcast)
-                else "latest",
+                auto_offset_reset=self._offset_reset(sub),
                 ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
             )

@@ -1,0 +1,209 @@
+"""OpenAPI examples: one success example per endpoint and the error answers it can give."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERRORS: dict[int, tuple[str, str, str]] = {
+    304: ("", "", "not modified: your `If-None-Match` ETag is current"),
+    400: ("invalid_symbol", "symbols are upper-case base assets such as BTC", "bad input"),
+    401: ("missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys", "no or unknown key"),
+    403: ("tier_required", "intraday signals need the pro tier or higher; see GET /v1/usage", "not in your tier"),
+    404: ("unknown_symbol", "FOO is not tracked; see GET /v1/tokens", "not found"),
+    422: ("invalid_request", "limit: Input should be greater than or equal to 1", "invalid parameters"),
+    429: ("rate_limited", "per-minute request limit reached; retry in 12 s", "over your limit (see Retry-After)"),
+}
+
+TOKEN = {
+    "symbol": "BTC",
+    "name": "Bitcoin",
+    "price": 97012.5,
+    "change_24h": 1.8421,
+    "volume_24h": 31_250_000_000.0,
+    "trader_grade": 71.2,
+    "investor_grade": 64.8,
+    "signal": {"direction": "bullish", "strength": 0.62, "ts": "2026-11-20T00:00:00Z"},
+    "updated_at": "2026-11-22T01:00:00Z",
+}
+
+LEVEL_S = {"price": 91200.0, "touches": 4, "last_touch": "2026-10-02T00:00:00Z", "strength": 0.71}
+LEVEL_R = {"price": 99800.0, "touches": 3, "last_touch": "2026-11-01T00:00:00Z", "strength": 0.58}
+
+RULE = {
+    "id": "rule_5d1e0c9a7b3f2e41",
+    "symbol": "BTC",
+    "name": "BTC breaks 100k",
+    "condition": {"kind": "price_above", "value": 100000.0},
+    "description": "price above 100000",
+    "channels": [{"type": "webhook", "target": "https://example.com/hooks/tokenpulse"}],
+    "cooldown_s": 3600,
+    "created_at": "2026-11-22T01:00:00Z",
+}
+
+SUCCESS: dict[str, Any] = {
+    "alert_created": {**RULE, "webhook_secret": "whsec_2b7f…"},
+    "alert_rule": RULE,
+    "alert_rules": {"data": [RULE], "next_cursor": None},
+    "alert_deleted": {"id": RULE["id"], "deleted": True},
+    "alert_events": {
+        "data": [
+            {
+                "id": "8c1f0e27d9b34a6a9e0c5b71f2d4e813",
+                "rule_id": RULE["id"],
+                "symbol": "BTC",
+                "ts": "2026-11-22T01:02:03Z",
+                "price": 100012.5,
+                "message": "BTC crossed above 100000 (now 100012.5) (BTC breaks 100k)",
+                "status": "delivered",
+                "deliveries": [
+                    {
+                        "channel": "webhook",
+                        "target": "https://example.com/…",
+                        "status": "delivered",
+                        "attempts": 1,
+                        "error": None,
+                        "at": "2026-11-22T01:02:03.180Z",
+                        "summary": False,
+                    }
+                ],
+            }
+        ],
+        "next_cursor": None,
+    },
+    "create_key": {
+        "key": "tp_3kq...shown-once",
+        "key_id": "9f2c41d07a5be613",
+        "tier": "free",
+        "limits": {"name": "free", "per_minute": 60, "per_month": 10000, "max_alert_rules": 10, "intraday": False},
+        "note": "store this key now: it is shown only once",
+    },
+    "tokens": {"data": [TOKEN], "next_cursor": None},
+    "token": {
+        **TOKEN,
+        "roi": {"24h": 1.84, "7d": -3.1, "30d": 12.4, "1y": 104.2},
+        "levels": {
+            "support": [LEVEL_S],
+            "resistance": [LEVEL_R],
+            "key_support": LEVEL_S,
+            "breakout_level": LEVEL_R,
+        },
+        "predictions": [
+            {
+                "horizon": "7d",
+                "made_at": "2026-11-21T00:00:00Z",
+                "target_ts": "2026-11-28T00:00:00Z",
+                "point": 98500.0,
+                "lower": 90100.0,
+                "upper": 106900.0,
+                "interval": 0.8,
+                "model": "baseline",
+                "backtest": {"coverage": 0.81},
+            }
+        ],
+    },
+    "candles": {
+        "data": [
+            {
+                "ts": "2017-12-17T00:00:00Z",
+                "open": 19106.4,
+                "high": 19891.99,
+                "low": 18750.0,
+                "close": 19378.99,
+                "volume": 1234.5,
+                "closed": True,
+            }
+        ],
+        "next_cursor": "eyJ0cyI6IDE1MTM0Njg4MDAwMDB9",
+    },
+    "indicators": {
+        "data": [
+            {
+                "ts": "2024-12-05T00:00:00Z",
+                "rsi": 71.3,
+                "macd": 4100.2,
+                "macd_signal": 3650.9,
+                "macd_hist": 449.3,
+                "ema20": 93000.1,
+                "ema50": 85010.4,
+                "sma200": 67020.0,
+                "bb_upper": 101200.0,
+                "bb_middle": 94000.0,
+                "bb_lower": 86800.0,
+                "atr": 3100.5,
+            }
+        ],
+        "next_cursor": None,
+    },
+    "grades": {
+        "data": [
+            {
+                "ts": "2024-12-05T00:00:00Z",
+                "trader_grade": 71.2,
+                "investor_grade": 64.8,
+                "components": {"trend": 0.8, "momentum": 0.6},
+                "method": "v1",
+            }
+        ],
+        "next_cursor": None,
+    },
+    "signals": {
+        "data": [
+            {
+                "ts": "2024-11-06T00:00:00Z",
+                "symbol": "BTC",
+                "interval": "1d",
+                "direction": "bullish",
+                "strength": 0.62,
+                "reasons": ["ema20>ema50", "macd_hist>0"],
+            }
+        ],
+        "next_cursor": None,
+    },
+    "levels": {
+        "symbol": "BTC",
+        "price": 97012.5,
+        "as_of": "2026-11-21T00:00:00Z",
+        "support": [LEVEL_S],
+        "resistance": [LEVEL_R],
+        "key_support": LEVEL_S,
+        "breakout_level": LEVEL_R,
+        "method": {"window": 5, "tolerance": 0.03, "half_life_days": 180.0, "lookback_days": 730},
+    },
+    "cycles": {
+        "halvings": [
+            {
+                "date": "2016-07-09",
+                "height": 420000,
+                "price": 650.6,
+                "peak_date": "2017-12-16",
+                "peak_price": 19497.4,
+                "multiple": 29.9,
+                "days_to_peak": 525,
+            }
+        ],
+        "projection": {
+            "start": "2024-04-20",
+            "previous_length_days": 546,
+            "previous_roi": 7.9,
+            "scenarios": [{"name": "base", "end_date": "2025-10-18", "price_target": 150000.0}],
+        },
+        "track_record": [],
+        "altcoin_season": [],
+        "parameters": {"basis": "halving"},
+    },
+    "track_record": {"signals": {"trades": 41, "strategy_return": 12.3, "buy_hold_return": 9.8}, "grades": {}},
+}
+
+
+def responses(name: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        if status in (200, 201):
+            out[status] = {"content": {"application/json": {"example": SUCCESS[name]}}}
+        elif status == 304:
+            out[status] = {"description": ERRORS[304][2]}
+        else:
+            code, message, description = ERRORS[status]
+            example = {"error": {"code": code, "message": message}}
+            out[status] = {"description": description, "content": {"application/json": {"example": example}}}
+    return out

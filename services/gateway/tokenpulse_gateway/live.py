@@ -1,0 +1,271 @@
+"""The latest state in memory, from the bus, and the live event stream behind ``/v1/stream``.
+
+Every gateway replica follows prices, signals and fired alerts live (a *tail* subscription:
+from its start on, nothing committed) and reads grades and predictions whole (*broadcast*),
+keeps the latest value per token, and answers ``/v1/tokens`` from memory. ClickHouse is read only
+on a cold start (nothing in memory yet) and, in the background about once a minute, for
+what the bus does not carry: the price 24 h ago, 24 h volume and slow analytics (ROI
+references, levels) of the token page.
+
+:class:`StreamHub` fans events out to ``/v1/stream`` clients and keeps a bounded ring
+buffer of recent events with increasing ids for ``Last-Event-ID`` resumption. Ids are
+milliseconds-since-epoch based (``max(last + 1, now_ms)``), so they keep increasing
+across restarts and are close between replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, PredictionEvent, PriceEvent, SignalEvent
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.tokens import token_name
+from tokenpulse_shared.topics import ALERTS, GRADES, PREDICTIONS, PRICES, SIGNALS
+
+from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
+
+log = logging.getLogger(__name__)
+
+STREAM_TYPES = ("price", "signal", "alert")
+FRESH_MS = 5 * 60_000
+"""events older than this (a broadcast subscription replays the topic) update the state but are not streamed"""
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    id: int
+    type: str
+    symbol: str
+    owner: str | None
+    interval: str | None
+    data: str
+
+
+class StreamHub:
+    def __init__(self, capacity: int = 2000, queue_size: int = 1000) -> None:
+        self.buffer: deque[StreamEvent] = deque(maxlen=capacity)
+        self.last_id = 0
+        self.evicted_id = 0
+        """id of the newest event that has left the buffer: a resume from before it has missed events"""
+        self.queue_size = queue_size
+        self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
+
+    def publish(
+        self, type_: str, symbol: str, data: dict[str, Any], owner: str | None = None, interval: str | None = None
+    ) -> StreamEvent:
+        self.last_id = max(self.last_id + 1, _now_ms())
+        event = StreamEvent(self.last_id, type_, symbol, owner, interval, json.dumps(data, separators=(",", ":")))
+        if len(self.buffer) == self.buffer.maxlen:
+            self.evicted_id = self.buffer[0].id
+        self.buffer.append(event)
+        for q in list(self.subscribers):
+            try:
+                q.put_nowait(event)
+            except asyncio.QueueFull:  # a client that does not keep up: end its stream, it resumes by id
+                self.subscribers.discard(q)
+                q.get_nowait()
+                q.put_nowait(None)
+        return event
+
+    def subscribe(self) -> asyncio.Queue[StreamEvent | None]:
+        q: asyncio.Queue[StreamEvent | None] = asyncio.Queue(self.queue_size)
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[StreamEvent | None]) -> None:
+        self.subscribers.discard(q)
+
+    def since(self, last_id: int) -> list[StreamEvent]:
+        return [e for e in self.buffer if e.id > last_id]
+
+
+class LiveState:
+    def __init__(self, ctx: Context, queries: Queries, hub: StreamHub, sync_every_s: float = 60.0) -> None:
+        self.settings = ctx.settings
+        self.queries = queries
+        self.hub = hub
+        self.sync_every_s = sync_every_s
+        self.tokens: dict[str, dict[str, Any]] = {}
+        self.predictions: dict[str, dict[str, dict[str, Any]]] = {}
+        self.slow: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.synced_at = 0.0
+        self._sync_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        group = "gateway-live"
+        # every replica follows the busy streams from its start (the store covers what came before) ...
+        ctx.bus.subscribe(PRICES, group, self.on_prices, tail=True)
+        ctx.bus.subscribe(SIGNALS, group, self.on_signals, tail=True)
+        ctx.bus.subscribe(ALERTS, group, self.on_alerts, tail=True)
+        # ... and reads the small ones whole (predictions are kept only here)
+        ctx.bus.subscribe(GRADES, group, self.on_grades, broadcast=True)
+        ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, broadcast=True)
+
+    def _row(self, symbol: str) -> dict[str, Any]:
+        row = self.tokens.get(symbol)
+        if row is None:
+            row = {
+                "symbol": symbol,
+                "name": token_name(symbol),
+                "price": None,
+                "_at_ms": None,
+                "_ref_24h": None,
+                "volume_24h": None,
+                "trader_grade": None,
+                "investor_grade": None,
+                "_grade_ms": None,
+                "signal": None,
+                "_signal_ms": None,
+            }
+            self.tokens[symbol] = row
+        return row
+
+    # ------------------------------------------------------------------ from the bus
+    async def on_prices(self, events: list[PriceEvent]) -> None:
+        fresh_after = _now_ms() - FRESH_MS
+        for e in events:
+            ts = _ms(e.ts)
+            row = self._row(e.symbol)
+            if row["_at_ms"] is None or ts >= row["_at_ms"]:
+                row["price"], row["_at_ms"] = e.price, ts
+            if ts >= fresh_after:
+                self.hub.publish("price", e.symbol, {"symbol": e.symbol, "price": e.price, "ts": iso(ts)})
+
+    async def on_grades(self, events: list[GradeEvent]) -> None:
+        for e in events:
+            ts = _ms(e.ts)
+            row = self._row(e.symbol)
+            if row["_grade_ms"] is None or ts >= row["_grade_ms"]:
+                row.update(trader_grade=e.trader_grade, investor_grade=e.investor_grade, _grade_ms=ts)
+
+    async def on_signals(self, events: list[SignalEvent]) -> None:
+        fresh_after = _now_ms() - FRESH_MS
+        for e in events:
+            ts = _ms(e.ts)
+            body = {"direction": e.direction.value, "strength": e.strength, "ts": iso(ts)}
+            row = self._row(e.symbol)
+            if row["_signal_ms"] is None or ts >= row["_signal_ms"]:
+                row.update(signal=body, _signal_ms=ts)
+            if _ms(e.produced_at) >= fresh_after:
+                data = {"symbol": e.symbol, "interval": e.interval.value, **body, "reasons": e.reasons}
+                self.hub.publish("signal", e.symbol, data, interval=e.interval.value)
+
+    async def on_predictions(self, events: list[PredictionEvent]) -> None:
+        for e in events:
+            current = self.predictions.setdefault(e.symbol, {}).get(e.horizon)
+            if current is None or _ms(e.made_at) >= current["_made_ms"]:
+                self.predictions[e.symbol][e.horizon] = {
+                    "horizon": e.horizon,
+                    "made_at": iso(_ms(e.made_at)),
+                    "target_ts": iso(_ms(e.target_ts)),
+                    "point": e.point,
+                    "lower": e.lower,
+                    "upper": e.upper,
+                    "interval": e.interval,
+                    "model": e.model,
+                    "backtest": e.backtest,
+                    "_made_ms": _ms(e.made_at),
+                }
+
+    async def on_alerts(self, events: list[AlertFiredEvent]) -> None:
+        fresh_after = _now_ms() - FRESH_MS
+        for e in events:
+            if _ms(e.produced_at) < fresh_after:
+                continue
+            data = {
+                "rule_id": e.rule_id,
+                "symbol": e.symbol,
+                "ts": iso(_ms(e.ts)),
+                "price": e.price,
+                "message": e.message,
+            }
+            self.hub.publish("alert", e.symbol, data, owner=e.owner)
+
+    # ------------------------------------------------------------------ from the store
+    async def ensure(self) -> None:
+        """Cold start: wait for one load from the store; afterwards refresh in the background."""
+        if self.synced_at == 0.0:
+            async with self._lock:
+                if self.synced_at == 0.0:
+                    await self._sync()
+        elif time.monotonic() - self.synced_at > self.sync_every_s and (
+            self._sync_task is None or self._sync_task.done()
+        ):
+            self._sync_task = asyncio.create_task(self._sync_quietly())
+
+    async def _sync_quietly(self) -> None:
+        try:
+            async with self._lock:
+                await self._sync()
+        except Exception:
+            log.warning("refreshing the token state from the store failed; serving what is in memory", exc_info=True)
+
+    async def _sync(self) -> None:
+        q = self.queries
+        symbols = sorted(set(self.settings.symbols) | await q.known_symbols() | set(self.tokens))
+        prices = await q.latest_prices(symbols)
+        grades = await q.latest_grades(symbols)
+        signals = await q.latest_signals(symbols)
+        for sym in symbols:
+            row = self._row(sym)
+            price, at_ms = prices.get(sym, (None, None))
+            if price is not None and at_ms is not None and (row["_at_ms"] is None or at_ms > row["_at_ms"]):
+                row["price"], row["_at_ms"] = price, at_ms
+            if row["_at_ms"] is not None:
+                row["_ref_24h"] = await q.price_at(sym, row["_at_ms"] - WINDOWS["24h"], tolerance(WINDOWS["24h"]))
+                row["volume_24h"] = await q.volume_24h_usd(sym, row["_at_ms"])
+            if row["_grade_ms"] is None and sym in grades:
+                row.update(grades[sym])
+            if row["_signal_ms"] is None and signals.get(sym):
+                row["signal"] = signals[sym]
+        self.synced_at = time.monotonic()
+
+    async def slow_parts(self, symbol: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        """Per-token analytics that change slowly (levels, ROI references), cached for ``sync_every_s``."""
+        cached = self.slow.get(symbol)
+        if cached and time.monotonic() - cached[0] < self.sync_every_s:
+            return cached[1]
+        value = await compute()
+        self.slow[symbol] = (time.monotonic(), value)
+        return value
+
+    # ------------------------------------------------------------------ answers
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for sym in sorted(self.tokens):
+            row = self.tokens[sym]
+            ref, price = row["_ref_24h"], row["price"]
+            out.append(
+                {
+                    "symbol": sym,
+                    "name": row["name"],
+                    "price": price,
+                    "change_24h": round((price / ref - 1) * 100, 4) if ref and price is not None else None,
+                    "volume_24h": row["volume_24h"],
+                    "trader_grade": row["trader_grade"],
+                    "investor_grade": row["investor_grade"],
+                    "signal": row["signal"],
+                    "updated_at": iso(row["_at_ms"]),
+                    "_at_ms": row["_at_ms"],
+                }
+            )
+        return out
+
+    def predictions_of(self, symbol: str) -> list[dict[str, Any]]:
+        by_h = self.predictions.get(symbol, {})
+        return [{k: v for k, v in p.items() if not k.startswith("_")} for _, p in sorted(by_h.items())]
