@@ -302,9 +302,12 @@ class PredictionEvent(Event):
             raise ValueError("need lower <= point <= upper")
         if (self.lower_95 is None) != (self.upper_95 is None):
             raise ValueError("lower_95 and upper_95 come together")
-        if self.lower_95 is not None and self.upper_95 is not None:
-            if not (self.lower_95 <= self.lower and self.upper <= self.upper_95):
-                raise ValueError("the 95% interval must contain the 80% interval")
+        if (
+            self.lower_95 is not None
+            and self.upper_95 is not None
+            and not (self.lower_95 <= self.lower and self.upper <= self.upper_95)
+        ):
+            raise ValueError("the 95% interval must contain the 80% interval")
         if self.target_ts <= self.made_at:
             raise ValueError("target_ts must be after made_at")
         return self

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
+    predictions: bool = Field(
+        True,
+        description="Scoring: price predictions (models in DATA_DIR/models/predictions, inference on the daily close).",
+    )
+    predictions_retrain_hours: float = Field(
+        24.0, gt=0, description="Scoring: hours between two retrains of the prediction models."
+    )
     # gateway
     host: str = Field("127.0.0.1", description="Gateway: bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")

@@ -30,6 +30,8 @@ from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError, install
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter
+from tokenpulse_gateway.predictions_api import current_predictions
+from tokenpulse_gateway.predictions_api import make_router as make_predictions_router
 from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
 
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
@@ -229,7 +231,8 @@ def create_app(ctx: Context) -> FastAPI:
             "key_support": lv["key_support"],
             "breakout_level": lv["breakout_level"],
         }
-        return {**public(row), "roi": roi, "levels": levels, "predictions": []}
+        predictions = await current_predictions(queries, symbol)
+        return {**public(row), "roi": roi, "levels": levels, "predictions": predictions}
 
     @app.get("/v1/candles/{symbol}", response_model=Page, tags=["market data"])
     async def candles(
@@ -359,6 +362,7 @@ def create_app(ctx: Context) -> FastAPI:
         return dict(track_cache["body"])
 
     app.include_router(make_router(queries, settings.bundle_dir))
+    app.include_router(make_predictions_router(queries, symbol_known))
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -129,6 +129,8 @@ TABLES: dict[str, TableSpec] = {
                 "point",
                 "lower",
                 "upper",
+                "lower_95",
+                "upper_95",
                 "interval",
                 "model",
                 "backtest",

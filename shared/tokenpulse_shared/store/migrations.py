@@ -215,4 +215,12 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS {DEDUP}""",
         ),
     ),
+    Migration(
+        6,
+        "predictions: 95% interval bounds",
+        (
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS lower_95 Nullable(Float64) AFTER upper",
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS upper_95 Nullable(Float64) AFTER lower_95",
+        ),
+    ),
 )

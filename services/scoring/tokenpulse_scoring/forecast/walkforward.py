@@ -164,10 +164,7 @@ def metrics(y: np.ndarray, c: Calibrated, mask: np.ndarray, naive_abs: np.ndarra
     denom = float(naive_abs[mask].sum())
     err = np.abs(yy - mu)
     pin = np.mean(
-        [
-            pinball(yy, q, tau).mean()
-            for q, tau in ((lo95, 0.025), (lo80, 0.1), (mu, 0.5), (hi80, 0.9), (hi95, 0.975))
-        ]
+        [pinball(yy, q, tau).mean() for q, tau in ((lo95, 0.025), (lo80, 0.1), (mu, 0.5), (hi80, 0.9), (hi95, 0.975))]
     )
     moving = mu != 0
     return {
@@ -233,9 +230,9 @@ def lgbm_walk(
                 model = lgbm_fit(x_all[train], z_all[train])
             sel = (fr.day >= r) & (fr.day < (refits[k + 1] if k + 1 < len(refits) else last_day + 1))
             if model is not None and sel.any() and fx is not None:
-                f = model.predict(fx[sel], fr.scale[sel], fr.t[sel])
-                mu[sel] = f.mu
-                bounds[sel] = np.column_stack([f.lo80, f.hi80, f.lo95, f.hi95])
+                pf = model.predict(fx[sel], fr.scale[sel], fr.t[sel])
+                mu[sel] = pf.mu
+                bounds[sel] = np.column_stack([pf.lo80, pf.hi80, pf.lo95, pf.hi95])
             elif sel.any():  # not enough realised rows yet: fall back to the naive band
                 nf = naive_forecast_scale(fr.scale[sel], fr.t[sel])
                 mu[sel] = nf.mu
@@ -337,11 +334,15 @@ def select(hname: str, m: dict[tuple[str, str], dict[str, Any]], cfg: WalkConfig
             "model": model,
             "reason": f"lowest walk-forward MASE ({mase:.4f} <= {BEAT_NAIVE}; naive = 1) with calibrated bands",
         }
-    best = min(
-        (m[(model, hname)]["mase"], model)
-        for model in cfg.models
-        if model != "naive" and m[(model, hname)]["mase"] is not None
-    ) if any(mdl != "naive" for mdl in cfg.models) else (None, None)
+    best = (
+        min(
+            (m[(model, hname)]["mase"], model)
+            for model in cfg.models
+            if model != "naive" and m[(model, hname)]["mase"] is not None
+        )
+        if any(mdl != "naive" for mdl in cfg.models)
+        else (None, None)
+    )
     why = f"no model beat the naive random walk out of sample (MASE <= {BEAT_NAIVE} with calibrated bands)"
     if best[1] is not None:
         why += f"; best other: {best[1]}, MASE {best[0]:.4f}"

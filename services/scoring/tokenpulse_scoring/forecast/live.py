@@ -1,0 +1,182 @@
+"""Predictions inside the scoring service: a daily retrain and inference on the daily close.
+
+* Retrain: when there is no registry version yet, or the current one is older than
+  ``TOKENPULSE_PREDICTIONS_RETRAIN_HOURS``, and the daily candles have been quiet for
+  ``QUIET_S`` (a history replay has finished), the whole walk-forward runs on a worker thread
+  from the daily candles scoring already keeps, a new registry version is written, and every
+  token gets fresh forecasts.
+* Inference: a closed daily candle that is the token's newest, and recent (its close within
+  ``RECENT_MS`` of now, so a history replay does not publish thousands of stale forecasts),
+  produces the token's forecasts at every horizon with the served model.
+
+Events go to ``tokenpulse.predictions.v1`` with deterministic ids (symbol, horizon, made_at,
+version), so a redelivery or a restart replaces rather than adds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from tokenpulse_shared.events import PredictionEvent
+from tokenpulse_shared.predictions import LEVELS, MIN_HISTORY_DAYS
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.topics import PREDICTIONS
+
+from tokenpulse_scoring.forecast.core import make_series
+from tokenpulse_scoring.forecast.registry import Bars, InsufficientHistory, Prediction, Predictor, default_root, train
+from tokenpulse_scoring.forecast.walkforward import WalkConfig
+
+log = logging.getLogger(__name__)
+DAY_MS = 86_400_000
+RECENT_MS = 2 * DAY_MS
+QUIET_S = 20.0
+CHECK_S = 30.0
+
+
+def to_event(p: Prediction) -> PredictionEvent:
+    version = p.model.rsplit("@", 1)[-1]
+    return PredictionEvent(
+        event_id=f"pred-{p.symbol}-{p.horizon}-{p.made_at_ms}-{version}",
+        symbol=p.symbol,
+        horizon=p.horizon,  # type: ignore[arg-type]
+        made_at=datetime.fromtimestamp(p.made_at_ms / 1000, UTC),
+        target_ts=datetime.fromtimestamp(p.target_ms / 1000, UTC),
+        point=p.point,
+        lower=p.lower,
+        upper=p.upper,
+        interval=LEVELS[0],
+        lower_95=p.lower_95,
+        upper_95=p.upper_95,
+        model=p.model,
+        backtest=p.backtest,
+    )
+
+
+class Forecaster:
+    def __init__(
+        self,
+        bars_of: Callable[[str], Bars],
+        symbols: Callable[[], Sequence[str]],
+        root: Path,
+        retrain_hours: float = 24.0,
+        config: WalkConfig | None = None,
+    ) -> None:
+        self.bars_of = bars_of
+        self.symbols = symbols
+        self.root = root
+        self.retrain_hours = retrain_hours
+        self.config = config
+        self.predictor: Predictor | None = None
+        self.ctx: Context | None = None
+        self.last_daily = time.monotonic()
+        self.retrains = 0
+        self.published = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- retrain ---------------------------------------------------------------------------
+
+    def due(self, now: datetime | None = None) -> bool:
+        if self.predictor is None:
+            return True
+        age = (now or datetime.now(UTC)) - self.predictor.created_at
+        return age >= timedelta(hours=self.retrain_hours)
+
+    def _train_sync(self, data: Mapping[str, Bars]) -> Predictor | None:
+        series = [make_series(sym, bars) for sym, bars in data.items() if len(bars) >= MIN_HISTORY_DAYS]
+        if not series:
+            return None
+        version, _ = train(series, self.root, self.config)
+        return Predictor(self.root / version)
+
+    async def retrain(self) -> bool:
+        """Retrain now (on a worker thread); publish fresh forecasts for every token. False: no data yet."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            data = {sym: list(self.bars_of(sym)) for sym in self.symbols()}  # a snapshot, taken on the loop
+            predictor = await asyncio.to_thread(self._train_sync, data)
+            if predictor is None:
+                return False
+            self.predictor = predictor
+            self.retrains += 1
+            log.info(
+                "predictions: trained %s in %.0fs; serving %s",
+                predictor.version,
+                time.perf_counter() - t0,
+                ", ".join(f"{h}={m}" for h, m in predictor.served.items()),
+            )
+        await self.publish_all()
+        return True
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                quiet = time.monotonic() - self.last_daily >= QUIET_S
+                if quiet and self.due():
+                    await self.retrain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("predictions: retrain failed; the previous version stays in service")
+            await asyncio.sleep(CHECK_S)
+
+    # --- inference -------------------------------------------------------------------------
+
+    def predict(self, symbol: str) -> list[Prediction]:
+        if self.predictor is None:
+            return []
+        bars = self.bars_of(symbol)
+        btc = self.bars_of("BTC") if symbol != "BTC" else None
+        try:
+            return self.predictor.predict(symbol, bars, btc)
+        except InsufficientHistory as exc:
+            log.debug("predictions: %s", exc)
+            return []
+
+    async def publish(self, symbols: Sequence[str]) -> int:
+        assert self.ctx is not None
+        events = [to_event(p) for sym in symbols for p in self.predict(sym)]
+        if events:
+            await self.ctx.bus.publish(PREDICTIONS, events)
+            self.published += len(events)
+        return len(events)
+
+    async def publish_all(self) -> int:
+        return await self.publish(list(self.symbols()))
+
+    async def on_daily_closes(self, latest: dict[str, int]) -> None:
+        """``latest``: symbol -> open time (ms) of the newest closed daily candle just processed."""
+        self.last_daily = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        fresh = [sym for sym, ts in latest.items() if ts + DAY_MS >= now_ms - RECENT_MS]
+        if fresh and self.predictor is not None:
+            await self.publish(fresh)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, ctx: Context) -> None:
+        self.ctx = ctx
+        try:
+            self.predictor = Predictor.current(self.root)
+        except Exception:
+            log.exception("predictions: the current registry version does not load; retraining")
+            self.predictor = None
+        if self.predictor is not None and not self.due():
+            await self.publish_all()
+        self._task = asyncio.create_task(self._loop(), name="predictions-retrain")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+def registry_root(data_dir: Path) -> Path:
+    return default_root(data_dir)
