@@ -24,3 +24,8 @@ def kafka_bootstrap() -> str:
     if not bootstrap:
         pytest.fail("TOKENPULSE_TEST_KAFKA is not set: run the suite with `make test`, which starts Kafka")
     return bootstrap
+
+
+# Retraining the prediction models is a minutes-long background job of the scoring service; tests
+# that start scoring for other reasons run without it. tests/*/test_predictions* enable it.
+os.environ.setdefault("TOKENPULSE_PREDICTIONS", "false")

@@ -307,14 +307,14 @@ LGBM_PARAMS = {
 LGBM_ROUNDS = 100
 
 
-def lgbm_fit(x: np.ndarray, z: np.ndarray) -> LgbmQuantiles:
+def lgbm_fit(x: np.ndarray, z: np.ndarray, rounds: int = LGBM_ROUNDS) -> LgbmQuantiles:
     import lightgbm as lgb
 
     boosters = []
     for q in QUANTILES:
         params = {**LGBM_PARAMS, "objective": "quantile", "alpha": q}
         data = lgb.Dataset(x, z, feature_name=list(FEATURES), free_raw_data=True)
-        boosters.append(lgb.train(params, data, num_boost_round=LGBM_ROUNDS))
+        boosters.append(lgb.train(params, data, num_boost_round=rounds))
     return LgbmQuantiles(boosters)
 
 

@@ -2,9 +2,10 @@
 
 * Retrain: when there is no registry version yet, or the current one is older than
   ``TOKENPULSE_PREDICTIONS_RETRAIN_HOURS``, and the daily candles have been quiet for
-  ``QUIET_S`` (a history replay has finished), the whole walk-forward runs on a worker thread
-  from the daily candles scoring already keeps, a new registry version is written, and every
-  token gets fresh forecasts.
+  ``QUIET_S`` (a history replay has finished), the whole walk-forward runs in a child process
+  (:mod:`tokenpulse_scoring.forecast.retrain`) on the daily candles scoring already keeps (the
+  last ``HISTORY`` of them), a new registry version is written, and every token gets fresh
+  forecasts. Stopping the service kills a running retrain; the served version stays.
 * Inference: a closed daily candle that is the token's newest, and recent (its close within
   ``RECENT_MS`` of now, so a history replay does not publish thousands of stale forecasts),
   produces the token's forecasts at every horizon with the served model.
@@ -16,20 +17,22 @@ version), so a redelivery or a restart replaces rather than adds.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
+import pickle
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tokenpulse_shared.events import PredictionEvent
-from tokenpulse_shared.predictions import LEVELS, MIN_HISTORY_DAYS
+from tokenpulse_shared.predictions import LEVELS
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import PREDICTIONS
 
-from tokenpulse_scoring.forecast.core import make_series
-from tokenpulse_scoring.forecast.registry import Bars, InsufficientHistory, Prediction, Predictor, default_root, train
+from tokenpulse_scoring.forecast.registry import Bars, InsufficientHistory, Prediction, Predictor, default_root
 from tokenpulse_scoring.forecast.walkforward import WalkConfig
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,15 @@ DAY_MS = 86_400_000
 RECENT_MS = 2 * DAY_MS
 QUIET_S = 20.0
 CHECK_S = 30.0
+_CHILDREN: set[asyncio.subprocess.Process] = set()
+
+
+@atexit.register
+def _kill_children() -> None:  # a retrain never outlives the service that started it
+    for proc in list(_CHILDREN):
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
 
 def to_event(p: Prediction) -> PredictionEvent:
@@ -78,6 +90,7 @@ class Forecaster:
         self.retrains = 0
         self.published = 0
         self._task: asyncio.Task[None] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
 
     # --- retrain ---------------------------------------------------------------------------
@@ -88,19 +101,38 @@ class Forecaster:
         age = (now or datetime.now(UTC)) - self.predictor.created_at
         return age >= timedelta(hours=self.retrain_hours)
 
-    def _train_sync(self, data: Mapping[str, Bars]) -> Predictor | None:
-        series = [make_series(sym, bars) for sym, bars in data.items() if len(bars) >= MIN_HISTORY_DAYS]
-        if not series:
-            return None
-        version, _ = train(series, self.root, self.config)
-        return Predictor(self.root / version)
+    async def _train_process(self, data: Mapping[str, Bars]) -> Predictor | None:
+        """Run :mod:`tokenpulse_scoring.forecast.retrain` in a child process, the job on its stdin."""
+        job = pickle.dumps({"bars": dict(data), "config": self.config})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tokenpulse_scoring.forecast.retrain",
+            "-",
+            str(self.root),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _CHILDREN.add(proc)
+        self._proc = proc
+        try:
+            out, err = await proc.communicate(job)
+        finally:
+            _CHILDREN.discard(proc)
+            self._proc = None
+        if proc.returncode == 3:
+            return None  # no token has enough history yet
+        if proc.returncode != 0:
+            raise RuntimeError(f"retrain exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+        return Predictor(self.root / out.decode().strip().splitlines()[-1])
 
     async def retrain(self) -> bool:
-        """Retrain now (on a worker thread); publish fresh forecasts for every token. False: no data yet."""
+        """Retrain now (in a child process); publish fresh forecasts for every token. False: no data yet."""
         async with self._lock:
             t0 = time.perf_counter()
-            data = {sym: list(self.bars_of(sym)) for sym in self.symbols()}  # a snapshot, taken on the loop
-            predictor = await asyncio.to_thread(self._train_sync, data)
+            data = {sym: list(self.bars_of(sym)) for sym in self.symbols()}
+            predictor = await self._train_process(data)
             if predictor is None:
                 return False
             self.predictor = predictor
@@ -176,6 +208,8 @@ class Forecaster:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
 
 
 def registry_root(data_dir: Path) -> Path:

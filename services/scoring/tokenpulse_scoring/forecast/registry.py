@@ -33,7 +33,6 @@ from tokenpulse_scoring.forecast.core import (
     DAY_MS,
     FEATURES,
     LGBM_PARAMS,
-    LGBM_ROUNDS,
     MODEL_LABELS,
     QUANTILES,
     LgbmQuantiles,
@@ -105,7 +104,7 @@ def train(
     for h, model in served.items():
         if model == "lgbm" and h in bt.lgbm_last:
             # the walk-forward's last refit saw the rows realised up to its date; refit on all of them now
-            final = _lgbm_final(list(by_symbol.values()), HORIZONS[h])
+            final = _lgbm_final(list(by_symbol.values()), HORIZONS[h], cfg.lgbm_rounds)
             for q, booster in zip(QUANTILES, final.boosters, strict=True):
                 booster.save_model(str(tmp / f"lgbm-{h}-q{q}.txt"))
     last_day = max(s.day0 + len(s.close) - 1 for s in series)
@@ -123,7 +122,7 @@ def train(
             "min_history": cfg.min_history,
             "step": cfg.step,
             "models": list(cfg.models),
-            "lgbm": {"params": LGBM_PARAMS, "rounds": LGBM_ROUNDS, "quantiles": QUANTILES, "features": FEATURES},
+            "lgbm": {"params": LGBM_PARAMS, "rounds": cfg.lgbm_rounds, "quantiles": QUANTILES, "features": FEATURES},
         },
         "selection": bt.selection,
         "calibration": {
@@ -152,7 +151,7 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"not JSON: {type(value)}")
 
 
-def _lgbm_final(series: list[Series], h: int) -> LgbmQuantiles:
+def _lgbm_final(series: list[Series], h: int, rounds: int) -> LgbmQuantiles:
     from tokenpulse_scoring.forecast.core import lgbm_fit, scale_of, targets
 
     btc = btc_columns(next((s for s in series if s.symbol == "BTC"), None))
@@ -164,7 +163,7 @@ def _lgbm_final(series: list[Series], h: int) -> LgbmQuantiles:
         t = t[~np.isnan(y[t])]
         xs.append(f[t])
         zs.append(y[t] / scale_of(s, t, h))
-    return lgbm_fit(np.vstack(xs), np.clip(np.concatenate(zs), -8, 8))
+    return lgbm_fit(np.vstack(xs), np.clip(np.concatenate(zs), -8, 8), rounds)
 
 
 class Predictor:

@@ -23,6 +23,7 @@ from tokenpulse_shared.predictions import HORIZONS, MIN_HISTORY_DAYS
 
 from tokenpulse_scoring.forecast.core import (
     DAY_MS,
+    LGBM_ROUNDS,
     MODELS,
     Forecast,
     LgbmQuantiles,
@@ -51,6 +52,7 @@ class WalkConfig:
     eval_start: str = "2018-01-01"  # metrics from here on
     warm_start: str = "2017-01-01"  # forecasts from here on (the conformal window fills meanwhile)
     lgbm_refit_days: int = 365
+    lgbm_rounds: int = LGBM_ROUNDS
     calib_days: int = 730
     min_calib: int = 100
     min_history: int = MIN_HISTORY_DAYS
@@ -227,7 +229,7 @@ def lgbm_walk(
         for k, r in enumerate(refits):
             train = d_all + h <= r
             if train.sum() >= 500:
-                model = lgbm_fit(x_all[train], z_all[train])
+                model = lgbm_fit(x_all[train], z_all[train], cfg.lgbm_rounds)
             sel = (fr.day >= r) & (fr.day < (refits[k + 1] if k + 1 < len(refits) else last_day + 1))
             if model is not None and sel.any() and fx is not None:
                 pf = model.predict(fx[sel], fr.scale[sel], fr.t[sel])
