@@ -127,9 +127,12 @@ class Forecaster:
             raise RuntimeError(f"retrain exited with {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
         return Predictor(self.root / out.decode().strip().splitlines()[-1])
 
-    async def retrain(self) -> bool:
-        """Retrain now (in a child process); publish fresh forecasts for every token. False: no data yet."""
+    async def retrain(self, only_if_due: bool = False) -> bool:
+        """Retrain now (in a child process); publish fresh forecasts for every token. False: no data yet
+        (or, with ``only_if_due``, a retrain was not due any more once the lock was ours)."""
         async with self._lock:
+            if only_if_due and not self.due():
+                return False
             t0 = time.perf_counter()
             data = {sym: list(self.bars_of(sym)) for sym in self.symbols()}
             predictor = await self._train_process(data)
@@ -151,7 +154,7 @@ class Forecaster:
             try:
                 quiet = time.monotonic() - self.last_daily >= QUIET_S
                 if quiet and self.due():
-                    await self.retrain()
+                    await self.retrain(only_if_due=True)
             except asyncio.CancelledError:
                 raise
             except Exception:
