@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.forecast.core import DAY_MS, Series, make_series
-from tokenpulse_scoring.forecast.live import to_event
+from tokenpulse_scoring.forecast.live import Forecaster, to_event
 from tokenpulse_scoring.forecast.registry import InsufficientHistory, Predictor, train
 from tokenpulse_scoring.forecast.walkforward import BEAT_NAIVE, WalkConfig, day_of, run, select
 from tokenpulse_shared.events import Interval, PredictionEvent
@@ -138,6 +138,14 @@ def test_registry_round_trip_and_inference(tmp_path: Path) -> None:
     assert widths == sorted(widths)
     with pytest.raises(InsufficientHistory, match=str(MIN_HISTORY_DAYS)):
         predictor.predict("BTC", bars[: MIN_HISTORY_DAYS - 1])
+    # the service retrains when the version is a day old, or when a token reached the minimum history
+    fresh, later = datetime(2021, 1, 2, 1, tzinfo=UTC), datetime(2021, 1, 3, 1, tzinfo=UTC)
+    same = Forecaster(lambda s: bars, lambda: ["BTC", "ETH"], tmp_path, retrain_hours=24)
+    same.predictor = predictor
+    assert not same.due(fresh) and same.due(later)
+    grown = Forecaster(lambda s: bars[: MIN_HISTORY_DAYS if s == "NEW" else None], lambda: ["BTC", "NEW"], tmp_path)
+    grown.predictor = predictor
+    assert grown.due(fresh)
 
 
 def test_prediction_event_rejects_inconsistent_bounds() -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tokenpulse_shared.events import PredictionEvent
-from tokenpulse_shared.predictions import LEVELS
+from tokenpulse_shared.predictions import LEVELS, MIN_HISTORY_DAYS
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import PREDICTIONS
 
@@ -96,10 +96,15 @@ class Forecaster:
     # --- retrain ---------------------------------------------------------------------------
 
     def due(self, now: datetime | None = None) -> bool:
+        """No version yet, the current one is older than the retrain period, or a token has reached the
+        minimum history since it was trained (e.g. a first start that trained while a replay was young)."""
         if self.predictor is None:
             return True
         age = (now or datetime.now(UTC)) - self.predictor.created_at
-        return age >= timedelta(hours=self.retrain_hours)
+        if age >= timedelta(hours=self.retrain_hours):
+            return True
+        trained = set(self.predictor.meta.get("symbols", []))
+        return any(sym not in trained and len(self.bars_of(sym)) >= MIN_HISTORY_DAYS for sym in self.symbols())
 
     async def _train_process(self, data: Mapping[str, Bars]) -> Predictor | None:
         """Run :mod:`tokenpulse_scoring.forecast.retrain` in a child process, the job on its stdin."""
@@ -152,7 +157,8 @@ class Forecaster:
     async def _loop(self) -> None:
         while True:
             try:
-                quiet = time.monotonic() - self.last_daily >= QUIET_S
+                replaying = self.ctx is not None and self.ctx.status.get("backfill") == "running"
+                quiet = time.monotonic() - self.last_daily >= QUIET_S and not replaying
                 if quiet and self.due():
                     await self.retrain(only_if_due=True)
             except asyncio.CancelledError:
