@@ -30,6 +30,7 @@ test-fast: install ## unit tests only (no broker)
 
 bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/run.py
+	@$(VENV)/bin/python bench/predictions.py
 
 kafka-start: ## a local broker for distributed mode; prints the bootstrap address
 	@scripts/kafka-local.sh start

@@ -84,10 +84,13 @@ def make_series(symbol: str, bars: Sequence[tuple[int, float, float, float, floa
         cols.append(full)
     high, low, close, volume = cols
     # forward-fill the (rare) missing days: the close repeats, the range is flat, no volume
-    for i in range(1, n):
-        if math.isnan(close[i]):
-            close[i] = high[i] = low[i] = close[i - 1]
-            volume[i] = 0.0
+    missing = np.isnan(close)
+    if missing.any():
+        last = np.maximum.accumulate(np.where(missing, 0, np.arange(n)))
+        close = close[last]
+        high = np.where(missing, close, high)
+        low = np.where(missing, close, low)
+        volume = np.where(missing, 0.0, volume)
     return Series(symbol, day0, close, high, low, np.nan_to_num(volume))
 
 
@@ -299,7 +302,7 @@ LGBM_PARAMS = {
     "bagging_freq": 1,
     "lambda_l2": 1.0,
     "verbose": -1,
-    "num_threads": 2,
+    "num_threads": 1,  # OpenMP threads spin when the 2 cores are shared: one thread is faster here
     "seed": 7,
     "deterministic": True,
     "force_row_wise": True,
