@@ -138,6 +138,8 @@ def test_registry_round_trip_and_inference(tmp_path: Path) -> None:
     assert widths == sorted(widths)
     with pytest.raises(InsufficientHistory, match=str(MIN_HISTORY_DAYS)):
         predictor.predict("BTC", bars[: MIN_HISTORY_DAYS - 1])
+    with pytest.raises(InsufficientHistory, match="flat days"):  # a recent gap is not read as flat prices
+        predictor.predict("BTC", bars[:-60] + bars[-10:])
     # the service retrains when the version is a day old, or when a token reached the minimum history
     fresh, later = datetime(2021, 1, 2, 1, tzinfo=UTC), datetime(2021, 1, 3, 1, tzinfo=UTC)
     same = Forecaster(lambda s: bars, lambda: ["BTC", "ETH"], tmp_path, retrain_hours=24)

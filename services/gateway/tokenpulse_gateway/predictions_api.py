@@ -129,7 +129,8 @@ def make_router(queries: Queries, resolve_symbol: Callable[[str], Awaitable[str]
             raise ApiError(
                 503,
                 "predictions_pending",
-                f"no forecast for {symbol} yet: the models train after the history is loaded; retry in a few minutes",
+                f"no forecast for {symbol} yet: the models train a few minutes after the history is loaded, and a "
+                "forecast needs the last 90 days of daily candles nearly complete (at most 5 missing); retry later",
             )
         body: dict[str, Any] = {"symbol": symbol, "horizons": horizons}
         if history:

@@ -50,6 +50,7 @@ from tokenpulse_scoring.forecast.walkforward import Backtest, Progress, WalkConf
 
 KEEP = 5
 INFER_DAYS = 500  # bars used at inference: every feature and the volatility estimate settle well within this
+RECENT_DAYS, MAX_RECENT_GAPS = 90, 5  # a forecast needs the recent history nearly complete
 Bars = Sequence[tuple[int, float, float, float, float]]  # ts_ms, high, low, close, volume
 
 
@@ -213,6 +214,13 @@ class Predictor:
         if len(bars) < MIN_HISTORY_DAYS:
             raise InsufficientHistory(
                 f"{symbol} has {len(bars)} daily candles; forecasts need at least {MIN_HISTORY_DAYS}"
+            )
+        recent = [b for b in bars[-RECENT_DAYS:] if b[0] > bars[-1][0] - RECENT_DAYS * DAY_MS]
+        if RECENT_DAYS - len(recent) > MAX_RECENT_GAPS:
+            raise InsufficientHistory(
+                f"{symbol} has {len(recent)} daily candles in the {RECENT_DAYS} days before its last one; forecasts "
+                f"need at least {RECENT_DAYS - MAX_RECENT_GAPS} (a gap would be read as {RECENT_DAYS - len(recent)} "
+                "flat days)"
             )
         s = make_series(symbol, bars[-INFER_DAYS:])
         t = np.array([len(s.close) - 1])
