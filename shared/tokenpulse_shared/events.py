@@ -295,6 +295,11 @@ class PredictionEvent(Event):
     )
     lower_95: Price | None = Field(None, description="lower bound of the 95% interval (added compatibly; optional)")
     upper_95: Price | None = Field(None, description="upper bound of the 95% interval (added compatibly; optional)")
+    kind: Literal["live", "walk-forward"] = Field(
+        "live",
+        description="live: made at made_at; walk-forward: the out-of-sample forecast the model's walk-forward made "
+        "for that origin with data up to it (published once, with a first model version, so past forecasts exist)",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> PredictionEvent:

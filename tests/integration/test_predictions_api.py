@@ -89,6 +89,23 @@ async def test_every_horizon_has_a_forecast_with_both_intervals_and_its_record(e
     assert detail["predictions"] == body["horizons"]
 
 
+async def test_the_first_version_publishes_its_walk_forward_as_past_forecasts(env: Env) -> None:
+    body = (await env.client.get("/v1/predictions/BTC", params={"history": "true", "limit": 1000})).json()
+    assert {h["kind"] for h in body["horizons"]} == {"live"}
+    wf = [p for p in body["history"] if p["kind"] == "walk-forward"]
+    assert {p["horizon"] for p in wf} == set(HORIZONS)
+    closes = {
+        b.ts_ms + DAY: b.close
+        for b in plan(env.settings.bundle_dir, ["BTC"], [Interval.D1], *window("2021-01-01", CUT))[0][2]
+    }
+    for p in wf:
+        assert p["made_at"] < "2023-01-01" and p["target_ts"] <= "2023-01-01T00:00:00Z"  # known when trained
+        assert p["lower_95"] <= p["lower"] <= p["point"] <= p["upper"] <= p["upper_95"]
+        target_ms = day_of(p["target_ts"][:10]) * DAY
+        assert p["realised"] == pytest.approx(closes[target_ms])
+        assert p["inside_80"] == (p["lower"] <= p["realised"] <= p["upper"])
+
+
 async def test_too_little_history_is_an_explicit_422_never_a_number(env: Env) -> None:
     r = await env.client.get("/v1/predictions/ETH")
     assert r.status_code == 422

@@ -22,12 +22,12 @@ from tokenpulse_gateway.queries import DAY, Queries, iso
 
 COLS = (
     "horizon, toUnixTimestamp64Milli(made_at), toUnixTimestamp64Milli(target_ts), point, lower, upper, "
-    "lower_95, upper_95, interval, model, backtest"
+    "lower_95, upper_95, interval, model, kind, backtest"
 )
 
 
 def _row(r: tuple[Any, ...]) -> dict[str, Any]:
-    horizon, made, target, point, lower, upper, lo95, hi95, interval, model, backtest = r
+    horizon, made, target, point, lower, upper, lo95, hi95, interval, model, kind, backtest = r
     return {
         "horizon": horizon,
         "made_at": iso(made),
@@ -39,6 +39,7 @@ def _row(r: tuple[Any, ...]) -> dict[str, Any]:
         "lower_95": lo95,
         "upper_95": hi95,
         "model": model,
+        "kind": kind,
         "backtest": json.loads(backtest or "{}"),
         "_target_ms": target,
     }
@@ -51,7 +52,7 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 async def current_predictions(queries: Queries, symbol: str) -> list[dict[str, Any]]:
     """The newest forecast of each horizon (1d, 7d, 30d order); [] when there is none."""
     rows = await queries.store.query(
-        f"SELECT {COLS} FROM predictions FINAL WHERE symbol = {{s:String}} "
+        f"SELECT {COLS} FROM predictions FINAL WHERE symbol = {{s:String}} AND kind = 'live' "
         "ORDER BY made_at DESC, produced_at DESC LIMIT 1 BY horizon",
         {"s": symbol},
     )
@@ -114,7 +115,9 @@ def make_router(queries: Queries, resolve_symbol: Callable[[str], Awaitable[str]
         ``interval`` = 0.8), the 95% interval (``lower_95``, ``upper_95``), the ``model`` (name@version)
         and its walk-forward ``backtest`` on this token and horizon (``mase`` against the naive
         forecast, ``coverage`` of the 80% and ``coverage_95`` of the 95% interval, ``n`` forecasts).
-        With ``history=true``, past forecasts with the ``realised`` close at their target time."""
+        With ``history=true``, past forecasts with the ``realised`` close at their target time: ``kind``
+        ``live`` (made at ``made_at``) or ``walk-forward`` (the first model version's out-of-sample
+        walk-forward forecasts of the year before it, made with data up to ``made_at`` only)."""
         symbol = await resolve_symbol(symbol)
         horizons = await current_predictions(queries, symbol)
         if not horizons:

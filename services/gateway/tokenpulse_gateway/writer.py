@@ -133,6 +133,7 @@ TABLES: dict[str, TableSpec] = {
                 "upper_95",
                 "interval",
                 "model",
+                "kind",
                 "backtest",
                 *EVENT_COLS,
             ),

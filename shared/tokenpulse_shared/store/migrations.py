@@ -217,10 +217,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         6,
-        "predictions: 95% interval bounds",
+        "predictions: 95% interval bounds, kind",
         (
             "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS lower_95 Nullable(Float64) AFTER upper",
             "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS upper_95 Nullable(Float64) AFTER lower_95",
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS kind LowCardinality(String) DEFAULT 'live' AFTER model",
         ),
     ),
 )

@@ -5,7 +5,9 @@
   ``QUIET_S`` (a history replay has finished), the whole walk-forward runs in a child process
   (:mod:`tokenpulse_scoring.forecast.retrain`) on the daily candles scoring already keeps (the
   last ``HISTORY`` of them), a new registry version is written, and every token gets fresh
-  forecasts. Stopping the service kills a running retrain; the served version stays.
+  forecasts. Stopping the service kills a running retrain; the served version stays. The first
+  version also publishes its served models' walk-forward forecasts of the last year (``kind`` =
+  ``walk-forward``), so past forecasts can be compared with what happened from the start.
 * Inference: a closed daily candle that is the token's newest, and recent (its close within
   ``RECENT_MS`` of now, so a history replay does not publish thousands of stale forecasts),
   produces the token's forecasts at every horizon with the served model.
@@ -54,7 +56,7 @@ def _kill_children() -> None:  # a retrain never outlives the service that start
 def to_event(p: Prediction) -> PredictionEvent:
     version = p.model.rsplit("@", 1)[-1]
     return PredictionEvent(
-        event_id=f"pred-{p.symbol}-{p.horizon}-{p.made_at_ms}-{version}",
+        event_id=f"pred-{p.symbol}-{p.horizon}-{p.made_at_ms}-{version}" + ("-wf" if p.kind != "live" else ""),
         symbol=p.symbol,
         horizon=p.horizon,  # type: ignore[arg-type]
         made_at=datetime.fromtimestamp(p.made_at_ms / 1000, UTC),
@@ -67,6 +69,7 @@ def to_event(p: Prediction) -> PredictionEvent:
         upper_95=p.upper_95,
         model=p.model,
         backtest=p.backtest,
+        kind=p.kind,  # type: ignore[arg-type]
     )
 
 
@@ -139,6 +142,7 @@ class Forecaster:
             if only_if_due and not self.due():
                 return False
             t0 = time.perf_counter()
+            first = not (self.root / "CURRENT").exists()
             data = {sym: list(self.bars_of(sym)) for sym in self.symbols()}
             predictor = await self._train_process(data)
             if predictor is None:
@@ -151,6 +155,8 @@ class Forecaster:
                 time.perf_counter() - t0,
                 ", ".join(f"{h}={m}" for h, m in predictor.served.items()),
             )
+        if first:  # past forecasts to compare with what happened, from the first version's walk-forward
+            await self.publish_events([to_event(p) for p in predictor.walk_forward()])
         await self.publish_all()
         return True
 
@@ -181,11 +187,13 @@ class Forecaster:
             return []
 
     async def publish(self, symbols: Sequence[str]) -> int:
+        return await self.publish_events([to_event(p) for sym in symbols for p in self.predict(sym)])
+
+    async def publish_events(self, events: list[PredictionEvent]) -> int:
         assert self.ctx is not None
-        events = [to_event(p) for sym in symbols for p in self.predict(sym)]
-        if events:
-            await self.ctx.bus.publish(PREDICTIONS, events)
-            self.published += len(events)
+        for i in range(0, len(events), 5000):
+            await self.ctx.bus.publish(PREDICTIONS, events[i : i + 5000])
+        self.published += len(events)
         return len(events)
 
     async def publish_all(self) -> int:

@@ -49,6 +49,7 @@ from tokenpulse_scoring.forecast.core import (
 from tokenpulse_scoring.forecast.walkforward import Backtest, Progress, WalkConfig, run
 
 KEEP = 5
+HISTORY_DAYS = 365  # walk-forward forecasts kept with a version, published once as past forecasts
 INFER_DAYS = 500  # bars used at inference: every feature and the volatility estimate settle well within this
 RECENT_DAYS, MAX_RECENT_GAPS = 90, 5  # a forecast needs the recent history nearly complete
 Bars = Sequence[tuple[int, float, float, float, float]]  # ts_ms, high, low, close, volume
@@ -71,6 +72,7 @@ class Prediction:
     upper_95: float
     model: str
     backtest: dict[str, float | int | None]
+    kind: str = "live"
 
 
 def default_root(data_dir: Path) -> Path:
@@ -133,6 +135,7 @@ def train(
         "per_token": {f"{m}|{h}|{s}": v for (m, h, s), v in bt.per_token.items()},
     }
     (tmp / "metadata.json").write_text(json.dumps(meta, indent=1, default=_jsonable))
+    (tmp / "history.json").write_text(json.dumps(_history(bt, by_symbol, last_day)))
     final_dir = root / version
     shutil.rmtree(final_dir, ignore_errors=True)
     tmp.rename(final_dir)
@@ -142,6 +145,23 @@ def train(
     for old in sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("v"))[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return version, bt
+
+
+def _history(bt: Backtest, by_symbol: dict[str, Series], last_day: int) -> list[list[Any]]:
+    """The served models' walk-forward forecasts of the last ``HISTORY_DAYS`` whose target is known:
+    [symbol, horizon, made_at_ms, target_ms, point, lower, upper, lower_95, upper_95] in prices."""
+    rows: list[list[Any]] = []
+    for h in bt.config.horizons:
+        fr = bt.frames[h]
+        c = bt.results[(bt.selection[h]["model"], h)]
+        ok = ~np.isnan(fr.y) & (fr.day > last_day - HISTORY_DAYS) & ~np.isnan(c.lo80) & ~np.isnan(c.lo95)
+        for k in np.flatnonzero(ok):
+            sym = bt.symbols[int(fr.sym[k])]
+            close = float(by_symbol[sym].close[int(fr.t[k])])
+            made = (int(fr.day[k]) + 1) * DAY_MS
+            bounds = [close * math.exp(float(a[k])) for a in (c.mu, c.lo80, c.hi80, c.lo95, c.hi95)]
+            rows.append([sym, h, made, made + fr.h * DAY_MS, *bounds])
+    return rows
 
 
 def _jsonable(value: Any) -> Any:
@@ -208,6 +228,16 @@ class Predictor:
         r = self.meta["per_token"].get(f"{model}|{horizon}|{symbol}") or {"n": 0}
         keep = ("mase", "coverage", "coverage_95", "n", "pinball_pct", "directional_accuracy")
         return {k: r.get(k) for k in keep}
+
+    def walk_forward(self) -> list[Prediction]:
+        """The served models' walk-forward forecasts (last year, targets known) as past forecasts."""
+        path = self.path / "history.json"
+        if not path.exists():
+            return []
+        return [
+            Prediction(sym, h, made, target, p, lo, hi, lo95, hi95, self.label(h), self.record(h, sym), "walk-forward")
+            for sym, h, made, target, p, lo, hi, lo95, hi95 in json.loads(path.read_text())
+        ]
 
     def predict(self, symbol: str, bars: Bars, btc_bars: Bars | None = None) -> list[Prediction]:
         """Forecasts at every horizon from the close of the last bar; raises InsufficientHistory."""
