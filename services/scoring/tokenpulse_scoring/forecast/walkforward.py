@@ -319,8 +319,8 @@ def run(series_list: Sequence[Series], cfg: WalkConfig | None = None, progress: 
 
 
 def select(hname: str, m: dict[tuple[str, str], dict[str, Any]], cfg: WalkConfig) -> dict[str, Any]:
-    """The model with the lowest MASE among those that beat naive (MASE < 1) with calibrated
-    intervals inside the coverage targets; else naive, saying so."""
+    """The model with the lowest MASE among those that beat naive (MASE <= ``BEAT_NAIVE``) with
+    calibrated intervals inside the coverage targets; else naive, saying so."""
     (lo80, hi80), (lo95, hi95) = cfg.coverage_targets[0.8], cfg.coverage_targets[0.95]
     candidates = []
     for model in cfg.models:
@@ -336,18 +336,14 @@ def select(hname: str, m: dict[tuple[str, str], dict[str, Any]], cfg: WalkConfig
             "model": model,
             "reason": f"lowest walk-forward MASE ({mase:.4f} <= {BEAT_NAIVE}; naive = 1) with calibrated bands",
         }
-    best = (
-        min(
-            (m[(model, hname)]["mase"], model)
-            for model in cfg.models
-            if model != "naive" and m[(model, hname)]["mase"] is not None
-        )
-        if any(mdl != "naive" for mdl in cfg.models)
-        else (None, None)
+    others = sorted(
+        (m[(model, hname)]["mase"], model)
+        for model in cfg.models
+        if model != "naive" and m[(model, hname)]["mase"] is not None
     )
     why = f"no model beat the naive random walk out of sample (MASE <= {BEAT_NAIVE} with calibrated bands)"
-    if best[1] is not None:
-        why += f"; best other: {best[1]}, MASE {best[0]:.4f}"
+    if others:
+        why += f"; best other: {others[0][1]}, MASE {others[0][0]:.4f}"
     return {"model": "naive", "reason": why + "; serving naive"}
 
 
