@@ -53,6 +53,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="tokenpulse" \
       org.opencontainers.image.description="Tokenpulse: open crypto market intelligence (ingest, scoring, alerts, gateway)"
 
+# LightGBM's wheel links the system OpenMP runtime (libgomp), which the slim image lacks.
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric uid/gid so Kubernetes can check runAsNonRoot and volumes can
 # be chowned predictably.
 RUN groupadd --system --gid 10001 tokenpulse \

@@ -31,6 +31,7 @@ test-fast: install ## unit tests only (no broker)
 bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/run.py
 	@$(VENV)/bin/python bench/alerts.py
+	@$(VENV)/bin/python bench/predictions.py
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/gateway.py

@@ -33,3 +33,8 @@ def redis_url() -> str:
     if not url:
         pytest.skip("TOKENPULSE_TEST_REDIS is not set: run the suite with `make test`, which starts Redis")
     return url
+
+
+# Retraining the prediction models is a minutes-long background job of the scoring service; tests
+# that start scoring for other reasons run without it. tests/*/test_predictions* enable it.
+os.environ.setdefault("TOKENPULSE_PREDICTIONS", "false")

@@ -320,5 +320,13 @@ def config(markdown: Annotated[bool, typer.Option(help="Print a Markdown table (
     Console().print(table)
 
 
+def _add_subcommands() -> None:
+    from tokenpulse.predictions_cli import app as predictions_app
+
+    app.add_typer(predictions_app, name="predictions")
+
+
+_add_subcommands()
+
 if __name__ == "__main__":
     app()

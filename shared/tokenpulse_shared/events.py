@@ -291,8 +291,35 @@ class PredictionEvent(Event):
     lower: Price
     upper: Price
     interval: Unit = 0.8
-    model: str = Field(min_length=1, max_length=64)
-    backtest: dict[str, float | int | None] = Field(default_factory=dict)
+    model: str = Field(min_length=1, max_length=64, description="served model and its version, e.g. naive-rw@v20260628")
+    backtest: dict[str, float | int | None] = Field(
+        default_factory=dict,
+        description="the model's walk-forward record on this token and horizon: mase (vs naive), coverage (of the "
+        "80% interval), coverage_95, n, ...",
+    )
+    lower_95: Price | None = Field(None, description="lower bound of the 95% interval (added compatibly; optional)")
+    upper_95: Price | None = Field(None, description="upper bound of the 95% interval (added compatibly; optional)")
+    kind: Literal["live", "walk-forward"] = Field(
+        "live",
+        description="live: made at made_at; walk-forward: the out-of-sample forecast the model's walk-forward made "
+        "for that origin with data up to it (published once, with a first model version, so past forecasts exist)",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PredictionEvent:
+        if not self.lower <= self.point <= self.upper:
+            raise ValueError("need lower <= point <= upper")
+        if (self.lower_95 is None) != (self.upper_95 is None):
+            raise ValueError("lower_95 and upper_95 come together")
+        if (
+            self.lower_95 is not None
+            and self.upper_95 is not None
+            and not (self.lower_95 <= self.lower and self.upper <= self.upper_95)
+        ):
+            raise ValueError("the 95% interval must contain the 80% interval")
+        if self.target_ts <= self.made_at:
+            raise ValueError("target_ts must be after made_at")
+        return self
 
 
 class AlertChannel(BaseModel):

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     max_rules_per_key: int = Field(
         10, ge=1, description="Gateway: alert rules one free key may own (pro 100, enterprise 10,000)."
     )
+    predictions: bool = Field(
+        True,
+        description="Scoring: price predictions (models in DATA_DIR/models/predictions, inference on the daily close).",
+    )
+    predictions_retrain_hours: float = Field(
+        24.0, gt=0, description="Scoring: hours between two retrains of the prediction models."
+    )
     # gateway
     host: str = Field("127.0.0.1", description="Gateway: bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Gateway: port.")

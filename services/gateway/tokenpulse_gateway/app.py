@@ -37,6 +37,8 @@ from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
 from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_gateway.middleware import GatewayMiddleware
+from tokenpulse_gateway.predictions_api import current_predictions
+from tokenpulse_gateway.predictions_api import make_router as make_predictions_router
 from tokenpulse_gateway.queries import WINDOWS, Queries, tolerance
 
 SYMBOL_RE = re.compile(SYMBOL_PATTERN)
@@ -270,7 +272,9 @@ def create_app(ctx: Context) -> FastAPI:
             label: round((price / ref - 1) * 100, 4) if ref and price is not None else None
             for label, ref in parts["refs"].items()
         }
-        body = {**public(row), "roi": roi, "levels": parts["levels"], "predictions": live.predictions_of(symbol)}
+        # forecasts from memory (the predictions topic); the store after a restart, until the next one arrives
+        predictions = live.predictions_of(symbol) or await current_predictions(queries, symbol)
+        body = {**public(row), "roi": roi, "levels": parts["levels"], "predictions": predictions}
         return etag_json(request, body, 1)
 
     @app.get(
@@ -433,6 +437,7 @@ def create_app(ctx: Context) -> FastAPI:
     app.include_router(make_router(queries, settings.bundle_dir))
     app.include_router(product_api.make_router(keys, limiter, hub, settings))
     app.include_router(alerts_router(ctx, symbol_known))
+    app.include_router(make_predictions_router(queries, symbol_known))
 
     @app.exception_handler(404)
     async def _not_found(request: Request, exc: Exception) -> JSONResponse:

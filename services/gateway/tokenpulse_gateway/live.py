@@ -167,6 +167,8 @@ class LiveState:
 
     async def on_predictions(self, events: list[PredictionEvent]) -> None:
         for e in events:
+            if e.kind != "live":
+                continue  # walk-forward (backtest) forecasts are history, not the current forecast
             current = self.predictions.setdefault(e.symbol, {}).get(e.horizon)
             if current is None or _ms(e.made_at) >= current["_made_ms"]:
                 self.predictions[e.symbol][e.horizon] = {
@@ -177,7 +179,10 @@ class LiveState:
                     "lower": e.lower,
                     "upper": e.upper,
                     "interval": e.interval,
+                    "lower_95": e.lower_95,
+                    "upper_95": e.upper_95,
                     "model": e.model,
+                    "kind": e.kind,
                     "backtest": e.backtest,
                     "_made_ms": _ms(e.made_at),
                 }

@@ -41,6 +41,8 @@ from tokenpulse_shared.events import (
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
+from tokenpulse_scoring.forecast.live import Forecaster
+from tokenpulse_scoring.forecast.registry import default_root
 from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState
 from tokenpulse_scoring.indicators import IndicatorState
 
@@ -90,9 +92,17 @@ class ScoringService:
         self.stale_corrections = 0
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
+        self.forecaster: Forecaster | None = None
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
+        if ctx.settings.predictions:
+            self.forecaster = Forecaster(
+                self.daily_bars,
+                self.daily_symbols,
+                default_root(ctx.settings.data_dir),
+                ctx.settings.predictions_retrain_hours,
+            )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
         ctx.bus.subscribe(METRICS, self.name, self.on_metrics, max_batch=5000)
@@ -138,6 +148,14 @@ class ScoringService:
         if any("etf_net_flow_usd" in values[i] for i in range(lo, hi)):
             latest["etf_net_flow_30d_usd"] = flows
         return latest
+
+    def daily_bars(self, symbol: str) -> list[tuple[int, float, float, float, float]]:
+        """The kept daily candles of a token as (ts_ms, high, low, close, volume), oldest first."""
+        s = self.series.get((symbol, Interval.D1))
+        return [(e[0], e[2], e[3], e[4], e[5]) for e in s.history] if s else []
+
+    def daily_symbols(self) -> list[str]:
+        return sorted(sym for sym, interval in self.series if interval is Interval.D1)
 
     def btc_return_at(self, ts_ms: int) -> float | None:
         return self.btc_ret30.get(ts_ms)
@@ -268,6 +286,14 @@ class ScoringService:
             await self.ctx.bus.publish(GRADES, grades)
         if signals:
             await self.ctx.bus.publish(SIGNALS, signals)
+        if self.forecaster is not None:
+            latest = {
+                c.symbol: self.series[(c.symbol, Interval.D1)].last_ms
+                for c in candles
+                if c.closed and c.interval == Interval.D1
+            }
+            if latest:
+                await self.forecaster.on_daily_closes(latest)
 
     def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
         indicators: list[IndicatorEvent] = []
@@ -342,6 +368,9 @@ class ScoringService:
             n = await self.warm_up()
             log.info("scoring state rebuilt from %d stored candles", n)
         self.ready.set()
+        if self.forecaster is not None:
+            await self.forecaster.start(ctx)
 
     async def stop(self) -> None:
-        return None
+        if self.forecaster is not None:
+            await self.forecaster.stop()

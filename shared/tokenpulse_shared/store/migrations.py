@@ -250,4 +250,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS {DEDUP}""",
         ),
     ),
+    Migration(
+        7,
+        "predictions: 95% interval bounds, kind",
+        (
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS lower_95 Nullable(Float64) AFTER upper",
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS upper_95 Nullable(Float64) AFTER lower_95",
+            "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS kind LowCardinality(String) DEFAULT 'live' AFTER model",
+        ),
+    ),
 )
