@@ -52,6 +52,14 @@ async def _raw_decoder(msg: Any) -> Any:
     return None
 
 
+def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
+    out = []
+    for value in values:
+        with contextlib.suppress(ValueError):
+            out.append(decode_message(topic, RawMessage(value=value)))
+    return out
+
+
 async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1) -> None:
     """Create the contract's topics (compaction where the contract says so); existing ones are kept."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tokenpulse-admin")
@@ -221,12 +229,14 @@ class KafkaBus(Bus):
             remaining = {tp for tp in partitions if start[tp] < end[tp]}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.value is None or record.offset >= end[tp]:
-                            continue
-                        with contextlib.suppress(ValueError):
-                            events.append(decode_message(topic, RawMessage(value=record.value)))
+                values = [
+                    r.value
+                    for tp, records in batch.items()
+                    for r in records
+                    if r.value is not None and r.offset < end[tp]
+                ]
+                # validation off the event loop: a long read must not starve heartbeats of the running consumers
+                events.extend(await asyncio.to_thread(_decode_all, topic, values))
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
