@@ -45,6 +45,16 @@ from tokenpulse_shared.topics import ALL_TOPICS, Topic
 log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"content-type": "application/json"}
+MAX_LINKS = 16
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+def _raw(record: Any) -> RawMessage:
+    key = record.key.decode("utf-8", "replace") if record.key else None
+    return RawMessage(value=record.value, key=key, headers=_headers(record))
 
 
 async def _raw_decoder(msg: Any) -> Any:
@@ -111,10 +121,9 @@ class KafkaBus(Bus):
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
+        # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
+        # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
         middlewares: list[Any] = []
-        from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-
-        middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider))
         if prometheus_registry is not None:
             from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
@@ -253,22 +262,28 @@ class KafkaBus(Bus):
                 records = (records,)
             events: list[Event] = []
             dead: list[DeadLetterEvent] = []
-            contexts = []
+            first: Any = None
+            parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
             for record in records:
                 if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                     continue
-                raw = RawMessage(
-                    value=record.value,
-                    key=record.key.decode("utf-8", "replace") if record.key else None,
-                    headers={k: v.decode("utf-8", "replace") for k, v in (record.headers or ())},
-                )
-                contexts.append(propagate.extract(raw.headers))
+                if first is None:
+                    first = record
+                elif len(parents) < MAX_LINKS:
+                    for k, v in record.headers or ():
+                        if k == "traceparent":
+                            parents[v] = None
+                            break
                 try:
-                    events.append(decode_message(sub.topic, raw))
+                    events.append(decode_message(sub.topic, RawMessage(value=record.value)))
                 except ValueError as exc:
-                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=raw))
+                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
             # The first message's trace continues through the handler (its publishes become children);
-            # the others of the batch are linked, as OpenTelemetry's messaging conventions suggest.
+            # the other traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's
+            # messaging conventions suggest for batches. Only those headers are parsed: per message it
+            # cost more than validating the event.
+            contexts = [propagate.extract(_headers(first))] if first is not None else []
+            contexts += [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
             parent = contexts[0] if contexts else None
             links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
             try:
