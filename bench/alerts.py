@@ -196,7 +196,6 @@ def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
             "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"bench-{uuid.uuid4().hex[:6]}",
             "TOKENPULSE_WEBHOOK_ALLOWLIST": "127.0.0.1",
             "TOKENPULSE_LOG_LEVEL": "INFO",
-            "TOKENPULSE_BUS_MAX_BATCH": "2000",
         }
         asyncio.run(publish(bootstrap, [(ALERT_RULES, [*rules, *sentinels]), (PRICES, backlog)]))
         proc = Proc(["run", "alerts"], env, work / "alerts.log")

@@ -59,7 +59,13 @@ class Settings(BaseSettings):
     # bus
     kafka_replication: int = Field(1, ge=1, le=5, description="Replication factor of the topics Tokenpulse creates.")
     consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
-    bus_max_batch: int = Field(500, ge=1, le=10000, description="Largest batch handed to one handler call.")
+    bus_max_batch: int = Field(
+        5000,
+        ge=1,
+        le=20000,
+        description="Largest batch handed to one handler call (Kafka commits once per batch: small batches cap "
+        "a consumer at ~11k events/s here, 5,000 reach ~35k).",
+    )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
     # ingest
     live_feed: Literal["auto", "synthetic", "off"] = Field(

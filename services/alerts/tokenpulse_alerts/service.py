@@ -133,8 +133,10 @@ class AlertsService:
             log_events = [
                 e for e in await ctx.bus.read_log(ALERTS, since_ms=int(since * 1000)) if isinstance(e, AlertFiredEvent)
             ]
-        for rule in rules:
+        for i, rule in enumerate(rules):
             self.book.apply(rule)
+            if i % 2000 == 1999:
+                await asyncio.sleep(0)  # let the consumers' heartbeats run during a large restore
         latest: dict[str, AlertFiredEvent] = {}
         for fired in log_events:
             if not fired.firing_id:

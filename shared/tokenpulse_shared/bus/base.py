@@ -37,7 +37,7 @@ class Subscription:
     topic: Topic
     group: str
     handler: Handler
-    max_batch: int = 500
+    max_batch: int = 5000
     broadcast: bool = False
     tail: bool = False
 
@@ -90,7 +90,7 @@ def dead_letter_for(
 class Bus(abc.ABC):
     """Publish typed events; subscribe batch handlers per consumer group."""
 
-    def __init__(self, *, retries: int = 3, backoff_s: float = 0.2, max_batch: int = 500) -> None:
+    def __init__(self, *, retries: int = 3, backoff_s: float = 0.2, max_batch: int = 5000) -> None:
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_batch = max_batch

@@ -45,11 +45,29 @@ from tokenpulse_shared.topics import ALL_TOPICS, Topic
 log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"content-type": "application/json"}
+MAX_LINKS = 16
+
+
+def _headers(record: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+def _raw(record: Any) -> RawMessage:
+    key = record.key.decode("utf-8", "replace") if record.key else None
+    return RawMessage(value=record.value, key=key, headers=_headers(record))
 
 
 async def _raw_decoder(msg: Any) -> Any:
     """Keep bodies as bytes: validation (and dead-lettering) is ours, per message."""
     return None
+
+
+def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
+    out = []
+    for value in values:
+        with contextlib.suppress(ValueError):
+            out.append(decode_message(topic, RawMessage(value=value)))
+    return out
 
 
 async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1) -> None:
@@ -103,10 +121,9 @@ class KafkaBus(Bus):
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
+        # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
+        # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
         middlewares: list[Any] = []
-        from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-
-        middlewares.append(KafkaTelemetryMiddleware(tracer_provider=tracer_provider))
         if prometheus_registry is not None:
             from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 
@@ -223,12 +240,14 @@ class KafkaBus(Bus):
             remaining = {tp for tp in partitions if start[tp] < end[tp]}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.value is None or record.offset >= end[tp]:
-                            continue
-                        with contextlib.suppress(ValueError):
-                            events.append(decode_message(topic, RawMessage(value=record.value)))
+                values = [
+                    r.value
+                    for tp, records in batch.items()
+                    for r in records
+                    if r.value is not None and r.offset < end[tp]
+                ]
+                # validation off the event loop: a long read must not starve heartbeats of the running consumers
+                events.extend(await asyncio.to_thread(_decode_all, topic, values))
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
@@ -245,22 +264,28 @@ class KafkaBus(Bus):
                 records = (records,)
             events: list[Event] = []
             dead: list[DeadLetterEvent] = []
-            contexts = []
+            first: Any = None
+            parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
             for record in records:
                 if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                     continue
-                raw = RawMessage(
-                    value=record.value,
-                    key=record.key.decode("utf-8", "replace") if record.key else None,
-                    headers={k: v.decode("utf-8", "replace") for k, v in (record.headers or ())},
-                )
-                contexts.append(propagate.extract(raw.headers))
+                if first is None:
+                    first = record
+                elif len(parents) < MAX_LINKS:
+                    for k, v in record.headers or ():
+                        if k == "traceparent":
+                            parents[v] = None
+                            break
                 try:
-                    events.append(decode_message(sub.topic, raw))
+                    events.append(decode_message(sub.topic, RawMessage(value=record.value)))
                 except ValueError as exc:
-                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=raw))
+                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
             # The first message's trace continues through the handler (its publishes become children);
-            # the others of the batch are linked, as OpenTelemetry's messaging conventions suggest.
+            # the other traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's
+            # messaging conventions suggest for batches. Only those headers are parsed: per message it
+            # cost more than validating the event.
+            contexts = [propagate.extract(_headers(first))] if first is not None else []
+            contexts += [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
             parent = contexts[0] if contexts else None
             links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
             try:
