@@ -40,7 +40,23 @@ RULE = {
     "created_at": "2026-11-22T01:00:00Z",
 }
 
+FORECAST = {
+    "horizon": "7d",
+    "made_at": "2026-11-21T00:00:00Z",
+    "target_ts": "2026-11-28T00:00:00Z",
+    "point": 97012.5,
+    "lower": 90100.0,
+    "upper": 104300.0,
+    "interval": 0.8,
+    "lower_95": 86400.0,
+    "upper_95": 108900.0,
+    "model": "naive-rw@v20261122T014500Z",
+    "kind": "live",
+    "backtest": {"mase": 1.0, "coverage": 0.805, "coverage_95": 0.95, "n": 3099},
+}
+
 SUCCESS: dict[str, Any] = {
+    "predictions": {"symbol": "BTC", "status": "ok", "horizons": [FORECAST]},
     "alert_created": {**RULE, "webhook_secret": "whsec_2b7f…"},
     "alert_rule": RULE,
     "alert_rules": {"data": [RULE], "next_cursor": None},

@@ -273,4 +273,6 @@ class LiveState:
 
     def predictions_of(self, symbol: str) -> list[dict[str, Any]]:
         by_h = self.predictions.get(symbol, {})
-        return [{k: v for k, v in p.items() if not k.startswith("_")} for _, p in sorted(by_h.items())]
+        order = {"1d": 0, "7d": 1, "30d": 2}
+        ranked = sorted(by_h.items(), key=lambda kv: order.get(kv[0], 99))
+        return [{k: v for k, v in p.items() if not k.startswith("_")} for _, p in ranked]

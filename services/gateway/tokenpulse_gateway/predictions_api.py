@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from tokenpulse_shared.predictions import HORIZONS, MIN_HISTORY_DAYS
 
+from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.queries import DAY, Queries, iso
@@ -103,7 +104,11 @@ async def daily_candles(queries: Queries, symbol: str) -> int:
 def make_router(queries: Queries, resolve_symbol: Callable[[str], Awaitable[str]]) -> APIRouter:
     router = APIRouter(tags=["analytics"])
 
-    @router.get("/v1/predictions/{symbol}", summary="Price forecasts at 1d, 7d and 30d with 80% and 95% intervals")
+    @router.get(
+        "/v1/predictions/{symbol}",
+        summary="Price forecasts at 1d, 7d and 30d with 80% and 95% intervals",
+        responses=ex.responses("predictions", 200, 400, 401, 404, 422, 429),
+    )
     async def predictions(
         _: Authed,
         symbol: str,
@@ -129,13 +134,16 @@ def make_router(queries: Queries, resolve_symbol: Callable[[str], Awaitable[str]
                     f"{symbol} has {have} daily candles; forecasts need at least {MIN_HISTORY_DAYS}. "
                     "There is no forecast until then.",
                 )
-            raise ApiError(
-                503,
-                "predictions_pending",
-                f"no forecast for {symbol} yet: the models train a few minutes after the history is loaded, and a "
-                "forecast needs the last 90 days of daily candles nearly complete (at most 5 missing); retry later",
-            )
-        body: dict[str, Any] = {"symbol": symbol, "horizons": horizons}
+            # not the client's mistake and not an outage: an empty answer that says when to come back
+            return {
+                "symbol": symbol,
+                "status": "pending",
+                "message": f"no forecast for {symbol} yet: the models train a few minutes after the history is "
+                "loaded, and a forecast needs the last 90 days of daily candles nearly complete (at most 5 "
+                "missing); retry later",
+                "horizons": [],
+            }
+        body: dict[str, Any] = {"symbol": symbol, "status": "ok", "horizons": horizons}
         if history:
             body["history"] = await past_predictions(queries, symbol, horizon, limit)
         return body
