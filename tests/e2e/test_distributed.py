@@ -87,12 +87,19 @@ def same(a: dict[str, tuple[float, ...]], b: dict[str, tuple[float, ...]]) -> bo
     )
 
 
-async def publish(bootstrap: str, ticks: list[TickEvent], rule: AlertRuleEvent, junk: list[RawMessage]) -> None:
+async def publish_rule(bootstrap: str, rule: AlertRuleEvent) -> None:
     bus = KafkaBus(bootstrap, client_id="e2e-feeder")
     await bus.start()
     try:
         await bus.publish(ALERT_RULES, [rule])
-        await asyncio.sleep(3)  # let the alerts service learn the rule before prices flow
+    finally:
+        await bus.stop()
+
+
+async def publish(bootstrap: str, ticks: list[TickEvent], junk: list[RawMessage]) -> None:
+    bus = KafkaBus(bootstrap, client_id="e2e-feeder")
+    await bus.start()
+    try:
         await bus.publish_raw(TICKS, junk)
         for i in range(0, len(ticks), 500):
             await bus.publish(TICKS, ticks[i : i + 500])
@@ -168,7 +175,11 @@ def test_four_processes_over_kafka_serve_exactly_the_replayed_candles(kafka_boot
             condition=AlertCondition(kind="price_above", value=100_000.0),
             cooldown_s=3600,
         )
-        asyncio.run(publish(kafka_bootstrap, stream, rule, junk))
+        asyncio.run(publish_rule(kafka_bootstrap, rule))
+        # a rule applies from when the alerts service knows it: wait for that before prices flow
+        alerts_log = next(p for p in procs if p.log.name == "alerts.log").log
+        wait_until(lambda: rule.rule_id in alerts_log.read_text(), 60, "the alerts service to learn the rule", procs)
+        asyncio.run(publish(kafka_bootstrap, stream, junk))
 
         window = {"start": START.isoformat(), "end": END.isoformat()}
         for interval in Interval:

@@ -229,9 +229,9 @@ class RuleBook:
 
     # ---- rule changes -------------------------------------------------------------------------
     def apply(self, event: AlertRuleEvent) -> bool:
-        """Apply a rule event unless a newer one for the same rule was applied already."""
+        """Apply a rule event unless it or a newer one for the same rule was applied already (replays are no-ops)."""
         at = event.produced_at.timestamp()
-        if at < self.versions.get(event.rule_id, float("-inf")):
+        if at <= self.versions.get(event.rule_id, float("-inf")):
             return False
         self.versions[event.rule_id] = at
         self._remove(event.rule_id)

@@ -160,8 +160,10 @@ class AlertsService:
 
     # ---- inputs ---------------------------------------------------------------------------------
     async def on_rules(self, rules: list[AlertRuleEvent]) -> None:
-        for rule in rules:
-            self.book.apply(rule)
+        applied = [rule.rule_id for rule in rules if self.book.apply(rule)]
+        if applied:
+            more = f" and {len(applied) - 5} more" if len(applied) > 5 else ""
+            log.info("rules updated: %s%s; %d active", ", ".join(applied[:5]), more, len(self.book))
         if self.ctx is not None:
             self.ctx.status["alert_rules"] = str(len(self.book))
 
