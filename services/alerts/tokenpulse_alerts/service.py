@@ -3,8 +3,9 @@
 State and where it comes from at start:
 
 * **rules** — Kafka: the compacted ``tokenpulse.alert-rules.v1`` is read whole
-  (``Bus.read_log``), then followed live by a broadcast subscription (every
-  replica holds every rule; a rule version older than one applied is ignored).
+  (``Bus.read_log``), then followed live by a tail subscription (every replica
+  holds every rule; a rule version not newer than one applied is ignored, so
+  the overlap of the two reads is harmless).
   Embedded mode reads the gateway's ``alert_rules`` table instead (the
   in-process bus keeps no log).
 * **firing log** — the service's own ``tokenpulse.alerts.v1`` of the last
@@ -76,7 +77,9 @@ class AlertsService:
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.settings.require_signing_key()
-        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, broadcast=True)
+        # the past of the rules topic is read once by read_log at start; from then on it is followed
+        # (replaying it whole through a broadcast too cost as much as the prices at 100,000 rules)
+        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, tail=True)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
