@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from tokenpulse.runtime import SERVICES, Runtime
 from tokenpulse_shared.settings import Settings
 
 from tests.fake_exchange import FakeExchange
+from tokenpulse.runtime import SERVICES, Runtime
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 
@@ -75,7 +74,7 @@ async def test_embedded_mode_serves_live_prices_from_three_exchanges(tmp_path: P
         kraken_ws_url=fakes["kraken"].url,
     )
     try:
-        async with embedded(settings) as (runtime, api):
+        async with embedded(settings) as (_runtime, api):
 
             async def ready_live() -> dict[str, Any] | None:
                 body = (await api.get("/readyz")).json()
@@ -137,7 +136,7 @@ async def test_auto_falls_back_to_synthetic_ticks_when_no_exchange_answers(tmp_p
         coinbase_ws_url=refused_url(),
         kraken_ws_url=refused_url() + "/v2",
     )
-    async with embedded(settings) as (runtime, api):
+    async with embedded(settings) as (_runtime, api):
 
         async def fallback() -> dict[str, Any] | None:
             body = (await api.get("/readyz")).json()
@@ -158,7 +157,7 @@ async def test_live_mode_never_falls_back(tmp_path: Path) -> None:
     settings = base_settings(
         tmp_path, live_feed="live", feed_connect_timeout_s=0.5, feed_exchanges=["binance"], binance_ws_url=refused_url()
     )
-    async with embedded(settings) as (runtime, api):
+    async with embedded(settings) as (_runtime, api):
         await asyncio.sleep(1.5)
         body = (await api.get("/readyz")).json()
         assert body["feed"] == "connecting" and body["feeds"]["binance"]["reconnects"] >= 1

@@ -108,7 +108,13 @@ def test_coinbase_recorded_matches_tickers_and_last_matches_normalise() -> None:
 def test_coinbase_control_and_error_frames() -> None:
     c = CoinbaseConnector("ws://x", [Pair("BTC", "BTC-USD", "USD")], _sink)
     assert c.parse('{"type": "subscriptions", "channels": []}') == []
-    hb = {"type": "heartbeat", "sequence": 9, "last_trade_id": 5, "product_id": "BTC-USD", "time": "2026-01-01T00:00:00Z"}
+    hb = {
+        "type": "heartbeat",
+        "sequence": 9,
+        "last_trade_id": 5,
+        "product_id": "BTC-USD",
+        "time": "2026-01-01T00:00:00Z",
+    }
     assert c.parse(json.dumps(hb)) == []
     with pytest.raises(BadMessage) as e:
         c.parse('{"type": "error", "message": "Failed to subscribe", "reason": "BNB-USD is not a valid product"}')
@@ -129,14 +135,16 @@ def test_kraken_recorded_v1_trades_normalise() -> None:
     rows = [(a[-1], r) for a in arrays for r in a[1]]
     assert len(ticks) == len(rows) == 10
     assert_valid(ticks)
-    venue, row = rows[0]  # XMR/USD 354.11 x 0.89594024, sell
+    _venue, row = rows[0]  # XMR/USD 354.11 x 0.89594024, sell
     assert (ticks[0].symbol, ticks[0].price, ticks[0].size, ticks[0].side) == ("XMR", 354.11, 0.89594024, Side.SELL)
     assert ticks[0].ts == datetime.fromtimestamp(float(row[2]), UTC)
     assert len({t.trade_id for t in ticks}) == len(ticks)  # v1 has no trade id: time-price-volume stands in
 
 
 def test_kraken_v2_trades_and_subscription() -> None:
-    c = KrakenConnector("wss://ws.kraken.com/v2", [Pair("BTC", "BTC/USD", "USD"), Pair("DOGE", "DOGE/USD", "USD")], _sink)
+    c = KrakenConnector(
+        "wss://ws.kraken.com/v2", [Pair("BTC", "BTC/USD", "USD"), Pair("DOGE", "DOGE/USD", "USD")], _sink
+    )
     assert c.v2
     assert json.loads(c.subscriptions()[0]) == {
         "method": "subscribe",
@@ -146,10 +154,24 @@ def test_kraken_v2_trades_and_subscription() -> None:
         "channel": "trade",
         "type": "update",
         "data": [
-            {"symbol": "BTC/USD", "side": "sell", "price": 97001.2, "qty": 0.05, "ord_type": "market",
-             "trade_id": 77, "timestamp": "2026-11-22T08:00:00.123456Z"},
-            {"symbol": "DOGE/USD", "side": "buy", "price": 0.41, "qty": 1000, "ord_type": "limit",
-             "trade_id": 9, "timestamp": "2026-11-22T08:00:01Z"},
+            {
+                "symbol": "BTC/USD",
+                "side": "sell",
+                "price": 97001.2,
+                "qty": 0.05,
+                "ord_type": "market",
+                "trade_id": 77,
+                "timestamp": "2026-11-22T08:00:00.123456Z",
+            },
+            {
+                "symbol": "DOGE/USD",
+                "side": "buy",
+                "price": 0.41,
+                "qty": 1000,
+                "ord_type": "limit",
+                "trade_id": 9,
+                "timestamp": "2026-11-22T08:00:01Z",
+            },
         ],
     }
     a, b = c.parse(json.dumps(frame))

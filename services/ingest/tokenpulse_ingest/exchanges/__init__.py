@@ -81,9 +81,7 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     """Per configured exchange, the pairs to subscribe to: defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
     for name in settings.feed_exchanges:
         if name not in CONNECTORS:
-            raise ValueError(
-                f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(CONNECTORS)}"
-            )
+            raise ValueError(f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(CONNECTORS)}")
     venues: dict[str, dict[str, str]] = {
         ex: {s: default_pair(ex, s) for s in settings.symbols if s not in NOT_LISTED.get(ex, set())}
         for ex in settings.feed_exchanges

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -44,11 +43,11 @@ GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
 
 MESSAGES = Counter("tokenpulse_feed_messages_total", "Frames received from an exchange", ["exchange"])
 TICKS = Counter("tokenpulse_feed_ticks_total", "Trades normalised into ticks and published", ["exchange"])
-BAD = Counter(
-    "tokenpulse_feed_bad_messages_total", "Unknown or garbled exchange frames, skipped", ["exchange", "kind"]
-)
+BAD = Counter("tokenpulse_feed_bad_messages_total", "Unknown or garbled exchange frames, skipped", ["exchange", "kind"])
 DUPLICATES = Counter("tokenpulse_feed_duplicate_ticks_total", "Trades received twice and dropped", ["exchange"])
-RECONNECTS = Counter("tokenpulse_feed_reconnects_total", "Reconnections to an exchange, by cause", ["exchange", "reason"])
+RECONNECTS = Counter(
+    "tokenpulse_feed_reconnects_total", "Reconnections to an exchange, by cause", ["exchange", "reason"]
+)
 GAPS = Counter("tokenpulse_feed_gaps_total", "Detected holes in an exchange's trade stream", ["exchange", "cause"])
 CONNECTED = Gauge("tokenpulse_feed_connected", "1 while the exchange's stream is connected", ["exchange"])
 LAST_AGE = Gauge(
@@ -133,6 +132,9 @@ class Health:
 
 
 _FIELDS = frozenset(TickEvent.model_fields)
+_INF = float("inf")
+_new_tick = TickEvent.__new__
+_set = object.__setattr__
 
 
 def make_tick(
@@ -154,14 +156,14 @@ def make_tick(
     trade (source, symbol, trade id), so a trade published twice is the same event downstream.
     tests/unit/test_exchange_parsers.py checks that every tick made here re-validates unchanged.
     """
-    if not (price > 0 and math.isfinite(price)):
+    if not 0 < price < _INF:  # also false for NaN
         raise BadMessage("bad_price", repr(price))
-    if not (size >= 0 and math.isfinite(size)):
+    if not 0 <= size < _INF:
         raise BadMessage("bad_size", repr(size))
     if len(trade_id) > 100:
         raise BadMessage("bad_trade_id", trade_id[:40])
-    tick = TickEvent.__new__(TickEvent)
-    object.__setattr__(
+    tick = _new_tick(TickEvent)
+    _set(
         tick,
         "__dict__",
         {
@@ -178,14 +180,23 @@ def make_tick(
             "quote": quote,
         },
     )
-    object.__setattr__(tick, "__pydantic_fields_set__", _FIELDS)
-    object.__setattr__(tick, "__pydantic_extra__", None)
-    object.__setattr__(tick, "__pydantic_private__", None)
+    _set(tick, "__pydantic_fields_set__", _FIELDS)
+    _set(tick, "__pydantic_extra__", None)
+    _set(tick, "__pydantic_private__", None)
     return tick
 
 
 def ms_to_utc(ms: int | float) -> datetime:
     return datetime.fromtimestamp(ms / 1000.0, UTC)
+
+
+def utc(ts: datetime) -> datetime:
+    """A decoded exchange time as UTC; a time without an offset is refused (never guessed)."""
+    if ts.tzinfo is UTC:
+        return ts
+    if ts.tzinfo is None:
+        raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
+    return ts.astimezone(UTC)
 
 
 def iso_to_utc(text: str) -> datetime:
@@ -238,6 +249,9 @@ class Connector(ABC):
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._disconnected_at: datetime | None = None
         self._now = lambda: datetime.now(UTC)
+        self._messages = MESSAGES.labels(self.name)
+        self._ticks = TICKS.labels(self.name)
+        self._duplicates = DUPLICATES.labels(self.name)
         CONNECTED.labels(self.name).set(0)
         LAST_AGE.labels(self.name).set_function(lambda: self.health.age() or 0.0)
 
@@ -284,8 +298,13 @@ class Connector(ABC):
         BAD.labels(self.name, kind).inc()
         if kind not in self.health.errors_seen:  # once per kind: a flood of one bad frame is one log line
             self.health.errors_seen.add(kind)
-            log.warning("%s: skipping a frame it cannot use (%s) %s; counted in tokenpulse_feed_bad_messages_total "
-                        "(logged once per kind)", self.name, kind, detail[:200])
+            log.warning(
+                "%s: skipping a frame it cannot use (%s) %s; counted in tokenpulse_feed_bad_messages_total "
+                "(logged once per kind)",
+                self.name,
+                kind,
+                detail[:200],
+            )
 
     def _gap(self, symbol: str, since: datetime, until: datetime, cause: str) -> None:
         self.health.gaps += 1
@@ -308,7 +327,7 @@ class Connector(ABC):
     async def handle(self, raw: str | bytes) -> int:
         """One frame: parse, drop duplicates, publish. Returns the number of ticks published."""
         self.health.last_message = time.monotonic()
-        MESSAGES.labels(self.name).inc()
+        self._messages.inc()
         try:
             ticks = self.parse(raw)
         except BadMessage as exc:
@@ -325,12 +344,12 @@ class Connector(ABC):
         for t in ticks:
             if self.dedupe.seen(f"{t.symbol}:{t.trade_id}"):
                 self.health.duplicates += 1
-                DUPLICATES.labels(self.name).inc()
+                self._duplicates.inc()
             else:
                 fresh.append(t)
         if fresh:
             self.health.ticks += len(fresh)
-            TICKS.labels(self.name).inc(len(fresh))
+            self._ticks.inc(len(fresh))
             await self.sink(fresh)
         return len(fresh)
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import msgspec
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, make_tick, ms_to_utc
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, make_tick
 
 
 class _Data(msgspec.Struct):
@@ -22,8 +22,8 @@ class _Data(msgspec.Struct):
     s: str = ""
     a: int | None = None  # aggTrade id
     t: int | None = None  # trade id
-    p: str = ""
-    q: str = ""
+    p: float = 0.0  # quoted decimals, read as floats by msgspec (strict=False)
+    q: float = 0.0
     T: int = 0
     m: bool = False
 
@@ -37,7 +37,8 @@ class _Frame(msgspec.Struct):
     msg: str | None = None
 
 
-_DECODE = msgspec.json.Decoder(_Frame).decode
+_BUY, _SELL = Side.BUY, Side.SELL
+_DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
 class BinanceConnector(Connector):
@@ -77,18 +78,14 @@ class BinanceConnector(Connector):
             raise BadMessage("unknown_symbol", data.s[:32])
         if ident is None:
             raise BadMessage("no_trade_id")
-        ts = ms_to_utc(data.T)
-        try:
-            price, size = float(data.p), float(data.q)
-        except ValueError:
-            raise BadMessage("bad_number", f"{data.p!r} {data.q!r}") from None
+        ts = datetime.fromtimestamp(data.T / 1000.0, UTC)
         tick = make_tick(
             pair.symbol,
             self.name,
             ts,
-            price,
-            size,
-            Side.SELL if data.m else Side.BUY,
+            data.p,
+            data.q,
+            _SELL if data.m else _BUY,
             str(ident),
             pair.quote,
             datetime.now(UTC),

@@ -23,7 +23,7 @@ import msgspec
 from prometheus_client import Counter
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, iso_to_utc, make_tick
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, make_tick, utc
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -35,17 +35,17 @@ class _Msg(msgspec.Struct):
     product_id: str = ""
     trade_id: int | None = None
     sequence: int | None = None
-    price: str | None = None
-    size: str | None = None
-    last_size: str | None = None
+    price: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
+    size: float | None = None
+    last_size: float | None = None
     side: str = ""
-    time: str | None = None
+    time: datetime | None = None  # RFC 3339, decoded by msgspec
     last_trade_id: int | None = None
     message: str | None = None
     reason: str | None = None
 
 
-_DECODE = msgspec.json.Decoder(_Msg).decode
+_DECODE = msgspec.json.Decoder(_Msg, strict=False).decode
 _MAKER_TO_TAKER = {"sell": Side.BUY, "buy": Side.SELL}
 _TAKER = {"buy": Side.BUY, "sell": Side.SELL}
 
@@ -57,13 +57,16 @@ class CoinbaseConnector(Connector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sequence: dict[str, int] = {}
+        self._out_of_order = OUT_OF_ORDER.labels(self.name)
 
     def endpoint(self) -> str:
         return self.url
 
     def subscriptions(self) -> list[str]:
         return [
-            msgspec.json.encode({"type": "subscribe", "product_ids": [p.venue], "channels": list(self.channels)}).decode()
+            msgspec.json.encode(
+                {"type": "subscribe", "product_ids": [p.venue], "channels": list(self.channels)}
+            ).decode()
             for p in self.pairs
         ]
 
@@ -81,7 +84,7 @@ class CoinbaseConnector(Connector):
             pair = self.by_venue.get(m.product_id)
             if pair is not None and m.last_trade_id is not None and m.time:
                 self._order(m)
-                self.announced(pair.symbol, m.last_trade_id, iso_to_utc(m.time))
+                self.announced(pair.symbol, m.last_trade_id, utc(m.time))
             return []
         if kind == "subscriptions":
             return []
@@ -94,7 +97,7 @@ class CoinbaseConnector(Connector):
             return
         last = self._sequence.get(m.product_id)
         if last is not None and m.sequence <= last:
-            OUT_OF_ORDER.labels(self.name).inc()
+            self._out_of_order.inc()
         else:
             self._sequence[m.product_id] = m.sequence
 
@@ -104,15 +107,11 @@ class CoinbaseConnector(Connector):
             raise BadMessage("unknown_symbol", m.product_id[:32])
         if m.trade_id is None or m.price is None or m.time is None:
             raise BadMessage(f"incomplete_{kind}")
-        size_text = m.last_size if kind == "ticker" else m.size
-        try:
-            price, size = float(m.price), float(size_text or 0.0)
-        except ValueError:
-            raise BadMessage("bad_number", f"{m.price!r} {size_text!r}") from None
+        size = m.last_size if kind == "ticker" else m.size
         side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side, Side.UNKNOWN)
-        ts = iso_to_utc(m.time)
+        ts = utc(m.time)
         tick = make_tick(
-            pair.symbol, self.name, ts, price, size, side, str(m.trade_id), pair.quote, datetime.now(UTC)
+            pair.symbol, self.name, ts, m.price, size or 0.0, side, str(m.trade_id), pair.quote, datetime.now(UTC)
         )
         self._order(m)
         self.trade_seen(pair.symbol, m.trade_id, ts)

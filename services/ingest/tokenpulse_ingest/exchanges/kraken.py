@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, iso_to_utc, make_tick
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, make_tick, utc
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -35,7 +35,7 @@ class _Trade(msgspec.Struct):
     price: float = 0.0
     qty: float = 0.0
     trade_id: int | None = None
-    timestamp: str = ""
+    timestamp: datetime | None = None  # RFC 3339, decoded by msgspec
 
 
 class _V2(msgspec.Struct):
@@ -78,6 +78,8 @@ class KrakenConnector(Connector):
         text = raw.lstrip()[:1] if isinstance(raw, str) else raw.lstrip()[:1].decode(errors="replace")
         if text == "[":
             return self._v1_trades(raw)
+        if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
+            return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
         try:
             m = _DECODE_V2(raw)
         except msgspec.ValidationError as exc:
@@ -103,7 +105,9 @@ class KrakenConnector(Connector):
                 raise BadMessage("unknown_symbol", t.symbol[:32])
             if t.trade_id is None:
                 raise BadMessage("no_trade_id")
-            ts = iso_to_utc(t.timestamp)
+            if t.timestamp is None:
+                raise BadMessage("no_time")
+            ts = utc(t.timestamp)
             out.append(
                 make_tick(
                     pair.symbol,
