@@ -91,11 +91,13 @@ class Settings(BaseSettings):
     kraken_ws_url: str = Field(
         "wss://ws.kraken.com/v2", description="Ingest: Kraken WebSocket (v2; a URL without `/v2` speaks v1)."
     )
-    binance_rest_url: str = Field("https://api.binance.com", description="Ingest: Binance spot REST base URL.")
-    coinbase_rest_url: str = Field(
-        "https://api.exchange.coinbase.com", description="Ingest: Coinbase Exchange REST base URL."
+    binance_rest_url: str = Field(
+        "https://api.binance.com", description="Ingest: Binance spot REST base URL (gap backfill)."
     )
-    kraken_rest_url: str = Field("https://api.kraken.com", description="Ingest: Kraken REST base URL.")
+    coinbase_rest_url: str = Field(
+        "https://api.exchange.coinbase.com", description="Ingest: Coinbase Exchange REST base URL (gap backfill)."
+    )
+    kraken_rest_url: str = Field("https://api.kraken.com", description="Ingest: Kraken REST base URL (gap backfill).")
     feed_connect_timeout_s: float = Field(
         10.0, gt=0, description="Ingest: `auto` falls back to synthetic ticks when no exchange connects this fast."
     )
