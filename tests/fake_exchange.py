@@ -112,6 +112,7 @@ class FakeExchange:
         self.sequence = 5_000_000
         self.clients: dict[ServerConnection, set[str]] = {}
         self.stalled: set[ServerConnection] = set()
+        self.v1_clients: set[ServerConnection] = set()
         self.connections = 0
         self.subscriptions: list[tuple[int, list[str]]] = []  # (connection number, venues)
         self.sent: list[Sent] = []
@@ -164,6 +165,8 @@ class FakeExchange:
         number = self.connections
         path = ws.request.path if ws.request is not None else "/"
         v1 = self.kind == "kraken" and not urlsplit(path).path.rstrip("/").endswith("/v2")
+        if v1:
+            self.v1_clients.add(ws)
         try:
             if self.kind == "binance":
                 streams = parse_qs(urlsplit(path).query).get("streams", [""])[0].split("/")
@@ -184,6 +187,7 @@ class FakeExchange:
         finally:
             self.clients.pop(ws, None)
             self.stalled.discard(ws)
+            self.v1_clients.discard(ws)
 
     async def _on_client_frame(self, ws: ServerConnection, number: int, frame: str | bytes, v1: bool) -> None:
         msg = json.loads(frame)
@@ -234,11 +238,12 @@ class FakeExchange:
                         }
                         await self._send(ws, json.dumps(body))
                 elif self.kind == "kraken":
-                    await self._send(ws, json.dumps({"channel": "heartbeat"}))
+                    beat = {"event": "heartbeat"} if ws in self.v1_clients else {"channel": "heartbeat"}
+                    await self._send(ws, json.dumps(beat))
 
     # ------------------------------------------------------------------ trades
-    def _frame(self, symbol: str, trade_id: int, ts: datetime, v1: bool) -> tuple[str, float]:
-        t = self.templates[next(self._cursor)]
+    def _frame(self, symbol: str, trade_id: int, ts: datetime, v1: bool, index: int | None = None) -> tuple[str, float]:
+        t = self.templates[next(self._cursor) if index is None else index]
         price = self.prices[symbol] * t.price / self.first_price[t.pair] * self.drift
         ms = int(ts.timestamp() * 1000)
         iso = ts.isoformat().replace("+00:00", "Z")
@@ -276,8 +281,11 @@ class FakeExchange:
                 trade_id = self.next_id[symbol]
                 self.next_id[symbol] += 1
                 ts = datetime.now(UTC)
-                frame, price = self._frame(symbol, trade_id, ts, v1=False)
-                frame_v1 = self._frame(symbol, trade_id, ts, v1=True)[0] if self.kind == "kraken" else frame
+                index = next(self._cursor)
+                frame, price = self._frame(symbol, trade_id, ts, v1=False, index=index)
+                frame_v1 = (
+                    self._frame(symbol, trade_id, ts, v1=True, index=index)[0] if self.kind == "kraken" else frame
+                )
                 made.append(Sent(symbol, trade_id, ts, price))
                 frames.append((symbol, frame, frame_v1))
         if reverse:

@@ -236,3 +236,63 @@ async def test_an_unreachable_exchange_is_retried_with_backoff_and_reported_down
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_kraken_v1_protocol_over_the_wire() -> None:
+    """A Kraken URL without /v2 speaks v1 (the recorded format): XBT/USD subscriptions, array trade frames."""
+    fake = await FakeExchange("kraken", PRICES, heartbeat_s=0.2).start()
+    ticks: list[TickEvent] = []
+
+    async def sink(t: list[TickEvent]) -> None:
+        ticks.extend(t)
+
+    pairs = [Pair(s, default_pair("kraken", s), "USD") for s in PRICES]
+    conn = CONNECTORS["kraken"](f"ws://127.0.0.1:{fake.port}", pairs, sink, backoff_s=0.05)
+    task = asyncio.create_task(conn.run())
+    try:
+        await wait_for(lambda: fake.subscriptions, what="subscribe")
+        assert sorted(fake.subscriptions[0][1]) == ["ETH/USD", "XBT/USD"]
+        sent = await fake.emit(2)
+        await wait_for(lambda: len(ticks) == len(sent), what="v1 ticks")
+        assert {t.symbol for t in ticks} == set(PRICES) and all(t.source == "kraken" for t in ticks)
+        for s in sent:
+            match = [t for t in ticks if t.symbol == s.symbol and abs((t.ts - s.ts).total_seconds()) < 1e-5]
+            assert len(match) == 1
+        await asyncio.sleep(0.5)  # v1 heartbeats and acks are control frames, not bad ones
+        assert conn.health.bad_messages == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await fake.stop()
+
+
+async def test_a_failing_publish_is_reported_as_a_gap_and_the_connector_goes_on() -> None:
+    fake = await FakeExchange("binance", PRICES).start()
+    ticks: list[TickEvent] = []
+    gaps: list[tuple[str, datetime, datetime]] = []
+    calls = [0]
+
+    async def sink(t: list[TickEvent]) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise ConnectionError("bus unavailable")
+        ticks.extend(t)
+
+    async def on_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+        gaps.append((symbol, since, until))
+
+    pairs = [Pair(s, default_pair("binance", s), "USDT") for s in PRICES]
+    conn = CONNECTORS["binance"](fake.url, pairs, sink, on_gap=on_gap, backoff_s=0.05)
+    task = asyncio.create_task(conn.run())
+    try:
+        await wait_for(lambda: conn.health.connected and fake.subscriptions, what="subscribe")
+        (lost,) = await fake.emit(1, ["BTC"])
+        await wait_for(lambda: gaps, what="the lost tick reported as a gap")
+        assert gaps == [("BTC", gaps[0][1], gaps[0][2])] and abs((gaps[0][1] - lost.ts).total_seconds()) < 0.002
+        sent = await fake.emit(1)
+        await wait_for(lambda: len(ticks) == len(sent), what="ticks after the failure")
+        assert conn.health.reconnects == 0 and fake.connections == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await fake.stop()

@@ -347,10 +347,20 @@ class Connector(ABC):
                 self._duplicates.inc()
             else:
                 fresh.append(t)
-        if fresh:
-            self.health.ticks += len(fresh)
-            self._ticks.inc(len(fresh))
+        if not fresh:
+            return 0
+        try:
             await self.sink(fresh)
+        except Exception:
+            # the bus refused them: report the trades' window as a gap (the backfill recovers it) and go on
+            log.exception("%s: publishing %d ticks failed; reporting them as a gap", self.name, len(fresh))
+            for symbol in {t.symbol for t in fresh}:
+                times = [t.ts for t in fresh if t.symbol == symbol]
+                self._gap(symbol, min(times), max(times), "publish_failed")
+            self._flush_gaps()
+            return 0
+        self.health.ticks += len(fresh)
+        self._ticks.inc(len(fresh))
         return len(fresh)
 
     # ------------------------------------------------------------------ the connection loop
@@ -394,6 +404,10 @@ class Connector(ABC):
                 raise
             except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
                 reason = "closed" if self.health.connected else "connect_failed"
+                self._on_disconnected(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not end the feed: log it, reconnect
+                reason = "error"
+                log.exception("%s: unexpected failure in the connection loop", self.name)
                 self._on_disconnected(f"{type(exc).__name__}: {exc}")
             else:
                 self._on_disconnected(f"{reason}")
