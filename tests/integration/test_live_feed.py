@@ -113,6 +113,7 @@ async def test_embedded_mode_serves_live_prices_from_three_exchanges(tmp_path: P
 
             body = await until(binance_down, 30, "binance to be reported disconnected")
             assert body["feed"] == "live" and body["feeds"]["coinbase"]["connected"]
+            assert "binance" not in body["feed_detail"] and "kraken" in body["feed_detail"]
             assert body["feeds"]["binance"]["reconnects"] >= 1
     finally:
         for f in fakes.values():

@@ -152,7 +152,15 @@ class IngestService:
 
     def _refresh_status(self) -> None:
         if self.ctx is not None and self.connectors:
-            self.ctx.status["feeds"] = {c.name: c.health.snapshot() for c in self.connectors}
+            status = self.ctx.status
+            status["feeds"] = {c.name: c.health.snapshot() for c in self.connectors}
+            if status.get("feed") == "live":
+                up = [c.name for c in self.connectors if c.health.connected]
+                status["feed_detail"] = (
+                    f"live trades from {', '.join(up)}"
+                    if up
+                    else "live, but no exchange is connected right now (reconnecting; see feeds)"
+                )
 
     async def _stop_connectors(self) -> None:
         for t in self._connector_tasks:
