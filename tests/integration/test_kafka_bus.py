@@ -257,9 +257,12 @@ async def test_a_skip_own_subscription_sees_what_other_instances_publish_not_its
 
     symbol = f"O{uuid.uuid4().hex[:6].upper()}"
     seen: list[float] = []
+    last = asyncio.Event()
 
     async def prices(events: list[Event]) -> None:
         seen.extend(e.price for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+        if 3.0 in seen:
+            last.set()
 
     me, other = new_bus(kafka_bootstrap), new_bus(kafka_bootstrap)
     me.subscribe(PRICES, "own-filter", prices, tail=True, skip_own=True)
@@ -273,8 +276,7 @@ async def test_a_skip_own_subscription_sees_what_other_instances_publish_not_its
             await asyncio.sleep(0.5)
         await me.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)])
         await other.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=3.0)])
-        while 3.0 not in seen:
-            await asyncio.sleep(0.1)
+        await last.wait()
 
     try:
         await asyncio.wait_for(run_with(me, body), 60)
