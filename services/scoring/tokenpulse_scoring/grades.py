@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 METHOD = "v1"
@@ -88,7 +88,7 @@ class GradeResult:
 class _RollingStd:
     """Sample standard deviation of the last n values, O(1) per update (re-summed exactly every n)."""
 
-    __slots__ = ("n", "values", "total", "total_sq", "adds")
+    __slots__ = ("adds", "n", "total", "total_sq", "values")
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -142,7 +142,7 @@ class MomentumState:
     hysteresis regime of the signals. The daily :class:`GradeState` and the intraday
     :class:`IntradayState` share it, so a 1h signal means what a daily one means, on 1h candles."""
 
-    __slots__ = ("closes", "rets20", "volumes", "vsum", "vadds", "regime", "_why")
+    __slots__ = ("_why", "closes", "regime", "rets20", "vadds", "volumes", "vsum")
     KEEP = 21  # closes kept: the 20-candle return needs 21
 
     def __init__(self) -> None:
@@ -218,7 +218,9 @@ class MomentumState:
             out.append(f"30-day return {rel_btc * 100:+.0f} pts vs BTC")
         return out
 
-    def _signal(self, score: float | None, unit: str, rel_btc: float | None = None) -> tuple[str, float, list[str]] | None:
+    def _signal(
+        self, score: float | None, unit: str, rel_btc: float | None = None
+    ) -> tuple[str, float, list[str]] | None:
         if score is None:
             return None
         new = next_regime(self.regime, score)
@@ -261,7 +263,7 @@ class IntradayState(MomentumState):
 
 
 class GradeState(MomentumState):
-    __slots__ = ("rets365", "usd_volumes", "usd_sum", "ath")
+    __slots__ = ("ath", "rets365", "usd_sum", "usd_volumes")
     KEEP = 366
 
     def __init__(self) -> None:
