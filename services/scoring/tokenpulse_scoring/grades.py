@@ -184,22 +184,26 @@ class MomentumState:
             aligned = (close > e20) + (e20 > e50) + (e50 > s200) + (close > s200)
             trend = 25.0 * aligned
         closes = self.closes
+        z = None
         if len(closes) > 20 and self.rets20.full:
             vol20 = self.rets20.std() * _SQRT20
             if vol20 > 0:
-                ret_c = 50.0 + 50.0 * _tanh((close / closes[-21] - 1) / vol20)
+                z = (close / closes[-21] - 1) / vol20
+                ret_c = 50.0 + 50.0 * _tanh(z)
         up = close >= open_
         if len(self.volumes) == 21:
             avg = (self.vsum - volume) / 20
             if avg > 0:
                 ratio = volume / avg
                 vol_c = 50.0 + 50.0 * _tanh(ratio - 1 if up else 1 - ratio)
-        self._why = (rsi, hist if atr else None, aligned if trend is not None else None, ratio, up)
+        self._why = (rsi, hist if atr else None, aligned if trend is not None else None, ratio, up, z)
         return [rsi, macd_c, trend, ret_c, vol_c]
 
-    def _reasons(self, bullish: bool, unit: str, rel_btc: float | None = None) -> list[str]:
-        """The reasons that agree with the direction, from the candle just scored."""
-        rsi, hist, aligned, ratio, up = self._why
+    def _reasons(self, bullish: bool, unit: str, score: float, rel_btc: float | None = None) -> list[str]:
+        """The reasons that agree with the direction, from the candle just scored (never empty: the
+        score itself when no single component stands out)."""
+        rsi, hist, aligned, ratio, up, z = self._why
+        span = "20-day" if unit == "1d" else f"20-candle ({unit})"
         out = []
         if rsi is not None and (rsi >= 55 if bullish else rsi <= 45):
             out.append(f"RSI(14) {rsi:.0f}")
@@ -207,6 +211,8 @@ class MomentumState:
             out.append(f"MACD histogram {'positive' if hist > 0 else 'negative'}")
         if aligned == (4 if bullish else 0):
             out.append("price above EMA20 > EMA50 > SMA200" if bullish else "price below EMA20 < EMA50 < SMA200")
+        if z is not None and (z >= 0.5 if bullish else z <= -0.5):
+            out.append(f"{span} return {z:+.1f}x its volatility")
         if ratio is not None and ratio >= 1.5 and up == bullish:
             rising = "rising" if up else "falling"
             out.append(
@@ -216,6 +222,8 @@ class MomentumState:
             )
         if rel_btc is not None and abs(rel_btc) >= 0.1 and (rel_btc > 0) == bullish:
             out.append(f"30-day return {rel_btc * 100:+.0f} pts vs BTC")
+        if not out:
+            out.append(f"Trader Grade {score:.0f}" if unit == "1d" else f"{unit} momentum score {score:.0f} of 100")
         return out
 
     def _signal(
@@ -227,7 +235,7 @@ class MomentumState:
         signal = None
         if new != self.regime and new != "neutral":
             strength = round(min(1.0, abs(score - 50) / 50), 4)
-            signal = (new, strength, self._reasons(new == "bullish", unit, rel_btc))
+            signal = (new, strength, self._reasons(new == "bullish", unit, score, rel_btc))
         self.regime = new
         return signal
 
