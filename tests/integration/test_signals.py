@@ -129,8 +129,8 @@ def _removing_correction(bars: list[Bar]) -> tuple[int, Bar]:
             b = bars[k - 1]
             close = b.close * factor
             fixed = Bar(b.ts_ms, b.open, max(b.high, close), min(b.low, close), close, b.volume, b.source)
-            trial = entries[: k - 1] + [(fixed.ts_ms, fixed.open, fixed.high, fixed.low, close, fixed.volume, 1)]
-            trial += entries[k:]
+            fixed_entry = (fixed.ts_ms, fixed.open, fixed.high, fixed.low, close, fixed.volume, 1)
+            trial = [*entries[: k - 1], fixed_entry, *entries[k:]]
             got = {e[0] for e, u in ScoringService().apply_batch("BTC", Interval.H4, trial) if u.signal}
             if bars[k].ts_ms not in got:
                 return k, fixed
