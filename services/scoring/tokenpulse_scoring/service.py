@@ -404,7 +404,7 @@ class ScoringService:
                         interval=interval,
                         ts=ts,
                         candle_version=entry[6],
-                        **values,
+                        **values,  # type: ignore[arg-type]
                     )
                 )
                 g = update.grade
