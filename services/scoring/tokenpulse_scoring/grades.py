@@ -134,7 +134,7 @@ class _RollingStd:
 _TRADER_KEYS = ("rsi", "macd_vs_atr", "trend_alignment", "return_20d_vs_vol", "volume_confirmation")
 _SQRT20 = math.sqrt(20)
 _SQRT365 = math.sqrt(365)
-_tanh = math.tanh
+_tanh, _log = math.tanh, math.log
 
 
 class MomentumState:
@@ -159,7 +159,7 @@ class MomentumState:
         closes = self.closes
         r = None
         if closes:
-            r = math.log(close / closes[-1])
+            r = _log(close) - _log(closes[-1])  # finite for any two positive floats (a ratio can underflow)
             self.rets20.add(r)
         closes.append(close)
         volumes = self.volumes
@@ -229,7 +229,7 @@ class MomentumState:
     def _signal(
         self, score: float | None, unit: str, rel_btc: float | None = None
     ) -> tuple[str, float, list[str]] | None:
-        if score is None:
+        if score is None or score != score:  # undefined (warm-up), or NaN from absurd inputs
             return None
         new = next_regime(self.regime, score)
         signal = None

@@ -29,11 +29,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
+    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
@@ -51,6 +52,7 @@ from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState, IntradayS
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
 DAY_MS = 86_400_000
 
 
@@ -64,6 +66,29 @@ those candles (finer candles are too noisy to follow; see docs/methodology.md)."
 
 
 RETRACTED_REASON = "retracted: a late candle correction recomputed this history and the signal no longer holds"
+
+
+_set = object.__setattr__
+
+
+def _trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str]) -> E:
+    """An event from values this service computed, without re-validation: what pydantic's
+    ``model_construct`` does, minus its per-field default and alias resolution (which cost more than
+    scoring the candle). ``fields`` must hold every field in declaration order; a unit test checks
+    the result equals the validated event."""
+    m = cls.__new__(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", fields_set)
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+_IND_SET = set(IndicatorEvent.model_fields)
+_GRADE_SET = set(GradeEvent.model_fields)
+PRICE_RANGE = (1e-150, 1e150)
+"""Candles with every price inside this range give finite indicators by construction (no square or
+ratio of them can overflow); outside it, each value is checked and a non-finite one becomes None."""
 
 
 def _event_ids(n: int) -> list[str]:
@@ -98,7 +123,7 @@ class Series:
             self.intraday.restore(snap[2])
 
 
-@dataclass
+@dataclass(slots=True)
 class Update:
     indicators: dict[str, float | None]
     grade: GradeResult | None
@@ -385,41 +410,55 @@ class ScoringService:
         grades: list[GradeEvent] = []
         signals: list[SignalEvent] = []
         now = utcnow()
-        construct_ind, construct_grade = IndicatorEvent.model_construct, GradeEvent.model_construct
         from_ts, isfinite = datetime.fromtimestamp, math.isfinite
+        lo_ok, hi_ok = PRICE_RANGE
+        add_indicator = indicators.append
         for (symbol, interval), entries in by_series.items():
             results = self.apply_batch(symbol, interval, entries)
             ids = iter(_event_ids(len(results)))
             for entry, update in results:
                 ts = from_ts(entry[0] / 1000, UTC)
                 values = update.indicators
-                for name, v in values.items():
-                    if v is not None and not isfinite(v):
-                        values[name] = None
-                indicators.append(
-                    construct_ind(
-                        event_id=next(ids),
-                        produced_at=now,
-                        symbol=symbol,
-                        interval=interval,
-                        ts=ts,
-                        candle_version=entry[6],
-                        **values,  # type: ignore[arg-type]
+                if not (lo_ok < entry[3] and entry[2] < hi_ok):
+                    for name, v in values.items():
+                        if v is not None and not isfinite(v):
+                            values[name] = None
+                add_indicator(
+                    _trusted(
+                        IndicatorEvent,
+                        {
+                            "event_id": next(ids),
+                            "schema_version": 1,
+                            "produced_at": now,
+                            "symbol": symbol,
+                            "interval": interval,
+                            "ts": ts,
+                            **values,
+                            "candle_version": entry[6],
+                        },
+                        _IND_SET,
                     )
                 )
                 g = update.grade
                 if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
-                    components = {k: v if v is None or isfinite(v) else None for k, v in g.components.items()}
+                    trader, investor = g.trader_grade, g.investor_grade
                     grades.append(
-                        construct_grade(
-                            event_id=_event_ids(1)[0],
-                            produced_at=now,
-                            symbol=symbol,
-                            ts=ts,
-                            trader_grade=g.trader_grade,
-                            investor_grade=g.investor_grade,
-                            components=components,
-                            method=METHOD,
+                        _trusted(
+                            GradeEvent,
+                            {
+                                "event_id": _event_ids(1)[0],
+                                "schema_version": 1,
+                                "produced_at": now,
+                                "symbol": symbol,
+                                "ts": ts,
+                                "trader_grade": trader if trader is None or isfinite(trader) else None,
+                                "investor_grade": investor if investor is None or isfinite(investor) else None,
+                                "components": {
+                                    k: v if v is None or isfinite(v) else None for k, v in g.components.items()
+                                },
+                                "method": METHOD,
+                            },
+                            _GRADE_SET,
                         )
                     )
                 if update.signal is not None:
