@@ -30,6 +30,7 @@ test-fast: install ## unit tests only (no broker)
 
 bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/run.py
+	@$(VENV)/bin/python bench/scoring.py
 	@$(VENV)/bin/python bench/alerts.py
 	@$(VENV)/bin/python bench/predictions.py
 	@$(VENV)/bin/python bench/feeds.py

@@ -12,7 +12,9 @@ from tokenpulse_shared.events import Interval
 from tokenpulse_shared.track_record import SignalPoint, TrackRecordReport, track_record
 
 
-def replay(bundle_dir: Path, symbols: list[str]) -> TrackRecordReport:
+def replay(
+    bundle_dir: Path, symbols: list[str], intraday: tuple[Interval, ...] = (Interval.H1, Interval.H4)
+) -> TrackRecordReport:
     series = {s: bars for s, _, bars in iter_bundle(bundle_dir, symbols, [Interval.D1])}
     order = sorted(series, key=lambda s: (s != "BTC", s))  # BTC first, as a replay publishes it
     scoring = ScoringService()
@@ -32,7 +34,14 @@ def replay(bundle_dir: Path, symbols: list[str]) -> TrackRecordReport:
                 investor.setdefault(symbol, {})[b.ts_ms] = up.grade.investor_grade
             if up.grade.signal is not None:
                 signals.append(SignalPoint(symbol, b.ts_ms, up.grade.signal[0]))
-    return track_record(closes, signals, trader, investor)
+    intraday_closes: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for symbol, interval, bars in iter_bundle(bundle_dir, symbols, list(intraday)) if intraday else ():
+        intraday_closes.setdefault(interval.value, {})[symbol] = [(b.ts_ms, b.close) for b in bars]
+        entries = [(b.ts_ms, b.open, b.high, b.low, b.close, b.volume, 0) for b in bars]
+        for entry, up in scoring.apply_batch(symbol, interval, entries):
+            if up.signal is not None:
+                signals.append(SignalPoint(symbol, entry[0], up.signal[0], interval.value))
+    return track_record(closes, signals, trader, investor, intraday_closes=intraday_closes)
 
 
 def render(report: TrackRecordReport, console: Console) -> None:
@@ -64,6 +73,39 @@ def render(report: TrackRecordReport, console: Console) -> None:
             str(r.days),
         )
     console.print(t)
+    if report.intraday:
+        t = Table(title="Intraday signals, followed long/flat (hit rate one day later)")
+        for col in (
+            "token",
+            "interval",
+            "signals",
+            "hit rate",
+            "strategy",
+            "after 0.1%/change",
+            "buy & hold",
+            "max drawdown",
+            "Sharpe",
+            "B&H Sharpe",
+            "turnover/yr",
+            "days",
+        ):
+            t.add_column(col, justify="right")
+        for r in report.intraday:
+            t.add_row(
+                r.symbol,
+                r.interval,
+                str(r.signals),
+                f"{r.hit_rate:.0%}" if r.hit_rate is not None else "—",
+                f"{r.strategy_return:+.0%}",
+                f"{r.strategy_return_after_costs:+.0%}",
+                f"{r.buy_and_hold_return:+.0%}",
+                f"{r.max_drawdown:.0%}",
+                f"{r.sharpe:.2f}" if r.sharpe is not None else "—",
+                f"{r.buy_and_hold_sharpe:.2f}" if r.buy_and_hold_sharpe is not None else "—",
+                f"{r.turnover_per_year:.1f}",
+                str(r.days),
+            )
+        console.print(t)
     t = Table(title="Grades: rank information coefficient across tokens")
     for col in ("grade", "forward return", "mean IC", "IC sd", "days", "t-stat (upper bound)"):
         t.add_column(col, justify="right")

@@ -270,7 +270,11 @@ class Direction(StrEnum):
 
 
 class SignalEvent(Event):
-    """A bullish/bearish signal (``tokenpulse.signals.v1``)."""
+    """A bullish/bearish signal (``tokenpulse.signals.v1``), identified by (symbol, interval, ts).
+
+    ``retracted=True`` withdraws the signal published earlier with the same identity: a late
+    candle correction recomputed the history and the signal no longer holds. Its ``direction``
+    and ``strength`` repeat the withdrawn signal's; a consumer drops that signal."""
 
     symbol: Symbol
     ts: UtcDatetime
@@ -278,6 +282,11 @@ class SignalEvent(Event):
     direction: Direction
     strength: Unit
     reasons: list[str] = Field(default_factory=list)
+    retracted: bool = Field(
+        False,
+        description="true: withdraws the signal published earlier for this symbol, interval and ts (a late "
+        "candle correction recomputed history and no longer produces it); added compatibly, default false",
+    )
 
 
 class PredictionEvent(Event):

@@ -10,6 +10,12 @@ the stored grades, signals and candles) and in the CLI (on a replay of the bundl
   strategy's total return vs buy-and-hold over the same days, maximum drawdown, annualised
   Sharpe (daily returns x sqrt(365), no risk-free rate) and turnover (position changes per
   year).
+  Intraday signals (1h, 4h) are measured the same way on their own candles: the hit rate at one
+  day (24 1h candles, 6 4h candles), Sharpe annualised with the candles in a year. Returns across
+  a gap in the candles (a missing stretch of data) are left out, for the strategy and
+  buy-and-hold alike, and a hit needs the later candle to exist exactly ``horizon`` candles on.
+  Both returns are also given after a cost of ``COST_PER_CHANGE`` (0.1 %) per position change,
+  which matters for the intraday signals' turnover.
 * **Grades** — for every day with at least ``min_tokens`` graded tokens, the Spearman rank
   correlation across tokens between the grade and the forward return (7 days for the Trader
   Grade, 30 days for the Investor Grade): the rank information coefficient. Reported: mean
@@ -27,6 +33,9 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 DAY_MS = 86_400_000
+YEAR_MS = 365 * DAY_MS
+COST_PER_CHANGE = 0.001  # 0.1 % per position change (taker fee plus slippage on a liquid pair, roughly)
+INTRADAY = {"1h": 3_600_000, "4h": 14_400_000}
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,13 @@ class SignalPoint:
     symbol: str
     ts_ms: int
     direction: str  # bullish | bearish
+    interval: str = "1d"
 
 
 class SignalRecord(BaseModel):
     symbol: str
+    interval: str = "1d"
+    horizon_bars: int = 30
     signals: int
     hit_rate: float | None
     strategy_return: float
@@ -47,6 +59,7 @@ class SignalRecord(BaseModel):
     buy_and_hold_sharpe: float | None
     turnover_per_year: float
     days: int
+    strategy_return_after_costs: float = 0.0
 
 
 class GradeIC(BaseModel):
@@ -63,14 +76,15 @@ class TrackRecordReport(BaseModel):
     signals: list[SignalRecord]
     signals_overall: dict[str, float | None]
     grades: list[GradeIC]
+    intraday: list[SignalRecord] = []
 
 
-def _sharpe(returns: list[float]) -> float | None:
+def _sharpe(returns: list[float], periods_per_year: float = 365) -> float | None:
     if len(returns) < 30:
         return None
     mean = sum(returns) / len(returns)
     sd = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-    return round(mean / sd * math.sqrt(365), 4) if sd > 0 else None
+    return round(mean / sd * math.sqrt(periods_per_year), 4) if sd > 0 else None
 
 
 def _max_drawdown(equity: list[float]) -> float:
@@ -82,9 +96,15 @@ def _max_drawdown(equity: list[float]) -> float:
 
 
 def signal_record(
-    symbol: str, closes: list[tuple[int, float]], signals: list[SignalPoint], horizon_days: int
+    symbol: str,
+    closes: list[tuple[int, float]],
+    signals: list[SignalPoint],
+    horizon_days: int,
+    bar_ms: int = DAY_MS,
+    interval: str = "1d",
 ) -> SignalRecord | None:
-    sigs = sorted((s for s in signals if s.symbol == symbol), key=lambda s: s.ts_ms)
+    """One token's signals of one interval followed long/flat; ``horizon_days`` is in candles."""
+    sigs = sorted((s for s in signals if s.symbol == symbol and s.interval == interval), key=lambda s: s.ts_ms)
     if not sigs:
         return None
     index = {ts: i for i, (ts, _) in enumerate(closes)}
@@ -93,40 +113,53 @@ def signal_record(
         return None
     by_day = {s.ts_ms: s.direction for s in sigs}
     position, changes = 0, 0
-    strat, hold = [], []
+    strat, hold, costed = [], [], []
     for i in range(start, len(closes) - 1):
         ts, close = closes[i]
         direction = by_day.get(ts)
         new = 1 if direction == "bullish" else 0 if direction == "bearish" else position
-        changes += new != position
+        changed = new != position
+        changes += changed
         position = new
+        if closes[i + 1][0] - ts != bar_ms:
+            continue  # a gap in the data: no return is earned across it, by either
         r = closes[i + 1][1] / close - 1
         strat.append(position * r)
         hold.append(r)
+        costed.append(position * r - (COST_PER_CHANGE if changed else 0.0))
     hits = total = 0
     for s in sigs:
         at = index.get(s.ts_ms)
         if at is None or at + horizon_days >= len(closes):
             continue
+        if closes[at + horizon_days][0] - s.ts_ms != horizon_days * bar_ms:
+            continue
         later = closes[at + horizon_days][1] / closes[at][1] - 1
         total += 1
         hits += (later > 0) == (s.direction == "bullish")
-    equity = [1.0]
+    equity, hold_total, after_costs = [1.0], 1.0, 1.0
     for r in strat:
         equity.append(equity[-1] * (1 + r))
-    hold_total = closes[-1][1] / closes[start][1] - 1
-    years = max(len(strat) / 365, 1e-9)
+    for r in hold:
+        hold_total *= 1 + r
+    for r in costed:
+        after_costs *= 1 + r
+    years = max(len(strat) * bar_ms / YEAR_MS, 1e-9)
+    per_year = YEAR_MS / bar_ms
     return SignalRecord(
         symbol=symbol,
+        interval=interval,
+        horizon_bars=horizon_days,
         signals=len(sigs),
         hit_rate=round(hits / total, 4) if total else None,
         strategy_return=round(equity[-1] - 1, 4),
-        buy_and_hold_return=round(hold_total, 4),
+        buy_and_hold_return=round(hold_total - 1, 4),
         max_drawdown=_max_drawdown(equity),
-        sharpe=_sharpe(strat),
-        buy_and_hold_sharpe=_sharpe(hold),
+        sharpe=_sharpe(strat, per_year),
+        buy_and_hold_sharpe=_sharpe(hold, per_year),
         turnover_per_year=round(changes / years, 2),
-        days=len(strat),
+        days=round(len(strat) * bar_ms / DAY_MS),
+        strategy_return_after_costs=round(after_costs - 1, 4),
     )
 
 
@@ -201,8 +234,17 @@ def track_record(
     trader_grades: dict[str, dict[int, float]],
     investor_grades: dict[str, dict[int, float]],
     horizon_days: int = 30,
+    intraday_closes: dict[str, dict[str, list[tuple[int, float]]]] | None = None,
 ) -> TrackRecordReport:
+    """``intraday_closes``: interval ("1h", "4h") -> symbol -> closes, for the intraday signals."""
     records = [r for s in sorted(closes) if (r := signal_record(s, closes[s], signals, horizon_days)) is not None]
+    intraday = [
+        r
+        for interval, bar_ms in INTRADAY.items()
+        for s in sorted((intraday_closes or {}).get(interval, {}))
+        if (r := signal_record(s, intraday_closes[interval][s], signals, DAY_MS // bar_ms, bar_ms, interval))  # type: ignore[index]
+        is not None
+    ]
     overall: dict[str, float | None] = {}
     if records:
         n = sum(r.signals for r in records)
@@ -219,4 +261,5 @@ def track_record(
         signals=records,
         signals_overall=overall,
         grades=[grade_ic(closes, trader_grades, 7, "trader"), grade_ic(closes, investor_grades, 30, "investor")],
+        intraday=intraday,
     )

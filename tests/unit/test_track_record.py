@@ -45,3 +45,18 @@ def test_perfect_foresight_grades_have_an_ic_of_one() -> None:
     grades = {s: {ts: {"A": 60.0, "B": 70.0, "C": 30.0, "D": 50.0}[s] for ts, _ in closes[s]} for s in closes}
     ic = grade_ic(closes, grades, 7, "trader")
     assert ic.mean_ic == pytest.approx(1.0) and ic.days == 53
+
+
+def test_intraday_records_skip_gaps_and_charge_costs_per_change() -> None:
+    hour = 3_600_000
+    closes = [(i * hour, 100.0 + i) for i in range(50)] + [(200 * hour, 1000.0), (201 * hour, 1001.0)]
+    sigs = [SignalPoint("X", 0, "bullish", "1h"), SignalPoint("X", 10 * hour, "bearish", "1h")]
+    rec = signal_record("X", closes, sigs, horizon_days=24, bar_ms=hour, interval="1h")
+    assert rec is not None and rec.interval == "1h" and rec.horizon_bars == 24
+    # the jump across the gap (149 -> 1000) is earned by nobody; buy-and-hold compounds the rest
+    assert rec.buy_and_hold_return == pytest.approx(149 / 100 * 1001 / 1000 - 1, abs=1e-4)
+    assert rec.strategy_return == pytest.approx(110 / 100 - 1, abs=1e-4)  # long from 0 to 10's close
+    assert rec.strategy_return_after_costs < rec.strategy_return  # two position changes, 0.1 % each
+    assert rec.hit_rate == pytest.approx(0.5)  # the bullish one rose a day later, the bearish one did not fall
+    # daily signals are not mixed into an intraday record
+    assert signal_record("X", closes, [SignalPoint("X", 0, "bullish")], 24, hour, "1h") is None

@@ -366,7 +366,13 @@ class RuleBook:
         return self._cooled(self._compound(ev.symbol, "grade", ev.event_id, ev.ts.timestamp(), st.price))
 
     def on_signal(self, ev: SignalEvent) -> list[Hit]:
+        if ev.interval != "1d":
+            return []  # rules see a token's daily signal (every tier's); intraday ones are an API feature
         st = self.token(ev.symbol)
+        if ev.retracted:  # withdrawn by a recomputation: no latest signal until the next one
+            if st.signal == ev.direction.value:
+                st.signal = None
+            return []
         st.signal = ev.direction.value
         # each signal is an event of its own: a rule on signals may fire again on the next one
         for rule_id in self.compound.get(ev.symbol, {}):

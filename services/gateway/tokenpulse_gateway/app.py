@@ -404,11 +404,16 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/v1/track-record", tags=["analytics"], responses=ex.responses("track_record", 200, 304, 401, 429))
     async def track_record_endpoint(request: Request, _: Authed) -> Response:
-        """Measured track record of the published signals and grades on the stored daily history:
-        signals followed long/flat vs buy-and-hold, and the grades' rank information coefficient."""
+        """Measured track record of the published signals and grades on the stored history: daily signals
+        followed long/flat vs buy-and-hold, the same for the intraday (1h, 4h) signals (`intraday`), and the
+        grades' rank information coefficient. Withdrawn (retracted) signals are left out."""
         from tokenpulse_shared.track_record import SignalPoint, track_record
 
-        version = (await queries.daily_version(), await queries.store.query("SELECT count() FROM grades"))
+        version = (
+            await queries.daily_version(),
+            await queries.store.query("SELECT count(), max(produced_at) FROM grades"),
+            await queries.store.query("SELECT count(), max(produced_at) FROM signals"),
+        )
         if track_cache["version"] != version:
             closes = {
                 s: [(int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp() * 1000), c) for d, c in pts]
@@ -425,12 +430,24 @@ def create_app(ctx: Context) -> FastAPI:
                 if ig is not None:
                     investor.setdefault(sym, {})[ts] = ig
             sigs = [
-                SignalPoint(sym, ts, d)
-                for sym, ts, d in await queries.store.query(
-                    "SELECT symbol, toUnixTimestamp64Milli(ts), direction FROM signals FINAL WHERE interval = '1d'"
+                SignalPoint(sym, ts, d, iv)
+                for sym, ts, d, iv in await queries.store.query(
+                    "SELECT symbol, toUnixTimestamp64Milli(ts), direction, interval FROM signals FINAL "
+                    "WHERE retracted = 0 AND interval IN ('1d', '1h', '4h')"
                 )
             ]
-            report = await asyncio.to_thread(track_record, closes, sigs, trader, investor)
+            intraday: dict[str, dict[str, list[tuple[int, float]]]] = {}
+            with_signals = {(s.symbol, s.interval) for s in sigs if s.interval != "1d"}
+            for sym, iv in sorted(with_signals):
+                intraday.setdefault(iv, {})[sym] = [
+                    (ts, c)
+                    for ts, c in await queries.store.query(
+                        "SELECT toUnixTimestamp64Milli(ts), close FROM candles FINAL "
+                        "WHERE symbol = {s:String} AND interval = {i:String} ORDER BY ts",
+                        {"s": sym, "i": iv},
+                    )
+                ]
+            report = await asyncio.to_thread(track_record, closes, sigs, trader, investor, 30, intraday)
             track_cache.update(version=version, body=report.model_dump(mode="json"))
         return etag_json(request, track_cache["body"], 300)
 

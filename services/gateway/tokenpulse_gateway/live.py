@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, PredictionEvent, PriceEvent, SignalEvent
+from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, Interval, PredictionEvent, PriceEvent, SignalEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, GRADES, PREDICTIONS, PRICES, SIGNALS
@@ -161,11 +161,17 @@ class LiveState:
         for e in events:
             ts = _ms(e.ts)
             body = {"direction": e.direction.value, "strength": e.strength, "ts": iso(ts)}
-            row = self._row(e.symbol)
-            if row["_signal_ms"] is None or ts >= row["_signal_ms"]:
-                row.update(signal=body, _signal_ms=ts)
+            if e.interval is Interval.D1:  # a token's signal is its daily one (every tier sees it)
+                row = self._row(e.symbol)
+                if e.retracted:
+                    if row["_signal_ms"] == ts:  # withdrawn: the store's latest standing one, at the next sync
+                        row.update(signal=None, _signal_ms=None)
+                elif row["_signal_ms"] is None or ts >= row["_signal_ms"]:
+                    row.update(signal=body, _signal_ms=ts)
             if _ms(e.produced_at) >= fresh_after:
                 data = {"symbol": e.symbol, "interval": e.interval.value, **body, "reasons": e.reasons}
+                if e.retracted:
+                    data["retracted"] = True
                 self.hub.publish("signal", e.symbol, data, interval=e.interval.value)
 
     async def on_predictions(self, events: list[PredictionEvent]) -> None:

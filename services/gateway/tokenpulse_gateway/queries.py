@@ -118,6 +118,8 @@ class Queries:
         if interval is not None:
             where.append("interval = {iv:String}")
             params["iv"] = interval
+        if table == "signals":
+            where.append("retracted = 0")  # a withdrawn signal is no longer served
         time_filters(where, params, start_ms, end_ms, after_ms)
         rows = await self.store.query(
             f"SELECT toUnixTimestamp64Milli(ts), {', '.join(columns)} FROM {table} FINAL "
@@ -195,10 +197,11 @@ class Queries:
         return {r[0]: {"trader_grade": r[1], "investor_grade": r[2]} for r in rows}
 
     async def latest_signals(self, symbols: list[str]) -> dict[str, dict[str, Any]]:
+        """Each token's latest daily signal (the one every tier sees), withdrawn ones left out."""
         rows = await self.store.query(
             "SELECT symbol, argMax(direction, ts), argMax(strength, ts), "
             "toUnixTimestamp64Milli(max(ts)) FROM signals FINAL "
-            "WHERE symbol IN {s:Array(String)} GROUP BY symbol",
+            "WHERE symbol IN {s:Array(String)} AND interval = '1d' AND retracted = 0 GROUP BY symbol",
             {"s": symbols},
         )
         return {r[0]: {"direction": r[1], "strength": r[2], "ts": iso(r[3])} for r in rows}

@@ -125,7 +125,11 @@ TABLES: dict[str, TableSpec] = {
             ("symbol", "ts", "trader_grade", "investor_grade", "components", "method", *EVENT_COLS),
             {"components": _json("components")},
         ),
-        TableSpec(SIGNALS, "signals", ("symbol", "interval", "ts", "direction", "strength", "reasons", *EVENT_COLS)),
+        TableSpec(
+            SIGNALS,
+            "signals",
+            ("symbol", "interval", "ts", "direction", "strength", "reasons", "retracted", *EVENT_COLS),
+        ),
         TableSpec(
             PREDICTIONS,
             "predictions",

@@ -6,132 +6,207 @@
 * MACD = EMA12 - EMA26, each seeded as above; signal = EMA9 of MACD seeded by the average of
   its first 9 values; hist = MACD - signal. (TA-Lib's ``MACD`` function seeds the fast EMA
   later, at the slow EMA's start, so its first values differ; ``EMA(12) - EMA(26)`` matches.)
-* Bollinger: SMA20 +- 2 population standard deviations (ddof 0), computed exactly over the
-  20-close window each time (no running sum of squares, which loses precision at BTC prices).
+* Bollinger: SMA20 +- 2 population standard deviations (ddof 0). The window's sum and sum of
+  squares are kept relative to a reference close near the window's mean (so BTC-sized prices do
+  not cancel), and re-summed exactly (``math.fsum``) every 20 candles, so nothing drifts.
 * ATR(14): Wilder smoothing of the true range, seeded by the average of the first 14 true
   ranges (the first candle has none); first value on the 15th candle (TA-Lib's ATR).
-* SMA200: plain average of the last 200 closes.
+* SMA200: plain average of the last 200 closes (running sum, re-summed exactly every 1,000).
 
 A value not defined yet (warm-up) is ``None``. :meth:`IndicatorState.snapshot` /
-:meth:`restore` let the caller undo the last candle when a correction of it arrives.
-We do not use talipp here: one small state object for the whole set is several times
-faster per candle and keeps every seeding rule explicit; TA-Lib checks it in the tests.
+:meth:`restore` let the caller go back to an earlier state when a correction arrives.
+We do not use talipp here: one flat state object for the whole set (plain floats, no object
+per smoother) is several times faster per candle and keeps every seeding rule explicit; TA-Lib
+checks it in the tests. The update is the scoring service's hot path: it is written with
+locals and no per-smoother calls on purpose.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 from tokenpulse_shared.events import INDICATOR_FIELDS
 
 FIELDS = INDICATOR_FIELDS
 
+_A12, _A26, _A20, _A50, _A9 = 2.0 / 13, 2.0 / 27, 2.0 / 21, 2.0 / 51, 2.0 / 10
+_W = 1.0 / 14
+_fsum, _sqrt = math.fsum, math.sqrt
 
-@dataclass
-class _Smoother:
-    """Exponential smoothing seeded by the simple average of the first n inputs.
-
-    ``alpha = 2/(n+1)`` is the EMA; ``alpha = 1/n`` is Wilder's average (RSI, ATR)."""
-
-    n: int
-    wilder: bool = False
-    value: float | None = None
-    seed_sum: float = 0.0
-    count: int = 0
-
-    def update(self, x: float) -> float | None:
-        if self.value is None:
-            self.count += 1
-            self.seed_sum += x
-            if self.count == self.n:
-                self.value = self.seed_sum / self.n
-            return self.value
-        alpha = 1.0 / self.n if self.wilder else 2.0 / (self.n + 1)
-        self.value += (x - self.value) * alpha
-        return self.value
-
-
-def _Ema(n: int) -> _Smoother:
-    return _Smoother(n)
-
-
-def _Wilder(n: int) -> _Smoother:
-    return _Smoother(n, wilder=True)
+# the scalar state, in snapshot order
+_SCALARS = (
+    "count",
+    "prev_close",
+    "warm_sum",
+    "ema12",
+    "ema26",
+    "ema20",
+    "ema50",
+    "sig",
+    "sig_sum",
+    "sig_n",
+    "gain",
+    "loss",
+    "atr",
+    "gain_sum",
+    "loss_sum",
+    "tr_sum",
+    "changes",
+    "sum200",
+    "k20",
+    "s1",
+    "s2",
+)
 
 
-@dataclass
 class IndicatorState:
     """All contract indicators of one (symbol, interval), fed closed candles in time order."""
 
-    ema12: _Smoother = field(default_factory=lambda: _Ema(12))
-    ema26: _Smoother = field(default_factory=lambda: _Ema(26))
-    ema20: _Smoother = field(default_factory=lambda: _Ema(20))
-    ema50: _Smoother = field(default_factory=lambda: _Ema(50))
-    signal: _Smoother = field(default_factory=lambda: _Ema(9))
-    gain: _Smoother = field(default_factory=lambda: _Wilder(14))
-    loss: _Smoother = field(default_factory=lambda: _Wilder(14))
-    atr: _Smoother = field(default_factory=lambda: _Wilder(14))
-    window20: deque[float] = field(default_factory=lambda: deque(maxlen=20))
-    window200: deque[float] = field(default_factory=lambda: deque(maxlen=200))
-    sum200: float = 0.0
-    prev_close: float | None = None
-    count: int = 0
+    __slots__ = (*_SCALARS, "window20", "window200")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.prev_close: float | None = None
+        self.warm_sum = 0.0  # sum of the first closes, while an EMA is still seeding
+        self.ema12: float | None = None
+        self.ema26: float | None = None
+        self.ema20: float | None = None
+        self.ema50: float | None = None
+        self.sig: float | None = None
+        self.sig_sum = 0.0
+        self.sig_n = 0
+        self.gain: float | None = None
+        self.loss: float | None = None
+        self.atr: float | None = None
+        self.gain_sum = 0.0
+        self.loss_sum = 0.0
+        self.tr_sum = 0.0
+        self.changes = 0
+        self.sum200 = 0.0
+        self.k20 = 0.0  # Bollinger reference close; s1, s2: sum and sum of squares of (close - k20)
+        self.s1 = 0.0
+        self.s2 = 0.0
+        self.window20: deque[float] = deque(maxlen=20)
+        self.window200: deque[float] = deque(maxlen=200)
 
     def update(self, high: float, low: float, close: float) -> dict[str, float | None]:
-        self.count += 1
-        out: dict[str, float | None] = dict.fromkeys(FIELDS)
+        count = self.count = self.count + 1
+        rsi = atr = macd = sig = hist = sma = bbm = bbu = bbl = None
         prev = self.prev_close
+        self.prev_close = close
         # RSI and ATR need the previous close
         if prev is not None:
             change = close - prev
-            g = self.gain.update(change if change > 0 else 0.0)
-            lo = self.loss.update(-change if change < 0 else 0.0)
-            if g is not None and lo is not None:
-                out["rsi_14"] = 100.0 if lo == 0 and g > 0 else 50.0 if lo == 0 else 100.0 - 100.0 / (1.0 + g / lo)
-            true_range = max(high - low, abs(high - prev), abs(low - prev))
-            out["atr_14"] = self.atr.update(true_range)
-        self.prev_close = close
-        fast, slow = self.ema12.update(close), self.ema26.update(close)
-        if fast is not None and slow is not None:
-            macd = fast - slow
-            out["macd"] = macd
-            sig = self.signal.update(macd)
+            up = change if change > 0 else 0.0
+            down = -change if change < 0 else 0.0
+            tr = high - low
+            a, b = high - prev, low - prev
+            if a < 0:
+                a = -a
+            if b < 0:
+                b = -b
+            if a > tr:
+                tr = a
+            if b > tr:
+                tr = b
+            g = self.gain
+            if g is None:
+                n = self.changes = self.changes + 1
+                self.gain_sum += up
+                self.loss_sum += down
+                self.tr_sum += tr
+                if n == 14:
+                    g = self.gain = self.gain_sum / 14
+                    lo = self.loss = self.loss_sum / 14
+                    atr = self.atr = self.tr_sum / 14
+            else:
+                g = self.gain = g + (up - g) * _W
+                lo = self.loss = self.loss + (down - self.loss) * _W  # type: ignore[operator]
+                atr = self.atr = self.atr + (tr - self.atr) * _W  # type: ignore[operator]
+            if g is not None:
+                rsi = (100.0 if g > 0 else 50.0) if lo == 0 else 100.0 - 100.0 / (1.0 + g / lo)
+        # EMAs, seeded by the mean of their first n closes
+        e12, e26, e20, e50 = self.ema12, self.ema26, self.ema20, self.ema50
+        if e50 is None:
+            ws = self.warm_sum = self.warm_sum + close
+            e12 = self.ema12 = ws / 12 if count == 12 else None if e12 is None else e12 + (close - e12) * _A12
+            e20 = self.ema20 = ws / 20 if count == 20 else None if e20 is None else e20 + (close - e20) * _A20
+            e26 = self.ema26 = ws / 26 if count == 26 else None if e26 is None else e26 + (close - e26) * _A26
+            e50 = self.ema50 = ws / 50 if count == 50 else None
+        else:
+            e12 = self.ema12 = e12 + (close - e12) * _A12  # type: ignore[operator]
+            e20 = self.ema20 = e20 + (close - e20) * _A20  # type: ignore[operator]
+            e26 = self.ema26 = e26 + (close - e26) * _A26  # type: ignore[operator]
+            e50 = self.ema50 = e50 + (close - e50) * _A50
+        if e26 is not None:
+            macd = e12 - e26  # type: ignore[operator]
+            sig = self.sig
+            if sig is None:
+                n = self.sig_n = self.sig_n + 1
+                self.sig_sum += macd
+                if n == 9:
+                    sig = self.sig = self.sig_sum / 9
+            else:
+                sig = self.sig = sig + (macd - sig) * _A9
             if sig is not None:
-                out["macd_signal"] = sig
-                out["macd_hist"] = macd - sig
-        out["ema_20"] = self.ema20.update(close)
-        out["ema_50"] = self.ema50.update(close)
-        if len(self.window200) == 200:
-            self.sum200 -= self.window200[0]
-        self.window200.append(close)
-        self.sum200 += close
-        if len(self.window200) == 200:
-            # re-sum exactly now and then so the running sum cannot drift
-            if self.count % 1000 == 0:
-                self.sum200 = math.fsum(self.window200)
-            out["sma_200"] = self.sum200 / 200
-        self.window20.append(close)
-        if len(self.window20) == 20:
-            mean = math.fsum(self.window20) / 20
-            sd = math.sqrt(math.fsum((x - mean) ** 2 for x in self.window20) / 20)
-            out["bb_middle"], out["bb_upper"], out["bb_lower"] = mean, mean + 2 * sd, mean - 2 * sd
-        return out
+                hist = macd - sig
+        # SMA200
+        w200 = self.window200
+        if len(w200) == 200:
+            self.sum200 -= w200[0]
+            w200.append(close)
+            self.sum200 += close
+            if count % 1000 == 0:  # re-sum exactly now and then so the running sum cannot drift
+                self.sum200 = _fsum(w200)
+            sma = self.sum200 / 200
+        else:
+            w200.append(close)
+            self.sum200 += close
+            if len(w200) == 200:
+                sma = self.sum200 / 200
+        # Bollinger(20, 2)
+        w20 = self.window20
+        if len(w20) == 20:
+            d = w20[0] - self.k20
+            self.s1 -= d
+            self.s2 -= d * d
+        w20.append(close)
+        d = close - self.k20
+        s1 = self.s1 = self.s1 + d
+        s2 = self.s2 = self.s2 + d * d
+        if len(w20) == 20:
+            if count % 20 == 0:  # re-sum exactly around the window's mean
+                k = self.k20 = _fsum(w20) / 20
+                s1 = self.s1 = _fsum([x - k for x in w20])
+                s2 = self.s2 = _fsum([(x - k) * (x - k) for x in w20])
+            m1 = s1 / 20
+            var = s2 / 20 - m1 * m1
+            sd = _sqrt(var) if var > 0 else 0.0
+            bbm = self.k20 + m1
+            bbu, bbl = bbm + 2 * sd, bbm - 2 * sd
+        return {
+            "rsi_14": rsi,
+            "macd": macd,
+            "macd_signal": sig,
+            "macd_hist": hist,
+            "ema_20": e20,
+            "ema_50": e50,
+            "sma_200": sma,
+            "bb_upper": bbu,
+            "bb_middle": bbm,
+            "bb_lower": bbl,
+            "atr_14": atr,
+        }
 
     def snapshot(self) -> Any:
-        """The whole state as plain values (cheap: a few small copies)."""
-        small = tuple(copy.copy(getattr(self, n)) for n in _SMALL)
-        return small, tuple(self.window20), tuple(self.window200), self.sum200, self.prev_close, self.count
+        """The whole state as plain values (equal snapshots = identical state)."""
+        return tuple(getattr(self, n) for n in _SCALARS), tuple(self.window20), tuple(self.window200)
 
     def restore(self, snap: Any) -> None:
-        small, w20, w200, self.sum200, self.prev_close, self.count = snap
-        for name, value in zip(_SMALL, small, strict=True):
-            setattr(self, name, copy.copy(value))
+        scalars, w20, w200 = snap
+        for name, value in zip(_SCALARS, scalars, strict=True):
+            setattr(self, name, value)
         self.window20 = deque(w20, maxlen=20)
         self.window200 = deque(w200, maxlen=200)
-
-
-_SMALL = ("ema12", "ema26", "ema20", "ema50", "signal", "gain", "loss", "atr")

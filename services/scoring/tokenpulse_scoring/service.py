@@ -22,62 +22,114 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import itertools
 import json
 import logging
+import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
+    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
     MarketCapEvent,
     MetricsEvent,
     SignalEvent,
+    utcnow,
 )
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
 from tokenpulse_scoring.forecast.live import Forecaster
 from tokenpulse_scoring.forecast.registry import default_root
-from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState
+from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState, IntradayState
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=Event)
 DAY_MS = 86_400_000
 
 
 Entry = tuple[int, float, float, float, float, float, int]  # ts_ms, open, high, low, close, volume, version
+Signal = tuple[str, float, list[str]]  # direction, strength, reasons
 HISTORY = 3000  # candles kept per series to recompute after a late correction
 CHECKPOINT_EVERY = 250
+SIGNAL_INTERVALS = (Interval.H1, Interval.H4, Interval.D1)
+"""Intervals with signals: daily ones from the Trader Grade, 1h and 4h from the same components on
+those candles (finer candles are too noisy to follow; see docs/methodology.md)."""
+
+
+RETRACTED_REASON = "retracted: a late candle correction recomputed this history and the signal no longer holds"
+
+
+_set = object.__setattr__
+
+
+def _trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str]) -> E:
+    """An event from values this service computed, without re-validation: what pydantic's
+    ``model_construct`` does, minus its per-field default and alias resolution (which cost more than
+    scoring the candle). ``fields`` must hold every field in declaration order; a unit test checks
+    the result equals the validated event."""
+    m = cls.__new__(cls)
+    _set(m, "__dict__", fields)
+    _set(m, "__pydantic_fields_set__", fields_set)
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+_IND_SET = set(IndicatorEvent.model_fields)
+_GRADE_SET = set(GradeEvent.model_fields)
+PRICE_RANGE = (1e-150, 1e150)
+"""Candles with every price inside this range give finite indicators by construction (no square or
+ratio of them can overflow); outside it, each value is checked and a non-finite one becomes None."""
+
+
+def _event_ids(n: int) -> list[str]:
+    """n random 128-bit event ids as hex (one urandom call: uuid4 per event costs more than scoring it)."""
+    raw = os.urandom(16 * n).hex()
+    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
 
 
 @dataclass
 class Series:
     state: IndicatorState = field(default_factory=IndicatorState)
     grades: GradeState | None = None
+    intraday: IntradayState | None = None
     last_ms: int = -1
     last_version: int = -1
-    before_last: Any = None
     history: list[Entry] = field(default_factory=list)
     checkpoints: list[tuple[int, Any]] = field(default_factory=list)  # (ts_ms of the last candle in, state)
+    signals: dict[int, tuple[str, float]] = field(default_factory=dict)  # published, within the kept history
 
     def snapshot(self) -> Any:
-        return self.state.snapshot(), self.grades.snapshot() if self.grades else None
+        return (
+            self.state.snapshot(),
+            self.grades.snapshot() if self.grades else None,
+            self.intraday.snapshot() if self.intraday else None,
+        )
 
     def restore(self, snap: Any) -> None:
         self.state.restore(snap[0])
         if self.grades is not None:
             self.grades.restore(snap[1])
+        if self.intraday is not None:
+            self.intraday.restore(snap[2])
 
 
-@dataclass
+@dataclass(slots=True)
 class Update:
     indicators: dict[str, float | None]
     grade: GradeResult | None
+    signal: Signal | None = None
+    retracted: tuple[str, float] | None = None
+    """a signal published earlier at this candle that a recomputation no longer produces: (direction, strength)"""
 
 
 class ScoringService:
@@ -119,7 +171,10 @@ class ScoringService:
             values.insert(i, cap)
 
     def market_cap_at(self, symbol: str, ts_ms: int) -> float | None:
-        days, values = self.caps.get(symbol, ([], []))
+        caps = self.caps.get(symbol)
+        if caps is None:
+            return None
+        days, values = caps
         i = bisect.bisect_right(days, ts_ms + DAY_MS - 1) - 1  # a snapshot taken during the candle's day
         return values[i] if i >= 0 and ts_ms - days[i] <= 7 * DAY_MS else None
 
@@ -135,7 +190,10 @@ class ScoringService:
     def fundamentals_at(self, symbol: str, ts_ms: int) -> dict[str, float] | None:
         """Point in time: the latest value of each metric known on the day (at most 30 days old), and
         the ETF flows of the 30 days up to it."""
-        days, values = self.metrics.get(symbol, ([], []))
+        known = self.metrics.get(symbol)
+        if known is None:
+            return None
+        days, values = known
         hi = bisect.bisect_right(days, ts_ms)
         lo = bisect.bisect_left(days, ts_ms - 30 * DAY_MS)
         if hi == lo:
@@ -176,38 +234,69 @@ class ScoringService:
         out = self.apply_all(symbol, interval, (ts_ms, open_, high, low, close, volume, version))
         return next((u for e, u in out if e[0] == ts_ms), None)
 
-    def apply_all(self, symbol: str, interval: Interval, entry: Entry) -> list[tuple[Entry, Update]]:
-        """Feed one closed candle; returns every (candle, update) it produced, oldest first.
-
-        In order: one update. A correction of the latest candle: it, recomputed. A correction (or a
-        late-arriving candle) older than the latest: that candle and every later one, recomputed from
-        the nearest checkpoint before it, as long as it is within the kept history (``HISTORY``
-        candles); older ones are counted in ``stale_corrections``.
-        """
+    def _series(self, symbol: str, interval: Interval) -> Series:
         key = (symbol, interval)
         s = self.series.get(key)
         if s is None:
-            s = self.series[key] = Series(grades=GradeState() if interval is Interval.D1 else None)
-        ts_ms, version = entry[0], entry[6]
+            s = self.series[key] = Series(
+                grades=GradeState() if interval is Interval.D1 else None,
+                intraday=IntradayState() if interval in SIGNAL_INTERVALS and interval is not Interval.D1 else None,
+            )
+            s.checkpoints.append((-1, s.snapshot()))  # the empty state: a young series can be corrected too
+        return s
+
+    def apply_batch(self, symbol: str, interval: Interval, entries: list[Entry]) -> list[tuple[Entry, Update]]:
+        """Feed closed candles of one series in arrival order; returns every (candle, update) produced.
+
+        The hot path: candles newer than the latest go through one tight loop; anything else (a
+        duplicate, a correction, a late candle) through :meth:`apply_all`."""
+        s = self._series(symbol, interval)
+        out: list[tuple[Entry, Update]] = []
+        append = out.append
+        history = s.history
+        step = self._step
+        for entry in entries:
+            ts_ms = entry[0]
+            if ts_ms > s.last_ms:
+                update = step(s, symbol, interval, entry)
+                history.append(entry)
+                s.last_ms, s.last_version = ts_ms, entry[6]
+                if len(history) % CHECKPOINT_EVERY == 0:
+                    self._checkpoint(s, ts_ms)
+                    history = s.history
+                append((entry, update))
+            else:
+                out.extend(self.apply_all(symbol, interval, entry))
+                history = s.history
+        return out
+
+    def _checkpoint(self, s: Series, ts_ms: int) -> None:
+        s.checkpoints.append((ts_ms, s.snapshot()))
+        if len(s.history) > HISTORY + CHECKPOINT_EVERY:
+            del s.history[:CHECKPOINT_EVERY]
+            first = s.history[0][0]
+            s.checkpoints = [c for c in s.checkpoints if c[0] >= first]
+            if s.signals:
+                s.signals = {t: v for t, v in s.signals.items() if t >= first}
+
+    def apply_all(self, symbol: str, interval: Interval, entry: Entry) -> list[tuple[Entry, Update]]:
+        """Feed one closed candle; returns every (candle, update) it produced, oldest first.
+
+        In order: one update. A correction (a higher version of a candle we have) or a late-arriving
+        candle: that candle and every later one, recomputed from the nearest checkpoint before it, as
+        long as it is within the kept history (``HISTORY`` candles); older ones are counted in
+        ``stale_corrections``. A signal published earlier that the recomputation no longer produces
+        comes back as ``Update.retracted`` on its candle.
+        """
+        s = self._series(symbol, interval)
+        ts_ms = entry[0]
         if ts_ms > s.last_ms:
-            s.before_last = s.snapshot()
-            update = self._step(s, symbol, entry)
+            update = self._step(s, symbol, interval, entry)
             s.history.append(entry)
+            s.last_ms, s.last_version = ts_ms, entry[6]
             if len(s.history) % CHECKPOINT_EVERY == 0:
-                s.checkpoints.append((ts_ms, s.snapshot()))
-            if len(s.history) > HISTORY + CHECKPOINT_EVERY:
-                del s.history[:CHECKPOINT_EVERY]
-                first = s.history[0][0]
-                s.checkpoints = [c for c in s.checkpoints if c[0] >= first]
-            s.last_ms, s.last_version = ts_ms, version
+                self._checkpoint(s, ts_ms)
             return [(entry, update)]
-        if ts_ms == s.last_ms:
-            if version <= s.last_version:
-                return []
-            s.restore(s.before_last)  # a correction of the latest candle: undo it, then redo
-            s.history[-1] = entry
-            s.last_version = version
-            return [(entry, self._step(s, symbol, entry))]
         return self._recompute(s, symbol, interval, entry)
 
     def _recompute(self, s: Series, symbol: str, interval: Interval, entry: Entry) -> list[tuple[Entry, Update]]:
@@ -232,33 +321,39 @@ class ScoringService:
         s.checkpoints = [c for c in s.checkpoints if c[0] <= checkpoint[0]]
         out = []
         for n, e in enumerate(s.history[start:], start + 1):
-            if n == len(s.history):
-                s.before_last = s.snapshot()
-            update = self._step(s, symbol, e)
+            before = s.signals.pop(e[0], None) if e[0] >= ts_ms else None
+            update = self._step(s, symbol, interval, e)
             if n % CHECKPOINT_EVERY == 0:
                 s.checkpoints.append((e[0], s.snapshot()))
             if e[0] >= ts_ms:
+                if before is not None and update.signal is None:
+                    update.retracted = before
                 out.append((e, update))
         s.last_ms, s.last_version = s.history[-1][0], s.history[-1][6]
         return out
 
-    def _step(self, s: Series, symbol: str, entry: Entry) -> Update:
+    def _step(self, s: Series, symbol: str, interval: Interval, entry: Entry) -> Update:
         ts_ms, open_, high, low, close, volume, _ = entry
         values = s.state.update(high, low, close)
-        grade = None
+        grade = signal = None
         if s.grades is not None:
             grade = s.grades.update(
                 open_,
                 close,
                 volume,
                 values,
-                None if symbol == "BTC" else self.btc_return_at(ts_ms),
-                self.market_cap_at(symbol, ts_ms),
-                self.fundamentals_at(symbol, ts_ms),
+                None if symbol == "BTC" else self.btc_ret30.get(ts_ms),
+                self.market_cap_at(symbol, ts_ms) if self.caps else None,
+                self.fundamentals_at(symbol, ts_ms) if self.metrics else None,
             )
             if symbol == "BTC" and grade.ret_30d is not None:
                 self.btc_ret30[ts_ms] = grade.ret_30d
-        return Update(values, grade)
+            signal = grade.signal
+        elif s.intraday is not None:
+            signal = s.intraday.update(open_, close, volume, values, interval.value)
+        if signal is not None:
+            s.signals[ts_ms] = (signal[0], signal[1])
+        return Update(values, grade, signal)
 
     # --- handlers ----------------------------------------------------------------------------
 
@@ -296,43 +391,99 @@ class ScoringService:
                 await self.forecaster.on_daily_closes(latest)
 
     def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
+        """Score a batch: candles grouped per series (the bus keeps each symbol's order), one
+        :meth:`apply_batch` per series, then the output events. Those are built with
+        ``model_construct`` (no re-validation of values this code computed: every number is
+        checked finite here, a non-finite one is published as ``None``); signals, rare, are
+        validated as usual."""
+        by_series: dict[tuple[str, Interval], list[Entry]] = {}
+        for c in candles:
+            if c.closed:
+                entry = (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
+                key = (c.symbol, c.interval)
+                group = by_series.get(key)
+                if group is None:
+                    by_series[key] = [entry]
+                else:
+                    group.append(entry)
         indicators: list[IndicatorEvent] = []
         grades: list[GradeEvent] = []
         signals: list[SignalEvent] = []
-        for c in candles:
-            if not c.closed:
-                continue
-            entry = (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
-            for (ts_ms, *_, version), update in self.apply_all(c.symbol, c.interval, entry):
-                ts = datetime.fromtimestamp(ts_ms / 1000, UTC)
-                indicators.append(
-                    IndicatorEvent(
-                        symbol=c.symbol, interval=c.interval, ts=ts, candle_version=version, **update.indicators
+        now = utcnow()
+        from_ts, isfinite = datetime.fromtimestamp, math.isfinite
+        lo_ok, hi_ok = PRICE_RANGE
+        add_indicator = indicators.append
+        for (symbol, interval), entries in by_series.items():
+            results = self.apply_batch(symbol, interval, entries)
+            ids = iter(_event_ids(len(results)))
+            for entry, update in results:
+                ts = from_ts(entry[0] / 1000, UTC)
+                values = update.indicators
+                if not (lo_ok < entry[3] and entry[2] < hi_ok):
+                    for name, v in values.items():
+                        if v is not None and not isfinite(v):
+                            values[name] = None
+                add_indicator(
+                    _trusted(
+                        IndicatorEvent,
+                        {
+                            "event_id": next(ids),
+                            "schema_version": 1,
+                            "produced_at": now,
+                            "symbol": symbol,
+                            "interval": interval,
+                            "ts": ts,
+                            **values,
+                            "candle_version": entry[6],
+                        },
+                        _IND_SET,
                     )
                 )
                 g = update.grade
-                if g is None or (g.trader_grade is None and g.investor_grade is None):
-                    continue
-                grades.append(
-                    GradeEvent(
-                        symbol=c.symbol,
-                        ts=ts,
-                        trader_grade=g.trader_grade,
-                        investor_grade=g.investor_grade,
-                        components=g.components,
-                        method=METHOD,
+                if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
+                    trader, investor = g.trader_grade, g.investor_grade
+                    grades.append(
+                        _trusted(
+                            GradeEvent,
+                            {
+                                "event_id": _event_ids(1)[0],
+                                "schema_version": 1,
+                                "produced_at": now,
+                                "symbol": symbol,
+                                "ts": ts,
+                                "trader_grade": trader if trader is None or isfinite(trader) else None,
+                                "investor_grade": investor if investor is None or isfinite(investor) else None,
+                                "components": {
+                                    k: v if v is None or isfinite(v) else None for k, v in g.components.items()
+                                },
+                                "method": METHOD,
+                            },
+                            _GRADE_SET,
+                        )
                     )
-                )
-                if g.signal is not None:
-                    direction, strength, reasons = g.signal
+                if update.signal is not None:
+                    direction, strength, reasons = update.signal
                     signals.append(
                         SignalEvent(
-                            symbol=c.symbol,
+                            symbol=symbol,
                             ts=ts,
-                            interval=Interval.D1,
+                            interval=interval,
                             direction=Direction(direction),
                             strength=strength,
                             reasons=reasons,
+                        )
+                    )
+                elif update.retracted is not None:
+                    direction, strength = update.retracted
+                    signals.append(
+                        SignalEvent(
+                            symbol=symbol,
+                            ts=ts,
+                            interval=interval,
+                            direction=Direction(direction),
+                            strength=strength,
+                            reasons=[RETRACTED_REASON],
+                            retracted=True,
                         )
                     )
         return indicators, grades, signals
@@ -360,8 +511,9 @@ class ScoringService:
         return len(rows)
 
     def _replay(self, rows: list[tuple[Any, ...]]) -> None:
-        for symbol, interval, ts_ms, o, h, lo, c, v, version in rows:
-            self.apply(symbol, Interval(interval), ts_ms, o, h, lo, c, v, version)
+        """Rows ordered by series and time: one :meth:`apply_batch` per series."""
+        for (symbol, interval), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
+            self.apply_batch(symbol, Interval(interval), [tuple(r[2:]) for r in group])  # type: ignore[misc]
 
     async def start(self, ctx: Context) -> None:
         if ctx.store is not None:

@@ -63,7 +63,7 @@ def decode_message(topic: Topic, raw: RawMessage) -> Event:
 
 
 def encode_event(event: Event) -> bytes:
-    return event.model_dump_json().encode()
+    return event.__pydantic_serializer__.to_json(event)  # = model_dump_json().encode(), without the copies
 
 
 def dead_letter_for(

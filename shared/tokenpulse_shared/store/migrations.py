@@ -259,4 +259,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE predictions ADD COLUMN IF NOT EXISTS kind LowCardinality(String) DEFAULT 'live' AFTER model",
         ),
     ),
+    Migration(
+        8,
+        "signals: retractions",
+        ("ALTER TABLE signals ADD COLUMN IF NOT EXISTS retracted UInt8 DEFAULT 0 AFTER reasons",),
+    ),
 )

@@ -1,0 +1,244 @@
+"""Scoring benchmark (issue #4), run by `make bench`: candle updates per second.
+
+1. In process, one thread, on the bundled history (all daily series, BTC 1h and 4h): the
+   scoring arithmetic alone (``apply_batch``: indicators, grades, signals), the service's batch
+   step (``_process``: candle events in, indicator/grade/signal events out), and one ``apply``
+   call per candle for comparison. Rates per second of the process's own CPU time
+   (``time.process_time``): on this shared VM wall-clock rates swing several-fold with the other
+   tenants' load; the CPU-time rate is what one dedicated core would do.
+2. Through the real broker (started here with scripts/kafka-local.sh unless TOKENPULSE_TEST_KAFKA
+   is set), the same candle messages, side by side in this run:
+   - raw aiokafka: a bare consumer reading them (no decoding) — the ceiling for a Python consumer;
+   - our Kafka bus with a no-op handler (JSON validation into events included);
+   - the scoring service on our Kafka bus, end to end: consumed, scored, and its indicator, grade
+     and signal events published back to the broker (acks=all) before the batch is committed.
+
+Prints Markdown to paste into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+from tokenpulse_ingest.backfill import gc_paused, plan  # noqa: E402
+from tokenpulse_ingest.bundle import bar_to_event  # noqa: E402
+from tokenpulse_scoring.service import ScoringService  # noqa: E402
+from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
+from tokenpulse_shared.events import CandleEvent, Interval  # noqa: E402
+from tokenpulse_shared.service import Context  # noqa: E402
+from tokenpulse_shared.settings import Settings  # noqa: E402
+from tokenpulse_shared.topics import CANDLES  # noqa: E402
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+INTERVALS = [Interval.D1, Interval.H1, Interval.H4]
+
+
+def history() -> list[CandleEvent]:
+    """The bundled daily series and BTC's 1h and 4h candles, as candle events in series order."""
+    now = datetime.now(UTC)
+    return [bar_to_event(s, i, b, now) for s, i, bars in plan(Settings().bundle_dir, None, INTERVALS) for b in bars]
+
+
+def in_process(candles: list[CandleEvent]) -> list[tuple[str, str]]:
+    daily = [c for c in candles if c.interval is Interval.D1]
+    intraday = [c for c in candles if c.interval is not Interval.D1]
+
+    def entries(cs: list[CandleEvent]) -> list[tuple[str, Interval, list[Any]]]:
+        out: dict[tuple[str, Interval], list[Any]] = {}
+        for c in cs:
+            out.setdefault((c.symbol, c.interval), []).append(
+                (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
+            )
+        return [(s, i, e) for (s, i), e in out.items()]
+
+    def arithmetic(cs: list[CandleEvent]) -> float:
+        series = entries(cs)
+        scoring = ScoringService()
+        t = time.process_time()
+        for symbol, interval, es in series:
+            for k in range(0, len(es), 5000):
+                scoring.apply_batch(symbol, interval, es[k : k + 5000])
+        return len(cs) / (time.process_time() - t)
+
+    def per_candle(cs: list[CandleEvent]) -> float:
+        series = entries(cs)
+        scoring = ScoringService()
+        t = time.process_time()
+        for symbol, interval, es in series:
+            for e in es:
+                scoring.apply(symbol, interval, *e)
+        return len(cs) / (time.process_time() - t)
+
+    def service(cs: list[CandleEvent]) -> float:
+        scoring = ScoringService()
+        t = time.process_time()
+        for k in range(0, len(cs), 5000):
+            scoring._process(cs[k : k + 5000])
+        return len(cs) / (time.process_time() - t)
+
+    rows = []
+    with gc_paused():  # as a replay runs
+        for label, fn in (
+            ("arithmetic (`apply_batch`: indicators + grades + signals)", arithmetic),
+            ("service batch step (`_process`: candle events in, indicator/grade/signal events out)", service),
+            ("one `apply` call per candle (arithmetic), for comparison", per_candle),
+        ):
+            d = statistics.median(fn(daily) for _ in range(ROUNDS))
+            i = statistics.median(fn(intraday) for _ in range(ROUNDS))
+            both = statistics.median(fn(candles) for _ in range(ROUNDS))
+            rows.append((label, f"{d:,.0f}", f"{i:,.0f}", f"{both:,.0f}"))
+    return [(a, f"{b} | {c} | {d}") for a, b, c, d in rows]
+
+
+async def produce(bootstrap: str, candles: list[CandleEvent]) -> None:
+    bus = KafkaBus(bootstrap, client_id="bench-producer")
+    await bus.start()
+    try:
+        for k in range(0, len(candles), 5000):
+            await bus.publish(CANDLES, candles[k : k + 5000])
+    finally:
+        await bus.stop()
+
+
+async def raw_consume(bootstrap: str, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        CANDLES.name,
+        bootstrap_servers=bootstrap,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    t = time.perf_counter()
+    await consumer.start()
+    seen = 0
+    try:
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            seen += sum(len(b) for b in batches.values())
+            await consumer.commit()  # as our bus does once per batch
+    finally:
+        await consumer.stop()
+    return n / (time.perf_counter() - t)
+
+
+async def through_bus(bootstrap: str, n: int, make: Callable[[KafkaBus], Callable[[], int]]) -> float:
+    """Start a Kafka bus with what ``make`` registers; the rate from its start until ``make``'s counter says
+    all ``n`` candles were handled (and, for the scoring service, its outputs published)."""
+    bus = KafkaBus(bootstrap, client_id="bench", group_prefix=f"bench-{uuid.uuid4().hex[:8]}")
+    handled = make(bus)
+    t = time.perf_counter()
+    await bus.start()
+    try:
+        deadline = t + 900
+        while handled() < n:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"only {handled():,} of {n:,} candles handled in 900 s")
+            await asyncio.sleep(0.01)
+        return n / (time.perf_counter() - t)
+    finally:
+        await bus.stop()
+
+
+def noop(bus: KafkaBus) -> Callable[[], int]:
+    count = [0]
+
+    async def handler(events: list[CandleEvent]) -> None:
+        count[0] += len(events)
+
+    bus.subscribe(CANDLES, "noop", handler, max_batch=5000)
+    return lambda: count[0]
+
+
+def scoring(bus: KafkaBus) -> Callable[[], int]:
+    service = ScoringService()
+    count = [0]
+    original = service.on_candles
+
+    async def counted(events: list[CandleEvent]) -> None:
+        await original(events)  # scored and its outputs published to the broker
+        count[0] += len(events)
+
+    service.on_candles = counted  # type: ignore[method-assign]
+    service.register(Context(settings=Settings(predictions=False), bus=bus))
+    service.ready.set()  # no store to warm up from
+    return lambda: count[0]
+
+
+def through_kafka(bootstrap: str, candles: list[CandleEvent]) -> list[tuple[str, str]]:
+    n = len(candles)
+    asyncio.run(produce(bootstrap, candles))
+    runs: dict[str, list[float]] = {"raw": [], "noop": [], "scoring": []}
+    for _ in range(ROUNDS):  # interleaved, so a slow spell of the shared VM hits all three alike
+        runs["raw"].append(asyncio.run(raw_consume(bootstrap, n)))
+        runs["noop"].append(asyncio.run(through_bus(bootstrap, n, noop)))
+        runs["scoring"].append(asyncio.run(through_bus(bootstrap, n, scoring)))
+    raw, bus, score = (statistics.median(runs[k]) for k in ("raw", "noop", "scoring"))
+
+    def fmt(xs: list[float]) -> str:
+        return ", ".join(f"{x:,.0f}" for x in xs)
+
+    return [
+        (f"raw aiokafka consumer, {n:,} candle messages (ceiling)", f"{raw:,.0f} (runs {fmt(runs['raw'])}) | 1.00"),
+        (
+            "our Kafka bus, no-op handler (validation included)",
+            f"{bus:,.0f} (runs {fmt(runs['noop'])}) | {bus / raw:.2f}",
+        ),
+        (
+            "scoring service on our Kafka bus, end to end (outputs published)",
+            f"{score:,.0f} (runs {fmt(runs['scoring'])}) | {score / raw:.2f}",
+        ),
+    ]
+
+
+def main() -> None:
+    print(
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {ROUNDS} rounds (median)\n"
+    )
+    candles = history()
+    print(f"load average at start: {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+    print(
+        "| in process, one thread, per CPU-second | daily candles/s | intraday (1h, 4h) candles/s | all |\n"
+        "|---|---|---|---|"
+    )
+    for name, value in in_process(candles):
+        print(f"| {name} | {value} |")
+    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
+    work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-scoring-"))
+    started = False
+    if not bootstrap:
+        run = subprocess.run(
+            [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
+        )
+        bootstrap = run.stdout.strip().splitlines()[-1]
+        started = True
+    try:
+        rows = through_kafka(bootstrap, candles)
+    finally:
+        if started:
+            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False)
+    print(f"\nload average after the broker runs: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("\n| through the broker, same messages, same run (wall clock) | candles/s | of the ceiling |\n|---|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
