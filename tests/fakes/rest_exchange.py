@@ -58,6 +58,7 @@ class Hit:
 class FakeExchange:
     series: dict[Interval, list[Bar]]
     weight_limit: int = 6000
+    weight_offset: int = 0  # weight "other clients on this IP" used, added to the reported header
     faults: deque[tuple[Any, ...]] = field(default_factory=deque)
     hits: list[Hit] = field(default_factory=list)
     _weights: deque[tuple[float, int]] = field(default_factory=deque)
@@ -125,7 +126,7 @@ class FakeExchange:
                 self._weights.popleft()
             used = sum(w for _, w in self._weights) + 2
             self._weights.append((now, 2))
-        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used + self.weight_offset)}
         if used > self.weight_limit:
             return JSONResponse({"code": -1003, "msg": "weight limit"}, 429, headers={**headers, "Retry-After": "1"})
         if q.get("symbol") != "BTCUSDT":

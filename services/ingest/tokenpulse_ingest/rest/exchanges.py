@@ -62,12 +62,16 @@ class Exchange:
         if end_ms <= start_ms:
             return []
         if interval in self.native:
-            bars = await self._fetch_native(symbol, interval, start_ms, end_ms, on_page)
-        else:
-            finer = max((i for i in self.native if interval.millis % i.millis == 0), key=lambda i: i.millis)
-            bars = rollup(await self._fetch_native(symbol, finer, start_ms, end_ms, on_page), interval)
-        by_ts = {b.ts_ms: b for b in bars if start_ms <= b.ts_ms < end_ms}
-        return [by_ts[t] for t in sorted(by_ts)]
+            return _clean(await self._fetch_native(symbol, interval, start_ms, end_ms, on_page), start_ms, end_ms)
+        finer = max((i for i in self.native if interval.millis % i.millis == 0), key=lambda i: i.millis)
+        bars = _clean(await self._fetch_native(symbol, finer, start_ms, end_ms, on_page), start_ms, end_ms)
+        return rollup(bars, interval)
+
+
+def _clean(bars: list[Bar], start_ms: int, end_ms: int) -> list[Bar]:
+    """In time order, one bar per open time, within [start_ms, end_ms) (pages may overlap or come newest first)."""
+    by_ts = {b.ts_ms: b for b in bars if start_ms <= b.ts_ms < end_ms}
+    return [by_ts[t] for t in sorted(by_ts)]
 
 
 def _f(value: Any) -> float:
