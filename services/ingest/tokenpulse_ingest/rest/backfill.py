@@ -99,11 +99,12 @@ class RestBackfiller:
         intervals: Iterable[Interval] = tuple(Interval),
         sleep: Sleep | None = None,
         exchanges: dict[str, Exchange] | None = None,
+        max_bars: int | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.intervals = tuple(intervals)
-        self.max_bars = settings.rest_backfill_max_bars
+        self.max_bars = max_bars if max_bars is not None else settings.rest_backfill_max_bars
         self._sleep = sleep
         self.exchanges: dict[str, Exchange] = dict(exchanges or {})
         self._locks: dict[str, asyncio.Lock] = {}
