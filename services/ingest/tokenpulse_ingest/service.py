@@ -18,6 +18,7 @@ import asyncio
 import logging
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import Interval, TickEvent
@@ -41,7 +42,7 @@ class IngestService:
         self.builder = CandleBuilder()
         self.reconciler = PriceReconciler()
         self.ctx: Context | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self.feed: SyntheticFeed | None = None
         self.rest: RestBackfiller | None = None
         self.marketcaps: MarketCapPoller | None = None
@@ -101,29 +102,40 @@ class IngestService:
         self._gap_tasks.add(task)
         task.add_done_callback(self._gap_tasks.discard)
 
-    async def _backfill_from_last_stored(self, exchange: str) -> None:
-        """At start: from each symbol's last stored candle (or 1 day back without a store) to now."""
+    async def backfill_since_last_stored(self, exchange: str, now: datetime | None = None) -> int:
+        """Per symbol and interval: from the last stored candle (1 day back without a store) to now.
+
+        Returns the candles published. Each interval is capped at TOKENPULSE_REST_BACKFILL_MAX_BARS."""
         assert self.ctx is not None
         ctx = self.ctx
         if ctx.embedded and ctx.settings.backfill_on_start and ctx.store is not None:
-            while ctx.status.get("backfill") not in ("done", "failed"):  # noqa: ASYNC110 - bundled history first
+            # the bundled history goes first (the runtime reports it in status; give up waiting for a
+            # report that never comes, e.g. when no runtime loads it)
+            for waited in range(10**9):
+                state = ctx.status.get("backfill")
+                if state in ("done", "failed") or (state is None and waited >= 30):
+                    break
                 await asyncio.sleep(1.0)
-        now = datetime.now(UTC)
-        last: dict[str, datetime] = {}
+        if self.rest is None:
+            self.rest = RestBackfiller(ctx.bus, ctx.settings)
+        now = now or datetime.now(UTC)
+        last: dict[tuple[str, str], datetime] = {}
         if ctx.store is not None:
-            rows = await ctx.store.query(
-                "SELECT symbol, min(t) FROM (SELECT symbol, interval, max(ts) AS t FROM candles GROUP BY symbol, "
-                "interval) GROUP BY symbol"
-            )
-            last = {sym: t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, t in rows}
+            rows = await ctx.store.query("SELECT symbol, interval, max(ts) FROM candles GROUP BY symbol, interval")
+            last = {(sym, iv): t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, iv, t in rows}
         ctx.status["rest_backfill"] = "running"
+        published = 0
         for symbol in ctx.settings.symbols:
-            since = last.get(symbol, now - timedelta(days=1))
-            try:
-                await self.backfill_gap(exchange, symbol, since, now)
-            except Exception as exc:
-                log.warning("start-up REST backfill of %s from %s failed: %s", symbol, exchange, exc)
-        ctx.status["rest_backfill"] = "done"
+            for interval in Interval:
+                stored = last.get((symbol, interval.value))
+                since = stored + timedelta(milliseconds=interval.millis) if stored else now - timedelta(days=1)
+                try:
+                    result = await self.rest.backfill_gap(exchange, symbol, since, now, intervals=[interval], now=now)
+                    published += result.total
+                except Exception as exc:
+                    log.warning("start-up REST backfill of %s %s from %s failed: %s", symbol, interval, exchange, exc)
+        ctx.status["rest_backfill"] = f"done ({published} candles from {exchange})"
+        return published
 
     async def _poll_marketcaps(self) -> None:
         assert self.ctx is not None and self.marketcaps is not None
@@ -146,7 +158,7 @@ class IngestService:
         if ctx.settings.rest_backfill_exchange:
             self._tasks.append(
                 asyncio.create_task(
-                    self._backfill_from_last_stored(ctx.settings.rest_backfill_exchange), name="ingest-rest-backfill"
+                    self.backfill_since_last_stored(ctx.settings.rest_backfill_exchange), name="ingest-rest-backfill"
                 )
             )
         if ctx.settings.marketcap_poll:
