@@ -5,6 +5,7 @@ keeps one point per day."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 from collections.abc import Iterator
@@ -192,3 +193,49 @@ async def test_snapshots_are_one_point_per_day_in_the_store(server, fake, store:
     }
     await bus.stop()
     await poller.aclose()
+
+
+async def test_the_ingest_service_runs_the_poller_when_enabled(server, fake, store: Store, tmp_path: Path) -> None:
+    from tokenpulse_ingest.service import IngestService
+
+    settings = Settings(
+        symbols=["BTC", "ETH"],
+        live_feed="off",
+        data_dir=tmp_path,
+        marketcap_poll=True,
+        marketcap_url=server[1],
+        marketcap_api_key=KEY,
+        marketcap_poll_s=1,
+    )
+    bus = InMemoryBus()
+    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
+    got = await collect_on(bus)
+    ingest = IngestService()
+    ingest.register(ctx)
+    await bus.start()
+    await ingest.start(ctx)
+    try:
+        for _ in range(600):
+            if "BTC dominance" in ctx.status.get("marketcaps", "") and {e.symbol for e in got} >= {"BTC", "ETH", None}:
+                break
+            await asyncio.sleep(0.05)
+        assert {e.symbol for e in got} >= {"BTC", "ETH", None}, got
+        # history sync first: nothing stored, so the last 365 days of each token, then the polls
+        assert [p for p in fake.paths() if p.endswith("market_chart")] == [
+            "/api/v3/coins/bitcoin/market_chart",
+            "/api/v3/coins/ethereum/market_chart",
+        ]
+        assert (tmp_path / "marketcap-budget.json").exists()
+    finally:
+        await ingest.stop()
+        await bus.stop()
+
+
+async def collect_on(bus: InMemoryBus) -> list[MarketCapEvent]:
+    got: list[MarketCapEvent] = []
+
+    async def sink(events: list[MarketCapEvent]) -> None:
+        got.extend(events)
+
+    bus.subscribe(MARKETCAPS, "test", sink)
+    return got
