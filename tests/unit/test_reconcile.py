@@ -22,7 +22,7 @@ def tick(source: str, price: float, at_s: float = 0.0, *, size: float = 1.0, quo
 prices = st.floats(min_value=1e-3, max_value=1e6, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     base=prices,
     good=st.lists(st.floats(min_value=-0.002, max_value=0.002), min_size=2, max_size=6),
@@ -49,7 +49,7 @@ quote_sets = st.dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(quote_sets, st.randoms(use_true_random=False))
 def test_reference_within_fresh_kept_sources_and_order_free(raw, rnd) -> None:
     now = 1000.0
