@@ -38,3 +38,7 @@ def redis_url() -> str:
 # Retraining the prediction models is a minutes-long background job of the scoring service; tests
 # that start scoring for other reasons run without it. tests/*/test_predictions* enable it.
 os.environ.setdefault("TOKENPULSE_PREDICTIONS", "false")
+
+# No test reaches the real exchanges: `auto` (the product default) would try them. Tests of the live
+# feed point the connectors at the fake exchanges in tests/fake_exchange.py and set the mode themselves.
+os.environ.setdefault("TOKENPULSE_LIVE_FEED", "synthetic")

@@ -68,9 +68,46 @@ class Settings(BaseSettings):
     )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
     # ingest
-    live_feed: Literal["auto", "synthetic", "off"] = Field(
-        "auto", description="Ingest: live data source; `auto` falls back to synthetic when no exchange answers."
+    live_feed: Literal["auto", "live", "synthetic", "off"] = Field(
+        "auto",
+        description="Ingest: live data source; `auto` tries the exchanges and falls back to synthetic ticks when "
+        "none answers within FEED_CONNECT_TIMEOUT_S, `live` only the exchanges, `synthetic` only the generator.",
     )
+    feed_exchanges: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["binance", "coinbase", "kraken"],
+        description="Ingest: exchanges whose public trade streams feed live prices, comma separated.",
+    )
+    feed_pairs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Ingest: symbol mapping overrides `exchange:SYMBOL=PAIR` (comma separated; PAIR `-` drops the "
+        "token there), e.g. `binance:BTC=BTCFDUSD,kraken:DOGE=-`. Default pairs: BTCUSDT, BTC-USD, BTC/USD.",
+    )
+    binance_ws_url: str = Field(
+        "wss://stream.binance.com:9443", description="Ingest: Binance spot WebSocket base (combined streams)."
+    )
+    coinbase_ws_url: str = Field(
+        "wss://ws-feed.exchange.coinbase.com", description="Ingest: Coinbase Exchange WebSocket feed."
+    )
+    kraken_ws_url: str = Field(
+        "wss://ws.kraken.com/v2", description="Ingest: Kraken WebSocket (v2; a URL without `/v2` speaks v1)."
+    )
+    binance_rest_url: str = Field(
+        "https://api.binance.com", description="Ingest: Binance spot REST base URL (gap backfill)."
+    )
+    coinbase_rest_url: str = Field(
+        "https://api.exchange.coinbase.com", description="Ingest: Coinbase Exchange REST base URL (gap backfill)."
+    )
+    kraken_rest_url: str = Field("https://api.kraken.com", description="Ingest: Kraken REST base URL (gap backfill).")
+    feed_connect_timeout_s: float = Field(
+        10.0, gt=0, description="Ingest: `auto` falls back to synthetic ticks when no exchange connects this fast."
+    )
+    feed_stall_s: float = Field(
+        30.0, gt=0, description="Ingest: a feed silent this long (no trade, no heartbeat) is reconnected."
+    )
+    feed_backoff_s: float = Field(
+        0.5, gt=0, description="Ingest: first reconnect delay; doubles per failed attempt, jittered."
+    )
+    feed_backoff_max_s: float = Field(30.0, gt=0, description="Ingest: longest reconnect delay.")
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
@@ -95,11 +132,6 @@ class Settings(BaseSettings):
         description="Ingest: USD per USDT assumed for USDT-quoted trades while no fresh USDT/USD ticks are seen.",
     )
     # ingest: REST backfill of candles from the exchanges
-    binance_rest_url: str = Field("https://api.binance.com", description="Ingest: Binance spot REST base URL.")
-    coinbase_rest_url: str = Field(
-        "https://api.exchange.coinbase.com", description="Ingest: Coinbase Exchange REST base URL."
-    )
-    kraken_rest_url: str = Field("https://api.kraken.com", description="Ingest: Kraken REST base URL.")
     binance_weight_per_minute: int = Field(
         1200,
         ge=1,
@@ -113,6 +145,9 @@ class Settings(BaseSettings):
     )
     rest_max_wait_s: float = Field(
         120.0, gt=0, description="Ingest: longest Retry-After honoured; a longer ban abandons the backfill."
+    )
+    rest_backfill_gaps: bool = Field(
+        True, description="Ingest: backfill over REST the candles of every gap a live connector reports."
     )
     rest_backfill_exchange: Literal["binance", "coinbase", "kraken"] | None = Field(
         None, description="Ingest: on start, backfill candles from the last stored one to now from this exchange."
@@ -222,6 +257,10 @@ class Settings(BaseSettings):
         if isinstance(data, dict) and isinstance(data.get("marketcap_ids"), str):
             pairs = [p.split(":", 1) for p in data["marketcap_ids"].split(",") if p.strip()]
             data["marketcap_ids"] = {k.strip().upper(): v.strip() for k, v, *_ in ([*p, ""] for p in pairs)}
+        if isinstance(data, dict) and isinstance(data.get("feed_exchanges"), str):
+            data["feed_exchanges"] = [e.strip().lower() for e in data["feed_exchanges"].split(",") if e.strip()]
+        if isinstance(data, dict) and isinstance(data.get("feed_pairs"), str):
+            data["feed_pairs"] = [p.strip() for p in data["feed_pairs"].split(",") if p.strip()]
         if isinstance(data, dict) and isinstance(data.get("cors_origins"), str):
             data["cors_origins"] = [o.strip() for o in data["cors_origins"].split(",") if o.strip()]
         return data

@@ -248,3 +248,38 @@ async def test_a_tail_subscription_sees_only_what_is_published_after_its_start(k
         seen.clear()
         await asyncio.wait_for(run_with(bus, body), 60)
         assert seen and set(seen) == {price}  # never a price published before this start
+
+
+async def test_a_skip_own_subscription_sees_what_other_instances_publish_not_its_own(kafka_bootstrap: str) -> None:
+    """The alerts service follows the other replicas' firings this way (its own it knows already)."""
+    from tokenpulse_shared.events import PriceEvent
+    from tokenpulse_shared.topics import PRICES
+
+    symbol = f"O{uuid.uuid4().hex[:6].upper()}"
+    seen: list[float] = []
+    last = asyncio.Event()
+
+    async def prices(events: list[Event]) -> None:
+        seen.extend(e.price for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+        if 3.0 in seen:
+            last.set()
+
+    me, other = new_bus(kafka_bootstrap), new_bus(kafka_bootstrap)
+    me.subscribe(PRICES, "own-filter", prices, tail=True, skip_own=True)
+    await other.start()
+
+    async def body() -> None:
+        # both publish until the other's price arrives (the tail starts from the end once positioned)
+        while 2.0 not in seen:
+            await me.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)])
+            await other.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=2.0)])
+            await asyncio.sleep(0.5)
+        await me.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)])
+        await other.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=3.0)])
+        await last.wait()
+
+    try:
+        await asyncio.wait_for(run_with(me, body), 60)
+    finally:
+        await other.stop()
+    assert 1.0 not in seen and {2.0, 3.0} <= set(seen)

@@ -306,13 +306,23 @@ class RuleBook:
         st.add_price(ts, p1)
         hits: list[Hit] = []
         rules = self.rules
+        last_fired = self.last_fired
+        # the cooldown is checked before a hit is built: in a choppy market most crossings are inside it
         if p0 is not None and p1 != p0:
             if p1 > p0 and sym in self.above:  # levels in [p0, p1): price went from <= level to > level
                 for level, rule_id in self.above[sym].between(p0, p1, True, False):
-                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"crossed above {level:g} (now {p1:g})"))
+                    rule = rules[rule_id]
+                    last = last_fired.get(rule_id)
+                    if last is None or ts - last >= rule.cooldown_s:
+                        last_fired[rule_id] = ts
+                        hits.append(Hit(rule, ev.event_id, ts, p1, f"crossed above {level:g} (now {p1:g})"))
             if p1 < p0 and sym in self.below:  # levels in (p1, p0]: from >= level to < level
                 for level, rule_id in self.below[sym].between(p1, p0, False, True):
-                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"crossed below {level:g} (now {p1:g})"))
+                    rule = rules[rule_id]
+                    last = last_fired.get(rule_id)
+                    if last is None or ts - last >= rule.cooldown_s:
+                        last_fired[rule_id] = ts
+                        hits.append(Hit(rule, ev.event_id, ts, p1, f"crossed below {level:g} (now {p1:g})"))
         for window in CHANGE_WINDOWS_S:
             key = (sym, window)
             if key not in self.changes:
@@ -323,10 +333,18 @@ class RuleBook:
                 continue
             if cur > prev and key in self.up:  # thresholds in (prev, cur]: change went from < v to >= v
                 for v, rule_id in self.up[key].between(prev, cur, False, True):
-                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"up {cur:.2f}% in {window} (≥ {v:g}%)"))
+                    rule = rules[rule_id]
+                    last = last_fired.get(rule_id)
+                    if last is None or ts - last >= rule.cooldown_s:
+                        last_fired[rule_id] = ts
+                        hits.append(Hit(rule, ev.event_id, ts, p1, f"up {cur:.2f}% in {window} (≥ {v:g}%)"))
             if cur < prev and key in self.down:  # -v in [cur, prev): change went from > -v to <= -v
                 for v, rule_id in self.down[key].between(cur, prev, True, False):
-                    hits.append(Hit(rules[rule_id], ev.event_id, ts, p1, f"down {-cur:.2f}% in {window} (≥ {-v:g}%)"))
+                    rule = rules[rule_id]
+                    last = last_fired.get(rule_id)
+                    if last is None or ts - last >= rule.cooldown_s:
+                        last_fired[rule_id] = ts
+                        hits.append(Hit(rule, ev.event_id, ts, p1, f"down {-cur:.2f}% in {window} (≥ {-v:g}%)"))
         if sym in self.compound:
             if before is None:  # first price of the token: every combination reading prices is evaluated once
                 candidates: Iterable[str] = [r for r in self.compound[sym] if "price" in self.inputs[r]]
@@ -334,8 +352,8 @@ class RuleBook:
                 lo, hi = min(before, p1), max(before, p1)
                 crossed = {r for _, r in self.guards[sym].between(lo, hi, True, True)} if sym in self.guards else set()
                 candidates = crossed | set(self.every.get(sym, ()))
-            hits.extend(self._evaluate(sym, candidates, ev.event_id, ts, p1))
-        return self._cooled(hits)
+            hits.extend(self._cooled(self._evaluate(sym, candidates, ev.event_id, ts, p1)))
+        return hits
 
     def on_grade(self, ev: GradeEvent) -> list[Hit]:
         st = self.token(ev.symbol)

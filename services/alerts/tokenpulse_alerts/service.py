@@ -84,8 +84,9 @@ class AlertsService:
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
         # what other replicas fire from now on (the past comes from read_log at start): after a
-        # rebalance, a redelivered trigger another replica already notified is recognised
-        ctx.bus.subscribe(ALERTS, self.name, self.on_log, tail=True)
+        # rebalance, a redelivered trigger another replica already notified is recognised. Its own
+        # firings a replica knows already: they are dropped undecoded (as costly as the prices otherwise)
+        ctx.bus.subscribe(ALERTS, self.name, self.on_log, tail=True, skip_own=True)
 
     async def start(self, ctx: Context) -> None:
         self.notifier = Notifier(ctx.settings)
@@ -212,7 +213,11 @@ class AlertsService:
                 continue  # this trigger was handled before (redelivery or replay after a restart)
             rule = hit.rule
             name = f" ({rule.name})" if rule.name else ""
-            fired = AlertFiredEvent(
+            # built from validated values (a rule, a price event): construct, not validate, on the hot path
+            fired = AlertFiredEvent.model_construct(
+                event_id=new_event_id(),
+                schema_version=AlertFiredEvent.SCHEMA_VERSION,
+                produced_at=datetime.now(UTC),
                 firing_id=fid,
                 rule_id=rule.rule_id,
                 owner=rule.owner,
@@ -222,6 +227,7 @@ class AlertsService:
                 message=f"{rule.symbol} {hit.detail}{name}",
                 trigger_event_id=hit.trigger_event_id,
                 status="pending" if rule.channels else "no_channels",
+                deliveries=[],
             )
             self._remember(fid, fired.status)
             new.append((fired, rule))

@@ -18,6 +18,8 @@ TOKEN = {
     "symbol": "BTC",
     "name": "Bitcoin",
     "price": 97012.5,
+    "sources": ["binance", "coinbase", "kraken"],
+    "stale": False,
     "change_24h": 1.8421,
     "volume_24h": 31_250_000_000.0,
     "trader_grade": 71.2,

@@ -123,6 +123,8 @@ class LiveState:
                 "symbol": symbol,
                 "name": token_name(symbol),
                 "price": None,
+                "sources": [],
+                "stale": None,
                 "_at_ms": None,
                 "_ref_24h": None,
                 "volume_24h": None,
@@ -143,6 +145,7 @@ class LiveState:
             row = self._row(e.symbol)
             if row["_at_ms"] is None or ts >= row["_at_ms"]:
                 row["price"], row["_at_ms"] = e.price, ts
+                row["sources"], row["stale"] = list(e.sources), e.stale
             if ts >= fresh_after:
                 self.hub.publish("price", e.symbol, {"symbol": e.symbol, "price": e.price, "ts": iso(ts)})
 
@@ -260,6 +263,8 @@ class LiveState:
                     "symbol": sym,
                     "name": row["name"],
                     "price": price,
+                    "sources": row["sources"],
+                    "stale": row["stale"],
                     "change_24h": round((price / ref - 1) * 100, 4) if ref and price is not None else None,
                     "volume_24h": row["volume_24h"],
                     "trader_grade": row["trader_grade"],

@@ -5,6 +5,19 @@ for every interval and the reference price, and publishes them on
 ``tokenpulse.candles.v1`` and ``tokenpulse.prices.v1``. Ticks too late to be
 placed in a candle go to the dead-letter topic with the reason.
 
+Ticks come from the live exchange connectors (``exchanges/``) or the seeded
+synthetic generator, per ``TOKENPULSE_LIVE_FEED``: ``auto`` starts the
+connectors and falls back to synthetic ticks when none connects within
+``TOKENPULSE_FEED_CONNECT_TIMEOUT_S`` (said in the log and in ``/readyz``:
+``feed: synthetic-fallback``), ``live`` keeps retrying the exchanges, ``synthetic``
+and ``off`` do what they say. Connector health is in ``ctx.status["feeds"]``.
+
+Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
+until)`` for every hole a connector detects (a trade-id jump, a heartbeat
+announcing a missed trade, a reconnect). It logs the gap and, with
+``TOKENPULSE_REST_BACKFILL_GAPS`` (default on), backfills its candles over the exchange's REST
+API in the background (:meth:`IngestService.backfill_on_gap`).
+
 REST backfill: :meth:`IngestService.backfill_gap` (awaitable) and
 :meth:`IngestService.on_gap` (fire and forget, for the connectors' reconnect hook) fetch the
 candles of a gap from an exchange's REST API; ``TOKENPULSE_REST_BACKFILL_EXCHANGE`` also
@@ -27,6 +40,7 @@ from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.exchanges import Connector, GapHook, build_connectors, log_gap
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest.backfill import GapResult, RestBackfiller
@@ -47,6 +61,9 @@ class IngestService:
         self.rest: RestBackfiller | None = None
         self.marketcaps: MarketCapPoller | None = None
         self._gap_tasks: set[asyncio.Task[GapResult | None]] = set()
+        self.connectors: list[Connector] = []
+        self._connector_tasks: list[asyncio.Task[None]] = []
+        self.gap_hook: GapHook = self.backfill_on_gap
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -87,6 +104,12 @@ class IngestService:
         if self.rest is None:
             self.rest = RestBackfiller(self.ctx.bus, self.ctx.settings)
         return await self.rest.backfill_gap(exchange, symbol, since, until)
+
+    async def backfill_on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+        """The connectors' gap hook: log the gap, then backfill it in the background (never blocks a feed)."""
+        await log_gap(exchange, symbol, since, until)
+        if self.ctx is not None and self.ctx.settings.rest_backfill_gaps:
+            self.on_gap(exchange, symbol, since, until)
 
     def on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         """Hook for the live connectors after a reconnect or a sequence gap: backfill in the background."""
@@ -169,13 +192,97 @@ class IngestService:
         if mode == "off":
             ctx.status["feed"] = "off"
             return
-        # Live exchange connectors arrive with issue #3; until then `auto` means synthetic.
-        ctx.status["feed"] = "synthetic"
-        log.info("live feed: synthetic ticks (no exchange connectors configured)")
+        if mode == "synthetic":
+            self._start_synthetic(ctx, "synthetic", "synthetic ticks (TOKENPULSE_LIVE_FEED=synthetic)")
+            return
+        try:
+            self.connectors = build_connectors(ctx.settings, self._publish_ticks, self._on_gap)
+        except ValueError as exc:
+            if mode == "live":
+                raise
+            log.error("live feed: bad exchange configuration (%s); using synthetic ticks", exc)
+            self._start_synthetic(ctx, "synthetic-fallback", f"bad exchange configuration: {exc}")
+            return
+        if not self.connectors:
+            if mode == "live":
+                raise ValueError("TOKENPULSE_LIVE_FEED=live but no exchange is configured (TOKENPULSE_FEED_EXCHANGES)")
+            self._start_synthetic(ctx, "synthetic-fallback", "no exchange configured")
+            return
+        for c in self.connectors:
+            self._connector_tasks.append(asyncio.create_task(c.run(), name=f"feed-{c.name}"))
+        ctx.status["feed"] = "connecting"
+        ctx.status["feed_detail"] = "connecting to " + ", ".join(f"{c.name} ({c.url})" for c in self.connectors)
+        self._refresh_status()
+        log.info("live feed: %s", ctx.status["feed_detail"])
+        self._tasks.append(asyncio.create_task(self._await_live(ctx, mode), name="ingest-feed-watch"))
+
+    async def _await_live(self, ctx: Context, mode: str) -> None:
+        """``auto``: the first exchange to connect makes the feed live; none within the timeout → synthetic."""
+        waits = [asyncio.ensure_future(c.connected.wait()) for c in self.connectors]
+        try:
+            done, _ = await asyncio.wait(
+                waits,
+                timeout=None if mode == "live" else ctx.settings.feed_connect_timeout_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for w in waits:
+                w.cancel()
+        if done:
+            up = [c.name for c in self.connectors if c.connected.is_set()]
+            ctx.status["feed"] = "live"
+            ctx.status["feed_detail"] = "live trades from " + ", ".join(c.name for c in self.connectors)
+            log.info("live feed: connected to %s", ", ".join(up))
+            return
+        errors = "; ".join(f"{c.name}: {c.health.last_error or 'no answer'}" for c in self.connectors)
+        await self._stop_connectors()
+        self._start_synthetic(
+            ctx,
+            "synthetic-fallback",
+            f"no exchange answered within {ctx.settings.feed_connect_timeout_s:g}s ({errors})",
+        )
+
+    def _start_synthetic(self, ctx: Context, status: str, why: str) -> None:
+        ctx.status["feed"] = status
+        ctx.status["feed_detail"] = f"synthetic ticks: {why}"
+        if status == "synthetic-fallback":
+            log.warning("live feed: falling back to SYNTHETIC ticks: %s", why)
+        else:
+            log.info("live feed: %s", why)
         self.feed = SyntheticFeed(
             self._seed_states(ctx), period_s=ctx.settings.synthetic_tick_s, seed=ctx.settings.synthetic_seed
         )
         self._tasks.append(asyncio.create_task(self._synthetic(), name="ingest-synthetic"))
+
+    async def _publish_ticks(self, ticks: list[TickEvent]) -> None:
+        assert self.ctx is not None
+        await self.ctx.bus.publish(TICKS, ticks)
+
+    async def _on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+        await self.gap_hook(exchange, symbol, since, until)
+
+    def _refresh_status(self) -> None:
+        if self.ctx is not None and self.connectors:
+            status = self.ctx.status
+            status["feeds"] = {c.name: c.health.snapshot() for c in self.connectors}
+            if status.get("feed") == "live":
+                up = [c.name for c in self.connectors if c.health.connected]
+                status["feed_detail"] = (
+                    f"live trades from {', '.join(up)}"
+                    if up
+                    else "live, but no exchange is connected right now (reconnecting; see feeds)"
+                )
+
+    async def _stop_connectors(self) -> None:
+        for t in self._connector_tasks:
+            t.cancel()
+        for t in self._connector_tasks:
+            with suppress(asyncio.CancelledError):
+                await t
+        for c in self.connectors:
+            await c.close()
+        self._connector_tasks.clear()
+        self._refresh_status()
 
     def _seed_states(self, ctx: Context) -> list[TokenState]:
         states = []
@@ -211,6 +318,7 @@ class IngestService:
         assert self.ctx is not None
         while True:
             await asyncio.sleep(1.0)
+            self._refresh_status()
             try:
                 closed = self.builder.tick_clock()
                 if closed:
@@ -222,6 +330,7 @@ class IngestService:
                 log.exception("candle clock failed")
 
     async def stop(self) -> None:
+        await self._stop_connectors()
         for t in [*self._tasks, *self._gap_tasks]:
             t.cancel()
         for t in [*self._tasks, *self._gap_tasks]:

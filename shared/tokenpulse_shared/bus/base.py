@@ -40,6 +40,7 @@ class Subscription:
     max_batch: int = 5000
     broadcast: bool = False
     tail: bool = False
+    skip_own: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -106,6 +107,7 @@ class Bus(abc.ABC):
         max_batch: int | None = None,
         broadcast: bool = False,
         tail: bool = False,
+        skip_own: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
@@ -114,10 +116,19 @@ class Bus(abc.ABC):
         ``tail=True`` gives every instance what is published from its start on (no history, no
         committed offsets): the way to follow a busy stream (prices) live in every replica; read the
         past, where needed, with :meth:`read_log`.
+        ``skip_own=True`` leaves out what this bus instance published itself (dropped before it is
+        decoded): how a replica follows what the *other* replicas of its service publish. On the
+        in-process bus everything is its own, so such a subscription receives nothing.
         """
         self.subscriptions.append(
             Subscription(
-                topic, group, handler, max_batch=max_batch or self.max_batch, broadcast=broadcast or tail, tail=tail
+                topic,
+                group,
+                handler,
+                max_batch=max_batch or self.max_batch,
+                broadcast=broadcast or tail,
+                tail=tail,
+                skip_own=skip_own,
             )
         )
 

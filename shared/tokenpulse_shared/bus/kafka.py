@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"content-type": "application/json"}
 MAX_LINKS = 16
+ORIGIN = "tp-origin"  # header: the publishing bus instance (see Bus.subscribe(skip_own=...))
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -140,6 +142,8 @@ class KafkaBus(Bus):
         self._started = False
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
         self.client_id = client_id
+        # stamped on everything this instance publishes, so a `skip_own` subscription can drop it undecoded
+        self.origin = uuid.uuid4().hex.encode()
         self.producer: AIOKafkaProducer | None = None
         self.published: Any = None
         if prometheus_registry is not None:
@@ -269,6 +273,8 @@ class KafkaBus(Bus):
             for record in records:
                 if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                     continue
+                if sub.skip_own and (ORIGIN, bus.origin) in (record.headers or ()):
+                    continue
                 if first is None:
                     first = record
                 elif len(parents) < MAX_LINKS:
@@ -332,11 +338,15 @@ class KafkaBus(Bus):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             futures = []
+            origin = (ORIGIN, self.origin)
             for value, key, headers in messages:
                 merged = {**headers, **carrier}
                 futures.append(
                     await producer.send(
-                        topic.name, value=value, key=key, headers=[(k, v.encode()) for k, v in merged.items()]
+                        topic.name,
+                        value=value,
+                        key=key,
+                        headers=[*((k, v.encode()) for k, v in merged.items()), origin],
                     )
                 )
             await asyncio.gather(*futures)

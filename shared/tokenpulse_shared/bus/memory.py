@@ -134,6 +134,8 @@ class InMemoryBus(Bus):
 
     async def start(self) -> None:
         for sub in self.subscriptions:
+            if sub.skip_own:
+                continue  # one process, one bus: everything published here is this instance's own
             consumer = _Consumer(self, sub, self.partitions, self.capacity)
             self._consumers.setdefault(sub.topic.name, []).append(consumer)
             consumer.start()

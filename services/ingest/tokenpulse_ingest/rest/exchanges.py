@@ -44,10 +44,14 @@ class Exchange:
     native: ClassVar[dict[Interval, Any]]
     page_limit: ClassVar[int]
 
-    def __init__(self, client: RestClient) -> None:
+    def __init__(self, client: RestClient, pairs: dict[str, str] | None = None) -> None:
         self.client = client
+        self.pairs = pairs or {}  # TOKENPULSE_FEED_PAIRS overrides (the live connectors' venue names)
 
     def pair(self, symbol: str) -> str:
+        return self.pairs.get(symbol) or self.default_pair(symbol)
+
+    def default_pair(self, symbol: str) -> str:
         raise NotImplementedError
 
     async def _fetch_native(
@@ -85,7 +89,7 @@ class Binance(Exchange):
     page_limit = 1000
     weight = 2  # GET /api/v3/klines, any limit
 
-    def pair(self, symbol: str) -> str:
+    def default_pair(self, symbol: str) -> str:
         return f"{symbol}USDT"
 
     async def _fetch_native(
@@ -133,7 +137,7 @@ class Coinbase(Exchange):
     }
     page_limit = 300
 
-    def pair(self, symbol: str) -> str:
+    def default_pair(self, symbol: str) -> str:
         return f"{symbol}-USD"
 
     async def _fetch_native(
@@ -189,8 +193,15 @@ class Kraken(Exchange):
     page_limit = 720
     aliases: ClassVar[dict[str, str]] = {"BTC": "XBT", "DOGE": "XDG"}
 
-    def pair(self, symbol: str) -> str:
+    def default_pair(self, symbol: str) -> str:
         return f"{self.aliases.get(symbol, symbol)}USD"
+
+    def pair(self, symbol: str) -> str:
+        venue = self.pairs.get(symbol)  # the WebSocket name BASE/QUOTE -> the REST name, e.g. XBTUSD
+        if venue and "/" in venue:
+            base, quote = venue.split("/", 1)
+            return f"{self.aliases.get(base, base)}{quote}"
+        return venue or self.default_pair(symbol)
 
     async def _fetch_native(
         self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
@@ -226,6 +237,17 @@ def _iso(ms: int) -> str:
 EXCHANGES: dict[str, type[Exchange]] = {"binance": Binance, "coinbase": Coinbase, "kraken": Kraken}
 
 
+def _overrides(name: str, settings: Settings) -> dict[str, str]:
+    """Pairs named in TOKENPULSE_FEED_PAIRS for this exchange (the defaults are the same as the connectors')."""
+    out = {}
+    for item in settings.feed_pairs:
+        ex, _, rest = item.partition(":")
+        symbol, _, venue = rest.partition("=")
+        if ex.strip().lower() == name and venue.strip() not in ("", "-"):
+            out[symbol.strip().upper()] = venue.strip().upper()
+    return out
+
+
 def make_exchange(name: str, settings: Settings, *, sleep: Sleep | None = None) -> Exchange:
     """An exchange's candle endpoint with the limits from settings."""
     if name == "binance":
@@ -239,19 +261,19 @@ def make_exchange(name: str, settings: Settings, *, sleep: Sleep | None = None) 
             max_wait_s=settings.rest_max_wait_s,
             sleep=sleep,
         )
-        return Binance(client)
+        return Binance(client, _overrides(name, settings))
     if name == "coinbase":
         rate = settings.coinbase_requests_per_s
         client = RestClient(
             "coinbase", settings.coinbase_rest_url, capacity=max(1.0, rate), period=max(1.0, rate) / rate,
             max_wait_s=settings.rest_max_wait_s, sleep=sleep,
         )  # fmt: skip
-        return Coinbase(client)
+        return Coinbase(client, _overrides(name, settings))
     if name == "kraken":
         rate = settings.kraken_requests_per_s
         client = RestClient(
             "kraken", settings.kraken_rest_url, capacity=max(1.0, rate), period=max(1.0, rate) / rate,
             max_wait_s=settings.rest_max_wait_s, sleep=sleep, check=_kraken_check,
         )  # fmt: skip
-        return Kraken(client)
+        return Kraken(client, _overrides(name, settings))
     raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(EXCHANGES)}")

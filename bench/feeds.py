@@ -1,0 +1,195 @@
+"""Exchange frame normalisation throughput (messages/s), Tokenpulse vs cryptofeed 2.4 on the same frames.
+
+The frames are the recorded real ones vendored in data/exchange-samples (see its README):
+Binance aggTrade frames, Kraken WS v1 trade-channel frames (trades, heartbeats, status, acks,
+as recorded) and Coinbase Exchange ws-feed match/last_match/ticker frames.
+
+* **tokenpulse** — ``Connector.parse``: msgspec decoding into typed structs, checks, a
+  ``TickEvent`` per trade (the checked fast constructor), trade-id gap tracking.
+* **tokenpulse + pydantic validation** — the same, then every tick validated again by
+  pydantic (``TickEvent.model_validate``): what the fast constructor saves.
+* **cryptofeed 2.4** — the exchange class's ``message_handler`` (its JSON parser with
+  Decimal floats, a ``Trade`` object per trade, an async callback), symbol tables filled
+  from the recorded pairs (no network).
+* **cryptofeed 2.4 → TickEvent** — the same, and its callback turns each ``Trade`` into our
+  ``TickEvent`` with the same checked fast constructor: what Tokenpulse would run if it were
+  built on cryptofeed.
+
+Variants run interleaved in one process, each pass over the whole corpus; the median of
+the rounds is reported. Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tokenpulse_ingest.exchanges import BinanceConnector, CoinbaseConnector, Connector, KrakenConnector, Pair
+from tokenpulse_ingest.exchanges.base import make_tick
+from tokenpulse_shared.events import Side, TickEvent
+
+from tests.fake_exchange import SAMPLES, received_frames
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+MIN_MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))  # per round and variant
+
+
+async def _sink(ticks: list[TickEvent]) -> None:
+    return None
+
+
+def corpus() -> dict[str, list[str]]:
+    return {
+        "binance": received_frames(SAMPLES / "BINANCE.ws.1.0.aggTrade")
+        + received_frames(SAMPLES / "BINANCE_FUTURES.ws.1.0.aggTrade"),
+        "kraken": received_frames(SAMPLES / "KRAKEN.ws.48.0"),
+        "coinbase": [
+            f
+            for f in received_frames(SAMPLES / "COINBASE.ws.28.0.trades")
+            if json.loads(f).get("type") in ("match", "last_match", "ticker")
+        ],
+    }
+
+
+def ours(kind: str, frames: list[str]) -> Connector:
+    if kind == "binance":
+        venues = sorted({json.loads(f)["data"]["s"] for f in frames})
+        pairs = [Pair(v.removesuffix("USDT").removesuffix("BTC") or v, v, "USDT") for v in venues]
+        return BinanceConnector("ws://bench", pairs, _sink)
+    if kind == "kraken":
+        venues = sorted({json.loads(f)[-1] for f in frames if f.startswith("[")})
+        pairs = [Pair(v.split("/")[0].replace("XBT", "BTC"), v, v.split("/")[1]) for v in venues]
+        return KrakenConnector("wss://ws.kraken.com", pairs, _sink)
+    venues = sorted({json.loads(f)["product_id"] for f in frames})
+    return CoinbaseConnector("ws://bench", [Pair(v.split("-")[0], v, v.split("-")[1]) for v in venues], _sink)
+
+
+def cryptofeed_handler(
+    kind: str, frames: list[str], counter: list[int], convert: bool = False
+) -> Callable[[str], object] | None:
+    """cryptofeed's own message handler for the exchange, or None when cryptofeed cannot read these frames."""
+    from cryptofeed.defines import TRADES
+    from cryptofeed.exchanges import Binance, Kraken
+    from cryptofeed.symbols import Symbols
+
+    sides = {"buy": Side.BUY, "sell": Side.SELL}
+
+    async def cb(trade: Any, ts: float) -> None:
+        if convert:
+            base, quote = trade.symbol.split("-")
+            make_tick(
+                base,
+                kind,
+                datetime.fromtimestamp(trade.timestamp, UTC),
+                float(trade.price),
+                float(trade.amount),
+                sides[trade.side],
+                trade.id or f"{trade.timestamp}-{trade.price}-{trade.amount}",
+                quote,
+                datetime.now(UTC),
+            )
+        counter[0] += 1
+
+    if kind == "binance":
+        venues = sorted({json.loads(f)["data"]["s"] for f in frames})
+        mapping = {f"{v[:-4]}-USDT" if v.endswith("USDT") else f"{v[:-3]}-BTC": v for v in venues}
+        Symbols.set(Binance.id, mapping, {})
+        feed = Binance(symbols=sorted(mapping)[:1], channels=[TRADES], callbacks={TRADES: cb})
+    elif kind == "kraken":
+        venues = sorted({json.loads(f)[-1] for f in frames if f.startswith("[")})
+        mapping = {v.replace("/", "-").replace("XBT", "BTC"): v for v in venues}
+        Symbols.set(Kraken.id, mapping, {})
+        feed = Kraken(symbols=sorted(mapping)[:1], channels=[TRADES], callbacks={TRADES: cb})
+    else:
+        return None  # cryptofeed 2.4's Coinbase class speaks Advanced Trade, not the Exchange ws-feed
+
+    def handle(frame: str) -> object:
+        return feed.message_handler(frame, None, 0.0)
+
+    return handle
+
+
+async def run_variant(name: str, kind: str, frames: list[str], passes: int) -> tuple[float, int]:
+    """Seconds for ``passes`` passes over the frames, and the trades produced."""
+    if name.startswith("tokenpulse"):
+        c = ours(kind, frames)
+        validate = "pydantic" in name
+        n = 0
+        t0 = time.perf_counter()
+        for _ in range(passes):
+            for f in frames:
+                for t in c.parse(f):
+                    if validate:
+                        TickEvent.model_validate(t.__dict__)
+                    n += 1
+            # each pass replays the same trades: forget the ids and sequence numbers seen, as a fresh stream
+            c._pending_gaps.clear()
+            c._last_id.clear()
+            getattr(c, "_sequence", {}).clear()
+        return time.perf_counter() - t0, n
+    counter = [0]
+    handle = cryptofeed_handler(kind, frames, counter, convert="TickEvent" in name)
+    assert handle is not None
+    t0 = time.perf_counter()
+    for _ in range(passes):
+        for f in frames:
+            await handle(f)  # type: ignore[misc]
+    return time.perf_counter() - t0, counter[0]
+
+
+async def main() -> None:
+    import importlib.metadata as md
+
+    try:
+        cf_version = md.version("cryptofeed")
+    except md.PackageNotFoundError:
+        cf_version = None
+    import logging
+
+    logging.disable(logging.WARNING)
+    frames_by_kind = corpus()
+    variants = ["tokenpulse", "tokenpulse + pydantic validation", "cryptofeed", "cryptofeed → TickEvent"]
+    results: dict[tuple[str, str], list[float]] = {}
+    trades: dict[tuple[str, str], int] = {}
+    for _ in range(ROUNDS):
+        for kind, frames in frames_by_kind.items():
+            passes = max(1, MIN_MESSAGES // len(frames))
+            for v in variants:
+                if v.startswith("cryptofeed") and (cf_version is None or cryptofeed_handler(kind, frames, [0]) is None):
+                    continue
+                secs, n = await run_variant(v, kind, frames, passes)
+                results.setdefault((kind, v), []).append(passes * len(frames) / secs)
+                trades[(kind, v)] = n // passes
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(
+        f"Feed normalisation — {now}, {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, cryptofeed {cf_version or 'not installed'}, {ROUNDS} rounds (median)\n"
+    )
+    print(
+        "| exchange | frames | trades per pass | variant | messages/s | µs per message "
+        "| vs cryptofeed | vs cryptofeed → TickEvent |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, frames in frames_by_kind.items():
+        bases = [statistics.median(results[(kind, b)]) if (kind, b) in results else None for b in variants[2:]]
+        for v in variants:
+            if (kind, v) not in results:
+                continue
+            rate = statistics.median(results[(kind, v)])
+            ratios = " | ".join(f"{rate / b:.2f}x" if b else "—" for b in bases)
+            print(f"| {kind} | {len(frames)} | {trades[(kind, v)]} | {v} | {rate:,.0f} | {1e6 / rate:.1f} | {ratios} |")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

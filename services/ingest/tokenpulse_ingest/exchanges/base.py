@@ -1,0 +1,451 @@
+"""What every exchange connector shares: the connection loop, health, dedupe, gaps and bad-message accounting.
+
+A connector owns one WebSocket connection to one exchange for a list of
+:class:`Pair` s. :meth:`Connector.run` connects, subscribes, reads, and on any
+failure (refused, reset, closed, or *stalled*: nothing at all received for
+``stall_s`` seconds, heartbeats included) reconnects with jittered exponential
+backoff and subscribes again. Protocol pings are the ``websockets`` library's.
+
+Each received frame goes through the exchange's :meth:`Connector.parse` into
+:class:`TickEvent` s. A frame that cannot be understood raises
+:class:`BadMessage` (or anything else): it is counted in
+``tokenpulse_feed_bad_messages_total{exchange, kind}``, logged once per kind,
+and skipped; the connector goes on. Ticks seen before (same pair and trade id,
+e.g. the overlap a reconnect replays) are dropped, with bounded memory.
+
+Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
+exchanges), an exchange heartbeat announcing a trade we never received, and
+every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
+the REST backfiller plugs into. Gap hooks run as background tasks, so a slow
+backfill never holds up the live stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from tokenpulse_shared.events import Side, TickEvent
+
+log = logging.getLogger("tokenpulse_ingest.exchanges")
+
+TickSink = Callable[[list[TickEvent]], Awaitable[None]]
+GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
+
+MESSAGES = Counter("tokenpulse_feed_messages_total", "Frames received from an exchange", ["exchange"])
+TICKS = Counter("tokenpulse_feed_ticks_total", "Trades normalised into ticks and published", ["exchange"])
+BAD = Counter("tokenpulse_feed_bad_messages_total", "Unknown or garbled exchange frames, skipped", ["exchange", "kind"])
+DUPLICATES = Counter("tokenpulse_feed_duplicate_ticks_total", "Trades received twice and dropped", ["exchange"])
+RECONNECTS = Counter(
+    "tokenpulse_feed_reconnects_total", "Reconnections to an exchange, by cause", ["exchange", "reason"]
+)
+GAPS = Counter("tokenpulse_feed_gaps_total", "Detected holes in an exchange's trade stream", ["exchange", "cause"])
+CONNECTED = Gauge("tokenpulse_feed_connected", "1 while the exchange's stream is connected", ["exchange"])
+LAST_AGE = Gauge(
+    "tokenpulse_feed_last_message_age_seconds", "Seconds since the exchange last sent anything", ["exchange"]
+)
+
+
+class BadMessage(Exception):
+    """A frame the connector does not understand; ``kind`` names it for the metric and the log."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One token on one exchange: ``symbol`` is ours (BTC), ``venue`` the exchange's (BTCUSDT), ``quote`` USD/USDT."""
+
+    symbol: str
+    venue: str
+    quote: str
+
+
+async def log_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+    """The default gap hook: nothing to backfill with, so say what is missing."""
+    log.info("feed gap: %s %s missed trades between %s and %s", exchange, symbol, since.isoformat(), until.isoformat())
+
+
+class Dedupe:
+    """Recently seen keys, the oldest forgotten first beyond ``size`` (bounded memory)."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, key: str) -> bool:
+        """True if ``key`` was seen before; records it otherwise."""
+        if key in self._seen:
+            return True
+        self._seen[key] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+        return False
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+@dataclass
+class Health:
+    exchange: str
+    url: str
+    connected: bool = False
+    last_message: float | None = None  # monotonic
+    connects: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    gaps: int = 0
+    bad_messages: int = 0
+    duplicates: int = 0
+    ticks: int = 0
+    last_error: str | None = None
+    errors_seen: set[str] = field(default_factory=set)
+
+    def age(self) -> float | None:
+        return None if self.last_message is None else max(0.0, time.monotonic() - self.last_message)
+
+    def snapshot(self) -> dict[str, Any]:
+        age = self.age()
+        return {
+            "connected": self.connected,
+            "last_message_age_s": None if age is None else round(age, 3),
+            "reconnects": self.reconnects,
+            "stalls": self.stalls,
+            "gaps": self.gaps,
+            "bad_messages": self.bad_messages,
+            "duplicates": self.duplicates,
+            "ticks": self.ticks,
+            "last_error": self.last_error,
+        }
+
+
+_FIELDS = frozenset(TickEvent.model_fields)
+_INF = float("inf")
+_new_tick = TickEvent.__new__
+_set = object.__setattr__
+
+
+def make_tick(
+    symbol: str,
+    source: str,
+    ts: datetime,
+    price: float,
+    size: float,
+    side: Side,
+    trade_id: str,
+    quote: str,
+    produced_at: datetime,
+) -> TickEvent:
+    """A TickEvent from already-checked parts, without pydantic's per-field validation (the hot path).
+
+    Guaranteed here what the model would check: price finite and > 0, size finite and >= 0, a
+    timezone-aware UTC ``ts``, a bounded trade id. ``symbol`` and ``quote`` come from the pair
+    configuration, validated once when the connector is built. ``event_id`` is derived from the
+    trade (source, symbol, trade id), so a trade published twice is the same event downstream.
+    tests/unit/test_exchange_parsers.py checks that every tick made here re-validates unchanged.
+    """
+    if not 0 < price < _INF:  # also false for NaN
+        raise BadMessage("bad_price", repr(price))
+    if not 0 <= size < _INF:
+        raise BadMessage("bad_size", repr(size))
+    if len(trade_id) > 100:
+        raise BadMessage("bad_trade_id", trade_id[:40])
+    tick = _new_tick(TickEvent)
+    _set(
+        tick,
+        "__dict__",
+        {
+            "event_id": f"{source}-{symbol}-{trade_id}",
+            "schema_version": 1,
+            "produced_at": produced_at,
+            "symbol": symbol,
+            "source": source,
+            "ts": ts,
+            "price": price,
+            "size": size,
+            "side": side,
+            "trade_id": trade_id,
+            "quote": quote,
+        },
+    )
+    _set(tick, "__pydantic_fields_set__", _FIELDS)
+    _set(tick, "__pydantic_extra__", None)
+    _set(tick, "__pydantic_private__", None)
+    return tick
+
+
+def ms_to_utc(ms: int | float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000.0, UTC)
+
+
+def utc(ts: datetime) -> datetime:
+    """A decoded exchange time as UTC; a time without an offset is refused (never guessed)."""
+    if ts.tzinfo is UTC:
+        return ts
+    if ts.tzinfo is None:
+        raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
+    return ts.astimezone(UTC)
+
+
+def iso_to_utc(text: str) -> datetime:
+    ts = datetime.fromisoformat(text)
+    if ts.tzinfo is None:
+        raise BadMessage("bad_time", text)
+    return ts.astimezone(UTC)
+
+
+class Connector(ABC):
+    """One exchange's WebSocket stream: connect, subscribe, read, normalise, reconnect."""
+
+    name: str = "exchange"
+
+    def __init__(
+        self,
+        url: str,
+        pairs: list[Pair],
+        sink: TickSink,
+        *,
+        on_gap: GapHook | None = None,
+        stall_s: float = 30.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        ping_interval_s: float = 20.0,
+        open_timeout_s: float = 10.0,
+        dedupe_size: int = 50_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not pairs:
+            raise ValueError(f"{self.name}: no pairs to subscribe to")
+        self.url = url
+        self.pairs = pairs
+        self.by_venue = {p.venue: p for p in pairs}
+        self.sink = sink
+        self.on_gap: GapHook = on_gap or log_gap
+        self.stall_s = stall_s
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.ping_interval_s = ping_interval_s
+        self.open_timeout_s = open_timeout_s
+        self.rng = rng or random.Random()
+        self.health = Health(self.name, url)
+        self.connected = asyncio.Event()
+        self.dedupe = Dedupe(dedupe_size)
+        self._last_id: dict[str, int] = {}
+        self._last_ts: dict[str, datetime] = {}
+        self._resync: set[str] = set()
+        self._pending_gaps: list[tuple[str, datetime, datetime]] = []
+        self._gap_tasks: set[asyncio.Task[None]] = set()
+        self._disconnected_at: datetime | None = None
+        self._now = lambda: datetime.now(UTC)
+        self._messages = MESSAGES.labels(self.name)
+        self._ticks = TICKS.labels(self.name)
+        self._duplicates = DUPLICATES.labels(self.name)
+        CONNECTED.labels(self.name).set(0)
+        LAST_AGE.labels(self.name).set_function(lambda: self.health.age() or 0.0)
+
+    # ------------------------------------------------------------------ per exchange
+    @abstractmethod
+    def endpoint(self) -> str:
+        """The URL to connect to (Binance puts its subscriptions in it)."""
+
+    @abstractmethod
+    def subscriptions(self) -> list[str]:
+        """Frames to send after connecting."""
+
+    @abstractmethod
+    def parse(self, raw: str | bytes) -> list[TickEvent]:
+        """Normalise one frame: trades → ticks, control frames → []; ``BadMessage`` for what is not understood."""
+
+    # ------------------------------------------------------------------ shared bookkeeping
+    def trade_seen(self, symbol: str, trade_id: int, ts: datetime) -> None:
+        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times."""
+        last = self._last_id.get(symbol)
+        if last is None or symbol in self._resync:
+            self._resync.discard(symbol)
+            self._last_id[symbol] = trade_id
+        elif trade_id > last + 1:
+            since = self._last_ts.get(symbol, ts)
+            self._gap(symbol, since, ts, "trade_id")
+            self._last_id[symbol] = trade_id
+        elif trade_id > last:
+            self._last_id[symbol] = trade_id
+        prev = self._last_ts.get(symbol)
+        if prev is None or ts > prev:
+            self._last_ts[symbol] = ts
+
+    def announced(self, symbol: str, last_trade_id: int, ts: datetime) -> None:
+        """An exchange heartbeat names its latest trade id; one beyond ours means trades went missing."""
+        last = self._last_id.get(symbol)
+        if last is not None and symbol not in self._resync and last_trade_id > last:
+            self._gap(symbol, self._last_ts.get(symbol, ts), ts, "heartbeat")
+            self._last_id[symbol] = last_trade_id
+            self._last_ts[symbol] = max(ts, self._last_ts.get(symbol, ts))
+
+    def bad(self, kind: str, detail: str = "") -> None:
+        self.health.bad_messages += 1
+        BAD.labels(self.name, kind).inc()
+        if kind not in self.health.errors_seen:  # once per kind: a flood of one bad frame is one log line
+            self.health.errors_seen.add(kind)
+            log.warning(
+                "%s: skipping a frame it cannot use (%s) %s; counted in tokenpulse_feed_bad_messages_total "
+                "(logged once per kind)",
+                self.name,
+                kind,
+                detail[:200],
+            )
+
+    def _gap(self, symbol: str, since: datetime, until: datetime, cause: str) -> None:
+        self.health.gaps += 1
+        GAPS.labels(self.name, cause).inc()
+        self._pending_gaps.append((symbol, since, until))
+
+    def _flush_gaps(self) -> None:
+        while self._pending_gaps:
+            symbol, since, until = self._pending_gaps.pop(0)
+            task = asyncio.create_task(self._call_gap(symbol, since, until), name=f"{self.name}-gap-{symbol}")
+            self._gap_tasks.add(task)
+            task.add_done_callback(self._gap_tasks.discard)
+
+    async def _call_gap(self, symbol: str, since: datetime, until: datetime) -> None:
+        try:
+            await self.on_gap(self.name, symbol, since, until)
+        except Exception:
+            log.exception("%s: the gap hook failed for %s %s..%s", self.name, symbol, since, until)
+
+    async def handle(self, raw: str | bytes) -> int:
+        """One frame: parse, drop duplicates, publish. Returns the number of ticks published."""
+        self.health.last_message = time.monotonic()
+        self._messages.inc()
+        try:
+            ticks = self.parse(raw)
+        except BadMessage as exc:
+            self.bad(exc.kind, str(exc))
+            ticks = []
+        except Exception as exc:  # a garbled frame must never take the connector down
+            self.bad("garbled", f"{type(exc).__name__}: {exc}; frame {raw[:120]!r}")
+            ticks = []
+        if self._pending_gaps:
+            self._flush_gaps()
+        if not ticks:
+            return 0
+        fresh = []
+        for t in ticks:
+            if self.dedupe.seen(f"{t.symbol}:{t.trade_id}"):
+                self.health.duplicates += 1
+                self._duplicates.inc()
+            else:
+                fresh.append(t)
+        if not fresh:
+            return 0
+        try:
+            await self.sink(fresh)
+        except Exception:
+            # the bus refused them: report the trades' window as a gap (the backfill recovers it) and go on
+            log.exception("%s: publishing %d ticks failed; reporting them as a gap", self.name, len(fresh))
+            for symbol in {t.symbol for t in fresh}:
+                times = [t.ts for t in fresh if t.symbol == symbol]
+                self._gap(symbol, min(times), max(times), "publish_failed")
+            self._flush_gaps()
+            return 0
+        self.health.ticks += len(fresh)
+        self._ticks.inc(len(fresh))
+        return len(fresh)
+
+    # ------------------------------------------------------------------ the connection loop
+    async def run(self) -> None:
+        """Connect and read until cancelled, reconnecting after every failure."""
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import WebSocketException
+
+        attempt = 0
+        while True:
+            reason = "error"
+            try:
+                async with connect(
+                    self.endpoint(),
+                    ping_interval=self.ping_interval_s,
+                    ping_timeout=self.ping_interval_s,
+                    open_timeout=self.open_timeout_s,
+                    close_timeout=2,
+                    max_size=2**23,
+                    max_queue=4096,
+                ) as ws:
+                    for frame in self.subscriptions():
+                        await ws.send(frame)
+                    self._on_connected()
+                    got_data = False
+                    while True:
+                        try:
+                            async with asyncio.timeout(self.stall_s):
+                                raw = await ws.recv()
+                        except TimeoutError:
+                            reason = "stall"
+                            self.health.stalls += 1
+                            log.warning("%s: nothing received for %.0fs: reconnecting", self.name, self.stall_s)
+                            break
+                        if await self.handle(raw) and not got_data:
+                            got_data = True
+                            attempt = 0  # healthy again: the next failure starts the backoff from the start
+                    reason = reason if reason == "stall" else "closed"
+            except asyncio.CancelledError:
+                self._on_disconnected(None)
+                raise
+            except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
+                reason = "closed" if self.health.connected else "connect_failed"
+                self._on_disconnected(f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not end the feed: log it, reconnect
+                reason = "error"
+                log.exception("%s: unexpected failure in the connection loop", self.name)
+                self._on_disconnected(f"{type(exc).__name__}: {exc}")
+            else:
+                self._on_disconnected(f"{reason}")
+            RECONNECTS.labels(self.name, reason).inc()
+            self.health.reconnects += 1
+            delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
+            delay = delay / 2 + self.rng.uniform(0, delay / 2)  # "equal jitter": never zero, never in lockstep
+            attempt = min(attempt + 1, 30)
+            log.info("%s: reconnecting in %.2fs (%s)", self.name, delay, reason)
+            await asyncio.sleep(delay)
+
+    def _on_connected(self) -> None:
+        self.health.connected = True
+        self.health.connects += 1
+        self.health.last_message = time.monotonic()
+        CONNECTED.labels(self.name).set(1)
+        self.connected.set()
+        if self.health.connects == 1:
+            log.info("%s: connected to %s, subscribed to %d pairs", self.name, self.url, len(self.pairs))
+            return
+        # a reconnect: everything between the last trade we have and now may be missing
+        now = self._now()
+        log.info("%s: reconnected and resubscribed (%d pairs)", self.name, len(self.pairs))
+        for pair in self.pairs:
+            since = self._last_ts.get(pair.symbol) or self._disconnected_at or now
+            self._gap(pair.symbol, since, now, "reconnect")
+            self._resync.add(pair.symbol)
+        self._flush_gaps()
+
+    def _on_disconnected(self, error: str | None) -> None:
+        if self.health.connected:
+            self._disconnected_at = self._now()
+        self.health.connected = False
+        CONNECTED.labels(self.name).set(0)
+        if error:
+            self.health.last_error = error
+            log.warning("%s: connection lost or refused: %s", self.name, error)
+
+    async def close(self) -> None:
+        for task in list(self._gap_tasks):
+            task.cancel()

@@ -1,0 +1,175 @@
+"""Kraken spot WebSocket, ``trade`` channel: v2 (current, default) and v1 (what the recorded samples show).
+
+v2 (``wss://ws.kraken.com/v2``, the current public API): subscribe with
+``{"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"]}}``; trades arrive as
+``{"channel": "trade", "type": "update", "data": [{"symbol", "side", "price", "qty", "ord_type",
+"trade_id", "timestamp"}]}`` with numbers as JSON numbers, RFC 3339 times, ``BTC`` as BTC, and a
+``trade_id`` consecutive per book (so a jump is a gap). Kraken sends ``{"channel": "heartbeat"}``
+about once a second on a subscribed connection and a ``status`` frame on connect.
+
+v1 (``wss://ws.kraken.com``, maintained for existing clients, chosen when the URL has no ``/v2``):
+``{"event": "subscribe", "pair": ["XBT/USD"], "subscription": {"name": "trade"}}``; trades are
+arrays ``[channelID, [[price, volume, time, side, orderType, misc], ...], "trade", "XBT/USD"]`` with
+numbers as strings, epoch-second times, ``XBT``/``XDG`` for BTC/DOGE, and no trade id: the tick's
+trade id is then ``time-price-volume`` (dedupe works, id-gap detection does not; reconnects
+still report their gap).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from tokenpulse_shared.events import Side, TickEvent
+
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, make_tick, utc
+
+V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
+
+
+class _Trade(msgspec.Struct):
+    symbol: str = ""
+    side: str = ""
+    price: float = 0.0
+    qty: float = 0.0
+    trade_id: int | None = None
+    timestamp: datetime | None = None  # RFC 3339, decoded by msgspec
+
+
+class _V2(msgspec.Struct):
+    channel: str = ""
+    type: str = ""
+    data: list[_Trade] | None = None
+    method: str | None = None
+    success: bool | None = None
+    error: str | None = None
+
+
+_DECODE_V2 = msgspec.json.Decoder(_V2).decode
+_DECODE_ANY = msgspec.json.Decoder().decode
+
+
+def v1_name(venue: str) -> str:
+    base, _, quote = venue.partition("/")
+    return f"{V1_ALIASES.get(base, base)}/{V1_ALIASES.get(quote, quote)}"
+
+
+class KrakenConnector(Connector):
+    name = "kraken"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.v2 = self.url.rstrip("/").endswith("/v2")
+        self.by_v1: dict[str, Pair] = {v1_name(p.venue): p for p in self.pairs}
+
+    def endpoint(self) -> str:
+        return self.url
+
+    def subscriptions(self) -> list[str]:
+        if self.v2:
+            params = {"channel": "trade", "symbol": [p.venue for p in self.pairs], "snapshot": False}
+            return [msgspec.json.encode({"method": "subscribe", "params": params}).decode()]
+        body = {"event": "subscribe", "pair": list(self.by_v1), "subscription": {"name": "trade"}}
+        return [msgspec.json.encode(body).decode()]
+
+    def parse(self, raw: str | bytes) -> list[TickEvent]:
+        text = raw.lstrip()[:1] if isinstance(raw, str) else raw.lstrip()[:1].decode(errors="replace")
+        if text == "[":
+            return self._v1_trades(raw)
+        if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
+            return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
+        try:
+            m = _DECODE_V2(raw)
+        except msgspec.ValidationError as exc:
+            raise BadMessage("unexpected_shape", str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise BadMessage("not_json", str(exc)) from None
+        if m.channel == "trade":
+            return self._v2_trades(m)
+        if m.channel in ("heartbeat", "status"):
+            return []
+        if m.method is not None:  # subscribe / pong answers
+            if m.success is False:
+                raise BadMessage("error", m.error or "")
+            return []
+        return self._v1_event(raw)
+
+    def _v2_trades(self, m: _V2) -> list[TickEvent]:
+        out = []
+        now = datetime.now(UTC)
+        for t in m.data or []:
+            pair = self.by_venue.get(t.symbol)
+            if pair is None:
+                raise BadMessage("unknown_symbol", t.symbol[:32])
+            if t.trade_id is None:
+                raise BadMessage("no_trade_id")
+            if t.timestamp is None:
+                raise BadMessage("no_time")
+            ts = utc(t.timestamp)
+            out.append(
+                make_tick(
+                    pair.symbol,
+                    self.name,
+                    ts,
+                    float(t.price),
+                    float(t.qty),
+                    _SIDES.get(t.side, Side.UNKNOWN),
+                    str(t.trade_id),
+                    pair.quote,
+                    now,
+                )
+            )
+            self.trade_seen(pair.symbol, t.trade_id, ts)
+        return out
+
+    def _v1_event(self, raw: str | bytes) -> list[TickEvent]:
+        try:
+            m = _DECODE_ANY(raw)
+        except msgspec.DecodeError as exc:
+            raise BadMessage("not_json", str(exc)) from None
+        event = m.get("event") if isinstance(m, dict) else None
+        if event in ("heartbeat", "systemStatus", "pong"):
+            return []
+        if event == "subscriptionStatus":
+            if m.get("status") == "error":
+                raise BadMessage("error", str(m.get("errorMessage")))
+            return []
+        raise BadMessage(f"unknown_event:{str(event)[:32]}")
+
+    def _v1_trades(self, raw: str | bytes) -> list[TickEvent]:
+        try:
+            m = _DECODE_ANY(raw)
+        except msgspec.DecodeError as exc:
+            raise BadMessage("not_json", str(exc)) from None
+        if not (isinstance(m, list) and len(m) >= 4 and isinstance(m[1], list)):
+            raise BadMessage("unexpected_shape", str(raw)[:80])
+        if m[-2] != "trade":
+            raise BadMessage(f"unknown_channel:{str(m[-2])[:32]}")
+        pair = self.by_v1.get(m[-1])
+        if pair is None:
+            raise BadMessage("unknown_symbol", str(m[-1])[:32])
+        out = []
+        now = datetime.now(UTC)
+        for row in m[1]:
+            price, volume, when, side = row[0], row[1], row[2], row[3]
+            ts = datetime.fromtimestamp(float(when), UTC)
+            ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
+            trade_id = str(ident) if ident is not None else f"{when}-{price}-{volume}"
+            out.append(
+                make_tick(
+                    pair.symbol,
+                    self.name,
+                    ts,
+                    float(price),
+                    float(volume),
+                    _SIDES.get(side, Side.UNKNOWN),
+                    trade_id,
+                    pair.quote,
+                    now,
+                )
+            )
+            if ident is not None:
+                self.trade_seen(pair.symbol, ident, ts)
+        return out

@@ -1,0 +1,166 @@
+"""Embedded mode (the app `tokenpulse up` runs: all four services, in-process bus, chDB) against three fake
+exchanges on loopback replaying recorded real trades: live prices with their sources in /v1/tokens and
+`feed: live` in /readyz; with the exchanges unreachable, `auto` falls back to synthetic ticks and says so."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tokenpulse_shared.settings import Settings
+
+from tests.fake_exchange import FakeExchange
+from tokenpulse.runtime import SERVICES, Runtime
+
+PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
+
+
+@asynccontextmanager
+async def embedded(settings: Settings) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    runtime = Runtime(settings, list(SERVICES), embedded=True)
+    await runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=runtime.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30) as client:
+            key = (await client.post("/v1/keys", json={"name": "feeds"})).json()["key"]
+            client.headers["X-API-Key"] = key
+            yield runtime, client
+    finally:
+        await runtime.stop()
+
+
+async def until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def base_settings(tmp_path: Path, **kw: Any) -> Settings:
+    return Settings(
+        symbols=list(PRICES),
+        data_dir=tmp_path / "data",
+        backfill_on_start=False,
+        free_limit_per_minute=1000,
+        **kw,
+    )
+
+
+async def test_embedded_mode_serves_live_prices_from_three_exchanges(tmp_path: Path) -> None:
+    fakes = {
+        "binance": FakeExchange("binance", PRICES),
+        "coinbase": FakeExchange("coinbase", PRICES, heartbeat_s=1.0),
+        "kraken": FakeExchange("kraken", PRICES, drift=1.05, heartbeat_s=1.0),  # one source 5% dearer
+    }
+    for f in fakes.values():
+        await f.start()
+        f.stream(0.1)
+    settings = base_settings(
+        tmp_path,
+        live_feed="auto",
+        binance_ws_url=fakes["binance"].url,
+        coinbase_ws_url=fakes["coinbase"].url,
+        kraken_ws_url=fakes["kraken"].url,
+    )
+    try:
+        async with embedded(settings) as (_runtime, api):
+
+            async def ready_live() -> dict[str, Any] | None:
+                body = (await api.get("/readyz")).json()
+                feeds = body.get("feeds", {})
+                ok = body.get("feed") == "live" and len(feeds) == 3 and all(f["ticks"] > 0 for f in feeds.values())
+                return body if ok else None
+
+            body = await until(ready_live, 60, "/readyz to report the live feed")
+            assert all(f["connected"] and f["last_message_age_s"] < 10 for f in body["feeds"].values())
+            assert "binance" in body["feed_detail"] and body["feed"] == "live"
+
+            async def tokens_from_all_sources() -> dict[str, Any] | None:
+                rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
+                ok = all(set(rows.get(s, {}).get("sources") or []) == set(fakes) for s in PRICES)
+                return rows if ok else None
+
+            rows = await until(tokens_from_all_sources, 60, "prices from all three exchanges in /v1/tokens")
+            for symbol, target in PRICES.items():
+                row = rows[symbol]
+                assert "synthetic" not in row["sources"] and row["stale"] is False
+                # the recorded trades, rescaled around the target price (kraken's 5% drift included)
+                assert 0.5 * target < row["price"] < 1.6 * target, row
+                age = datetime.now(UTC) - datetime.fromisoformat(row["updated_at"].replace("Z", "+00:00"))
+                assert age.total_seconds() < 30
+
+            metrics = (await api.get("/metrics")).text
+            assert 'tokenpulse_feed_connected{exchange="kraken"} 1.0' in metrics
+            assert "tokenpulse_feed_ticks_total" in metrics
+
+            # one exchange dies: its health says so, the others keep the feed live
+            await fakes["binance"].stop()
+
+            async def binance_down() -> dict[str, Any] | None:
+                body = (await api.get("/readyz")).json()
+                return body if not body["feeds"]["binance"]["connected"] else None
+
+            body = await until(binance_down, 30, "binance to be reported disconnected")
+            assert body["feed"] == "live" and body["feeds"]["coinbase"]["connected"]
+            assert "binance" not in body["feed_detail"] and "kraken" in body["feed_detail"]
+            assert body["feeds"]["binance"]["reconnects"] >= 1
+    finally:
+        for f in fakes.values():
+            await f.stop()
+
+
+def refused_url() -> str:
+    with socket.socket() as s:  # a loopback port nobody listens on: connections are refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"ws://127.0.0.1:{port}"
+
+
+async def test_auto_falls_back_to_synthetic_ticks_when_no_exchange_answers(tmp_path: Path) -> None:
+    settings = base_settings(
+        tmp_path,
+        live_feed="auto",
+        feed_connect_timeout_s=1.5,
+        synthetic_tick_s=0.2,
+        binance_ws_url=refused_url(),
+        coinbase_ws_url=refused_url(),
+        kraken_ws_url=refused_url() + "/v2",
+    )
+    async with embedded(settings) as (_runtime, api):
+
+        async def fallback() -> dict[str, Any] | None:
+            body = (await api.get("/readyz")).json()
+            return body if body.get("feed") == "synthetic-fallback" else None
+
+        body = await until(fallback, 30, "the synthetic fallback in /readyz")
+        assert "no exchange answered" in body["feed_detail"]
+        assert all(not f["connected"] and f["last_error"] for f in body["feeds"].values())
+
+        async def synthetic_prices() -> dict[str, Any] | None:
+            rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
+            return rows if all(rows.get(s, {}).get("sources") == ["synthetic"] for s in PRICES) else None
+
+        await until(synthetic_prices, 30, "synthetic prices")
+
+
+async def test_live_mode_never_falls_back(tmp_path: Path) -> None:
+    settings = base_settings(
+        tmp_path, live_feed="live", feed_connect_timeout_s=0.5, feed_exchanges=["binance"], binance_ws_url=refused_url()
+    )
+    async with embedded(settings) as (_runtime, api):
+        await asyncio.sleep(1.5)
+        body = (await api.get("/readyz")).json()
+        assert body["feed"] == "connecting" and body["feeds"]["binance"]["reconnects"] >= 1
+        rows = (await api.get("/v1/tokens")).json()["data"]
+        assert all(not r["sources"] for r in rows)  # no synthetic ticks sneak in
