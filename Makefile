@@ -33,6 +33,7 @@ bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/scoring.py
 	@$(VENV)/bin/python bench/alerts.py
 	@$(VENV)/bin/python bench/predictions.py
+	@$(VENV)/bin/python bench/feeds_rest.py
 	@$(VENV)/bin/python bench/feeds.py
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand)

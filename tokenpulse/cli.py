@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -79,19 +79,79 @@ def backfill(
     end: Annotated[str | None, typer.Option(help="ISO end time (exclusive).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Embedded store (when no Kafka is configured).")] = None,
     marketcaps: Annotated[bool, typer.Option(help="Also load the market-cap history (tokens and total).")] = True,
+    from_exchange: Annotated[
+        str | None,
+        typer.Option(
+            help="Fetch candles from this exchange's REST API instead (binance, coinbase, kraken); "
+            "default window: the last 24 hours."
+        ),
+    ] = None,
 ) -> None:
-    """Load bundled history through the pipeline.
+    """Load bundled history (or, with --from-exchange, an exchange's candles) through the pipeline.
 
     To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
     settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
     try:
         wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
         start_ms, end_ms = _parse_day(start), _parse_day(end)
+        if from_exchange is not None and from_exchange not in ("binance", "coinbase", "kraken"):
+            raise ValueError(f"unknown exchange {from_exchange!r}; choose binance, coinbase or kraken")
     except ValueError as exc:
         console.print(f"[red]bad option:[/red] {exc}")
         raise typer.Exit(2) from exc
     wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.symbols
+    if from_exchange:
+        asyncio.run(_backfill_rest(settings, from_exchange, wanted, wanted_intervals, start_ms, end_ms))
+        return
     asyncio.run(_backfill(settings, wanted, wanted_intervals, start_ms, end_ms, marketcaps))
+
+
+async def _backfill_rest(
+    settings: Settings,
+    exchange: str,
+    symbols: list[str],
+    intervals: list[Interval] | None,
+    start_ms: int | None,
+    end_ms: int | None,
+) -> None:
+    from tokenpulse_ingest.rest.backfill import RestBackfiller
+    from tokenpulse_ingest.rest.client import RestError
+    from tokenpulse_shared.bus.memory import InMemoryBus
+
+    now = datetime.now(UTC)
+    until = datetime.fromtimestamp(end_ms / 1000, UTC) if end_ms is not None else now
+    since = datetime.fromtimestamp(start_ms / 1000, UTC) if start_ms is not None else until - timedelta(days=1)
+    bus, store, target = await _pipeline_target(settings, "backfill")
+    # an explicit window is fetched whole (TOKENPULSE_REST_BACKFILL_MAX_BARS caps the automatic backfills)
+    backfiller = RestBackfiller(bus, settings, intervals=intervals or tuple(Interval), max_bars=10**9)
+    failed: list[str] = []
+    total = 0
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, of: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=of)
+            progress.update(tasks[label], completed=done, total=of)
+
+        for symbol in symbols:
+            try:
+                result = await backfiller.backfill_gap(exchange, symbol, since, until, progress=on_progress)
+                total += result.total
+            except (RestError, ValueError) as exc:
+                failed.append(f"{symbol}: {exc}")
+        if isinstance(bus, InMemoryBus):
+            await bus.drain(timeout=600)
+    await backfiller.aclose()
+    await bus.stop()
+    if store is not None:
+        await store.close()
+    console.print(f"backfilled {total} candles from {exchange} into {target}")
+    if failed:
+        console.print("[red]failed:[/red]\n" + "\n".join(failed))
+        raise typer.Exit(1)
 
 
 async def _pipeline_target(settings: Settings, client: str) -> tuple[Any, Any, str]:

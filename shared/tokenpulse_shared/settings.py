@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1].parent
@@ -111,6 +111,72 @@ class Settings(BaseSettings):
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
+    # ingest: reconciliation of several sources into one reference price
+    price_stale_after_s: float = Field(
+        30.0, gt=0, description="Ingest: a source whose latest trade is older than this is left out of the price."
+    )
+    price_half_life_s: float = Field(
+        10.0, gt=0, description="Ingest: freshness weight of a source halves with every this many seconds of age."
+    )
+    price_outlier_k: float = Field(
+        3.0,
+        gt=0,
+        description="Ingest: a source further than K robust deviations (1.4826 x MAD) from the median is out.",
+    )
+    price_outlier_floor: float = Field(
+        0.005, ge=0, lt=1, description="Ingest: ...but never one within this fraction of the median (0.005 = 0.5 %)."
+    )
+    usdt_usd_rate: float = Field(
+        1.0,
+        gt=0,
+        description="Ingest: USD per USDT assumed for USDT-quoted trades while no fresh USDT/USD ticks are seen.",
+    )
+    # ingest: REST backfill of candles from the exchanges
+    binance_weight_per_minute: int = Field(
+        1200,
+        ge=1,
+        description="Ingest: request weight per minute the backfill may use at Binance (the IP limit is 6000).",
+    )
+    coinbase_requests_per_s: float = Field(
+        5.0, gt=0, description="Ingest: Coinbase REST requests per second (public limit 10/s per IP)."
+    )
+    kraken_requests_per_s: float = Field(
+        0.5, gt=0, description="Ingest: Kraken REST requests per second (public endpoints allow about 1/s)."
+    )
+    rest_max_wait_s: float = Field(
+        120.0, gt=0, description="Ingest: longest Retry-After honoured; a longer ban abandons the backfill."
+    )
+    rest_backfill_gaps: bool = Field(
+        True, description="Ingest: backfill over REST the candles of every gap a live connector reports."
+    )
+    rest_backfill_exchange: Literal["binance", "coinbase", "kraken"] | None = Field(
+        None, description="Ingest: on start, backfill candles from the last stored one to now from this exchange."
+    )
+    rest_backfill_max_bars: int = Field(
+        1500, ge=1, le=100_000, description="Ingest: most candles one backfill fetches per interval (oldest dropped)."
+    )
+    # ingest: market caps (CoinGecko-style API)
+    marketcap_poll: bool = Field(False, description="Ingest: poll market caps, total market cap and BTC dominance.")
+    marketcap_url: str = Field(
+        "https://api.coingecko.com/api/v3", description="Ingest: CoinGecko-compatible API base URL."
+    )
+    marketcap_api_key: SecretStr | None = Field(
+        None, description="Ingest: CoinGecko API key (demo or pro; optional, never logged)."
+    )
+    marketcap_poll_s: float = Field(300.0, ge=1, description="Ingest: seconds between market-cap polls.")
+    marketcap_cache_ttl_s: float = Field(
+        600.0, ge=0, description="Ingest: seconds a fetched market cap is reused before it is fetched again."
+    )
+    marketcap_calls_per_minute: int = Field(
+        30, ge=1, description="Ingest: market-cap API calls per minute (CoinGecko demo plan: 30)."
+    )
+    marketcap_calls_per_month: int = Field(
+        10_000, ge=1, description="Ingest: market-cap API calls per month (demo plan: 10,000); counted in DATA_DIR."
+    )
+    marketcap_ids: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Ingest: extra SYMBOL:coingecko-id pairs, comma separated (BTC:bitcoin etc. are built in).",
+    )
     # alerts
     smtp_url: str | None = Field(
         None,
@@ -188,6 +254,9 @@ class Settings(BaseSettings):
             data["symbols"] = _split_csv(data["symbols"])
         if isinstance(data, dict) and isinstance(data.get("webhook_allowlist"), str):
             data["webhook_allowlist"] = [h.strip().lower() for h in data["webhook_allowlist"].split(",") if h.strip()]
+        if isinstance(data, dict) and isinstance(data.get("marketcap_ids"), str):
+            pairs = [p.split(":", 1) for p in data["marketcap_ids"].split(",") if p.strip()]
+            data["marketcap_ids"] = {k.strip().upper(): v.strip() for k, v, *_ in ([*p, ""] for p in pairs)}
         if isinstance(data, dict) and isinstance(data.get("feed_exchanges"), str):
             data["feed_exchanges"] = [e.strip().lower() for e in data["feed_exchanges"].split(",") if e.strip()]
         if isinstance(data, dict) and isinstance(data.get("feed_pairs"), str):

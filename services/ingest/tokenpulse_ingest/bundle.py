@@ -87,6 +87,7 @@ class Bar:
     close: float
     volume: float
     source: str
+    trades: int = 0
 
 
 @dataclass
@@ -121,6 +122,7 @@ def read_bars(bundle_dir: Path, spec: SeriesFile) -> list[Bar]:
         t_col, parse = col["open_time_utc"], _instant_ms
     o, h, lo, c, v = (col[k] for k in ("open", "high", "low", "close", "volume"))
     src = col.get("source")
+    n_col = col.get("trades")
     if spec.skip_last and rows:
         rows = rows[:-1]
     windows = [(_day_ms(a), _day_ms(b) + DAY_MS) for a, b in spec.exclude]
@@ -138,6 +140,7 @@ def read_bars(bundle_dir: Path, spec: SeriesFile) -> list[Bar]:
                 float(row[c]),
                 float(row[v] or 0.0),
                 row[src] if src is not None and row[src] else spec.source,
+                int(float(row[n_col])) if n_col is not None and row[n_col] else 0,
             )
         )
     return bars
@@ -154,8 +157,9 @@ def rollup(bars: list[Bar], interval: Interval) -> list[Bar]:
             acc.low = min(acc.low, bar.low)
             acc.close = bar.close
             acc.volume += bar.volume
+            acc.trades += bar.trades
         else:
-            out.append(Bar(bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.source))
+            out.append(Bar(bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.source, bar.trades))
     return out
 
 

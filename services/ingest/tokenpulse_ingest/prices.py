@@ -1,46 +1,228 @@
-"""Reference price v0: the median of the latest price of every fresh source.
+"""Reconciliation: one reference price per token from the latest quotes of several sources.
 
-Issue #3 replaces this with full reconciliation (USD/USDT normalisation,
-outlier rejection, volume and freshness weights); the event shape stays.
+For every token the reconciler keeps, per source (exchange), the latest trade
+price converted to USD, the exchange time of that trade and a decayed USD
+volume. On every update (a batch of ticks) and on a timer it computes:
+
+1. **Clock.** ``now = newest tick time + wall seconds since that tick arrived``: event time
+   while ticks flow (replays work), advancing with the wall clock when they stop (a silent
+   source ages even when no tick arrives).
+2. **Normalise.** ``p_usd = p x rate(quote)``; ``rate(USD) = 1``; ``rate(USDT)`` and
+   ``rate(USDC)`` are the reconciled USDT/USD (USDC/USD) price when ticks of that pair are
+   fresh, else the configured assumption (``TOKENPULSE_USDT_USD_RATE``, default 1.0). Ticks
+   in any other quote are rejected (counted in ``rejected_quotes``).
+3. **Fresh.** ``age_i = now - ts_i``; a source is stale when ``age_i > stale_after_s``.
+4. **Outliers.** With ``m = median(p)``, ``MAD = median(|p_i - m|)`` over the fresh sources
+   and ``n >= 3``: a source is an outlier when ``|p_i - m| > max(k x 1.4826 x MAD, floor x m)``
+   (``k`` = ``outlier_k``, 3; ``floor`` = ``outlier_floor``, 0.5 %; the floor keeps sources
+   agreeing to a few basis points from rejecting each other). With two sources nothing can
+   be told apart, both are kept.
+5. **Weights.** ``w_i = max(v_i, eps) x 2^(-age_i / half_life)``, ``v_i`` the source's USD
+   volume decayed with time constant ``volume_tau_s`` (``eps`` gives sources without sizes
+   equal volume). Reference ``P = sum(w_i p_i) / sum(w_i)`` over the kept sources (math.fsum,
+   sorted by source: the result does not depend on the order ticks arrived in, and lies
+   within [min, max] of the kept sources).
+6. **Stale.** When no fresh source is left the token's last reference price is published
+   once with ``stale=True`` and no sources (from :meth:`sweep`, the timer); the next fresh
+   tick publishes a normal price again (``stale=False``).
+
+``prev_price`` is always the previously published reference price of the token, so the
+alerts service decides a crossing from one event.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenpulse_shared.events import PriceEvent, TickEvent
 
+MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
+VOLUME_EPS = 1e-9
+STABLE_QUOTES = ("USDT", "USDC")
+
+
+@dataclass(slots=True)
+class SourceQuote:
+    price_usd: float
+    ts: float  # exchange time of the latest trade, epoch seconds
+    volume_usd: float  # decayed USD volume
+    vol_ts: float  # time the volume was last decayed to
+
+
+@dataclass
+class _Token:
+    sources: dict[str, SourceQuote] = field(default_factory=dict)
+    newest_ts: float = 0.0  # newest tick time seen
+    newest_wall: float = 0.0  # wall time it arrived
+    published: float | None = None
+    stale: bool = False
+
+    def now(self, wall: float) -> float:
+        return self.newest_ts + max(0.0, wall - self.newest_wall)
+
+
+@dataclass(frozen=True)
+class Reference:
+    price: float
+    used: tuple[str, ...]
+    outliers: tuple[str, ...]
+    stale_sources: tuple[str, ...]
+
+
+def reconcile(
+    quotes: dict[str, SourceQuote],
+    now: float,
+    *,
+    stale_after_s: float = 30.0,
+    half_life_s: float = 10.0,
+    volume_tau_s: float = 300.0,
+    outlier_k: float = 3.0,
+    outlier_floor: float = 0.005,
+) -> Reference | None:
+    """The reference price of one token from its sources' latest quotes (None: no fresh source)."""
+    fresh: list[tuple[str, float, float, float]] = []  # (source, price, age, volume now)
+    stale = []
+    for name in sorted(quotes):
+        q = quotes[name]
+        age = max(0.0, now - q.ts)
+        if age > stale_after_s:
+            stale.append(name)
+            continue
+        volume = q.volume_usd * math.exp(-max(0.0, now - q.vol_ts) / volume_tau_s)
+        fresh.append((name, q.price_usd, age, volume))
+    if not fresh:
+        return None
+    outliers: list[str] = []
+    if len(fresh) >= 3:
+        prices = [p for _, p, _, _ in fresh]
+        m = statistics.median(prices)
+        mad = statistics.median([abs(p - m) for p in prices])
+        limit = max(outlier_k * MAD_SCALE * mad, outlier_floor * m)
+        outliers = [name for name, p, _, _ in fresh if abs(p - m) > limit]
+        fresh = [row for row in fresh if row[0] not in outliers]
+    weights = [max(v, VOLUME_EPS) * 2.0 ** (-age / half_life_s) for _, _, age, v in fresh]
+    total = math.fsum(weights)
+    price = math.fsum(w * p for w, (_, p, _, _) in zip(weights, fresh, strict=True)) / total
+    lo, hi = min(p for _, p, _, _ in fresh), max(p for _, p, _, _ in fresh)
+    price = min(max(price, lo), hi)  # rounding can step a hair outside the kept range
+    return Reference(price, tuple(name for name, *_ in fresh), tuple(outliers), tuple(stale))
+
 
 class PriceReconciler:
-    def __init__(self, stale_after_s: float = 30.0) -> None:
-        self.stale_after_s = stale_after_s
-        self._latest: dict[str, dict[str, tuple[float, float]]] = {}
-        self._published: dict[str, float] = {}
+    """Keeps every token's per-source quotes; ``update`` on ticks, ``sweep`` on a timer."""
 
-    def update(self, ticks: list[TickEvent]) -> list[PriceEvent]:
+    def __init__(
+        self,
+        stale_after_s: float = 30.0,
+        *,
+        half_life_s: float = 10.0,
+        volume_tau_s: float = 300.0,
+        outlier_k: float = 3.0,
+        outlier_floor: float = 0.005,
+        usdt_usd_rate: float = 1.0,
+    ) -> None:
+        self.stale_after_s = stale_after_s
+        self.params = {
+            "stale_after_s": stale_after_s,
+            "half_life_s": half_life_s,
+            "volume_tau_s": volume_tau_s,
+            "outlier_k": outlier_k,
+            "outlier_floor": outlier_floor,
+        }
+        self.assumed_rates = {"USD": 1.0, "USDT": usdt_usd_rate, "USDC": 1.0}
+        self._tokens: dict[str, _Token] = {}
+        self.rejected_quotes = 0
+        self.last: dict[str, Reference] = {}  # the latest reference per token (sources used, outliers)
+
+    def rate(self, quote: str, wall: float) -> float | None:
+        """USD per unit of ``quote``: the reconciled stablecoin price when fresh, else the assumption."""
+        if quote == "USD":
+            return 1.0
+        token = self._tokens.get(quote)
+        if token is not None and quote in STABLE_QUOTES:
+            ref = reconcile(token.sources, token.now(wall), **self.params)
+            if ref is not None:
+                return ref.price
+        return self.assumed_rates.get(quote)
+
+    def update(self, ticks: list[TickEvent], wall: float | None = None) -> list[PriceEvent]:
+        wall = time.time() if wall is None else wall
         touched: dict[str, datetime] = {}
-        for tick in ticks:
-            by_source = self._latest.setdefault(tick.symbol, {})
+        # in event-time order (ties by trade id): a batch gives the same result whatever its order
+        for tick in sorted(ticks, key=lambda t: (t.ts, t.source, t.trade_id or "", t.event_id)):
+            rate = self.rate(tick.quote, wall)
+            if rate is None:
+                self.rejected_quotes += 1
+                continue
+            token = self._tokens.setdefault(tick.symbol, _Token())
             ts = tick.ts.timestamp()
-            if ts >= by_source.get(tick.source, (0.0, 0.0))[0]:
-                by_source[tick.source] = (ts, tick.price)
+            price_usd = tick.price * rate
+            q = token.sources.get(tick.source)
+            if q is None:
+                token.sources[tick.source] = SourceQuote(price_usd, ts, tick.size * price_usd, ts)
+            else:
+                decay_to = max(q.vol_ts, ts)
+                q.volume_usd = q.volume_usd * math.exp(-(decay_to - q.vol_ts) / self.params["volume_tau_s"])
+                q.volume_usd += tick.size * price_usd * math.exp(-(decay_to - ts) / self.params["volume_tau_s"])
+                q.vol_ts = decay_to
+                if ts >= q.ts:  # an older trade (out of order) adds volume but not a price
+                    q.price_usd, q.ts = price_usd, ts
+            if ts >= token.newest_ts:
+                token.newest_ts, token.newest_wall = ts, wall
             if tick.symbol not in touched or tick.ts > touched[tick.symbol]:
                 touched[tick.symbol] = tick.ts
         out = []
         for symbol, at in touched.items():
-            newest = at.timestamp()
-            fresh = {s: p for s, (t, p) in self._latest[symbol].items() if newest - t <= self.stale_after_s}
-            price = statistics.median(fresh.values())
+            token = self._tokens[symbol]
+            ref = reconcile(token.sources, token.now(wall), **self.params)
+            if ref is None:  # only old ticks arrived: nothing fresh to publish
+                out.extend(self._stale(symbol, token, wall))
+                continue
+            self.last[symbol] = ref
             out.append(
                 PriceEvent(
                     symbol=symbol,
                     ts=at.astimezone(UTC),
-                    price=price,
-                    sources=sorted(fresh),
+                    price=ref.price,
+                    sources=list(ref.used),
                     stale=False,
-                    prev_price=self._published.get(symbol),
+                    prev_price=token.published,
                 )
             )
-            self._published[symbol] = price
+            token.published, token.stale = ref.price, False
         return out
+
+    def sweep(self, wall: float | None = None) -> list[PriceEvent]:
+        """Timer: tokens whose every source has gone quiet get one ``stale=True`` price."""
+        wall = time.time() if wall is None else wall
+        out = []
+        for symbol, token in self._tokens.items():
+            if token.stale or token.published is None:
+                continue
+            if reconcile(token.sources, token.now(wall), **self.params) is None:
+                out.extend(self._stale(symbol, token, wall))
+        return out
+
+    def _stale(self, symbol: str, token: _Token, wall: float) -> list[PriceEvent]:
+        if token.stale or token.published is None:
+            return []
+        token.stale = True
+        self.last.pop(symbol, None)
+        return [
+            PriceEvent(
+                symbol=symbol,
+                ts=datetime.fromtimestamp(token.now(wall), UTC),
+                price=token.published,
+                sources=[],
+                stale=True,
+                prev_price=token.published,
+            )
+        ]
+
+    def is_stale(self, symbol: str) -> bool:
+        token = self._tokens.get(symbol)
+        return token is None or token.stale

@@ -14,8 +14,15 @@ and ``off`` do what they say. Connector health is in ``ctx.status["feeds"]``.
 
 Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
 until)`` for every hole a connector detects (a trade-id jump, a heartbeat
-announcing a missed trade, a reconnect). It logs by default; the REST
-backfiller replaces it (``service.gap_hook = backfiller.on_gap``).
+announcing a missed trade, a reconnect). It logs the gap and, with
+``TOKENPULSE_REST_BACKFILL_GAPS`` (default on), backfills its candles over the exchange's REST
+API in the background (:meth:`IngestService.backfill_on_gap`).
+
+REST backfill: :meth:`IngestService.backfill_gap` (awaitable) and
+:meth:`IngestService.on_gap` (fire and forget, for the connectors' reconnect hook) fetch the
+candles of a gap from an exchange's REST API; ``TOKENPULSE_REST_BACKFILL_EXCHANGE`` also
+backfills from the last stored candle at start. ``TOKENPULSE_MARKETCAP_POLL`` runs the
+market-cap poller.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import Interval, TickEvent
@@ -33,7 +41,9 @@ from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_ingest.exchanges import Connector, GapHook, build_connectors, log_gap
+from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.rest.backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility
 
 log = logging.getLogger(__name__)
@@ -46,14 +56,25 @@ class IngestService:
         self.builder = CandleBuilder()
         self.reconciler = PriceReconciler()
         self.ctx: Context | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self.feed: SyntheticFeed | None = None
+        self.rest: RestBackfiller | None = None
+        self.marketcaps: MarketCapPoller | None = None
+        self._gap_tasks: set[asyncio.Task[GapResult | None]] = set()
         self.connectors: list[Connector] = []
         self._connector_tasks: list[asyncio.Task[None]] = []
-        self.gap_hook: GapHook = log_gap
+        self.gap_hook: GapHook = self.backfill_on_gap
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
+        s = ctx.settings
+        self.reconciler = PriceReconciler(
+            s.price_stale_after_s,
+            half_life_s=s.price_half_life_s,
+            outlier_k=s.price_outlier_k,
+            outlier_floor=s.price_outlier_floor,
+            usdt_usd_rate=s.usdt_usd_rate,
+        )
         ctx.bus.subscribe(TICKS, self.name, self.on_ticks)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
@@ -75,8 +96,98 @@ class IngestService:
                 ],
             )
 
+    # --- REST backfill ------------------------------------------------------------------------
+
+    async def backfill_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> GapResult:
+        """Fetch the candles of ``symbol`` in [since, until) from ``exchange``'s REST API and publish them."""
+        assert self.ctx is not None
+        if self.rest is None:
+            self.rest = RestBackfiller(self.ctx.bus, self.ctx.settings)
+        return await self.rest.backfill_gap(exchange, symbol, since, until)
+
+    async def backfill_on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+        """The connectors' gap hook: log the gap, then backfill it in the background (never blocks a feed)."""
+        await log_gap(exchange, symbol, since, until)
+        if self.ctx is not None and self.ctx.settings.rest_backfill_gaps:
+            self.on_gap(exchange, symbol, since, until)
+
+    def on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
+        """Hook for the live connectors after a reconnect or a sequence gap: backfill in the background."""
+
+        async def run() -> GapResult | None:
+            try:
+                return await self.backfill_gap(exchange, symbol, since, until)
+            except Exception as exc:
+                log.warning("REST backfill of %s %s from %s failed: %s", exchange, symbol, since.isoformat(), exc)
+                return None
+
+        task = asyncio.create_task(run(), name=f"gap-{exchange}-{symbol}")
+        self._gap_tasks.add(task)
+        task.add_done_callback(self._gap_tasks.discard)
+
+    async def backfill_since_last_stored(self, exchange: str, now: datetime | None = None) -> int:
+        """Per symbol and interval: from the last stored candle (1 day back without a store) to now.
+
+        Returns the candles published. Each interval is capped at TOKENPULSE_REST_BACKFILL_MAX_BARS."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        if ctx.embedded and ctx.settings.backfill_on_start and ctx.store is not None:
+            # the bundled history goes first (the runtime reports it in status; give up waiting for a
+            # report that never comes, e.g. when no runtime loads it)
+            for waited in range(10**9):
+                state = ctx.status.get("backfill")
+                if state in ("done", "failed") or (state is None and waited >= 30):
+                    break
+                await asyncio.sleep(1.0)
+        if self.rest is None:
+            self.rest = RestBackfiller(ctx.bus, ctx.settings)
+        now = now or datetime.now(UTC)
+        last: dict[tuple[str, str], datetime] = {}
+        if ctx.store is not None:
+            rows = await ctx.store.query("SELECT symbol, interval, max(ts) FROM candles GROUP BY symbol, interval")
+            last = {(sym, iv): t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, iv, t in rows}
+        ctx.status["rest_backfill"] = "running"
+        published = 0
+        for symbol in ctx.settings.symbols:
+            for interval in Interval:
+                stored = last.get((symbol, interval.value))
+                since = stored + timedelta(milliseconds=interval.millis) if stored else now - timedelta(days=1)
+                try:
+                    result = await self.rest.backfill_gap(exchange, symbol, since, now, intervals=[interval], now=now)
+                    published += result.total
+                except Exception as exc:
+                    log.warning("start-up REST backfill of %s %s from %s failed: %s", symbol, interval, exchange, exc)
+        ctx.status["rest_backfill"] = f"done ({published} candles from {exchange})"
+        return published
+
+    async def _poll_marketcaps(self) -> None:
+        assert self.ctx is not None and self.marketcaps is not None
+        ctx, poller = self.ctx, self.marketcaps
+        if ctx.store is not None:
+            try:
+                await poller.sync_history(await last_stored_caps(ctx.store))
+            except Exception as exc:
+                log.warning("market-cap history sync failed: %s", exc)
+        while True:
+            try:
+                await poller.poll_once()
+            except Exception as exc:
+                log.warning("market-cap poll failed: %s", exc)
+            ctx.status["marketcaps"] = poller.status()
+            await asyncio.sleep(ctx.settings.marketcap_poll_s)
+
     async def start(self, ctx: Context) -> None:
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
+        if ctx.settings.rest_backfill_exchange:
+            self._tasks.append(
+                asyncio.create_task(
+                    self.backfill_since_last_stored(ctx.settings.rest_backfill_exchange), name="ingest-rest-backfill"
+                )
+            )
+        if ctx.settings.marketcap_poll:
+            budget = ctx.settings.data_dir / "marketcap-budget.json"
+            self.marketcaps = MarketCapPoller(ctx.bus, ctx.settings, budget_path=budget)
+            self._tasks.append(asyncio.create_task(self._poll_marketcaps(), name="ingest-marketcaps"))
         mode = ctx.settings.live_feed
         if mode == "off":
             ctx.status["feed"] = "off"
@@ -212,14 +323,21 @@ class IngestService:
                 closed = self.builder.tick_clock()
                 if closed:
                     await self.ctx.bus.publish(CANDLES, closed)
+                stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
+                if stale:
+                    await self.ctx.bus.publish(PRICES, stale)
             except Exception:
                 log.exception("candle clock failed")
 
     async def stop(self) -> None:
         await self._stop_connectors()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._gap_tasks]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._gap_tasks]:
             with suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        for closable in (self.rest, self.marketcaps):
+            if closable is not None:
+                with suppress(Exception):
+                    await closable.aclose()

@@ -1,0 +1,174 @@
+"""Backfill of missing candles over the exchanges' REST APIs, published on ``tokenpulse.candles.v1``.
+
+``backfill_gap(exchange, symbol, since, until)`` fetches, for every interval, the closed
+candles whose open time is in ``[bucket(since), until)`` and ends by ``until`` (the candle
+still open is left to the ticks), at most ``max_bars`` per interval (the newest). It runs
+at start (from the last stored candle to now) and after a feed gap (the connectors' hook).
+
+Candles have the same shape as the bundled history (:func:`bundle.bar_row`): the same
+symbol (base asset), interval, aligned open time, ``source`` = the exchange; the event id
+is deterministic (``rest-EXCHANGE-SYMBOL-INTERVAL-OPENMS``), so a repeated backfill is
+deduplicated by the store writer. Prices are in the exchange's quote (Binance: USDT, like
+the bundled Binance history; Coinbase and Kraken: USD).
+
+How a candle meets another of the same bucket (the store keeps the highest ``version``):
+
+* bundled history: version 0 — a backfilled candle (version 1) replaces it;
+* tick-built candle: version ``trades x 1000 + n`` ≥ 1001 — it wins over a backfilled one,
+  so the REST backfill only fills buckets the ticks left empty (a bucket the feed saw only
+  part of keeps the tick-built candle: see the README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.events import CandleEvent, Interval, utcnow, validate_many
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.topics import CANDLES
+
+from tokenpulse_ingest.bundle import Bar, bar_row
+from tokenpulse_ingest.rest.client import Sleep
+from tokenpulse_ingest.rest.exchanges import EXCHANGES, Exchange, make_exchange
+
+log = logging.getLogger(__name__)
+
+REST_VERSION = 1  # above bundled history (0), below any tick-built candle (>= 1001)
+Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+def rest_event_id(exchange: str, symbol: str, interval: Interval, ts_ms: int) -> str:
+    return f"rest-{exchange}-{symbol}-{interval.value}-{ts_ms}"
+
+
+def bars_to_events(exchange: str, symbol: str, interval: Interval, bars: list[Bar]) -> tuple[list[CandleEvent], int]:
+    produced_at = utcnow()
+    rows = []
+    for bar in bars:
+        row = bar_row(symbol, interval, bar, produced_at)
+        row["event_id"] = rest_event_id(exchange, symbol, interval, bar.ts_ms)
+        row["version"] = REST_VERSION
+        row["trades"] = bar.trades
+        rows.append(row)
+    events, rejected = validate_many(CandleEvent, rows)
+    for index, reason in rejected:
+        log.warning("skipping %s %s %s candle at %s: %s", exchange, symbol, interval.value, bars[index].ts_ms, reason)
+    return events, len(rejected)
+
+
+@dataclass
+class GapResult:
+    exchange: str
+    symbol: str
+    candles: dict[str, int] = field(default_factory=dict)  # per interval
+    rejected: int = 0
+    requests: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.candles.values())
+
+
+def plan_windows(
+    since_ms: int, until_ms: int, intervals: Iterable[Interval], max_bars: int, now_ms: int | None = None
+) -> list[tuple[Interval, int, int]]:
+    """Per interval, the [start, end) of open times to fetch: closed candles only, at most ``max_bars``."""
+    now_ms = int(utcnow().timestamp() * 1000) if now_ms is None else now_ms
+    until_ms = min(until_ms, now_ms)
+    out = []
+    for interval in intervals:
+        start = interval.bucket_ms(since_ms)
+        end = interval.bucket_ms(until_ms)  # buckets opening before it have closed by until
+        start = max(start, end - max_bars * interval.millis)
+        if end > start:
+            out.append((interval, start, end))
+    return out
+
+
+class RestBackfiller:
+    def __init__(
+        self,
+        bus: Bus,
+        settings: Settings,
+        *,
+        intervals: Iterable[Interval] = tuple(Interval),
+        sleep: Sleep | None = None,
+        exchanges: dict[str, Exchange] | None = None,
+        max_bars: int | None = None,
+    ) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.intervals = tuple(intervals)
+        self.max_bars = max_bars if max_bars is not None else settings.rest_backfill_max_bars
+        self._sleep = sleep
+        self.exchanges: dict[str, Exchange] = dict(exchanges or {})
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def exchange(self, name: str) -> Exchange:
+        if name not in self.exchanges:
+            if name not in EXCHANGES:
+                raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(EXCHANGES)}")
+            self.exchanges[name] = make_exchange(name, self.settings, sleep=self._sleep)
+        return self.exchanges[name]
+
+    async def aclose(self) -> None:
+        for ex in self.exchanges.values():
+            await ex.client.aclose()
+
+    async def backfill_gap(
+        self,
+        exchange: str,
+        symbol: str,
+        since: datetime,
+        until: datetime,
+        *,
+        intervals: Iterable[Interval] | None = None,
+        progress: Progress | None = None,
+        now: datetime | None = None,
+    ) -> GapResult:
+        """Fetch and publish the candles of ``symbol`` missing in [since, until) from ``exchange``.
+
+        One backfill per exchange at a time (they share its rate limits)."""
+        ex = self.exchange(exchange)
+        since_ms, until_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
+        now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
+        windows = plan_windows(since_ms, until_ms, intervals or self.intervals, self.max_bars, now_ms)
+        result = GapResult(exchange, symbol)
+        requests_before = ex.client.stats.requests
+        async with self._locks.setdefault(exchange, asyncio.Lock()):
+            for interval, start, end in windows:
+                label = f"{exchange} {symbol} {interval.value}"
+                expected = (end - start) // interval.millis
+                done = 0
+
+                def on_page(n: int, label: str = label, expected: int = expected) -> None:
+                    nonlocal done
+                    done += n
+                    if progress:
+                        progress(label, min(done, expected), expected)
+
+                bars = await ex.fetch(symbol, interval, start, end, on_page)
+                events, rejected = bars_to_events(exchange, symbol, interval, bars)
+                if events:
+                    await self.bus.publish(CANDLES, events)
+                result.candles[interval.value] = len(events)
+                result.rejected += rejected
+                if progress:
+                    progress(label, expected, expected)
+                if len(bars) < expected:
+                    log.info(
+                        "%s: %d of %d %s candles of %s available (no trades, or older than the exchange keeps)",
+                        exchange,
+                        len(bars),
+                        expected,
+                        interval.value,
+                        symbol,
+                    )
+        result.requests = ex.client.stats.requests - requests_before
+        log.info("backfilled %d candles of %s from %s in %d requests", result.total, symbol, exchange, result.requests)
+        return result
