@@ -67,6 +67,21 @@ class Settings(BaseSettings):
         "a consumer at ~11k events/s here, 5,000 reach ~35k).",
     )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
+    shutdown_grace_s: float = Field(
+        25.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM: how long a Kafka consumer waits for the batch its handler is on before it leaves "
+        "(keep below the orchestrator's kill timeout: Kubernetes' terminationGracePeriodSeconds, compose's "
+        "stop_grace_period).",
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Ingest, scoring, alerts (`tokenpulse run`): port (on HOST) of their `/healthz`, `/readyz` and "
+        "`/metrics` endpoint; 0 = off. The gateway serves them on its API port.",
+    )
     # ingest
     live_feed: Literal["auto", "synthetic", "off"] = Field(
         "auto", description="Ingest: live data source; `auto` falls back to synthetic when no exchange answers."

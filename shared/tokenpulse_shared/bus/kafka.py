@@ -40,6 +40,7 @@ from tokenpulse_shared.bus.base import (
     encode_event,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.telemetry import CONSUMER_LAG, EVENTS_PUBLISHED
 from tokenpulse_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class KafkaBus(Bus):
         prometheus_registry: Any | None = None,
         from_beginning: bool = True,
         replication: int = 1,
+        graceful_timeout_s: float = 25.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -136,21 +138,13 @@ class KafkaBus(Bus):
             linger_ms=5,
             middlewares=tuple(middlewares),
             logger=None,
+            # on stop, a subscriber stops fetching and waits this long for the batch its handler is on
+            graceful_timeout=graceful_timeout_s,
         )
         self._started = False
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
         self.client_id = client_id
         self.producer: AIOKafkaProducer | None = None
-        self.published: Any = None
-        if prometheus_registry is not None:
-            from prometheus_client import Counter
-
-            self.published = Counter(
-                "tokenpulse_bus_published",
-                "Events published to Kafka, per topic",
-                ["topic"],
-                registry=prometheus_registry,
-            )
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
@@ -187,10 +181,15 @@ class KafkaBus(Bus):
         await self.broker.start()
         self._started = True
 
-    async def stop(self) -> None:
+    async def stop_consuming(self) -> None:
+        """Graceful shutdown, step 1: stop fetching, let the handlers finish the batches they are on (up to
+        ``graceful_timeout_s``), commit their offsets and leave the consumer groups. Publishing still works."""
         if self._started:
-            await self.broker.stop()  # consumers first: a handler still running may publish
+            await self.broker.stop()
             self._started = False
+
+    async def stop(self) -> None:
+        await self.stop_consuming()  # consumers first: a handler still running may publish
         if self.producer is not None:
             await self.producer.stop()  # flushes what is buffered
             self.producer = None
@@ -262,6 +261,8 @@ class KafkaBus(Bus):
             records = message.raw_message
             if not isinstance(records, tuple):
                 records = (records,)
+            if not sub.broadcast:
+                bus._record_lag(sub, message, records)
             events: list[Event] = []
             dead: list[DeadLetterEvent] = []
             first: Any = None
@@ -310,6 +311,21 @@ class KafkaBus(Bus):
         handle_batch.__name__ = f"{sub.group}_{sub.topic.name.replace('.', '_').replace('-', '_')}"
         return handle_batch
 
+    def _record_lag(self, sub: Subscription, message: Any, records: Sequence[Any]) -> None:
+        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the
+        offset after this batch's last record there."""
+        consumer = getattr(message, "consumer", None)
+        if consumer is None or not records:
+            return
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        for partition, offset in last.items():
+            with contextlib.suppress(Exception):
+                end = consumer.highwater(TopicPartition(sub.topic.name, partition))
+                if end is not None:
+                    CONSUMER_LAG.labels(sub.group, sub.topic.name, str(partition)).set(max(0, end - offset - 1))
+
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
             raise RuntimeError("the Kafka bus is not started")
@@ -340,8 +356,7 @@ class KafkaBus(Bus):
                     )
                 )
             await asyncio.gather(*futures)
-        if self.published is not None:
-            self.published.labels(topic.name).inc(len(messages))
+        EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         for event in events:
