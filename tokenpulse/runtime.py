@@ -64,6 +64,7 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         max_batch=settings.bus_max_batch,
         replication=settings.kafka_replication,
         graceful_timeout_s=settings.shutdown_grace_s,
+        partitions=settings.kafka_partitions,
     )
 
 

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     )
     # bus
     kafka_replication: int = Field(1, ge=1, le=5, description="Replication factor of the topics Tokenpulse creates.")
+    kafka_partitions: int = Field(
+        6,
+        ge=1,
+        le=1000,
+        description="Partitions of the topics Tokenpulse creates: the most replicas of one service that share a "
+        "topic's work (existing topics keep theirs; see Operate it).",
+    )
     consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
     bus_max_batch: int = Field(
         5000,

@@ -71,8 +71,11 @@ def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
     return out
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1) -> None:
-    """Create the contract's topics (compaction where the contract says so); existing ones are kept."""
+async def ensure_topics(
+    bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1, partitions: int | None = None
+) -> None:
+    """Create the contract's topics (compaction where the contract says so) with ``partitions`` partitions
+    each (default: the registry's, 6); existing ones are kept as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tokenpulse-admin")
     await admin.start()
     try:
@@ -80,7 +83,7 @@ async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, re
         new = [
             NewTopic(
                 name=t.name,
-                num_partitions=t.partitions,
+                num_partitions=partitions or t.partitions,
                 replication_factor=replication,
                 topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
             )
@@ -116,6 +119,7 @@ class KafkaBus(Bus):
         from_beginning: bool = True,
         replication: int = 1,
         graceful_timeout_s: float = 25.0,
+        partitions: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -123,6 +127,7 @@ class KafkaBus(Bus):
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
+        self.partitions = partitions
         # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
         # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
         middlewares: list[Any] = []
@@ -155,7 +160,7 @@ class KafkaBus(Bus):
         return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
 
     async def start(self) -> None:
-        await ensure_topics(self.bootstrap, replication=self.replication)
+        await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
@@ -215,7 +220,7 @@ class KafkaBus(Bus):
         raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
 
     async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
-        await ensure_topics(self.bootstrap, [topic], replication=self.replication)
+        await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=None,
