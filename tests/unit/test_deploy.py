@@ -39,7 +39,7 @@ SECRETS = {"CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "TOKENPULSE_ADMIN_TO
 # what each service cannot run without in production (the rest has defaults)
 REQUIRED = {
     "ingest": {"TOKENPULSE_KAFKA_BOOTSTRAP"},
-    "scoring": {"TOKENPULSE_KAFKA_BOOTSTRAP"},
+    "scoring": {"TOKENPULSE_KAFKA_BOOTSTRAP", "TOKENPULSE_CLICKHOUSE_URL"},  # read-only warm-up after a restart
     "alerts": {"TOKENPULSE_KAFKA_BOOTSTRAP", "TOKENPULSE_ALERTS_SIGNING_KEY"},
     "gateway": {
         "TOKENPULSE_KAFKA_BOOTSTRAP",
@@ -97,6 +97,7 @@ def test_every_compose_service_has_a_healthcheck_and_waits_for_healthy_dependenc
         assert services[name]["command"] == ["run", name]
         assert services[name]["healthcheck"]["test"] == ["CMD", "tokenpulse-healthcheck"]
     assert {"clickhouse", "redis"} <= set(services["gateway"]["depends_on"])
+    assert "clickhouse" in services["scoring"]["depends_on"]
 
 
 def strings(node: Any) -> list[str]:
