@@ -21,9 +21,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -105,6 +106,44 @@ async def ensure_topics(
         await admin.close()
 
 
+class _Progress:
+    """What a subscription's handler is doing: running or idle, and per partition the offset after the last
+    record it handled (what a commit on revocation may save)."""
+
+    def __init__(self) -> None:
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.handled: dict[TopicPartition, int] = {}
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in
+    hand, then commit exactly what was handled, while the group still accepts this member's commits. Without
+    it, a batch finished during the rebalance fails to commit and is handled again after it (the duplicates
+    a restart or a scale step would otherwise cause)."""
+
+    def __init__(self, subscriber: Any, progress: _Progress, group: str, wait_s: float) -> None:
+        self.subscriber, self.progress, self.group, self.wait_s = subscriber, progress, group, wait_s
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        try:
+            await asyncio.wait_for(self.progress.idle.wait(), self.wait_s)
+        except TimeoutError:
+            log.warning("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.progress.handled.items() if tp in revoked}
+        for tp in revoked:
+            self.progress.handled.pop(tp, None)
+        consumer = getattr(self.subscriber, "consumer", None)
+        if offsets and consumer is not None:
+            try:
+                await consumer.commit(offsets)
+            except Exception as exc:  # the group moved on already: the batch is redelivered (at-least-once)
+                log.warning("%s: commit on rebalance failed (%r); its last batch may be redelivered", self.group, exc)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
 class KafkaBus(Bus):
     """The distributed-mode bus."""
 
@@ -147,6 +186,7 @@ class KafkaBus(Bus):
             graceful_timeout=graceful_timeout_s,
         )
         self._started = False
+        self.graceful_timeout_s = graceful_timeout_s
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
         self.client_id = client_id
         self.producer: AIOKafkaProducer | None = None
@@ -172,6 +212,8 @@ class KafkaBus(Bus):
         for sub in self.subscriptions:
             # broadcast: no group, every partition from the beginning at every start, nothing committed;
             # tail: the same from the end (only what is published from now on)
+            progress = _Progress()
+            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), 60.0)
             subscriber = self.broker.subscriber(
                 sub.topic.name,
                 group_id=None if sub.broadcast else self.group_id(sub.group),
@@ -181,8 +223,11 @@ class KafkaBus(Bus):
                 auto_offset_reset=self._offset_reset(sub),
                 ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
+                listener=listener,
             )
-            subscriber(self._make_handler(sub))
+            if listener is not None:
+                listener.subscriber = subscriber
+            subscriber(self._make_handler(sub, progress))
         await self.broker.start()
         self._started = True
 
@@ -259,10 +304,17 @@ class KafkaBus(Bus):
             await consumer.stop()
         return events
 
-    def _make_handler(self, sub: Subscription) -> Any:
+    def _make_handler(self, sub: Subscription, progress: _Progress) -> Any:
         bus = self
 
         async def handle_batch(message: KafkaMessage) -> None:
+            progress.idle.clear()
+            try:
+                await _handle(message)
+            finally:
+                progress.idle.set()
+
+        async def _handle(message: KafkaMessage) -> None:
             records = message.raw_message
             if not isinstance(records, tuple):
                 records = (records,)
@@ -308,6 +360,9 @@ class KafkaBus(Bus):
                     },
                 ):
                     await bus.deliver(sub, events, dead)
+                for r in records:  # handled: a commit on revocation may now save it
+                    tp = TopicPartition(r.topic, r.partition)
+                    progress.handled[tp] = max(progress.handled.get(tp, 0), r.offset + 1)
             except TransientError as exc:
                 log.warning("%s: transient failure (%s); batch will be redelivered", sub.group, exc)
                 await asyncio.sleep(bus.backoff_s * 10)
