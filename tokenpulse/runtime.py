@@ -180,7 +180,12 @@ def ops_app(runtime: Runtime) -> Any:
     async def readyz(request: Request) -> Response:
         assert runtime.ctx is not None
         bus = await runtime.ctx.bus.ready()
-        return JSONResponse({"status": "ready" if bus else "not ready", "bus": bus}, status_code=200 if bus else 503)
+        # a service with a warm-up (scoring's state rebuild, alerts' rules and firing log) sets its `ready` event
+        events = [getattr(s, "ready", None) for s in runtime.services]
+        warm = all(e.is_set() for e in events if isinstance(e, asyncio.Event))
+        ok = bus and warm
+        body = {"status": "ready" if ok else "not ready", "bus": bus, "warmed_up": warm}
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
