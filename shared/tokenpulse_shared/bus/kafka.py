@@ -129,7 +129,7 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await asyncio.wait_for(self.progress.idle.wait(), self.wait_s)
         except TimeoutError:
-            log.warning("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
+            log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
         offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.progress.handled.items() if tp in revoked}
         for tp in revoked:
             self.progress.handled.pop(tp, None)
@@ -213,7 +213,8 @@ class KafkaBus(Bus):
             # broadcast: no group, every partition from the beginning at every start, nothing committed;
             # tail: the same from the end (only what is published from now on)
             progress = _Progress()
-            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), 60.0)
+            # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
+            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), 5.0)
             subscriber = self.broker.subscriber(
                 sub.topic.name,
                 group_id=None if sub.broadcast else self.group_id(sub.group),
