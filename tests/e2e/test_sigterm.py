@@ -127,7 +127,7 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
         exits["gateway-1"] = gateway.stop()
         gateway = Proc(["run", "gateway"], env, tmp_path / "gateway-2.log")
         procs = [gateway, scoring]
-        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 120, "gateway again", procs)
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 180, "gateway again", procs)
 
         replay.join(120)
         assert replay.error is None and replay.sent == len(candles)
