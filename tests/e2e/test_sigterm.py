@@ -104,7 +104,7 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     procs = [gateway, scoring]
     exits: dict[str, int] = {}
     try:
-        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 120, "gateway ready", procs)
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 180, "gateway ready", procs)
         wait_until(lambda: httpx.get(f"{scoring_url}/readyz", timeout=5).status_code == 200, 60, "scoring", procs)
         replay = Replay(kafka_bootstrap, candles)
         replay.start()
