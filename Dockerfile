@@ -67,8 +67,8 @@ RUN groupadd --system --gid 10001 tokenpulse \
 COPY --from=builder /app/.venv /app/.venv
 COPY data/ /app/data/
 
-# Container healthcheck: HTTP /healthz for the gateway and `up`; for ingest,
-# scoring and alerts (no HTTP port yet) that the tokenpulse process is alive.
+# Container healthcheck: a tokenpulse process runs and its HTTP /healthz answers (the gateway
+# and `up` on TOKENPULSE_PORT, ingest, scoring and alerts on TOKENPULSE_METRICS_PORT).
 # Standard library only, so the image needs neither curl nor procps.
 COPY --chmod=0755 <<'EOF' /usr/local/bin/tokenpulse-healthcheck
 #!/usr/local/bin/python3
@@ -96,12 +96,15 @@ if not procs:
     sys.exit("no running tokenpulse process")
 if any(cmd in argv for argv in procs for cmd in ("gateway", "up")):
     port = os.environ.get("TOKENPULSE_PORT", "8000")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:
-            sys.exit(0 if resp.status == 200 else f"/healthz answered {resp.status}")
-    except Exception as exc:
-        sys.exit(f"/healthz unreachable: {exc}")
-sys.exit(0)
+else:  # ingest, scoring, alerts: their operations endpoint, when on
+    port = os.environ.get("TOKENPULSE_METRICS_PORT", "0")
+    if port in ("", "0"):
+        sys.exit(0)
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as resp:
+        sys.exit(0 if resp.status == 200 else f"/healthz answered {resp.status}")
+except Exception as exc:
+    sys.exit(f"/healthz unreachable: {exc}")
 EOF
 
 # (DL3064 flags the word TOKEN in TOKENPULSE_*; none of these is a secret.)
@@ -111,13 +114,14 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     TOKENPULSE_BUNDLE_DIR=/app/data \
     TOKENPULSE_HOST=0.0.0.0 \
-    TOKENPULSE_PORT=8000
+    TOKENPULSE_PORT=8000 \
+    TOKENPULSE_METRICS_PORT=9464
 
 # Writable state (embedded ClickHouse of `up`, or of a gateway without
 # TOKENPULSE_CLICKHOUSE_URL) lives under ./.tokenpulse: mount a volume here.
 WORKDIR /var/lib/tokenpulse
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 9464
 
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["tokenpulse-healthcheck"]

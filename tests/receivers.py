@@ -3,6 +3,7 @@ and Slack APIs and for users' webhooks) and an SMTP server (aiosmtpd), both on l
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import hmac
 import json
@@ -124,3 +125,92 @@ class SmtpReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+@dataclass
+class SpanRecord:
+    service: str
+    name: str
+    kind: int  # opentelemetry.proto.trace.v1.Span.SpanKind: 4 PRODUCER, 5 CONSUMER
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    links: list[tuple[str, str]]  # (trace_id, span_id)
+    attributes: dict[str, Any]
+
+
+def _value(v: Any) -> Any:
+    """An OTLP ``AnyValue`` as Python: scalars as they are, arrays as tuples."""
+    kind = v.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(_value(x) for x in v.array_value.values)
+    return getattr(v, kind) if kind else None
+
+
+class OtlpReceiver:
+    """An OTLP/HTTP trace receiver on loopback: decodes every ``ExportTraceServiceRequest`` (protobuf, as the
+    OpenTelemetry SDK's ``OTLPSpanExporter`` sends it to ``$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces``)."""
+
+    def __init__(self) -> None:
+        self.spans: list[SpanRecord] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                ok = self.path == "/v1/traces"
+                if ok:
+                    receiver._decode(body)
+                self.send_response(200 if ok else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def _decode(self, body: bytes) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        out = []
+        for rs in request.resource_spans:
+            service = next((a.value.string_value for a in rs.resource.attributes if a.key == "service.name"), "")
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    attributes = {a.key: _value(a.value) for a in s.attributes}
+                    out.append(
+                        SpanRecord(
+                            service=service,
+                            name=s.name,
+                            kind=s.kind,
+                            trace_id=s.trace_id.hex(),
+                            span_id=s.span_id.hex(),
+                            parent_span_id=s.parent_span_id.hex(),
+                            links=[(link.trace_id.hex(), link.span_id.hex()) for link in s.links],
+                            attributes=attributes,
+                        )
+                    )
+        with self.lock:
+            self.spans.extend(out)
+
+    def trace(self, trace_id: str) -> list[SpanRecord]:
+        with self.lock:
+            return [s for s in self.spans if s.trace_id == trace_id]
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -63,6 +63,8 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         retries=settings.bus_retries,
         max_batch=settings.bus_max_batch,
         replication=settings.kafka_replication,
+        graceful_timeout_s=settings.shutdown_grace_s,
+        partitions=settings.kafka_partitions,
     )
 
 
@@ -135,23 +137,60 @@ class Runtime:
             log.exception("backfill failed")
 
     async def stop(self) -> None:
+        """Graceful shutdown, in this order: stop consuming (the batches in hand finish and their offsets
+        are committed), stop the services' own work, flush the producer, close the store."""
         for t in self.tasks:
             t.cancel()
             with suppress(asyncio.CancelledError, Exception):
                 await t
+        if self.ctx is not None:
+            try:
+                await self.ctx.bus.stop_consuming()
+            except Exception:
+                log.exception("stopping the consumers failed")
         for service in reversed(self.services):
-            with suppress(Exception):
+            try:
                 await service.stop()
+            except Exception:
+                log.exception("stopping %s failed", service.name)
         if self.ctx is not None:
             await self.ctx.bus.stop()
             if self.ctx.store is not None:
                 await self.ctx.store.close()
+        log.info("tokenpulse shut down cleanly: consumers left, producer flushed, store closed")
 
     def app(self) -> Any:
         for service in self.services:
             if getattr(service, "app", None) is not None:
                 return service.app  # type: ignore[attr-defined]
         return None
+
+
+def ops_app(runtime: Runtime) -> Any:
+    """The operations endpoint of a service without an API: liveness, readiness, Prometheus metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "service": runtime.names})
+
+    async def readyz(request: Request) -> Response:
+        assert runtime.ctx is not None
+        bus = await runtime.ctx.bus.ready()
+        # a service with a warm-up (scoring's state rebuild, alerts' rules and firing log) sets its `ready` event
+        events = [getattr(s, "ready", None) for s in runtime.services]
+        warm = all(e.is_set() for e in events if isinstance(e, asyncio.Event))
+        ok = bus and warm
+        body = {"status": "ready" if ok else "not ready", "bus": bus, "warmed_up": warm}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", metrics)])
 
 
 class _Server(uvicorn.Server):
@@ -164,6 +203,10 @@ class _Server(uvicorn.Server):
 
     def request_exit(self) -> None:
         self.should_exit = True
+        with suppress(ImportError):  # open server-sent-event streams end now rather than at the timeout
+            from sse_starlette.sse import AppStatus
+
+            AppStatus.should_exit = True
 
 
 async def serve(
@@ -173,23 +216,40 @@ async def serve(
     runtime = Runtime(settings, services, embedded=embedded)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    await runtime.start()
+    servers: list[_Server] = []
+
+    def on_signal() -> None:
+        # installed before anything starts consuming, so a SIGTERM at any moment takes the graceful path
+        stop.set()
+        for server in servers:
+            server.request_exit()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     try:
+        await runtime.start()
         app = runtime.app()
         if on_ready:
             on_ready(runtime)
-        if app is not None:
-            config = uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="off"
-            )
-            server = _Server(config)
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, server.request_exit)
-            log.info("gateway listening on http://%s:%d", settings.host, settings.port)
-            await server.serve()
+        if app is None and settings.metrics_port:
+            # ingest, scoring, alerts: /healthz, /readyz and /metrics on their own small HTTP server
+            app, port = ops_app(runtime), settings.metrics_port
         else:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            port = settings.port
+        if app is not None and not stop.is_set():
+            config = uvicorn.Config(
+                app,
+                host=settings.host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=10,  # open /v1/stream connections must not hold the shutdown
+            )
+            servers.append(_Server(config))
+            log.info("%s listening on http://%s:%d", "/".join(services), settings.host, port)
+            await servers[0].serve()
+        else:
             await stop.wait()
     finally:
         await runtime.stop()

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     )
     # bus
     kafka_replication: int = Field(1, ge=1, le=5, description="Replication factor of the topics Tokenpulse creates.")
+    kafka_partitions: int = Field(
+        6,
+        ge=1,
+        le=1000,
+        description="Partitions of the topics Tokenpulse creates: the most replicas of one service that share a "
+        "topic's work (existing topics keep theirs; see Operate it).",
+    )
     consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
     bus_max_batch: int = Field(
         5000,
@@ -67,6 +74,21 @@ class Settings(BaseSettings):
         "a consumer at ~11k events/s here, 5,000 reach ~35k).",
     )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
+    shutdown_grace_s: float = Field(
+        25.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM: how long a Kafka consumer waits for the batch its handler is on before it leaves "
+        "(keep below the orchestrator's kill timeout: Kubernetes' terminationGracePeriodSeconds, compose's "
+        "stop_grace_period).",
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Ingest, scoring, alerts (`tokenpulse run`): port (on HOST) of their `/healthz`, `/readyz` and "
+        "`/metrics` endpoint; 0 = off. The gateway serves them on its API port.",
+    )
     # ingest
     live_feed: Literal["auto", "live", "synthetic", "off"] = Field(
         "auto",

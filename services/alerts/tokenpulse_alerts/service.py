@@ -32,6 +32,7 @@ from collections import OrderedDict, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
 from tokenpulse_shared.events import (
     AlertChannel,
     AlertFiredEvent,
@@ -48,6 +49,7 @@ from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_alerts.rules import Hit, RuleBook, firing_id
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("tokenpulse.alerts")
 
 LOG_DAYS = 7
 _Target = tuple[str, str, str]  # owner, channel type, channel target
@@ -275,12 +277,22 @@ class AlertsService:
     ) -> None:
         assert self.ctx is not None
         records = []
-        for channel in rule.channels:
-            summary = summaries.get((rule.owner, channel.type, channel.target))
-            if summary is not None:
-                records.append(dict(await asyncio.shield(summary)))
-            else:
-                records.append(await self._notify(channel, self._message(fired, rule)))
+        # the task inherited the context of the batch that fired it: this span is a child of that handling
+        with _tracer.start_as_current_span(
+            "alert deliver",
+            attributes={
+                "tokenpulse.firing_id": fired.firing_id,
+                "tokenpulse.rule_id": rule.rule_id,
+                "tokenpulse.channels": len(rule.channels),
+            },
+        ) as span:
+            for channel in rule.channels:
+                summary = summaries.get((rule.owner, channel.type, channel.target))
+                if summary is not None:
+                    records.append(dict(await asyncio.shield(summary)))
+                else:
+                    records.append(await self._notify(channel, self._message(fired, rule)))
+            span.set_attribute("tokenpulse.delivery.statuses", sorted({str(r["status"]) for r in records}))
         statuses = {r["status"] for r in records}
         status = "delivered" if statuses == {"delivered"} else "failed" if statuses == {"failed"} else "partial"
         final = AlertFiredEvent.model_validate(

@@ -21,10 +21,12 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, Interval, PredictionEvent, PriceEvent, SignalEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
@@ -55,6 +57,8 @@ class StreamEvent:
     owner: str | None
     interval: str | None
     data: str
+    origin: SpanContext | None = field(default=None, compare=False, repr=False)
+    """the span that handled the bus event (signals and alerts): a stream send continues its trace"""
 
 
 class StreamHub:
@@ -70,7 +74,11 @@ class StreamHub:
         self, type_: str, symbol: str, data: dict[str, Any], owner: str | None = None, interval: str | None = None
     ) -> StreamEvent:
         self.last_id = max(self.last_id + 1, _now_ms())
-        event = StreamEvent(self.last_id, type_, symbol, owner, interval, json.dumps(data, separators=(",", ":")))
+        # prices are too many to trace per client; signals and alerts keep the context of their bus span
+        origin = trace.get_current_span().get_span_context() if type_ != "price" else None
+        event = StreamEvent(
+            self.last_id, type_, symbol, owner, interval, json.dumps(data, separators=(",", ":")), origin
+        )
         if len(self.buffer) == self.buffer.maxlen:
             self.evicted_id = self.buffer[0].id
         self.buffer.append(event)

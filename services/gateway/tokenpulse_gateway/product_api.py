@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
+from opentelemetry import trace
 from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
 
@@ -224,7 +225,12 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                         return
                     if ev_or_end.id > sent and match(ev_or_end):
                         sent = ev_or_end.id
-                        yield {"id": str(ev_or_end.id), "event": ev_or_end.type, "data": ev_or_end.data}
+                        span = _stream_span(ev_or_end)
+                        try:
+                            yield {"id": str(ev_or_end.id), "event": ev_or_end.type, "data": ev_or_end.data}
+                        finally:
+                            if span is not None:
+                                span.end()
             finally:
                 hub.unsubscribe(q)
 
@@ -236,3 +242,19 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
         )
 
     return router
+
+
+_tracer = trace.get_tracer("tokenpulse.gateway.stream")
+
+
+def _stream_span(ev: StreamEvent) -> trace.Span | None:
+    """A span per signal/alert sent to a stream client, child of the span that handled the bus event, so the
+    trace of a tick ends at the client. (The stream's HTTP request is not traced: its URL may carry a key.)"""
+    if ev.origin is None or not ev.origin.is_valid:
+        return None
+    return _tracer.start_span(
+        f"stream send {ev.type}",
+        context=trace.set_span_in_context(trace.NonRecordingSpan(ev.origin)),
+        kind=trace.SpanKind.PRODUCER,
+        attributes={"tokenpulse.stream.event": ev.type, "tokenpulse.stream.id": ev.id, "tokenpulse.symbol": ev.symbol},
+    )

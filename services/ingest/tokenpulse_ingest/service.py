@@ -36,6 +36,7 @@ from typing import Any
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import Interval, TickEvent
 from tokenpulse_shared.service import Context
+from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -88,6 +89,7 @@ class IngestService:
         if prices:
             await bus.publish(PRICES, prices)
         if result.late:
+            DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(result.late))
             await bus.publish(
                 DEAD_LETTER,
                 [
@@ -309,8 +311,12 @@ class IngestService:
         assert self.ctx is not None and self.feed is not None
         while True:
             try:
-                await self.ctx.bus.publish(TICKS, self.feed.step(datetime.now(UTC)))
+                ticks = self.feed.step(datetime.now(UTC))
+                await self.ctx.bus.publish(TICKS, ticks)
+                set_connector_health("synthetic", True)
+                connector_delivered("synthetic", len(ticks))
             except Exception:
+                set_connector_health("synthetic", False)
                 log.exception("synthetic feed failed to publish")
             await asyncio.sleep(self.feed.period_s)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.telemetry import BATCH_SECONDS, DEAD_LETTERS, EVENT_AGE_SECONDS, EVENTS_CONSUMED
 from tokenpulse_shared.topics import DEAD_LETTER, Topic
 
 log = logging.getLogger(__name__)
@@ -156,6 +158,10 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None: ...
 
+    async def stop_consuming(self) -> None:
+        """Graceful shutdown, step 1: stop taking new batches and finish the ones in hand (their offsets
+        committed), while publishing still works. :meth:`stop` then flushes and closes the rest."""
+
     async def ready(self) -> bool:
         return True
 
@@ -165,6 +171,7 @@ class Bus(abc.ABC):
         Raises :class:`TransientError` when the batch must be redelivered.
         """
         consumer = sub.group
+        started = time.perf_counter()
         if events:
             try:
                 await self._call_with_retries(sub, events)
@@ -185,6 +192,12 @@ class Bus(abc.ABC):
                 log.warning("dead letter from %s on %s: %s", consumer, sub.topic.name, d.reason)
             if sub.topic is not DEAD_LETTER:
                 await self.publish(DEAD_LETTER, dead)
+            DEAD_LETTERS.labels(consumer, sub.topic.name).inc(len(dead))
+        if events:
+            EVENTS_CONSUMED.labels(consumer, sub.topic.name).inc(len(events))
+            BATCH_SECONDS.labels(consumer, sub.topic.name).observe(time.perf_counter() - started)
+            oldest = min(e.produced_at for e in events)
+            EVENT_AGE_SECONDS.labels(consumer, sub.topic.name).observe(max(0.0, time.time() - oldest.timestamp()))
 
     async def _call_with_retries(self, sub: Subscription, events: list[Event]) -> None:
         attempt = 0

@@ -22,9 +22,10 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
@@ -41,6 +42,7 @@ from tokenpulse_shared.bus.base import (
     encode_event,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.telemetry import CONSUMER_LAG, EVENTS_PUBLISHED
 from tokenpulse_shared.topics import ALL_TOPICS, Topic
 
 log = logging.getLogger(__name__)
@@ -73,8 +75,11 @@ def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
     return out
 
 
-async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1) -> None:
-    """Create the contract's topics (compaction where the contract says so); existing ones are kept."""
+async def ensure_topics(
+    bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, replication: int = 1, partitions: int | None = None
+) -> None:
+    """Create the contract's topics (compaction where the contract says so) with ``partitions`` partitions
+    each (default: the registry's, 6); existing ones are kept as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="tokenpulse-admin")
     await admin.start()
     try:
@@ -82,7 +87,7 @@ async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, re
         new = [
             NewTopic(
                 name=t.name,
-                num_partitions=t.partitions,
+                num_partitions=partitions or t.partitions,
                 replication_factor=replication,
                 topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
             )
@@ -104,6 +109,44 @@ async def ensure_topics(bootstrap: str, topics: Sequence[Topic] = ALL_TOPICS, re
         await admin.close()
 
 
+class _Progress:
+    """What a subscription's handler is doing: running or idle, and per partition the offset after the last
+    record it handled (what a commit on revocation may save)."""
+
+    def __init__(self) -> None:
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.handled: dict[TopicPartition, int] = {}
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in
+    hand, then commit exactly what was handled, while the group still accepts this member's commits. Without
+    it, a batch finished during the rebalance fails to commit and is handled again after it (the duplicates
+    a restart or a scale step would otherwise cause)."""
+
+    def __init__(self, subscriber: Any, progress: _Progress, group: str, wait_s: float) -> None:
+        self.subscriber, self.progress, self.group, self.wait_s = subscriber, progress, group, wait_s
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        try:
+            await asyncio.wait_for(self.progress.idle.wait(), self.wait_s)
+        except TimeoutError:
+            log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
+        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.progress.handled.items() if tp in revoked}
+        for tp in revoked:
+            self.progress.handled.pop(tp, None)
+        consumer = getattr(self.subscriber, "consumer", None)
+        if offsets and consumer is not None:
+            try:
+                await consumer.commit(offsets)
+            except Exception as exc:  # the group moved on already: the batch is redelivered (at-least-once)
+                log.warning("%s: commit on rebalance failed (%r); its last batch may be redelivered", self.group, exc)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
 class KafkaBus(Bus):
     """The distributed-mode bus."""
 
@@ -117,6 +160,8 @@ class KafkaBus(Bus):
         prometheus_registry: Any | None = None,
         from_beginning: bool = True,
         replication: int = 1,
+        graceful_timeout_s: float = 25.0,
+        partitions: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -124,6 +169,7 @@ class KafkaBus(Bus):
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
+        self.partitions = partitions
         # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
         # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
         middlewares: list[Any] = []
@@ -139,23 +185,16 @@ class KafkaBus(Bus):
             linger_ms=5,
             middlewares=tuple(middlewares),
             logger=None,
+            # on stop, a subscriber stops fetching and waits this long for the batch its handler is on
+            graceful_timeout=graceful_timeout_s,
         )
         self._started = False
+        self.graceful_timeout_s = graceful_timeout_s
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
         self.client_id = client_id
         # stamped on everything this instance publishes, so a `skip_own` subscription can drop it undecoded
         self.origin = uuid.uuid4().hex.encode()
         self.producer: AIOKafkaProducer | None = None
-        self.published: Any = None
-        if prometheus_registry is not None:
-            from prometheus_client import Counter
-
-            self.published = Counter(
-                "tokenpulse_bus_published",
-                "Events published to Kafka, per topic",
-                ["topic"],
-                registry=prometheus_registry,
-            )
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
@@ -166,7 +205,7 @@ class KafkaBus(Bus):
         return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
 
     async def start(self) -> None:
-        await ensure_topics(self.bootstrap, replication=self.replication)
+        await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
@@ -181,6 +220,9 @@ class KafkaBus(Bus):
         for sub in self.subscriptions:
             # broadcast: no group, every partition from the beginning at every start, nothing committed;
             # tail: the same from the end (only what is published from now on)
+            progress = _Progress()
+            # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
+            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), 2.0)
             subscriber = self.broker.subscriber(
                 sub.topic.name,
                 group_id=None if sub.broadcast else self.group_id(sub.group),
@@ -190,15 +232,23 @@ class KafkaBus(Bus):
                 auto_offset_reset=self._offset_reset(sub),
                 ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
+                listener=listener,
             )
-            subscriber(self._make_handler(sub))
+            if listener is not None:
+                listener.subscriber = subscriber
+            subscriber(self._make_handler(sub, progress))
         await self.broker.start()
         self._started = True
 
-    async def stop(self) -> None:
+    async def stop_consuming(self) -> None:
+        """Graceful shutdown, step 1: stop fetching, let the handlers finish the batches they are on (up to
+        ``graceful_timeout_s``), commit their offsets and leave the consumer groups. Publishing still works."""
         if self._started:
-            await self.broker.stop()  # consumers first: a handler still running may publish
+            await self.broker.stop()
             self._started = False
+
+    async def stop(self) -> None:
+        await self.stop_consuming()  # consumers first: a handler still running may publish
         if self.producer is not None:
             await self.producer.stop()  # flushes what is buffered
             self.producer = None
@@ -224,7 +274,7 @@ class KafkaBus(Bus):
         raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
 
     async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
-        await ensure_topics(self.bootstrap, [topic], replication=self.replication)
+        await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=None,
@@ -263,13 +313,22 @@ class KafkaBus(Bus):
             await consumer.stop()
         return events
 
-    def _make_handler(self, sub: Subscription) -> Any:
+    def _make_handler(self, sub: Subscription, progress: _Progress) -> Any:
         bus = self
 
         async def handle_batch(message: KafkaMessage) -> None:
+            progress.idle.clear()
+            try:
+                await _handle(message)
+            finally:
+                progress.idle.set()
+
+        async def _handle(message: KafkaMessage) -> None:
             records = message.raw_message
             if not isinstance(records, tuple):
                 records = (records,)
+            if not sub.broadcast:
+                bus._record_lag(sub, message, records)
             events: list[Event] = []
             dead: list[DeadLetterEvent] = []
             first: Any = None
@@ -312,6 +371,9 @@ class KafkaBus(Bus):
                     },
                 ):
                     await bus.deliver(sub, events, dead)
+                for r in records:  # handled: a commit on revocation may now save it
+                    tp = TopicPartition(r.topic, r.partition)
+                    progress.handled[tp] = max(progress.handled.get(tp, 0), r.offset + 1)
             except TransientError as exc:
                 log.warning("%s: transient failure (%s); batch will be redelivered", sub.group, exc)
                 await asyncio.sleep(bus.backoff_s * 10)
@@ -319,6 +381,21 @@ class KafkaBus(Bus):
 
         handle_batch.__name__ = f"{sub.group}_{sub.topic.name.replace('.', '_').replace('-', '_')}"
         return handle_batch
+
+    def _record_lag(self, sub: Subscription, message: Any, records: Sequence[Any]) -> None:
+        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the
+        offset after this batch's last record there."""
+        consumer = getattr(message, "consumer", None)
+        if consumer is None or not records:
+            return
+        last: dict[int, int] = {}
+        for r in records:
+            last[r.partition] = max(last.get(r.partition, -1), r.offset)
+        for partition, offset in last.items():
+            with contextlib.suppress(Exception):
+                end = consumer.highwater(TopicPartition(sub.topic.name, partition))
+                if end is not None:
+                    CONSUMER_LAG.labels(sub.group, sub.topic.name, str(partition)).set(max(0, end - offset - 1))
 
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -378,8 +455,7 @@ class KafkaBus(Bus):
                     batch.close()
                     futures.append(await producer.send_batch(batch, topic.name, partition=partition))
             await asyncio.gather(*futures)
-        if self.published is not None:
-            self.published.labels(topic.name).inc(len(messages))
+        EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         for event in events:

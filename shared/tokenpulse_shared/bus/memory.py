@@ -29,6 +29,7 @@ from tokenpulse_shared.bus.base import (
     decode_message,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.telemetry import EVENTS_PUBLISHED
 from tokenpulse_shared.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,7 @@ class InMemoryBus(Bus):
         await self._fanout(topic, messages, [m.key or "" for m in messages])
 
     async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str]) -> None:
+        EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
         consumers = self._consumers.get(topic.name, [])
         if not consumers or not messages:
             return
