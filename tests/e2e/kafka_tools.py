@@ -32,7 +32,9 @@ async def lag(bootstrap: str, groups: dict[str, Iterable[Topic]]) -> dict[str, i
         await consumer.topics()  # metadata of every topic
         out: dict[str, int] = {}
         for group, topics in groups.items():
-            tps = [TopicPartition(t.name, p) for t in topics for p in sorted(consumer.partitions_for_topic(t.name) or ())]
+            tps = [
+                TopicPartition(t.name, p) for t in topics for p in sorted(consumer.partitions_for_topic(t.name) or ())
+            ]
             end = await consumer.end_offsets(tps)
             out[group] = sum(max(0, end[tp] - max(committed[group].get(tp, 0), 0)) for tp in tps)
         return out

@@ -115,7 +115,14 @@ def sample(topic: Topic, sym: str, i: int) -> Event:
         )
     if topic is PREDICTIONS:
         return PredictionEvent(
-            symbol=sym, horizon="1d", made_at=ts, target_ts=ts + timedelta(days=1), point=10, lower=9, upper=11, model="m"
+            symbol=sym,
+            horizon="1d",
+            made_at=ts,
+            target_ts=ts + timedelta(days=1),
+            point=10,
+            lower=9,
+            upper=11,
+            model="m",
         )
     if topic is ALERT_RULES:
         return AlertRuleEvent(
@@ -340,7 +347,9 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
     firings = asyncio.run(count("SELECT count(), min(price) FROM alert_firings FINAL WHERE rule_id = {r:String}"))
     assert firings == (1, 111.0)
     # every dead letter reached ClickHouse too, once; and the valid dead-letter samples
-    stored = asyncio.run(count("SELECT count(), uniqExact(event_id) FROM dead_letters FINAL WHERE msg_key LIKE {p:String}"))
+    stored = asyncio.run(
+        count("SELECT count(), uniqExact(event_id) FROM dead_letters FINAL WHERE msg_key LIKE {p:String}")
+    )
     assert stored == (len(letters), len(letters))
     samples = asyncio.run(count("SELECT count() FROM dead_letters FINAL WHERE msg_key = {s:String}"))
     assert samples[0] == ids(DEAD_LETTER.name)
