@@ -240,6 +240,8 @@ def create_app(ctx: Context) -> FastAPI:
                 after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
             except ValueError as exc:  # not base64 (non-ASCII too), not UTF-8
                 raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+            if not SYMBOL_RE.match(after):  # base64 decoding skips foreign characters: '%%%' decodes to ''
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it")
             rows = [r for r in rows if r["symbol"] > after]
         page = rows[:limit]
         nxt = None
