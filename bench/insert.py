@@ -40,7 +40,10 @@ async def run(batched_rows: int = 100_000, batch: int = 5000, single_rows: int =
         store = await Store(f"chdb://{tmp}/ch").open()
         try:
             out: dict[str, float] = {}
-            for name, rows, size in (("batched (5,000 rows/insert)", batched_rows, batch), ("row-at-a-time", single_rows, 1)):
+            for name, rows, size in (
+                ("batched (5,000 rows/insert)", batched_rows, batch),
+                ("row-at-a-time", single_rows, 1),
+            ):
                 events = ticks(rows, name[:8])
                 t = time.perf_counter()
                 for i in range(0, rows, size):
@@ -57,7 +60,8 @@ async def run(batched_rows: int = 100_000, batch: int = 5000, single_rows: int =
 def main() -> None:
     results = asyncio.run(run())
     ratio = results["batched (5,000 rows/insert)"] / results["row-at-a-time"]
-    print(f"# ClickHouse insert (chDB), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}")
+    machine = platform.processor() or platform.machine()
+    print(f"# ClickHouse insert (chDB), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}")
     print("| insert | rows/s |\n|---|---|")
     for name, rate in results.items():
         print(f"| {name} | {rate:,.0f} |")

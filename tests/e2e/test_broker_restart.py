@@ -92,6 +92,8 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path
         await feeder.stop()
         await bus.stop()
         await store.close()
-        subprocess.run([SCRIPT, "stop", str(run_dir), "--clean"], capture_output=True, timeout=120)
+        await asyncio.to_thread(
+            subprocess.run, [SCRIPT, "stop", str(run_dir), "--clean"], capture_output=True, timeout=120
+        )
     print(f"broker restart: {len(sent)} ticks, {retried} batches re-sent, stored {found}")
     assert found == (len(sent), len(sent))

@@ -296,8 +296,19 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
             f"{prefix}-ingest": [TICKS],
             f"{prefix}-scoring": [CANDLES, MARKETCAPS, METRICS],
             f"{prefix}-alerts": [PRICES, GRADES, SIGNALS],
-            f"{prefix}-writer": [TICKS, CANDLES, PRICES, INDICATORS, METRICS, MARKETCAPS, GRADES, SIGNALS]
-            + [PREDICTIONS, ALERTS, DEAD_LETTER],
+            f"{prefix}-writer": [
+                TICKS,
+                CANDLES,
+                PRICES,
+                INDICATORS,
+                METRICS,
+                MARKETCAPS,
+                GRADES,
+                SIGNALS,
+                PREDICTIONS,
+                ALERTS,
+                DEAD_LETTER,
+            ],
         }
         wait_caught_up(kafka_bootstrap, groups)
         alive = {p.log.name: p.p.poll() for p in procs}

@@ -17,8 +17,8 @@ import asyncio
 import time
 import tracemalloc
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -160,8 +160,10 @@ async def test_a_slow_consumer_holds_a_bounded_part_of_the_backlog(kafka_bootstr
         await feeder.stop()
         await bus.stop()
     # bounded memory: while stalled it buffered a part of the backlog, not the backlog
-    print(f"slow consumer: backlog {backlog_bytes / 1e6:.1f} MB as JSON; buffered while stalled "
-          f"{(held - base) / 1e6:.1f} MB; peak while working it off {(peak - base) / 1e6:.1f} MB; batches <= {max(sizes)}")
+    print(
+        f"slow consumer: backlog {backlog_bytes / 1e6:.1f} MB as JSON; buffered while stalled "
+        f"{(held - base) / 1e6:.1f} MB; peak while working it off {(peak - base) / 1e6:.1f} MB; batches <= {max(sizes)}"
+    )
     assert max(sizes) <= 500  # batches are bounded by max_batch
     assert set(seen) >= {e.event_id for e in backlog}  # nothing lost
     assert len(seen) == len(set(seen))  # nothing handled twice (no rebalance, no failure: no redelivery)
