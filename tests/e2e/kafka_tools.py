@@ -20,21 +20,23 @@ async def lag(bootstrap: str, groups: dict[str, Iterable[Topic]]) -> dict[str, i
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="test-lag")
     await admin.start()
     committed: dict[str, dict[TopicPartition, int]] = {}
+    partitions: dict[str, list[int]] = {}
     try:
         for group in groups:
             offsets = await admin.list_consumer_group_offsets(group)
             committed[group] = {tp: meta.offset for tp, meta in offsets.items()}
+        names = sorted({t.name for topics in groups.values() for t in topics})
+        for d in await admin.describe_topics(names):
+            partitions[d["topic"]] = sorted(p["partition"] for p in d["partitions"])
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id="test-lag", enable_auto_commit=False)
     await consumer.start()
     try:
-        await consumer.topics()  # metadata of every topic
         out: dict[str, int] = {}
         for group, topics in groups.items():
-            tps = [
-                TopicPartition(t.name, p) for t in topics for p in sorted(consumer.partitions_for_topic(t.name) or ())
-            ]
+            tps = [TopicPartition(t.name, p) for t in topics for p in partitions[t.name]]
+            assert tps, f"no partitions for {[t.name for t in topics]}"
             end = await consumer.end_offsets(tps)
             out[group] = sum(max(0, end[tp] - max(committed[group].get(tp, 0), 0)) for tp in tps)
         return out
