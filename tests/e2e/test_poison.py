@@ -67,9 +67,9 @@ from tokenpulse_shared.topics import (
 from tests.e2e.kafka_tools import read_topic, wait_caught_up
 from tests.e2e.procs import Proc, api_key, free_port, wait_until
 
-pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
+pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-PER_TOPIC = 250  # 12 topics: 3,000 poison messages
+PER_TOPIC = 150  # 12 topics: 1,800 poison messages
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 # Which consumer groups read each topic (the wiring of services/*/service.py, gateway/live.py, writer.py);
