@@ -35,6 +35,7 @@ bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/predictions.py
 	@$(VENV)/bin/python bench/feeds_rest.py
 	@$(VENV)/bin/python bench/feeds.py
+	@$(VENV)/bin/python bench/insert.py
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/gateway.py

@@ -124,6 +124,7 @@ class Runtime:
         for service in self.services:
             await service.start(self.ctx)
         if self.embedded and s.backfill_on_start and store is not None:
+            self.ctx.status["backfill"] = "pending"  # not ready until the history is in (readyz)
             self.tasks.append(asyncio.create_task(self._backfill(), name="backfill"))
         log.info("tokenpulse started: %s (%s)", ", ".join(self.names), "embedded" if self.embedded else "kafka")
         return self.ctx

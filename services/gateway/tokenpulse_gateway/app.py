@@ -189,7 +189,7 @@ def create_app(ctx: Context) -> FastAPI:
     @app.get("/readyz", tags=["ops"])
     async def readyz() -> JSONResponse:
         checks = {"store": await store.ping(), "bus": await ctx.bus.ready()}
-        ready = all(checks.values()) and ctx.status.get("backfill") != "running"
+        ready = all(checks.values()) and ctx.status.get("backfill") not in ("pending", "running")
         body = {"ready": ready, "checks": checks, **{k: v for k, v in ctx.status.items()}}
         return JSONResponse(body, 200 if ready else 503)
 
@@ -238,8 +238,10 @@ def create_app(ctx: Context) -> FastAPI:
         if cursor:
             try:
                 after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            except (binascii.Error, UnicodeDecodeError) as exc:
+            except ValueError as exc:  # not base64 (non-ASCII too), not UTF-8
                 raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+            if not SYMBOL_RE.match(after):  # base64 decoding skips foreign characters: '%%%' decodes to ''
+                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it")
             rows = [r for r in rows if r["symbol"] > after]
         page = rows[:limit]
         nxt = None

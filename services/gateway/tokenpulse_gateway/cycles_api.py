@@ -51,7 +51,7 @@ def make_router(queries: Queries, bundle_dir: Path) -> APIRouter:
     @router.get(
         "/v1/cycles/btc",
         summary="Bitcoin halving cycles: past runs, projection, track record",
-        responses=responses("cycles", 200, 400, 401, 422, 429),
+        responses=responses("cycles", 200, 400, 401, 422, 429, 503),
     )
     async def cycles(
         _: Authed,

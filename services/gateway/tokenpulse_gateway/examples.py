@@ -11,6 +11,7 @@ ERRORS: dict[int, tuple[str, str, str]] = {
     403: ("tier_required", "intraday signals need the pro tier or higher; see GET /v1/usage", "not in your tier"),
     404: ("unknown_symbol", "FOO is not tracked; see GET /v1/tokens", "not found"),
     422: ("invalid_request", "limit: Input should be greater than or equal to 1", "invalid parameters"),
+    503: ("no_history", "no BTC daily history loaded yet; retry after the backfill", "data not loaded yet"),
     429: ("rate_limited", "per-minute request limit reached; retry in 12 s", "over your limit (see Retry-After)"),
 }
 

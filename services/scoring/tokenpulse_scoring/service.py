@@ -515,10 +515,38 @@ class ScoringService:
         for (symbol, interval), group in itertools.groupby(rows, key=lambda r: (r[0], r[1])):
             self.apply_batch(symbol, Interval(interval), [tuple(r[2:]) for r in group])  # type: ignore[misc]
 
+    async def rebuild_from_topics(self) -> int:
+        """Without a store (distributed mode on chDB): the same warm-up from the topics, each read up to what
+        this service's consumer group has committed, so the state is the one a killed process had reached
+        and what is consumed next (redelivered or new) continues from it."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        for e in await bus.read_log(MARKETCAPS, until_group=self.name):
+            if isinstance(e, MarketCapEvent) and e.symbol:
+                self.add_market_cap(e.symbol, int(e.ts.timestamp() * 1000), e.market_cap)
+        metrics = [e for e in await bus.read_log(METRICS, until_group=self.name) if isinstance(e, MetricsEvent)]
+        for e in sorted(metrics, key=lambda m: m.ts):
+            self.add_metrics(e.symbol, int(e.ts.timestamp() * 1000), e.metrics)
+        latest: dict[tuple[str, str, int], CandleEvent] = {}  # the highest version of each candle, as FINAL keeps
+        for e in await bus.read_log(CANDLES, until_group=self.name):
+            if isinstance(e, CandleEvent) and e.closed:
+                k = (e.symbol, e.interval.value, int(e.ts.timestamp() * 1000))
+                if k not in latest or e.version >= latest[k].version:
+                    latest[k] = e
+        rows = [
+            (c.symbol, c.interval.value, k[2], c.open, c.high, c.low, c.close, c.volume, c.version)
+            for k, c in sorted(latest.items(), key=lambda kv: (kv[0][0] != "BTC", kv[0]))
+        ]
+        await asyncio.to_thread(self._replay, rows)
+        return len(rows)
+
     async def start(self, ctx: Context) -> None:
         if ctx.store is not None:
             n = await self.warm_up()
             log.info("scoring state rebuilt from %d stored candles", n)
+        elif not ctx.embedded:
+            n = await self.rebuild_from_topics()
+            log.info("scoring state rebuilt from %d candles on the topic (up to the committed offsets)", n)
         self.ready.set()
         if self.forecaster is not None:
             await self.forecaster.start(ctx)

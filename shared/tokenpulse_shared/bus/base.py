@@ -145,9 +145,11 @@ class Bus(abc.ABC):
     async def publish_tombstone(self, topic: Topic, key: str) -> None:
         """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""
 
-    async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
+    async def read_log(self, topic: Topic, since_ms: int | None = None, until_group: str | None = None) -> list[Event]:
         """Read ``topic`` from its beginning (or from ``since_ms``) up to its current end: how a service
         rebuilds state that Kafka holds (rules, its own firing log) before it processes new events.
+        ``until_group``: only up to what that consumer group (of this bus) has committed — the events
+        a service had fully processed, so that what it then consumes continues exactly from there.
         Invalid messages and tombstones are skipped. The in-process bus keeps no log: embedded mode
         rebuilds such state from the store instead."""
         return []

@@ -273,7 +273,18 @@ class KafkaBus(Bus):
             await admin.close()
         raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
 
-    async def read_log(self, topic: Topic, since_ms: int | None = None) -> list[Event]:
+    async def _committed(self, group: str, topic: Topic) -> dict[int, int]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
+        await admin.start()
+        try:
+            offsets = await admin.list_consumer_group_offsets(self.group_id(group))
+        finally:
+            await admin.close()
+        return {
+            tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic.name and meta.offset >= 0
+        }
+
+    async def read_log(self, topic: Topic, since_ms: int | None = None, until_group: str | None = None) -> list[Event]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -288,6 +299,9 @@ class KafkaBus(Bus):
             partitions = [TopicPartition(topic.name, p) for p in await self._partitions(topic.name)]
             consumer.assign(partitions)
             end = await consumer.end_offsets(partitions)
+            if until_group is not None:  # what the group has processed, nothing on a partition it never committed
+                committed = await self._committed(until_group, topic)
+                end = {tp: min(end[tp], committed.get(tp.partition, 0)) for tp in partitions}
             # explicit offsets (not seek_to_beginning, whose lazy reset can race with the assignment)
             start = await consumer.beginning_offsets(partitions)
             if since_ms is not None:
