@@ -10,7 +10,8 @@ the other fields) as recorded:
   times the token's target price (so BTC trades near 97,000 move as SKL-USD moved), times
   ``drift`` (1.05 makes this exchange 5% dearer than the others);
 * trade ids are renumbered consecutively per token, continuing across connections, and
-  times are restamped to now (so prices are fresh);
+  times are restamped to now (so prices are fresh), or to ``clock()`` when one is given (a
+  scripted timeline: a gap test makes minutes pass without waiting for them);
 * Kraken v2 frames are built from the recorded v1 trade rows (no v2 recording exists).
 
 Scripted faults: :meth:`drop` (abrupt TCP abort, no close frame), :meth:`stall` (the open
@@ -98,8 +99,10 @@ class FakeExchange:
         *,
         drift: float = 1.0,
         heartbeat_s: float | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.kind = kind
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.prices = prices
         self.drift = drift
         self.heartbeat_s = heartbeat_s
@@ -280,7 +283,7 @@ class FakeExchange:
             for _ in range(count):
                 trade_id = self.next_id[symbol]
                 self.next_id[symbol] += 1
-                ts = datetime.now(UTC)
+                ts = self.clock()
                 index = next(self._cursor)
                 frame, price = self._frame(symbol, trade_id, ts, v1=False, index=index)
                 frame_v1 = (

@@ -112,6 +112,10 @@ async def test_duplicates_and_reconnect_overlap_never_publish_a_tick_twice(any_r
     await r.fake.duplicate(4)  # the same frames again on the same connection
     sent += await r.fake.emit(3, reverse=True)  # out of order: newest first
     await wait_for(lambda: len(r.ticks) >= len(sent), what="ticks")
+    await asyncio.sleep(0.2)
+    gaps_before = len(r.gaps)  # (the newest-first frames may have looked like a trade id jump)
+    for symbol in PRICES:
+        r.fake.skip(symbol, 5)  # trades made while the connection is down
     await r.fake.drop()
     await wait_for(lambda: r.fake.connections == 2 and r.conn.health.connected, what="reconnect")
     await wait_for(lambda: len(r.fake.subscriptions) == expected_subs(r), what="resubscribe")
@@ -124,6 +128,8 @@ async def test_duplicates_and_reconnect_overlap_never_publish_a_tick_twice(any_r
     assert set(keys) == {(s.symbol, str(s.trade_id)) for s in sent}
     assert r.conn.health.duplicates == 10
     assert metric("tokenpulse_feed_duplicate_ticks_total", exchange=r.fake.kind) - dup_before == 10
+    # one gap per pair, the reconnect's: the replayed trades are not taken for the new baseline
+    assert len(r.gaps) == gaps_before + len(PRICES)
 
 
 async def test_garbage_frames_are_counted_and_skipped_and_the_connector_survives(any_rig: Rig) -> None:

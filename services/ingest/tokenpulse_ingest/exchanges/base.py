@@ -17,7 +17,10 @@ Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
 exchanges), an exchange heartbeat announcing a trade we never received, and
 every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
 the REST backfiller plugs into. Gap hooks run as background tasks, so a slow
-backfill never holds up the live stream.
+backfill never holds up the live stream. After a reconnect (its gap already
+reported) the first trade newer than the last one received is the new baseline:
+trades replayed from before the cut are not, else the jump from them to the next
+new trade would report the same hole a second time.
 """
 
 from __future__ import annotations
@@ -272,6 +275,8 @@ class Connector(ABC):
     def trade_seen(self, symbol: str, trade_id: int, ts: datetime) -> None:
         """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times."""
         last = self._last_id.get(symbol)
+        if last is not None and symbol in self._resync and trade_id <= last and ts <= self._last_ts.get(symbol, ts):
+            return  # a reconnect's replay of trades we had: the first newer trade is the new baseline
         if last is None or symbol in self._resync:
             self._resync.discard(symbol)
             self._last_id[symbol] = trade_id
