@@ -27,8 +27,8 @@ from tokenpulse_shared.service import Context
 
 from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway import product_api
-from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
+from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
 from tokenpulse_gateway.cycles_api import make_router
 from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
 from tokenpulse_gateway.errors import ApiError, install

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request, Security
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader
 
 from tokenpulse_gateway.errors import ApiError

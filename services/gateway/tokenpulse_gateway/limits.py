@@ -2,10 +2,11 @@
 
 Storage: process memory when ``TOKENPULSE_REDIS_URL`` is unset (embedded mode, one
 replica: exact), Redis otherwise, so every gateway replica draws from the same
-counters. In memory the moving window is :class:`WindowMemoryStorage` (the same
-semantics as `limits`' memory storage, at a constant cost per request). The per-minute limit is a moving window (no burst at a window edge); the
+counters. The per-minute limit is a moving window (no burst at a window edge); the
 monthly quota is a fixed 30-day window that starts with a key's first request (one
-counter in Redis instead of a list of a month of timestamps).
+counter in Redis instead of a list of a month of timestamps). In memory the storage
+is :class:`WindowMemoryStorage`: the same answers as `limits`' memory storage at a
+constant cost per request.
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
 
 from tokenpulse_gateway.answers import PageCache
-
 from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
 
 log = logging.getLogger(__name__)
