@@ -119,7 +119,12 @@ class WindowMemoryStorage(MemoryStorage):
         now = time.time()
         hits = self._current(key, now)
         if hits:
-            return hits[0], len(hits)
+            # like the library: a hit exactly one window old still blocks a new one but no longer counts here
+            cutoff, first = now - expiry, 0
+            while first < len(hits) and hits[first] <= cutoff:
+                first += 1
+            if first < len(hits):
+                return hits[first], len(hits) - first
         return now, 0
 
     async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
