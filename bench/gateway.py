@@ -2,11 +2,12 @@
 endpoints of `tokenpulse up` (embedded mode), next to a bare FastAPI endpoint in the same run (the
 framework ceiling), with `hey` as the load generator (built from the Go module proxy when missing).
 
-For each target: the most it serves (`hey -c 32` for BENCH_SECONDS s) and latency at a fixed 500 req/s
+For each target: the most it serves (`hey -c 32`) and latency at a fixed 500 req/s
 (`hey -c 10 -q 50`). The gateway runs one process (embedded mode holds one chDB engine per process);
-the bare app is measured with 1 and 2 uvicorn workers. All servers run at once and are measured in
-BENCH_ROUNDS interleaved rounds (the machine is shared: a ratio is taken within one round, then the
-median over rounds). Prints Markdown for docs/benchmarks.md.
+the bare app is measured with 1 and 2 uvicorn workers. All servers run at once. The machine is
+shared, so throughput is measured in BENCH_PAIRS short alternating pairs (the 1-worker ceiling for
+BENCH_PAIR_SECONDS, then the endpoint): each pair gives a ratio, the table the median. Latency is
+BENCH_ROUNDS interleaved rounds at 500 req/s, medians. Prints Markdown for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+PAIRS = int(os.environ.get("BENCH_PAIRS", "5"))
+PAIR_SECONDS = int(os.environ.get("BENCH_PAIR_SECONDS", "3"))
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -137,7 +140,9 @@ def main() -> None:
     binary = hey_binary()
     procs: list[subprocess.Popen[bytes]] = []
     work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-gw-"))
-    results: dict[str, list[dict[str, float]]] = {}
+    ratios: dict[str, list[float]] = {}
+    tops: dict[str, list[float]] = {}
+    paced: dict[str, list[dict[str, float]]] = {}
     loads: list[str] = []
     try:
         base, key, gw_pid = start_gateway(work, procs)
@@ -146,8 +151,9 @@ def main() -> None:
         while children(gw_pid) and time.monotonic() < deadline:
             time.sleep(5)
         busy = children(gw_pid)
-        targets: list[tuple[str, str, str | None]] = [
-            ("bare FastAPI `/bare`, 1 worker", start_bare(1, procs), None),
+        bare = ("bare FastAPI `/bare`, 1 worker", start_bare(1, procs), None)
+        bare2 = ("bare FastAPI `/bare`, 2 workers", start_bare(2, procs), None)
+        gateway: list[tuple[str, str, str | None]] = [
             ("gateway `/v1/tokens` (memory)", f"{base}/v1/tokens", key),
             ("gateway `/v1/tokens/BTC` (memory + cached analytics)", f"{base}/v1/tokens/BTC", key),
             (
@@ -156,26 +162,25 @@ def main() -> None:
                 key,
             ),
         ]
-        if os.environ.get("BENCH_BARE_2_WORKERS", "1") == "1":
-            targets.insert(1, ("bare FastAPI `/bare`, 2 workers", start_bare(2, procs), None))
-        for r in range(ROUNDS):
+        for _, url, k in [bare, bare2, *gateway]:
+            hey(binary, url, k, "-c", "8", "-z", "2s")  # warm-up
+        # throughput: short alternating pairs (the ceiling, then a gateway endpoint), so both halves of a
+        # pair see the same background load on the shared machine; the ratio is taken per pair
+        for pair in range(PAIRS):
             loads.append(load_average())
-            for label, url, k in targets:  # interleaved: every round measures the ceiling next to the gateway
-                hey(binary, url, k, "-c", "8", "-z", "2s")  # warm-up
-                top = hey(binary, url, k, "-c", "32")
-                paced = hey(binary, url, k, "-c", "10", "-q", "50")
-                results.setdefault(label, []).append(
-                    {
-                        "rps": top["rps"],
-                        "p50": top["p50"],
-                        "p99": top["p99"],
-                        "paced": paced["rps"],
-                        "pp50": paced["p50"],
-                        "pp99": paced["p99"],
-                        "non200": top["non200"] + paced["non200"],
-                    }
-                )
-                print(f"round {r + 1}: {label}: {results[label][-1]}", flush=True)
+            for label, url, k in [bare2, *gateway]:
+                ceiling = hey(binary, bare[1], None, "-c", "32", "-z", f"{PAIR_SECONDS}s")["rps"]
+                got = hey(binary, url, k, "-c", "32", "-z", f"{PAIR_SECONDS}s")["rps"]
+                tops.setdefault(bare[0], []).append(ceiling)
+                tops.setdefault(label, []).append(got)
+                ratios.setdefault(label, []).append(got / ceiling)
+                print(f"pair {pair + 1}: {label}: {got:,.0f} / {ceiling:,.0f} = {got / ceiling:.2f}", flush=True)
+        # latency at a fixed 500 req/s
+        for r in range(ROUNDS):
+            for label, url, k in [bare, bare2, *gateway]:
+                m = hey(binary, url, k, "-c", "10", "-q", "50")
+                paced.setdefault(label, []).append(m)
+                print(f"paced round {r + 1}: {label}: {m}", flush=True)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -184,28 +189,30 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
-        f"\nRun {now}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{ROUNDS} interleaved rounds of hey -z {DURATION}s per measurement, medians; load generator on the same "
-        f"machine; load average (1/5/15 min) at the start of each round: {', '.join(loads)}"
+        f"\nRun {now}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+        f"throughput: {PAIRS} alternating pairs of hey -c 32 -z {PAIR_SECONDS}s (ceiling, endpoint) per endpoint; "
+        f"latency: {ROUNDS} rounds of hey -c 10 -q 50 -z {DURATION}s per target; medians; load generator on the "
+        f"same machine; load average (1/5/15 min) at the start of each pair round: {', '.join(loads)}"
         + (f"; a child process was still running: {busy}" if busy else "")
         + ".\n"
     )
     print(
-        "| target | max req/s (c=32) | p50 ms | p99 ms | paced req/s (target 500) | p50 ms | p99 ms | non-200 "
-        "| max req/s / bare 1 worker, same round (median) |"
+        "| target | max req/s (c=32, median) | / bare 1 worker, same pair (median, min to max) | "
+        "paced req/s (target 500) | p50 ms | p99 ms | non-200 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    ceiling = results["bare FastAPI `/bare`, 1 worker"]
-    for label, runs in results.items():
-        ratio = median([run["rps"] / c["rps"] for run, c in zip(runs, ceiling, strict=True)])
-        m = {k: median([run[k] for run in runs]) for k in runs[0]}
+    print("|---|---|---|---|---|---|---|")
+    for label in [bare[0], bare2[0], *(g[0] for g in gateway)]:
+        rs = ratios.get(label, [])
+        ratio = f"{median(rs):.2f} ({min(rs):.2f} to {max(rs):.2f})" if rs else "1.00"
+        runs = paced[label]
+        m = {k: median([run[k] for run in runs]) for k in ("rps", "p50", "p99")}
         print(
-            f"| {label} | {m['rps']:,.0f} | {m['p50']:.1f} | {m['p99']:.1f} | {m['paced']:,.0f} | {m['pp50']:.1f} | "
-            f"{m['pp99']:.1f} | {int(sum(run['non200'] for run in runs))} | {ratio:.2f} |"
+            f"| {label} | {median(tops[label]):,.0f} | {ratio} | {m['rps']:,.0f} | {m['p50']:.1f} | {m['p99']:.1f} | "
+            f"{int(sum(run['non200'] for run in runs))} |"
         )
-    print("\nPer round (max req/s, p99 ms at 500 req/s):\n")
-    for label, runs in results.items():
-        print(f"- {label}: " + "; ".join(f"{run['rps']:,.0f} req/s, p99 {run['pp99']:.1f} ms" for run in runs))
+    print("\nPaced p99 per round (ms): ")
+    for label, runs in paced.items():
+        print(f"- {label}: " + ", ".join(f"{run['p99']:.1f}" for run in runs))
 
 
 if __name__ == "__main__":

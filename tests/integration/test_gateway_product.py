@@ -16,10 +16,10 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_shared.bus.memory import InMemoryBus
-from prometheus_client.parser import text_string_to_metric_families
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
