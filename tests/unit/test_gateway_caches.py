@@ -3,6 +3,7 @@ constant-cost in-memory moving window (checked against the `limits` library's ow
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -14,6 +15,10 @@ from starlette.requests import Request
 from tokenpulse_gateway import answers, limits
 from tokenpulse_gateway.answers import PageCache, answer, encode
 from tokenpulse_gateway.limits import WindowMemoryStorage
+from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
 
 
 class Clock:
@@ -136,3 +141,28 @@ async def test_the_window_storage_keeps_only_the_last_minute(monkeypatch: pytest
     clock.t += 61.0
     assert await storage.get_moving_window("k", 1_000_000, 60) == (pytest.approx(1_000_066.0), 0)
     assert len(storage.windows["k"][1]) == 0
+
+
+async def test_concurrent_requests_share_one_computation_of_a_tokens_slow_parts() -> None:
+    """When a token page's analytics expire under load, one computation serves every waiting request
+    (32 concurrent recomputations of the same store queries stalled the gateway for seconds)."""
+    ctx = Context(settings=Settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=None, embedded=True)
+    live = LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]  # no store needed here
+    calls = 0
+
+    async def compute() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return {"n": calls}
+
+    got = await asyncio.gather(*(live.slow_parts("BTC", compute) for _ in range(32)))
+    assert calls == 1 and all(g == {"n": 1} for g in got)
+    assert await live.slow_parts("BTC", compute) == {"n": 1} and calls == 1  # then cached
+
+    async def failing() -> dict[str, Any]:
+        raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError):
+        await live.slow_parts("ETH", failing)
+    assert await live.slow_parts("ETH", compute) == {"n": 2}  # a failure is not kept

@@ -120,6 +120,7 @@ class LiveState:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.predictions: dict[str, dict[str, dict[str, Any]]] = {}
         self.slow: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._computing: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.synced_at = 0.0
         self.version = 0
         """bumped whenever the token rows or predictions change: answers built from them are cached per version"""
@@ -280,9 +281,20 @@ class LiveState:
         cached = self.slow.get(symbol)
         if cached and time.monotonic() - cached[0] < self.sync_every_s:
             return cached[1]
-        value = await compute()
-        self.slow[symbol] = (time.monotonic(), value)
-        return value
+        # one computation per token at a time: when the entry expires under load, every waiting request
+        # would otherwise run the same store queries at once (seconds of stall measured at 32 concurrent)
+        running = self._computing.get(symbol)
+        if running is None:
+            running = self._computing[symbol] = asyncio.ensure_future(self._compute_slow(symbol, compute))
+        return await asyncio.shield(running)
+
+    async def _compute_slow(self, symbol: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        try:
+            value = await compute()
+            self.slow[symbol] = (time.monotonic(), value)
+            return value
+        finally:
+            self._computing.pop(symbol, None)
 
     # ------------------------------------------------------------------ answers
     def rows(self) -> list[dict[str, Any]]:
