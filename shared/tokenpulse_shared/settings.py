@@ -251,6 +251,11 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(
         30.0, ge=0, description="Gateway: seconds a replica trusts a key lookup (a revocation elsewhere waits this)."
     )
+    history_cache_ttl_s: float = Field(
+        10.0,
+        ge=0,
+        description="Gateway: seconds a replica reuses a candles or indicators page (dropped on a new candle); 0: off.",
+    )
     admin_token: str | None = Field(
         None, description="Gateway: admin token for /v1/admin (required in production; admin API off when unset)."
     )

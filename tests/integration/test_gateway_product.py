@@ -16,14 +16,23 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import AlertFiredEvent, Event, Interval, PredictionEvent, PriceEvent, SignalEvent
+from tokenpulse_shared.events import (
+    AlertFiredEvent,
+    CandleEvent,
+    Event,
+    Interval,
+    PredictionEvent,
+    PriceEvent,
+    SignalEvent,
+)
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
-from tokenpulse_shared.topics import ALERTS, PREDICTIONS, PRICES, SIGNALS, Topic
+from tokenpulse_shared.topics import ALERTS, CANDLES, PREDICTIONS, PRICES, SIGNALS, Topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ADMIN = "test-admin-token-7c1f"
@@ -239,6 +248,91 @@ async def test_tokens_come_from_memory_kept_current_by_the_bus(gw: Gw) -> None:
     assert [(p["horizon"], p["point"], p["lower"], p["upper"]) for p in detail["predictions"]] == [
         ("7d", 4400.0, 4000.0, 4800.0)
     ]
+
+
+class QueryCounter:
+    """Counts the store queries made inside the ``with`` block."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.original, self.count = store, store.query, 0
+
+    def __enter__(self) -> QueryCounter:
+        async def counting(*args: object, **kwargs: object) -> object:
+            self.count += 1
+            return await self.original(*args, **kwargs)  # type: ignore[arg-type]
+
+        self.store.query = counting  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.store.query = self.original  # type: ignore[method-assign]
+
+
+async def test_hot_answers_are_reused_until_the_live_state_changes(gw: Gw) -> None:
+    key = await new_key(gw)
+    first = await gw.api.get("/v1/tokens", headers=h(key))
+    again = await gw.api.get("/v1/tokens", headers=h(key))
+    assert first.content == again.content and first.headers["ETag"] == again.headers["ETag"]
+    detail = await gw.api.get("/v1/tokens/BTC", headers=h(key))
+    with QueryCounter(gw.store) as counted:  # the page of a token is kept too: no store query to repeat it
+        assert (await gw.api.get("/v1/tokens/BTC", headers=h(key))).content == detail.content
+    assert counted.count == 0
+    price = (first.json()["data"][0]["price"] or 1.0) * 1.5
+    symbol = first.json()["data"][0]["symbol"]
+    await gw.bus.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=price, sources=["t"])])
+    await gw.bus.drain()
+    moved = await gw.api.get("/v1/tokens", headers=h(key), params={"limit": 1})
+    assert moved.json()["data"][0]["price"] == price
+    after = await gw.api.get("/v1/tokens", headers={**h(key), "If-None-Match": first.headers["ETag"]})
+    assert after.status_code == 200 and after.headers["ETag"] != first.headers["ETag"]  # a new version, a new tag
+    assert (await gw.api.get(f"/v1/tokens/{symbol}", headers=h(key))).json()["price"] == price
+
+
+async def test_candle_pages_are_cached_and_dropped_when_a_new_candle_arrives(gw: Gw) -> None:
+    """Pages are reused (no store query) until the bus brings a candle of that token and interval."""
+    key = await new_key(gw)
+    params = {"interval": "4h", "start": "2020-01-01T00:00:00Z", "end": "2020-01-02T00:00:00Z"}
+    empty = await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))
+    assert empty.status_code == 200 and empty.json()["data"] == []
+    with QueryCounter(gw.store) as counted:
+        assert (await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))).content == empty.content
+    assert counted.count == 0
+    candle = CandleEvent(
+        symbol="BTC", interval=Interval.H4, ts=datetime(2020, 1, 1, 4, tzinfo=UTC), open=7200.0, high=7300.0,
+        low=7150.0, close=7250.0, volume=12.5, source="test",
+    )  # fmt: skip
+    eth = candle.model_copy(update={"symbol": "ETH", "event_id": "eth-candle-0001"})
+    await gw.bus.publish(CANDLES, [eth])  # another token
+    await gw.bus.drain()
+    with QueryCounter(gw.store) as counted:
+        assert (await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))).json()["data"] == []
+    assert counted.count == 0  # ETH's candle leaves BTC's pages alone
+    await gw.bus.publish(CANDLES, [candle])  # the store writer persists it, the gateway drops BTC 4h pages
+    await gw.bus.drain()
+    fresh = await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))
+    assert [(c["ts"], c["close"]) for c in fresh.json()["data"]] == [("2020-01-01T04:00:00Z", 7250.0)]
+    assert fresh.headers["ETag"] != empty.headers["ETag"]
+
+
+async def test_metrics_count_requests_by_route_template_and_status_class(gw: Gw) -> None:
+    key = await new_key(gw)
+    await gw.api.get("/v1/tokens/BTC", headers=h(key))
+    await gw.api.get("/v1/tokens/NOPE1", headers=h(key))
+    await gw.api.get("/v1/no-such-path", headers=h(key))
+    text = (await gw.api.get("/metrics")).text
+    totals = {
+        (s.labels["handler"], s.labels["method"], s.labels["status"]): s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "http_requests"
+        for s in family.samples
+        if s.name == "http_requests_total"
+    }
+    assert totals[("/v1/tokens/{symbol}", "GET", "2xx")] >= 1
+    assert totals[("/v1/tokens/{symbol}", "GET", "4xx")] >= 1  # an unknown token: 404 on a known route
+    assert totals[("none", "GET", "4xx")] >= 1  # no route: one label for every unknown path
+    assert not any(handler == "/metrics" for handler, _, _ in totals)
+    names = {f.name for f in text_string_to_metric_families(text)}
+    assert {"http_request_duration_highr_seconds", "http_request_duration_seconds"} <= names
 
 
 class Server:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import json
 import re
 import time
@@ -22,7 +21,6 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_fastapi_instrumentator import Instrumentator
 from pydantic import BaseModel, EmailStr, Field
 from tokenpulse_shared.events import SYMBOL_PATTERN, Interval
 from tokenpulse_shared.service import Context
@@ -30,12 +28,14 @@ from tokenpulse_shared.service import Context
 from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
+from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
 from tokenpulse_gateway.cycles_api import make_router
 from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
 from tokenpulse_gateway.errors import ApiError, install
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
 from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.metrics import HttpMetrics, metrics_endpoint
 from tokenpulse_gateway.middleware import GatewayMiddleware
 from tokenpulse_gateway.predictions_api import current_predictions
 from tokenpulse_gateway.predictions_api import make_router as make_predictions_router
@@ -96,13 +96,7 @@ def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 
 def etag_json(request: Request, body: Any, max_age: int) -> Response:
     """A JSON answer with a strong ETag and Cache-Control; 304 when the client already has it."""
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-    tag = '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
-    headers = {"ETag": tag, "Cache-Control": f"private, max-age={max_age}"}
-    match = request.headers.get("if-none-match", "")
-    if tag in [t.strip().removeprefix("W/") for t in match.split(",")] or match.strip() == "*":
-        return Response(status_code=304, headers=headers)
-    return Response(data, media_type="application/json", headers=headers)
+    return answer(request, encode(body), max_age)
 
 
 DESCRIPTION = """Open crypto market intelligence.
@@ -123,7 +117,8 @@ def create_app(ctx: Context) -> FastAPI:
     keys = KeyStore(store, cache_ttl_s=settings.key_cache_ttl_s)
     limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour)
     hub = StreamHub(settings.stream_buffer)
-    live = LiveState(ctx, queries, hub)
+    pages = PageCache(settings.history_cache_ttl_s)
+    live = LiveState(ctx, queries, hub, pages=pages)
     known: dict[str, Any] = {"at": 0.0, "symbols": set(settings.symbols)}
 
     # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
@@ -146,7 +141,8 @@ def create_app(ctx: Context) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
-    Instrumentator(excluded_handlers=["/metrics"]).instrument(app).expose(app, include_in_schema=False)
+    app.add_middleware(HttpMetrics)
+    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     if settings.otel_exporter != "none":  # no exporter, no spans: request tracing costs ~40% of a hot read
         try:
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -234,7 +230,21 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> Response:
         """Every tracked token: latest price, 24 h change and volume, grades and signal, answered from memory
         (kept current from the event bus)."""
-        rows = await token_rows()
+        await live.ensure()
+        if tokens_cache["version"] != live.version:
+            tokens_cache.update(version=live.version, pages={})
+        enc = tokens_cache["pages"].get((limit, cursor))
+        if enc is None:
+            enc = encode(tokens_page(limit, cursor))
+            if len(tokens_cache["pages"]) < 64:  # the cursors a client can send are many; the useful pages few
+                tokens_cache["pages"][(limit, cursor)] = enc
+        return answer(request, enc, 1)
+
+    # the serialised /v1/tokens pages of one live-state version, by (limit, cursor)
+    tokens_cache: dict[str, Any] = {"version": None, "pages": {}}
+
+    def tokens_page(limit: int, cursor: str | None) -> dict[str, Any]:
+        rows = live.rows()
         if cursor:
             try:
                 after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
@@ -247,13 +257,23 @@ def create_app(ctx: Context) -> FastAPI:
         nxt = None
         if len(rows) > limit:
             nxt = base64.urlsafe_b64encode(page[-1]["symbol"].encode()).decode().rstrip("=")
-        return etag_json(request, {"data": [public(r) for r in page], "next_cursor": nxt}, 1)
+        return {"data": [public(r) for r in page], "next_cursor": nxt}
+
+    # the serialised token pages by symbol: (live-state version, monotonic time made, answer)
+    detail_cache: dict[str, tuple[int, float, Encoded]] = {}
+    # forecasts read from the store when none came over the bus yet (after a restart): (monotonic time, list)
+    stored_predictions: dict[str, tuple[float, list[dict[str, Any]]]] = {}
 
     @app.get("/v1/tokens/{symbol}", tags=["tokens"], responses=ex.responses("token", 200, 400, 401, 404, 429))
     async def token_detail(request: Request, _: Authed, symbol: str) -> Response:
         """One token: the live row plus ROI over 24h/7d/30d/1y, key levels and the latest predictions.
         Reference prices and levels are refreshed from the store about once a minute."""
         symbol = await symbol_known(symbol)
+        await live.ensure()
+        hit = detail_cache.get(symbol)
+        if hit and hit[0] == live.version and time.monotonic() - hit[1] < live.sync_every_s:
+            return answer(request, hit[2], 1)
+        version, made = live.version, time.monotonic()
         row = next((r for r in await token_rows() if r["symbol"] == symbol), None)
         if row is None:
             raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked")
@@ -275,9 +295,18 @@ def create_app(ctx: Context) -> FastAPI:
             for label, ref in parts["refs"].items()
         }
         # forecasts from memory (the predictions topic); the store after a restart, until the next one arrives
-        predictions = live.predictions_of(symbol) or await current_predictions(queries, symbol)
-        body = {**public(row), "roi": roi, "levels": parts["levels"], "predictions": predictions}
-        return etag_json(request, body, 1)
+        predictions = live.predictions_of(symbol) or await predictions_from_store(symbol)
+        enc = encode({**public(row), "roi": roi, "levels": parts["levels"], "predictions": predictions})
+        detail_cache[symbol] = (version, made, enc)
+        return answer(request, enc, 1)
+
+    async def predictions_from_store(symbol: str) -> list[dict[str, Any]]:
+        """The stored forecasts, read at most once per ``sync_every_s`` per token."""
+        got = stored_predictions.get(symbol)
+        if got is None or time.monotonic() - got[0] >= live.sync_every_s:
+            got = (time.monotonic(), await current_predictions(queries, symbol))
+            stored_predictions[symbol] = got
+        return got[1]
 
     @app.get(
         "/v1/candles/{symbol}",
@@ -298,8 +327,13 @@ def create_app(ctx: Context) -> FastAPI:
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
-        rows = await queries.candles(symbol, interval, start_ms, end_ms, after, limit + 1)
-        return etag_json(request, page(rows, limit), 10)
+        key = ("candles", symbol, interval.value, start_ms, end_ms, after, limit)
+        enc = pages.get(key)
+        if enc is None:
+            made = time.monotonic()
+            enc = encode(page(await queries.candles(symbol, interval, start_ms, end_ms, after, limit + 1), limit))
+            pages.put(key, enc, made)
+        return answer(request, enc, 10)
 
     @app.get(
         "/v1/indicators/{symbol}",
@@ -322,8 +356,13 @@ def create_app(ctx: Context) -> FastAPI:
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
         after = decode_cursor(cursor) if cursor else None
-        rows = await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1)
-        return etag_json(request, page(rows, limit), 10)
+        key = ("indicators", symbol, interval.value, start_ms, end_ms, after, limit)
+        enc = pages.get(key)
+        if enc is None:
+            made = time.monotonic()
+            enc = encode(page(await queries.indicators(symbol, interval, start_ms, end_ms, after, limit + 1), limit))
+            pages.put(key, enc, made)
+        return answer(request, enc, 10)
 
     @app.get(
         "/v1/grades/{symbol}",

@@ -27,11 +27,21 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from tokenpulse_shared.events import AlertFiredEvent, GradeEvent, Interval, PredictionEvent, PriceEvent, SignalEvent
+from tokenpulse_shared.events import (
+    AlertFiredEvent,
+    CandleEvent,
+    GradeEvent,
+    IndicatorEvent,
+    Interval,
+    PredictionEvent,
+    PriceEvent,
+    SignalEvent,
+)
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
-from tokenpulse_shared.topics import ALERTS, GRADES, PREDICTIONS, PRICES, SIGNALS
+from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
 
+from tokenpulse_gateway.answers import PageCache
 from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
 
 log = logging.getLogger(__name__)
@@ -104,7 +114,14 @@ class StreamHub:
 
 
 class LiveState:
-    def __init__(self, ctx: Context, queries: Queries, hub: StreamHub, sync_every_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        queries: Queries,
+        hub: StreamHub,
+        sync_every_s: float = 60.0,
+        pages: PageCache | None = None,
+    ) -> None:
         self.settings = ctx.settings
         self.queries = queries
         self.hub = hub
@@ -112,7 +129,10 @@ class LiveState:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.predictions: dict[str, dict[str, dict[str, Any]]] = {}
         self.slow: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._computing: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.synced_at = 0.0
+        self.version = 0
+        """bumped whenever the token rows or predictions change: answers built from them are cached per version"""
         self._sync_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         group = "gateway-live"
@@ -123,6 +143,10 @@ class LiveState:
         # ... and reads the small ones whole (predictions are kept only here)
         ctx.bus.subscribe(GRADES, group, self.on_grades, broadcast=True)
         ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, broadcast=True)
+        self.pages = pages
+        if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
+            ctx.bus.subscribe(CANDLES, group, self.on_candles, tail=True)
+            ctx.bus.subscribe(INDICATORS, group, self.on_indicators, tail=True)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)
@@ -147,6 +171,7 @@ class LiveState:
 
     # ------------------------------------------------------------------ from the bus
     async def on_prices(self, events: list[PriceEvent]) -> None:
+        self.version += 1
         fresh_after = _now_ms() - FRESH_MS
         for e in events:
             ts = _ms(e.ts)
@@ -158,6 +183,7 @@ class LiveState:
                 self.hub.publish("price", e.symbol, {"symbol": e.symbol, "price": e.price, "ts": iso(ts)})
 
     async def on_grades(self, events: list[GradeEvent]) -> None:
+        self.version += 1
         for e in events:
             ts = _ms(e.ts)
             row = self._row(e.symbol)
@@ -165,6 +191,7 @@ class LiveState:
                 row.update(trader_grade=e.trader_grade, investor_grade=e.investor_grade, _grade_ms=ts)
 
     async def on_signals(self, events: list[SignalEvent]) -> None:
+        self.version += 1
         fresh_after = _now_ms() - FRESH_MS
         for e in events:
             ts = _ms(e.ts)
@@ -183,6 +210,7 @@ class LiveState:
                 self.hub.publish("signal", e.symbol, data, interval=e.interval.value)
 
     async def on_predictions(self, events: list[PredictionEvent]) -> None:
+        self.version += 1
         for e in events:
             if e.kind != "live":
                 continue  # walk-forward (backtest) forecasts are history, not the current forecast
@@ -203,6 +231,14 @@ class LiveState:
                     "backtest": e.backtest,
                     "_made_ms": _ms(e.made_at),
                 }
+
+    async def on_candles(self, events: list[CandleEvent]) -> None:
+        if self.pages is not None:
+            self.pages.invalidate("candles", {(e.symbol, e.interval.value) for e in events})
+
+    async def on_indicators(self, events: list[IndicatorEvent]) -> None:
+        if self.pages is not None:
+            self.pages.invalidate("indicators", {(e.symbol, e.interval.value) for e in events})
 
     async def on_alerts(self, events: list[AlertFiredEvent]) -> None:
         fresh_after = _now_ms() - FRESH_MS
@@ -255,6 +291,7 @@ class LiveState:
                 row.update(grades[sym])
             if row["_signal_ms"] is None and signals.get(sym):
                 row["signal"] = signals[sym]
+        self.version += 1
         self.synced_at = time.monotonic()
 
     async def slow_parts(self, symbol: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
@@ -262,9 +299,20 @@ class LiveState:
         cached = self.slow.get(symbol)
         if cached and time.monotonic() - cached[0] < self.sync_every_s:
             return cached[1]
-        value = await compute()
-        self.slow[symbol] = (time.monotonic(), value)
-        return value
+        # one computation per token at a time: when the entry expires under load, every waiting request
+        # would otherwise run the same store queries at once (seconds of stall measured at 32 concurrent)
+        running = self._computing.get(symbol)
+        if running is None:
+            running = self._computing[symbol] = asyncio.ensure_future(self._compute_slow(symbol, compute))
+        return await asyncio.shield(running)
+
+    async def _compute_slow(self, symbol: str, compute: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        try:
+            value = await compute()
+            self.slow[symbol] = (time.monotonic(), value)
+            return value
+        finally:
+            self._computing.pop(symbol, None)
 
     # ------------------------------------------------------------------ answers
     def rows(self) -> list[dict[str, Any]]:

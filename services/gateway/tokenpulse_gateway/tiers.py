@@ -11,6 +11,7 @@ The free tier's request limits and rule count can be changed in settings
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 TierName = Literal["free", "pro", "enterprise"]
@@ -45,6 +46,7 @@ def tier_of(name: str) -> Tier:
         raise ValueError(f"unknown tier {name!r}; choose one of {', '.join(TIER_NAMES)}") from None
 
 
+@lru_cache(maxsize=256)
 def effective_tier(
     name: str, free_per_minute: int | None = None, free_per_month: int | None = None, free_rules: int | None = None
 ) -> Tier:

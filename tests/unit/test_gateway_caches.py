@@ -1,0 +1,168 @@
+"""The gateway's hot-path helpers: the history page cache, pre-serialised answers with ETags, and the
+constant-cost in-memory moving window (checked against the `limits` library's own memory storage)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import pytest
+from limits import RateLimitItemPerMinute, RateLimitItemPerMonth
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from starlette.requests import Request
+from tokenpulse_gateway import answers, limits
+from tokenpulse_gateway.answers import PageCache, answer, encode
+from tokenpulse_gateway.limits import WindowMemoryStorage
+from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def request(headers: dict[str, str] | None = None) -> Request:
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": raw, "query_string": b""})
+
+
+def test_an_answer_carries_its_etag_and_is_304_when_the_client_has_it() -> None:
+    enc = encode({"price": 1.5, "name": "Ünïcode"})
+    full = answer(request(), enc, 10)
+    assert full.status_code == 200 and full.body == enc.body
+    assert full.headers["etag"] == enc.etag and full.headers["cache-control"] == "private, max-age=10"
+    assert full.headers["content-type"] == "application/json" and int(full.headers["content-length"]) == len(enc.body)
+    for sent in (enc.etag, f'"other", W/{enc.etag}', "*"):
+        not_modified = answer(request({"If-None-Match": sent}), enc, 10)
+        assert not_modified.status_code == 304 and not_modified.body == b"", sent
+        assert not_modified.headers["etag"] == enc.etag
+    assert answer(request({"If-None-Match": '"stale"'}), enc, 10).status_code == 200
+    assert encode({"price": 1.6}).etag != encode({"price": 1.5}).etag
+
+
+def test_pages_expire_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(answers.time, "monotonic", clock)
+    cache = PageCache(ttl_s=10)
+    key = ("candles", "BTC", "1d", None, None, None, 100)
+    cache.put(key, encode([1]), clock())
+    clock.t += 9.9
+    assert cache.get(key) == encode([1])
+    clock.t += 0.1
+    assert cache.get(key) is None and cache.size == 0
+
+
+def test_a_new_candle_drops_only_its_series_and_an_older_read_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(answers.time, "monotonic", clock)
+    cache = PageCache(ttl_s=60)
+    btc_1d = ("candles", "BTC", "1d", None, None, None, 100)
+    btc_1h = ("candles", "BTC", "1h", None, None, None, 100)
+    eth_1d = ("candles", "ETH", "1d", None, None, None, 100)
+    ind_btc_1d = ("indicators", "BTC", "1d", None, None, None, 100)
+    for k in (btc_1d, btc_1h, eth_1d, ind_btc_1d):
+        cache.put(k, encode(list(k)), clock())
+    read_started = clock()  # a query in flight while the candle arrives ...
+    clock.t += 1
+    cache.invalidate("candles", {("BTC", "1d")})
+    assert cache.get(btc_1d) is None
+    assert cache.get(btc_1h) and cache.get(eth_1d) and cache.get(ind_btc_1d)
+    cache.put(btc_1d, encode(["old"]), read_started)  # ... may hold the store's state before it: not kept
+    assert cache.get(btc_1d) is None
+    clock.t += 1
+    cache.put(btc_1d, encode(["new"]), clock())  # a read started after the candle is kept
+    assert cache.get(btc_1d) == encode(["new"])
+
+
+def test_pages_stay_within_their_byte_budget_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(answers.time, "monotonic", Clock(0.0))
+    cache = PageCache(ttl_s=60, max_bytes=4000)
+    keys = [("candles", "BTC", "1d", i) for i in range(5)]
+    for k in keys[:4]:
+        cache.put(k, encode("x" * 998), 0.0)  # 1,000 bytes each
+    assert cache.get(keys[0]) is not None  # used: now the most recent
+    cache.put(keys[4], encode("x" * 998), 0.0)
+    assert cache.size <= 4000
+    assert cache.get(keys[1]) is None and all(cache.get(k) for k in (keys[0], keys[2], keys[3], keys[4]))
+    cache.put(("candles", "BTC", "1d", "big"), encode("x" * 1500), 0.0)  # over a quarter of the budget: not kept
+    assert cache.get(("candles", "BTC", "1d", "big")) is None
+    off = PageCache(ttl_s=0)
+    off.put(keys[0], encode(1), 0.0)
+    assert off.get(keys[0]) is None
+
+
+async def test_the_window_storage_answers_like_the_limits_memory_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random hits of three keys at random times over several minutes: every verdict, remaining count
+    and reset time equals what `limits`' own memory storage answers for the same sequence."""
+    clock = Clock()
+    monkeypatch.setattr(limits.time, "time", clock)
+    monkeypatch.setattr("limits.aio.storage.memory.time.time", clock)
+    ours, theirs = WindowMemoryStorage(), MemoryStorage()
+    minute, month = RateLimitItemPerMinute(7), RateLimitItemPerMonth(40)
+    rng = random.Random(8)
+    seen: list[Any] = []
+    for _ in range(600):
+        clock.t += rng.choice([0.0, 0.01, 0.5, 2.0, 9.0, 31.0])
+        who = rng.choice(["a", "b", "c"])
+        got = []
+        for storage in (ours, theirs):
+            moving, fixed = MovingWindowRateLimiter(storage), FixedWindowRateLimiter(storage)
+            ok = await moving.hit(minute, "key", who)
+            stats = await moving.get_window_stats(minute, "key", who)
+            month_ok = await fixed.hit(month, "key", who) if ok else None
+            month_stats = await fixed.get_window_stats(month, "key", who)
+            reset = round(stats.reset_time, 6) if stats.remaining < minute.amount else None  # empty: no reset
+            got.append((ok, stats.remaining, reset, month_ok, month_stats.remaining, round(month_stats.reset_time, 6)))
+        assert got[0] == got[1]
+        seen.append(got[0])
+    assert {s[0] for s in seen} == {True, False} and {s[3] for s in seen} >= {True, False}  # both limits bit
+    clock.t += 3600
+    ours._sweep(clock())
+    assert ours.windows == {}  # idle windows are forgotten
+
+
+async def test_the_window_storage_keeps_only_the_last_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window holds one time per hit of the last minute, oldest first, and drops them as they age."""
+    clock = Clock()
+    monkeypatch.setattr(limits.time, "time", clock)
+    storage = WindowMemoryStorage()
+    for _ in range(5000):
+        clock.t += 0.001
+        assert await storage.acquire_entry("k", 1_000_000, 60)
+    assert await storage.get_moving_window("k", 1_000_000, 60) == (pytest.approx(1_000_000.001), 5000)
+    clock.t += 61.0
+    assert await storage.get_moving_window("k", 1_000_000, 60) == (pytest.approx(1_000_066.0), 0)
+    assert len(storage.windows["k"][1]) == 0
+
+
+async def test_concurrent_requests_share_one_computation_of_a_tokens_slow_parts() -> None:
+    """When a token page's analytics expire under load, one computation serves every waiting request
+    (32 concurrent recomputations of the same store queries stalled the gateway for seconds)."""
+    ctx = Context(settings=Settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=None, embedded=True)
+    live = LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]  # no store needed here
+    calls = 0
+
+    async def compute() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return {"n": calls}
+
+    got = await asyncio.gather(*(live.slow_parts("BTC", compute) for _ in range(32)))
+    assert calls == 1 and all(g == {"n": 1} for g in got)
+    assert await live.slow_parts("BTC", compute) == {"n": 1} and calls == 1  # then cached
+
+    async def failing() -> dict[str, Any]:
+        raise RuntimeError("store down")
+
+    with pytest.raises(RuntimeError):
+        await live.slow_parts("ETH", failing)
+    assert await live.slow_parts("ETH", compute) == {"n": 2}  # a failure is not kept
