@@ -77,14 +77,14 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 # the dead-letter topic and never dead-letters onto it (no loop): it logs and skips.
 READERS: dict[str, set[str]] = {
     TICKS.name: {"ingest", "writer"},
-    CANDLES.name: {"scoring", "writer"},
+    CANDLES.name: {"scoring", "writer", "gateway-live"},  # the gateway drops cached candle pages on a new candle
     MARKETCAPS.name: {"scoring", "writer"},
     METRICS.name: {"scoring", "writer"},
     PRICES.name: {"alerts", "writer", "gateway-live"},
     GRADES.name: {"alerts", "writer", "gateway-live"},
     SIGNALS.name: {"alerts", "writer", "gateway-live"},
     PREDICTIONS.name: {"writer", "gateway-live"},
-    INDICATORS.name: {"writer"},
+    INDICATORS.name: {"writer", "gateway-live"},  # and cached indicator pages
     ALERT_RULES.name: {"alerts"},
     ALERTS.name: {"writer", "alerts", "gateway-live"},
     DEAD_LETTER.name: set(),
