@@ -162,8 +162,15 @@ async def test_coinbase_budget_is_kept(fake: tuple[FakeExchange, str], exchange)
     since, until = datetime(2024, 12, 14, tzinfo=UTC), datetime(2024, 12, 16, 12, tzinfo=UTC)
     got, _ = await run_backfill(fake[1], "coinbase", since, until, [Interval.M1], coinbase_requests_per_s=rate)
     assert as_rows(got, Interval.M1) == expected(Interval.M1, since, until)
-    times = [h.at for h in exchange.requests("/products")]
-    assert len(times) == 12
+    # this backfill's requests (a straggler of the previous test's backfill may reach the server late)
+    hits = [
+        h
+        for h in exchange.requests("/products")
+        if h.params.get("granularity") == "60" and since <= datetime.fromisoformat(h.params["start"]) < until
+    ]
+    times = [h.at for h in hits]
+    # 12 pages; a request that timed out on a loaded machine is retried (same page, again within the budget)
+    assert len({tuple(sorted(h.params.items())) for h in hits}) == 12 <= len(times)
     # a token bucket of `rate` per second: any window of one second holds at most the burst plus the refill
     # (one more allowed for arrival jitter); without the limiter all 12 arrive within a fraction of a second
     worst = max(sum(1 for t in times if start <= t < start + 1.0) for start in times)
