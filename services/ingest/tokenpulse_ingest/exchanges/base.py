@@ -38,6 +38,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
 
 log = logging.getLogger("tokenpulse_ingest.exchanges")
 
@@ -366,6 +367,7 @@ class Connector(ABC):
             return 0
         self.health.ticks += len(fresh)
         self._ticks.inc(len(fresh))
+        connector_delivered(self.name, len(fresh))  # the connector-health series every feed reports
         return len(fresh)
 
     # ------------------------------------------------------------------ the connection loop
@@ -429,6 +431,7 @@ class Connector(ABC):
         self.health.connects += 1
         self.health.last_message = time.monotonic()
         CONNECTED.labels(self.name).set(1)
+        set_connector_health(self.name, True)
         self.connected.set()
         if self.health.connects == 1:
             log.info("%s: connected to %s, subscribed to %d pairs", self.name, self.url, len(self.pairs))
@@ -447,6 +450,7 @@ class Connector(ABC):
             self._disconnected_at = self._now()
         self.health.connected = False
         CONNECTED.labels(self.name).set(0)
+        set_connector_health(self.name, False)
         if error:
             self.health.last_error = error
             log.warning("%s: connection lost or refused: %s", self.name, error)
