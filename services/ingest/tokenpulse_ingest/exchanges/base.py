@@ -252,6 +252,7 @@ class Connector(ABC):
         self._pending_gaps: list[tuple[str, datetime, datetime]] = []
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._disconnected_at: datetime | None = None
+        self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
         self._messages = MESSAGES.labels(self.name)
         self._ticks = TICKS.labels(self.name)
@@ -423,7 +424,13 @@ class Connector(ABC):
             delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
             delay = delay / 2 + self.rng.uniform(0, delay / 2)  # "equal jitter": never zero, never in lockstep
             attempt = min(attempt + 1, 30)
-            log.info("%s: reconnecting in %.2fs (%s)", self.name, delay, reason)
+            log.log(
+                logging.DEBUG if self._quiet_retry else logging.INFO,
+                "%s: reconnecting in %.2fs (%s)",
+                self.name,
+                delay,
+                reason,
+            )
             await asyncio.sleep(delay)
 
     def _on_connected(self) -> None:
@@ -446,14 +453,23 @@ class Connector(ABC):
         self._flush_gaps()
 
     def _on_disconnected(self, error: str | None) -> None:
-        if self.health.connected:
+        was_connected = self.health.connected
+        if was_connected:
             self._disconnected_at = self._now()
         self.health.connected = False
         CONNECTED.labels(self.name).set(0)
         set_connector_health(self.name, False)
+        # an exchange that stays unreachable (offline, or `auto` probing from its synthetic fallback)
+        # says so once at WARNING; the same refusal again is DEBUG until something changes
+        self._quiet_retry = bool(error) and error == self.health.last_error and not was_connected
         if error:
             self.health.last_error = error
-            log.warning("%s: connection lost or refused: %s", self.name, error)
+            log.log(
+                logging.DEBUG if self._quiet_retry else logging.WARNING,
+                "%s: connection lost or refused: %s",
+                self.name,
+                error,
+            )
 
     async def close(self) -> None:
         for task in list(self._gap_tasks):
