@@ -306,6 +306,8 @@ class IngestService:
 
     def _refresh_status(self) -> None:
         if self.ctx is not None and self.connectors:
+            for c in self.connectors:
+                c.flush_metrics()  # the frames and ticks counted since the last frame's flush (a quiet stream)
             status = self.ctx.status
             status["feeds"] = {c.name: c.health.snapshot() for c in self.connectors}
             if status.get("feed") == "live":

@@ -13,6 +13,11 @@ Each received frame goes through the exchange's :meth:`Connector.parse` into
 and skipped; the connector goes on. Ticks seen before (same pair and trade id,
 e.g. the overlap a reconnect replays) are dropped, with bounded memory.
 
+Frames and ticks are counted per connector and added to ``tokenpulse_feed_messages_total``,
+``…_ticks_total`` and the connector-health series at most a second later (:meth:`Connector.flush_metrics`:
+on a frame a second after the last flush, on disconnect, and from the ingest service's 1 s clock),
+not per frame.
+
 Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
 exchanges), an exchange heartbeat announcing a trade we never received, and
 every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
@@ -46,6 +51,7 @@ log = logging.getLogger("tokenpulse_ingest.exchanges")
 TickSink = Callable[[list[TickEvent]], Awaitable[None]]
 GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
 
+METRICS_FLUSH_S = 1.0  # frames and ticks reach the metrics at most this late
 MESSAGES = Counter("tokenpulse_feed_messages_total", "Frames received from an exchange", ["exchange"])
 TICKS = Counter("tokenpulse_feed_ticks_total", "Trades normalised into ticks and published", ["exchange"])
 BAD = Counter("tokenpulse_feed_bad_messages_total", "Unknown or garbled exchange frames, skipped", ["exchange", "kind"])
@@ -369,6 +375,11 @@ class Connector(ABC):
         self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
         self._messages = MESSAGES.labels(self.name)
         self._ticks = TICKS.labels(self.name)
+        # frames and ticks counted here and added to the metrics at most every METRICS_FLUSH_S (a counter
+        # update takes a lock: per frame it would cost more than parsing a heartbeat)
+        self._unflushed_messages = 0
+        self._unflushed_ticks = 0
+        self._flushed_at = 0.0
         self._duplicates = DUPLICATES.labels(self.name)
         CONNECTED.labels(self.name).set(0)
         LAST_AGE.labels(self.name).set_function(lambda: self.health.age() or 0.0)
@@ -446,8 +457,10 @@ class Connector(ABC):
 
     async def handle(self, raw: str | bytes) -> int:
         """One frame: parse, drop duplicates, publish. Returns the number of ticks published."""
-        self.health.last_message = time.monotonic()
-        self._messages.inc()
+        self.health.last_message = now = time.monotonic()
+        self._unflushed_messages += 1
+        if now - self._flushed_at >= METRICS_FLUSH_S:
+            self.flush_metrics(now)
         try:
             ticks = self.parse(raw)
         except BadMessage as exc:
@@ -480,9 +493,19 @@ class Connector(ABC):
             self._flush_gaps()
             return 0
         self.health.ticks += len(fresh)
-        self._ticks.inc(len(fresh))
-        connector_delivered(self.name, len(fresh))  # the connector-health series every feed reports
+        self._unflushed_ticks += len(fresh)
         return len(fresh)
+
+    def flush_metrics(self, now: float | None = None) -> None:
+        """Add the frames and ticks counted since the last flush to the metrics (also on disconnect and close)."""
+        self._flushed_at = time.monotonic() if now is None else now
+        if self._unflushed_messages:
+            self._messages.inc(self._unflushed_messages)
+            self._unflushed_messages = 0
+        if self._unflushed_ticks:
+            self._ticks.inc(self._unflushed_ticks)
+            connector_delivered(self.name, self._unflushed_ticks)  # the connector-health series every feed reports
+            self._unflushed_ticks = 0
 
     # ------------------------------------------------------------------ the connection loop
     async def run(self) -> None:
@@ -566,6 +589,7 @@ class Connector(ABC):
         self._flush_gaps()
 
     def _on_disconnected(self, error: str | None) -> None:
+        self.flush_metrics()
         was_connected = self.health.connected
         if was_connected:
             self._disconnected_at = self._now()
@@ -585,5 +609,6 @@ class Connector(ABC):
             )
 
     async def close(self) -> None:
+        self.flush_metrics()
         for task in list(self._gap_tasks):
             task.cancel()
