@@ -17,7 +17,7 @@ import httpx
 from tokenpulse_shared.settings import Settings
 
 from tests.fake_exchange import FakeExchange
-from tokenpulse.runtime import SERVICES, Runtime
+from tokenpulse.runtime import SERVICES, Runtime, ops_app
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 
@@ -215,6 +215,11 @@ async def test_auto_switches_back_to_live_when_the_exchange_becomes_reachable(tm
             body = await until(back_live, 30, "/readyz to say the feed is live again")
             assert body["feeds"]["binance"]["connected"] and "binance" in body["feed_detail"]
             assert "feed_back_to_live_at" in body
+            # the ops /readyz a service serves in `tokenpulse run ingest` says the same
+            ops = httpx.AsyncClient(transport=httpx.ASGITransport(app=ops_app(runtime)), base_url="http://ops")
+            async with ops:
+                ops_body = (await ops.get("/readyz")).json()
+            assert ops_body["feed"] == "live" and ops_body["feeds"]["binance"]["connected"]
 
             async def live_rows() -> dict[str, Any] | None:
                 rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
