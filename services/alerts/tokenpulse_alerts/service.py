@@ -41,6 +41,7 @@ from tokenpulse_shared.events import (
     PriceEvent,
     SignalEvent,
     new_event_id,
+    new_event_ids,
     trusted,
 )
 from tokenpulse_shared.service import Context
@@ -211,6 +212,7 @@ class AlertsService:
         assert self.ctx is not None
         new: list[tuple[AlertFiredEvent, AlertRuleEvent]] = []
         now = datetime.now(UTC)
+        ids = iter(new_event_ids(len(hits)))
         for hit in hits:
             fid = firing_id(hit.rule.rule_id, hit.trigger_event_id)
             if fid in self.firings:
@@ -221,7 +223,7 @@ class AlertsService:
             fired = trusted(
                 AlertFiredEvent,
                 {
-                    "event_id": new_event_id(),
+                    "event_id": next(ids),
                     "schema_version": AlertFiredEvent.SCHEMA_VERSION,
                     "produced_at": now,
                     "firing_id": fid,
