@@ -258,6 +258,8 @@ def test_tick_maker_checks_what_the_model_checks() -> None:
     tick = maker.make(now, 97_000.5, 0.25, Side.SELL, "123456", now)
     assert TickEvent.model_validate(tick.model_dump()) == tick
     assert (tick.event_id, tick.symbol, tick.quote, tick.source) == ("binance-BTC-123456", "BTC", "USDT", "binance")
+    moved = tick.model_copy(update={"price": 97_001.0})  # a fast-made tick behaves as a validated one
+    assert moved.price == 97_001.0 and tick.price == 97_000.5 and moved.model_fields_set == tick.model_fields_set
     for price in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(BadMessage):
             maker.make(now, price, 1.0, Side.BUY, "1", now)

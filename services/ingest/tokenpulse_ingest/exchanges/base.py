@@ -142,7 +142,9 @@ class Health:
         }
 
 
-_FIELDS = frozenset(TickEvent.model_fields)
+# every field set, one set shared by the fast-made ticks: a set (model_copy(update=...) copies it, then adds
+# to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
+_FIELDS = set(TickEvent.model_fields)
 _INF = float("inf")
 _new_tick = TickEvent.__new__
 # the model's storage slots, set directly (what pydantic's own model_construct does through object.__setattr__,
