@@ -100,8 +100,10 @@ class FakeExchange:
         drift: float = 1.0,
         heartbeat_s: float | None = None,
         clock: Callable[[], datetime] | None = None,
+        port: int = 0,
     ) -> None:
         self.kind = kind
+        self.bind_port = port  # 0: any free port; a fixed one lets a test start the exchange "later"
         self.clock = clock or (lambda: datetime.now(UTC))
         self.prices = prices
         self.drift = drift
@@ -125,7 +127,7 @@ class FakeExchange:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> FakeExchange:
-        self.server = await serve(self._handler, "127.0.0.1", 0, ping_interval=None)
+        self.server = await serve(self._handler, "127.0.0.1", self.bind_port, ping_interval=None)
         if self.heartbeat_s:
             self._tasks.append(asyncio.create_task(self._heartbeats()))
         return self

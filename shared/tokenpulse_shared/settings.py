@@ -93,7 +93,8 @@ class Settings(BaseSettings):
     live_feed: Literal["auto", "live", "synthetic", "off"] = Field(
         "auto",
         description="Ingest: live data source; `auto` tries the exchanges and falls back to synthetic ticks when "
-        "none answers within FEED_CONNECT_TIMEOUT_S, `live` only the exchanges, `synthetic` only the generator.",
+        "none answers within FEED_CONNECT_TIMEOUT_S (switching back to live once their trades flow again), "
+        "`live` only the exchanges, `synthetic` only the generator.",
     )
     feed_exchanges: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["binance", "coinbase", "kraken"],
@@ -121,7 +122,10 @@ class Settings(BaseSettings):
     )
     kraken_rest_url: str = Field("https://api.kraken.com", description="Ingest: Kraken REST base URL (gap backfill).")
     feed_connect_timeout_s: float = Field(
-        10.0, gt=0, description="Ingest: `auto` falls back to synthetic ticks when no exchange connects this fast."
+        10.0,
+        gt=0,
+        description="Ingest: `auto` falls back to synthetic ticks (until an exchange answers) when no exchange "
+        "connects this fast.",
     )
     feed_stall_s: float = Field(
         30.0, gt=0, description="Ingest: a feed silent this long (no trade, no heartbeat) is reconnected."

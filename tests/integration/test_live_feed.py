@@ -17,7 +17,7 @@ import httpx
 from tokenpulse_shared.settings import Settings
 
 from tests.fake_exchange import FakeExchange
-from tokenpulse.runtime import SERVICES, Runtime
+from tokenpulse.runtime import SERVICES, Runtime, ops_app
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 
@@ -165,3 +165,91 @@ async def test_live_mode_never_falls_back(tmp_path: Path) -> None:
         assert body["feed"] == "connecting" and body["feeds"]["binance"]["reconnects"] >= 1
         rows = (await api.get("/v1/tokens")).json()["data"]
         assert all(not r["sources"] for r in rows)  # no synthetic ticks sneak in
+
+
+async def test_auto_switches_back_to_live_when_the_exchange_becomes_reachable(tmp_path: Path) -> None:
+    """Issue #3: the exchange is down at start (synthetic fallback); brought up on the same port, its trades
+    switch the feed back to live: synthetic ticks stop, /readyz says live, prices and candles hold no synthetic."""
+    url = refused_url()
+    port = int(url.rsplit(":", 1)[1])
+    settings = base_settings(
+        tmp_path,
+        live_feed="auto",
+        feed_exchanges=["binance"],
+        binance_ws_url=url,
+        feed_connect_timeout_s=1.0,
+        feed_backoff_s=0.1,
+        feed_backoff_max_s=0.5,
+        synthetic_tick_s=0.2,
+        price_stale_after_s=600.0,  # the synthetic quote must leave the reference price at the switch, not age out
+    )
+    fake: FakeExchange | None = None
+    try:
+        async with embedded(settings) as (runtime, api):
+
+            async def synthetic_rows() -> dict[str, Any] | None:
+                body = (await api.get("/readyz")).json()
+                rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
+                ok = body.get("feed") == "synthetic-fallback" and all(
+                    rows.get(s, {}).get("sources") == ["synthetic"] for s in PRICES
+                )
+                return rows if ok else None
+
+            rows = await until(synthetic_rows, 30, "the synthetic fallback with synthetic prices")
+            body = (await api.get("/readyz")).json()
+            assert "still trying binance" in body["feed_detail"]
+            assert body["feeds"]["binance"]["reconnects"] >= 1  # probing goes on while on the fallback
+            # live prices 20x the synthetic ones: a candle holding both would span the threshold
+            synthetic = {s: rows[s]["price"] for s in PRICES}
+            live_prices = {s: p * 20 for s, p in synthetic.items()}
+            threshold = {s: p * 5 for s, p in synthetic.items()}
+
+            fake = FakeExchange("binance", live_prices, port=port)
+            await fake.start()
+            fake.stream(0.1)
+
+            async def back_live() -> dict[str, Any] | None:
+                body = (await api.get("/readyz")).json()
+                return body if body.get("feed") == "live" else None
+
+            body = await until(back_live, 30, "/readyz to say the feed is live again")
+            assert body["feeds"]["binance"]["connected"] and "binance" in body["feed_detail"]
+            assert "feed_back_to_live_at" in body
+            # the ops /readyz a service serves in `tokenpulse run ingest` says the same
+            ops = httpx.AsyncClient(transport=httpx.ASGITransport(app=ops_app(runtime)), base_url="http://ops")
+            async with ops:
+                ops_body = (await ops.get("/readyz")).json()
+            assert ops_body["feed"] == "live" and ops_body["feeds"]["binance"]["connected"]
+
+            async def live_rows() -> dict[str, Any] | None:
+                rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
+                return rows if all(rows.get(s, {}).get("sources") == ["binance"] for s in PRICES) else None
+
+            rows = await until(live_rows, 30, "reference prices from binance alone")
+            for s in PRICES:
+                assert rows[s]["price"] > threshold[s], (s, rows[s], synthetic[s])
+
+            # the synthetic feed has stopped: no synthetic tick is delivered any more
+            def synthetic_delivered() -> float:
+                from prometheus_client import REGISTRY
+
+                value = REGISTRY.get_sample_value("tokenpulse_connector_events_total", {"connector": "synthetic"})
+                return value or 0.0
+
+            before = synthetic_delivered()
+            await asyncio.sleep(1.0)  # 5 synthetic periods
+            assert synthetic_delivered() == before
+
+            # no candle mixes the two: the open ones (every interval) and the closed ones in the store
+            ingest = next(s for s in runtime.services if s.name == "ingest")
+            open_candles = ingest.builder.flush_all()  # type: ignore[attr-defined]
+            assert {c.symbol for c in open_candles} == set(PRICES)
+            for c in open_candles:
+                assert c.low > threshold[c.symbol] or c.high < threshold[c.symbol], c
+            for s in PRICES:
+                stored = (await api.get(f"/v1/candles/{s}", params={"interval": "1m"})).json()["data"]
+                for c in stored:
+                    assert c["low"] > threshold[s] or c["high"] < threshold[s], c
+    finally:
+        if fake is not None:
+            await fake.stop()

@@ -138,3 +138,42 @@ def test_any_bounded_shuffle_with_duplicates_gives_the_same_candles(
     assert late == []
     for interval in (Interval.M1, Interval.M5, Interval.H1):
         assert approx_equal(final(candles, interval), reference(ticks, interval))
+
+
+def priced(source: str, at_s: float, price: float, trade_id: str) -> TickEvent:
+    return TickEvent(
+        symbol="BTC", source=source, ts=T0 + timedelta(seconds=at_s), price=price, size=1.0, trade_id=trade_id
+    )
+
+
+def test_live_trades_supersede_an_open_synthetic_candle_never_mixed_in_it() -> None:
+    # `auto` back from its synthetic fallback at 30 s into the first minute
+    synthetic = [priced("synthetic", s, 50.0 + s / 100, f"syn-{s}") for s in range(0, 30, 2)]
+    live = [priced("binance", s, 100.0 + s / 100, str(s)) for s in range(30, 140, 5)]
+    stray = priced("synthetic", 31, 50.0, "syn-late")  # a synthetic batch still in flight after the switch
+    builder = CandleBuilder(intervals=[Interval.M1, Interval.H1], idle_close_s=1e9)
+    result = builder.add(synthetic)
+    assert result.candles == []  # the synthetic minute is still open
+    candles = builder.add(live[:1]).candles + builder.add([stray]).candles + builder.add(live[1:]).candles
+    candles += builder.flush_all()
+    assert candles, "the live candles are published"
+    for c in candles:  # no candle holds a synthetic price: the open synthetic part was discarded
+        assert c.low >= 100.0, c
+    first = [c for c in candles if c.interval is Interval.M1 and c.ts == T0]
+    assert first and first[-1].trades == len([t for t in live if t.ts < T0 + timedelta(minutes=1)])
+    hour = [c for c in candles if c.interval is Interval.H1]
+    assert hour[-1].trades == len(live) and hour[-1].open == live[0].price
+
+
+def test_an_emitted_synthetic_candle_stays_synthetic_and_live_ones_start_afresh() -> None:
+    synthetic = [priced("synthetic", s, 50.0, f"syn-{s}") for s in range(0, 60, 2)]
+    builder = CandleBuilder(intervals=[Interval.M1, Interval.H1], idle_close_s=1e9, lateness_ms=0)
+    closed = builder.add([*synthetic, priced("synthetic", 61, 50.0, "syn-61")]).candles
+    assert [c.trades for c in closed if c.interval is Interval.M1] == [30]  # minute one final, synthetic
+    # a live trade stamped inside the emitted synthetic minute is not mixed into it (no correction) ...
+    result = builder.add([priced("binance", 59, 100.0, "1"), priced("binance", 62, 100.0, "2")])
+    assert all(c.low >= 100.0 or c.high <= 50.0 for c in result.candles)
+    assert not [c for c in result.candles if c.interval is Interval.M1 and c.ts == T0]
+    # ... and the hour, still open, restarts from the live trades alone
+    hour = [c for c in builder.flush_all() if c.interval is Interval.H1]
+    assert hour[0].trades == 2 and hour[0].low == 100.0

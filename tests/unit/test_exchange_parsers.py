@@ -8,15 +8,18 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenpulse_ingest.exchanges import (
     BadMessage,
     BinanceConnector,
     CoinbaseConnector,
     KrakenConnector,
     Pair,
+    base,
     pairs_for,
 )
-from tokenpulse_ingest.exchanges.base import Dedupe
+from tokenpulse_ingest.exchanges.base import Dedupe, MillisToUtc, ProducedClock, TickMaker
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.settings import Settings
 
@@ -222,3 +225,48 @@ def test_vendored_samples_match_their_manifest() -> None:
         data = (SAMPLES / f["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == f["sha256"] and len(data) == f["bytes"], f["path"]
         assert f["source"]["repository"] == "bmoscon/cryptofeed" and len(f["source"]["commit"]) == 40
+
+
+@settings(max_examples=300, deadline=None)
+@given(ms=st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=20))
+def test_millis_to_utc_equals_fromtimestamp(ms: list[int]) -> None:
+    convert = MillisToUtc().convert
+    for value in [*ms, *ms]:  # twice: the same-millisecond and same-second shortcuts too
+        assert convert(value) == datetime.fromtimestamp(value / 1000, UTC)
+        assert convert(value).tzinfo is UTC
+
+
+def test_produced_clock_is_never_from_the_future_and_at_most_its_resolution_early(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(base, "_time", lambda: now[0])
+    clock = ProducedClock(resolution_s=0.001).now
+    first = clock()
+    assert first == datetime.fromtimestamp(now[0], UTC)
+    now[0] += 0.0005
+    assert clock() is first  # within the resolution: shared
+    now[0] += 0.0006
+    assert clock() == datetime.fromtimestamp(now[0], UTC)  # past it: read again
+    now[0] -= 5.0  # the wall clock stepped back
+    assert clock() == datetime.fromtimestamp(now[0], UTC)
+
+
+def test_tick_maker_checks_what_the_model_checks() -> None:
+    maker = TickMaker("binance", Pair("BTC", "BTCUSDT", "USDT"))
+    now = datetime.now(UTC)
+    tick = maker.make(now, 97_000.5, 0.25, Side.SELL, "123456", now)
+    assert TickEvent.model_validate(tick.model_dump()) == tick
+    assert (tick.event_id, tick.symbol, tick.quote, tick.source) == ("binance-BTC-123456", "BTC", "USDT", "binance")
+    moved = tick.model_copy(update={"price": 97_001.0})  # a fast-made tick behaves as a validated one
+    assert moved.price == 97_001.0 and tick.price == 97_000.5 and moved.model_fields_set == tick.model_fields_set
+    for price in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(BadMessage):
+            maker.make(now, price, 1.0, Side.BUY, "1", now)
+    for size in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(BadMessage):
+            maker.make(now, 1.0, size, Side.BUY, "1", now)
+    with pytest.raises(BadMessage):
+        maker.make(now, 1.0, 1.0, Side.BUY, "9" * 101, now)
+    with pytest.raises(ValueError):  # a bad constant part is refused when the connector is built
+        TickMaker("binance", Pair("BTC", "BTCUSDT", "usdt!"))

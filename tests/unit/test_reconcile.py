@@ -148,3 +148,15 @@ def test_out_of_order_ticks_keep_the_newest_price_per_source() -> None:
     for t in ticks:
         r.update([t], wall=W0)
     assert r.last["BTC"].price == 119.0
+
+
+def test_live_ticks_drop_the_synthetic_source_and_later_synthetic_ticks_are_ignored() -> None:
+    rec = PriceReconciler(30.0)
+    out = rec.update([tick("synthetic", 50.0, 0.0)], wall=W0)
+    assert out[0].price == 50.0 and out[0].sources == ["synthetic"]
+    out = rec.update([tick("binance", 100.0, 1.0)], wall=W0 + 1)  # the synthetic quote is still fresh
+    assert out[0].price == 100.0 and out[0].sources == ["binance"]
+    assert rec.update([tick("synthetic", 51.0, 2.0)], wall=W0 + 2) == []  # a stray synthetic batch
+    assert rec.superseded == 1
+    out = rec.update([tick("kraken", 100.2, 3.0)], wall=W0 + 3)
+    assert out[0].sources == ["binance", "kraken"] and 100.0 <= out[0].price <= 100.2

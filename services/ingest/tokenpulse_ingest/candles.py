@@ -10,6 +10,15 @@ bucket end plus ``lateness``, or when the symbol has been quiet for
 arrives for a bucket already emitted, within ``retention`` after its end,
 re-emits the corrected candle with a higher ``version`` (the store keeps the
 highest); a tick later than that is returned as too late (dead letter).
+
+Live and synthetic trades are never mixed in one candle (``auto`` mode switching back from
+its synthetic fallback, or a synthetic batch still in flight on the bus after the switch):
+a live tick for a bucket that holds only synthetic ticks and is still open *discards* them
+and starts the bucket afresh from the live trade (the synthetic part of that period is never
+published; that candle covers the live trades only); for a bucket already emitted as
+synthetic it leaves that final candle alone (the tick still counts in the longer intervals'
+buckets). A synthetic tick for a bucket that holds live trades is dropped
+(``BuildResult.superseded``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
+
+from tokenpulse_ingest.synthetic import SYNTHETIC
 
 ALL_INTERVALS = tuple(Interval)
 
@@ -40,6 +51,7 @@ class _Acc:
     seen: set[str] = field(default_factory=set)
     emitted: bool = False
     version: int = 0
+    synthetic: bool = False  # made of synthetic ticks (never mixed with live ones)
 
     def add(self, ts_ms: int, price: float, size: float) -> None:
         if ts_ms < self.open_ts:
@@ -73,6 +85,7 @@ class BuildResult:
     candles: list[CandleEvent] = field(default_factory=list)
     late: list[TickEvent] = field(default_factory=list)
     duplicates: int = 0
+    superseded: int = 0  # synthetic ticks dropped (live trades hold their bucket), and vice versa per interval
 
 
 class CandleBuilder:
@@ -106,14 +119,22 @@ class CandleBuilder:
             watermark = self._watermark.get(symbol, ts_ms)
             late = False
             corrections = []
+            synthetic = tick.source == SYNTHETIC
             for interval in self.intervals:
                 start = interval.bucket_ms(ts_ms)
                 acc = self._buckets.get((symbol, interval, start))
+                if acc is not None and acc.synthetic != synthetic:
+                    if synthetic or acc.emitted:  # never mixed: see the module docstring
+                        if interval is self.intervals[0]:
+                            result.superseded += 1
+                        continue
+                    acc = None  # live trades supersede the open synthetic candle: start it afresh
                 if acc is None:
                     if start + interval.millis + self.retention_ms(interval) <= watermark:
                         late = True
                         break
                     acc = _Acc(symbol, interval, start, ts_ms, ts_ms, tick.price, tick.price, tick.price, tick.price)
+                    acc.synthetic = synthetic
                     self._buckets[(symbol, interval, start)] = acc
                     acc.trades = 0
                 if key in acc.seen:

@@ -28,6 +28,10 @@ volume. On every update (a batch of ticks) and on a timer it computes:
 
 ``prev_price`` is always the previously published reference price of the token, so the
 alerts service decides a crossing from one event.
+
+Live and synthetic quotes are never mixed: the first live tick of a token drops its
+``synthetic`` source (``auto`` mode switching back from its synthetic fallback), and a
+synthetic tick for a token that has a live source is ignored (counted in ``superseded``).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenpulse_shared.events import PriceEvent, TickEvent
+
+from tokenpulse_ingest.synthetic import SYNTHETIC
 
 MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 VOLUME_EPS = 1e-9
@@ -136,6 +142,7 @@ class PriceReconciler:
         self.assumed_rates = {"USD": 1.0, "USDT": usdt_usd_rate, "USDC": 1.0}
         self._tokens: dict[str, _Token] = {}
         self.rejected_quotes = 0
+        self.superseded = 0  # synthetic ticks ignored because the token has live sources
         self.last: dict[str, Reference] = {}  # the latest reference per token (sources used, outliers)
 
     def rate(self, quote: str, wall: float) -> float | None:
@@ -159,6 +166,12 @@ class PriceReconciler:
                 self.rejected_quotes += 1
                 continue
             token = self._tokens.setdefault(tick.symbol, _Token())
+            if tick.source == SYNTHETIC:
+                if any(source != SYNTHETIC for source in token.sources):
+                    self.superseded += 1
+                    continue
+            elif SYNTHETIC in token.sources:
+                del token.sources[SYNTHETIC]  # live trades flow: the synthetic quote leaves for good
             ts = tick.ts.timestamp()
             price_usd = tick.price * rate
             q = token.sources.get(tick.source)

@@ -9,8 +9,13 @@ Ticks come from the live exchange connectors (``exchanges/``) or the seeded
 synthetic generator, per ``TOKENPULSE_LIVE_FEED``: ``auto`` starts the
 connectors and falls back to synthetic ticks when none connects within
 ``TOKENPULSE_FEED_CONNECT_TIMEOUT_S`` (said in the log and in ``/readyz``:
-``feed: synthetic-fallback``), ``live`` keeps retrying the exchanges, ``synthetic``
-and ``off`` do what they say. Connector health is in ``ctx.status["feeds"]``.
+``feed: synthetic-fallback``); the connectors keep retrying meanwhile (jittered
+backoff), and the first live trade published switches back: the synthetic feed stops,
+``/readyz`` says ``feed: live`` again and the log says so (``_back_to_live``). The open
+synthetic candles are discarded, not mixed with live trades (``candles.py``), and the
+reference price drops its synthetic source (``prices.py``). ``live`` keeps retrying
+the exchanges, ``synthetic`` and ``off`` do what they say. Connector health is in
+``ctx.status["feeds"]``.
 
 Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
 until)`` for every hole a connector detects (a trade-id jump, a heartbeat
@@ -64,6 +69,8 @@ class IngestService:
         self._gap_tasks: set[asyncio.Task[GapResult | None]] = set()
         self.connectors: list[Connector] = []
         self._connector_tasks: list[asyncio.Task[None]] = []
+        self._synthetic_task: asyncio.Task[None] | None = None
+        self._fallback_since: datetime | None = None  # ``auto`` on its synthetic fallback, probing the exchanges
         self.gap_hook: GapHook = self.backfill_on_gap
 
     def register(self, ctx: Context) -> None:
@@ -237,11 +244,14 @@ class IngestService:
             log.info("live feed: connected to %s", ", ".join(up))
             return
         errors = "; ".join(f"{c.name}: {c.health.last_error or 'no answer'}" for c in self.connectors)
-        await self._stop_connectors()
+        # the connectors keep running: their reconnect loop (jittered backoff up to FEED_BACKOFF_MAX_S)
+        # probes the exchanges, and their first trade switches back to live (_publish_ticks)
+        self._fallback_since = datetime.now(UTC)
         self._start_synthetic(
             ctx,
             "synthetic-fallback",
-            f"no exchange answered within {ctx.settings.feed_connect_timeout_s:g}s ({errors})",
+            f"no exchange answered within {ctx.settings.feed_connect_timeout_s:g}s ({errors}); still trying "
+            f"{', '.join(c.name for c in self.connectors)} and switching back to live when their trades flow",
         )
 
     def _start_synthetic(self, ctx: Context, status: str, why: str) -> None:
@@ -254,17 +264,50 @@ class IngestService:
         self.feed = SyntheticFeed(
             self._seed_states(ctx), period_s=ctx.settings.synthetic_tick_s, seed=ctx.settings.synthetic_seed
         )
-        self._tasks.append(asyncio.create_task(self._synthetic(), name="ingest-synthetic"))
+        self._synthetic_task = asyncio.create_task(self._synthetic(), name="ingest-synthetic")
+        self._tasks.append(self._synthetic_task)
 
     async def _publish_ticks(self, ticks: list[TickEvent]) -> None:
+        """The connectors' sink. On the synthetic fallback, the first live trades switch back to live."""
         assert self.ctx is not None
+        if self._fallback_since is not None:
+            await self._back_to_live(ticks)
         await self.ctx.bus.publish(TICKS, ticks)
+
+    async def _back_to_live(self, ticks: list[TickEvent]) -> None:
+        """Stop the synthetic fallback for good (never mixed with live trades) and say so."""
+        assert self.ctx is not None
+        since, self._fallback_since = self._fallback_since, None
+        task, self._synthetic_task = self._synthetic_task, None
+        sources = sorted({t.source for t in ticks})
+        status = self.ctx.status
+        status["feed"] = "live"
+        status["feed_detail"] = "live trades from " + ", ".join(sources)
+        status["feed_back_to_live_at"] = datetime.now(UTC).isoformat()
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            if task in self._tasks:
+                self._tasks.remove(task)
+        self.feed = None
+        set_connector_health("synthetic", False)
+        took = (datetime.now(UTC) - since).total_seconds() if since else 0.0
+        log.warning(
+            "live feed: exchanges reachable again: switched back from SYNTHETIC ticks to live trades from %s "
+            "after %.0fs on the fallback (open synthetic candles discarded, never mixed with live trades)",
+            ", ".join(sources),
+            took,
+        )
+        self._refresh_status()
 
     async def _on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         await self.gap_hook(exchange, symbol, since, until)
 
     def _refresh_status(self) -> None:
         if self.ctx is not None and self.connectors:
+            for c in self.connectors:
+                c.flush_metrics()  # the frames and ticks counted since the last frame's flush (a quiet stream)
             status = self.ctx.status
             status["feeds"] = {c.name: c.health.snapshot() for c in self.connectors}
             if status.get("feed") == "live":

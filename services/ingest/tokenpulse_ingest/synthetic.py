@@ -3,7 +3,9 @@
 Each token follows a geometric random walk started from its last real close,
 with the daily volatility measured on its last 90 real daily closes (so DOGE
 moves more than BTC), scaled to the tick period. Ticks are marked
-``source="synthetic"`` everywhere they appear.
+``source="synthetic"`` (:data:`SYNTHETIC`) everywhere they appear; candles and the reference
+price never mix them with live trades (live ones supersede them, see ``candles.py`` and
+``prices.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from tokenpulse_shared.events import Side, TickEvent
+
+SYNTHETIC = "synthetic"  # the ``source`` of every synthetic tick
 
 
 @dataclass
@@ -53,7 +57,7 @@ class SyntheticFeed:
             ticks.append(
                 TickEvent(
                     symbol=state.symbol,
-                    source="synthetic",
+                    source=SYNTHETIC,
                     ts=now,
                     price=state.price,
                     size=size,

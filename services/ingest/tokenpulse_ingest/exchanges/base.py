@@ -13,6 +13,11 @@ Each received frame goes through the exchange's :meth:`Connector.parse` into
 and skipped; the connector goes on. Ticks seen before (same pair and trade id,
 e.g. the overlap a reconnect replays) are dropped, with bounded memory.
 
+Frames and ticks are counted per connector and added to ``tokenpulse_feed_messages_total``,
+``…_ticks_total`` and the connector-health series at most a second later (:meth:`Connector.flush_metrics`:
+on a frame a second after the last flush, on disconnect, and from the ingest service's 1 s clock),
+not per frame.
+
 Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
 exchanges), an exchange heartbeat announcing a trade we never received, and
 every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
@@ -33,10 +38,11 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+from pydantic import BaseModel
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
 
@@ -45,6 +51,7 @@ log = logging.getLogger("tokenpulse_ingest.exchanges")
 TickSink = Callable[[list[TickEvent]], Awaitable[None]]
 GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
 
+METRICS_FLUSH_S = 1.0  # frames and ticks reach the metrics at most this late
 MESSAGES = Counter("tokenpulse_feed_messages_total", "Frames received from an exchange", ["exchange"])
 TICKS = Counter("tokenpulse_feed_ticks_total", "Trades normalised into ticks and published", ["exchange"])
 BAD = Counter("tokenpulse_feed_bad_messages_total", "Unknown or garbled exchange frames, skipped", ["exchange", "kind"])
@@ -135,10 +142,20 @@ class Health:
         }
 
 
-_FIELDS = frozenset(TickEvent.model_fields)
+# every field set, one set shared by the fast-made ticks: a set (model_copy(update=...) copies it, then adds
+# to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
+_FIELDS = set(TickEvent.model_fields)
 _INF = float("inf")
 _new_tick = TickEvent.__new__
-_set = object.__setattr__
+# the model's storage slots, set directly (what pydantic's own model_construct does through object.__setattr__,
+# one attribute lookup less per slot)
+_SLOTS = BaseModel.__dict__
+_set_dict = _SLOTS["__dict__"].__set__
+_set_fields = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
+_time = time.time
+_fromtimestamp = datetime.fromtimestamp
 
 
 def make_tick(
@@ -167,9 +184,8 @@ def make_tick(
     if len(trade_id) > 100:
         raise BadMessage("bad_trade_id", trade_id[:40])
     tick = _new_tick(TickEvent)
-    _set(
+    _set_dict(
         tick,
-        "__dict__",
         {
             "event_id": f"{source}-{symbol}-{trade_id}",
             "schema_version": 1,
@@ -184,10 +200,113 @@ def make_tick(
             "quote": quote,
         },
     )
-    _set(tick, "__pydantic_fields_set__", _FIELDS)
-    _set(tick, "__pydantic_extra__", None)
-    _set(tick, "__pydantic_private__", None)
+    _set_fields(tick, _FIELDS)
+    _set_extra(tick, None)
+    _set_private(tick, None)
     return tick
+
+
+class TickMaker:
+    """The ticks of one pair on one exchange: :func:`make_tick` with the pair's constant parts made once.
+
+    Checked once here by pydantic (a ``ValueError`` for a bad symbol, source or quote): symbol,
+    source, quote. Checked per tick in :meth:`make`, as :func:`make_tick` does: price finite and
+    > 0, size finite and >= 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
+    fields are a copy of the pair's prototype dict with the trade's parts set (cheaper than
+    building the dict), the ``event_id`` the prefix ``source-symbol-`` plus the trade id.
+    """
+
+    __slots__ = ("_prefix", "_proto", "quote", "source", "symbol")
+
+    def __init__(self, source: str, pair: Pair) -> None:
+        now = datetime.now(UTC)
+        TickEvent(symbol=pair.symbol, source=source, quote=pair.quote, ts=now, price=1.0)  # the constant parts
+        self.symbol, self.quote, self.source = pair.symbol, pair.quote, source
+        self._prefix = f"{source}-{pair.symbol}-"
+        self._proto = {
+            "event_id": "",
+            "schema_version": 1,
+            "produced_at": now,
+            "symbol": pair.symbol,
+            "source": source,
+            "ts": now,
+            "price": 0.0,
+            "size": 0.0,
+            "side": Side.UNKNOWN,
+            "trade_id": "",
+            "quote": pair.quote,
+        }
+
+    def make(
+        self, ts: datetime, price: float, size: float, side: Side, trade_id: str, produced_at: datetime
+    ) -> TickEvent:
+        if not 0 < price < _INF:  # also false for NaN
+            raise BadMessage("bad_price", repr(price))
+        if not 0 <= size < _INF:
+            raise BadMessage("bad_size", repr(size))
+        if len(trade_id) > 100:
+            raise BadMessage("bad_trade_id", trade_id[:40])
+        fields = self._proto.copy()
+        fields["event_id"] = self._prefix + trade_id
+        fields["produced_at"] = produced_at
+        fields["ts"] = ts
+        fields["price"] = price
+        fields["size"] = size
+        fields["side"] = side
+        fields["trade_id"] = trade_id
+        tick = _new_tick(TickEvent)
+        _set_dict(tick, fields)
+        _set_fields(tick, _FIELDS)
+        _set_extra(tick, None)
+        _set_private(tick, None)
+        return tick
+
+
+class ProducedClock:
+    """``produced_at`` for ticks: the wall clock as a UTC datetime, made at most once per ``resolution_s``.
+
+    Building a datetime is most of the cost of reading the clock; a busy stream (many frames a
+    millisecond) shares one, so ``produced_at`` is at most ``resolution_s`` (1 ms) early. A clock
+    stepped back makes a new one at once (the cached one is never from the future)."""
+
+    __slots__ = ("_at", "_from", "_until", "resolution_s")
+
+    def __init__(self, resolution_s: float = 0.001) -> None:
+        self.resolution_s = resolution_s
+        self._from = self._until = 0.0
+        self._at = datetime.fromtimestamp(0, UTC)
+
+    def now(self) -> datetime:
+        now = _time()
+        if self._from <= now < self._until:
+            return self._at
+        self._from, self._until = now, now + self.resolution_s
+        self._at = _fromtimestamp(now, UTC)
+        return self._at
+
+
+_MILLIS = [timedelta(milliseconds=i) for i in range(1000)]
+
+
+class MillisToUtc:
+    """Epoch milliseconds → UTC datetime, equal to ``datetime.fromtimestamp(ms / 1000, UTC)`` at half the cost
+    (:meth:`convert`): the datetime of the whole second is made once per second and the milliseconds added
+    to it; trades of the same millisecond (a burst) share one datetime."""
+
+    __slots__ = ("_at", "_base", "_ms", "_second")
+
+    def __init__(self) -> None:
+        self._second = self._ms = 0
+        self._base = self._at = datetime.fromtimestamp(0, UTC)
+
+    def convert(self, ms: int) -> datetime:
+        if ms == self._ms:
+            return self._at
+        second, rest = divmod(ms, 1000)
+        if second != self._second:
+            self._second, self._base = second, _fromtimestamp(second, UTC)
+        self._ms, self._at = ms, self._base + _MILLIS[rest]
+        return self._at
 
 
 def ms_to_utc(ms: int | float) -> datetime:
@@ -235,6 +354,7 @@ class Connector(ABC):
         self.url = url
         self.pairs = pairs
         self.by_venue = {p.venue: p for p in pairs}
+        self.makers = {p.venue: TickMaker(self.name, p) for p in pairs}  # venue → the pair's tick constructor
         self.sink = sink
         self.on_gap: GapHook = on_gap or log_gap
         self.stall_s = stall_s
@@ -252,9 +372,16 @@ class Connector(ABC):
         self._pending_gaps: list[tuple[str, datetime, datetime]] = []
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._disconnected_at: datetime | None = None
+        self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
+        self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
         self._messages = MESSAGES.labels(self.name)
         self._ticks = TICKS.labels(self.name)
+        # frames and ticks counted here and added to the metrics at most every METRICS_FLUSH_S (a counter
+        # update takes a lock: per frame it would cost more than parsing a heartbeat)
+        self._unflushed_messages = 0
+        self._unflushed_ticks = 0
+        self._flushed_at = 0.0
         self._duplicates = DUPLICATES.labels(self.name)
         CONNECTED.labels(self.name).set(0)
         LAST_AGE.labels(self.name).set_function(lambda: self.health.age() or 0.0)
@@ -332,8 +459,10 @@ class Connector(ABC):
 
     async def handle(self, raw: str | bytes) -> int:
         """One frame: parse, drop duplicates, publish. Returns the number of ticks published."""
-        self.health.last_message = time.monotonic()
-        self._messages.inc()
+        self.health.last_message = now = time.monotonic()
+        self._unflushed_messages += 1
+        if now - self._flushed_at >= METRICS_FLUSH_S:
+            self.flush_metrics(now)
         try:
             ticks = self.parse(raw)
         except BadMessage as exc:
@@ -366,9 +495,19 @@ class Connector(ABC):
             self._flush_gaps()
             return 0
         self.health.ticks += len(fresh)
-        self._ticks.inc(len(fresh))
-        connector_delivered(self.name, len(fresh))  # the connector-health series every feed reports
+        self._unflushed_ticks += len(fresh)
         return len(fresh)
+
+    def flush_metrics(self, now: float | None = None) -> None:
+        """Add the frames and ticks counted since the last flush to the metrics (also on disconnect and close)."""
+        self._flushed_at = time.monotonic() if now is None else now
+        if self._unflushed_messages:
+            self._messages.inc(self._unflushed_messages)
+            self._unflushed_messages = 0
+        if self._unflushed_ticks:
+            self._ticks.inc(self._unflushed_ticks)
+            connector_delivered(self.name, self._unflushed_ticks)  # the connector-health series every feed reports
+            self._unflushed_ticks = 0
 
     # ------------------------------------------------------------------ the connection loop
     async def run(self) -> None:
@@ -423,7 +562,13 @@ class Connector(ABC):
             delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
             delay = delay / 2 + self.rng.uniform(0, delay / 2)  # "equal jitter": never zero, never in lockstep
             attempt = min(attempt + 1, 30)
-            log.info("%s: reconnecting in %.2fs (%s)", self.name, delay, reason)
+            log.log(
+                logging.DEBUG if self._quiet_retry else logging.INFO,
+                "%s: reconnecting in %.2fs (%s)",
+                self.name,
+                delay,
+                reason,
+            )
             await asyncio.sleep(delay)
 
     def _on_connected(self) -> None:
@@ -446,15 +591,26 @@ class Connector(ABC):
         self._flush_gaps()
 
     def _on_disconnected(self, error: str | None) -> None:
-        if self.health.connected:
+        self.flush_metrics()
+        was_connected = self.health.connected
+        if was_connected:
             self._disconnected_at = self._now()
         self.health.connected = False
         CONNECTED.labels(self.name).set(0)
         set_connector_health(self.name, False)
+        # an exchange that stays unreachable (offline, or `auto` probing from its synthetic fallback)
+        # says so once at WARNING; the same refusal again is DEBUG until something changes
+        self._quiet_retry = bool(error) and error == self.health.last_error and not was_connected
         if error:
             self.health.last_error = error
-            log.warning("%s: connection lost or refused: %s", self.name, error)
+            log.log(
+                logging.DEBUG if self._quiet_retry else logging.WARNING,
+                "%s: connection lost or refused: %s",
+                self.name,
+                error,
+            )
 
     async def close(self) -> None:
+        self.flush_metrics()
         for task in list(self._gap_tasks):
             task.cancel()

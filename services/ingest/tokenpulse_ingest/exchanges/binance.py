@@ -9,15 +9,15 @@ both are handled by the reconnect loop. Docs: developers.binance.com, "WebSocket
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, make_tick
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, MillisToUtc
 
 
-class _Data(msgspec.Struct):
+class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
     e: str = ""
     s: str = ""
     a: int | None = None  # aggTrade id
@@ -28,10 +28,8 @@ class _Data(msgspec.Struct):
     m: bool = False
 
 
-class _Frame(msgspec.Struct):
-    stream: str = ""
+class _Frame(msgspec.Struct, gc=False):  # only what parse reads: msgspec skips the other keys
     data: _Data | None = None
-    result: object = None
     id: object = None
     code: object = None
     msg: str | None = None
@@ -44,6 +42,10 @@ _DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
 class BinanceConnector(Connector):
     name = "binance"
     channel = "aggTrade"  # or "trade"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ms_to_utc = MillisToUtc().convert
 
     def endpoint(self) -> str:
         streams = "/".join(f"{p.venue.lower()}@{self.channel}" for p in self.pairs)
@@ -73,22 +75,20 @@ class BinanceConnector(Connector):
             ident = data.t
         else:
             raise BadMessage(f"unknown_event:{kind[:32]}")
-        pair = self.by_venue.get(data.s)
-        if pair is None:
+        maker = self.makers.get(data.s)
+        if maker is None:
             raise BadMessage("unknown_symbol", data.s[:32])
         if ident is None:
             raise BadMessage("no_trade_id")
-        ts = datetime.fromtimestamp(data.T / 1000.0, UTC)
-        tick = make_tick(
-            pair.symbol,
-            self.name,
-            ts,
-            data.p,
-            data.q,
-            _SELL if data.m else _BUY,
-            str(ident),
-            pair.quote,
-            datetime.now(UTC),
-        )
-        self.trade_seen(pair.symbol, ident, ts)
+        ts = self._ms_to_utc(data.T)
+        tick = maker.make(ts, data.p, data.q, _SELL if data.m else _BUY, str(ident), self.produced_at())
+        # trade-id bookkeeping; the common case (the next id of a pair in step) without the call
+        symbol = maker.symbol
+        last = self._last_id.get(symbol)
+        if last is not None and ident == last + 1 and symbol not in self._resync:
+            self._last_id[symbol] = ident
+            if ts > self._last_ts[symbol]:
+                self._last_ts[symbol] = ts
+        else:
+            self.trade_seen(symbol, ident, ts)
         return [tick]

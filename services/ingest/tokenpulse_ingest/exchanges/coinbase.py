@@ -16,21 +16,21 @@ is a replay or out of order (counted; its trade still goes through the dedupe).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 from prometheus_client import Counter
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, make_tick, utc
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, utc
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
 )
 
 
-class _Msg(msgspec.Struct):
+class _Msg(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
     type: str = ""
     product_id: str = ""
     trade_id: int | None = None
@@ -102,17 +102,15 @@ class CoinbaseConnector(Connector):
             self._sequence[m.product_id] = m.sequence
 
     def _trade(self, m: _Msg, kind: str) -> list[TickEvent]:
-        pair = self.by_venue.get(m.product_id)
-        if pair is None:
+        maker = self.makers.get(m.product_id)
+        if maker is None:
             raise BadMessage("unknown_symbol", m.product_id[:32])
         if m.trade_id is None or m.price is None or m.time is None:
             raise BadMessage(f"incomplete_{kind}")
         size = m.last_size if kind == "ticker" else m.size
         side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side, Side.UNKNOWN)
         ts = utc(m.time)
-        tick = make_tick(
-            pair.symbol, self.name, ts, m.price, size or 0.0, side, str(m.trade_id), pair.quote, datetime.now(UTC)
-        )
+        tick = maker.make(ts, m.price, size or 0.0, side, str(m.trade_id), self.produced_at())
         self._order(m)
-        self.trade_seen(pair.symbol, m.trade_id, ts)
+        self.trade_seen(maker.symbol, m.trade_id, ts)
         return [tick]

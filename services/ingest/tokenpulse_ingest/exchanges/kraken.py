@@ -23,13 +23,13 @@ from typing import Any
 import msgspec
 from tokenpulse_shared.events import Side, TickEvent
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, make_tick, utc
+from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, utc
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
 
 
-class _Trade(msgspec.Struct):
+class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
     symbol: str = ""
     side: str = ""
     price: float = 0.0
@@ -38,7 +38,7 @@ class _Trade(msgspec.Struct):
     timestamp: datetime | None = None  # RFC 3339, decoded by msgspec
 
 
-class _V2(msgspec.Struct):
+class _V2(msgspec.Struct, gc=False):
     channel: str = ""
     type: str = ""
     data: list[_Trade] | None = None
@@ -47,8 +47,21 @@ class _V2(msgspec.Struct):
     error: str | None = None
 
 
+class _V1Event(msgspec.Struct, gc=False):
+    """A v1 control frame (heartbeat, systemStatus, subscriptionStatus, pong): only what is read."""
+
+    event: str | None = None
+    status: str | None = None
+    errorMessage: str | None = None
+
+
 _DECODE_V2 = msgspec.json.Decoder(_V2).decode
+_DECODE_V1_EVENT = msgspec.json.Decoder(_V1Event).decode
 _DECODE_ANY = msgspec.json.Decoder().decode
+# heartbeats are most of a quiet connection's frames (about one a second per connection), always these bytes
+_HEARTBEATS = ('{"event":"heartbeat"}', '{"channel":"heartbeat"}', b'{"event":"heartbeat"}', b'{"channel":"heartbeat"}')
+_BUY, _SELL, _UNKNOWN = Side.BUY, Side.SELL, Side.UNKNOWN
+_fromtimestamp = datetime.fromtimestamp
 
 
 def v1_name(venue: str) -> str:
@@ -63,6 +76,7 @@ class KrakenConnector(Connector):
         super().__init__(*args, **kwargs)
         self.v2 = self.url.rstrip("/").endswith("/v2")
         self.by_v1: dict[str, Pair] = {v1_name(p.venue): p for p in self.pairs}
+        self.makers_v1 = {v1_name(p.venue): self.makers[p.venue] for p in self.pairs}
 
     def endpoint(self) -> str:
         return self.url
@@ -75,8 +89,10 @@ class KrakenConnector(Connector):
         return [msgspec.json.encode(body).decode()]
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        text = raw.lstrip()[:1] if isinstance(raw, str) else raw.lstrip()[:1].decode(errors="replace")
-        if text == "[":
+        if raw in _HEARTBEATS:  # compares lengths first: next to free for every other frame
+            return []
+        head = raw[:1]
+        if head in ("[", b"[") or (head.isspace() and raw.lstrip()[:1] in ("[", b"[")):
             return self._v1_trades(raw)
         if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
             return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
@@ -98,43 +114,34 @@ class KrakenConnector(Connector):
 
     def _v2_trades(self, m: _V2) -> list[TickEvent]:
         out = []
-        now = datetime.now(UTC)
+        now = self.produced_at()
+        makers = self.makers
         for t in m.data or []:
-            pair = self.by_venue.get(t.symbol)
-            if pair is None:
+            maker = makers.get(t.symbol)
+            if maker is None:
                 raise BadMessage("unknown_symbol", t.symbol[:32])
             if t.trade_id is None:
                 raise BadMessage("no_trade_id")
             if t.timestamp is None:
                 raise BadMessage("no_time")
             ts = utc(t.timestamp)
-            out.append(
-                make_tick(
-                    pair.symbol,
-                    self.name,
-                    ts,
-                    float(t.price),
-                    float(t.qty),
-                    _SIDES.get(t.side, Side.UNKNOWN),
-                    str(t.trade_id),
-                    pair.quote,
-                    now,
-                )
-            )
-            self.trade_seen(pair.symbol, t.trade_id, ts)
+            out.append(maker.make(ts, t.price, t.qty, _SIDES.get(t.side, _UNKNOWN), str(t.trade_id), now))
+            self.trade_seen(maker.symbol, t.trade_id, ts)
         return out
 
     def _v1_event(self, raw: str | bytes) -> list[TickEvent]:
         try:
-            m = _DECODE_ANY(raw)
+            m = _DECODE_V1_EVENT(raw)
+        except msgspec.ValidationError:
+            raise BadMessage("unknown_event:None") from None  # JSON, but not an object with a text `event`
         except msgspec.DecodeError as exc:
             raise BadMessage("not_json", str(exc)) from None
-        event = m.get("event") if isinstance(m, dict) else None
+        event = m.event
         if event in ("heartbeat", "systemStatus", "pong"):
             return []
         if event == "subscriptionStatus":
-            if m.get("status") == "error":
-                raise BadMessage("error", str(m.get("errorMessage")))
+            if m.status == "error":
+                raise BadMessage("error", str(m.errorMessage))
             return []
         raise BadMessage(f"unknown_event:{str(event)[:32]}")
 
@@ -147,29 +154,18 @@ class KrakenConnector(Connector):
             raise BadMessage("unexpected_shape", str(raw)[:80])
         if m[-2] != "trade":
             raise BadMessage(f"unknown_channel:{str(m[-2])[:32]}")
-        pair = self.by_v1.get(m[-1])
-        if pair is None:
+        maker = self.makers_v1.get(m[-1])
+        if maker is None:
             raise BadMessage("unknown_symbol", str(m[-1])[:32])
         out = []
-        now = datetime.now(UTC)
+        now = self.produced_at()
+        make = maker.make
         for row in m[1]:
             price, volume, when, side = row[0], row[1], row[2], row[3]
-            ts = datetime.fromtimestamp(float(when), UTC)
+            ts = _fromtimestamp(float(when), UTC)
             ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
             trade_id = str(ident) if ident is not None else f"{when}-{price}-{volume}"
-            out.append(
-                make_tick(
-                    pair.symbol,
-                    self.name,
-                    ts,
-                    float(price),
-                    float(volume),
-                    _SIDES.get(side, Side.UNKNOWN),
-                    trade_id,
-                    pair.quote,
-                    now,
-                )
-            )
+            out.append(make(ts, float(price), float(volume), _SIDES.get(side, _UNKNOWN), trade_id, now))
             if ident is not None:
-                self.trade_seen(pair.symbol, ident, ts)
+                self.trade_seen(maker.symbol, ident, ts)
         return out
