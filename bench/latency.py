@@ -163,17 +163,27 @@ class Sent:
 
     ts: list[int] = field(default_factory=list)
     at: list[float] = field(default_factory=list)
+    seq: list[int] = field(default_factory=list)  # the tick's position in the whole phase (all tokens)
     by_ts: dict[int, float] = field(default_factory=dict)
 
-    def add(self, ts_ms: int, at: float) -> None:
+    def add(self, ts_ms: int, at: float, seq: int = 0) -> None:
         self.ts.append(ts_ms)
         self.at.append(at)
+        self.seq.append(seq)
         self.by_ts[ts_ms] = at
+
+    def _closing(self, bucket_end_ms: int) -> int | None:
+        i = bisect.bisect_left(self.ts, bucket_end_ms + LATENESS_MS)
+        return i if i < len(self.ts) else None
 
     def closing(self, bucket_end_ms: int) -> float | None:
         """Send time of the first tick at or after the bucket end + lateness (the one that closed it)."""
-        i = bisect.bisect_left(self.ts, bucket_end_ms + LATENESS_MS)
-        return self.at[i] if i < len(self.ts) else None
+        i = self._closing(bucket_end_ms)
+        return None if i is None else self.at[i]
+
+    def closing_seq(self, bucket_end_ms: int) -> int | None:
+        i = self._closing(bucket_end_ms)
+        return None if i is None else self.seq[i]
 
 
 @dataclass
@@ -184,6 +194,7 @@ class PhaseResult:
     behind_s: float
     drain_s: float | None
     pipeline_rate: float | None
+    signal_rate: float | None
     signal_ms: list[float]
     signal_first_q: list[float]
     signal_last_q: list[float]
@@ -310,8 +321,8 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
                 stamps.append((m.symbol, ts_ms))
             at = time.monotonic()
             await bus.publish(TICKS, ticks)
-            for sym, ts_ms in stamps:
-                sent[sym].add(ts_ms, at)
+            for j, (sym, ts_ms) in enumerate(stamps):
+                sent[sym].add(ts_ms, at, k + j)
             k += n
             wait = first + k / rate - time.monotonic()
             if wait > 0:
@@ -387,11 +398,19 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
                     continue
                 price_ms.append((req.at - at) * 1000)
     intraday: list[float] = []
+    signal_rate = None  # ticks scored per second: the newest signal seen on the topic, and the ticks up to its close
+    newest = -1.0
     for (sym, interval, ts_ms), seen in seen_signals.items():
-        if interval is not Interval.D1 and ts_ms >= start_ms:
-            closed_at = sent[sym].closing(ts_ms + interval.millis)
-            if closed_at is not None and closed_at <= seen:
-                intraday.append((seen - closed_at) * 1000)
+        if ts_ms < start_ms:
+            continue
+        closed_at = sent[sym].closing(ts_ms + interval.millis)
+        if closed_at is None or closed_at > seen:
+            continue
+        if interval is not Interval.D1:
+            intraday.append((seen - closed_at) * 1000)
+        if seen > newest:
+            newest = seen
+            signal_rate = (sent[sym].closing_seq(ts_ms + interval.millis) or 0) / (seen - first)
     signal_rows.sort()
     q = max(1, len(signal_rows) // 4)
     span = last - first
@@ -408,6 +427,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
         behind_s=behind,
         drain_s=None if drained is None else drained - sentinel_at,
         pipeline_rate=None if drained is None else (n_sent + len(sentinels)) / (drained - first),
+        signal_rate=signal_rate,
         signal_ms=[lat for _, lat in signal_rows],
         signal_first_q=[lat for _, lat in signal_rows[:q]],
         signal_last_q=[lat for _, lat in signal_rows[-q:]],
@@ -479,10 +499,10 @@ def report(results: list[PhaseResult]) -> None:
         "| target ticks/s | ticks sent (s) | producer: achieved ticks/s, most behind schedule | daily closes "
         "| signal alerts | tick → daily signal on topic p50 / p99 ms | tick → signal alert p50 / p99 ms "
         "| first / last quarter p50 ms | price alerts | tick → price alert p50 / p99 ms "
-        "| sentinel drained after (s) | price path sustained ticks/s | 1h/4h signals | tick → 1h/4h signal on topic "
-        "p50 / p99 ms |"
+        "| sentinel drained after (s) | price path sustained ticks/s | signal path sustained ticks/s | 1h/4h signals "
+        "| tick → 1h/4h signal on topic p50 / p99 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         drain = "not within the timeout" if r.drain_s is None else f"{r.drain_s:.1f}"
         sustained = "—" if r.pipeline_rate is None else f"{r.pipeline_rate:,.0f}"
@@ -492,6 +512,7 @@ def report(results: list[PhaseResult]) -> None:
             f"| {r.rate:,} | {r.ticks:,} ({r.send_s:.1f}) | {r.ticks / r.send_s:,.0f}, {r.behind_s * 1000:,.0f} ms "
             f"| {r.daily_closes:,} | {len(r.signal_ms):,} | {fmt_lat(r.to_topic_ms)} | {fmt_lat(r.signal_ms)} "
             f"| {first_q:,.0f} / {last_q:,.0f} | {len(r.price_ms):,} | {fmt_lat(r.price_ms)} | {drain} | {sustained} "
+            f"| {'—' if r.signal_rate is None else f'{r.signal_rate:,.0f}'} "
             f"| {len(r.intraday_to_topic_ms):,} | {fmt_lat(r.intraday_to_topic_ms)} |"
         )
     dropped = sum(r.dropped for r in results)
@@ -506,6 +527,7 @@ def report(results: list[PhaseResult]) -> None:
         f"{r.rate:,}/s target": {
             "producer achieved": r.ticks / r.send_s,
             "price path sustained": r.pipeline_rate or 0.0,
+            "signal path sustained": r.signal_rate or 0.0,
         }
         for r in results
     }

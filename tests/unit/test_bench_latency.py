@@ -42,7 +42,7 @@ def test_the_blamed_tick_is_the_one_on_which_ingest_closes_each_candle() -> None
     n = latency.TICKS_PER_DAY * 3 + 5
     for i in range(n):
         ts_ms, price, size = m.step()
-        sent.add(ts_ms, float(i))  # "send time" = the tick's index
+        sent.add(ts_ms, float(i), i)  # "send time" = the tick's index
         tick = make_tick(
             m.symbol,
             "bench",
@@ -62,6 +62,7 @@ def test_the_blamed_tick_is_the_one_on_which_ingest_closes_each_candle() -> None
         for (iv, start), i in closed_on.items():
             if iv is interval:
                 assert sent.closing(start + interval.millis) == float(i), (interval, start)
+                assert sent.closing_seq(start + interval.millis) == i
     # a bucket whose closing tick has not been sent yet is not blamed on any tick
     last_day = max(start for _, start in days) + DAY_MS
     assert sent.closing(last_day + DAY_MS) is None
