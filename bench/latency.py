@@ -164,13 +164,13 @@ class Sent:
     ts: list[int] = field(default_factory=list)
     at: list[float] = field(default_factory=list)
     seq: list[int] = field(default_factory=list)  # the tick's position in the whole phase (all tokens)
-    by_ts: dict[int, float] = field(default_factory=dict)
+    by_ts: dict[int, int] = field(default_factory=dict)  # event time -> position in the lists
 
     def add(self, ts_ms: int, at: float, seq: int = 0) -> None:
         self.ts.append(ts_ms)
         self.at.append(at)
         self.seq.append(seq)
-        self.by_ts[ts_ms] = at
+        self.by_ts[ts_ms] = len(self.ts) - 1
 
     def _closing(self, bucket_end_ms: int) -> int | None:
         i = bisect.bisect_left(self.ts, bucket_end_ms + LATENESS_MS)
@@ -370,6 +370,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
     to_topic: list[float] = []
     price_ms: list[float] = []
     dropped = 0
+    newest_price = (-1.0, 0)  # receipt time of the newest price alert, and its tick's position
     for req in hooks.requests[before:]:
         if req.path not in ("/sig", "/px"):
             continue
@@ -392,11 +393,13 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
             elif (sym, ts_ms) in sentinel_ts:
                 continue  # the sentinel jumps over every level above: not a sample of the paced phase
             else:
-                at = sent[sym].by_ts.get(ts_ms)
-                if at is None:
+                i = sent[sym].by_ts.get(ts_ms)
+                if i is None:
                     dropped += 1
                     continue
-                price_ms.append((req.at - at) * 1000)
+                price_ms.append((req.at - sent[sym].at[i]) * 1000)
+                if req.at > newest_price[0]:
+                    newest_price = (req.at, sent[sym].seq[i])
     intraday: list[float] = []
     signal_rate = None  # ticks scored per second: the newest signal seen on the topic, and the ticks up to its close
     newest = -1.0
@@ -426,7 +429,10 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
         send_s=span,
         behind_s=behind,
         drain_s=None if drained is None else drained - sentinel_at,
-        pipeline_rate=None if drained is None else (n_sent + len(sentinels)) / (drained - first),
+        # from the sentinels when they arrived, else (still draining at the timeout) from the newest price alert
+        pipeline_rate=(n_sent + len(sentinels)) / (drained - first)
+        if drained is not None
+        else (newest_price[1] / (newest_price[0] - first) if newest_price[0] > first else None),
         signal_rate=signal_rate,
         signal_ms=[lat for _, lat in signal_rows],
         signal_first_q=[lat for _, lat in signal_rows[:q]],
