@@ -159,6 +159,7 @@ def save(name: str, title: str, panels: Sequence[Panel], *, footer: str = "", co
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     cols = columns or len(panels)
     rows = math.ceil(len(panels) / cols)
@@ -180,6 +181,9 @@ def save(name: str, title: str, panels: Sequence[Panel], *, footer: str = "", co
         ax.set_title(panel.title, fontsize=9)
         ax.set_xlabel(panel.xlabel + (" (log scale)" if panel.log else ""), fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
+        if ax.get_xscale() == "log":  # plain numbers at the decades, none at the minor ticks (they overlap)
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     for j in range(len(panels), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.suptitle(title, fontsize=10)
