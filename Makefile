@@ -28,7 +28,7 @@ test: install lint ## the whole suite; starts and stops a real Kafka broker itse
 test-fast: install ## unit tests only (no broker)
 	@$(VENV)/bin/pytest -q tests/unit
 
-bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
+bench: install ## benchmarks (results go to docs/benchmarks.md by hand; each writes its plot to docs/bench/NAME.png)
 	@$(VENV)/bin/python bench/run.py
 	@$(VENV)/bin/python bench/scoring.py
 	@$(VENV)/bin/python bench/alerts.py
@@ -36,8 +36,9 @@ bench: install ## benchmarks (results go to docs/benchmarks.md by hand)
 	@$(VENV)/bin/python bench/feeds_rest.py
 	@$(VENV)/bin/python bench/feeds.py
 	@$(VENV)/bin/python bench/insert.py
+	@$(VENV)/bin/python bench/latency.py
 
-bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand)
+bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand, plot to docs/bench/gateway.png)
 	@$(VENV)/bin/python bench/gateway.py
 
 kafka-start: ## a local broker for distributed mode; prints the bootstrap address

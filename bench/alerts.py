@@ -35,10 +35,12 @@ from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, PriceEvent  # noqa: E402
 from tokenpulse_shared.topics import ALERT_RULES, PRICES  # noqa: E402
 
+from bench import plot  # noqa: E402
 from tests.e2e.procs import Proc  # noqa: E402
 from tests.receivers import HttpReceiver  # noqa: E402
 
 RULES = int(os.environ.get("BENCH_RULES", "100000"))
+LIVE_LATENCY_MS: list[float] = []  # the live phase's samples, for the plot
 START_PRICES = {
     "BTC": 60000.0,
     "ETH": 3000.0,
@@ -246,6 +248,7 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
                     if sent >= live_start:
                         lat.append(received - sent)
             lat.sort()
+            LIVE_LATENCY_MS[:] = [x * 1000 for x in lat]
             if lat:
                 p50 = statistics.median(lat) * 1000
                 p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
@@ -290,6 +293,22 @@ def main() -> None:
     print("| measure | result |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    rates = {
+        "rule index, in process": plot.first_number(rows[0][1]),
+        "plain scan, in process": plot.first_number(rows[1][1]),
+    }
+    backlog = next((v for n, v in rows if n.startswith("backlog")), None)
+    if backlog is not None:
+        rates["through the broker (backlog)"] = plot.first_number(backlog)
+    plot.save(
+        "alerts",
+        f"Alerts: {RULES:,} rules",
+        [
+            plot.bars("price events/s evaluated", rates, "price events/s", log=True),
+            plot.cdf("1,000 price events/s through the broker: event → webhook", {"live": LIVE_LATENCY_MS}, "ms"),
+        ],
+        footer=plot.footer(),
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from tokenpulse_ingest.exchanges import BinanceConnector, CoinbaseConnector, Con
 from tokenpulse_ingest.exchanges.base import make_tick
 from tokenpulse_shared.events import Side, TickEvent
 
+from bench import plot
 from tests.fake_exchange import SAMPLES, received_frames
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
@@ -195,6 +196,21 @@ async def main() -> None:
             rate = statistics.median(results[(kind, v)])
             ratios = " | ".join(f"{rate / b:.2f}x" if b else "—" for b in bases)
             print(f"| {kind} | {len(frames)} | {trades[(kind, v)]} | {v} | {rate:,.0f} | {1e6 / rate:.1f} | {ratios} |")
+    plot.save(
+        "feeds",
+        "Exchange frame normalisation: Tokenpulse vs cryptofeed on the recorded frames",
+        [
+            plot.groups(
+                "messages/s (median of rounds)",
+                {
+                    kind: {v: statistics.median(results[(kind, v)]) for v in variants if (kind, v) in results}
+                    for kind in frames_by_kind
+                },
+                "messages/s",
+            )
+        ],
+        footer=plot.footer(f"cryptofeed {cf_version or 'not installed'}, {ROUNDS} rounds (median)"),
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from tokenpulse_shared.events import Interval, PriceEvent, TickEvent  # noqa: E4
 from tokenpulse_shared.settings import Settings  # noqa: E402
 from tokenpulse_shared.topics import CANDLES  # noqa: E402
 
+from bench import plot  # noqa: E402
+
 UPDATES = int(os.environ.get("BENCH_UPDATES", "50000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SYMBOLS = ["BTC", "ETH", "BNB", "XRP", "ADA", "DOGE", "SOL", "LTC"]
@@ -173,15 +175,18 @@ def main() -> None:
         "| CPU p50 µs | CPU p99 µs |"
     )
     print("|---|---|---|---|---|---|")
+    recon: dict[str, dict[str, float]] = {}
     for kind in ("reconciler", "v0 median"):
         rounds = [latency(kind, ticks) for _ in range(ROUNDS)]
         figures = [
             statistics.median(pct(r[which], q) for r in rounds) for which in (0, 1) for q in (0.5, 0.99)
         ]  # fmt: skip
         print(f"| {kind} | {len(ticks):,} | " + " | ".join(f"{f:.1f}" for f in figures) + " |")
+        recon[kind] = dict(zip(("wall p50", "wall p99", "CPU p50", "CPU p99"), figures, strict=True))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\n(load average {load:.1f} on {os.cpu_count()} cores during the run)")
     proc, url = start_fake()
+    backfill_rates: dict[str, float] = {}
     try:
         print("\n| REST backfill, Binance format, fake exchange on loopback | rows | requests | s | rows/s |")
         print("|---|---|---|---|---|")
@@ -190,10 +195,20 @@ def main() -> None:
             rows, requests = runs[0][0], runs[0][1]
             secs = statistics.median(r[2] for r in runs)
             print(f"| {label} | {rows:,} | {requests} | {secs:.2f} | {rows / secs:,.0f} |")
+            backfill_rates[label] = rows / secs
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=30)
+    plot.save(
+        "feeds_rest",
+        "Reference-price reconciliation and REST backfill",
+        [
+            plot.groups(f"one reference-price update ({len(ticks):,} updates)", recon, "µs", log=True, fmt="{:.1f}"),
+            plot.bars("REST backfill from a fake exchange on loopback", backfill_rates, "rows/s"),
+        ],
+        footer=plot.footer(f"{ROUNDS} rounds (median)"),
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench import plot  # noqa: E402
+
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "5"))
@@ -216,6 +219,22 @@ def main() -> None:
     print("\nPaced p99 per round (ms): ")
     for label, runs in paced.items():
         print(f"- {label}: " + ", ".join(f"{run['p99']:.1f}" for run in runs))
+    labels = [bare[0], bare2[0], *(g[0] for g in gateway)]
+    plot.save(
+        "gateway",
+        "Gateway reads vs a bare FastAPI endpoint (hey on loopback)",
+        [
+            plot.bars("most req/s (hey -c 32, median of pairs)", {k: median(tops[k]) for k in labels}, "req/s"),
+            plot.groups(
+                "latency at 500 req/s (hey -c 10 -q 50, median of rounds)",
+                {k: {p: median([run[p] for run in paced[k]]) for p in ("p50", "p99")} for k in labels},
+                "ms",
+                fmt="{:.1f}",
+            ),
+        ],
+        columns=1,
+        footer=plot.footer(f"{PAIRS} pairs x {PAIR_SECONDS} s, {ROUNDS} paced rounds x {DURATION} s"),
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,8 @@ from tokenpulse_shared.events import TickEvent
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.store.client import dedup_token
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "bench" / "insert.png"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import plot
 
 
 def ticks(n: int, tag: str) -> list[TickEvent]:
@@ -66,23 +68,12 @@ def main() -> None:
     for name, rate in results.items():
         print(f"| {name} | {rate:,.0f} |")
     print(f"batched / row-at-a-time: {ratio:,.0f}x")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 2.4))
-    names = list(results)
-    ax.barh(names, [results[n] for n in names], color=["#2b7", "#c44"])
-    ax.set_xscale("log")
-    ax.set_xlabel("rows/s (log scale)")
-    ax.set_title(f"ClickHouse (chDB) insert: batched is {ratio:,.0f}x row-at-a-time")
-    for i, n in enumerate(names):
-        ax.text(results[n], i, f" {results[n]:,.0f}", va="center")
-    fig.tight_layout()
-    fig.savefig(OUT, dpi=110)
-    print(f"plot: {OUT}")
+    plot.save(
+        "insert",
+        f"ClickHouse (chDB) insert: batched is {ratio:,.0f}x row-at-a-time",
+        [plot.bars("same tick rows, same table, same Store.insert", results, "rows/s", log=True)],
+        footer=plot.footer(),
+    )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -29,6 +30,9 @@ from tokenpulse_scoring.forecast.registry import Predictor, _lgbm_final, train
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS
 from tokenpulse_shared.settings import Settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import plot
 
 REPS = int(os.environ.get("BENCH_PRED_REPS", "200"))
 
@@ -108,6 +112,8 @@ def main() -> None:
         print(f"\n| inference per token-horizon ({REPS} calls per token, median) | median ms | max ms |\n|---|---|---|")
         served = Predictor(work / "registry" / version)
         ms = latency(served, raw)
+        served_name = f"served ({', '.join(sorted(set(served.served.values())))})"
+        inference = {served_name: {"median": statistics.median(ms), "max": max(ms)}}
         print(
             f"| served version ({', '.join(sorted(set(served.served.values())))}) | "
             f"{statistics.median(ms):.3f} | {max(ms):.3f} |"
@@ -115,7 +121,21 @@ def main() -> None:
         for model in MODELS:
             p = forced(work / "registry" / version, model, series, work)
             ms = latency(p, raw)
+            inference[f"{model} forced"] = {"median": statistics.median(ms), "max": max(ms)}
             print(f"| {model} forced at every horizon | {statistics.median(ms):.3f} | {max(ms):.3f} |")
+        retrain = {f"{label} walk-forward": sec for label, sec in stages.items()}
+        retrain["naive, calibration, metrics, final fits, registry write"] = total - sum(stages.values())
+        plot.save(
+            "predictions",
+            f"Predictions: full retrain {total:.1f} s ({len(series)} tokens x {len(HORIZONS)} horizons), inference",
+            [
+                plot.bars("retrain, by stage", retrain, "s", fmt="{:.1f}"),
+                plot.groups(
+                    f"inference per token-horizon ({REPS} calls per token)", inference, "ms", log=True, fmt="{:.2f}"
+                ),
+            ],
+            footer=plot.footer(),
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -34,6 +34,9 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import plot
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
@@ -178,6 +181,7 @@ def main() -> None:
         "| rows/s (store stage) | rows/s (end to end) |"
     )
     print("|---|---|---|---|---|---|")
+    store_rates: dict[str, dict[str, float]] = {}
     for kind in ("pipeline", "no-bus", "insert-only"):
         runs = [asyncio.run(pipeline(kind, tmp / kind)) for _ in range(ROUNDS)]
         rows = runs[0][0]
@@ -185,11 +189,16 @@ def main() -> None:
         store = statistics.median(r[2] for r in runs)
         end_to_end = "" if kind == "insert-only" else f"{rows / (read + store):,.0f}"
         print(f"| {kind} | {rows:,} | {read:.2f} | {store:.2f} | {rows / store:,.0f} | {end_to_end} |")
+        store_rates[kind] = {"store stage": rows / store}
+        if kind != "insert-only":
+            store_rates[kind]["end to end"] = rows / (read + store)
     print("\n| stage (same run) | µs per row |\n|---|---|")
-    for name, us in stages():
+    stage_us = dict(stages())
+    for name, us in stage_us.items():
         print(f"| {name} | {us:.1f} |")
     print("\n| scoring, in process (same run) | candle updates/s |\n|---|---|")
-    for label, rate in scoring_throughput():
+    scoring = dict(scoring_throughput())
+    for label, rate in scoring.items():
         print(f"| {label} | {rate:,.0f} |")
     ttfc = [time_to_first_candle(tmp / "up") for _ in range(ROUNDS)]
     print(
@@ -197,6 +206,23 @@ def main() -> None:
         f"median {statistics.median(ttfc):.1f} s (runs: {', '.join(f'{t:.1f}' for t in ttfc)})"
     )
     shutil.rmtree(tmp, ignore_errors=True)
+    plot.save(
+        "run",
+        "Foundation: backfill of the bundled history, stage costs, scoring, time to first candle",
+        [
+            plot.groups("backfill, rows/s", store_rates, "rows/s"),
+            plot.bars("cost per row by stage", stage_us, "µs per row", fmt="{:.1f}"),
+            plot.bars("scoring in process (ScoringService.apply)", scoring, "candle updates/s"),
+            plot.bars(
+                "`tokenpulse up` (empty data dir) to the first correct candle answer",
+                {f"run {i + 1}": t for i, t in enumerate(ttfc)},
+                "s",
+                fmt="{:.1f}",
+            ),
+        ],
+        columns=2,
+        footer=plot.footer(f"{ROUNDS} rounds (median)"),
+    )
 
 
 if __name__ == "__main__":

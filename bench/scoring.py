@@ -45,6 +45,8 @@ from tokenpulse_shared.service import Context  # noqa: E402
 from tokenpulse_shared.settings import Settings  # noqa: E402
 from tokenpulse_shared.topics import CANDLES  # noqa: E402
 
+from bench import plot  # noqa: E402
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 INTERVALS = [Interval.D1, Interval.H1, Interval.H4]
 
@@ -218,7 +220,8 @@ def main() -> None:
         "| in process, one thread, per CPU-second | daily candles/s | intraday (1h, 4h) candles/s | all |\n"
         "|---|---|---|---|"
     )
-    for name, value in in_process(candles):
+    ips = in_process(candles)
+    for name, value in ips:
         print(f"| {name} | {value} |")
     bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
     work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-scoring-"))
@@ -238,6 +241,27 @@ def main() -> None:
     print("\n| through the broker, same messages, same run (wall clock) | candles/s | of the ceiling |\n|---|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    in_proc = {name: [plot.first_number(c) for c in value.split("|")] for name, value in ips}
+    plot.save(
+        "scoring",
+        "Scoring: candle updates in process (per CPU-second) and through the broker (wall clock)",
+        [
+            plot.groups(
+                "in process, one thread",
+                {
+                    name.split(" (")[0]: {"daily": v[0], "intraday (1h, 4h)": v[1], "all": v[2]}
+                    for name, v in in_proc.items()
+                },
+                "candles per CPU-second",
+            ),
+            plot.bars(
+                "through the broker, same messages",
+                {name.split(",")[0]: plot.first_number(value) for name, value in rows},
+                "candles/s",
+            ),
+        ],
+        footer=plot.footer(f"{ROUNDS} rounds (median)"),
+    )
 
 
 if __name__ == "__main__":
