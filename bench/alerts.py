@@ -297,9 +297,10 @@ def main() -> None:
         "rule index, in process": plot.first_number(rows[0][1]),
         "plain scan, in process": plot.first_number(rows[1][1]),
     }
-    backlog = next((v for n, v in rows if n.startswith("backlog")), None)
-    if backlog is not None:
-        rates["through the broker (backlog)"] = plot.first_number(backlog)
+    for n, v in rows:
+        if n.startswith("backlog"):
+            who = "2 processes" if "2 replicas" in n else "1 process"
+            rates[f"through the broker (backlog), {who}"] = plot.first_number(v)
     plot.save(
         "alerts",
         f"Alerts: {RULES:,} rules",
