@@ -432,7 +432,7 @@ class ScoringService:
             for entry, update in results:
                 ts = from_ts(entry[0] / 1000, UTC)
                 basis = update.basis  # output_key(), inlined
-                key = (
+                ids_key = (
                     f"{series_key}{entry[0]}-{entry[6]}"
                     if basis is None
                     else f"{series_key}{entry[0]}-{entry[6]}-r{basis[0]}.{basis[1]}"
@@ -446,7 +446,7 @@ class ScoringService:
                     _trusted(
                         IndicatorEvent,
                         {
-                            "event_id": "ind-" + key,
+                            "event_id": "ind-" + ids_key,
                             "schema_version": 1,
                             "produced_at": now,
                             "symbol": symbol,
@@ -465,7 +465,7 @@ class ScoringService:
                         _trusted(
                             GradeEvent,
                             {
-                                "event_id": "grade-" + key,
+                                "event_id": "grade-" + ids_key,
                                 "schema_version": 1,
                                 "produced_at": now,
                                 "symbol": symbol,
@@ -484,7 +484,7 @@ class ScoringService:
                     direction, strength, reasons = update.signal
                     signals.append(
                         SignalEvent(
-                            event_id="sig-" + key,
+                            event_id="sig-" + ids_key,
                             symbol=symbol,
                             ts=ts,
                             interval=interval,
@@ -497,7 +497,7 @@ class ScoringService:
                     direction, strength = update.retracted
                     signals.append(
                         SignalEvent(
-                            event_id=f"sig-{key}-retracted",
+                            event_id=f"sig-{ids_key}-retracted",
                             symbol=symbol,
                             ts=ts,
                             interval=interval,
