@@ -40,13 +40,12 @@ from tokenpulse_shared.events import (
     GradeEvent,
     PriceEvent,
     SignalEvent,
-    new_event_id,
 )
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, GRADES, PRICES, SIGNALS
 
 from tokenpulse_alerts.delivery import Message, Notifier
-from tokenpulse_alerts.rules import Hit, RuleBook, firing_id
+from tokenpulse_alerts.rules import Hit, RuleBook, firing_event_id, firing_id
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tokenpulse.alerts")
@@ -217,7 +216,7 @@ class AlertsService:
             name = f" ({rule.name})" if rule.name else ""
             # built from validated values (a rule, a price event): construct, not validate, on the hot path
             fired = AlertFiredEvent.model_construct(
-                event_id=new_event_id(),
+                event_id=firing_event_id(fid, "pending" if rule.channels else "no_channels"),
                 schema_version=AlertFiredEvent.SCHEMA_VERSION,
                 produced_at=datetime.now(UTC),
                 firing_id=fid,
@@ -297,7 +296,12 @@ class AlertsService:
         status = "delivered" if statuses == {"delivered"} else "failed" if statuses == {"failed"} else "partial"
         final = AlertFiredEvent.model_validate(
             fired.model_dump()
-            | {"status": status, "deliveries": records, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+            | {
+                "status": status,
+                "deliveries": records,
+                "event_id": firing_event_id(fired.firing_id, status),
+                "produced_at": datetime.now(UTC),
+            }
         )
         self._remember(fired.firing_id, status)
         await self.ctx.bus.publish(ALERTS, [final])
