@@ -81,6 +81,10 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path
             )
             return rows[0][0], rows[0][1]
 
+        async def stored_ids() -> set[str]:
+            rows = await store.query("SELECT DISTINCT event_id FROM ticks WHERE symbol = {s:String}", {"s": sym})
+            return {r[0] for r in rows}
+
         deadline = time.monotonic() + 180
         found = await stored()
         while found[0] < len(sent) and time.monotonic() < deadline:
@@ -88,6 +92,7 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path
             found = await stored()
         await asyncio.sleep(2)
         found = await stored()
+        ids = await stored_ids()
     finally:
         await feeder.stop()
         await bus.stop()
@@ -97,3 +102,4 @@ async def test_a_broker_restart_mid_stream_loses_and_duplicates_nothing(tmp_path
         )
     print(f"broker restart: {len(sent)} ticks, {retried} batches re-sent, stored {found}")
     assert found == (len(sent), len(sent))
+    assert ids == {t.event_id for t in sent}  # by event id: none lost, none extra

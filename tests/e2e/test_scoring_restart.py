@@ -3,10 +3,13 @@
 BTC's real daily history (under a symbol of this run) is published to the candles topic while a
 ``tokenpulse run scoring`` process computes indicators; the process is killed (SIGKILL) midway and a
 new one started while the rest of the history arrives. The reference is computed here in-process from
-the same candles, uninterrupted. Counted on the indicators topic by candle: every daily candle has its
-indicators (none lost) and the last ones published for it are exactly the reference's — the restarted
-process rebuilt its state from the candles topic up to its group's committed offsets, rather than
-starting cold (SMA-200 and friends null, RSI wrong) as it did before.
+the same candles, uninterrupted. Counted on the indicators, grades and signals topics by event id
+(output ids are derived from the candle, so the reference has the very ids the service must publish):
+the set of ids published for the symbol is exactly the reference's — none lost, none extra (a
+duplicate under a new id would be extra) — and every copy of an id, including a batch re-published
+after the kill (at-least-once), carries the reference's values: the restarted process rebuilt its
+state from the candles topic up to its group's committed offsets, rather than starting cold (SMA-200
+and friends null, RSI wrong) as it did before.
 """
 
 from __future__ import annotations
@@ -14,15 +17,25 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import INDICATOR_FIELDS, CandleEvent, IndicatorEvent, Interval
+from tokenpulse_shared.events import (
+    INDICATOR_FIELDS,
+    CandleEvent,
+    Event,
+    GradeEvent,
+    IndicatorEvent,
+    Interval,
+    SignalEvent,
+)
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
-from tokenpulse_shared.topics import CANDLES, INDICATORS
+from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS
 
 from tests.e2e.kafka_tools import read_topic, wait_caught_up
 from tests.e2e.procs import Proc, wait_until
@@ -35,16 +48,29 @@ def history(sym: str) -> list[CandleEvent]:
     return [bar_to_event(sym, Interval.D1, bar) for bar in bars[-2400:]]
 
 
-def reference(candles: list[CandleEvent]) -> dict[int, tuple[float | None, ...]]:
-    s = ScoringService()
-    indicators, _, _ = s._process(candles)
-    return {int(i.ts.timestamp()): tuple(getattr(i, f) for f in INDICATOR_FIELDS) for i in indicators}
+def content(e: Event) -> tuple[Any, ...]:
+    """What an output says (its values), without event id and production time."""
+    if isinstance(e, IndicatorEvent):
+        return tuple(getattr(e, f) for f in INDICATOR_FIELDS)
+    if isinstance(e, GradeEvent):
+        return (e.trader_grade, e.investor_grade, *sorted(e.components.items()))
+    assert isinstance(e, SignalEvent)
+    return (e.direction, e.strength, tuple(e.reasons), e.retracted)
 
 
-def same(a: tuple[float | None, ...], b: tuple[float | None, ...]) -> bool:
-    return all(
-        (x is None and y is None)
-        or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9))
+def reference(candles: list[CandleEvent]) -> dict[str, Event]:
+    """The uninterrupted run's outputs, by event id."""
+    indicators, grades, signals = ScoringService()._process(candles)
+    return {e.event_id: e for e in [*indicators, *grades, *signals]}
+
+
+def same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    return len(a) == len(b) and all(
+        same(x, y)
+        if isinstance(x, tuple) and isinstance(y, tuple)
+        else math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+        if isinstance(x, float) and isinstance(y, float)
+        else x == y
         for x, y in zip(a, b, strict=True)
     )
 
@@ -101,16 +127,22 @@ def test_scoring_killed_mid_stream_resumes_with_identical_state(kafka_bootstrap:
 
     published = [
         e
-        for e in asyncio.run(read_topic(kafka_bootstrap, INDICATORS))
-        if isinstance(e, IndicatorEvent) and e.symbol == sym
+        for topic in (INDICATORS, GRADES, SIGNALS)
+        for e in asyncio.run(read_topic(kafka_bootstrap, topic))
+        if isinstance(e, IndicatorEvent | GradeEvent | SignalEvent) and e.symbol == sym
     ]
-    last: dict[int, tuple[float | None, ...]] = {}
-    for e in published:  # one symbol = one partition: topic order is publication order
-        last[int(e.ts.timestamp())] = tuple(getattr(e, f) for f in INDICATOR_FIELDS)
-    assert set(last) == set(want)  # every candle's indicators: none lost
-    wrong = [ts for ts in want if not same(last[ts], want[ts])]
-    assert not wrong, f"{len(wrong)} candles differ from the uninterrupted reference, first at {min(wrong)}"
+    copies = Counter(e.event_id for e in published)
+    assert sum(isinstance(e, IndicatorEvent) for e in want.values()) == len(candles)
+    assert not set(want) - set(copies), f"{len(set(want) - set(copies))} outputs lost"
+    assert not set(copies) - set(want), f"{len(set(copies) - set(want))} outputs not in the reference (duplicates?)"
+    wrong = sorted({e.event_id for e in published if not same(content(e), content(want[e.event_id]))})
+    assert not wrong, f"{len(wrong)} outputs differ from the uninterrupted reference, first {wrong[0]}"
     rebuilt = [line for line in (tmp_path / "scoring-2.log").read_text().splitlines() if "state rebuilt" in line]
     print(rebuilt[:1])
-    repeats = len(published) - len(last)
-    print(f"scoring restart: {len(candles)} candles, {len(last)} indicator rows, {repeats} re-published (redelivery)")
+    kinds = Counter(type(e).__name__ for e in want.values())
+    repeats = sum(n - 1 for n in copies.values())
+    print(
+        f"scoring restart: {len(candles)} candles, {len(copies)} distinct output ids ({dict(kinds)}), "
+        "exactly the reference's; "
+        f"{repeats} copies re-published under the same id (redelivery)"
+    )

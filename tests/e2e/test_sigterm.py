@@ -6,8 +6,10 @@ writer) consume it. Mid-replay scoring gets a SIGTERM and is started again; then
 Graceful shutdown means: stop fetching, finish the batch in hand, commit its offsets, flush the
 producer, close the store. So afterwards
 
-* the indicators topic holds exactly one indicator per published candle (scoring neither skipped a
-  candle nor re-published a batch it had already handled), and
+* the indicators, grades and signals topics hold exactly the outputs of an uninterrupted in-process
+  run over the same candles, by event id (output ids derive from the candle, so the reference has the
+  very ids), each once: none lost, none published twice (scoring neither skipped a candle nor
+  re-published a batch it had already handled), and
 * the store holds every candle exactly once, by event id, counted without ``FINAL`` (a batch
   written twice would show up as extra rows).
 """
@@ -19,22 +21,22 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bundle import bar_to_event
+from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import CandleEvent, IndicatorEvent, Interval
+from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.store import Store
-from tokenpulse_shared.topics import CANDLES, INDICATORS
+from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS, Topic
 
 from tests.e2e.procs import Proc, api_key, fetch_all, free_port, wait_until
 from tests.e2e.test_distributed import metrics, sample
 
-pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
+pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.timeout(600)]
 
 CHUNK = 100
 PAUSE_S = 0.2  # ~500 candles/s: the replay lasts ~17 s, long enough to stop and restart both services in it
@@ -74,10 +76,19 @@ class Replay(threading.Thread):
             await bus.stop()
 
 
-async def indicators_since(bootstrap: str, since_ms: int, symbols: set[str]) -> Counter[tuple[str, datetime]]:
+OUTPUTS = (INDICATORS, GRADES, SIGNALS)
+
+
+async def outputs_since(
+    bootstrap: str, since_ms: int, symbols: set[str], topics: tuple[Topic, ...] = OUTPUTS
+) -> Counter[str]:
+    """Scoring's outputs for these symbols since the test began, counted by event id."""
     bus = KafkaBus(bootstrap, client_id="e2e-check")
-    events = await bus.read_log(INDICATORS, since_ms=since_ms)
-    return Counter((e.symbol, e.ts) for e in events if isinstance(e, IndicatorEvent) and e.symbol in symbols)
+    ids: Counter[str] = Counter()
+    for topic in topics:
+        events = await bus.read_log(topic, since_ms=since_ms)
+        ids.update(e.event_id for e in events if getattr(e, "symbol", None) in symbols)
+    return ids
 
 
 def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -97,6 +108,10 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
         "TOKENPULSE_SYMBOLS": ",".join(sorted(symbols)),
         "TOKENPULSE_LOG_FORMAT": "json",
     }
+    indicators, grades, signals = ScoringService()._process(candles)  # the uninterrupted reference
+    want = {e.event_id for e in [*indicators, *grades, *signals]}
+    ind_ids = {e.event_id for e in indicators}
+    assert len(indicators) == len(candles) and grades and signals
     since_ms = int(time.time() * 1000)
     scoring_url = f"http://127.0.0.1:{scoring_port}"
     gateway = Proc(["run", "gateway"], env, tmp_path / "gateway-1.log")
@@ -131,11 +146,10 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
 
         replay.join(120)
         assert replay.error is None and replay.sent == len(candles)
-        want = {(c.symbol, c.ts) for c in candles}
-        wait_until(
-            lambda: set(asyncio.run(indicators_since(kafka_bootstrap, since_ms, symbols))) >= want,
+        wait_until(  # polled on the indicators alone (cheaper); all three topics are read after the stop
+            lambda: set(asyncio.run(outputs_since(kafka_bootstrap, since_ms, symbols, (INDICATORS,)))) >= ind_ids,
             120,
-            "an indicator for every candle",
+            "every candle's indicators",
             procs,
         )
         key = api_key(base)
@@ -153,10 +167,15 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     for name in ("scoring-1", "gateway-1"):
         assert "shut down cleanly" in (tmp_path / f"{name}.log").read_text(), name
 
-    # scoring: one indicator per candle, none missing, none published twice
-    counts = asyncio.run(indicators_since(kafka_bootstrap, since_ms, symbols))
-    assert set(counts) == {(c.symbol, c.ts) for c in candles}
+    # scoring: exactly the reference's outputs by event id, none missing, none extra, none published twice
+    counts = asyncio.run(outputs_since(kafka_bootstrap, since_ms, symbols))
+    assert not want - set(counts), f"{len(want - set(counts))} outputs lost"
+    assert not set(counts) - want, f"{len(set(counts) - want)} outputs not in the reference"
     assert [k for k, n in counts.items() if n != 1] == []
+    print(
+        f"sigterm: {len(candles)} candles, {len(want)} outputs ({len(grades)} grades, {len(signals)} signals), "
+        "each once"
+    )
 
     # the writer: every candle stored once, counted by event id without FINAL (no batch written twice)
     async def stored() -> tuple[int, int]:

@@ -2,8 +2,11 @@
 
 * ClickHouse unavailable for a while: the store writer (the real one, on the real chDB engine) gets
   ``OperationalError`` from clickhouse-connect — what its HTTP client raises when the server refuses or
-  drops connections — for every insert during the outage, while ticks keep arriving. The bus rewinds
-  and redelivers; nothing is dead-lettered; after the outage every tick is stored exactly once.
+  drops connections — for every insert during the outage, while ticks keep arriving, and scoring's
+  indicators too, part of them published again by a second scorer (what a restarted scoring process
+  re-publishes). The bus rewinds and redelivers; nothing is dead-lettered; after the outage the
+  stored event ids are exactly the ones sent — every tick and every indicator once (the re-published
+  indicators carry the same ids: output ids derive from the candle).
 * A slow consumer: a handler that stalls, then works slowly, while a backlog of 20,000 events builds
   up. The consumer holds a bounded amount of it in memory (not the backlog), batches never exceed
   ``max_batch``, and every event is handled, none twice.
@@ -24,10 +27,13 @@ from pathlib import Path
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
 from tokenpulse_gateway.writer import TABLES, StoreWriter
+from tokenpulse_ingest.bundle import Bar, bar_to_event, iter_bundle
+from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import Event, TickEvent
+from tokenpulse_shared.events import Event, Interval, TickEvent
+from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.store import Store
-from tokenpulse_shared.topics import DEAD_LETTER, TICKS, Topic
+from tokenpulse_shared.topics import DEAD_LETTER, INDICATORS, TICKS, Topic
 
 pytestmark = [pytest.mark.kafka]
 
@@ -39,6 +45,10 @@ def ticks(sym: str, n: int) -> list[TickEvent]:
         TickEvent(symbol=sym, source="fault", ts=T0 + timedelta(milliseconds=250 * i), price=100 + i % 7, size=1.0)
         for i in range(n)
     ]
+
+
+def bars() -> list[Bar]:
+    return next(b for _, _, b in iter_bundle(DEFAULT_BUNDLE, ["ETH"], [Interval.D1]))
 
 
 async def until(check: object, timeout: float, what: str) -> None:
@@ -78,10 +88,17 @@ async def test_clickhouse_outage_buffers_in_kafka_and_loses_nothing(kafka_bootst
         await publish(topic, events)
 
     bus.publish = watching  # type: ignore[method-assign]
-    spec = TABLES["ticks"]
-    bus.subscribe(spec.topic, writer.name, writer._handler(spec))  # the writer's ticks subscription
+    for table in ("ticks", "indicators"):  # two of the writer's subscriptions
+        spec = TABLES[table]
+        bus.subscribe(spec.topic, writer.name, writer._handler(spec))
     feeder = KafkaBus(kafka_bootstrap, client_id="fault-feeder")
     sent = ticks(sym, 6000)
+    # scoring's outputs: 400 daily candles scored, then the last 150 scored again by a restarted scorer
+    candles = [bar_to_event(sym, Interval.D1, b) for b in bars()[:400]]
+    indicators, _, _ = ScoringService()._process(candles)
+    restarted = ScoringService()
+    restarted._process(candles[:250])
+    republished, _, _ = restarted._process(candles[250:])
     await bus.start()
     await feeder.start()
     try:
@@ -97,6 +114,8 @@ async def test_clickhouse_outage_buffers_in_kafka_and_loses_nothing(kafka_bootst
         for i in range(0, 3000, 500):
             await feeder.publish(TICKS, sent[i : i + 500])
         await feeder.publish(TICKS, sent[1000:1200])
+        await feeder.publish(INDICATORS, indicators)
+        await feeder.publish(INDICATORS, republished)
         await until(lambda: outage["refused"] >= 10, 120, "the writer to meet the outage several times")
         assert writer.written["ticks"] == warm  # nothing got through while ClickHouse was down
         outage["down"] = False  # ClickHouse is back
@@ -104,27 +123,35 @@ async def test_clickhouse_outage_buffers_in_kafka_and_loses_nothing(kafka_bootst
             await feeder.publish(TICKS, sent[i : i + 500])
         await feeder.publish(TICKS, sent[5800:6000])
 
-        async def stored() -> tuple[int, int, int]:
-            rows = await store.query(
-                "SELECT count(), uniqExact(event_id) FROM ticks FINAL WHERE symbol = {s:String}", {"s": sym}
-            )
-            raw = await store.query("SELECT count() FROM ticks WHERE symbol = {s:String}", {"s": sym})
-            return rows[0][0], rows[0][1], raw[0][0]
+        async def ids(table: str) -> list[str]:  # every row, before merges (no FINAL)
+            rows = await store.query(f"SELECT event_id FROM {table} WHERE symbol = {{s:String}}", {"s": sym})
+            return [r[0] for r in rows]
+
+        async def stored() -> tuple[int, int]:
+            return len(set(await ids("ticks"))), len(set(await ids("indicators")))
 
         deadline = time.monotonic() + 180
         found = await stored()
-        while found[0] < len(sent) and time.monotonic() < deadline:
+        while found < (len(sent), len(indicators)) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
             found = await stored()
         await asyncio.sleep(2)  # anything duplicated or late would land now
-        final, unique, raw = await stored()
+        tick_rows, indicator_rows = await ids("ticks"), await ids("indicators")
+        final = await store.query("SELECT count() FROM ticks FINAL WHERE symbol = {s:String}", {"s": sym})
     finally:
         await feeder.stop()
         await bus.stop()
         await store.close()
-    assert (final, unique) == (len(sent), len(sent))  # zero lost, zero duplicated (by event id)
+    # zero lost, zero duplicated, by event id: the stored ids are exactly the sent ones
+    assert set(tick_rows) == {t.event_id for t in sent} and final[0][0] == len(sent)
+    assert {i.event_id for i in republished} < {i.event_id for i in indicators}  # a re-publish: the same ids
+    assert set(indicator_rows) == {i.event_id for i in indicators}
     assert dead == []  # an outage is transient: nothing was dead-lettered
-    print(f"outage: {outage['refused']} inserts refused, {len(sent)} ticks sent (+400 resent), {raw} rows before merge")
+    print(
+        f"outage: {outage['refused']} inserts refused, {len(sent)} ticks sent (+400 resent), {len(tick_rows)} rows "
+        f"before merge; {len(indicators)} indicators (+{len(republished)} re-published), {len(indicator_rows)} rows, "
+        f"{len(set(indicator_rows))} distinct ids"
+    )
 
 
 async def test_a_slow_consumer_holds_a_bounded_part_of_the_backlog(kafka_bootstrap: str) -> None:

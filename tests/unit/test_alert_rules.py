@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tokenpulse_alerts.rules import RuleBook, firing_id
+from tokenpulse_alerts.rules import RuleBook, firing_event_id, firing_id
 from tokenpulse_alerts.service import AlertsService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.channels import sign, validate_channel, webhook_secret
@@ -235,6 +235,16 @@ def test_firing_ids_are_deterministic() -> None:
 
 
 async def test_the_service_notifies_a_redelivered_trigger_once() -> None:
+    before, trigger = price(99), price(101, 1, prev=99)
+    first = await _fire_once(before, trigger)
+    assert [(f.firing_id, f.status) for f in first] == [(firing_id("r1", first[0].trigger_event_id), "no_channels")]
+    # another process (a restart that had not read the log) firing for the same trigger: the same event id
+    again = await _fire_once(before, trigger)
+    assert [f.event_id for f in again] == [f.event_id for f in first]
+    assert first[0].event_id == firing_event_id(first[0].firing_id, "no_channels")
+
+
+async def _fire_once(before: PriceEvent, trigger: PriceEvent) -> list[AlertFiredEvent]:
     bus = InMemoryBus()
     fired: list[AlertFiredEvent] = []
 
@@ -248,13 +258,13 @@ async def test_the_service_notifies_a_redelivered_trigger_once() -> None:
     await bus.start()
     await service.start(ctx)
     await service.on_rules([rule("r1", {"kind": "price_above", "value": 100})])
-    trigger = price(101, 1, prev=99)
-    await service.on_prices([price(99), trigger])
+    await service.on_prices([before, trigger])
     await service.on_prices([trigger])  # redelivered after a rebalance or a restart
     await bus.drain()
     await service.stop()
     await bus.stop()
-    assert [(f.firing_id, f.status) for f in fired] == [(firing_id("r1", trigger.event_id), "no_channels")]
+    assert [f.trigger_event_id for f in fired] == [trigger.event_id]
+    return fired
 
 
 def test_targets_are_checked_per_channel() -> None:

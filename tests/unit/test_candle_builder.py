@@ -177,3 +177,19 @@ def test_an_emitted_synthetic_candle_stays_synthetic_and_live_ones_start_afresh(
     # ... and the hour, still open, restarts from the live trades alone
     hour = [c for c in builder.flush_all() if c.interval is Interval.H1]
     assert hour[0].trades == 2 and hour[0].low == 100.0
+
+
+def test_candle_event_ids_are_derived_from_the_candle_so_a_rebuild_gives_the_same_ids() -> None:
+    ticks = make_ticks(40, seed=3)
+    held_back = ticks[3]
+    stream = ticks[:3] + ticks[4:15] + [held_back] + ticks[15:]
+    candles, _ = run(CandleBuilder(idle_close_s=0), stream, batch=1)
+    again, _ = run(CandleBuilder(idle_close_s=0), stream, batch=1)  # another process, the same ticks
+    ids = [c.event_id for c in candles]
+    assert ids == [c.event_id for c in again]
+    assert len(set(ids)) == len(ids)  # the correction of the first minute is a new event, with its new version
+    first = [c for c in candles if c.interval is Interval.M1 and c.ts == T0]
+    assert first[1].event_id.startswith(f"candle-BTC-1m-{int(T0.timestamp() * 1000)}-{first[1].version}-")
+    # the same bucket built without one of its trades (a rebuild that missed it): other content, other ids
+    partial, _ = run(CandleBuilder(idle_close_s=0), stream[1:], batch=1)
+    assert not {c.event_id for c in partial if c.ts == T0} & set(ids)

@@ -160,3 +160,14 @@ def test_live_ticks_drop_the_synthetic_source_and_later_synthetic_ticks_are_igno
     assert rec.superseded == 1
     out = rec.update([tick("kraken", 100.2, 3.0)], wall=W0 + 3)
     assert out[0].sources == ["binance", "kraken"] and 100.0 <= out[0].price <= 100.2
+
+
+def test_price_event_ids_are_derived_from_the_price_so_a_redelivery_gives_the_same_id() -> None:
+    batch = [tick("binance", 100.0, 1), tick("coinbase", 100.2, 2), tick("kraken", 99.9, 3)]
+    a, b = PriceReconciler(), PriceReconciler()  # two processes (a restart), the same ticks
+    first = a.update(batch, wall=W0) + a.update([tick("binance", 101.0, 4)], wall=W0 + 4)
+    second = b.update(batch, wall=W0) + b.update([tick("binance", 101.0, 4)], wall=W0 + 4)
+    assert [e.event_id for e in first] == [e.event_id for e in second]
+    assert len({e.event_id for e in first}) == 2  # a new price, a new id
+    stale = a.sweep(wall=W0 + 3600)
+    assert len(stale) == 1 and stale[0].stale and stale[0].event_id not in {e.event_id for e in first}

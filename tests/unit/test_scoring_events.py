@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
+from typing import Any
 
 from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
-from tokenpulse_scoring.service import ScoringService
+from tokenpulse_scoring.service import ScoringService, output_key
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
@@ -42,3 +43,77 @@ def test_absurd_prices_never_give_a_non_finite_output() -> None:
     for g in grades:
         for v in (g.trader_grade, g.investor_grade, *g.components.values()):
             assert v is None or math.isfinite(v)
+
+
+def _ids(outputs: tuple[list[Any], ...]) -> list[str]:
+    return [e.event_id for events in outputs for e in events]
+
+
+def test_output_event_ids_are_derived_from_the_candle_so_a_restart_republishes_the_same_ids() -> None:
+    (_, _, bars), (_, _, hours) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.H4, Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:900]] + [
+        bar_to_event("BTC", Interval.H4, b) for b in hours[:900]
+    ]
+    first = ScoringService()._process(candles)
+    ids = _ids(first)
+    assert len(set(ids)) == len(ids)  # unique across indicators, grades and signals
+    indicators, grades, signals = first
+    assert grades and signals
+    c = candles[500]
+    assert indicators[500].event_id == f"ind-BTC-1d-{int(c.ts.timestamp() * 1000)}-{c.version}"
+    assert indicators[500].event_id == "ind-" + output_key("BTC", Interval.D1, int(c.ts.timestamp() * 1000), 0, None)
+    assert {g.event_id.split("-", 1)[0] for g in grades} == {"grade"}
+    assert {s.event_id.split("-", 1)[0] for s in signals} == {"sig"}
+
+    # another process (a restart) scoring the same candles: the same ids, event for event
+    assert _ids(ScoringService()._process(candles)) == ids
+    # a process that had the first 600 daily candles (rebuilt state) and gets the rest redelivered, in
+    # other batches: the same ids for what it publishes
+    restarted = ScoringService()
+    restarted._process(candles[:600])
+    again = [e for b in range(600, len(candles), 77) for e in _ids(restarted._process(candles[b : b + 77]))]
+    published_before = set(_ids(ScoringService()._process(candles[:600])))
+    assert len(again) == len(set(again))
+    assert set(again) == set(ids) - published_before
+
+
+def test_a_late_correction_gives_new_ids_to_the_outputs_it_recomputes_and_only_to_those() -> None:
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:700]]
+    original = ScoringService()
+    before = set(_ids(original._process(candles)))
+    old = candles[650]
+    fix = old.model_copy(update={"close": old.close * 1.2, "high": max(old.high, old.close * 1.2), "version": 7})
+    ts_ms = int(old.ts.timestamp() * 1000)
+    recomputed = original._process([fix])
+    assert len(recomputed[0]) == 50  # the corrected candle and the 49 after it
+    assert recomputed[0][0].event_id == f"ind-BTC-1d-{ts_ms}-7"  # the new version: a new id
+    later = [i for i in _ids(recomputed) if f"-1d-{ts_ms}-7" not in i]  # the outputs of the candles after it
+    assert output_key("BTC", Interval.D1, 1, 2, (ts_ms, 7)).endswith(f"-r{ts_ms}.7")
+    assert len(later) >= 49 and all(i.endswith(f"-r{ts_ms}.7") or i.endswith(f"-r{ts_ms}.7-retracted") for i in later)
+    assert not before & set(_ids(recomputed))  # new values, new ids: none taken for a redelivered copy
+
+    # the same correction applied by a process restarted before it (state rebuilt from the 700 candles)
+    restarted = ScoringService()
+    restarted._process(candles)
+    assert _ids(restarted._process([fix])) == _ids(recomputed)
+    # and once more (a redelivery): nothing new is published
+    assert _ids(restarted._process([fix])) == []
+
+
+def test_a_grade_scored_without_btcs_return_of_the_day_has_an_id_of_its_own() -> None:
+    series = {
+        s: [bar_to_event(s, Interval.D1, b) for b in bars[-400:]]
+        for s, _, bars in iter_bundle(DEFAULT_BUNDLE, ["BTC", "ETH"], [Interval.D1])
+    }
+    eth_first, btc_first = ScoringService(), ScoringService()
+    _, alone, _ = eth_first._process(series["ETH"])  # BTC not scored yet: no strength vs BTC
+    btc_first._process(series["BTC"])
+    _, with_btc, _ = btc_first._process(series["ETH"])
+    assert alone and all(g.event_id.endswith("-nobtc") for g in alone)
+    by_ts = {g.ts: g for g in alone}
+    compared = [(g, by_ts[g.ts]) for g in with_btc if g.components["trader.strength_vs_btc"] is not None]
+    assert compared
+    for g, other in compared:  # same candle, other content: other ids
+        assert not g.event_id.endswith("-nobtc") and g.event_id != other.event_id
+        assert g.trader_grade != other.trader_grade or g.components != other.components

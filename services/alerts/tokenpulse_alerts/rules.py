@@ -46,6 +46,12 @@ def firing_id(rule_id: str, trigger_event_id: str) -> str:
     return hashlib.sha256(f"{rule_id}|{trigger_event_id}".encode()).hexdigest()[:32]
 
 
+def firing_event_id(fid: str, status: str) -> str:
+    """The event id of a firing's event: the firing, then its delivery outcome, each once. Deterministic,
+    so a firing (or an outcome) published again after a restart is the same event, counted once."""
+    return f"fire-{fid}-{status}"
+
+
 @dataclass
 class TokenState:
     """What the evaluator knows of one token: latest price and its recent history, grades, signal."""

@@ -40,15 +40,13 @@ from tokenpulse_shared.events import (
     GradeEvent,
     PriceEvent,
     SignalEvent,
-    new_event_id,
-    new_event_ids,
     trusted,
 )
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, GRADES, PRICES, SIGNALS
 
 from tokenpulse_alerts.delivery import Message, Notifier
-from tokenpulse_alerts.rules import Hit, RuleBook, firing_id
+from tokenpulse_alerts.rules import Hit, RuleBook, firing_event_id, firing_id
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tokenpulse.alerts")
@@ -212,7 +210,6 @@ class AlertsService:
         assert self.ctx is not None
         new: list[tuple[AlertFiredEvent, AlertRuleEvent]] = []
         now = datetime.now(UTC)
-        ids = iter(new_event_ids(len(hits)))
         for hit in hits:
             fid = firing_id(hit.rule.rule_id, hit.trigger_event_id)
             if fid in self.firings:
@@ -223,7 +220,7 @@ class AlertsService:
             fired = trusted(
                 AlertFiredEvent,
                 {
-                    "event_id": next(ids),
+                    "event_id": firing_event_id(fid, "pending" if rule.channels else "no_channels"),
                     "schema_version": AlertFiredEvent.SCHEMA_VERSION,
                     "produced_at": now,
                     "firing_id": fid,
@@ -304,7 +301,12 @@ class AlertsService:
         status = "delivered" if statuses == {"delivered"} else "failed" if statuses == {"failed"} else "partial"
         final = AlertFiredEvent.model_validate(
             fired.model_dump()
-            | {"status": status, "deliveries": records, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+            | {
+                "status": status,
+                "deliveries": records,
+                "event_id": firing_event_id(fired.firing_id, status),
+                "produced_at": datetime.now(UTC),
+            }
         )
         self._remember(fired.firing_id, status)
         await self.ctx.bus.publish(ALERTS, [final])

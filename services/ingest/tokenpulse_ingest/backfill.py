@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval, MarketCapEvent, utcnow, validate_many
 from tokenpulse_shared.topics import CANDLES, MARKETCAPS
 
@@ -73,6 +74,10 @@ async def _publish_history(
     bus: Bus, series: list[tuple[str, Interval, list]], *, batch_size: int, progress: Progress | None
 ) -> BackfillResult:
     result = BackfillResult(series=len(series))
+    # BTC's daily candles first, and on the in-process bus scored before any other token's: their
+    # Trader Grade averages strength vs BTC, which needs BTC's return of the same day, and the bus
+    # orders events per symbol, not across symbols (on Kafka the consumers may still interleave them)
+    series = sorted(series, key=lambda s: not (s[0] == "BTC" and s[1] is Interval.D1))
     for symbol, interval, bars in series:
         label = f"{symbol} {interval.value}"
         produced_at = utcnow()  # one clock read per series, not one per event
@@ -87,6 +92,8 @@ async def _publish_history(
             result.candles += len(events)
             if progress:
                 progress(label, min(start + batch_size, len(bars)), len(bars))
+        if symbol == "BTC" and interval is Interval.D1 and isinstance(bus, InMemoryBus):
+            await bus.drain(timeout=600)
     return result
 
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
+from tokenpulse_shared.events import CandleEvent, Interval, TickEvent, content_digest
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
 
@@ -65,7 +65,11 @@ class _Acc:
 
     def to_event(self, source: str) -> CandleEvent:
         self.version += 1
+        version = self.trades * 1000 + min(self.version, 999)
+        # deterministic: the same candle built again (ticks redelivered after a restart) is the same event
+        fields = (self.open, self.high, self.low, self.close, self.volume, self.trades, source)
         return CandleEvent(
+            event_id=f"candle-{self.symbol}-{self.interval.value}-{self.start_ms}-{version}-{content_digest(*fields)}",
             symbol=self.symbol,
             interval=self.interval,
             ts=datetime.fromtimestamp(self.start_ms / 1000, UTC),
@@ -76,7 +80,7 @@ class _Acc:
             volume=self.volume,
             trades=self.trades,
             source=source,
-            version=self.trades * 1000 + min(self.version, 999),
+            version=version,
         )
 
 

@@ -39,16 +39,25 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tokenpulse_shared.events import PriceEvent, TickEvent
+from tokenpulse_shared.events import PriceEvent, TickEvent, content_digest
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
 
 MAD_SCALE = 1.4826  # MAD of a normal distribution -> its standard deviation
 VOLUME_EPS = 1e-9
 STABLE_QUOTES = ("USDT", "USDC")
+
+
+def price_event_id(
+    symbol: str, at: datetime, price: float, sources: Iterable[str], stale: bool, prev: float | None
+) -> str:
+    """Deterministic: the same reconciled price published again (ticks redelivered after a restart)
+    is the same event; a different price, source set or staleness at the same time is another."""
+    return f"price-{symbol}-{int(at.timestamp() * 1_000_000)}-{content_digest(price, tuple(sources), stale, prev)}"
 
 
 @dataclass(slots=True)
@@ -198,6 +207,7 @@ class PriceReconciler:
             self.last[symbol] = ref
             out.append(
                 PriceEvent(
+                    event_id=price_event_id(symbol, at, ref.price, ref.used, False, token.published),
                     symbol=symbol,
                     ts=at.astimezone(UTC),
                     price=ref.price,
@@ -225,10 +235,12 @@ class PriceReconciler:
             return []
         token.stale = True
         self.last.pop(symbol, None)
+        at = datetime.fromtimestamp(token.now(wall), UTC)
         return [
             PriceEvent(
+                event_id=price_event_id(symbol, at, token.published, (), True, token.published),
                 symbol=symbol,
-                ts=datetime.fromtimestamp(token.now(wall), UTC),
+                ts=at,
                 price=token.published,
                 sources=[],
                 stale=True,

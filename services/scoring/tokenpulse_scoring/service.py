@@ -16,6 +16,9 @@ Grade: the cap known on or before the candle's day is used.
   pointing at a server), it first replays the stored market caps and candles through the
   same code path without publishing, so a restarted instance continues with exactly the
   state it would have had; handlers wait for that.
+* Event ids of the outputs are deterministic (:func:`output_key`): scoring the same candle again
+  after a redelivery or a restart re-publishes the same ids, so consumers and the store can count
+  and deduplicate outputs by event id.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import itertools
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -91,10 +93,19 @@ PRICE_RANGE = (1e-150, 1e150)
 ratio of them can overflow); outside it, each value is checked and a non-finite one becomes None."""
 
 
-def _event_ids(n: int) -> list[str]:
-    """n random 128-bit event ids as hex (one urandom call: uuid4 per event costs more than scoring it)."""
-    raw = os.urandom(16 * n).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
+def output_key(symbol: str, interval: Interval, ts_ms: int, version: int, basis: tuple[int, int] | None) -> str:
+    """What an output describes, as the deterministic part of its event id: the series, the candle's open
+    time and version, and for a candle recomputed after a late correction of an earlier one, that
+    correction (``-r<ts_ms>.<version>``): the same candle scored again (a redelivery, a restart) gives
+    the same id; a legitimately new output (a new version, new values after a correction) a new one.
+
+    Event ids are ``ind-``, ``grade-`` and ``sig-`` + this key (``-retracted`` for a retraction). A daily
+    grade of a token other than BTC scored without BTC's 30-day return of the day (BTC's candle not
+    scored yet, or under 31 days of history) adds ``-nobtc`` to its grade's and signal's ids: its
+    Trader Grade then averages five components instead of six, which is other content.
+    :meth:`ScoringService._process` inlines it (one f-string per candle, the hot path)."""
+    suffix = "" if basis is None else f"-r{basis[0]}.{basis[1]}"
+    return f"{symbol}-{interval.value}-{ts_ms}-{version}{suffix}"
 
 
 @dataclass
@@ -130,6 +141,9 @@ class Update:
     signal: Signal | None = None
     retracted: tuple[str, float] | None = None
     """a signal published earlier at this candle that a recomputation no longer produces: (direction, strength)"""
+    basis: tuple[int, int] | None = field(default=None, compare=False)
+    """(ts_ms, version) of the late correction whose recomputation produced this update of a later candle
+    (it names the update's event ids; equal updates are equal whatever produced them)"""
 
 
 class ScoringService:
@@ -328,6 +342,8 @@ class ScoringService:
             if e[0] >= ts_ms:
                 if before is not None and update.signal is None:
                     update.retracted = before
+                if e[0] > ts_ms:
+                    update.basis = (ts_ms, entry[6])
                 out.append((e, update))
         s.last_ms, s.last_version = s.history[-1][0], s.history[-1][6]
         return out
@@ -415,9 +431,15 @@ class ScoringService:
         add_indicator = indicators.append
         for (symbol, interval), entries in by_series.items():
             results = self.apply_batch(symbol, interval, entries)
-            ids = iter(_event_ids(len(results)))
+            series_key = f"{symbol}-{interval.value}-"
             for entry, update in results:
                 ts = from_ts(entry[0] / 1000, UTC)
+                basis = update.basis  # output_key(), inlined
+                ids_key = (
+                    f"{series_key}{entry[0]}-{entry[6]}"
+                    if basis is None
+                    else f"{series_key}{entry[0]}-{entry[6]}-r{basis[0]}.{basis[1]}"
+                )
                 values = update.indicators
                 if not (lo_ok < entry[3] and entry[2] < hi_ok):
                     for name, v in values.items():
@@ -427,7 +449,7 @@ class ScoringService:
                     _trusted(
                         IndicatorEvent,
                         {
-                            "event_id": next(ids),
+                            "event_id": "ind-" + ids_key,
                             "schema_version": 1,
                             "produced_at": now,
                             "symbol": symbol,
@@ -440,13 +462,15 @@ class ScoringService:
                     )
                 )
                 g = update.grade
+                if g is not None and symbol != "BTC" and g.components["trader.strength_vs_btc"] is None:
+                    ids_key += "-nobtc"  # the grade (and signal) without BTC's return: not the same content
                 if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
                     trader, investor = g.trader_grade, g.investor_grade
                     grades.append(
                         _trusted(
                             GradeEvent,
                             {
-                                "event_id": _event_ids(1)[0],
+                                "event_id": "grade-" + ids_key,
                                 "schema_version": 1,
                                 "produced_at": now,
                                 "symbol": symbol,
@@ -465,6 +489,7 @@ class ScoringService:
                     direction, strength, reasons = update.signal
                     signals.append(
                         SignalEvent(
+                            event_id="sig-" + ids_key,
                             symbol=symbol,
                             ts=ts,
                             interval=interval,
@@ -477,6 +502,7 @@ class ScoringService:
                     direction, strength = update.retracted
                     signals.append(
                         SignalEvent(
+                            event_id=f"sig-{ids_key}-retracted",
                             symbol=symbol,
                             ts=ts,
                             interval=interval,
