@@ -10,6 +10,8 @@ bucket end plus ``lateness``, or when the symbol has been quiet for
 arrives for a bucket already emitted, within ``retention`` after its end,
 re-emits the corrected candle with a higher ``version`` (the store keeps the
 highest); a tick later than that is returned as too late (dead letter).
+After a restart :meth:`CandleBuilder.restore` rebuilds this state from the ticks already counted and
+the candles already published (see the ingest service).
 """
 
 from __future__ import annotations

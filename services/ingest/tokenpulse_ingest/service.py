@@ -204,6 +204,7 @@ class IngestService:
         """Rebuild the open candles from the ticks the previous instance had counted (see the module doc)."""
         assert self.ctx is not None
         ctx = self.ctx
+        started = time.monotonic()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         lookback_ms = int(ctx.settings.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
@@ -219,12 +220,13 @@ class IngestService:
         self.restored = result
         log.info(
             "ingest: %d open or recent candles restored from %d ticks counted since %s (%d already published, "
-            "%d taken from their published candle)",
+            "%d taken from their published candle) in %.1fs",
             result.buckets,
             result.ticks,
             datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
             result.emitted,
             result.from_candles,
+            time.monotonic() - started,
         )
         if result.dropped:
             log.warning(
