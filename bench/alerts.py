@@ -164,7 +164,9 @@ async def publish(bootstrap: str, topic_events: list[tuple[object, list]], per_s
         await bus.stop()
 
 
-def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
+def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = True) -> list[tuple[str, str]]:
+    """The backlog through ``replicas`` alerts processes (one consumer group: the token partitions are
+    shared out, every replica holds every rule), then, if ``live``, the 1,000 events/s latency phase."""
     out = []
     with HttpReceiver() as hooks:
         prefix = f"b{uuid.uuid4().hex[:6]}-"
@@ -201,27 +203,33 @@ def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
         # (and the firings it publishes), not a queue of webhook deliveries
         notifying, silent = rules[:2000], rules[2000:]
         asyncio.run(publish(bootstrap, [(ALERT_RULES, [*silent, *sentinels]), (PRICES, backlog)]))
-        proc = Proc(["run", "alerts"], env, work / "alerts.log")
+        procs = [Proc(["run", "alerts"], env, work / f"alerts-{replicas}-{i}.log") for i in range(replicas)]
         try:
             t0 = time.monotonic()
             deadline = t0 + 600
             while len(hooks.received("/end")) < len(sentinels) and time.monotonic() < deadline:
-                if proc.p.poll() is not None:
-                    raise RuntimeError(proc.tail())
+                for p in procs:
+                    if p.p.poll() is not None:
+                        raise RuntimeError(p.tail())
                 time.sleep(0.05)
             elapsed = time.monotonic() - t0
             done_wall = time.time()
-            ready_line = next(line for line in proc.log.read_text().splitlines() if "alerts ready" in line)
-            ready = datetime.fromisoformat(ready_line.split()[0].replace("Z", "+00:00")).timestamp()
-            evaluating = done_wall - ready
+            readies = []
+            for p in procs:  # from the last replica being ready: before that the group is still forming
+                line = next(x for x in p.log.read_text().splitlines() if "alerts ready" in x)
+                readies.append(datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp())
+            evaluating = done_wall - max(readies)
+            who = "the service" if replicas == 1 else f"{replicas} replicas of the service (one consumer group)"
             out.append(
                 (
-                    "backlog of 100,000 price events: from the service being ready (98,000 rules loaded) "
+                    f"backlog of 100,000 price events through {who}: from being ready (98,000 rules loaded) "
                     "to the last token's end-of-backlog webhook, events/s",
                     f"{len(backlog) / evaluating:,.0f} ({evaluating:.1f} s; start incl. loading the rules "
                     f"{elapsed - evaluating:.1f} s)",
                 )
             )
+            if not live:
+                return out
             # live: 1,000 price events/s for 30 s; latency from the triggering event to the webhook
             live = walk(30_000, seed=4)
             asyncio.run(publish(bootstrap, [(ALERT_RULES, notifying)]))
@@ -248,7 +256,8 @@ def through_kafka(bootstrap: str, work: Path) -> list[tuple[str, str]]:
                     )
                 )
         finally:
-            proc.stop()
+            for p in procs:
+                p.stop()
     return out
 
 
@@ -258,20 +267,26 @@ def main() -> None:
         f"Python {platform.python_version()}, {RULES:,} rules\n"
     )
     rows = in_process()
-    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
-    work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-alerts-"))
-    started = False
-    if not bootstrap:
-        run = subprocess.run(
-            [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
-        )
-        bootstrap = run.stdout.strip().splitlines()[-1]
-        started = True
-    try:
-        rows += through_kafka(bootstrap, work)
-    finally:
-        if started:
-            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False)
+    shared = os.environ.get("TOKENPULSE_TEST_KAFKA")
+    # each replica count gets a fresh broker: the rules and firing logs of a run would carry into the next
+    counts = [int(n) for n in os.environ.get("BENCH_ALERTS_REPLICAS", "1,2").split(",")]
+    if shared:
+        counts = counts[:1]
+    for k, replicas in enumerate(counts):
+        work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-alerts-"))
+        bootstrap = shared
+        if not bootstrap:
+            run = subprocess.run(
+                [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
+            )
+            bootstrap = run.stdout.strip().splitlines()[-1]
+        try:
+            rows += through_kafka(bootstrap, work, replicas=replicas, live=k == 0)
+        finally:
+            if not shared:
+                subprocess.run(
+                    [str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False
+                )
     print("| measure | result |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

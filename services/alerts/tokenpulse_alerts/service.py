@@ -41,6 +41,8 @@ from tokenpulse_shared.events import (
     PriceEvent,
     SignalEvent,
     new_event_id,
+    new_event_ids,
+    trusted,
 )
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, GRADES, PRICES, SIGNALS
@@ -209,27 +211,32 @@ class AlertsService:
     async def _fire(self, hits: list[Hit]) -> None:
         assert self.ctx is not None
         new: list[tuple[AlertFiredEvent, AlertRuleEvent]] = []
+        now = datetime.now(UTC)
+        ids = iter(new_event_ids(len(hits)))
         for hit in hits:
             fid = firing_id(hit.rule.rule_id, hit.trigger_event_id)
             if fid in self.firings:
                 continue  # this trigger was handled before (redelivery or replay after a restart)
             rule = hit.rule
             name = f" ({rule.name})" if rule.name else ""
-            # built from validated values (a rule, a price event): construct, not validate, on the hot path
-            fired = AlertFiredEvent.model_construct(
-                event_id=new_event_id(),
-                schema_version=AlertFiredEvent.SCHEMA_VERSION,
-                produced_at=datetime.now(UTC),
-                firing_id=fid,
-                rule_id=rule.rule_id,
-                owner=rule.owner,
-                symbol=rule.symbol,
-                ts=datetime.fromtimestamp(hit.ts, UTC),
-                price=hit.price,
-                message=f"{rule.symbol} {hit.detail}{name}",
-                trigger_event_id=hit.trigger_event_id,
-                status="pending" if rule.channels else "no_channels",
-                deliveries=[],
+            # built from validated values (a rule, a price event): no second validation on the hot path
+            fired = trusted(
+                AlertFiredEvent,
+                {
+                    "event_id": next(ids),
+                    "schema_version": AlertFiredEvent.SCHEMA_VERSION,
+                    "produced_at": now,
+                    "firing_id": fid,
+                    "rule_id": rule.rule_id,
+                    "owner": rule.owner,
+                    "symbol": rule.symbol,
+                    "ts": datetime.fromtimestamp(hit.ts, UTC),
+                    "price": hit.price,
+                    "message": f"{rule.symbol} {hit.detail}{name}",
+                    "trigger_event_id": hit.trigger_event_id,
+                    "status": "pending" if rule.channels else "no_channels",
+                    "deliveries": [],
+                },
             )
             self._remember(fid, fired.status)
             new.append((fired, rule))

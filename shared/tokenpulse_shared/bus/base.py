@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tokenpulse_shared.bus.fastdecode import FAST
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import BATCH_SECONDS, DEAD_LETTERS, EVENT_AGE_SECONDS, EVENTS_CONSUMED
 from tokenpulse_shared.topics import DEAD_LETTER, Topic
@@ -48,9 +49,16 @@ class Subscription:
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
     """Parse and validate one wire message into its topic's model; raise ValueError with the reason.
 
-    One pass of pydantic-core over the bytes (about twice as fast as ``json.loads`` then validation)."""
+    The busiest topics first try a stricter msgspec decoder (:mod:`.fastdecode`, 3-5x faster); what it
+    refuses, and every other topic, is one pass of pydantic-core over the bytes."""
     if raw.value is None:
         raise ValueError("empty message (tombstone)")
+    fast = FAST.get(topic.model)
+    if fast is not None:
+        try:
+            return fast(raw.value)
+        except ValueError:
+            pass  # pydantic decides, with its own reasons
     try:
         return topic.model.model_validate_json(raw.value)
     except ValidationError as exc:
