@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
+    ingest_restore_lookback_s: float = Field(
+        3600.0,
+        ge=0,
+        le=7 * 86400,
+        description="Ingest: at start, the open candles are rebuilt from the ticks counted before the restart, read "
+        "from the start of the UTC day of (now - this): longer than any restart gap across midnight.",
+    )
     # ingest: reconciliation of several sources into one reference price
     price_stale_after_s: float = Field(
         30.0, gt=0, description="Ingest: a source whose latest trade is older than this is left out of the price."

@@ -19,6 +19,9 @@ published; that candle covers the live trades only); for a bucket already emitte
 synthetic it leaves that final candle alone (the tick still counts in the longer intervals'
 buckets). A synthetic tick for a bucket that holds live trades is dropped
 (``BuildResult.superseded``).
+
+After a restart :meth:`CandleBuilder.restore` rebuilds this state from the ticks already counted and
+the candles already published (see the ingest service).
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ class _Acc:
     emitted: bool = False
     version: int = 0
     synthetic: bool = False  # made of synthetic ticks (never mixed with live ones)
+    # after a restore: the trades of its latest published candle, which may count ticks a redelivered batch
+    # brings again; corrections wait until they are passed (a smaller candle would go out as a newer one)
+    published_trades: int = -1
 
     def add(self, ts_ms: int, price: float, size: float) -> None:
         if ts_ms < self.open_ts:
@@ -85,6 +91,15 @@ class _Acc:
 
 
 @dataclass
+class RestoreResult:
+    ticks: int = 0
+    buckets: int = 0
+    emitted: int = 0
+    from_candles: int = 0
+    dropped: int = 0
+
+
+@dataclass
 class BuildResult:
     candles: list[CandleEvent] = field(default_factory=list)
     late: list[TickEvent] = field(default_factory=list)
@@ -108,6 +123,9 @@ class CandleBuilder:
         self._buckets: dict[tuple[str, Interval, int], _Acc] = {}
         self._watermark: dict[str, int] = {}
         self._last_seen_wall: dict[str, float] = {}
+        # after a restore: version counters of published candles whose bucket is not held (yet); a bucket
+        # created again for one of them (a redelivered batch) continues from it
+        self._version_floor: dict[tuple[str, Interval, int], tuple[int, int]] = {}
 
     def retention_ms(self, interval: Interval) -> int:
         return max(interval.millis, 60_000) + self.lateness_ms
@@ -141,13 +159,16 @@ class CandleBuilder:
                     acc.synthetic = synthetic
                     self._buckets[(symbol, interval, start)] = acc
                     acc.trades = 0
+                    if self._version_floor and (floor := self._version_floor.pop((symbol, interval, start), None)):
+                        acc.version, acc.published_trades = floor
+                        acc.emitted = True
                 if key in acc.seen:
                     if interval is self.intervals[0]:
                         result.duplicates += 1
                     continue
                 acc.seen.add(key)
                 acc.add(ts_ms, tick.price, tick.size)
-                if acc.emitted:
+                if acc.emitted and acc.trades > acc.published_trades:
                     corrections.append(acc)
             if late:
                 result.late.append(tick)
@@ -183,6 +204,87 @@ class CandleBuilder:
                 or (idle and end + self.retention_ms(acc.interval) <= now_ms)
             ):
                 del self._buckets[key]
+        out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
+        return out
+
+    def restore(
+        self,
+        ticks: Iterable[TickEvent],
+        published: Iterable[CandleEvent] = (),
+        *,
+        complete_from_ms: int | None = None,
+        wall: float | None = None,
+        batch: int = 500,
+    ) -> RestoreResult:
+        """Rebuild the state a previous instance had reached, publishing nothing (start after a restart).
+
+        ``ticks``: the ticks the previous instance had counted, in their order on the bus (the ticks topic
+        up to the ingest consumer group's committed offsets), from before the oldest bucket that can still
+        change. They go through :meth:`add` in batches, so OHLCV, trade counts, the dedup keys and the
+        watermark come out as they were; the candles that closes are dropped (they were published).
+        ``published``: candles already on the candles topic. A bucket with one of this builder's source is
+        marked emitted (it may have been closed by the idle clock, or by a batch processed but not yet
+        committed), and its version counter continues from the highest published version, so what this
+        instance emits for it next is newer (also for a bucket not held now that a redelivered batch creates).
+        A published candle may count ticks after the committed offsets (kill -9 between publishing and
+        committing): the bucket publishes no correction until the redelivered ticks take it past that
+        candle's trades, so nothing smaller goes out after it.
+        ``complete_from_ms``: a bucket opening before it may miss ticks that were not read: it takes the
+        content of its latest published candle, or is dropped when it has none (an open bucket the read
+        did not reach; logged by the caller).
+        """
+        wall = time.time() if wall is None else wall
+        result = RestoreResult()
+        chunk: list[TickEvent] = []
+        for tick in ticks:
+            chunk.append(tick)
+            if len(chunk) >= batch:
+                self.add(chunk, wall)
+                result.ticks += len(chunk)
+                chunk = []
+        if chunk:
+            self.add(chunk, wall)
+            result.ticks += len(chunk)
+        latest: dict[tuple[str, Interval, int], CandleEvent] = {}
+        for c in published:
+            if c.source != self.source or not c.closed:
+                continue
+            key = (c.symbol, c.interval, int(c.ts.timestamp() * 1000))
+            if key not in latest or c.version >= latest[key].version:
+                latest[key] = c
+        for key, last in latest.items():
+            symbol, interval, start = key
+            creatable = start + interval.millis + self.retention_ms(interval) > self._watermark.get(symbol, 0)
+            if key not in self._buckets and symbol in self._watermark and creatable:
+                self._version_floor[key] = (last.version - last.trades * 1000, last.trades)
+        for key, acc in list(self._buckets.items()):
+            candle = latest.get(key)
+            if complete_from_ms is not None and acc.start_ms < complete_from_ms:
+                if candle is None:
+                    del self._buckets[key]
+                    result.dropped += 1
+                    continue
+                # what was read of it is a part; the published candle is the whole (up to its last version)
+                acc.open, acc.high, acc.low, acc.close = candle.open, candle.high, candle.low, candle.close
+                acc.volume, acc.trades = candle.volume, candle.trades
+                acc.open_ts = acc.start_ms  # its first trade's time is unknown: the open stays
+                result.from_candles += 1
+            if candle is not None:
+                acc.emitted = True
+                acc.version = max(acc.version, candle.version - candle.trades * 1000)
+                acc.published_trades = candle.trades
+            result.buckets += 1
+            result.emitted += acc.emitted
+        return result
+
+    def open_buckets(self) -> list[CandleEvent]:
+        """The buckets held, as candles (``closed`` False for those not emitted yet; ``version`` the one
+        their next emission would carry), counting nothing: for tests and diagnostics."""
+        out = []
+        for acc in self._buckets.values():
+            candle = acc.to_event(self.source)
+            acc.version -= 1
+            out.append(candle.model_copy(update={"closed": acc.emitted}))
         out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
         return out
 

@@ -28,24 +28,35 @@ REST backfill: :meth:`IngestService.backfill_gap` (awaitable) and
 candles of a gap from an exchange's REST API; ``TOKENPULSE_REST_BACKFILL_EXCHANGE`` also
 backfills from the last stored candle at start. ``TOKENPULSE_MARKETCAP_POLL`` runs the
 market-cap poller.
+
+Restart: the candles ingest has open live only in its memory, so at start
+(:meth:`IngestService.restore`, before a tick is handled or the feed starts) they are rebuilt from the
+ticks the previous instance had counted: on Kafka the ticks topic read up to the offsets the ``ingest``
+consumer group committed (a batch is committed only after its candles were published), from the start
+of the UTC day of ``now - TOKENPULSE_INGEST_RESTORE_LOOKBACK_S``; the ticks after those offsets are then
+redelivered to the consumer as usual. The candles topic over the same span says which buckets were
+already published and at which version, so none is published twice and the next version is higher.
+This needs no checkpoint and covers a kill -9 as well as a SIGTERM. Embedded mode has no log: the
+ticks and candles the store holds stand in for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokenpulse_shared.bus.base import dead_letter_for
-from tokenpulse_shared.events import Interval, TickEvent
+from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
 from tokenpulse_ingest.bundle import iter_bundle
-from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.exchanges import Connector, GapHook, build_connectors, log_gap
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
@@ -53,6 +64,12 @@ from tokenpulse_ingest.rest.backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility
 
 log = logging.getLogger(__name__)
+
+RESTORE_SKEW_MS = 5 * 60_000  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 class IngestService:
@@ -72,6 +89,8 @@ class IngestService:
         self._synthetic_task: asyncio.Task[None] | None = None
         self._fallback_since: datetime | None = None  # ``auto`` on its synthetic fallback, probing the exchanges
         self.gap_hook: GapHook = self.backfill_on_gap
+        self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
+        self.restored: RestoreResult | None = None
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -87,6 +106,7 @@ class IngestService:
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
         assert self.ctx is not None
+        await self.ready.wait()
         bus = self.ctx.bus
         result = self.builder.add(ticks)
         if result.candles:
@@ -185,7 +205,112 @@ class IngestService:
             ctx.status["marketcaps"] = poller.status()
             await asyncio.sleep(ctx.settings.marketcap_poll_s)
 
+    # --- restart ------------------------------------------------------------------------------
+
+    async def restore(self, now_ms: int | None = None) -> RestoreResult:
+        """Rebuild the open candles from the ticks the previous instance had counted (see the module doc)."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        started = time.monotonic()
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        lookback_ms = int(ctx.settings.ingest_restore_lookback_s * 1000)
+        first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
+        since_ms = first_bucket - RESTORE_SKEW_MS
+        if ctx.embedded:
+            ticks, candles = await self._stored_since(since_ms, first_bucket)
+        else:
+            counted = await ctx.bus.read_log(TICKS, since_ms=since_ms, until_group=self.name)
+            ticks = [e for e in counted if isinstance(e, TickEvent)]
+            candles = [e for e in await ctx.bus.read_log(CANDLES, since_ms=since_ms) if isinstance(e, CandleEvent)]
+        # off the event loop (a day of ticks); nothing else touches the builder until `ready` is set
+        result = await asyncio.to_thread(self.builder.restore, ticks, candles, complete_from_ms=first_bucket)
+        self.restored = result
+        log.info(
+            "ingest: %d open or recent candles restored from %d ticks counted since %s (%d already published, "
+            "%d taken from their published candle) in %.1fs",
+            result.buckets,
+            result.ticks,
+            datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+            result.emitted,
+            result.from_candles,
+            time.monotonic() - started,
+        )
+        if result.dropped:
+            log.warning(
+                "ingest: %d open candles opened before %s and were never published: their ticks before it were not "
+                "read (raise TOKENPULSE_INGEST_RESTORE_LOOKBACK_S); they are dropped, not published partial",
+                result.dropped,
+                datetime.fromtimestamp(first_bucket / 1000, UTC).isoformat(),
+            )
+        return result
+
+    async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
+        """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
+        assert self.ctx is not None
+        store = self.ctx.store
+        if store is None:
+            return [], []
+        since = datetime.fromtimestamp(since_ms / 1000, UTC)
+        rows = await store.query(
+            "SELECT symbol, source, ts, price, size, side, dedup_key, event_id, produced_at FROM ticks FINAL "
+            "WHERE produced_at >= {since:DateTime64(3, 'UTC')} ORDER BY produced_at, ts",
+            {"since": since},
+        )
+        ticks = []
+        for symbol, source, ts, price, size, side, dedup_key, event_id, produced_at in rows:
+            prefix = f"{source}:"
+            trade_id = dedup_key[len(prefix) :] if dedup_key.startswith(prefix) and dedup_key != event_id else None
+            try:
+                ticks.append(
+                    TickEvent(
+                        symbol=symbol,
+                        source=source,
+                        ts=_utc(ts),
+                        price=price,
+                        size=size,
+                        side=Side(side) if side in Side._value2member_map_ else Side.UNKNOWN,
+                        trade_id=trade_id or None,
+                        event_id=event_id,
+                        produced_at=_utc(produced_at),
+                    )
+                )
+            except ValueError:
+                continue
+        older = datetime.fromtimestamp((first_bucket - Interval.D1.millis) / 1000, UTC)
+        crows = await store.query(
+            "SELECT symbol, interval, ts, open, high, low, close, volume, trades, version FROM candles FINAL "
+            "WHERE source = {source:String} AND ts >= {since:DateTime64(3, 'UTC')}",
+            {"source": self.builder.source, "since": older},
+        )
+        candles = []
+        for symbol, interval, ts, o, h, lo, c, v, n, version in crows:
+            with suppress(ValueError):
+                candles.append(
+                    CandleEvent(
+                        symbol=symbol,
+                        interval=Interval(interval),
+                        ts=_utc(ts),
+                        open=o,
+                        high=h,
+                        low=lo,
+                        close=c,
+                        volume=v,
+                        trades=n,
+                        source=self.builder.source,
+                        version=version,
+                    )
+                )
+        return ticks, candles
+
     async def start(self, ctx: Context) -> None:
+        try:
+            await self.restore()
+        except Exception:
+            if not ctx.embedded:
+                raise  # on Kafka a failed read is a failed start: the orchestrator tries again
+            log.exception("ingest: open candles not restored from the store; they start empty")
+        finally:
+            self.ready.set()
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
         if ctx.settings.rest_backfill_exchange:
             self._tasks.append(
@@ -365,6 +490,7 @@ class IngestService:
 
     async def _clock(self) -> None:
         assert self.ctx is not None
+        await self.ready.wait()
         while True:
             await asyncio.sleep(1.0)
             self._refresh_status()
