@@ -88,33 +88,3 @@ def test_the_newest_candles_cannot_be_pivots() -> None:
     bars += [Bar(30 * day, 500, 90, 95, 1.0)]  # a wild last candle
     lv = key_levels(bars)
     assert all(x["price"] not in (500, 90) for x in lv["support"] + lv["resistance"])
-
-
-TRADER_FIVE = ("rsi", "macd_vs_atr", "trend_alignment", "return_20d_vs_vol", "volume_confirmation")
-
-
-def _mean_of(components: dict[str, float | None], names: tuple[str, ...]) -> float:
-    vals = [v for n in names if (v := components[f"trader.{n}"]) is not None]
-    return round(sum(vals) / len(vals), 2)
-
-
-def test_the_trader_grade_averages_strength_vs_btc_for_tokens_other_than_btc(history: dict[str, list]) -> None:
-    out = run({s: history[s] for s in ("BTC", "ETH")})
-    six = (*TRADER_FIVE, "strength_vs_btc")
-    eth = [dict(c) | {"grade": t} for (s, _), (t, _, _, c) in out.items() if s == "ETH" and t is not None]
-    with_btc = [g for g in eth if g["trader.strength_vs_btc"] is not None]
-    assert len(with_btc) > 2000
-    assert all(g["grade"] == pytest.approx(_mean_of(g, six), abs=0.006) for g in with_btc)
-    # it moves the grade: averaged, the grade is not the five others' mean (far from it on some days)
-    assert max(abs(g["grade"] - _mean_of(g, TRADER_FIVE)) for g in with_btc) > 3
-    # BTC itself: undefined, the grade is the mean of the five others
-    btc = [dict(c) | {"grade": t} for (s, _), (t, _, _, c) in out.items() if s == "BTC" and t is not None]
-    assert btc and all(g["trader.strength_vs_btc"] is None for g in btc)
-    assert all(g["grade"] == pytest.approx(_mean_of(g, TRADER_FIVE), abs=0.006) for g in btc)
-
-
-def test_without_btc_scored_the_same_day_a_token_grade_averages_the_five_others(history: dict[str, list]) -> None:
-    alone = run({"ETH": history["ETH"]})  # no BTC series: BTC's 30-day return is unknown
-    graded = [dict(c) | {"grade": t} for (t, _, _, c) in alone.values() if t is not None]
-    assert graded and all(g["trader.strength_vs_btc"] is None for g in graded)
-    assert all(g["grade"] == pytest.approx(_mean_of(g, TRADER_FIVE), abs=0.006) for g in graded)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
-from tokenpulse_scoring.service import ScoringService, output_key
+from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
@@ -61,7 +61,6 @@ def test_output_event_ids_are_derived_from_the_candle_so_a_restart_republishes_t
     assert grades and signals
     c = candles[500]
     assert indicators[500].event_id == f"ind-BTC-1d-{int(c.ts.timestamp() * 1000)}-{c.version}"
-    assert indicators[500].event_id == "ind-" + output_key("BTC", Interval.D1, int(c.ts.timestamp() * 1000), 0, None)
     assert {g.event_id.split("-", 1)[0] for g in grades} == {"grade"}
     assert {s.event_id.split("-", 1)[0] for s in signals} == {"sig"}
 
@@ -89,7 +88,6 @@ def test_a_late_correction_gives_new_ids_to_the_outputs_it_recomputes_and_only_t
     assert len(recomputed[0]) == 50  # the corrected candle and the 49 after it
     assert recomputed[0][0].event_id == f"ind-BTC-1d-{ts_ms}-7"  # the new version: a new id
     later = [i for i in _ids(recomputed) if f"-1d-{ts_ms}-7" not in i]  # the outputs of the candles after it
-    assert output_key("BTC", Interval.D1, 1, 2, (ts_ms, 7)).endswith(f"-r{ts_ms}.7")
     assert len(later) >= 49 and all(i.endswith(f"-r{ts_ms}.7") or i.endswith(f"-r{ts_ms}.7-retracted") for i in later)
     assert not before & set(_ids(recomputed))  # new values, new ids: none taken for a redelivered copy
 
@@ -99,21 +97,3 @@ def test_a_late_correction_gives_new_ids_to_the_outputs_it_recomputes_and_only_t
     assert _ids(restarted._process([fix])) == _ids(recomputed)
     # and once more (a redelivery): nothing new is published
     assert _ids(restarted._process([fix])) == []
-
-
-def test_a_grade_scored_without_btcs_return_of_the_day_has_an_id_of_its_own() -> None:
-    series = {
-        s: [bar_to_event(s, Interval.D1, b) for b in bars[-400:]]
-        for s, _, bars in iter_bundle(DEFAULT_BUNDLE, ["BTC", "ETH"], [Interval.D1])
-    }
-    eth_first, btc_first = ScoringService(), ScoringService()
-    _, alone, _ = eth_first._process(series["ETH"])  # BTC not scored yet: no strength vs BTC
-    btc_first._process(series["BTC"])
-    _, with_btc, _ = btc_first._process(series["ETH"])
-    assert alone and all(g.event_id.endswith("-nobtc") for g in alone)
-    by_ts = {g.ts: g for g in alone}
-    compared = [(g, by_ts[g.ts]) for g in with_btc if g.components["trader.strength_vs_btc"] is not None]
-    assert compared
-    for g, other in compared:  # same candle, other content: other ids
-        assert not g.event_id.endswith("-nobtc") and g.event_id != other.event_id
-        assert g.trader_grade != other.trader_grade or g.components != other.components

@@ -9,9 +9,8 @@ Trader Grade (short-term momentum and trend quality), equal weights over the com
 that are defined: RSI(14) itself; MACD histogram / ATR(14); trend alignment (close > EMA20,
 EMA20 > EMA50, EMA50 > SMA200, close > SMA200: 25 points each); 20-day return / 20-day
 volatility; volume confirmation (today's volume / its 20-day mean, signed by the day's
-direction); for tokens other than BTC, strength vs BTC (30-day return relative to BTC's),
-when BTC's return of the same day is known (BTC itself: undefined, its grade averages the five
-others; see docs/methodology.md for the arrival-order caveat).
+direction). The 30-day return relative to BTC's is published as a component but not
+averaged (it depends on cross-symbol arrival order; see docs/methodology.md).
 
 Investor Grade (long-term health): close / SMA200; drawdown from the all-time high;
 1-year return / annualised volatility; liquidity (30-day mean USD volume, log-scaled
@@ -334,13 +333,11 @@ class GradeState(MomentumState):
         liquidity = log_scale(self.usd_sum / 30, 1e6, 1e10) if len(usd) == 30 else None
         cap = log_scale(market_cap, 1e8, 1e12) if market_cap else None
 
-        # strength vs BTC is averaged when defined: not for BTC itself, and only once BTC's candle of
-        # the same day has been scored (a replay feeds BTC first; live, see docs/methodology.md)
+        # strength vs BTC is published but not averaged: it depends on whether BTC's candle of the
+        # same day was processed first, which the bus does not order across symbols
         t_vals = [v for v in trader_vals if v is not None]
-        if strength is not None:
-            t_vals.append(strength)
         i_vals = [v for v in (trend_200d, drawdown, ret_1y, liquidity, cap) if v is not None]
-        # a grade needs most of its components: 3 of the 5 (BTC) or 6 averaged ones
+        # a grade needs most of its components: 3 of the 5 averaged ones
         trader_grade = round(_mean(t_vals), 2) if len(t_vals) >= 3 else None
         rsi_c, macd_c, trend_c, ret_c, vol_c = trader_vals
         components: dict[str, float | None] = {

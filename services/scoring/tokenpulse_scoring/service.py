@@ -99,10 +99,7 @@ def output_key(symbol: str, interval: Interval, ts_ms: int, version: int, basis:
     correction (``-r<ts_ms>.<version>``): the same candle scored again (a redelivery, a restart) gives
     the same id; a legitimately new output (a new version, new values after a correction) a new one.
 
-    Event ids are ``ind-``, ``grade-`` and ``sig-`` + this key (``-retracted`` for a retraction). A daily
-    grade of a token other than BTC scored without BTC's 30-day return of the day (BTC's candle not
-    scored yet, or under 31 days of history) adds ``-nobtc`` to its grade's and signal's ids: its
-    Trader Grade then averages five components instead of six, which is other content.
+    Event ids are ``ind-``, ``grade-`` and ``sig-`` + this key (``-retracted`` for a retraction).
     :meth:`ScoringService._process` inlines it (one f-string per candle, the hot path)."""
     suffix = "" if basis is None else f"-r{basis[0]}.{basis[1]}"
     return f"{symbol}-{interval.value}-{ts_ms}-{version}{suffix}"
@@ -462,8 +459,6 @@ class ScoringService:
                     )
                 )
                 g = update.grade
-                if g is not None and symbol != "BTC" and g.components["trader.strength_vs_btc"] is None:
-                    ids_key += "-nobtc"  # the grade (and signal) without BTC's return: not the same content
                 if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
                     trader, investor = g.trader_grade, g.investor_grade
                     grades.append(
