@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct
 
-from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
+from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent, trusted
 
 _MAX = sys.float_info.max  # bounds a float above: 1e400 decodes to inf, which no model accepts
 
@@ -79,7 +79,6 @@ class _Candle(_Base, forbid_unknown_fields=True, gc=False):
     closed: bool
 
 
-_set = object.__setattr__
 # msgspec rounds a 7th digit of a second where pydantic truncates; ``\u`` escapes could hide such a time
 _PYDANTIC_ONLY = re.compile(rb":\d\d\.\d{7}|\\u").search
 _TIMES = ("produced_at", "ts")
@@ -109,12 +108,7 @@ class _Fast:
                 fields[name] = ts.astimezone(UTC)
         if not self.check(fields):
             raise ValueError("model-level check failed")
-        m = self.model.__new__(self.model)
-        _set(m, "__dict__", fields)
-        _set(m, "__pydantic_fields_set__", set(self.fields))
-        _set(m, "__pydantic_extra__", None)
-        _set(m, "__pydantic_private__", None)
-        return m
+        return trusted(self.model, fields)
 
 
 def _candle_ok(f: dict[str, Any]) -> bool:
