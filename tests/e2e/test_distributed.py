@@ -304,7 +304,32 @@ def run_four_processes(kafka_bootstrap: str, tmp_path: Path, otlp: OtlpReceiver,
         # a rule applies from when the alerts service knows it: wait for that before prices flow
         alerts_log = next(p for p in procs if p.log.name == "alerts.log").log
         wait_until(lambda: rule.rule_id in alerts_log.read_text(), 60, "the alerts service to learn the rule", procs)
-        asyncio.run(publish(kafka_bootstrap, stream, junk))
+
+        def token(symbol: str) -> dict[str, object]:
+            r = httpx.get(f"{base}/v1/tokens/{symbol}", headers={"X-API-Key": key}, timeout=10)
+            r.raise_for_status()
+            return dict(r.json())
+
+        # ingest publishes one reference price per token per batch of ticks, and batch sizes follow the
+        # machine's load: in one batch the whole day is a single price (the last trade's, below the level).
+        # The stream goes in three parts, each served before the next: the published prices then go from
+        # below the level (first 2 h) to above it (to noon), so the rule fires whatever the batching.
+        # (each cut where every earlier tick is older than every later one: a pause lets ingest's clock run
+        # on, and a tick held back across it could arrive after its candle closed)
+        def clean_cut(at: datetime) -> int:
+            return next(
+                i
+                for i in range(1, len(stream))
+                if stream[i].ts >= at and max(t.ts for t in stream[i - 8 : i]) < min(t.ts for t in stream[i : i + 8])
+            )
+
+        cuts = [0, clean_cut(START + timedelta(hours=2)), clean_cut(START + timedelta(hours=12))]
+        parts = [stream[a:b] for a, b in zip(cuts, [*cuts[1:], len(stream)], strict=True)]
+        part_last = [max(p, key=lambda t: t.ts).price for p in parts]
+        assert part_last[0] < rule.condition.value < part_last[1]  # type: ignore[operator]
+        for i, part in enumerate(parts):
+            asyncio.run(publish(kafka_bootstrap, part, junk if i == 0 else []))
+            wait_until(lambda i=i: token(sym)["price"] == part_last[i], 60, f"part {i + 1}'s last price", procs)
 
         window = {"start": START.isoformat(), "end": END.isoformat()}
         for interval in Interval:
@@ -317,11 +342,6 @@ def run_four_processes(kafka_bootstrap: str, tmp_path: Path, otlp: OtlpReceiver,
                 f"{interval.value} candles to match the replay",
                 procs,
             )
-
-        def token(symbol: str) -> dict[str, object]:
-            r = httpx.get(f"{base}/v1/tokens/{symbol}", headers={"X-API-Key": key}, timeout=10)
-            r.raise_for_status()
-            return dict(r.json())
 
         # the replayed token's price is the last trade's, and scoring graded BTC from the backfilled days
         # prices and candles are two topics: the gateway may hold the candles (from its store) a moment
