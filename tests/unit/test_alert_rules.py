@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from tokenpulse_alerts.rules import RuleBook, firing_event_id, firing_id
@@ -227,6 +227,43 @@ def test_indexes_fire_exactly_like_evaluating_every_rule_on_every_event(conds: l
                 want.append((m, r.rule_id))
             was[r.rule_id] = now
     assert sorted(got) == sorted(want)
+
+
+@settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate])  # shrinking 10^5 steps: minutes
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from([0.2, 1.0, 1.0, 1.0, 7.0, 61.0, 3_600.0, 50_000.0]), st.floats(1.0, 2.0)),
+        min_size=1,
+        max_size=300,
+    ),
+    copies=st.integers(1, 1_000),
+)
+def test_price_history_answers_like_a_full_history(steps: list[tuple[float, float]], copies: int) -> None:
+    """The windowed history (one sample per second, trimmed past the longest window, compacted in
+    halves) gives every window the last price at or before its start, like the whole history would."""
+    from bisect import bisect_left, bisect_right
+
+    from tokenpulse_alerts.rules import CHANGE_WINDOWS_S, MAX_WINDOW_S, TokenState
+
+    state = TokenState()
+    times: list[float] = []  # the whole history, never trimmed
+    prices: list[float] = []
+    kept_from = float("-inf")  # samples older than this were trimmed (at the last append)
+    ts = 0.0
+    for gap, price in (steps * copies)[:120_000]:  # repeated: long runs reach the trimming and the compaction
+        ts += gap
+        if times and ts - times[-1] < 1.0:
+            prices[-1] = price
+        else:
+            times.append(ts)
+            prices.append(price)
+            kept_from = ts - MAX_WINDOW_S - 60
+        state.add_price(ts, price)
+        for window, seconds in CHANGE_WINDOWS_S.items():
+            i = bisect_right(times, ts - seconds) - 1  # the last sample at or before the window's start
+            want = None if i < 0 or times[i] < kept_from else (price / prices[i] - 1.0) * 100.0
+            assert state.change_pct(window) == want, (window, ts)
+    assert len(state.times) - state.head == len(times) - bisect_left(times, kept_from)
 
 
 def test_firing_ids_are_deterministic() -> None:
