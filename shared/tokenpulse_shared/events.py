@@ -61,25 +61,26 @@ def new_event_id() -> str:
     return os.urandom(16).hex()
 
 
-def new_event_ids(n: int) -> list[str]:
-    """``n`` event ids from one ``os.urandom`` call (a system call each was a hot path's largest cost)."""
-    raw = os.urandom(16 * n).hex()
-    return [raw[i : i + 32] for i in range(0, 32 * n, 32)]
+# a model's storage slots, set directly: what pydantic's model_construct does through object.__setattr__
+_SLOTS = BaseModel.__dict__
+_set_dict = _SLOTS["__dict__"].__set__
+_set_fields_set = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
 
 
-_setattr = object.__setattr__
-
-
-def trusted(cls: type[E], fields: dict[str, Any]) -> E:
+def trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str] | None = None) -> E:
     """An event built from values that are valid by construction (taken from validated events, or
     computed by the service), without validating them again: pydantic's ``model_construct`` minus its
     per-field default resolution, which cost more than the work of the hot paths that use this.
-    ``fields`` must hold every field of ``cls``; unit tests check the result equals the validated event."""
+    ``fields`` must hold every field of ``cls``; unit tests check the result equals the validated event.
+    ``fields_set`` (every field name) may be one set shared by all events of a hot path: the models are
+    frozen, nothing adds to it in place (``model_copy(update=...)`` copies it first)."""
     m = cls.__new__(cls)
-    _setattr(m, "__dict__", fields)
-    _setattr(m, "__pydantic_fields_set__", set(fields))
-    _setattr(m, "__pydantic_extra__", None)
-    _setattr(m, "__pydantic_private__", None)
+    _set_dict(m, fields)
+    _set_fields_set(m, set(fields) if fields_set is None else fields_set)
+    _set_extra(m, None)
+    _set_private(m, None)
     return m
 
 

@@ -74,9 +74,10 @@ async def _publish_history(
     bus: Bus, series: list[tuple[str, Interval, list]], *, batch_size: int, progress: Progress | None
 ) -> BackfillResult:
     result = BackfillResult(series=len(series))
-    # BTC's daily candles first, and on the in-process bus scored before any other token's: their
-    # Trader Grade averages strength vs BTC, which needs BTC's return of the same day, and the bus
-    # orders events per symbol, not across symbols (on Kafka the consumers may still interleave them)
+    # BTC's daily candles first, and on the in-process bus scored before any other token's (about a
+    # second): the published ``trader.strength_vs_btc`` component needs BTC's return of the same day,
+    # and the bus orders events per symbol, not across symbols (on Kafka the consumers may still
+    # interleave them, which is why the component is published but not averaged into the grade)
     series = sorted(series, key=lambda s: not (s[0] == "BTC" and s[1] is Interval.D1))
     for symbol, interval, bars in series:
         label = f"{symbol} {interval.value}"

@@ -31,18 +31,18 @@ import logging
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
-    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
     MarketCapEvent,
     MetricsEvent,
     SignalEvent,
+    trusted,
     utcnow,
 )
 from tokenpulse_shared.service import Context
@@ -54,7 +54,6 @@ from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState, IntradayS
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
-E = TypeVar("E", bound=Event)
 DAY_MS = 86_400_000
 
 
@@ -68,22 +67,6 @@ those candles (finer candles are too noisy to follow; see docs/methodology.md)."
 
 
 RETRACTED_REASON = "retracted: a late candle correction recomputed this history and the signal no longer holds"
-
-
-_set = object.__setattr__
-
-
-def _trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str]) -> E:
-    """An event from values this service computed, without re-validation: what pydantic's
-    ``model_construct`` does, minus its per-field default and alias resolution (which cost more than
-    scoring the candle). ``fields`` must hold every field in declaration order; a unit test checks
-    the result equals the validated event."""
-    m = cls.__new__(cls)
-    _set(m, "__dict__", fields)
-    _set(m, "__pydantic_fields_set__", fields_set)
-    _set(m, "__pydantic_extra__", None)
-    _set(m, "__pydantic_private__", None)
-    return m
 
 
 _IND_SET = set(IndicatorEvent.model_fields)
@@ -443,7 +426,7 @@ class ScoringService:
                         if v is not None and not isfinite(v):
                             values[name] = None
                 add_indicator(
-                    _trusted(
+                    trusted(
                         IndicatorEvent,
                         {
                             "event_id": "ind-" + ids_key,
@@ -462,7 +445,7 @@ class ScoringService:
                 if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
                     trader, investor = g.trader_grade, g.investor_grade
                     grades.append(
-                        _trusted(
+                        trusted(
                             GradeEvent,
                             {
                                 "event_id": "grade-" + ids_key,

@@ -42,8 +42,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.events import Side, TickEvent, trusted
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
 
 log = logging.getLogger("tokenpulse_ingest.exchanges")
@@ -146,14 +145,6 @@ class Health:
 # to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
 _FIELDS = set(TickEvent.model_fields)
 _INF = float("inf")
-_new_tick = TickEvent.__new__
-# the model's storage slots, set directly (what pydantic's own model_construct does through object.__setattr__,
-# one attribute lookup less per slot)
-_SLOTS = BaseModel.__dict__
-_set_dict = _SLOTS["__dict__"].__set__
-_set_fields = _SLOTS["__pydantic_fields_set__"].__set__
-_set_extra = _SLOTS["__pydantic_extra__"].__set__
-_set_private = _SLOTS["__pydantic_private__"].__set__
 _time = time.time
 _fromtimestamp = datetime.fromtimestamp
 
@@ -183,9 +174,8 @@ def make_tick(
         raise BadMessage("bad_size", repr(size))
     if len(trade_id) > 100:
         raise BadMessage("bad_trade_id", trade_id[:40])
-    tick = _new_tick(TickEvent)
-    _set_dict(
-        tick,
+    return trusted(
+        TickEvent,
         {
             "event_id": f"{source}-{symbol}-{trade_id}",
             "schema_version": 1,
@@ -199,11 +189,8 @@ def make_tick(
             "trade_id": trade_id,
             "quote": quote,
         },
+        _FIELDS,
     )
-    _set_fields(tick, _FIELDS)
-    _set_extra(tick, None)
-    _set_private(tick, None)
-    return tick
 
 
 class TickMaker:
@@ -254,12 +241,7 @@ class TickMaker:
         fields["size"] = size
         fields["side"] = side
         fields["trade_id"] = trade_id
-        tick = _new_tick(TickEvent)
-        _set_dict(tick, fields)
-        _set_fields(tick, _FIELDS)
-        _set_extra(tick, None)
-        _set_private(tick, None)
-        return tick
+        return trusted(TickEvent, fields, _FIELDS)
 
 
 class ProducedClock:
