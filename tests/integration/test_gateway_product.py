@@ -314,6 +314,26 @@ async def test_candle_pages_are_cached_and_dropped_when_a_new_candle_arrives(gw:
     assert fresh.headers["ETag"] != empty.headers["ETag"]
 
 
+async def test_a_page_read_before_the_store_has_a_new_candle_is_dropped_when_it_is_stored(gw: Gw) -> None:
+    """The bus brings a candle to the live state (which drops the pages of its series) before the store
+    writer has inserted it: a page read in between holds the rows from before. The insert drops it
+    again, so the next read has the candle (not only after the cache's TTL)."""
+    from tokenpulse_gateway.writer import TABLES
+
+    key = await new_key(gw)
+    params = {"interval": "4h", "start": "2020-02-01T00:00:00Z", "end": "2020-02-02T00:00:00Z"}
+    candle = CandleEvent(
+        symbol="BTC", interval=Interval.H4, ts=datetime(2020, 2, 1, 8, tzinfo=UTC), open=9300.0, high=9400.0,
+        low=9250.0, close=9350.0, volume=3.5, source="test",
+    )  # fmt: skip
+    await gw.app.state.live.on_candles([candle])  # the live state hears of it first ...
+    before = await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))
+    assert before.status_code == 200 and before.json()["data"] == []  # ... the store has not got it yet
+    await gw.app.state.writer.write(TABLES["candles"], [candle])  # then the writer's insert
+    after = await gw.api.get("/v1/candles/BTC", params=params, headers=h(key))
+    assert [(c["ts"], c["close"]) for c in after.json()["data"]] == [("2020-02-01T08:00:00Z", 9350.0)]
+
+
 async def test_metrics_count_requests_by_route_template_and_status_class(gw: Gw) -> None:
     key = await new_key(gw)
     await gw.api.get("/v1/tokens/BTC", headers=h(key))

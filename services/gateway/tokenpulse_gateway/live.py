@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanContext
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
+    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
@@ -235,6 +236,14 @@ class LiveState:
     async def on_candles(self, events: list[CandleEvent]) -> None:
         if self.pages is not None:
             self.pages.invalidate("candles", {(e.symbol, e.interval.value) for e in events})
+
+    def on_stored(self, table: str, events: Sequence[Event]) -> None:
+        """This process's store writer has stored ``events``: drop the pages of their series again (a
+        page read after the bus brought them and before the insert holds the rows from before). A
+        replica whose writer does not write a partition relies on the drop on arrival and the TTL."""
+        if self.pages is not None and table in ("candles", "indicators"):
+            series = {(e.symbol, e.interval.value) for e in events if isinstance(e, CandleEvent | IndicatorEvent)}
+            self.pages.invalidate(table, series)
 
     async def on_indicators(self, events: list[IndicatorEvent]) -> None:
         if self.pages is not None:

@@ -23,6 +23,9 @@ class GatewayService:
             self.writer = StoreWriter(ctx.store)
             self.writer.register(ctx)
         self.app = create_app(ctx)
+        self.app.state.writer = self.writer
+        if self.writer is not None:
+            self.writer.on_stored.append(self.app.state.live.on_stored)
 
     async def start(self, ctx: Context) -> None:
         return None

@@ -186,6 +186,10 @@ class StoreWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.written: dict[str, int] = dict.fromkeys(TABLES, 0)
+        # called with (table, events) once a batch is in the store: the gateway's page cache drops the
+        # pages of those series then (dropping them when the events arrive on the bus is not enough:
+        # a page read between the event and its insert would keep the old rows for its whole TTL)
+        self.on_stored: list[Callable[[str, Sequence[Event]], None]] = []
 
     def register(self, ctx: Context) -> None:
         for spec in TABLES.values():
@@ -205,6 +209,8 @@ class StoreWriter:
         except StoreUnavailable as exc:
             raise TransientError(str(exc)) from exc
         self.written[spec.table] += len(events)
+        for hook in self.on_stored:
+            hook(spec.table, events)
 
     async def start(self, ctx: Context) -> None:
         return None
