@@ -44,6 +44,7 @@ class Subscription:
     broadcast: bool = False
     tail: bool = False
     skip_own: bool = False
+    finish_on_rebalance: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -118,6 +119,7 @@ class Bus(abc.ABC):
         broadcast: bool = False,
         tail: bool = False,
         skip_own: bool = False,
+        finish_on_rebalance: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
@@ -129,6 +131,10 @@ class Bus(abc.ABC):
         ``skip_own=True`` leaves out what this bus instance published itself (dropped before it is
         decoded): how a replica follows what the *other* replicas of its service publish. On the
         in-process bus everything is its own, so such a subscription receives nothing.
+        ``finish_on_rebalance=True``: when a rebalance takes this consumer's partitions, the batch in
+        hand is finished and committed first, waiting up to the bus's graceful timeout (otherwise ~2 s,
+        after which the batch is redelivered): for handlers whose redelivery costs more than a delayed
+        rebalance (the store writer: a batch fetched again with other boundaries is inserted again).
         """
         self.subscriptions.append(
             Subscription(
@@ -139,6 +145,7 @@ class Bus(abc.ABC):
                 broadcast=broadcast or tail,
                 tail=tail,
                 skip_own=skip_own,
+                finish_on_rebalance=finish_on_rebalance,
             )
         )
 

@@ -240,7 +240,8 @@ class KafkaBus(Bus):
             # tail: the same from the end (only what is published from now on)
             progress = _Progress()
             # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
-            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), 2.0)
+            wait_s = self.graceful_timeout_s if sub.finish_on_rebalance else 2.0
+            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), wait_s)
             subscriber = self.broker.subscriber(
                 sub.topic.name,
                 group_id=None if sub.broadcast else self.group_id(sub.group),
