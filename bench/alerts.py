@@ -5,8 +5,10 @@
 2. Through the real broker (started here with scripts/kafka-local.sh unless TOKENPULSE_TEST_KAFKA
    is set): a ``tokenpulse run alerts`` process holding the 100,000 rules
    - consumes a backlog of price events: events/s from its start to the last firing's webhook;
-   - is fed 1,000 price events/s: latency from each triggering price event to the webhook
-     receiving its notification (p50/p99).
+   - is fed 1,000 price events/s for 30 s, crossing 2,000 webhook rules along the way: latency from
+     each triggering price event to the webhook receiving its notification (p50/p99);
+   - gets one price event crossing 500 rules of 500 owners at once: time to the first, median and
+     last of the 500 webhooks (delivery throughput).
 
 Prints Markdown to paste into docs/benchmarks.md.
 """
@@ -41,7 +43,8 @@ from tests.e2e.procs import Proc  # noqa: E402
 from tests.receivers import HttpReceiver  # noqa: E402
 
 RULES = int(os.environ.get("BENCH_RULES", "100000"))
-LIVE_LATENCY_MS: list[float] = []  # the live phase's samples, for the plot
+LIVE_LATENCY_MS: list[float] = []
+BURST = 500  # the live phase's samples, for the plot
 START_PRICES = {
     "BTC": 60000.0,
     "ETH": 3000.0,
@@ -54,7 +57,7 @@ START_PRICES = {
 }
 
 
-def make_rules(prefix: str, hook: str | None = None, hooked: int = 0, seed: int = 1) -> list[AlertRuleEvent]:
+def make_rules(prefix: str, seed: int = 1) -> list[AlertRuleEvent]:
     """80 % price levels within ±10 % of the price, 15 % percent change, 4 % grades, 1 % combinations."""
     rng = random.Random(seed)
     symbols = list(START_PRICES)
@@ -81,15 +84,14 @@ def make_rules(prefix: str, hook: str | None = None, hooked: int = 0, seed: int 
                     AlertCondition(kind="signal", direction="bullish"),
                 ],
             )
-        channels = [AlertChannel(type="webhook", target=hook)] if hook and i < hooked else []
         rules.append(
             AlertRuleEvent(
                 rule_id=f"{prefix}{i}",
                 owner=f"owner{i % 1000}",
                 symbol=sym,
                 condition=cond,
-                channels=channels,
-                cooldown_s=86400 if channels else 300,  # notified rules fire once per phase
+                channels=[],
+                cooldown_s=300,
             )
         )
     return rules
@@ -110,6 +112,39 @@ def walk(n: int, seed: int = 2, t0: datetime | None = None, step_s: float = 1.0)
         ts = t0 + timedelta(seconds=(i // len(symbols)) * step_s)
         out.append(PriceEvent(symbol=sym, ts=ts, price=price[sym], prev_price=prev))
     return out
+
+
+def crossing_rules(prefix: str, hook: str, prices: list[PriceEvent], n: int = 2000) -> list[AlertRuleEvent]:
+    """``n`` webhook rules crossed during the live phase (after its first second), two or three per event
+    that sets a new high (``price_above``) or low (``price_below``) for its token, the level inside that
+    step: the latency percentiles rest on ~n samples, not a handful, at the pace the walk makes news."""
+    rng = random.Random(5)
+    hi: dict[str, float] = {}
+    lo: dict[str, float] = {}
+    crossings: list[tuple[str, str, float, float]] = []  # symbol, kind, the gap the step crossed
+    warm = len(prices) // 30  # the first second at 1,000 events/s
+    for i, e in enumerate(prices):
+        if e.symbol in hi and i >= warm:
+            if e.price > hi[e.symbol]:
+                crossings.append((e.symbol, "price_above", hi[e.symbol], e.price))
+            elif e.price < lo[e.symbol]:
+                crossings.append((e.symbol, "price_below", e.price, lo[e.symbol]))
+        hi[e.symbol] = max(hi.get(e.symbol, e.price), e.price)
+        lo[e.symbol] = min(lo.get(e.symbol, e.price), e.price)
+    rules = []
+    for k in range(n):
+        sym, kind, low, high = crossings[k % len(crossings)]
+        rules.append(
+            AlertRuleEvent(
+                rule_id=f"{prefix}live-{k}",
+                owner=f"owner{k % 1000}",
+                symbol=sym,
+                condition=AlertCondition(kind=kind, value=rng.uniform(low, high)),
+                channels=[AlertChannel(type="webhook", target=hook)],
+                cooldown_s=86400,  # once per phase
+            )
+        )
+    return rules
 
 
 def in_process() -> list[tuple[str, str]]:
@@ -167,13 +202,44 @@ async def publish(bootstrap: str, topic_events: list[tuple[object, list]], per_s
         await bus.stop()
 
 
+def burst(bootstrap: str, hooks: HttpReceiver, prefix: str, last: PriceEvent, n: int = BURST) -> tuple[str, str]:
+    """One price event crossing ``n`` webhook rules of ``n`` owners at once (``n`` separate deliveries to one
+    receiver): how long until the first and the last of them arrive (delivery throughput, not evaluation)."""
+    rules = [
+        AlertRuleEvent(
+            rule_id=f"{prefix}burst-{k}",
+            owner=f"burst{k}",
+            symbol=last.symbol,
+            condition=AlertCondition(kind="price_above", value=last.price * (1.01 + k / n / 100)),
+            channels=[AlertChannel(type="webhook", target=f"{hooks.url}/burst")],
+            cooldown_s=86400,
+        )
+        for k in range(n)
+    ]
+    asyncio.run(publish(bootstrap, [(ALERT_RULES, rules)]))
+    time.sleep(5)  # the service follows the rules topic
+    jump = PriceEvent(symbol=last.symbol, ts=last.ts, price=last.price * 1.05, prev_price=last.price)
+    asyncio.run(publish(bootstrap, [(PRICES, [jump])], per_second=1000))  # stamped when sent
+    deadline = time.monotonic() + 60
+    while len(hooks.received("/burst")) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    got = hooks.received("/burst")
+    sent = datetime.fromisoformat(got[0].json()["alerts"][0]["ts"].replace("Z", "+00:00")).timestamp()
+    arrived = sorted(time.time() - (time.monotonic() - r.at) - sent for r in got)
+    return (
+        f"one price event crossing {n} rules of {n} owners at once: its webhooks received, first / median / last",
+        f"{arrived[0] * 1000:.0f} / {statistics.median(arrived) * 1000:.0f} / {arrived[-1] * 1000:.0f} ms "
+        f"({len(got)} of {n}; {len(got) / arrived[-1]:,.0f} deliveries/s)",
+    )
+
+
 def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = True) -> list[tuple[str, str]]:
     """The backlog through ``replicas`` alerts processes (one consumer group: the token partitions are
     shared out, every replica holds every rule), then, if ``live``, the 1,000 events/s latency phase."""
     out = []
     with HttpReceiver() as hooks:
         prefix = f"b{uuid.uuid4().hex[:6]}-"
-        rules = make_rules(prefix, hook=f"{hooks.url}/hook", hooked=2000)
+        rules = make_rules(prefix)
         # one sentinel per token marks the end of that token's backlog (tokens sit on different partitions,
         # consumed in parallel): its rule fires only on the last event, a jump far above anything walked
         backlog = walk(100_000, seed=3, t0=datetime.now(UTC) - timedelta(days=2))
@@ -202,9 +268,11 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
             "TOKENPULSE_WEBHOOK_ALLOWLIST": "127.0.0.1",
             "TOKENPULSE_LOG_LEVEL": "INFO",
         }
-        # the 2,000 rules that notify a webhook join before the live phase: the backlog measures evaluation
-        # (and the firings it publishes), not a queue of webhook deliveries
-        notifying, silent = rules[:2000], rules[2000:]
+        # 98,000 rules without channels for the backlog (it measures evaluation and the firings it publishes,
+        # not a queue of webhook deliveries); 2,000 webhook rules crossed by the live walk join before it
+        silent = rules[2000:]
+        live_prices = walk(30_000, seed=4)
+        notifying = crossing_rules(prefix, f"{hooks.url}/hook", live_prices)
         asyncio.run(publish(bootstrap, [(ALERT_RULES, [*silent, *sentinels]), (PRICES, backlog)]))
         procs = [Proc(["run", "alerts"], env, work / f"alerts-{replicas}-{i}.log") for i in range(replicas)]
         try:
@@ -234,7 +302,7 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
             if not live:
                 return out
             # live: 1,000 price events/s for 30 s; latency from the triggering event to the webhook
-            live = walk(30_000, seed=4)
+            live = live_prices
             # this process holds the 100,000 rules and the backlog: keep its collector's full passes off them,
             # or they pause the publisher and the receiver's timestamps (as the service does at start-up)
             gc.collect()
@@ -263,6 +331,7 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
                         f"{p50:.1f} ms / {p99:.1f} ms ({len(lat):,} notifications)",
                     )
                 )
+            out.append(burst(bootstrap, hooks, prefix, live[-1]))
         finally:
             for p in procs:
                 p.stop()

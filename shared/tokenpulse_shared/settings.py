@@ -242,6 +242,13 @@ class Settings(BaseSettings):
     )
     delivery_attempts: int = Field(4, ge=1, le=20, description="Alerts: attempts per delivery before it is failed.")
     delivery_backoff_s: float = Field(1.0, gt=0, le=300, description="Alerts: first retry delay; doubles per attempt.")
+    webhook_concurrency: int = Field(
+        20,
+        ge=1,
+        le=200,
+        description="Alerts: webhook requests in flight per receiving origin (scheme, host, port); the rest "
+        "wait their turn (spares the receiver, and kept httpx's pool queue short: 1.6x the deliveries/s).",
+    )
     alerts_summary_after: int = Field(
         5, ge=2, le=1000, description="Alerts: more firings than this for one target at once → one summary message."
     )

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import apprise
 import httpx
@@ -62,6 +62,10 @@ class Notifier:
         self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # requests in flight per webhook origin (TOKENPULSE_WEBHOOK_CONCURRENCY): the rest wait here, cheaply,
+        # not in httpcore's pool queue, whose request assignment scans every queued request against every
+        # connection (35 % of a 300-delivery burst's CPU with 200 in flight)
+        self._origins: dict[str, asyncio.Semaphore] = {}
         # point apprise's services at the configured API bases (the public ones by default)
         from apprise.plugins.discord import NotifyDiscord
         from apprise.plugins.slack import NotifySlack
@@ -173,8 +177,14 @@ class Notifier:
             "X-Tokenpulse-Delivery": ",".join(msg.firing_ids),
             "X-Tokenpulse-Signature": sign(webhook_secret(self.signing_key, msg.owner), ts, body),
         }
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        slots = self._origins.get(origin)
+        if slots is None:
+            slots = self._origins[origin] = asyncio.Semaphore(self.settings.webhook_concurrency)
         try:
-            response = await self.client.post(url, content=body, headers=headers)
+            async with slots:
+                response = await self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
         if response.is_success:
