@@ -14,7 +14,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import suppress
 from typing import Any
 
@@ -146,9 +146,11 @@ class Runtime:
         """Once every service is warm (its ``ready`` event) and the bundled history is in, the objects alive
         then (rules, indicator state, caches) live as long as the process: ``gc.freeze`` keeps the collector's
         full passes from walking them again. Without it, a full pass over 100,000 alert rules paused the alerts
-        process 0.4–0.8 s at a time (``docs/benchmarks.md``): the tail of its alert latency. One full
+        process 0.4-0.8 s at a time (``docs/benchmarks.md``): the tail of its alert latency. One full
         collection first, so no garbage is frozen with them."""
-        waits = [e.wait() for s in self.services if isinstance(e := getattr(s, "ready", None), asyncio.Event)]
+        waits: list[Awaitable[Any]] = [
+            e.wait() for s in self.services if isinstance(e := getattr(s, "ready", None), asyncio.Event)
+        ]
         waits += [asyncio.shield(t) for t in self.tasks if t.get_name() == "backfill"]
         await asyncio.gather(*waits, return_exceptions=True)
         t0 = time.perf_counter()

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         True,
         description="Once start-up state is loaded (alert rules, scoring warm-up, bundled history), exclude it "
         "from the garbage collector's full passes (gc.freeze): over 100,000 alert rules each full pass paused "
-        "the process 0.4–0.8 s.",
+        "the process 0.4-0.8 s.",
     )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
     shutdown_grace_s: float = Field(
