@@ -31,7 +31,10 @@ class Request:
 class HttpReceiver:
     """Records every POST; answers from a per-path-prefix script of (status, headers, body), else 200."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = 0.0) -> None:
+        self.hold_s = hold_s  # each request is held this long before its answer
+        self.in_flight = 0
+        self.peak_in_flight = 0  # most requests held at once
         self.requests: list[Request] = []  # accepted (2xx)
         self.attempts: list[Request] = []  # every request, answered or refused
         self.script: dict[str, deque[tuple[int, dict[str, str], bytes]]] = {}
@@ -44,6 +47,13 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
+                if receiver.hold_s:
+                    with receiver.lock:
+                        receiver.in_flight += 1
+                        receiver.peak_in_flight = max(receiver.peak_in_flight, receiver.in_flight)
+                    time.sleep(receiver.hold_s)
+                    with receiver.lock:
+                        receiver.in_flight -= 1
                 with receiver.lock:
                     answer = receiver._answer(self.path)
                     request = Request(self.path, dict(self.headers.items()), body)

@@ -5,61 +5,23 @@ HTTP server on loopback (allow-listed) that holds each request briefly and count
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_shared.events import AlertChannel
 from tokenpulse_shared.settings import Settings
 
-
-class SlowReceiver:
-    def __init__(self, hold_s: float) -> None:
-        self.lock = threading.Lock()
-        self.now = 0
-        self.peak = 0
-        self.done = 0
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.now += 1
-                    receiver.peak = max(receiver.peak, receiver.now)
-                time.sleep(hold_s)
-                with receiver.lock:
-                    receiver.now -= 1
-                    receiver.done += 1
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 128
-            daemon_threads = True
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+from tests.receivers import HttpReceiver
 
 
 @pytest.fixture
-def receiver() -> Iterator[SlowReceiver]:
-    r = SlowReceiver(hold_s=0.05)
-    thread = threading.Thread(target=r.server.serve_forever, daemon=True)
-    thread.start()
-    yield r
-    r.server.shutdown()
-    r.server.server_close()
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver(hold_s=0.05) as r:
+        yield r
 
 
-async def burst(receiver: SlowReceiver, concurrency: int, n: int = 24) -> list[dict[str, object]]:
+async def burst(receiver: HttpReceiver, concurrency: int, n: int = 24) -> list[dict[str, object]]:
     notifier = Notifier(Settings(webhook_allowlist=["127.0.0.1"], webhook_concurrency=concurrency))
     try:
         messages = [
@@ -79,14 +41,14 @@ async def burst(receiver: SlowReceiver, concurrency: int, n: int = 24) -> list[d
         await notifier.close()
 
 
-async def test_in_flight_requests_per_origin_are_capped(receiver: SlowReceiver) -> None:
+async def test_in_flight_requests_per_origin_are_capped(receiver: HttpReceiver) -> None:
     records = await burst(receiver, concurrency=3)
     assert [r["status"] for r in records] == ["delivered"] * 24  # every firing delivered, none dropped
-    assert receiver.done == 24
-    assert receiver.peak == 3
+    assert len(receiver.received("/hook")) == 24
+    assert receiver.peak_in_flight == 3
 
 
-async def test_a_higher_cap_lets_more_overlap(receiver: SlowReceiver) -> None:
+async def test_a_higher_cap_lets_more_overlap(receiver: HttpReceiver) -> None:
     records = await burst(receiver, concurrency=12)
     assert all(r["status"] == "delivered" for r in records)
-    assert 3 < receiver.peak <= 12
+    assert 3 < receiver.peak_in_flight <= 12
