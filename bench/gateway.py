@@ -8,6 +8,15 @@ the bare app is measured with 1 and 2 uvicorn workers. All servers run at once. 
 shared, so throughput is measured in BENCH_PAIRS short alternating pairs (the 1-worker ceiling for
 BENCH_PAIR_SECONDS, then the endpoint): each pair gives a ratio, the table the median. Latency is
 BENCH_ROUNDS interleaved rounds at 500 req/s, medians. Prints Markdown for docs/benchmarks.md.
+
+Then (BENCH_REPLICAS=on, the default) the same targets with 2 gateway workers: embedded mode holds one
+chDB engine per process, so two workers are the distributed mode's two ``tokenpulse run gateway``
+replicas, each with its own data dir and consumer groups (so each fills its own memory state and store
+from the bus), with ``tokenpulse run ingest`` (synthetic feed) and ``tokenpulse run scoring`` on a real
+Kafka broker (started here unless TOKENPULSE_TEST_KAFKA is set) and the bundled history backfilled
+through it. The embedded gateway is stopped first. Load is split over the replicas: one ``hey`` per
+replica with half the connections (and half the paced rate), started together; req/s summed, p50 the
+mean and p99 the larger of the two. Pairs are against the bare app with 2 workers.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +45,7 @@ DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "5"))
 PAIR_SECONDS = int(os.environ.get("BENCH_PAIR_SECONDS", "3"))
+REPLICAS = os.environ.get("BENCH_REPLICAS", "on") == "on"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -79,6 +90,45 @@ def hey(binary: str, url: str, key: str | None, *args: str) -> dict[str, float]:
     codes = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
     bad = sum(int(n) for c, n in codes.items() if c != "200")
     return {"rps": rps, "p50": pct.get(50, float("nan")), "p99": pct.get(99, float("nan")), "non200": bad}
+
+
+def hey_split(binary: str, targets: Sequence[tuple[str, str | None]], conns: int, *args: str) -> dict[str, float]:
+    """``hey`` against several servers at once (one process each, ``conns`` connections split between them):
+    req/s summed, p50 the mean, p99 the largest, non-200 summed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    share = max(1, conns // len(targets))
+    with ThreadPoolExecutor(len(targets)) as pool:
+        runs = list(pool.map(lambda t: hey(binary, t[0], t[1], "-c", str(share), *args), targets))
+    return {
+        "rps": sum(r["rps"] for r in runs),
+        "p50": statistics.fmean(r["p50"] for r in runs),
+        "p99": max(r["p99"] for r in runs),
+        "non200": sum(r["non200"] for r in runs),
+    }
+
+
+def cpu_busy(seconds: float = 2.0) -> float:
+    """Share of the machine's CPU time spent busy over the next ``seconds`` (from /proc/stat)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = sample()
+    time.sleep(seconds)
+    busy1, total1 = sample()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_quiet(limit_s: float = 300, below: float = 0.25) -> float:
+    """Wait (at most ``limit_s``) until the machine is less than ``below`` busy, e.g. after a backfill that the
+    services are still scoring and storing; returns the seconds waited."""
+    t = time.monotonic()
+    while time.monotonic() - t < limit_s and cpu_busy() >= below:
+        pass
+    return time.monotonic() - t
 
 
 def children(pid: int) -> list[str]:
@@ -138,6 +188,134 @@ def start_gateway(work: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[str
     return base, key, gw.pid
 
 
+def start_replicas(work: Path, procs: list[subprocess.Popen[bytes]], bootstrap: str) -> tuple[list[str], list[str]]:
+    """Distributed mode on ``bootstrap``: ingest (synthetic feed), scoring and two gateway replicas, the bundled
+    history backfilled through Kafka; returns the replicas' base URLs and one API key for each."""
+    tp = str(VENV_BIN / "tokenpulse")
+    common = {
+        **os.environ,
+        "TOKENPULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "TOKENPULSE_LIVE_FEED": "synthetic",
+        "TOKENPULSE_PREDICTIONS": "false",
+        "TOKENPULSE_LOG_LEVEL": "WARNING",
+        "TOKENPULSE_METRICS_PORT": "0",
+        "TOKENPULSE_FREE_LIMIT_PER_MINUTE": "1000000000",
+        "TOKENPULSE_FREE_LIMIT_PER_MONTH": "1000000000",
+    }
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+
+    def run(args: list[str], env: dict[str, str], log: str) -> None:
+        with (logs / log).open("wb") as fh:
+            procs.append(subprocess.Popen([tp, *args], env={**common, **env}, stdout=fh, stderr=subprocess.STDOUT))
+
+    for svc in ("ingest", "scoring"):
+        run(["run", svc], {"TOKENPULSE_CONSUMER_GROUP_PREFIX": "bench", "TOKENPULSE_DATA_DIR": str(work / svc)}, svc)
+    bases = []
+    for i in (1, 2):
+        port = free_port()
+        env = {
+            "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"bench-gw{i}",  # each replica reads every event
+            "TOKENPULSE_DATA_DIR": str(work / f"gateway{i}"),
+            "TOKENPULSE_PORT": str(port),
+        }
+        run(["run", "gateway"], env, f"gateway{i}")
+        bases.append(f"http://127.0.0.1:{port}")
+    for base in bases:
+        wait_ok(f"{base}/readyz", 300)
+    subprocess.run([tp, "backfill"], env=common, check=True, stdout=subprocess.DEVNULL)
+    keys = [httpx.post(f"{b}/v1/keys", json={"name": "bench"}, timeout=10).json()["key"] for b in bases]
+    deadline = time.monotonic() + 300
+    for base, key in zip(bases, keys, strict=True):  # every replica has the history and the scores
+        for path in ("/v1/candles/BTC?interval=1d&limit=100", "/v1/tokens/BTC"):
+            while True:
+                r = httpx.get(f"{base}{path}", headers={"X-API-Key": key}, timeout=10)
+                if r.status_code == 200 and (path.startswith("/v1/tokens") or len(r.json()["data"]) == 100):
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"replica {base}{path}: {r.status_code} {r.text[:200]}")
+                time.sleep(1)
+    return bases, keys
+
+
+def replicas_phase(
+    binary: str, work: Path, bare2: tuple[str, str, None]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[dict[str, float]]]]:
+    """Throughput pairs (bare 2 workers, then the 2 replicas) and paced rounds of the three reads on 2 replicas."""
+    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
+    kafka_dir = work / "kafka"
+    if not bootstrap:
+        out = subprocess.run(
+            [str(ROOT / "scripts/kafka-local.sh"), "start", str(kafka_dir)], capture_output=True, text=True, check=True
+        )
+        bootstrap = out.stdout.strip().splitlines()[-1]
+    ratios: dict[str, list[float]] = {}
+    tops: dict[str, list[float]] = {}
+    paced: dict[str, list[dict[str, float]]] = {}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        bases, keys = start_replicas(work, procs, bootstrap)
+        waited = wait_quiet()  # the services are still scoring and storing the backfilled history
+        print(f"replicas ready: {bases}; waited {waited:.0f} s for the machine to settle", flush=True)
+        targets = [
+            (f"gateway x2 `{path}`", [(f"{b}{path}", k) for b, k in zip(bases, keys, strict=True)])
+            for path in ("/v1/tokens", "/v1/tokens/BTC", "/v1/candles/BTC?interval=1d&limit=100")
+        ]
+        for _, t in targets:
+            hey_split(binary, t, 8, "-z", "2s")  # warm-up
+        for pair in range(PAIRS):
+            for label, t in targets:
+                ceiling = hey(binary, bare2[1], None, "-c", "32", "-z", f"{PAIR_SECONDS}s")["rps"]
+                got = hey_split(binary, t, 32, "-z", f"{PAIR_SECONDS}s")["rps"]
+                tops.setdefault(bare2[0], []).append(ceiling)
+                tops.setdefault(label, []).append(got)
+                ratios.setdefault(label, []).append(got / ceiling)
+                print(f"pair {pair + 1}: {label}: {got:,.0f} / {ceiling:,.0f} = {got / ceiling:.2f}", flush=True)
+        for r in range(ROUNDS):
+            for label, t in targets:
+                m = hey_split(binary, t, 10, "-q", "50")  # 5 connections x 50 req/s per replica: 500 req/s
+                paced.setdefault(label, []).append(m)
+                print(f"paced round {r + 1}: {label}: {m}", flush=True)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if not os.environ.get("TOKENPULSE_TEST_KAFKA"):
+            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(kafka_dir), "--clean"], check=False)
+    return ratios, tops, paced
+
+
+def table(
+    labels: list[str],
+    ratios: dict[str, list[float]],
+    tops: dict[str, list[float]],
+    paced: dict[str, list[dict[str, float]]],
+    ceiling: str,
+) -> None:
+    print(
+        f"| target | max req/s (c=32, median) | / {ceiling}, same pair (median, min to max) | "
+        "paced req/s (target 500) | p50 ms | p99 ms | non-200 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for label in labels:
+        rs = ratios.get(label, [])
+        ratio = f"{median(rs):.2f} ({min(rs):.2f} to {max(rs):.2f})" if rs else "1.00"
+        runs = paced[label]
+        m = {k: median([run[k] for run in runs]) for k in ("rps", "p50", "p99")}
+        print(
+            f"| {label} | {median(tops[label]):,.0f} | {ratio} | {m['rps']:,.0f} | {m['p50']:.1f} | {m['p99']:.1f} | "
+            f"{int(sum(run['non200'] for run in runs))} |"
+        )
+    print("\nPaced p99 per round (ms): ")
+    for label in labels:
+        print(f"- {label}: " + ", ".join(f"{run['p99']:.1f}" for run in paced[label]))
+
+
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -150,6 +328,10 @@ def main() -> None:
     tops: dict[str, list[float]] = {}
     paced: dict[str, list[dict[str, float]]] = {}
     loads: list[str] = []
+    r_ratios: dict[str, list[float]] = {}
+    r_tops: dict[str, list[float]] = {}
+    r_paced: dict[str, list[dict[str, float]]] = {}
+    r_loads: list[str] = []
     try:
         base, key, gw_pid = start_gateway(work, procs)
         # the scoring service's first prediction retrain runs in a child process for minutes: not what we measure
@@ -157,6 +339,7 @@ def main() -> None:
         while children(gw_pid) and time.monotonic() < deadline:
             time.sleep(5)
         busy = children(gw_pid)
+        wait_quiet()
         bare = ("bare FastAPI `/bare`, 1 worker", start_bare(1, procs), None)
         bare2 = ("bare FastAPI `/bare`, 2 workers", start_bare(2, procs), None)
         gateway: list[tuple[str, str, str | None]] = [
@@ -187,6 +370,12 @@ def main() -> None:
                 m = hey(binary, url, k, "-c", "10", "-q", "50")
                 paced.setdefault(label, []).append(m)
                 print(f"paced round {r + 1}: {label}: {m}", flush=True)
+        if REPLICAS:
+            procs[0].terminate()  # the embedded gateway: the replicas phase runs without it
+            procs[0].wait(60)
+            r_loads = [load_average()]
+            r_ratios, r_tops, r_paced = replicas_phase(binary, work, bare2)
+            r_loads.append(load_average())
     finally:
         for p in procs:
             if p.poll() is None:
@@ -202,24 +391,17 @@ def main() -> None:
         + (f"; a child process was still running: {busy}" if busy else "")
         + ".\n"
     )
-    print(
-        "| target | max req/s (c=32, median) | / bare 1 worker, same pair (median, min to max) | "
-        "paced req/s (target 500) | p50 ms | p99 ms | non-200 |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    for label in [bare[0], bare2[0], *(g[0] for g in gateway)]:
-        rs = ratios.get(label, [])
-        ratio = f"{median(rs):.2f} ({min(rs):.2f} to {max(rs):.2f})" if rs else "1.00"
-        runs = paced[label]
-        m = {k: median([run[k] for run in runs]) for k in ("rps", "p50", "p99")}
+    table([bare[0], bare2[0], *(g[0] for g in gateway)], ratios, tops, paced, "bare 1 worker")
+    if r_paced:
         print(
-            f"| {label} | {median(tops[label]):,.0f} | {ratio} | {m['rps']:,.0f} | {m['p50']:.1f} | {m['p99']:.1f} | "
-            f"{int(sum(run['non200'] for run in runs))} |"
+            "\n2 workers: two gateway replicas (distributed mode, Kafka; load average before and after this phase: "
+            f"{', '.join(r_loads)}), pairs against the bare app with 2 workers:\n"
         )
-    print("\nPaced p99 per round (ms): ")
-    for label, runs in paced.items():
-        print(f"- {label}: " + ", ".join(f"{run['p99']:.1f}" for run in runs))
+        table([bare2[0], *r_paced], r_ratios, r_tops, {bare2[0]: paced[bare2[0]], **r_paced}, "bare 2 workers")
     labels = [bare[0], bare2[0], *(g[0] for g in gateway)]
+    tops.update({k: v for k, v in r_tops.items() if k != bare2[0]})
+    paced.update(r_paced)
+    labels += list(r_paced)
     plot.save(
         "gateway",
         "Gateway reads vs a bare FastAPI endpoint (hey on loopback)",
