@@ -161,6 +161,13 @@ class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
+# A service's subscriptions are members of one consumer group, and each member joining at start makes
+# the others rejoin, which they notice at their next heartbeat: with aiokafka's 3 s interval the scoring
+# service (three subscriptions) took ~6.4 s to start consuming steadily, with 1 s ~2.9 s (1/10 of the
+# 10 s session timeout; docs/benchmarks.md, scoring, 2026-12-05).
+HEARTBEAT_MS = 1000
+
+
 class KafkaBus(Bus):
     """The distributed-mode bus."""
 
@@ -248,6 +255,7 @@ class KafkaBus(Bus):
                 batch=True,
                 max_records=sub.max_batch,
                 batch_timeout_ms=100,
+                heartbeat_interval_ms=HEARTBEAT_MS,
                 auto_offset_reset=self._offset_reset(sub),
                 ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
