@@ -226,7 +226,7 @@ def start_replicas(work: Path, procs: list[subprocess.Popen[bytes]], bootstrap: 
     subprocess.run([tp, "backfill"], env=common, check=True, stdout=subprocess.DEVNULL)
     keys = [httpx.post(f"{b}/v1/keys", json={"name": "bench"}, timeout=10).json()["key"] for b in bases]
     deadline = time.monotonic() + 300
-    for base, key in zip(bases, keys, strict=True):  # every replica has the history and the scores
+    for base, key in zip(bases, keys, strict=True):  # every replica has the history (a full candles page) and BTC
         for path in ("/v1/candles/BTC?interval=1d&limit=100", "/v1/tokens/BTC"):
             while True:
                 r = httpx.get(f"{base}{path}", headers={"X-API-Key": key}, timeout=10)
