@@ -22,7 +22,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +37,13 @@ from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, PriceEvent  # noqa: E402
 from tokenpulse_shared.topics import ALERT_RULES, PRICES  # noqa: E402
 
-from bench import plot  # noqa: E402
+from bench import broker, plot  # noqa: E402
 from tests.e2e.procs import Proc  # noqa: E402
 from tests.receivers import HttpReceiver  # noqa: E402
 
 RULES = int(os.environ.get("BENCH_RULES", "100000"))
-LIVE_LATENCY_MS: list[float] = []
-BURST = 500  # the live phase's samples, for the plot
+LIVE_LATENCY_MS: list[float] = []  # the live phase's samples, for the plot
+BURST = 500  # rules crossed by the one price event of the burst row
 START_PRICES = {
     "BTC": 60000.0,
     "ETH": 3000.0,
@@ -302,7 +301,6 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
             if not live:
                 return out
             # live: 1,000 price events/s for 30 s; latency from the triggering event to the webhook
-            live = live_prices
             # this process holds the 100,000 rules and the backlog: keep its collector's full passes off them,
             # or they pause the publisher and the receiver's timestamps (as the service does at start-up)
             gc.collect()
@@ -311,7 +309,7 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
             time.sleep(5)  # the service follows the rules topic
             before = len(hooks.received("/hook"))
             live_start = time.time()
-            asyncio.run(publish(bootstrap, [(PRICES, live)], per_second=1000))
+            asyncio.run(publish(bootstrap, [(PRICES, live_prices)], per_second=1000))
             time.sleep(3)
             lat = []
             for req in hooks.received("/hook")[before:]:
@@ -331,7 +329,7 @@ def through_kafka(bootstrap: str, work: Path, replicas: int = 1, live: bool = Tr
                         f"{p50:.1f} ms / {p99:.1f} ms ({len(lat):,} notifications)",
                     )
                 )
-            out.append(burst(bootstrap, hooks, prefix, live[-1]))
+            out.append(burst(bootstrap, hooks, prefix, live_prices[-1]))
         finally:
             for p in procs:
                 p.stop()
@@ -351,19 +349,8 @@ def main() -> None:
         counts = counts[:1]
     for k, replicas in enumerate(counts):
         work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-alerts-"))
-        bootstrap = shared
-        if not bootstrap:
-            run = subprocess.run(
-                [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
-            )
-            bootstrap = run.stdout.strip().splitlines()[-1]
-        try:
+        with broker.kafka(work) as bootstrap:  # a fresh broker per replica count, unless one is shared
             rows += through_kafka(bootstrap, work, replicas=replicas, live=k == 0)
-        finally:
-            if not shared:
-                subprocess.run(
-                    [str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False
-                )
     print("| measure | result |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

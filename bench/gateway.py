@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,7 +40,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import plot  # noqa: E402
+from bench import broker, plot  # noqa: E402
+from tests.e2e.procs import Proc  # noqa: E402
 
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -95,8 +97,6 @@ def hey(binary: str, url: str, key: str | None, *args: str) -> dict[str, float]:
 def hey_split(binary: str, targets: Sequence[tuple[str, str | None]], conns: int, *args: str) -> dict[str, float]:
     """``hey`` against several servers at once (one process each, ``conns`` connections split between them):
     req/s summed, p50 the mean, p99 the largest, non-200 summed."""
-    from concurrent.futures import ThreadPoolExecutor
-
     share = max(1, conns // len(targets))
     with ThreadPoolExecutor(len(targets)) as pool:
         runs = list(pool.map(lambda t: hey(binary, t[0], t[1], "-c", str(share), *args), targets))
@@ -188,12 +188,11 @@ def start_gateway(work: Path, procs: list[subprocess.Popen[bytes]]) -> tuple[str
     return base, key, gw.pid
 
 
-def start_replicas(work: Path, procs: list[subprocess.Popen[bytes]], bootstrap: str) -> tuple[list[str], list[str]]:
+def start_replicas(work: Path, procs: list[Proc], bootstrap: str) -> tuple[list[str], list[str]]:
     """Distributed mode on ``bootstrap``: ingest (synthetic feed), scoring and two gateway replicas, the bundled
     history backfilled through Kafka; returns the replicas' base URLs and one API key for each."""
     tp = str(VENV_BIN / "tokenpulse")
     common = {
-        **os.environ,
         "TOKENPULSE_KAFKA_BOOTSTRAP": bootstrap,
         "TOKENPULSE_LIVE_FEED": "synthetic",
         "TOKENPULSE_PREDICTIONS": "false",
@@ -206,8 +205,7 @@ def start_replicas(work: Path, procs: list[subprocess.Popen[bytes]], bootstrap: 
     logs.mkdir(exist_ok=True)
 
     def run(args: list[str], env: dict[str, str], log: str) -> None:
-        with (logs / log).open("wb") as fh:
-            procs.append(subprocess.Popen([tp, *args], env={**common, **env}, stdout=fh, stderr=subprocess.STDOUT))
+        procs.append(Proc(args, {**common, **env}, logs / log))
 
     for svc in ("ingest", "scoring"):
         run(["run", svc], {"TOKENPULSE_CONSUMER_GROUP_PREFIX": "bench", "TOKENPULSE_DATA_DIR": str(work / svc)}, svc)
@@ -223,7 +221,7 @@ def start_replicas(work: Path, procs: list[subprocess.Popen[bytes]], bootstrap: 
         bases.append(f"http://127.0.0.1:{port}")
     for base in bases:
         wait_ok(f"{base}/readyz", 300)
-    subprocess.run([tp, "backfill"], env=common, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([tp, "backfill"], env={**os.environ, **common}, check=True, stdout=subprocess.DEVNULL)
     keys = [httpx.post(f"{b}/v1/keys", json={"name": "bench"}, timeout=10).json()["key"] for b in bases]
     deadline = time.monotonic() + 300
     for base, key in zip(bases, keys, strict=True):  # every replica has the history (a full candles page) and BTC
@@ -242,51 +240,37 @@ def replicas_phase(
     binary: str, work: Path, bare2: tuple[str, str, None]
 ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list[dict[str, float]]]]:
     """Throughput pairs (bare 2 workers, then the 2 replicas) and paced rounds of the three reads on 2 replicas."""
-    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
-    kafka_dir = work / "kafka"
-    if not bootstrap:
-        out = subprocess.run(
-            [str(ROOT / "scripts/kafka-local.sh"), "start", str(kafka_dir)], capture_output=True, text=True, check=True
-        )
-        bootstrap = out.stdout.strip().splitlines()[-1]
     ratios: dict[str, list[float]] = {}
     tops: dict[str, list[float]] = {}
     paced: dict[str, list[dict[str, float]]] = {}
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        bases, keys = start_replicas(work, procs, bootstrap)
-        waited = wait_quiet()  # the services are still scoring and storing the backfilled history
-        print(f"replicas ready: {bases}; waited {waited:.0f} s for the machine to settle", flush=True)
-        targets = [
-            (f"gateway x2 `{path}`", [(f"{b}{path}", k) for b, k in zip(bases, keys, strict=True)])
-            for path in ("/v1/tokens", "/v1/tokens/BTC", "/v1/candles/BTC?interval=1d&limit=100")
-        ]
-        for _, t in targets:
-            hey_split(binary, t, 8, "-z", "2s")  # warm-up
-        for pair in range(PAIRS):
-            for label, t in targets:
-                ceiling = hey(binary, bare2[1], None, "-c", "32", "-z", f"{PAIR_SECONDS}s")["rps"]
-                got = hey_split(binary, t, 32, "-z", f"{PAIR_SECONDS}s")["rps"]
-                tops.setdefault(bare2[0], []).append(ceiling)
-                tops.setdefault(label, []).append(got)
-                ratios.setdefault(label, []).append(got / ceiling)
-                print(f"pair {pair + 1}: {label}: {got:,.0f} / {ceiling:,.0f} = {got / ceiling:.2f}", flush=True)
-        for r in range(ROUNDS):
-            for label, t in targets:
-                m = hey_split(binary, t, 10, "-q", "50")  # 5 connections x 50 req/s per replica: 500 req/s
-                paced.setdefault(label, []).append(m)
-                print(f"paced round {r + 1}: {label}: {m}", flush=True)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not os.environ.get("TOKENPULSE_TEST_KAFKA"):
-            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(kafka_dir), "--clean"], check=False)
+    procs: list[Proc] = []
+    with broker.kafka(work) as bootstrap:
+        try:
+            bases, keys = start_replicas(work, procs, bootstrap)
+            waited = wait_quiet()  # the services are still scoring and storing the backfilled history
+            print(f"replicas ready: {bases}; waited {waited:.0f} s for the machine to settle", flush=True)
+            targets = [
+                (f"gateway x2 `{path}`", [(f"{b}{path}", k) for b, k in zip(bases, keys, strict=True)])
+                for path in ("/v1/tokens", "/v1/tokens/BTC", "/v1/candles/BTC?interval=1d&limit=100")
+            ]
+            for _, t in targets:
+                hey_split(binary, t, 8, "-z", "2s")  # warm-up
+            for pair in range(PAIRS):
+                for label, t in targets:
+                    ceiling = hey(binary, bare2[1], None, "-c", "32", "-z", f"{PAIR_SECONDS}s")["rps"]
+                    got = hey_split(binary, t, 32, "-z", f"{PAIR_SECONDS}s")["rps"]
+                    tops.setdefault(bare2[0], []).append(ceiling)
+                    tops.setdefault(label, []).append(got)
+                    ratios.setdefault(label, []).append(got / ceiling)
+                    print(f"pair {pair + 1}: {label}: {got:,.0f} / {ceiling:,.0f} = {got / ceiling:.2f}", flush=True)
+            for r in range(ROUNDS):
+                for label, t in targets:
+                    m = hey_split(binary, t, 10, "-q", "50")  # 5 connections x 50 req/s per replica: 500 req/s
+                    paced.setdefault(label, []).append(m)
+                    print(f"paced round {r + 1}: {label}: {m}", flush=True)
+        finally:
+            for p in procs:
+                p.stop()
     return ratios, tops, paced
 
 

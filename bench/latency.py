@@ -46,7 +46,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +74,7 @@ from tokenpulse_shared.events import (  # noqa: E402
 )
 from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS  # noqa: E402
 
-from bench import plot  # noqa: E402
+from bench import broker, plot  # noqa: E402
 from tests.e2e.procs import Proc, free_port  # noqa: E402
 from tests.receivers import HttpReceiver  # noqa: E402
 
@@ -554,20 +553,9 @@ def main() -> None:
         f"Python {platform.python_version()}; {SECONDS:g} s per rate, {TOKENS} tokens, {TICKS_PER_DAY} ticks per "
         f"market day; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n"
     )
-    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
     work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-latency-"))
-    started = False
-    if not bootstrap:
-        out = subprocess.run(
-            [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
-        )
-        bootstrap = out.stdout.strip().splitlines()[-1]
-        started = True
-    try:
+    with broker.kafka(work) as bootstrap:
         results = run(bootstrap, work)
-    finally:
-        if started:
-            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False)
     report(results)
     print(f"\nload average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}; logs in {work}")
 

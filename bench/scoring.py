@@ -22,7 +22,6 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ from tokenpulse_shared.service import Context  # noqa: E402
 from tokenpulse_shared.settings import Settings  # noqa: E402
 from tokenpulse_shared.topics import CANDLES  # noqa: E402
 
-from bench import plot  # noqa: E402
+from bench import broker, plot  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 INTERVALS = [Interval.D1, Interval.H1, Interval.H4]
@@ -223,20 +222,9 @@ def main() -> None:
     ips = in_process(candles)
     for name, value in ips:
         print(f"| {name} | {value} |")
-    bootstrap = os.environ.get("TOKENPULSE_TEST_KAFKA")
     work = Path(tempfile.mkdtemp(prefix="tokenpulse-bench-scoring-"))
-    started = False
-    if not bootstrap:
-        run = subprocess.run(
-            [str(ROOT / "scripts/kafka-local.sh"), "start", str(work / "kafka")], capture_output=True, text=True
-        )
-        bootstrap = run.stdout.strip().splitlines()[-1]
-        started = True
-    try:
+    with broker.kafka(work) as bootstrap:
         rows = through_kafka(bootstrap, candles)
-    finally:
-        if started:
-            subprocess.run([str(ROOT / "scripts/kafka-local.sh"), "stop", str(work / "kafka"), "--clean"], check=False)
     print(f"\nload average after the broker runs: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print("\n| through the broker, same messages, same run (wall clock) | candles/s | of the ceiling |\n|---|---|---|")
     for name, value in rows:
