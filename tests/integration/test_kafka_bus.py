@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tokenpulse_shared.bus import RawMessage, TransientError
 from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import DeadLetterEvent, Event, PriceEvent
-from tokenpulse_shared.topics import DEAD_LETTER, PRICES
+from tokenpulse_shared.events import DeadLetterEvent, Event, PriceEvent, TickEvent
+from tokenpulse_shared.topics import DEAD_LETTER, PRICES, SIGNALS, TICKS
 
 pytestmark = pytest.mark.kafka
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -290,3 +290,50 @@ async def test_a_skip_own_subscription_sees_what_other_instances_publish_not_its
     finally:
         await other.stop()
     assert 1.0 not in seen and {2.0, 3.0} <= set(seen)
+
+
+async def test_a_groups_topics_share_one_consumer_and_a_transient_failure_rewinds_only_its_topic(
+    kafka_bootstrap: str,
+) -> None:
+    """A service's subscriptions in one group are one Kafka consumer (one member joins, no rebalance per
+    topic); when the second topic's handler fails transiently, only its messages come again."""
+    bus = new_bus(kafka_bootstrap)
+    symbol = "MT" + uuid.uuid4().hex[:6].upper()
+    prices_seen: list[str] = []
+    ticks_seen: list[str] = []
+    failures = 0
+
+    async def on_prices(events: list[Event]) -> None:
+        prices_seen.extend(e.event_id for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+
+    async def on_ticks(events: list[Event]) -> None:
+        nonlocal failures
+        mine = [e.event_id for e in events if isinstance(e, TickEvent) and e.symbol == symbol]
+        if mine and failures < 2:
+            failures += 1
+            raise TransientError("downstream unavailable")
+        ticks_seen.extend(mine)
+
+    bus.subscribe(PRICES, "multi", on_prices)
+    bus.subscribe(TICKS, "multi", on_ticks)
+    bus.subscribe(SIGNALS, "multi", on_prices, tail=True)  # reads from the end: a consumer of its own
+    consumers = bus._consumers()
+    assert [[s.topic for s in c] for c in consumers] == [[PRICES, TICKS], [SIGNALS]]
+    prices = [price(symbol, i) for i in range(20)]
+    ticks = [TickEvent(symbol=symbol, source="test", ts=T0, price=float(i + 1), trade_id=str(i)) for i in range(20)]
+    publisher = new_bus(kafka_bootstrap)
+
+    async def publish() -> None:  # both topics hold messages before the consumer's first fetch
+        await publisher.publish(PRICES, prices)
+        await publisher.publish(TICKS, ticks)
+
+    await run_with(publisher, publish)
+
+    async def body() -> None:
+        await wait_for(lambda: len(set(ticks_seen)) == len(ticks) and len(set(prices_seen)) == len(prices))
+        await asyncio.sleep(1.0)  # anything redelivered would arrive now
+
+    await run_with(bus, body)
+    assert failures == 2
+    assert sorted(prices_seen) == sorted(e.event_id for e in prices)  # each once: not rewound with the ticks
+    assert sorted(ticks_seen) == sorted(e.event_id for e in ticks)

@@ -5,7 +5,8 @@
   One PRODUCER span per published batch, whose W3C context goes into every
   message's headers (FastStream's per-message publish path, with a span per
   message, capped a bulk publish at ~7k events/s on this machine);
-* consumers: one consumer group per service (``PREFIX-SERVICE``), batch
+* consumers: one consumer group per service (``PREFIX-SERVICE``), one Kafka
+  consumer per group over all its topics (tail ones apart), batch
   subscribers with ``AckPolicy.NACK_ON_ERROR``: offsets are committed only
   after the handler returned, and a :class:`TransientError` rewinds the batch
   so it is redelivered (at-least-once). Invalid messages and events a handler
@@ -229,6 +230,28 @@ class KafkaBus(Bus):
             return "latest"
         return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
 
+    def _consumers(self) -> list[list[Subscription]]:
+        """The subscriptions grouped into Kafka consumers: one consumer per (group, where a new group starts
+        reading) for all the topics of that group, a broadcast subscription on its own.
+
+        A service's subscriptions share its consumer group; as one consumer each, every member joining made
+        the others rejoin at their next heartbeat, so the scoring service (three topics) took 1.6-3.2 s to
+        start consuming and a replica joining rebalanced three members (docs/benchmarks.md, scoring,
+        2026-12-05). One consumer over the topics joins once. Tail subscriptions (read from the end) need
+        their own consumer: the offset reset is per consumer."""
+        out: list[list[Subscription]] = []
+        shared: dict[tuple[str, str], list[Subscription]] = {}
+        for sub in self.subscriptions:
+            key = (sub.group, self._offset_reset(sub))
+            members = None if sub.broadcast else shared.get(key)
+            if members is not None and all(m.topic is not sub.topic for m in members):
+                members.append(sub)
+                continue
+            out.append([sub])
+            if not sub.broadcast and key not in shared:
+                shared[key] = out[-1]
+        return out
+
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
         self.producer = AIOKafkaProducer(
@@ -242,29 +265,31 @@ class KafkaBus(Bus):
             max_batch_size=PRODUCER_BATCH_BYTES,
         )
         await self.producer.start()
-        for sub in self.subscriptions:
+        for subs in self._consumers():
             # broadcast: no group, every partition from the beginning at every start, nothing committed;
             # tail: the same from the end (only what is published from now on)
+            first = subs[0]
             progress = _Progress()
             # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
-            wait_s = self.graceful_timeout_s if sub.finish_on_rebalance else 2.0
-            listener = None if sub.broadcast else _CommitOnRevoke(None, progress, self.group_id(sub.group), wait_s)
+            wait_s = self.graceful_timeout_s if any(s.finish_on_rebalance for s in subs) else 2.0
+            group = None if first.broadcast else self.group_id(first.group)
+            listener = None if group is None else _CommitOnRevoke(None, progress, group, wait_s)
             subscriber = self.broker.subscriber(
-                sub.topic.name,
-                group_id=None if sub.broadcast else self.group_id(sub.group),
+                *(s.topic.name for s in subs),
+                group_id=group,
                 batch=True,
-                max_records=sub.max_batch,
+                max_records=max(s.max_batch for s in subs),
                 batch_timeout_ms=100,
                 heartbeat_interval_ms=HEARTBEAT_MS,
-                auto_offset_reset=self._offset_reset(sub),
-                ack_policy=AckPolicy.ACK_FIRST if sub.broadcast else AckPolicy.NACK_ON_ERROR,
+                auto_offset_reset=self._offset_reset(first),
+                ack_policy=AckPolicy.ACK_FIRST if first.broadcast else AckPolicy.NACK_ON_ERROR,
                 decoder=_raw_decoder,
                 parser=_batch_parser,
                 listener=listener,
             )
             if listener is not None:
                 listener.subscriber = subscriber
-            subscriber(self._make_handler(sub, progress))
+            subscriber(self._make_handler(subs, progress))
         await self.broker.start()
         self._started = True
 
@@ -355,20 +380,35 @@ class KafkaBus(Bus):
             await consumer.stop()
         return events
 
-    def _make_handler(self, sub: Subscription, progress: _Progress) -> Any:
+    def _make_handler(self, subs: list[Subscription], progress: _Progress) -> Any:
+        """The handler of one consumer: its batch split by topic, each part handled by its subscription in
+        registration order. A transient failure rewinds only that part and the parts after it; the parts
+        already handled are committed with the next batch."""
         bus = self
 
         async def handle_batch(message: KafkaMessage) -> None:
             progress.idle.clear()
             try:
-                await _handle(message)
+                records = message.raw_message
+                if not isinstance(records, tuple):
+                    records = (records,)
+                if len(subs) == 1:
+                    await _handle(subs[0], message, records)
+                    return
+                parts: dict[str, list[Any]] = {s.topic.name: [] for s in subs}
+                for r in records:
+                    parts[r.topic].append(r)
+                for i, sub in enumerate(subs):
+                    if parts[sub.topic.name]:
+                        try:
+                            await _handle(sub, message, tuple(parts[sub.topic.name]))
+                        except TransientError:
+                            message.raw_message = tuple(r for s in subs[i:] for r in parts[s.topic.name])
+                            raise
             finally:
                 progress.idle.set()
 
-        async def _handle(message: KafkaMessage) -> None:
-            records = message.raw_message
-            if not isinstance(records, tuple):
-                records = (records,)
+        async def _handle(sub: Subscription, message: KafkaMessage, records: tuple[Any, ...]) -> None:
             if not sub.broadcast:
                 bus._record_lag(sub, message, records)
             events: list[Event] = []
@@ -412,7 +452,9 @@ class KafkaBus(Bus):
                         "messaging.batch.message_count": len(records),
                     },
                 ):
-                    await bus.deliver(sub, events, dead)
+                    step = sub.max_batch  # the consumer's batches may be larger (another topic's maximum)
+                    for k in range(0, max(len(events), 1), step):
+                        await bus.deliver(sub, events[k : k + step], dead if k == 0 else [])
                 for r in records:  # handled: a commit on revocation may now save it
                     tp = TopicPartition(r.topic, r.partition)
                     progress.handled[tp] = max(progress.handled.get(tp, 0), r.offset + 1)
@@ -421,7 +463,8 @@ class KafkaBus(Bus):
                 await asyncio.sleep(bus.backoff_s * 10)
                 raise
 
-        handle_batch.__name__ = f"{sub.group}_{sub.topic.name.replace('.', '_').replace('-', '_')}"
+        names = "_".join(s.topic.name.replace(".", "_").replace("-", "_") for s in subs)
+        handle_batch.__name__ = f"{subs[0].group}_{names}"
         return handle_batch
 
     def _record_lag(self, sub: Subscription, message: Any, records: Sequence[Any]) -> None:
