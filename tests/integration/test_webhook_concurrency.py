@@ -21,7 +21,10 @@ def receiver() -> Iterator[HttpReceiver]:
         yield r
 
 
-async def burst(receiver: HttpReceiver, concurrency: int, n: int = 24) -> list[dict[str, object]]:
+async def burst(
+    receiver: HttpReceiver, concurrency: int, n: int = 24, left: list[int] | None = None
+) -> list[dict[str, object]]:
+    """Deliver ``n`` webhooks at once; ``left`` gets the number of origins the notifier still tracks after."""
     notifier = Notifier(Settings(webhook_allowlist=["127.0.0.1"], webhook_concurrency=concurrency))
     try:
         messages = [
@@ -36,16 +39,21 @@ async def burst(receiver: HttpReceiver, concurrency: int, n: int = 24) -> list[d
         ]
         # two paths on one origin share its cap
         channels = [AlertChannel(type="webhook", target=f"{receiver.url}/hook/{i % 2}") for i in range(n)]
-        return await asyncio.gather(*(notifier.deliver(c, m) for c, m in zip(channels, messages, strict=True)))
+        records = await asyncio.gather(*(notifier.deliver(c, m) for c, m in zip(channels, messages, strict=True)))
+        if left is not None:
+            left.append(len(notifier._origins))
+        return records
     finally:
         await notifier.close()
 
 
 async def test_in_flight_requests_per_origin_are_capped(receiver: HttpReceiver) -> None:
-    records = await burst(receiver, concurrency=3)
+    left: list[int] = []
+    records = await burst(receiver, concurrency=3, left=left)
     assert [r["status"] for r in records] == ["delivered"] * 24  # every firing delivered, none dropped
     assert len(receiver.received("/hook")) == 24
     assert receiver.peak_in_flight == 3
+    assert left == [0]  # an origin's cap is forgotten once nothing is in flight to it (bounded state)
 
 
 async def test_a_higher_cap_lets_more_overlap(receiver: HttpReceiver) -> None:

@@ -64,8 +64,9 @@ class Notifier:
         self._locks: dict[str, asyncio.Lock] = {}
         # requests in flight per webhook origin (TOKENPULSE_WEBHOOK_CONCURRENCY): the rest wait here, cheaply,
         # not in httpcore's pool queue, whose request assignment scans every queued request against every
-        # connection (35 % of a 300-delivery burst's CPU with 200 in flight)
-        self._origins: dict[str, asyncio.Semaphore] = {}
+        # connection (35 % of a 300-delivery burst's CPU with 200 in flight); an origin's entry (semaphore,
+        # deliveries using it) lives while a delivery to it is in flight, so the map stays bounded
+        self._origins: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
         # point apprise's services at the configured API bases (the public ones by default)
         from apprise.plugins.discord import NotifyDiscord
         from apprise.plugins.slack import NotifySlack
@@ -179,14 +180,21 @@ class Notifier:
         }
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        slots = self._origins.get(origin)
-        if slots is None:
-            slots = self._origins[origin] = asyncio.Semaphore(self.settings.webhook_concurrency)
+        entry = self._origins.get(origin)
+        if entry is None:
+            entry = self._origins[origin] = (asyncio.Semaphore(self.settings.webhook_concurrency), [0])
+        slots, users = entry
+        users[0] += 1
         try:
             async with slots:
                 response = await self.client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            users[0] -= 1
+            # nobody holds or waits for it: the next delivery to the origin makes a new one
+            if users[0] == 0 and self._origins.get(origin) is entry:
+                del self._origins[origin]
         if response.is_success:
             return
         code = response.status_code
