@@ -12,9 +12,7 @@ covers it.
 
 from __future__ import annotations
 
-import gzip
 import os
-import shutil
 from collections.abc import Iterator
 
 import httpx
@@ -31,7 +29,7 @@ from schemathesis.checks import (
 )
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
+from tests.e2e.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -51,15 +49,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("fuzz")
-    # the real bundled history with the intraday files cut to their header: the daily series of BTC and
-    # ETH load in seconds, where BTC's hourly and one-minute bars take minutes
-    bundle = root / "bundle"
-    shutil.copytree(DEFAULT_BUNDLE, bundle)
-    for f in (bundle / "intraday").glob("*.csv.gz"):
-        with gzip.open(f, "rt") as fh:
-            header = fh.readline()
-        with gzip.open(f, "wt") as fh:
-            fh.write(header)
+    bundle = trimmed_bundle(DEFAULT_BUNDLE, root / "bundle")
     port = free_port()
     env = {
         "TOKENPULSE_SYMBOLS": "BTC,ETH",
