@@ -1,17 +1,25 @@
-"""Kafka adapter of the bus port, on FastStream's KafkaBroker (aiokafka underneath).
+"""Kafka adapter of the bus port: one client path, aiokafka for producing and for consuming.
 
-* producer: our own aiokafka producer, idempotent (``enable_idempotence=True``,
-  acks=all), key = the event's partition key (the token symbol), JSON bodies.
-  One PRODUCER span per published batch, whose W3C context goes into every
-  message's headers (FastStream's per-message publish path, with a span per
-  message, capped a bulk publish at ~7k events/s on this machine);
-* consumers: one consumer group per service (``PREFIX-SERVICE``), one Kafka
-  consumer per group over all its topics (tail ones apart), batch
-  subscribers with ``AckPolicy.NACK_ON_ERROR``: offsets are committed only
-  after the handler returned, and a :class:`TransientError` rewinds the batch
-  so it is redelivered (at-least-once). Invalid messages and events a handler
-  keeps failing on go to the dead-letter topic with the reason and are then
-  committed, so a poison message never blocks a partition.
+Why aiokafka alone (FastStream, used before for the consumers, is not used here): measured side by side
+on this project's VM (``bench/bus_paths.py``, figures in docs/benchmarks.md, "Bus client path"), a
+plain ``getmany`` loop consumed and committed faster than a FastStream batch subscriber and answered on a
+quiet topic in a fraction of the time (the subscriber sleeps a whole batch timeout after an empty poll),
+and aiokafka's ``send_batch`` published faster than FastStream's ``publish_batch``. Beyond speed, each
+guarantee below needed a way around FastStream rather than through it: its batch publish puts one batch
+on one partition (the keys had to be mapped to partitions with aiokafka anyway), its batch
+acknowledgement commits everything fetched and its nack rewinds the whole batch (rewinding one topic's
+part meant rewriting its message), and the commit on revocation needed the consumer it hides. What
+FastStream added on top (its ``faststream_*`` metrics) the ``tokenpulse_*`` families already cover.
+
+* producer: one idempotent aiokafka producer (acks=all), key = the event's partition key (the token
+  symbol), placed by the producer's own partitioner (murmur2, as the Java client) and sent as one batch
+  per partition; one PRODUCER span per published batch, its W3C context in every message's headers;
+* consumers: one aiokafka consumer per consumer group (``PREFIX-SERVICE``) over all its shared topics,
+  one per broadcast or tail subscription; offsets are committed after the handlers returned, exactly the
+  ones handled; a :class:`TransientError` rewinds the failing topic's part of the batch (and the parts
+  after it) so it is redelivered; invalid messages and events a handler keeps failing on go to the
+  dead-letter topic with the reason and are then committed, so a poison message never blocks a partition;
+  a rebalance waits for the batch in hand and its commit.
 """
 
 from __future__ import annotations
@@ -21,20 +29,19 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.structs import OffsetAndMetadata
-from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.middlewares import AckPolicy
+from aiokafka.errors import ConsumerStoppedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
 
 from tokenpulse_shared.bus.base import (
     Bus,
+    Delivery,
     RawMessage,
     Subscription,
     TransientError,
@@ -50,9 +57,17 @@ log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"content-type": "application/json"}
 MAX_LINKS = 16
-ORIGIN = "tp-origin"  # header: the publishing bus instance (see Bus.subscribe(skip_own=...))
+ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_OTHERS)
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
+FETCH_WAIT_MS = 100  # the longest a poll waits for records; a record arriving meanwhile returns it at once
+REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
+SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's start positions
+# A service's subscriptions join one group; a member joining makes the others rejoin at their next heartbeat,
+# so a short interval (1/10 of the 10 s session timeout) lets a service start consuming sooner.
+HEARTBEAT_MS = 1000
+
+_Record: TypeAlias = Any  # aiokafka's ConsumerRecord; aiokafka ships no type information
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -62,24 +77,6 @@ def _headers(record: Any) -> dict[str, str]:
 def _raw(record: Any) -> RawMessage:
     key = record.key.decode("utf-8", "replace") if record.key else None
     return RawMessage(value=record.value, key=key, headers=_headers(record))
-
-
-async def _raw_decoder(msg: Any) -> Any:
-    """Keep bodies as bytes: validation (and dead-lettering) is ours, per message."""
-    return None
-
-
-async def _batch_parser(records: Any, original: Any) -> Any:
-    """FastStream's batch parser, minus its per-record work: it decoded every record's headers into a
-    dict (and the body list) that nothing here reads (handlers take ``raw_message``), about as costly
-    as validating the event. The message is parsed from the first record (its headers for the logs),
-    then given the whole batch, which is what acknowledging and rewinding (nack) work on."""
-    if not isinstance(records, tuple) or len(records) <= 1:
-        return await original(records)
-    message = await original(records[:1])
-    message.raw_message = records
-    message.body = [r.value or b"" for r in records]  # what FastStream's metrics size a batch by
-    return message
 
 
 def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
@@ -124,53 +121,231 @@ async def ensure_topics(
         await admin.close()
 
 
-class _Progress:
-    """What a subscription's handler is doing: running or idle, and per partition the offset after the last
-    record it handled (what a commit on revocation may save)."""
+class _KeyPartitions:
+    """key -> partition per topic with the producer's partitioner, remembered while the topic's partitions are
+    unchanged (the partitioner maps a key over all of them): its pure-Python hash, once per message, cost more
+    than the rest of a publish."""
 
-    def __init__(self) -> None:
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.handled: dict[TopicPartition, int] = {}
+    def __init__(self, partitioner: DefaultPartitioner) -> None:
+        self.partitioner = partitioner
+        self.cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+
+    def of(self, topic: str, partitions: list[int]) -> Any:
+        cached = self.cache.get(topic)
+        if cached is None or cached[0] != partitions:
+            cached = self.cache[topic] = (partitions, {})
+        known = cached[1]
+        partitioner = self.partitioner
+
+        def partition(key: bytes | None) -> int:
+            if key is None:
+                return int(partitioner(None, partitions, partitions))
+            p = known.get(key)
+            if p is None:
+                if len(known) >= PARTITION_CACHE_KEYS:
+                    known.clear()
+                p = known[key] = partitioner(key, partitions, partitions)
+            return p
+
+        return partition
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in
-    hand, then commit exactly what was handled, while the group still accepts this member's commits. Without
-    it, a batch finished during the rebalance fails to commit and is handled again after it (the duplicates
-    a restart or a scale step would otherwise cause)."""
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in hand
+    and its commit, which the group still accepts from this member until the callback returns. Without it, a
+    batch finished during the rebalance fails to commit and is handled again by the partitions' next owner.
+    (Hooks for state owned per partition would be called here too.)"""
 
-    def __init__(self, subscriber: Any, progress: _Progress, group: str, wait_s: float) -> None:
-        self.subscriber, self.progress, self.group, self.wait_s = subscriber, progress, group, wait_s
+    def __init__(self, idle: asyncio.Event, group: str, wait_s: float) -> None:
+        self.idle, self.group, self.wait_s = idle, group, wait_s
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         try:
-            await asyncio.wait_for(self.progress.idle.wait(), self.wait_s)
+            await asyncio.wait_for(self.idle.wait(), self.wait_s)
         except TimeoutError:
             log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
-        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.progress.handled.items() if tp in revoked}
-        for tp in revoked:
-            self.progress.handled.pop(tp, None)
-        consumer = getattr(self.subscriber, "consumer", None)
-        if offsets and consumer is not None:
-            try:
-                await consumer.commit(offsets)
-            except Exception as exc:  # the group moved on already: the batch is redelivered (at-least-once)
-                log.warning("%s: commit on rebalance failed (%r); its last batch may be redelivered", self.group, exc)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
 
 
-# A service's subscriptions are members of one consumer group, and each member joining at start makes
-# the others rejoin, which they notice at their next heartbeat: with aiokafka's 3 s interval the scoring
-# service (three subscriptions) took ~6.4 s to start consuming steadily, with 1 s ~2.9 s (1/10 of the
-# 10 s session timeout; docs/benchmarks.md, scoring, 2026-12-05).
-HEARTBEAT_MS = 1000
+class _Consumer:
+    """One aiokafka consumer over the topics of ``subs`` (all of one delivery and group) and the loop that hands
+    its batches to their handlers."""
+
+    def __init__(self, bus: KafkaBus, subs: list[Subscription]) -> None:
+        self.bus, self.subs = bus, subs
+        first = subs[0]
+        self.shared = first.delivery is Delivery.SHARED
+        self.group = first.group
+        self.name = f"{first.group}:{','.join(s.topic.name for s in subs)}"
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.stopping = False
+        self.consumer: AIOKafkaConsumer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        bus, first = self.bus, self.subs[0]
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bus.bootstrap,
+            client_id=bus.client_id,
+            group_id=bus.group_id(first.group) if self.shared else None,
+            enable_auto_commit=False,
+            auto_offset_reset=bus.offset_reset(first),
+            heartbeat_interval_ms=HEARTBEAT_MS,
+        )
+        listener = None
+        if self.shared:
+            finish = any(s.finish_batch_on_rebalance for s in self.subs)
+            wait_s = bus.graceful_timeout_s if finish else REBALANCE_WAIT_S
+            listener = _FinishBatchOnRevoke(self.idle, bus.group_id(first.group), wait_s)
+        self.consumer.subscribe(topics=[s.topic.name for s in self.subs], listener=listener)
+        await self.consumer.start()
+        if not self.shared:
+            await self._settle()
+        self.task = asyncio.create_task(self._run(), name=f"bus:{self.name}")
+
+    async def _settle(self) -> None:
+        """Resolve a groupless consumer's start positions now, so that a tail receives everything published
+        after :meth:`KafkaBus.start` returned."""
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            async with asyncio.timeout(SETTLE_S):
+                while not consumer.assignment():  # noqa: ASYNC110 - aiokafka signals an assignment by no event
+                    await asyncio.sleep(0.05)
+                for tp in consumer.assignment():
+                    await consumer.position(tp)
+        except TimeoutError:
+            log.warning("%s: start positions not resolved in %.0f s; consuming anyway", self.name, SETTLE_S)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop fetching, let the batch in hand finish and commit (up to ``timeout``), leave the group."""
+        self.stopping = True
+        if self.task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.task), timeout)
+            except TimeoutError:
+                log.warning("%s: a batch was still running after %.0f s; it will be redelivered", self.name, timeout)
+                self.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.task
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+    async def _run(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        max_records = max(s.max_batch for s in self.subs)
+        while not self.stopping:
+            try:
+                batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=max_records)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:  # the client reconnects by itself; try again shortly
+                log.warning("%s: fetch failed (%r); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not batch:
+                continue
+            try:
+                await self._handle(batch)
+            except Exception:  # a fault of ours, not a handler's (those rewind): keep the consumer alive, loudly
+                log.exception("%s: a fetched batch could not be handled", self.name)
+                await asyncio.sleep(1.0)
+
+    async def _handle(self, batch: dict[TopicPartition, list[_Record]]) -> None:
+        """Each topic's part of the batch to its subscription, in registration order; then commit what was
+        handled. A failure rewinds that part and the parts after it (the earlier ones stay committed)."""
+        self.idle.clear()
+        try:
+            if self.shared:
+                self._record_lag(batch)
+            parts: dict[str, dict[TopicPartition, list[_Record]]] = {}
+            for tp, records in batch.items():
+                parts.setdefault(tp.topic, {})[tp] = records
+            handled: dict[TopicPartition, int] = {}
+            for i, sub in enumerate(self.subs):
+                part = parts.get(sub.topic.name)
+                if not part:
+                    continue
+                try:
+                    await self.bus._consume(sub, [r for records in part.values() for r in records])
+                except Exception as exc:
+                    await self._rewind(parts, self.subs[i:], handled, exc)
+                    return
+                handled.update((tp, records[-1].offset + 1) for tp, records in part.items())
+            await self._commit(handled)
+        finally:
+            self.idle.set()
+
+    async def _rewind(
+        self,
+        parts: dict[str, dict[TopicPartition, list[_Record]]],
+        failed: list[Subscription],
+        handled: dict[TopicPartition, int],
+        exc: Exception,
+    ) -> None:
+        if isinstance(exc, TransientError):
+            log.warning("%s: transient failure (%s); the batch will be redelivered", self.name, exc)
+        else:  # e.g. the dead letters could not be published: the batch is not done either
+            log.error("%s: batch failed (%r); it will be redelivered", self.name, exc)
+        assert self.consumer is not None
+        for sub in failed:
+            for tp, records in parts.get(sub.topic.name, {}).items():
+                with contextlib.suppress(KafkaError):  # no longer assigned: its next owner reads it
+                    self.consumer.seek(tp, records[0].offset)
+        await self._commit(handled)
+        await asyncio.sleep(self.bus.backoff_s * 10)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if not self.shared or not offsets:
+            return
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        if not mine:
+            return
+        try:
+            await self.consumer.commit(mine)
+        except KafkaError as exc:  # the group moved on (rebalance) or the broker is away: redelivered later
+            log.info("%s: commit failed (%r); the batch may be redelivered", self.name, exc)
+
+    def _record_lag(self, batch: dict[TopicPartition, list[_Record]]) -> None:
+        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the offset
+        after this batch's last record there."""
+        assert self.consumer is not None
+        for tp, records in batch.items():
+            end = self.consumer.highwater(tp)
+            if end is not None and records:
+                CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - records[-1].offset - 1))
+
+
+def _trace_parent(records: Sequence[_Record]) -> tuple[Context | None, list[Link]]:
+    """The first message's trace continues through the handler (its publishes become children); the other
+    traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's messaging conventions
+    suggest for batches. Only those headers are parsed: per message that cost more than validating the event."""
+    if not records:
+        return None, []
+    parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
+    for record in records[1:]:
+        if len(parents) >= MAX_LINKS:
+            break
+        for k, v in record.headers or ():
+            if k == "traceparent":
+                parents[v] = None
+                break
+    parent = propagate.extract(_headers(records[0]))
+    others = [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
+    links = [Link(trace.get_current_span(c).get_span_context()) for c in others]
+    return parent, [link for link in links if link.context.is_valid]
 
 
 class KafkaBus(Bus):
     """The distributed-mode bus."""
+
+    tracer_name = "tokenpulse.bus.kafka"
 
     def __init__(
         self,
@@ -178,8 +353,6 @@ class KafkaBus(Bus):
         *,
         client_id: str = "tokenpulse",
         group_prefix: str = "tokenpulse",
-        tracer_provider: TracerProvider | None = None,
-        prometheus_registry: Any | None = None,
         from_beginning: bool = True,
         replication: int = 1,
         graceful_timeout_s: float = 25.0,
@@ -188,127 +361,89 @@ class KafkaBus(Bus):
     ) -> None:
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
+        self.client_id = client_id
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
-        self.partitions = partitions
-        # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
-        # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
-        middlewares: list[Any] = []
-        if prometheus_registry is not None:
-            from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-
-            middlewares.append(KafkaPrometheusMiddleware(registry=prometheus_registry))
-        self.broker = KafkaBroker(
-            bootstrap,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            middlewares=tuple(middlewares),
-            logger=None,
-            # on stop, a subscriber stops fetching and waits this long for the batch its handler is on
-            graceful_timeout=graceful_timeout_s,
-        )
-        self._started = False
         self.graceful_timeout_s = graceful_timeout_s
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
-        self.client_id = client_id
-        # stamped on everything this instance publishes, so a `skip_own` subscription can drop it undecoded
+        self.partitions = partitions
+        # stamped on everything this instance publishes, so a TAIL_OTHERS subscription can drop it undecoded
         self.origin = uuid.uuid4().hex.encode()
+        self.partitioner = DefaultPartitioner()
+        self._keys = _KeyPartitions(self.partitioner)
         self.producer: AIOKafkaProducer | None = None
-        # key -> partition per topic, valid while the topic's partition set is unchanged: aiokafka's
-        # partitioner hashes in pure Python (murmur2) and copies the partition lists at every call, which
-        # cost alerts ~7 % of its time (one call per firing: firings are keyed by rule)
-        self._partition_cache: dict[str, tuple[frozenset[int], dict[bytes, int]]] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._running: list[_Consumer] = []
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
 
-    def _offset_reset(self, sub: Subscription) -> Literal["latest", "earliest"]:
-        if sub.tail:
-            return "latest"
-        return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
+    def offset_reset(self, sub: Subscription) -> Literal["latest", "earliest"]:
+        """Where a consumer without committed offsets starts (a groupless one: at every start)."""
+        if sub.delivery is Delivery.BROADCAST:
+            return "earliest"
+        if sub.delivery is Delivery.SHARED and self.from_beginning:
+            return "earliest"
+        return "latest"
 
     def _consumers(self) -> list[list[Subscription]]:
-        """The subscriptions grouped into Kafka consumers: one consumer per (group, where a new group starts
-        reading) for all the topics of that group, a broadcast subscription on its own.
+        """The subscriptions grouped into Kafka consumers: one consumer per shared group for all the topics of
+        that group (a topic subscribed twice in one group: a second member), one per other subscription.
 
-        A service's subscriptions share its consumer group; as one consumer each, every member joining made
-        the others rejoin at their next heartbeat, so the scoring service (three topics) took 1.6-3.2 s to
-        start consuming and a replica joining rebalanced three members (docs/benchmarks.md, scoring,
-        2026-12-05). One consumer over the topics joins once. Tail subscriptions (read from the end) need
-        their own consumer: the offset reset is per consumer."""
+        A member joining a group makes the others rejoin; one consumer over a service's topics joins once,
+        so a service starts consuming sooner and a replica joining rebalances one member, not one per topic."""
         out: list[list[Subscription]] = []
-        shared: dict[tuple[str, str], list[Subscription]] = {}
+        shared: dict[str, list[Subscription]] = {}
         for sub in self.subscriptions:
-            key = (sub.group, self._offset_reset(sub))
-            members = None if sub.broadcast else shared.get(key)
+            members = shared.get(sub.group) if sub.delivery is Delivery.SHARED else None
             if members is not None and all(m.topic is not sub.topic for m in members):
                 members.append(sub)
                 continue
             out.append([sub])
-            if not sub.broadcast and key not in shared:
-                shared[key] = out[-1]
+            if sub.delivery is Delivery.SHARED and sub.group not in shared:
+                shared[sub.group] = out[-1]
         return out
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        await self._admin.start()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             client_id=self.client_id,
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
+            partitioner=self.partitioner,
             # aiokafka's default 16 KB batches hold ~30 events; with idempotence one request is in flight
-            # per broker, so a 5,000-event publish waited for ~150 sequential acks (see docs/benchmarks.md)
+            # per broker, so a large publish would wait for one acknowledgement per small batch in turn
             max_batch_size=PRODUCER_BATCH_BYTES,
         )
         await self.producer.start()
-        for subs in self._consumers():
-            # broadcast: no group, every partition from the beginning at every start, nothing committed;
-            # tail: the same from the end (only what is published from now on)
-            first = subs[0]
-            progress = _Progress()
-            # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
-            wait_s = self.graceful_timeout_s if any(s.finish_on_rebalance for s in subs) else 2.0
-            group = None if first.broadcast else self.group_id(first.group)
-            listener = None if group is None else _CommitOnRevoke(None, progress, group, wait_s)
-            subscriber = self.broker.subscriber(
-                *(s.topic.name for s in subs),
-                group_id=group,
-                batch=True,
-                max_records=max(s.max_batch for s in subs),
-                batch_timeout_ms=100,
-                heartbeat_interval_ms=HEARTBEAT_MS,
-                auto_offset_reset=self._offset_reset(first),
-                ack_policy=AckPolicy.ACK_FIRST if first.broadcast else AckPolicy.NACK_ON_ERROR,
-                decoder=_raw_decoder,
-                parser=_batch_parser,
-                listener=listener,
-            )
-            if listener is not None:
-                listener.subscriber = subscriber
-            subscriber(self._make_handler(subs, progress))
-        await self.broker.start()
-        self._started = True
+        self._running = [_Consumer(self, subs) for subs in self._consumers()]
+        await asyncio.gather(*(c.start() for c in self._running))
 
     async def stop_consuming(self) -> None:
         """Graceful shutdown, step 1: stop fetching, let the handlers finish the batches they are on (up to
         ``graceful_timeout_s``), commit their offsets and leave the consumer groups. Publishing still works."""
-        if self._started:
-            await self.broker.stop()
-            self._started = False
+        running, self._running = self._running, []
+        await asyncio.gather(*(c.stop(self.graceful_timeout_s) for c in running))
 
     async def stop(self) -> None:
         await self.stop_consuming()  # consumers first: a handler still running may publish
         if self.producer is not None:
             await self.producer.stop()  # flushes what is buffered
             self.producer = None
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
     async def ready(self) -> bool:
+        if self._admin is None:
+            return False
         try:
-            return bool(await self.broker.ping(timeout=2.0))
+            await asyncio.wait_for(self._admin.describe_cluster(), 2.0)
+            return True
         except Exception:
             return False
 
@@ -380,107 +515,41 @@ class KafkaBus(Bus):
             await consumer.stop()
         return events
 
-    def _make_handler(self, subs: list[Subscription], progress: _Progress) -> Any:
-        """The handler of one consumer: its batch split by topic, each part handled by its subscription in
-        registration order. A transient failure rewinds only that part and the parts after it; the parts
-        already handled are committed with the next batch."""
-        bus = self
-
-        async def handle_batch(message: KafkaMessage) -> None:
-            progress.idle.clear()
+    async def _consume(self, sub: Subscription, records: list[_Record]) -> None:
+        """One topic's part of a fetched batch: decoded (invalid ones dead-lettered), then handed to ``sub``'s
+        handler under one CONSUMER span, in chunks of its ``max_batch``."""
+        events: list[Event] = []
+        dead: list[DeadLetterEvent] = []
+        kept: list[_Record] = []
+        own = (ORIGIN, self.origin)
+        for record in records:
+            if record.value is None:  # tombstone on a compacted topic: the deletion event came first
+                continue
+            if sub.delivery is Delivery.TAIL_OTHERS and own in (record.headers or ()):
+                continue
+            kept.append(record)
             try:
-                records = message.raw_message
-                if not isinstance(records, tuple):
-                    records = (records,)
-                if len(subs) == 1:
-                    await _handle(subs[0], message, records)
-                    return
-                parts: dict[str, list[Any]] = {s.topic.name: [] for s in subs}
-                for r in records:
-                    parts[r.topic].append(r)
-                for i, sub in enumerate(subs):
-                    if parts[sub.topic.name]:
-                        try:
-                            await _handle(sub, message, tuple(parts[sub.topic.name]))
-                        except TransientError:
-                            message.raw_message = tuple(r for s in subs[i:] for r in parts[s.topic.name])
-                            raise
-            finally:
-                progress.idle.set()
-
-        async def _handle(sub: Subscription, message: KafkaMessage, records: tuple[Any, ...]) -> None:
-            if not sub.broadcast:
-                bus._record_lag(sub, message, records)
-            events: list[Event] = []
-            dead: list[DeadLetterEvent] = []
-            first: Any = None
-            parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
-            for record in records:
-                if record.value is None:  # tombstone on a compacted topic: the deletion event came first
-                    continue
-                if sub.skip_own and (ORIGIN, bus.origin) in (record.headers or ()):
-                    continue
-                if first is None:
-                    first = record
-                elif len(parents) < MAX_LINKS:
-                    for k, v in record.headers or ():
-                        if k == "traceparent":
-                            parents[v] = None
-                            break
-                try:
-                    events.append(decode_message(sub.topic, RawMessage(value=record.value)))
-                except ValueError as exc:
-                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
-            # The first message's trace continues through the handler (its publishes become children);
-            # the other traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's
-            # messaging conventions suggest for batches. Only those headers are parsed: per message it
-            # cost more than validating the event.
-            contexts = [propagate.extract(_headers(first))] if first is not None else []
-            contexts += [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
-            parent = contexts[0] if contexts else None
-            links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
-            try:
-                with bus.tracer.start_as_current_span(
-                    f"{sub.topic.name} process",
-                    context=parent,
-                    kind=SpanKind.CONSUMER,
-                    links=[link for link in links if link.context.is_valid],
-                    attributes={
-                        "messaging.system": "kafka",
-                        "messaging.destination.name": sub.topic.name,
-                        "messaging.consumer.group.name": bus.group_id(sub.group),
-                        "messaging.batch.message_count": len(records),
-                    },
-                ):
-                    step = sub.max_batch  # the consumer's batches may be larger (another topic's maximum)
-                    for k in range(0, max(len(events), 1), step):
-                        await bus.deliver(sub, events[k : k + step], dead if k == 0 else [])
-                for r in records:  # handled: a commit on revocation may now save it
-                    tp = TopicPartition(r.topic, r.partition)
-                    progress.handled[tp] = max(progress.handled.get(tp, 0), r.offset + 1)
-            except TransientError as exc:
-                log.warning("%s: transient failure (%s); batch will be redelivered", sub.group, exc)
-                await asyncio.sleep(bus.backoff_s * 10)
-                raise
-
-        names = "_".join(s.topic.name.replace(".", "_").replace("-", "_") for s in subs)
-        handle_batch.__name__ = f"{subs[0].group}_{names}"
-        return handle_batch
-
-    def _record_lag(self, sub: Subscription, message: Any, records: Sequence[Any]) -> None:
-        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the
-        offset after this batch's last record there."""
-        consumer = getattr(message, "consumer", None)
-        if consumer is None or not records:
+                events.append(decode_message(sub.topic, RawMessage(value=record.value)))
+            except ValueError as exc:
+                dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
+        if not kept:
             return
-        last: dict[int, int] = {}
-        for r in records:
-            last[r.partition] = max(last.get(r.partition, -1), r.offset)
-        for partition, offset in last.items():
-            with contextlib.suppress(Exception):
-                end = consumer.highwater(TopicPartition(sub.topic.name, partition))
-                if end is not None:
-                    CONSUMER_LAG.labels(sub.group, sub.topic.name, str(partition)).set(max(0, end - offset - 1))
+        parent, links = _trace_parent(kept)
+        with self.tracer.start_as_current_span(
+            f"{sub.topic.name} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": sub.topic.name,
+                "messaging.consumer.group.name": self.group_id(sub.group),
+                "messaging.batch.message_count": len(kept),
+            },
+        ):
+            step = sub.max_batch  # the consumer's batches may be larger (another topic's maximum)
+            for k in range(0, max(len(events), 1), step):
+                await self.deliver(sub, events[k : k + step], dead if k == 0 else [])
 
     def _producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -488,7 +557,8 @@ class KafkaBus(Bus):
         return self.producer
 
     async def _send(self, topic: Topic, messages: list[tuple[bytes | None, bytes | None, dict[str, str]]]) -> None:
-        """Send (value, key, headers) messages under one PRODUCER span; returns once the broker has them all."""
+        """Send (value, key, headers) messages under one PRODUCER span, one producer batch per partition (in
+        publishing order within it); returns once the broker has them all."""
         if not messages:
             return
         producer = self._producer()
@@ -503,56 +573,47 @@ class KafkaBus(Bus):
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            # Batches built here, one run per partition (the producer's own partitioner picks it, so keys
-            # land where a per-message send would put them, in order): aiokafka's per-message send() cost
-            # ~5x as much per event (see docs/benchmarks.md, scoring).
-            await producer.partitions_for(topic.name)  # waits for the topic's metadata
-            origin = (ORIGIN, self.origin)
+            partition_of = self._keys.of(topic.name, sorted(await producer.partitions_for(topic.name)))
             encoded: dict[int, list[tuple[str, bytes]]] = {}
-            partitions = self._partitions_by_key(producer, topic.name)
             by_partition: dict[int, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = {}
             for value, key, headers in messages:
                 hdrs = encoded.get(id(headers))
                 if hdrs is None:
-                    hdrs = [(k, v.encode()) for k, v in {**headers, **carrier}.items()]
-                    hdrs.append(origin)
-                    encoded[id(headers)] = hdrs
-                partition = partitions.get(key) if key is not None else None
-                if partition is None:
-                    partition = producer._partition(topic.name, None, key, value, key, value)
-                    if key is not None:
-                        if len(partitions) >= PARTITION_CACHE_KEYS:
-                            partitions.clear()
-                        partitions[key] = partition
-                by_partition.setdefault(partition, []).append((value, key, hdrs))
+                    hdrs = encoded[id(headers)] = [(k, v.encode()) for k, v in {**headers, **carrier}.items()]
+                    hdrs.append((ORIGIN, self.origin))
+                by_partition.setdefault(partition_of(key), []).append((value, key, hdrs))
             futures = []
             for partition, records in by_partition.items():
-                batch = producer.create_batch()
-                for value, key, hdrs in records:
-                    if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
-                        if batch.record_count() == 0:  # larger than a batch: on its own, as before
-                            futures.append(await producer.send(topic.name, value, key, partition, headers=hdrs))
-                            continue
-                        batch.close()
-                        futures.append(await producer.send_batch(batch, topic.name, partition=partition))
-                        batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
-                            futures.append(await producer.send(topic.name, value, key, partition, headers=hdrs))
-                if batch.record_count():
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, topic.name, partition=partition))
+                futures += await self._send_partition(producer, topic.name, partition, records)
             await asyncio.gather(*futures)
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
 
-    def _partitions_by_key(self, producer: AIOKafkaProducer, topic: str) -> dict[bytes, int]:
-        """The key -> partition cache of ``topic``, emptied when its partitions change (the partitioner
-        maps a key over all of a topic's partitions, so the mapping holds exactly as long as they do)."""
-        current = frozenset(producer.client.cluster.partitions_for_topic(topic) or ())
-        cached = self._partition_cache.get(topic)
-        if cached is None or cached[0] != current:
-            cached = (current, {})
-            self._partition_cache[topic] = cached
-        return cached[1]
+    @staticmethod
+    async def _send_partition(
+        producer: AIOKafkaProducer,
+        topic: str,
+        partition: int,
+        records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    ) -> list[Any]:
+        """Queue ``records`` for one partition as few producer batches as their size allows; the futures of
+        the broker's acknowledgements."""
+        futures = []
+        batch = producer.create_batch()
+        for value, key, hdrs in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+                continue
+            if batch.record_count():  # full: send it, start the next
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+                    continue
+            # larger than a batch on its own: a message by itself
+            futures.append(await producer.send(topic, value, key, partition, headers=hdrs))
+        if batch.record_count():
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         for event in events:
