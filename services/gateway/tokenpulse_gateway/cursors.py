@@ -17,8 +17,8 @@ from tokenpulse_shared.events import SYMBOL_PATTERN
 
 from tokenpulse_gateway.errors import ApiError
 
-MAX_CURSOR_CHARS = 200
-"""the longest cursor issued (a firing's time and 64-character id) is about 130 characters"""
+MAX_CURSOR_CHARS = 600
+"""the longest cursor that can be issued: a firing's time and a 64-character id all of JSON escapes (552)"""
 
 STORE_MIN_MS = -2_208_988_800_000
 """1900-01-01T00:00:00Z, the first instant the store's ``DateTime64(3)`` columns hold"""
