@@ -11,6 +11,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
 
+from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.deps import LIMITER_DOWN, Admin, Authed, StreamAuthed, tier_for
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import KeyStore
@@ -184,7 +185,8 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                     }
                 },
                 "description": "server-sent events",
-            }
+            },
+            **ex.responses("stream", 400, 401, 422, 429),
         },
     )
     async def stream(
