@@ -129,8 +129,22 @@ def create_app(ctx: Context) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
-            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "ETag"],
+            allow_headers=[
+                "X-API-Key",
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "ETag",
+                "X-Request-ID",
+            ],
             max_age=600,
         )
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
