@@ -134,10 +134,12 @@ def test_an_exception_is_one_bounded_line_without_locals_or_keys(capsys: pytest.
 
 def test_the_request_boundary_logs_one_line_with_request_and_trace_ids(capsys: pytest.CaptureFixture[str]) -> None:
     """An exception the app lets through: a 500 quoting the request id, one log line with the id, the route's
-    method and path, and the trace id of the span the request runs in."""
+    method and path, and the trace id of the span the request runs in; what the app logged before carries the
+    request id too."""
     from tokenpulse_gateway.errors import RequestBoundary
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
+        logging.getLogger("tokenpulse.test").warning("about to fail")
         raise ValueError("boom")
 
     sent: list[dict[str, Any]] = []
@@ -158,8 +160,9 @@ def test_the_request_boundary_logs_one_line_with_request_and_trace_ids(capsys: p
             trace_ids.append(format(span.get_span_context().trace_id, "032x"))
 
     lines = _logged(capsys, "json", emit)
-    assert len(lines) == 1, lines
-    fields = json.loads(lines[0])
+    assert len(lines) == 2, lines
+    assert json.loads(lines[0])["request_id"] == "req-42"
+    fields = json.loads(lines[1])
     assert fields["request_id"] == "req-42" and fields["method"] == "GET" and fields["route"] == "/v1/x"
     assert fields["error"] == "ValueError: boom" and fields["trace_id"] == trace_ids[0]
     assert sent[0]["status"] == 500 and (b"x-request-id", b"req-42") in sent[0]["headers"]

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tokenpulse_shared.telemetry import REQUEST_ID
 
 log = structlog.get_logger(__name__)
 
@@ -91,13 +92,17 @@ class RequestBoundary:
                 message = {**message, "headers": [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]}
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=rid):
-            try:
-                await self.app(scope, receive, send_with_id)
-            except Exception as exc:
-                log.error("unhandled error", exc_info=exc, method=scope.get("method"), route=route_of(scope))
-                if not started:  # else the answer is cut short: the client sees a broken response
-                    await internal_error(rid)(scope, receive, send_with_id)
+        bound = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error(
+                "unhandled error", exc_info=exc, method=scope.get("method"), route=route_of(scope), request_id=rid
+            )
+            if not started:  # else the answer is cut short: the client sees a broken response
+                await internal_error(rid)(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(bound)
 
 
 def internal_error(rid: str) -> JSONResponse:
