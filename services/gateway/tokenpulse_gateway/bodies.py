@@ -40,12 +40,15 @@ def check_body(body: bytes) -> None:
     """Raise a 422 :class:`ApiError` for a body that is not JSON or nests deeper than :data:`MAX_BODY_DEPTH`."""
     if not body:
         return
+    too_deep = ApiError(422, "invalid_request", f"request body nests deeper than {MAX_BODY_DEPTH} levels")
     try:
         value = from_json(body)
     except ValueError as exc:
+        if "recursion limit" in str(exc):  # the parser's own limit, far above ours
+            raise too_deep from exc
         raise ApiError(422, "invalid_request", f"request body is not valid JSON: {exc}") from exc
     if json_depth(value, MAX_BODY_DEPTH) > MAX_BODY_DEPTH:
-        raise ApiError(422, "invalid_request", f"request body nests deeper than {MAX_BODY_DEPTH} levels")
+        raise too_deep
 
 
 class JsonBodyRoute(APIRoute):
