@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.routing import APIRoute
 from hypothesis import given, settings
@@ -67,9 +68,15 @@ def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
             yield from api_routes(route.original_router.routes)
 
 
-def test_every_route_that_takes_a_body_checks_it() -> None:
-    store = Store("chdb:///nonexistent-never-opened")  # create_app only keeps it
+async def test_every_route_that_takes_a_body_checks_it() -> None:
+    store = Store("chdb:///nonexistent-never-opened")  # never reached: the body is refused first
     app = create_app(Context(settings=Settings(admin_token="t" * 24), bus=InMemoryBus(), store=store))
-    with_body = {r.path: type(r) for r in api_routes(app.routes) if r.body_field is not None}
-    assert {"/v1/keys", "/v1/admin/keys", "/v1/alerts"} <= set(with_body)
-    assert set(with_body.values()) == {JsonBodyRoute}, with_body
+    with_body = [r for r in api_routes(app.routes) if r.body_field is not None]
+    assert {"/v1/keys", "/v1/admin/keys", "/v1/alerts"} <= {r.path for r in with_body}
+    assert all(isinstance(r, JsonBodyRoute) for r in with_body), [(r.path, type(r)) for r in with_body]
+    deep = b"[" * (MAX_BODY_DEPTH + 1) + b"]" * (MAX_BODY_DEPTH + 1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        for route in with_body:
+            for method in route.methods:
+                r = await client.request(method, route.path, content=deep, headers={"content-type": "application/json"})
+                assert r.status_code == 422 and "nests deeper" in r.json()["error"]["message"], (route.path, r.text)
