@@ -14,6 +14,10 @@ State and where it comes from at start:
   pending (their deliveries resume), and each rule's last firing (cooldowns
   survive restarts).
 
+A rule or firing record that cannot be read at start is quarantined, never a
+reason not to start: logged, dead-lettered, counted in ``/readyz``
+(docs/reliability.md, "Unreadable records quarantined at start").
+
 Prices, grades and signals are consumed in the service's consumer group, keyed
 by symbol. Each firing is published ``pending`` *before* the consumer commits
 the triggering event, delivered in the background (bounded concurrency), and
@@ -41,6 +45,7 @@ from tokenpulse_shared.events import (
     AlertChannel,
     AlertFiredEvent,
     AlertRuleEvent,
+    DeadLetterEvent,
     GradeEvent,
     PriceEvent,
     SignalEvent,
@@ -103,6 +108,7 @@ class AlertsService:
         self.evaluated = 0
         self.fired = 0
         self.quarantined = {"rules": 0, "firings": 0}  # records that could not be read at start
+        self.quarantine: list[DeadLetterEvent] = []  # their dead letters, until restore publishes them
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def register(self, ctx: Context) -> None:
@@ -145,6 +151,9 @@ class AlertsService:
             rules, log_events = await self._read_store(ctx.store, since_ms)
         else:
             rules, log_events = await self._read_topics(ctx.bus, since_ms)
+        if self.quarantine:  # one publish for them all: a broker may hold many
+            await ctx.bus.publish(DEAD_LETTER, self.quarantine)
+            self.quarantine = []
         ctx.status["quarantined_rules"] = self.quarantined["rules"]
         ctx.status["quarantined_firings"] = self.quarantined["firings"]
         for i, rule in enumerate(rules):
@@ -172,7 +181,7 @@ class AlertsService:
         for row in await store.query(f"SELECT {rule_table.COLUMNS} FROM alert_rules FINAL WHERE deleted = 0"):
             rule = rule_table.decode_row(row)
             if isinstance(rule, rule_table.UnreadableRule):
-                await self._quarantine("rules", ALERT_RULES, rule.rule_id, rule.reason, rule.raw())
+                self._quarantine("rules", ALERT_RULES, rule.rule_id, rule.reason, rule.raw())
             else:
                 rules.append(rule)
         fired_rows = await store.query(
@@ -184,9 +193,9 @@ class AlertsService:
         for r in fired_rows:
             try:
                 log_events.append(_firing_from_row(r))
-            except (ValidationError, ValueError, TypeError, RecursionError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:  # a ValidationError is a ValueError
                 raw = RawMessage(value=json.dumps(r, default=str).encode(), key=str(r[1]))
-                await self._quarantine("firings", ALERTS, str(r[0]), _reason(exc), raw)
+                self._quarantine("firings", ALERTS, str(r[0]), _reason(exc), raw)
         return rules, log_events
 
     async def _read_topics(self, bus: Bus, since_ms: int) -> tuple[list[AlertRuleEvent], list[AlertFiredEvent]]:
@@ -197,23 +206,23 @@ class AlertsService:
         deleted = {r.rule_id for r in rules if r.deleted}  # rule ids are never reused: a deletion is final
         for bad in bad_rules:
             if bad.message.key not in deleted:
-                await self._quarantine("rules", ALERT_RULES, bad.message.key or "?", bad.reason, bad.message)
+                self._quarantine("rules", ALERT_RULES, bad.message.key or "?", bad.reason, bad.message)
         bad_firings: list[Rejected] = []
         events = await bus.read_log(ALERTS, since_ms=since_ms, rejected=bad_firings)
         for bad in bad_firings:
-            await self._quarantine("firings", ALERTS, bad.message.key or "?", bad.reason, bad.message)
+            self._quarantine("firings", ALERTS, bad.message.key or "?", bad.reason, bad.message)
         return rules, [e for e in events if isinstance(e, AlertFiredEvent)]
 
-    async def _quarantine(self, kind: str, topic: Topic, record_id: str, reason: str, raw: RawMessage) -> None:
-        """A record that cannot be read at start: one log line, a dead letter, a count in ``/readyz``."""
-        assert self.ctx is not None
+    def _quarantine(self, kind: str, topic: Topic, record_id: str, reason: str, raw: RawMessage) -> None:
+        """A record that cannot be read at start: one log line, a dead letter (published by ``restore``), a
+        count in ``/readyz``."""
         self.quarantined[kind] += 1
         log.warning("quarantined %s %s: %s", kind[:-1], record_id, reason[:300])
         dead = dead_letter_for(topic, self.name, f"quarantined at start: {reason}", raw=raw)
         # the same record quarantined again at the next start is the same dead letter
         dead = dead.model_copy(update={"event_id": "quarantine-" + content_digest(topic.name, record_id, raw.value)})
         DEAD_LETTERS.labels(self.name, topic.name).inc()
-        await self.ctx.bus.publish(DEAD_LETTER, [dead])
+        self.quarantine.append(dead)
 
     def _remember(self, fid: str, status: str) -> None:
         self.firings[fid] = status
