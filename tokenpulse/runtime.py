@@ -215,8 +215,9 @@ def ops_app(runtime: Runtime) -> Any:
         warm = all(e.is_set() for e in events if isinstance(e, asyncio.Event))
         ok = bus and warm
         body: dict[str, Any] = {"status": "ready" if ok else "not ready", "bus": bus, "warmed_up": warm}
-        # ingest's feed state (live / synthetic-fallback / ...): information, not a readiness condition
-        body.update({k: v for k, v in runtime.ctx.status.items() if k.startswith("feed")})
+        # ingest's feed state (live / synthetic-fallback / ...) and the records alerts quarantined at start:
+        # information, not readiness conditions
+        body.update({k: v for k, v in runtime.ctx.status.items() if k.startswith(("feed", "quarantined"))})
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:

@@ -29,6 +29,7 @@ from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.cycles_api import make_router
 from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
 from tokenpulse_gateway.errors import ApiError, install
@@ -125,6 +126,7 @@ def create_app(ctx: Context) -> FastAPI:
     # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
     telemetry: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry)
+    app.router.route_class = JsonBodyRoute  # bodies bounded in nesting before they are parsed
     install(app)
     app.state.keys = keys
     app.state.limiter = limiter

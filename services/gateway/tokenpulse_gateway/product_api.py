@@ -11,6 +11,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
 
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.deps import LIMITER_DOWN, Admin, Authed, StreamAuthed, tier_for
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import KeyStore
@@ -39,7 +40,7 @@ def tier_body(name: str, settings: Any) -> dict[str, Any]:
 
 
 def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: Any) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=JsonBodyRoute)
 
     @router.post(
         "/v1/admin/keys",
