@@ -26,6 +26,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.telemetry import setup_logging, setup_tracing
 
+from tokenpulse.httpserver import server_config
+
 log = logging.getLogger("tokenpulse")
 
 SERVICES = ("ingest", "scoring", "alerts", "gateway")
@@ -270,16 +272,7 @@ async def serve(
         else:
             port = settings.port
         if app is not None and not stop.is_set():
-            config = uvicorn.Config(
-                app,
-                host=settings.host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=10,  # open /v1/stream connections must not hold the shutdown
-            )
-            servers.append(_Server(config))
+            servers.append(_Server(server_config(app, settings, port)))
             log.info("%s listening on http://%s:%d", "/".join(services), settings.host, port)
             await servers[0].serve()
         else:
