@@ -117,6 +117,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "TOKENPULSE_FREE_LIMIT_PER_MINUTE": "1000000",
         "TOKENPULSE_FREE_LIMIT_PER_MONTH": "1000000000",
         "TOKENPULSE_KEY_ISSUE_PER_HOUR": "1000000",
+        "TOKENPULSE_AUTH_FAILURES_PER_MINUTE": "1000000",
         "TOKENPULSE_LOG_FORMAT": "json",
     }
     proc = Proc(["up", "--port", str(port), "--data-dir", str(root / "data")], env, root / "up.log")

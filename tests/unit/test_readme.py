@@ -20,3 +20,23 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     head = README.read_text()[:1500]
     assert "make up" in head and "make test" in head
+
+
+def test_the_readmes_webhook_verification_snippet_accepts_our_signature_and_nothing_else() -> None:
+    import re
+    import time
+
+    from tokenpulse_shared.channels import sign, webhook_secret
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    snippet = next(b for b in blocks if "def verify(" in b)
+    scope: dict[str, object] = {}
+    exec(snippet, scope)
+    verify = scope["verify"]
+    secret = webhook_secret("a-signing-key", "9f2c41d07a5be613")
+    body, now = b'{"type":"alert","alerts":[]}', int(time.time())
+    header = sign(secret, now, body)
+    assert verify(secret, header, body)  # type: ignore[operator]
+    assert not verify(secret, header, body + b" ")  # type: ignore[operator]
+    assert not verify(webhook_secret("a-signing-key", "another-key-id"), header, body)  # type: ignore[operator]
+    assert not verify(secret, sign(secret, now - 3600, body), body)  # type: ignore[operator]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -22,10 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenpulse_shared.channels import validate_channel, webhook_secret
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, new_event_id
 from tokenpulse_shared.netguard import TargetRefused
+from tokenpulse_shared.rule_table import COLUMNS, UnreadableRule, decode_row, save, save_row
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES
 
 from tokenpulse_gateway import examples as ex
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.cursors import FiringCursor, RuleCursor, decode, encode
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
@@ -42,6 +43,9 @@ RULE_EXAMPLE: dict[str, Any] = {
 
 
 class RuleRequest(BaseModel):
+    """A new rule. Every part is bounded by its model: the condition's nesting and checks
+    (:class:`AlertCondition`), at most 10 channels of at most 2048 characters, a name of 200."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULE_EXAMPLE]})
 
     symbol: str = Field(min_length=1, max_length=15)
@@ -67,7 +71,23 @@ def rule_view(rule: AlertRuleEvent) -> dict[str, Any]:
         "channels": [c.model_dump() for c in rule.channels],
         "cooldown_s": rule.cooldown_s,
         "created_at": _iso(rule.created_at),
+        "readable": True,
     }
+
+
+def unreadable_view(rule: UnreadableRule) -> dict[str, Any]:
+    """What is known of a stored rule that cannot be read back: enough for its owner to delete it."""
+    return {
+        "id": rule.rule_id,
+        "symbol": rule.symbol,
+        "created_at": _iso(rule.created_at),
+        "readable": False,
+        "error": f"this rule cannot be read back and never fires ({rule.reason[:300]}); delete it",
+    }
+
+
+def view(rule: AlertRuleEvent | UnreadableRule) -> dict[str, Any]:
+    return unreadable_view(rule) if isinstance(rule, UnreadableRule) else rule_view(rule)
 
 
 def rule_limit(key: ApiKey, free_limit: int) -> int:
@@ -82,33 +102,18 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
     assert ctx.store is not None
     store = ctx.store
     settings = ctx.settings
-    router = APIRouter(tags=["alerts"])
+    router = APIRouter(tags=["alerts"], route_class=JsonBodyRoute)
     locks: dict[str, asyncio.Lock] = {}
 
-    async def owned(key: ApiKey, rule_id: str) -> AlertRuleEvent:
+    async def owned(key: ApiKey, rule_id: str) -> AlertRuleEvent | UnreadableRule:
         rows = await store.query(
-            "SELECT rule FROM alert_rules FINAL WHERE rule_id = {r:String} AND owner = {o:String} AND deleted = 0",
+            f"SELECT {COLUMNS} FROM alert_rules FINAL "
+            "WHERE rule_id = {r:String} AND owner = {o:String} AND deleted = 0",
             {"r": rule_id, "o": key.key_id},
         )
         if not rows:
             raise ApiError(404, "unknown_rule", f"no alert rule {rule_id!r} among yours; see GET /v1/alerts")
-        return AlertRuleEvent.model_validate_json(rows[0][0])
-
-    async def save(rule: AlertRuleEvent) -> None:
-        await store.insert(
-            "alert_rules",
-            [
-                [rule.rule_id],
-                [rule.owner],
-                [rule.symbol],
-                [rule.model_dump_json()],
-                [rule.created_at],
-                [int(rule.deleted)],
-                [time.time_ns()],
-            ],
-            ["rule_id", "owner", "symbol", "rule", "created_at", "deleted", "version"],
-            interactive=True,
-        )
+        return decode_row(rows[0])
 
     @router.post(
         "/v1/alerts",
@@ -150,7 +155,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
                 cooldown_s=body.cooldown_s,
                 name=body.name,
             )
-            await save(rule)
+            await save(store, rule)
         await ctx.bus.publish(ALERT_RULES, [rule])
         out = rule_view(rule)
         if any(c.type == "webhook" for c in rule.channels):
@@ -167,12 +172,12 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         after = decode(RuleCursor, cursor).rule_id if cursor else ""
         sym = symbol.upper() if symbol else None
         rows = await store.query(
-            "SELECT rule_id, rule FROM alert_rules FINAL WHERE owner = {o:String} AND deleted = 0 "
+            f"SELECT {COLUMNS} FROM alert_rules FINAL WHERE owner = {{o:String}} AND deleted = 0 "
             "AND rule_id > {a:String} AND ({s:Nullable(String)} IS NULL OR symbol = {s:Nullable(String)}) "
             "ORDER BY rule_id LIMIT {n:UInt32}",
             {"o": key.key_id, "a": after, "s": sym, "n": limit + 1},
         )
-        data = [rule_view(AlertRuleEvent.model_validate_json(r[1])) for r in rows[:limit]]
+        data = [view(decode_row(r)) for r in rows[:limit]]
         nxt = encode(RuleCursor(rule_id=rows[limit - 1][0])) if len(rows) > limit else None
         return {"data": data, "next_cursor": nxt}
 
@@ -229,7 +234,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         responses=ex.responses("alert_rule", 200, 401, 404, 429),
     )
     async def get_rule(key: Authed, rule_id: str) -> dict[str, Any]:
-        return rule_view(await owned(key, rule_id))
+        return view(await owned(key, rule_id))
 
     @router.delete(
         "/v1/alerts/{rule_id}",
@@ -238,11 +243,14 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
     )
     async def delete_rule(key: Authed, rule_id: str) -> dict[str, Any]:
         rule = await owned(key, rule_id)
-        gone = AlertRuleEvent.model_validate(
-            rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
-        )
-        await save(gone)
-        await ctx.bus.publish(ALERT_RULES, [gone])
+        if isinstance(rule, UnreadableRule):  # no event can describe it: the row is marked, the topic's key deleted
+            await save_row(store, rule.rule_id, rule.owner, rule.symbol, rule.payload, rule.created_at, True)
+        else:
+            gone = AlertRuleEvent.model_validate(
+                rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+            )
+            await save(store, gone)
+            await ctx.bus.publish(ALERT_RULES, [gone])
         await ctx.bus.publish_tombstone(ALERT_RULES, rule.rule_id)
         return {"id": rule.rule_id, "deleted": True}
 

@@ -27,11 +27,12 @@ from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.cursors import STORE_MAX_MS, STORE_MIN_MS, SymbolCursor, TimeCursor
 from tokenpulse_gateway.cursors import decode as decode_cursor
 from tokenpulse_gateway.cursors import encode as encode_cursor
 from tokenpulse_gateway.cycles_api import make_router
-from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
+from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, client_address, tier_for
 from tokenpulse_gateway.errors import ApiError, RequestBoundary, install
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
@@ -107,8 +108,13 @@ def create_app(ctx: Context) -> FastAPI:
     store = ctx.store
     queries = Queries(store)
     settings = ctx.settings
-    keys = KeyStore(store, cache_ttl_s=settings.key_cache_ttl_s)
-    limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour)
+    keys = KeyStore(
+        store,
+        cache_ttl_s=settings.key_cache_ttl_s,
+        cache_size=settings.key_cache_size,
+        miss_ttl_s=settings.key_miss_ttl_s,
+    )
+    limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour, settings.auth_failures_per_minute)
     hub = StreamHub(settings.stream_buffer)
     pages = PageCache(settings.history_cache_ttl_s)
     live = LiveState(ctx, queries, hub, pages=pages)
@@ -117,7 +123,11 @@ def create_app(ctx: Context) -> FastAPI:
     # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
     # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
     telemetry: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-    app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry)
+    # no trailing-slash redirects: Starlette builds their Location from the Host header, which the client chooses
+    app = FastAPI(
+        title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry, redirect_slashes=False
+    )
+    app.router.route_class = JsonBodyRoute  # bodies bounded in nesting before they are parsed
     install(app)
     app.state.keys = keys
     app.state.limiter = limiter
@@ -147,7 +157,12 @@ def create_app(ctx: Context) -> FastAPI:
             ],
             max_age=600,
         )
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.add_middleware(HttpMetrics)
     app.add_middleware(RequestBoundary)  # outermost: a request id for all, and the last word on any error
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
@@ -162,7 +177,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     async def symbol_known(symbol: str) -> str:
         symbol = symbol.upper()
-        if not SYMBOL_RE.match(symbol):
+        if not SYMBOL_RE.fullmatch(symbol):  # match() would take a trailing newline ($)
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC")
         if symbol in live.tokens or symbol in known["symbols"]:  # tracked: no store query on the hot path
             return symbol
@@ -200,9 +215,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/v1/keys", status_code=201, tags=["keys"], responses=ex.responses("create_key", 201, 422, 429))
     async def create_key(request: Request, body: KeyRequest) -> dict[str, Any]:
         """A free key, shown once (only its SHA-256 hash is stored). Limited per client IP and hour."""
-        ip = request.client.host if request.client else "unknown"
         try:
-            wait = await limiter.hit_issue(ip)
+            wait = await limiter.hit_issue(client_address(request))
         except LimiterUnavailable as exc:
             raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
         if wait:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from opentelemetry import trace
 from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 from tokenpulse_gateway import examples as ex
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.deps import LIMITER_DOWN, Admin, Authed, StreamAuthed, tier_for
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import KeyStore
@@ -49,11 +51,12 @@ def tier_body(name: str, settings: Any) -> dict[str, Any]:
         "per_month": t.per_month,
         "max_alert_rules": t.max_alert_rules,
         "intraday": t.intraday,
+        "max_streams": t.max_streams,
     }
 
 
 def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: Any) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=JsonBodyRoute)
 
     @router.post(
         "/v1/admin/keys",
@@ -146,6 +149,7 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                                 "per_month": 10000,
                                 "max_alert_rules": 10,
                                 "intraday": False,
+                                "max_streams": 2,
                             },
                             "usage": {
                                 "minute": {"limit": 60, "used": 3, "remaining": 57, "reset_s": 41},
@@ -204,14 +208,15 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
         what you missed from the recent-events buffer (a `gap` event first if some of it has already left the
         buffer). A browser's EventSource may pass `?api_key=`."""
         wanted_symbols = {s.strip().upper() for s in (symbols or "").split(",") if s.strip()} or None
-        if wanted_symbols and not all(SYMBOL_LIST.match(s) for s in wanted_symbols):
+        if wanted_symbols and not all(SYMBOL_LIST.fullmatch(s) for s in wanted_symbols):
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC,ETH")
         wanted_types = {t.strip().lower() for t in (types or "").split(",") if t.strip()} or set(STREAM_TYPES)
         if not wanted_types <= set(STREAM_TYPES):
             bad = ", ".join(sorted(wanted_types - set(STREAM_TYPES)))
             raise ApiError(422, "invalid_request", f"types: unknown {bad}; choose from {', '.join(STREAM_TYPES)}")
         resume = resume_id(last_event_id, since)
-        intraday = tier_for(request, key).intraday
+        tier = tier_for(request, key)
+        intraday = tier.intraday
 
         def match(ev: StreamEvent) -> bool:
             if ev.type not in wanted_types or (wanted_symbols and ev.symbol not in wanted_symbols):
@@ -247,14 +252,37 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
             finally:
                 hub.unsubscribe(q)
 
-        return EventSourceResponse(
+        if not hub.claim_stream(key.key_id, tier.max_streams):
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"this key already has {tier.max_streams} open streams, the {tier.name} tier's limit; "
+                "close one (or upgrade the key's tier)",
+                headers={"Retry-After": "5"},
+            )
+        return _ClaimedStream(
             events(),
+            release=lambda: hub.release_stream(key.key_id),
             ping=settings.stream_heartbeat_s,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             send_timeout=30,
         )
 
     return router
+
+
+class _ClaimedStream(EventSourceResponse):
+    """The event stream of a claimed slot: the slot is released when the response ends, however it ends."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 _tracer = trace.get_tracer("tokenpulse.gateway.stream")

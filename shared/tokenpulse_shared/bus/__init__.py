@@ -21,9 +21,10 @@ from tokenpulse_shared.bus.base import (
     Bus,
     Handler,
     RawMessage,
+    Rejected,
     Subscription,
     TransientError,
     decode_message,
 )
 
-__all__ = ["Bus", "Handler", "RawMessage", "Subscription", "TransientError", "decode_message"]
+__all__ = ["Bus", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]
