@@ -10,8 +10,6 @@ the reads here (so a rule is visible to its owner as soon as it is created).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -29,6 +27,7 @@ from tokenpulse_shared.topics import ALERT_RULES
 
 from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.bodies import JsonBodyRoute
+from tokenpulse_gateway.cursors import FiringCursor, RuleCursor, decode, encode
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey
@@ -89,17 +88,6 @@ def unreadable_view(rule: UnreadableRule) -> dict[str, Any]:
 
 def view(rule: AlertRuleEvent | UnreadableRule) -> dict[str, Any]:
     return unreadable_view(rule) if isinstance(rule, UnreadableRule) else rule_view(rule)
-
-
-def _cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
-
-
-def _uncursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
 
 
 def rule_limit(key: ApiKey, free_limit: int) -> int:
@@ -181,7 +169,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        after = _uncursor(cursor) if cursor else ""
+        after = decode(RuleCursor, cursor).rule_id if cursor else ""
         sym = symbol.upper() if symbol else None
         rows = await store.query(
             f"SELECT {COLUMNS} FROM alert_rules FINAL WHERE owner = {{o:String}} AND deleted = 0 "
@@ -190,7 +178,8 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
             {"o": key.key_id, "a": after, "s": sym, "n": limit + 1},
         )
         data = [view(decode_row(r)) for r in rows[:limit]]
-        return {"data": data, "next_cursor": _cursor(rows[limit - 1][0]) if len(rows) > limit else None}
+        nxt = encode(RuleCursor(rule_id=rows[limit - 1][0])) if len(rows) > limit else None
+        return {"data": data, "next_cursor": nxt}
 
     @router.get(
         "/v1/alerts/events",
@@ -204,13 +193,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        before = None
-        if cursor:
-            try:
-                ts_ms, fid = json.loads(_uncursor(cursor))
-                before = (int(ts_ms), str(fid))
-            except (ValueError, TypeError) as exc:
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+        before = decode(FiringCursor, cursor) if cursor else None
         rows = await store.query(
             "SELECT firing_id, rule_id, symbol, toUnixTimestamp64Milli(ts) AS t, price, message, status, deliveries "
             "FROM alert_firings FINAL WHERE owner = {o:String} "
@@ -222,8 +205,8 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
                 "o": key.key_id,
                 "r": rule_id,
                 "st": status,
-                "bt": before[0] if before else None,
-                "bf": before[1] if before else "",
+                "bt": before.ts if before else None,
+                "bf": before.id if before else "",
                 "n": limit + 1,
             },
         )
@@ -240,7 +223,9 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
             }
             for r in rows[:limit]
         ]
-        nxt = _cursor(json.dumps([rows[limit - 1][3], rows[limit - 1][0]])) if len(rows) > limit else None
+        nxt = None
+        if len(rows) > limit:
+            nxt = encode(FiringCursor(ts=int(rows[limit - 1][3]), id=rows[limit - 1][0]))
         return {"data": data, "next_cursor": nxt}
 
     @router.get(

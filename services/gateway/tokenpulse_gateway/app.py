@@ -8,8 +8,6 @@ endpoints ``{"data": [...], "next_cursor": ...}`` with ``limit``/``cursor``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import re
 import time
@@ -30,9 +28,12 @@ from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
+from tokenpulse_gateway.cursors import STORE_MAX_MS, STORE_MIN_MS, SymbolCursor, TimeCursor
+from tokenpulse_gateway.cursors import decode as decode_cursor
+from tokenpulse_gateway.cursors import encode as encode_cursor
 from tokenpulse_gateway.cycles_api import make_router
 from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, client_address, tier_for
-from tokenpulse_gateway.errors import ApiError, install
+from tokenpulse_gateway.errors import ApiError, RequestBoundary, install
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
 from tokenpulse_gateway.live import LiveState, StreamHub
@@ -55,31 +56,23 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
-def encode_cursor(ts_ms: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"ts": ts_ms}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded))["ts"]
-        if not isinstance(value, int):
-            raise ValueError
-        return value
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
+def after_ms(cursor: str | None) -> int | None:
+    """The row time a history cursor points after (None: the first page)."""
+    return decode_cursor(TimeCursor, cursor).ts if cursor else None
 
 
 def parse_time(value: str | None, name: str) -> int | None:
+    """An ISO-8601 time as Unix milliseconds, within what the store holds (1900 to 2299), else a 400."""
     if value is None:
         return None
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ApiError(400, "invalid_time", f"{name} must be an ISO-8601 time, e.g. 2024-01-31T00:00:00Z") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    ms = int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+    if not STORE_MIN_MS <= ms <= STORE_MAX_MS:
+        raise ApiError(400, "invalid_time", f"{name} must be between 1900-01-01 and 2299-12-31")
+    return ms
 
 
 def time_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
@@ -91,7 +84,7 @@ def time_window(start: str | None, end: str | None) -> tuple[int | None, int | N
 
 def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     """A list answer from ``limit + 1`` fetched rows: the extra row only says there is a next page."""
-    nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+    nxt = encode_cursor(TimeCursor(ts=int(rows[limit - 1]["_ms"]))) if len(rows) > limit else None
     return {"data": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows[:limit]], "next_cursor": nxt}
 
 
@@ -146,8 +139,22 @@ def create_app(ctx: Context) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
-            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "ETag"],
+            allow_headers=[
+                "X-API-Key",
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "ETag",
+                "X-Request-ID",
+            ],
             max_age=600,
         )
     app.add_middleware(
@@ -157,6 +164,7 @@ def create_app(ctx: Context) -> FastAPI:
         body_timeout_s=settings.http_body_timeout_s,
     )
     app.add_middleware(HttpMetrics)
+    app.add_middleware(RequestBoundary)  # outermost: a request id for all, and the last word on any error
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     if settings.otel_exporter != "none":  # no exporter, no spans: request tracing costs ~40% of a hot read
         try:
@@ -260,17 +268,10 @@ def create_app(ctx: Context) -> FastAPI:
     def tokens_page(limit: int, cursor: str | None) -> dict[str, Any]:
         rows = live.rows()
         if cursor:
-            try:
-                after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            except ValueError as exc:  # not base64 (non-ASCII too), not UTF-8
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
-            if not SYMBOL_RE.fullmatch(after):  # base64 decoding skips foreign characters: '%%%' decodes to ''
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it")
+            after = decode_cursor(SymbolCursor, cursor).symbol
             rows = [r for r in rows if r["symbol"] > after]
         page = rows[:limit]
-        nxt = None
-        if len(rows) > limit:
-            nxt = base64.urlsafe_b64encode(page[-1]["symbol"].encode()).decode().rstrip("=")
+        nxt = encode_cursor(SymbolCursor(symbol=page[-1]["symbol"])) if len(rows) > limit else None
         return {"data": [public(r) for r in page], "next_cursor": nxt}
 
     # the serialised token pages by symbol: (live-state version, monotonic time made, answer)
@@ -340,7 +341,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> Response:
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
-        after = decode_cursor(cursor) if cursor else None
+        after = after_ms(cursor)
         key = ("candles", symbol, interval.value, start_ms, end_ms, after, limit)
         enc = pages.get(key)
         if enc is None:
@@ -369,7 +370,7 @@ def create_app(ctx: Context) -> FastAPI:
         (TA-Lib conventions, see the contract); null while warming up. Oldest first."""
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
-        after = decode_cursor(cursor) if cursor else None
+        after = after_ms(cursor)
         key = ("indicators", symbol, interval.value, start_ms, end_ms, after, limit)
         enc = pages.get(key)
         if enc is None:
@@ -402,7 +403,7 @@ def create_app(ctx: Context) -> FastAPI:
             symbol,
             start_ms,
             end_ms,
-            decode_cursor(cursor) if cursor else None,
+            after_ms(cursor),
             limit + 1,
         )
         for r in rows:
@@ -438,7 +439,7 @@ def create_app(ctx: Context) -> FastAPI:
             sym,
             start_ms,
             end_ms,
-            decode_cursor(cursor) if cursor else None,
+            after_ms(cursor),
             limit + 1,
             interval=wanted,
         )

@@ -12,6 +12,7 @@ from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
+from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.deps import LIMITER_DOWN, Admin, Authed, StreamAuthed, tier_for
 from tokenpulse_gateway.errors import ApiError
@@ -21,6 +22,19 @@ from tokenpulse_gateway.live import STREAM_TYPES, StreamEvent, StreamHub
 from tokenpulse_gateway.tiers import TierName, effective_tier
 
 SYMBOL_LIST = re.compile(r"^[A-Z0-9]{1,20}$")
+INT64_MAX = 2**63 - 1
+# an event id as the stream sends it: ASCII digits only (str.isdigit also takes '²' and other scripts' digits)
+EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
+def resume_id(last_event_id: str | None, since: int | None) -> int | None:
+    """Where a stream resumes: ``Last-Event-ID`` (as a browser resends it) over ``?since=``."""
+    if not last_event_id:
+        return since
+    value = last_event_id.strip()
+    if not EVENT_ID.fullmatch(value) or int(value) > INT64_MAX:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent")
+    return int(value)
 
 
 class AdminKeyRequest(BaseModel):
@@ -175,7 +189,8 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                     }
                 },
                 "description": "server-sent events",
-            }
+            },
+            **ex.responses("stream", 400, 401, 422, 429),
         },
     )
     async def stream(
@@ -184,7 +199,9 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
         symbols: Annotated[str | None, Query(description="comma-separated symbols, e.g. BTC,ETH (default all)")] = None,
         types: Annotated[str | None, Query(description="comma-separated: price, signal, alert (default all)")] = None,
         last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
-        since: Annotated[int | None, Query(description="resume after this event id (as Last-Event-ID)")] = None,
+        since: Annotated[
+            int | None, Query(ge=0, le=INT64_MAX, description="resume after this event id (as Last-Event-ID)")
+        ] = None,
     ) -> EventSourceResponse:
         """Live prices, signals and your alerts as server-sent events, with heartbeats (`: ping` comments)
         and resumption: send the last `id` you saw as `Last-Event-ID` (browsers do on reconnect) to get
@@ -197,11 +214,7 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
         if not wanted_types <= set(STREAM_TYPES):
             bad = ", ".join(sorted(wanted_types - set(STREAM_TYPES)))
             raise ApiError(422, "invalid_request", f"types: unknown {bad}; choose from {', '.join(STREAM_TYPES)}")
-        resume: int | None = since
-        if last_event_id:
-            if not last_event_id.strip().isdigit():
-                raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent")
-            resume = int(last_event_id)
+        resume = resume_id(last_event_id, since)
         tier = tier_for(request, key)
         intraday = tier.intraday
 
