@@ -6,7 +6,9 @@ from pathlib import Path
 
 from tokenpulse_shared.settings import Settings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+ALERTS = ROOT / "docs" / "alerts.md"
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
@@ -22,13 +24,13 @@ def test_readme_opens_with_the_two_commands() -> None:
     assert "make up" in head and "make test" in head
 
 
-def test_the_readmes_webhook_verification_snippet_accepts_our_signature_and_nothing_else() -> None:
+def test_the_alerts_docs_webhook_verification_snippet_accepts_our_signature_and_nothing_else() -> None:
     import re
     import time
 
     from tokenpulse_shared.channels import sign, webhook_secret
 
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", ALERTS.read_text(), re.S)
     snippet = next(b for b in blocks if "def verify(" in b)
     scope: dict[str, object] = {}
     exec(snippet, scope)
