@@ -1,4 +1,4 @@
-"""Every relative link in README.md and docs/*.md points at a file that exists, and every #anchor at a heading.
+"""Every relative link in README.md, deploy/README.md and docs/*.md resolves: files exist, #anchors name headings.
 
 The Markdown is parsed with markdown-it-py (already installed through rich), so links inside code blocks and
 code spans are not links, as on GitHub.
