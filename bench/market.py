@@ -415,7 +415,8 @@ class Phase:
     candle_to_indicators: dict[str, Latency]
     candle_close: dict[str, Latency]
     signals: dict[str, Latency]
-    duplicate_candles: int
+    corrected_candles: int
+    doubled_candles: int
     cpu_per_1k: dict[str, float]
     cpu_per_1k_process: dict[str, float]
     peak_rss_mb: dict[str, float]
@@ -447,6 +448,8 @@ async def run_phase(
         drained = await drain(lag, rate, timeout=max(30.0, seconds))
         await asyncio.sleep(SETTLE_S)
         cpu1 = cpu_by_process(cluster)
+        if watcher.done():
+            watcher.result()  # a service exited during the phase: raise with its log
     finally:
         watcher.cancel()
         await producer.stop()
@@ -473,7 +476,7 @@ def summarise(
     per_1k = 1000 / max(1, stats.sent)
     by_service = {s: sum(cpu[p.name] for p in cluster.by_service(s)) * per_1k for s in SERVICES}
     by_service["all services"] = sum(by_service.values())
-    to_indicators, close, signals, duplicates = candle_figures(arrived)
+    to_indicators, close, signals, (corrected, doubled) = candle_figures(arrived)
     return Phase(
         replicas=len(cluster.by_service("ingest")),
         rate=rate,
@@ -489,7 +492,8 @@ def summarise(
         candle_to_indicators=to_indicators,
         candle_close=close,
         signals=signals,
-        duplicate_candles=duplicates,
+        corrected_candles=corrected,
+        doubled_candles=doubled,
         cpu_per_1k=by_service,
         cpu_per_1k_process={name: c * per_1k for name, c in cpu.items()},
         peak_rss_mb={p.name: p.peak_rss / 2**20 for p in cluster.procs},
@@ -504,15 +508,16 @@ def alert_latencies(hooks: list[tuple[str, float, list[float]]]) -> list[float]:
 
 def candle_figures(
     arrived: dict[str, Any],
-) -> tuple[dict[str, Latency], dict[str, Latency], dict[str, Latency], int]:
+) -> tuple[dict[str, Latency], dict[str, Latency], dict[str, Latency], tuple[int, int]]:
     """Per interval: candle on its topic → its indicators on theirs; the candle's deadline (end + lateness) → the
-    candle on its topic; candle → signal for the signals seen; and candles published more than once."""
+    candle on its topic; candle → signal for the signals seen; and (candles re-published as corrections with a
+    higher version, candles published twice at the same version)."""
     first: dict[tuple[str, str, float], float] = {}
-    seen: dict[tuple[str, str, float], int] = {}
+    versions: dict[tuple[str, str, float], list[int]] = {}
     close: dict[str, list[float]] = {}
-    for symbol, interval, ts, _version, at in arrived["candles"]:
+    for symbol, interval, ts, version, at in arrived["candles"]:
         key = (symbol, interval, ts)
-        seen[key] = seen.get(key, 0) + 1
+        versions.setdefault(key, []).append(version)
         if key not in first:
             first[key] = at
             close.setdefault(interval, []).append((at - ts - interval_s(interval) - LATENESS_S) * 1000)
@@ -524,12 +529,13 @@ def candle_figures(
     for symbol, interval, ts, at in arrived["signals"]:
         if (symbol, interval, ts) in first:
             to_signal.setdefault(interval, []).append((at - first[(symbol, interval, ts)]) * 1000)
-    duplicates = sum(1 for n in seen.values() if n > 1)
+    corrected = sum(1 for v in versions.values() if len(set(v)) > 1)
+    doubled = sum(1 for v in versions.values() if len(set(v)) < len(v))
     return (
         {k: Latency.of(v) for k, v in sorted(to_ind.items(), key=lambda kv: interval_s(kv[0]))},
         {k: Latency.of(v) for k, v in sorted(close.items(), key=lambda kv: interval_s(kv[0]))},
         {k: Latency.of(v) for k, v in to_signal.items()},
-        duplicates,
+        (corrected, doubled),
     )
 
 
@@ -625,7 +631,8 @@ def report_rows(phases: list[Phase]) -> list[tuple[str, list[str]]]:
             )
         )
     rows.append(("signals seen (candle → signal p50 / p99 ms)", [signals_cell(p) for p in phases]))
-    rows.append(("candles published more than once", [f"{p.duplicate_candles:,}" for p in phases]))
+    rows.append(("candles re-published as corrections (higher version)", [f"{p.corrected_candles:,}" for p in phases]))
+    rows.append(("candles published twice at the same version", [f"{p.doubled_candles:,}" for p in phases]))
     for s in (*SERVICES, "all services"):
         rows.append((f"CPU µs per tick, {s}", [f"{p.cpu_per_1k[s] * 1000:,.1f}" for p in phases]))
     for s in SERVICES:
