@@ -31,7 +31,7 @@ class Request:
 class HttpReceiver:
     """Records every POST; answers from a per-path-prefix script of (status, headers, body), else 200."""
 
-    def __init__(self, hold_s: float = 0.0) -> None:
+    def __init__(self, hold_s: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
         self.hold_s = hold_s  # each request is held this long before its answer
         self.in_flight = 0
         self.peak_in_flight = 0  # most requests held at once
@@ -75,9 +75,9 @@ class HttpReceiver:
             # the default listen backlog (5) resets connections when many deliveries arrive at once
             request_queue_size = 128
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _answer(self, path: str) -> tuple[int, dict[str, str], bytes]:

@@ -26,6 +26,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.telemetry import setup_logging, setup_tracing
 
+from tokenpulse.httpserver import server_config
+
 log = logging.getLogger("tokenpulse")
 
 SERVICES = ("ingest", "scoring", "alerts", "gateway")
@@ -213,8 +215,9 @@ def ops_app(runtime: Runtime) -> Any:
         warm = all(e.is_set() for e in events if isinstance(e, asyncio.Event))
         ok = bus and warm
         body: dict[str, Any] = {"status": "ready" if ok else "not ready", "bus": bus, "warmed_up": warm}
-        # ingest's feed state (live / synthetic-fallback / ...): information, not a readiness condition
-        body.update({k: v for k, v in runtime.ctx.status.items() if k.startswith("feed")})
+        # ingest's feed state (live / synthetic-fallback / ...) and the records alerts quarantined at start:
+        # information, not readiness conditions
+        body.update({k: v for k, v in runtime.ctx.status.items() if k.startswith(("feed", "quarantined"))})
         return JSONResponse(body, status_code=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
@@ -267,16 +270,7 @@ async def serve(
         else:
             port = settings.port
         if app is not None and not stop.is_set():
-            config = uvicorn.Config(
-                app,
-                host=settings.host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-                timeout_graceful_shutdown=10,  # open /v1/stream connections must not hold the shutdown
-            )
-            servers.append(_Server(config))
+            servers.append(_Server(server_config(app, settings, port)))
             log.info("%s listening on http://%s:%d", "/".join(services), settings.host, port)
             await servers[0].serve()
         else:

@@ -28,16 +28,16 @@ def validate_channel(channel: AlertChannel, allowlist: list[str]) -> None:
         except EmailNotValidError as exc:
             raise ValueError(f"email target: {exc}") from exc
     elif channel.type == "telegram":
-        if not TELEGRAM_RE.match(t):
+        if not TELEGRAM_RE.fullmatch(t):
             raise ValueError("telegram target: a chat id (e.g. 123456789 or -100123…) or @channelname")
     elif channel.type == "discord":
-        if not DISCORD_RE.match(t):
+        if not DISCORD_RE.fullmatch(t):
             raise ValueError("discord target: the channel's webhook URL, https://discord.com/api/webhooks/ID/TOKEN")
     elif channel.type == "slack":
-        if not SLACK_RE.match(t):
+        if not SLACK_RE.fullmatch(t):
             raise ValueError("slack target: an incoming-webhook URL, https://hooks.slack.com/services/T…/B…/…")
-    else:
-        check_target(t, allowlist)
+    else:  # the very check (and URL) of every delivery: a target accepted here is one delivery accepts
+        check_target(channel.target, allowlist)
 
 
 def mask(channel: AlertChannel) -> str:

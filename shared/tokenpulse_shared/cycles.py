@@ -19,12 +19,16 @@ A pure model (no I/O) used by the gateway (``GET /v1/cycles/btc``) and the CLI
   where the market ROI is the total crypto market cap's multiple over the previous run.
 * **no look-ahead**: with ``as_of`` every series is cut at that day before anything is
   measured; the track record compares such projections with what the full history shows.
+* **bounds**: every input is bounded (``CycleParams`` and the ``MAX_*`` limits) and a projection
+  must end by ``LAST_DAY`` with finite targets, so no input overflows a date or a float: what
+  does not fit is a :class:`CycleInputError`.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -35,6 +39,17 @@ from pydantic import BaseModel, Field
 Series = list[tuple[date, float]]
 Basis = Literal["halving", "bottom"]
 Day = date  # models below have a field named `date`
+
+FIRST_DAY = date(2009, 1, 3)
+"""Bitcoin's first block: no date before it means anything here"""
+LAST_DAY = date(2299, 12, 31)
+"""a projection ends by this day (the store's dates end there; Python's at 9999)"""
+MAX_PRICE = 1e9
+MAX_MARKET_CAP = 1e16
+MAX_ROI = 1000.0
+MAX_LENGTH_DAYS = 20000
+MAX_LENGTH_MULTIPLIER = 1000.0
+MIN_ROI_REDUCTION, MAX_ROI_REDUCTION = 0.001, 1000.0
 
 DEFAULT_SCENARIOS: dict[str, tuple[float, float]] = {
     "bear": (1.15, 2.5),
@@ -137,15 +152,15 @@ class AltcoinSeason(BaseModel):
 
 
 class CycleParams(BaseModel):
-    as_of: Day | None = None
+    as_of: Day | None = Field(None, ge=FIRST_DAY, le=LAST_DAY)
     basis: Basis = "halving"
     confirm_drawdown: float = Field(0.75, gt=0, lt=1)
-    start: Day | None = None
-    start_price: float | None = Field(None, gt=0)
-    start_market_cap: float | None = Field(None, gt=0)
-    previous_length_days: int | None = Field(None, gt=0, le=20000)
-    previous_roi: float | None = Field(None, gt=0)
-    previous_market_roi: float | None = Field(None, gt=0)
+    start: Day | None = Field(None, ge=FIRST_DAY, le=LAST_DAY)
+    start_price: float | None = Field(None, gt=0, le=MAX_PRICE)
+    start_market_cap: float | None = Field(None, gt=0, le=MAX_MARKET_CAP)
+    previous_length_days: int | None = Field(None, gt=0, le=MAX_LENGTH_DAYS)
+    previous_roi: float | None = Field(None, gt=0, le=MAX_ROI)
+    previous_market_roi: float | None = Field(None, gt=0, le=MAX_ROI)
     scenarios: dict[str, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_SCENARIOS))
 
 
@@ -303,7 +318,10 @@ def project(runs: list[HalvingRun], data: CycleData, params: CycleParams, as_of:
     scenarios = []
     for name, (length_mult, reduction) in params.scenarios.items():
         length = round(prev_len * length_mult)
+        if length > (LAST_DAY - start).days:  # checked before the date arithmetic, which would overflow
+            raise CycleInputError(f"scenario {name}: the projected end is after {LAST_DAY}; shorten the run")
         roi = prev_roi / reduction
+        cap_target = start_cap * prev_market_roi / reduction if start_cap and prev_market_roi else None
         scenarios.append(
             Scenario(
                 name=name,
@@ -312,10 +330,8 @@ def project(runs: list[HalvingRun], data: CycleData, params: CycleParams, as_of:
                 length_days=length,
                 roi=round(roi, 4),
                 end_date=start + timedelta(days=length),
-                btc_price_target=round(start_price * roi, 2),
-                total_market_cap_target=round(start_cap * prev_market_roi / reduction, 0)
-                if start_cap and prev_market_roi
-                else None,
+                btc_price_target=round(_finite(start_price * roi, name), 2),
+                total_market_cap_target=None if cap_target is None else round(_finite(cap_target, name), 0),
             )
         )
     return Projection(
@@ -329,6 +345,12 @@ def project(runs: list[HalvingRun], data: CycleData, params: CycleParams, as_of:
         previous_market_roi=prev_market_roi,
         scenarios=scenarios,
     )
+
+
+def _finite(value: float, scenario: str) -> float:
+    if not math.isfinite(value):
+        raise CycleInputError(f"scenario {scenario}: the target overflows; use smaller prices or multiples")
+    return value
 
 
 def track_record(halvings: list[Halving], data: CycleData, params: CycleParams, today: date) -> list[TrackRecord]:
@@ -432,8 +454,12 @@ def report(halvings: list[Halving], data: CycleData, params: CycleParams) -> Cyc
         raise CycleInputError(f"as_of must be on or after the first halving ({halvings[0].date})")
     as_of = min(as_of, last)
     for name, (length_mult, reduction) in params.scenarios.items():
-        if length_mult <= 0 or reduction <= 0:
-            raise CycleInputError(f"scenario {name}: multipliers must be positive")
+        if not 0 < length_mult <= MAX_LENGTH_MULTIPLIER:
+            raise CycleInputError(f"scenario {name}: the length multiplier must be in (0, {MAX_LENGTH_MULTIPLIER:g}]")
+        if not MIN_ROI_REDUCTION <= reduction <= MAX_ROI_REDUCTION:
+            raise CycleInputError(
+                f"scenario {name}: the ROI reduction must be in [{MIN_ROI_REDUCTION:g}, {MAX_ROI_REDUCTION:g}]"
+            )
     runs = measure(halvings, data, as_of, params.confirm_drawdown)
     notes = []
     cap_last = max((d for d, _ in data.total_market_cap), default=None)

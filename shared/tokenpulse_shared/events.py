@@ -390,6 +390,28 @@ LEAF_KINDS = (
     "signal",
 )
 MAX_CONDITION_LEAVES = 10
+# Levels of a condition, a single check being one: an ``any`` of ``all``s of checks (3) writes any boolean
+# formula (its disjunctive normal form); a fourth level lets a rule be written as one thinks of it. Its JSON
+# then nests at most 2 * 4 - 1 levels, far inside every parser's recursion limit.
+MAX_CONDITION_DEPTH = 4
+
+
+def _condition_shape_error(data: dict[str, Any]) -> str | None:
+    """Why a raw condition (before validation) is too deep or too wide, or None. Iterative and bounded
+    (it stops at the first excess), so a hostile structure costs no recursion and little time."""
+    too_wide = f"a condition may combine at most {MAX_CONDITION_LEAVES} checks"
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    leaves = 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_CONDITION_DEPTH:
+            return f"a condition may nest at most {MAX_CONDITION_DEPTH} levels (a single check is one level)"
+        lists = [v for k in ("all", "any") if isinstance(node, dict) and isinstance(v := node.get(k), list)]
+        leaves += not lists
+        if leaves > MAX_CONDITION_LEAVES or any(len(children) > MAX_CONDITION_LEAVES for children in lists):
+            return too_wide
+        stack.extend((child, depth + 1) for children in lists for child in children)
+    return None
 
 
 class AlertCondition(BaseModel):
@@ -403,6 +425,8 @@ class AlertCondition(BaseModel):
     * ``signal`` ``direction`` (bullish|bearish|any): the token's latest signal has that direction.
 
     A rule fires when its condition turns from false to true (edge-triggered), then waits ``cooldown_s``.
+    A condition nests at most 4 levels (a single check is one; ``MAX_CONDITION_DEPTH``) and combines at most
+    10 checks (``MAX_CONDITION_LEAVES``); a deeper or wider one is refused before its parts are validated.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -425,8 +449,16 @@ class AlertCondition(BaseModel):
     window: ChangeWindow | None = None
     grade: Literal["trader", "investor"] | None = None
     direction: Literal["bullish", "bearish", "any"] | None = None
-    all: list[AlertCondition] | None = None
-    any: list[AlertCondition] | None = None
+    all: list[AlertCondition] | None = Field(None, max_length=MAX_CONDITION_LEAVES)
+    any: list[AlertCondition] | None = Field(None, max_length=MAX_CONDITION_LEAVES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bounded(cls, data: Any) -> Any:
+        # before pydantic descends: a deep structure is refused here, never by a recursion limit
+        if isinstance(data, dict) and (error := _condition_shape_error(data)):
+            raise ValueError(error)
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> AlertCondition:

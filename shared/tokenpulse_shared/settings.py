@@ -7,10 +7,11 @@ configuration table is generated from these fields (``tokenpulse config``).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1].parent
@@ -275,6 +276,40 @@ class Settings(BaseSettings):
     key_cache_ttl_s: float = Field(
         30.0, ge=0, description="Gateway: seconds a replica trusts a key lookup (a revocation elsewhere waits this)."
     )
+    key_cache_size: int = Field(
+        10_000, ge=1, le=10_000_000, description="Gateway: known keys a replica keeps cached (least recently used go)."
+    )
+    key_miss_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="Gateway: seconds a replica remembers that a key is unknown (kept apart from the known keys, "
+        "so wrong keys cannot push them out).",
+    )
+    auth_failures_per_minute: int = Field(
+        20,
+        ge=1,
+        description="Gateway: unknown or revoked keys one client address may send per minute; then 429 for keys "
+        "this replica does not already know, until the minute has room again.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Gateway: addresses or CIDRs of reverse proxies whose X-Forwarded-For/-Proto are believed "
+        "(comma separated; default none: the client address is the TCP peer).",
+    )
+    http_keepalive_s: int = Field(
+        5, ge=1, le=300, description="Gateway and ops endpoints: an idle keep-alive connection is closed after this."
+    )
+    http_header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Gateway and ops endpoints: a request's line and headers must arrive within this many seconds "
+        "of the connection (or of the previous answer on it); the connection is closed otherwise (slowloris).",
+    )
+    http_body_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="Gateway: a request's body must arrive within this (408 after)."
+    )
     history_cache_ttl_s: float = Field(
         10.0,
         ge=0,
@@ -312,9 +347,20 @@ class Settings(BaseSettings):
             data["feed_exchanges"] = [e.strip().lower() for e in data["feed_exchanges"].split(",") if e.strip()]
         if isinstance(data, dict) and isinstance(data.get("feed_pairs"), str):
             data["feed_pairs"] = [p.strip() for p in data["feed_pairs"].split(",") if p.strip()]
+        if isinstance(data, dict) and isinstance(data.get("trusted_proxies"), str):
+            data["trusted_proxies"] = [p.strip() for p in data["trusted_proxies"].split(",") if p.strip()]
         if isinstance(data, dict) and isinstance(data.get("cors_origins"), str):
             data["cors_origins"] = [o.strip() for o in data["cors_origins"].split(",") if o.strip()]
         return data
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        """Each entry an address or a network, normalised: a typo must not silently trust nobody (or everybody)."""
+        try:
+            return [str(ipaddress.ip_network(e, strict=False) if "/" in e else ipaddress.ip_address(e)) for e in value]
+        except ValueError as exc:
+            raise ValueError(f"TRUSTED_PROXIES: {exc}; give IP addresses or CIDRs") from exc
 
     def require_admin_token(self) -> str | None:
         """The gateway's admin token; in production a real secret is required (placeholders refused)."""

@@ -6,13 +6,17 @@ CONSUMER span per handled batch) and the gateway adds FastAPI instrumentation, s
 one tick can be followed from ingest to a gateway response. Metrics:
 prometheus-client, the ``tokenpulse_*`` families below (every service serves them on
 ``/metrics``). Logs: structlog, console or JSON lines, with the current trace and
-span ids.
+span ids; an exception is one line (``error``, ``cause``, ``where``), never a rendered
+traceback with locals (see :func:`compact_exceptions`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -21,6 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from prometheus_client import Counter, Gauge, Histogram
+from structlog.typing import EventDict
 
 _provider: TracerProvider | None = None
 
@@ -101,6 +106,19 @@ def setup_tracing(
     return _provider
 
 
+REQUEST_ID: ContextVar[str | None] = ContextVar("tokenpulse_request_id", default=None)
+"""the id of the request being served (the gateway sets it): every log line made meanwhile carries it"""
+
+
+def add_request_id(logger: Any, method: str, event: EventDict) -> EventDict:
+    """structlog processor: the current request's ``request_id`` (a plain ContextVar: a few ns per request,
+    where structlog's ``bound_contextvars`` costs microseconds on every request, logged or not)."""
+    rid = REQUEST_ID.get()
+    if rid is not None:
+        event.setdefault("request_id", rid)
+    return event
+
+
 def add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
     """structlog processor: the current span's ``trace_id`` and ``span_id`` (hex, as trace viewers show them)."""
     ctx = trace.get_current_span().get_span_context()
@@ -110,15 +128,94 @@ def add_trace_ids(logger: Any, method: str, event: dict[str, Any]) -> dict[str, 
     return event
 
 
+# --- logs -----------------------------------------------------------------------------------------
+MAX_ERROR_CHARS = 300
+"""an exception's ``type: message`` is cut here: enough to recognise it, never a page of input"""
+MAX_VALUE_CHARS = 2000
+"""any other string of a log line is cut here"""
+OWN_FRAMES = 6
+"""``where`` names at most this many of our own frames (innermost), plus the frame that raised"""
+OWN_MODULES = ("tokenpulse",)
+# the gateway's API keys (``tp_`` + 43 URL-safe characters): blanked wherever a message quotes one
+KEY_SHAPED = re.compile(r"tp_[A-Za-z0-9_-]{16,}")
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        return exc_info[1] if isinstance(exc_info[1], BaseException) else None
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def _clip(text: str, limit: int) -> str:
+    text = KEY_SHAPED.sub("tp_[redacted]", text).replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, one line, at most ``MAX_ERROR_CHARS`` (a message that cannot be printed says so)."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "<message not printable>"
+    return _clip(f"{type(exc).__name__}: {message}" if message else type(exc).__name__, MAX_ERROR_CHARS)
+
+
+def error_frames(tb: TracebackType | None) -> str:
+    """Where an exception went: our innermost frames and the one that raised, as ``module:line function``.
+    Code objects only (no source file is read, no local is looked at), so it costs microseconds."""
+    frames: list[tuple[str, int, str]] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        frames.append((str(tb.tb_frame.f_globals.get("__name__", "?")), tb.tb_lineno, code.co_name))
+        tb = tb.tb_next
+    if not frames:
+        return ""
+    own = [i for i, f in enumerate(frames) if f[0].startswith(OWN_MODULES)][-OWN_FRAMES:]
+    shown = [f"{m}:{line} {fn}" for m, line, fn in (frames[i] for i in own)]
+    if not own or own[-1] != len(frames) - 1:  # raised in a library: name that frame too
+        m, line, fn = frames[-1]
+        shown += ["…", f"{m}:{line} {fn}"] if own else [f"{m}:{line} {fn}"]
+    return " > ".join(shown)
+
+
+def compact_exceptions(logger: Any, method: str, event: EventDict) -> EventDict:
+    """structlog processor: an exception becomes ``error`` (type and message), ``cause`` (the exception it
+    came from) and ``where`` (frames), each bounded; every string is one line with API keys blanked.
+    Why not a traceback: rendered with locals (structlog's default when rich is installed) it printed request
+    headers, keys among them, and took seconds of the event loop; a bounded line costs microseconds and still
+    says what failed and where."""
+    exc = _exception_of(event.pop("exc_info", None))
+    event.pop("stack_info", None)
+    if exc is not None:
+        event.setdefault("error", describe_error(exc))
+        cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if cause is not None:
+            event.setdefault("cause", describe_error(cause))
+        event.setdefault("where", error_frames(exc.__traceback__))
+    for name, value in event.items():
+        if isinstance(value, str) and not name.startswith("_"):
+            event[name] = _clip(value.rstrip("\n"), MAX_VALUE_CHARS)
+    return event
+
+
 def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
+    """Root logging through structlog: every record, ours or a library's (uvicorn, asyncio, aiokafka), is
+    one line, console or JSON; exceptions as :func:`compact_exceptions` renders them."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        add_request_id,
         add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
@@ -130,7 +227,8 @@ def setup_logging(level: str = "INFO", fmt: str = "console") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, compact_exceptions, renderer],
         )
     )
     root = logging.getLogger()

@@ -5,7 +5,9 @@ anything."""
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from tests.e2e.procs import Proc, api_key, fetch_all, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 ENV = {"TOKENPULSE_SYNTHETIC_TICK_S": "0.25", "TOKENPULSE_LOG_FORMAT": "json"}
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "img"
+# the dashboard screenshots land in a temp dir; TOKENPULSE_SCREENSHOTS=docs/img refreshes the README's
+SHOTS = Path(os.environ.get("TOKENPULSE_SCREENSHOTS") or tempfile.mkdtemp(prefix="tokenpulse-shots-"))
 
 
 class Embedded:

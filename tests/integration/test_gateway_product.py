@@ -111,6 +111,7 @@ async def test_usage_shows_the_callers_minute_and_month(gw: Gw) -> None:
         "per_month": 10000,
         "max_alert_rules": 10,
         "intraday": False,
+        "max_streams": 2,
     }
     assert body["usage"]["minute"] == {**body["usage"]["minute"], "limit": 20, "used": 4, "remaining": 16}
     assert body["usage"]["month"]["used"] == 4 and body["usage"]["month"]["remaining"] == 9996

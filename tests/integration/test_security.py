@@ -63,6 +63,7 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
         admin_token=ADMIN,
         free_limit_per_minute=PER_MINUTE,
         key_issue_per_hour=1000,
+        auth_failures_per_minute=10_000,  # this module sends wrong keys on purpose, all from one address
         max_body_bytes=4096,
     )
     g = GatewayService()

@@ -4,6 +4,8 @@ engine, the bundled daily history of BTC and ETH, its log captured to a file per
 ``server`` is one such process for the whole package (limits raised so the cases do not trip them);
 ``up_server`` starts another with settings of a test's own (a limit, a trusted proxy) and stops it after.
 ``LoopProbe`` polls ``/healthz`` in a thread while a case runs: how long the event loop was held.
+Every key handed out by :meth:`UpServer.key` is searched for in the server's logs when it stops: no log line
+may carry one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ RELAXED = {
     "TOKENPULSE_FREE_LIMIT_PER_MINUTE": "1000000",
     "TOKENPULSE_FREE_LIMIT_PER_MONTH": "1000000000",
     "TOKENPULSE_KEY_ISSUE_PER_HOUR": "1000000",
+    "TOKENPULSE_AUTH_FAILURES_PER_MINUTE": "1000000",
 }
 
 
@@ -46,6 +49,7 @@ class UpServer:
             **env,
         }
         self.runs: list[Proc] = []
+        self.issued: list[str] = []
 
     @property
     def proc(self) -> Proc:
@@ -68,10 +72,21 @@ class UpServer:
         return self.start(timeout)
 
     def key(self) -> str:
-        return api_key(self.base)
+        key = api_key(self.base)
+        self.issued.append(key)
+        return key
 
     def logs(self) -> str:
         return "\n".join(p.log.read_text(errors="replace") for p in self.runs)
+
+    def leaked_keys(self) -> list[str]:
+        """The issued keys of which any 12 characters in a row of the secret part are in the logs."""
+        return leaked(self.issued, self.logs())
+
+
+def leaked(keys: list[str], text: str, window: int = 12) -> list[str]:
+    """Keys (``tp_`` + 43 random characters) of which ``text`` holds a piece: a truncated copy leaks too."""
+    return [k for k in keys if any(k[i : i + window] in text for i in range(3, len(k) - window + 1))]
 
 
 class LoopProbe:
@@ -114,6 +129,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
     finally:
         code = up.stop()
     assert code == 0, up.proc.tail(80)
+    assert not up.leaked_keys(), "API keys in the log of the hostile session"
 
 
 @pytest.fixture
@@ -129,3 +145,4 @@ def up_server(tmp_path: Path) -> Iterator[Callable[..., UpServer]]:
     yield start
     for up in started:
         up.stop()
+    assert not [k for up in started for k in up.leaked_keys()], "API keys in a server's log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -365,3 +366,44 @@ def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
     assert t == "1700000000"
     assert hmac.compare_digest(v1, hmac.new(secret.encode(), b"1700000000." + body, hashlib.sha256).hexdigest())
     assert sign(secret, 1700000000, b'{"a":2}') != header
+
+
+# ---- bounds of a rule, and reading back what was stored ------------------------------------------
+
+
+def nested(levels: int, leaf: dict | None = None) -> dict:
+    """A condition ``levels`` deep (a single check is one level)."""
+    cond = leaf or {"kind": "price_above", "value": 1e6}
+    for _ in range(levels - 1):
+        cond = {"kind": "all", "all": [cond]}
+    return cond
+
+
+def test_conditions_are_bounded_in_depth_and_in_checks() -> None:
+    from tokenpulse_shared.events import MAX_CONDITION_DEPTH, MAX_CONDITION_LEAVES
+
+    assert AlertCondition.model_validate(nested(MAX_CONDITION_DEPTH)).leaves() == 1
+    for levels in (MAX_CONDITION_DEPTH + 1, 120, 254, 10_000):  # 10,000 would overflow any recursive check
+        with pytest.raises(ValidationError, match=f"at most {MAX_CONDITION_DEPTH} levels"):
+            AlertCondition.model_validate(nested(levels))
+    leaf = {"kind": "signal", "direction": "any"}
+    full = {"kind": "any", "any": [{"kind": "all", "all": [leaf] * 5}, {"kind": "all", "all": [leaf] * 5}]}
+    assert AlertCondition.model_validate(full).leaves() == MAX_CONDITION_LEAVES
+    wider = {"kind": "any", "any": [*full["any"], leaf]}  # 11 checks, no list longer than 3
+    with pytest.raises(ValidationError, match=f"at most {MAX_CONDITION_LEAVES} checks"):
+        AlertCondition.model_validate(wider)
+    with pytest.raises(ValidationError, match=f"at most {MAX_CONDITION_LEAVES} checks"):
+        AlertCondition.model_validate({"kind": "any", "any": [leaf] * 100_000})
+
+
+def test_a_stored_rule_that_cannot_be_read_is_described_not_raised() -> None:
+    from tokenpulse_shared.rule_table import UnreadableRule, decode_row
+
+    good = rule("r-good", nested(3))
+    assert decode_row(("r-good", "k1", "BTC", T0, good.model_dump_json())) == good
+    old = good.model_dump(mode="json") | {"condition": nested(120)}  # as an older version stored it
+    for text, words in ((json.dumps(old), "recursion limit"), ('{"rule_id": ', "not JSON"), ("[]", "object")):
+        got = decode_row(("r-old", "k1", "BTC", T0.replace(tzinfo=None), text))
+        assert isinstance(got, UnreadableRule) and words in got.reason, got
+        assert (got.rule_id, got.owner, got.symbol, got.created_at, got.payload) == ("r-old", "k1", "BTC", T0, text)
+        assert got.raw().key == "r-old" and got.raw().value == text.encode()

@@ -113,6 +113,13 @@ def test_altcoin_seasons_cover_what_the_bundle_has(data: CycleData) -> None:
         CycleParams(as_of=date(2010, 1, 1)),
         CycleParams(start=date(2030, 1, 1)),
         CycleParams(scenarios={"bear": (-1.0, 2.0)}),
+        # past any date Python or the store can hold: refused before the date arithmetic would overflow
+        CycleParams(previous_length_days=20000, scenarios={"bear": (1000.0, 2.5)}),
+        CycleParams(previous_length_days=500, scenarios={"bear": (1e6, 2.5)}),
+        CycleParams(scenarios={"base": (1.25, 1e-300)}),
+        CycleParams(scenarios={"base": (float("nan"), 2.0)}),
+        # products that overflow a float, should a caller bypass the field bounds
+        CycleParams.model_construct(**{**CycleParams().model_dump(), "start_price": 1e308, "previous_roi": 1e10}),
     ],
 )
 def test_inconsistent_parameters_are_refused_with_a_reason(data: CycleData, params: CycleParams) -> None:

@@ -166,3 +166,58 @@ async def test_concurrent_requests_share_one_computation_of_a_tokens_slow_parts(
     with pytest.raises(RuntimeError):
         await live.slow_parts("ETH", failing)
     assert await live.slow_parts("ETH", compute) == {"n": 2}  # a failure is not kept
+
+
+class KeyRows:
+    """A store answering ``api_keys`` lookups from a dict of hash -> row, counting its queries."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str, str, int]] = {}
+        self.queries = 0
+
+    async def query(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        self.queries += 1
+        row = self.rows.get(params["h"])
+        return [row] if row else []
+
+
+def test_the_key_cache_is_bounded_and_wrong_keys_cannot_push_known_ones_out() -> None:
+    from tokenpulse_gateway.keys import KeyStore, hash_key
+
+    store = KeyRows()
+    for i in range(20):
+        store.rows[hash_key(f"tp_known{i}")] = (f"id{i}", "n", "free", 0)
+    keys = KeyStore(store, cache_ttl_s=60, cache_size=10, miss_ttl_s=60)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        for i in range(20):  # more known keys than the cache holds: the least recently used go
+            assert (await keys.lookup(f"tp_known{i}")) is not None
+        assert len(keys._known) == 10 and keys.cached("tp_known19")[0] and not keys.cached("tp_known0")[0]
+        before = store.queries
+        for i in range(500):  # a flood of wrong keys
+            assert await keys.lookup(f"tp_wrong{i}") is None
+        assert len(keys._unknown) <= 1 and len(keys._known) == 10  # misses held apart, in a smaller cache
+        assert store.queries - before == 500
+        assert (await keys.lookup("tp_known19")) is not None and store.queries - before == 500  # still cached
+        assert await keys.lookup("tp_wrong499") is None and store.queries - before == 500  # a miss is cached too
+
+    asyncio.run(run())
+
+
+def test_an_unknown_key_is_forgotten_sooner_than_a_known_one() -> None:
+    from tokenpulse_gateway.keys import KeyStore, hash_key
+
+    store = KeyRows()
+    store.rows[hash_key("tp_known")] = ("id", "n", "free", 0)
+    keys = KeyStore(store, cache_ttl_s=60, cache_size=100, miss_ttl_s=0.05)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        await keys.lookup("tp_known")
+        assert await keys.lookup("tp_late") is None
+        store.rows[hash_key("tp_late")] = ("late", "n", "free", 0)  # created on another replica meanwhile
+        await asyncio.sleep(0.1)
+        queries = store.queries
+        assert (await keys.lookup("tp_late")) is not None and store.queries == queries + 1
+        assert (await keys.lookup("tp_known")) is not None and store.queries == queries + 1
+
+    asyncio.run(run())

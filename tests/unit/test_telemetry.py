@@ -1,11 +1,14 @@
 """Telemetry in memory: bus metrics (the same families in embedded and distributed mode), the connector
-health API, and trace/span ids in log records."""
+health API, trace/span ids in log records, and exceptions logged as one bounded line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import structlog
@@ -84,3 +87,83 @@ def test_json_logs_carry_the_current_trace_and_span_ids(capsys: pytest.CaptureFi
     assert "trace_id" not in outside and "span_id" not in outside
     assert inside["trace_id"] == format(ctx.trace_id, "032x") and inside["span_id"] == format(ctx.span_id, "016x")
     assert inside["level"] == "warning" and inside["timestamp"].endswith("Z")
+
+
+def _logged(capsys: pytest.CaptureFixture[str], fmt: str, emit: Callable[[], None]) -> list[str]:
+    telemetry.setup_logging("INFO", fmt)
+    try:
+        emit()
+        return capsys.readouterr().err.splitlines()
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+
+
+def _fail(secret: str) -> None:
+    headers = {"x-api-key": secret}  # a local a traceback renderer with locals would print
+    try:
+        headers["missing"]
+    except KeyError as exc:
+        raise RuntimeError(f"lookup failed for\n{secret} " + "x" * 5000) from exc
+
+
+@pytest.mark.parametrize("fmt", ["console", "json"])
+def test_an_exception_is_one_bounded_line_without_locals_or_keys(capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    secret = "tp_" + "S3cr3tK3y-0123456789abcdefghijklmnopqrstuvw"
+
+    def emit() -> None:
+        try:
+            _fail(secret)
+        except RuntimeError:
+            logging.getLogger("tokenpulse.test").exception("the worker crashed")
+
+    lines = _logged(capsys, fmt, emit)
+    assert len(lines) == 1, lines[:20]
+    line = lines[0]
+    assert secret[3:15] not in line and "x-api-key" not in line and "Traceback" not in line
+    assert len(line) < 1500
+    assert "RuntimeError: lookup failed for" in line and "tp_[redacted]" in line
+    assert "KeyError" in line  # the cause
+    assert "test_telemetry:" in line and "_fail" in line  # where it was raised
+    if fmt == "json":
+        fields = json.loads(line)
+        assert fields["event"] == "the worker crashed" and fields["level"] == "error"
+        assert len(fields["error"]) <= telemetry.MAX_ERROR_CHARS and fields["cause"].startswith("KeyError")
+        assert fields["where"].endswith("_fail")
+
+
+def test_the_request_boundary_logs_one_line_with_request_and_trace_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception the app lets through: a 500 quoting the request id, one log line with the id, the route's
+    method and path, and the trace id of the span the request runs in; what the app logged before carries the
+    request id too."""
+    from tokenpulse_gateway.errors import RequestBoundary
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        logging.getLogger("tokenpulse.test").warning("about to fail")
+        raise ValueError("boom")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/x", "headers": [(b"x-request-id", b"req-42")]}
+    tracer = TracerProvider().get_tracer("test")
+    trace_ids: list[str] = []
+
+    def emit() -> None:
+        with tracer.start_as_current_span("request") as span:
+            asyncio.run(RequestBoundary(app)(scope, receive, send))
+            trace_ids.append(format(span.get_span_context().trace_id, "032x"))
+
+    lines = _logged(capsys, "json", emit)
+    assert len(lines) == 2, lines
+    assert json.loads(lines[0])["request_id"] == "req-42"
+    fields = json.loads(lines[1])
+    assert fields["request_id"] == "req-42" and fields["method"] == "GET" and fields["route"] == "/v1/x"
+    assert fields["error"] == "ValueError: boom" and fields["trace_id"] == trace_ids[0]
+    assert sent[0]["status"] == 500 and (b"x-request-id", b"req-42") in sent[0]["headers"]
+    assert "req-42" in json.loads(sent[1]["body"])["error"]["message"]

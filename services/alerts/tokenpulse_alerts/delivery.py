@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,15 +28,20 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import apprise
+import httpcore
 import httpx
 from tokenpulse_shared.channels import DISCORD_RE, SLACK_RE, mask, sign, webhook_secret
 from tokenpulse_shared.events import AlertChannel
 from tokenpulse_shared.netguard import TargetRefused, check_target
 from tokenpulse_shared.settings import Settings
 
+from tokenpulse_alerts.pinning import PinnedTransport, pinned
+
 log = logging.getLogger(__name__)
 
 PACING_S = {"telegram": 1.0, "discord": 0.5, "slack": 1.0, "email": 0.2, "webhook": 0.0}
+WEBHOOK_DEADLINE_S = 15.0  # one delivery attempt, connect to last byte read
+WEBHOOK_RESPONSE_BYTES = 64 * 1024  # of a receiver's answer, only the status and headers matter
 RETRY_AFTER_RE = re.compile(r"retry after (\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -64,10 +70,22 @@ class _OriginCap:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        network: httpcore.AsyncNetworkBackend | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
         self.settings = settings
         self.signing_key = settings.require_signing_key()
-        self.client = client or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+        # webhooks connect only to the addresses the guard checked (``network`` is the layer under the pin);
+        # no proxy from the environment: a proxy would resolve the host again, out of the guard's sight
+        self.client = httpx.AsyncClient(
+            transport=PinnedTransport(network, verify),
+            timeout=httpx.Timeout(10.0),
+            follow_redirects=False,
+            trust_env=False,
+        )
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         # requests in flight per webhook origin (TOKENPULSE_WEBHOOK_CONCURRENCY): the rest wait here, cheaply,
@@ -150,11 +168,11 @@ class Notifier:
                 raise DeliveryFailed("Telegram is not configured (TOKENPULSE_TELEGRAM_BOT_TOKEN)", permanent=True)
             return f"tgram://{s.telegram_bot_token}/{t}"
         if channel.type == "discord":
-            m = DISCORD_RE.match(t)
+            m = DISCORD_RE.fullmatch(t)
             if not m:
                 raise DeliveryFailed("not a Discord webhook URL", permanent=True)
             return f"discord://{m.group(1)}/{m.group(2)}"
-        m = SLACK_RE.match(t)
+        m = SLACK_RE.fullmatch(t)
         if not m:
             raise DeliveryFailed("not a Slack webhook URL", permanent=True)
         return f"slack://{m.group(1)}/{m.group(2)}/{m.group(3)}"
@@ -172,9 +190,21 @@ class Notifier:
             reason = text.strip().splitlines()[-1] if text.strip() else "the service did not accept the message"
             raise DeliveryFailed(reason[-300:], retry_after=float(found.group(1)) if found else None)
 
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST under one overall deadline, reading at most ``WEBHOOK_RESPONSE_BYTES`` of the answer: a
+        receiver that trickles its answer or sends a huge one costs neither time nor memory."""
+        async with asyncio.timeout(WEBHOOK_DEADLINE_S):
+            async with self.client.stream("POST", url, content=body, headers=headers) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= WEBHOOK_RESPONSE_BYTES:
+                        break
+                return response
+
     async def _webhook(self, url: str, msg: Message) -> None:
-        try:
-            await asyncio.to_thread(check_target, url, self.settings.webhook_allowlist)
+        try:  # the policy of rule creation, scheme included, whichever way the rule arrived
+            target = await asyncio.to_thread(check_target, url, self.settings.webhook_allowlist)
         except TargetRefused as exc:
             raise DeliveryFailed(str(exc), permanent=True) from exc
         body = json.dumps(msg.payload, separators=(",", ":")).encode()
@@ -194,9 +224,12 @@ class Notifier:
         cap.users += 1
         try:
             async with cap.slots:
-                response = await self.client.post(url, content=body, headers=headers)
+                with pinned(target.host, target.addresses):
+                    response = await self._post(url, body, headers)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise DeliveryFailed(f"the webhook did not answer within {WEBHOOK_DEADLINE_S:g} s") from exc
         finally:
             cap.users -= 1
             if cap.users == 0:  # nobody holds or awaits it: the next delivery to the origin makes a new one

@@ -14,6 +14,10 @@ State and where it comes from at start:
   pending (their deliveries resume), and each rule's last firing (cooldowns
   survive restarts).
 
+A rule or firing record that cannot be read at start is quarantined, never a
+reason not to start: logged, dead-lettered, counted in ``/readyz``
+(docs/reliability.md, "Unreadable records quarantined at start").
+
 Prices, grades and signals are consumed in the service's consumer group, keyed
 by symbol. Each firing is published ``pending`` *before* the consumer commits
 the triggering event, delivered in the background (bounded concurrency), and
@@ -33,18 +37,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
-from tokenpulse_shared.bus import Delivery
+from pydantic import ValidationError
+from tokenpulse_shared import rule_table
+from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected
+from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import (
     AlertChannel,
     AlertFiredEvent,
     AlertRuleEvent,
+    DeadLetterEvent,
     GradeEvent,
     PriceEvent,
     SignalEvent,
+    content_digest,
     trusted,
 )
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.topics import ALERT_RULES, ALERTS, GRADES, PRICES, SIGNALS
+from tokenpulse_shared.store import Store
+from tokenpulse_shared.telemetry import DEAD_LETTERS
+from tokenpulse_shared.topics import ALERT_RULES, ALERTS, DEAD_LETTER, GRADES, PRICES, SIGNALS, Topic
 
 from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_alerts.rules import Hit, RuleBook, firing_event_id, firing_id
@@ -61,6 +72,27 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _firing_from_row(r: tuple[Any, ...]) -> AlertFiredEvent:
+    return AlertFiredEvent(
+        firing_id=r[0],
+        rule_id=r[1],
+        owner=r[2],
+        symbol=r[3],
+        ts=r[4].replace(tzinfo=UTC) if r[4].tzinfo is None else r[4],
+        price=r[5],
+        message=r[6],
+        trigger_event_id=r[7],
+        status=r[8],
+        deliveries=json.loads(r[9] or "[]"),
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<row>'}: {e['msg']}" for e in exc.errors()[:5])
+    return f"{type(exc).__name__}: {exc}"
+
+
 class AlertsService:
     name = "alerts"
 
@@ -75,6 +107,8 @@ class AlertsService:
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.evaluated = 0
         self.fired = 0
+        self.quarantined = {"rules": 0, "firings": 0}  # records that could not be read at start
+        self.quarantine: list[DeadLetterEvent] = []  # their dead letters, until restore publishes them
 
     # ---- lifecycle ------------------------------------------------------------------------------
     def register(self, ctx: Context) -> None:
@@ -111,35 +145,17 @@ class AlertsService:
             await self.notifier.close()
 
     async def restore(self, ctx: Context) -> list[AlertFiredEvent]:
-        since = datetime.now(UTC).timestamp() - LOG_DAYS * 86400
+        """Rebuild rules and the firing log; a record that cannot be read is quarantined, never fatal."""
+        since_ms = int((datetime.now(UTC).timestamp() - LOG_DAYS * 86400) * 1000)
         if ctx.store is not None:
-            rows = await ctx.store.query("SELECT rule FROM alert_rules FINAL WHERE deleted = 0")
-            rules = [AlertRuleEvent.model_validate_json(r[0]) for r in rows]
-            fired_rows = await ctx.store.query(
-                "SELECT firing_id, rule_id, owner, symbol, ts, price, message, trigger_event_id, status, deliveries "
-                "FROM alert_firings FINAL WHERE ts >= fromUnixTimestamp64Milli({since:Int64})",
-                {"since": int(since * 1000)},
-            )
-            log_events = [
-                AlertFiredEvent(
-                    firing_id=r[0],
-                    rule_id=r[1],
-                    owner=r[2],
-                    symbol=r[3],
-                    ts=r[4].replace(tzinfo=UTC) if r[4].tzinfo is None else r[4],
-                    price=r[5],
-                    message=r[6],
-                    trigger_event_id=r[7],
-                    status=r[8],
-                    deliveries=json.loads(r[9] or "[]"),
-                )
-                for r in fired_rows
-            ]
+            rules, log_events = await self._read_store(ctx.store, since_ms)
         else:
-            rules = [e for e in await ctx.bus.read_log(ALERT_RULES) if isinstance(e, AlertRuleEvent)]
-            log_events = [
-                e for e in await ctx.bus.read_log(ALERTS, since_ms=int(since * 1000)) if isinstance(e, AlertFiredEvent)
-            ]
+            rules, log_events = await self._read_topics(ctx.bus, since_ms)
+        if self.quarantine:  # one publish for them all: a broker may hold many
+            await ctx.bus.publish(DEAD_LETTER, self.quarantine)
+            self.quarantine = []
+        ctx.status["quarantined_rules"] = self.quarantined["rules"]
+        ctx.status["quarantined_firings"] = self.quarantined["firings"]
         for i, rule in enumerate(rules):
             self.book.apply(rule)
             if i % 2000 == 1999:
@@ -158,6 +174,55 @@ class AlertsService:
             if self.firings.get(fid, "pending") == "pending":
                 self._remember(fid, fired.status)
         return [f for f in latest.values() if f.status == "pending"]
+
+    async def _read_store(self, store: Store, since_ms: int) -> tuple[list[AlertRuleEvent], list[AlertFiredEvent]]:
+        """Embedded mode: the gateway's ``alert_rules`` table and the writer's ``alert_firings``."""
+        rules: list[AlertRuleEvent] = []
+        for row in await store.query(f"SELECT {rule_table.COLUMNS} FROM alert_rules FINAL WHERE deleted = 0"):
+            rule = rule_table.decode_row(row)
+            if isinstance(rule, rule_table.UnreadableRule):
+                self._quarantine("rules", ALERT_RULES, rule.rule_id, rule.reason, rule.raw())
+            else:
+                rules.append(rule)
+        fired_rows = await store.query(
+            "SELECT firing_id, rule_id, owner, symbol, ts, price, message, trigger_event_id, status, deliveries "
+            "FROM alert_firings FINAL WHERE ts >= fromUnixTimestamp64Milli({since:Int64})",
+            {"since": since_ms},
+        )
+        log_events = []
+        for r in fired_rows:
+            try:
+                log_events.append(_firing_from_row(r))
+            except (ValueError, TypeError, RecursionError) as exc:  # a ValidationError is a ValueError
+                raw = RawMessage(value=json.dumps(r, default=str).encode(), key=str(r[1]))
+                self._quarantine("firings", ALERTS, str(r[0]), _reason(exc), raw)
+        return rules, log_events
+
+    async def _read_topics(self, bus: Bus, since_ms: int) -> tuple[list[AlertRuleEvent], list[AlertFiredEvent]]:
+        """Distributed mode: the compacted rules topic whole, the service's own firing log since ``since_ms``."""
+        bad_rules: list[Rejected] = []
+        events = await bus.read_log(ALERT_RULES, rejected=bad_rules)
+        rules = [e for e in events if isinstance(e, AlertRuleEvent)]
+        deleted = {r.rule_id for r in rules if r.deleted}  # rule ids are never reused: a deletion is final
+        for bad in bad_rules:
+            if bad.message.key not in deleted:
+                self._quarantine("rules", ALERT_RULES, bad.message.key or "?", bad.reason, bad.message)
+        bad_firings: list[Rejected] = []
+        events = await bus.read_log(ALERTS, since_ms=since_ms, rejected=bad_firings)
+        for bad in bad_firings:
+            self._quarantine("firings", ALERTS, bad.message.key or "?", bad.reason, bad.message)
+        return rules, [e for e in events if isinstance(e, AlertFiredEvent)]
+
+    def _quarantine(self, kind: str, topic: Topic, record_id: str, reason: str, raw: RawMessage) -> None:
+        """A record that cannot be read at start: one log line, a dead letter (published by ``restore``), a
+        count in ``/readyz``."""
+        self.quarantined[kind] += 1
+        log.warning("quarantined %s %s: %s", kind[:-1], record_id, reason[:300])
+        dead = dead_letter_for(topic, self.name, f"quarantined at start: {reason}", raw=raw)
+        # the same record quarantined again at the next start is the same dead letter
+        dead = dead.model_copy(update={"event_id": "quarantine-" + content_digest(topic.name, record_id, raw.value)})
+        DEAD_LETTERS.labels(self.name, topic.name).inc()
+        self.quarantine.append(dead)
 
     def _remember(self, fid: str, status: str) -> None:
         self.firings[fid] = status

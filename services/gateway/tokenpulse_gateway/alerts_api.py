@@ -10,11 +10,8 @@ the reads here (so a rule is visible to its owner as soon as it is created).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -24,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from tokenpulse_shared.channels import validate_channel, webhook_secret
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, new_event_id
 from tokenpulse_shared.netguard import TargetRefused
+from tokenpulse_shared.rule_table import COLUMNS, UnreadableRule, decode_row, save, save_row
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.topics import ALERT_RULES
 
 from tokenpulse_gateway import examples as ex
+from tokenpulse_gateway.bodies import JsonBodyRoute
+from tokenpulse_gateway.cursors import FiringCursor, RuleCursor, decode, encode
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey
@@ -43,6 +43,9 @@ RULE_EXAMPLE: dict[str, Any] = {
 
 
 class RuleRequest(BaseModel):
+    """A new rule. Every part is bounded by its model: the condition's nesting and checks
+    (:class:`AlertCondition`), at most 10 channels of at most 2048 characters, a name of 200."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULE_EXAMPLE]})
 
     symbol: str = Field(min_length=1, max_length=15)
@@ -68,18 +71,23 @@ def rule_view(rule: AlertRuleEvent) -> dict[str, Any]:
         "channels": [c.model_dump() for c in rule.channels],
         "cooldown_s": rule.cooldown_s,
         "created_at": _iso(rule.created_at),
+        "readable": True,
     }
 
 
-def _cursor(value: str) -> str:
-    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+def unreadable_view(rule: UnreadableRule) -> dict[str, Any]:
+    """What is known of a stored rule that cannot be read back: enough for its owner to delete it."""
+    return {
+        "id": rule.rule_id,
+        "symbol": rule.symbol,
+        "created_at": _iso(rule.created_at),
+        "readable": False,
+        "error": f"this rule cannot be read back and never fires ({rule.reason[:300]}); delete it",
+    }
 
 
-def _uncursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
+def view(rule: AlertRuleEvent | UnreadableRule) -> dict[str, Any]:
+    return unreadable_view(rule) if isinstance(rule, UnreadableRule) else rule_view(rule)
 
 
 def rule_limit(key: ApiKey, free_limit: int) -> int:
@@ -94,33 +102,18 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
     assert ctx.store is not None
     store = ctx.store
     settings = ctx.settings
-    router = APIRouter(tags=["alerts"])
+    router = APIRouter(tags=["alerts"], route_class=JsonBodyRoute)
     locks: dict[str, asyncio.Lock] = {}
 
-    async def owned(key: ApiKey, rule_id: str) -> AlertRuleEvent:
+    async def owned(key: ApiKey, rule_id: str) -> AlertRuleEvent | UnreadableRule:
         rows = await store.query(
-            "SELECT rule FROM alert_rules FINAL WHERE rule_id = {r:String} AND owner = {o:String} AND deleted = 0",
+            f"SELECT {COLUMNS} FROM alert_rules FINAL "
+            "WHERE rule_id = {r:String} AND owner = {o:String} AND deleted = 0",
             {"r": rule_id, "o": key.key_id},
         )
         if not rows:
             raise ApiError(404, "unknown_rule", f"no alert rule {rule_id!r} among yours; see GET /v1/alerts")
-        return AlertRuleEvent.model_validate_json(rows[0][0])
-
-    async def save(rule: AlertRuleEvent) -> None:
-        await store.insert(
-            "alert_rules",
-            [
-                [rule.rule_id],
-                [rule.owner],
-                [rule.symbol],
-                [rule.model_dump_json()],
-                [rule.created_at],
-                [int(rule.deleted)],
-                [time.time_ns()],
-            ],
-            ["rule_id", "owner", "symbol", "rule", "created_at", "deleted", "version"],
-            interactive=True,
-        )
+        return decode_row(rows[0])
 
     @router.post(
         "/v1/alerts",
@@ -162,7 +155,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
                 cooldown_s=body.cooldown_s,
                 name=body.name,
             )
-            await save(rule)
+            await save(store, rule)
         await ctx.bus.publish(ALERT_RULES, [rule])
         out = rule_view(rule)
         if any(c.type == "webhook" for c in rule.channels):
@@ -176,16 +169,17 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        after = _uncursor(cursor) if cursor else ""
+        after = decode(RuleCursor, cursor).rule_id if cursor else ""
         sym = symbol.upper() if symbol else None
         rows = await store.query(
-            "SELECT rule_id, rule FROM alert_rules FINAL WHERE owner = {o:String} AND deleted = 0 "
+            f"SELECT {COLUMNS} FROM alert_rules FINAL WHERE owner = {{o:String}} AND deleted = 0 "
             "AND rule_id > {a:String} AND ({s:Nullable(String)} IS NULL OR symbol = {s:Nullable(String)}) "
             "ORDER BY rule_id LIMIT {n:UInt32}",
             {"o": key.key_id, "a": after, "s": sym, "n": limit + 1},
         )
-        data = [rule_view(AlertRuleEvent.model_validate_json(r[1])) for r in rows[:limit]]
-        return {"data": data, "next_cursor": _cursor(rows[limit - 1][0]) if len(rows) > limit else None}
+        data = [view(decode_row(r)) for r in rows[:limit]]
+        nxt = encode(RuleCursor(rule_id=rows[limit - 1][0])) if len(rows) > limit else None
+        return {"data": data, "next_cursor": nxt}
 
     @router.get(
         "/v1/alerts/events",
@@ -199,13 +193,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        before = None
-        if cursor:
-            try:
-                ts_ms, fid = json.loads(_uncursor(cursor))
-                before = (int(ts_ms), str(fid))
-            except (ValueError, TypeError) as exc:
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
+        before = decode(FiringCursor, cursor) if cursor else None
         rows = await store.query(
             "SELECT firing_id, rule_id, symbol, toUnixTimestamp64Milli(ts) AS t, price, message, status, deliveries "
             "FROM alert_firings FINAL WHERE owner = {o:String} "
@@ -217,8 +205,8 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
                 "o": key.key_id,
                 "r": rule_id,
                 "st": status,
-                "bt": before[0] if before else None,
-                "bf": before[1] if before else "",
+                "bt": before.ts if before else None,
+                "bf": before.id if before else "",
                 "n": limit + 1,
             },
         )
@@ -235,7 +223,9 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
             }
             for r in rows[:limit]
         ]
-        nxt = _cursor(json.dumps([rows[limit - 1][3], rows[limit - 1][0]])) if len(rows) > limit else None
+        nxt = None
+        if len(rows) > limit:
+            nxt = encode(FiringCursor(ts=int(rows[limit - 1][3]), id=rows[limit - 1][0]))
         return {"data": data, "next_cursor": nxt}
 
     @router.get(
@@ -244,7 +234,7 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
         responses=ex.responses("alert_rule", 200, 401, 404, 429),
     )
     async def get_rule(key: Authed, rule_id: str) -> dict[str, Any]:
-        return rule_view(await owned(key, rule_id))
+        return view(await owned(key, rule_id))
 
     @router.delete(
         "/v1/alerts/{rule_id}",
@@ -253,11 +243,14 @@ def make_router(ctx: Context, symbol_known: Callable[[str], Awaitable[str]]) -> 
     )
     async def delete_rule(key: Authed, rule_id: str) -> dict[str, Any]:
         rule = await owned(key, rule_id)
-        gone = AlertRuleEvent.model_validate(
-            rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
-        )
-        await save(gone)
-        await ctx.bus.publish(ALERT_RULES, [gone])
+        if isinstance(rule, UnreadableRule):  # no event can describe it: the row is marked, the topic's key deleted
+            await save_row(store, rule.rule_id, rule.owner, rule.symbol, rule.payload, rule.created_at, True)
+        else:
+            gone = AlertRuleEvent.model_validate(
+                rule.model_dump() | {"deleted": True, "event_id": new_event_id(), "produced_at": datetime.now(UTC)}
+            )
+            await save(store, gone)
+            await ctx.bus.publish(ALERT_RULES, [gone])
         await ctx.bus.publish_tombstone(ALERT_RULES, rule.rule_id)
         return {"id": rule.rule_id, "deleted": True}
 

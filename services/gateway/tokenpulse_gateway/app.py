@@ -8,8 +8,6 @@ endpoints ``{"data": [...], "next_cursor": ...}`` with ``limit``/``cursor``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import re
 import time
@@ -29,9 +27,13 @@ from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway import product_api
 from tokenpulse_gateway.alerts_api import make_router as alerts_router
 from tokenpulse_gateway.answers import Encoded, PageCache, answer, encode
+from tokenpulse_gateway.bodies import JsonBodyRoute
+from tokenpulse_gateway.cursors import STORE_MAX_MS, STORE_MIN_MS, SymbolCursor, TimeCursor
+from tokenpulse_gateway.cursors import decode as decode_cursor
+from tokenpulse_gateway.cursors import encode as encode_cursor
 from tokenpulse_gateway.cycles_api import make_router
-from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, tier_for
-from tokenpulse_gateway.errors import ApiError, install
+from tokenpulse_gateway.deps import LIMITER_DOWN, Authed, client_address, tier_for
+from tokenpulse_gateway.errors import ApiError, RequestBoundary, install
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable
 from tokenpulse_gateway.live import LiveState, StreamHub
@@ -54,31 +56,23 @@ class Page(BaseModel):
     next_cursor: str | None
 
 
-def encode_cursor(ts_ms: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"ts": ts_ms}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded))["ts"]
-        if not isinstance(value, int):
-            raise ValueError
-        return value
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it") from exc
+def after_ms(cursor: str | None) -> int | None:
+    """The row time a history cursor points after (None: the first page)."""
+    return decode_cursor(TimeCursor, cursor).ts if cursor else None
 
 
 def parse_time(value: str | None, name: str) -> int | None:
+    """An ISO-8601 time as Unix milliseconds, within what the store holds (1900 to 2299), else a 400."""
     if value is None:
         return None
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise ApiError(400, "invalid_time", f"{name} must be an ISO-8601 time, e.g. 2024-01-31T00:00:00Z") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() * 1000)
+    ms = int((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp() * 1000)
+    if not STORE_MIN_MS <= ms <= STORE_MAX_MS:
+        raise ApiError(400, "invalid_time", f"{name} must be between 1900-01-01 and 2299-12-31")
+    return ms
 
 
 def time_window(start: str | None, end: str | None) -> tuple[int | None, int | None]:
@@ -90,7 +84,7 @@ def time_window(start: str | None, end: str | None) -> tuple[int | None, int | N
 
 def page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
     """A list answer from ``limit + 1`` fetched rows: the extra row only says there is a next page."""
-    nxt = encode_cursor(rows[limit - 1]["_ms"]) if len(rows) > limit else None
+    nxt = encode_cursor(TimeCursor(ts=int(rows[limit - 1]["_ms"]))) if len(rows) > limit else None
     return {"data": [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows[:limit]], "next_cursor": nxt}
 
 
@@ -114,8 +108,13 @@ def create_app(ctx: Context) -> FastAPI:
     store = ctx.store
     queries = Queries(store)
     settings = ctx.settings
-    keys = KeyStore(store, cache_ttl_s=settings.key_cache_ttl_s)
-    limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour)
+    keys = KeyStore(
+        store,
+        cache_ttl_s=settings.key_cache_ttl_s,
+        cache_size=settings.key_cache_size,
+        miss_ttl_s=settings.key_miss_ttl_s,
+    )
+    limiter = KeyLimiter(settings.redis_url, settings.key_issue_per_hour, settings.auth_failures_per_minute)
     hub = StreamHub(settings.stream_buffer)
     pages = PageCache(settings.history_cache_ttl_s)
     live = LiveState(ctx, queries, hub, pages=pages)
@@ -124,7 +123,11 @@ def create_app(ctx: Context) -> FastAPI:
     # FastAPI's own OpenTelemetry is off: the instrumentor below traces requests when an exporter is set
     # (one span per request, not one per dependency), and the stream's ?api_key= stays out of span attributes.
     telemetry: Any = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
-    app = FastAPI(title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry)
+    # no trailing-slash redirects: Starlette builds their Location from the Host header, which the client chooses
+    app = FastAPI(
+        title="Tokenpulse API", version="1.0", description=DESCRIPTION, telemetry=telemetry, redirect_slashes=False
+    )
+    app.router.route_class = JsonBodyRoute  # bodies bounded in nesting before they are parsed
     install(app)
     app.state.keys = keys
     app.state.limiter = limiter
@@ -136,12 +139,32 @@ def create_app(ctx: Context) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
-            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset", "Retry-After", "ETag"],
+            allow_headers=[
+                "X-API-Key",
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "If-None-Match",
+                "X-Request-ID",
+            ],
+            expose_headers=[
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+                "X-RateLimit-Reset",
+                "Retry-After",
+                "ETag",
+                "X-Request-ID",
+            ],
             max_age=600,
         )
-    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.max_body_bytes, timeout_s=settings.request_timeout_s)
+    app.add_middleware(
+        GatewayMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        timeout_s=settings.request_timeout_s,
+        body_timeout_s=settings.http_body_timeout_s,
+    )
     app.add_middleware(HttpMetrics)
+    app.add_middleware(RequestBoundary)  # outermost: a request id for all, and the last word on any error
     app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
     if settings.otel_exporter != "none":  # no exporter, no spans: request tracing costs ~40% of a hot read
         try:
@@ -154,7 +177,7 @@ def create_app(ctx: Context) -> FastAPI:
 
     async def symbol_known(symbol: str) -> str:
         symbol = symbol.upper()
-        if not SYMBOL_RE.match(symbol):
+        if not SYMBOL_RE.fullmatch(symbol):  # match() would take a trailing newline ($)
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC")
         if symbol in live.tokens or symbol in known["symbols"]:  # tracked: no store query on the hot path
             return symbol
@@ -192,9 +215,8 @@ def create_app(ctx: Context) -> FastAPI:
     @app.post("/v1/keys", status_code=201, tags=["keys"], responses=ex.responses("create_key", 201, 422, 429))
     async def create_key(request: Request, body: KeyRequest) -> dict[str, Any]:
         """A free key, shown once (only its SHA-256 hash is stored). Limited per client IP and hour."""
-        ip = request.client.host if request.client else "unknown"
         try:
-            wait = await limiter.hit_issue(ip)
+            wait = await limiter.hit_issue(client_address(request))
         except LimiterUnavailable as exc:
             raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
         if wait:
@@ -246,17 +268,10 @@ def create_app(ctx: Context) -> FastAPI:
     def tokens_page(limit: int, cursor: str | None) -> dict[str, Any]:
         rows = live.rows()
         if cursor:
-            try:
-                after = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            except ValueError as exc:  # not base64 (non-ASCII too), not UTF-8
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued") from exc
-            if not SYMBOL_RE.match(after):  # base64 decoding skips foreign characters: '%%%' decodes to ''
-                raise ApiError(400, "invalid_cursor", "cursor is not one this API issued; start without it")
+            after = decode_cursor(SymbolCursor, cursor).symbol
             rows = [r for r in rows if r["symbol"] > after]
         page = rows[:limit]
-        nxt = None
-        if len(rows) > limit:
-            nxt = base64.urlsafe_b64encode(page[-1]["symbol"].encode()).decode().rstrip("=")
+        nxt = encode_cursor(SymbolCursor(symbol=page[-1]["symbol"])) if len(rows) > limit else None
         return {"data": [public(r) for r in page], "next_cursor": nxt}
 
     # the serialised token pages by symbol: (live-state version, monotonic time made, answer)
@@ -326,7 +341,7 @@ def create_app(ctx: Context) -> FastAPI:
     ) -> Response:
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
-        after = decode_cursor(cursor) if cursor else None
+        after = after_ms(cursor)
         key = ("candles", symbol, interval.value, start_ms, end_ms, after, limit)
         enc = pages.get(key)
         if enc is None:
@@ -355,7 +370,7 @@ def create_app(ctx: Context) -> FastAPI:
         (TA-Lib conventions, see the contract); null while warming up. Oldest first."""
         symbol = await symbol_known(symbol)
         start_ms, end_ms = time_window(start, end)
-        after = decode_cursor(cursor) if cursor else None
+        after = after_ms(cursor)
         key = ("indicators", symbol, interval.value, start_ms, end_ms, after, limit)
         enc = pages.get(key)
         if enc is None:
@@ -388,7 +403,7 @@ def create_app(ctx: Context) -> FastAPI:
             symbol,
             start_ms,
             end_ms,
-            decode_cursor(cursor) if cursor else None,
+            after_ms(cursor),
             limit + 1,
         )
         for r in rows:
@@ -424,7 +439,7 @@ def create_app(ctx: Context) -> FastAPI:
             sym,
             start_ms,
             end_ms,
-            decode_cursor(cursor) if cursor else None,
+            after_ms(cursor),
             limit + 1,
             interval=wanted,
         )

@@ -13,8 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import ValidationError
 from tokenpulse_shared.cycles import (
     DEFAULT_SCENARIOS,
+    MAX_LENGTH_DAYS,
+    MAX_LENGTH_MULTIPLIER,
+    MAX_MARKET_CAP,
+    MAX_PRICE,
+    MAX_ROI,
+    MAX_ROI_REDUCTION,
+    MIN_ROI_REDUCTION,
     CycleData,
     CycleInputError,
     CycleParams,
@@ -28,7 +36,10 @@ from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.examples import responses
 from tokenpulse_gateway.queries import Queries
 
-Positive = Annotated[float | None, Query(gt=0, le=1000)]
+# the model's bounds (tokenpulse_shared.cycles), stated here too so the OpenAPI document shows them
+Roi = Annotated[float | None, Query(gt=0, le=MAX_ROI)]
+LengthMultiplier = Annotated[float | None, Query(gt=0, le=MAX_LENGTH_MULTIPLIER)]
+RoiReduction = Annotated[float | None, Query(ge=MIN_ROI_REDUCTION, le=MAX_ROI_REDUCTION)]
 
 
 def make_router(queries: Queries, bundle_dir: Path) -> APIRouter:
@@ -63,17 +74,17 @@ def make_router(queries: Queries, bundle_dir: Path) -> APIRouter:
             float, Query(gt=0, lt=1, description="fall from the high that confirms a cycle peak")
         ] = 0.75,
         start: Annotated[date | None, Query(description="start of the current run (default: last halving)")] = None,
-        start_price: Annotated[float | None, Query(gt=0)] = None,
-        start_market_cap: Annotated[float | None, Query(gt=0)] = None,
-        previous_length_days: Annotated[int | None, Query(gt=0, le=20000)] = None,
-        previous_roi: Positive = None,
-        previous_market_roi: Positive = None,
-        bear_length_multiplier: Positive = None,
-        bear_roi_reduction: Positive = None,
-        base_length_multiplier: Positive = None,
-        base_roi_reduction: Positive = None,
-        moon_length_multiplier: Positive = None,
-        moon_roi_reduction: Positive = None,
+        start_price: Annotated[float | None, Query(gt=0, le=MAX_PRICE)] = None,
+        start_market_cap: Annotated[float | None, Query(gt=0, le=MAX_MARKET_CAP)] = None,
+        previous_length_days: Annotated[int | None, Query(gt=0, le=MAX_LENGTH_DAYS)] = None,
+        previous_roi: Roi = None,
+        previous_market_roi: Roi = None,
+        bear_length_multiplier: LengthMultiplier = None,
+        bear_roi_reduction: RoiReduction = None,
+        base_length_multiplier: LengthMultiplier = None,
+        base_roi_reduction: RoiReduction = None,
+        moon_length_multiplier: LengthMultiplier = None,
+        moon_roi_reduction: RoiReduction = None,
         scenario: Annotated[list[str] | None, Query(description="only these scenarios (bear, base, moon)")] = None,
     ) -> dict[str, Any]:
         overrides = {
@@ -90,18 +101,22 @@ def make_router(queries: Queries, bundle_dir: Path) -> APIRouter:
             for name in DEFAULT_SCENARIOS
             if name in wanted
         }
-        params = CycleParams(
-            as_of=as_of,
-            basis=basis,
-            confirm_drawdown=confirm_drawdown,
-            start=start,
-            start_price=start_price,
-            start_market_cap=start_market_cap,
-            previous_length_days=previous_length_days,
-            previous_roi=previous_roi,
-            previous_market_roi=previous_market_roi,
-            scenarios=scenarios,
-        )
+        try:
+            params = CycleParams(
+                as_of=as_of,
+                basis=basis,
+                confirm_drawdown=confirm_drawdown,
+                start=start,
+                start_price=start_price,
+                start_market_cap=start_market_cap,
+                previous_length_days=previous_length_days,
+                previous_roi=previous_roi,
+                previous_market_roi=previous_market_roi,
+                scenarios=scenarios,
+            )
+        except ValidationError as exc:  # bounds the query does not state (the dates' range)
+            err = exc.errors()[0]
+            raise ApiError(400, "invalid_parameters", f"{err['loc'][0]}: {err['msg']}") from exc
         history = await data()
         if not history.btc:
             raise ApiError(503, "no_history", "no BTC daily history loaded yet; retry after the backfill")

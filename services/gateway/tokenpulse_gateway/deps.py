@@ -21,11 +21,40 @@ def tier_for(request: Request, record: ApiKey) -> Tier:
     return effective_tier(record.tier, s.free_limit_per_minute, s.free_limit_per_month, s.max_rules_per_key)
 
 
+def client_address(request: Request) -> str:
+    """The client's address: the TCP peer, or what a trusted proxy says it is (TOKENPULSE_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "unknown"
+
+
+async def _throttle_key_guessing(request: Request, failed: bool) -> None:
+    """429 for an address that sent too many wrong keys this minute: before the store is asked for another
+    key (``failed=False``), or when this wrong key spends the allowance (``failed=True``)."""
+    limiter = request.app.state.limiter
+    ip = client_address(request)
+    try:
+        wait = await (limiter.hit_auth_failure(ip) if failed else limiter.auth_throttled(ip))
+    except LimiterUnavailable as exc:
+        raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
+    if wait:
+        raise ApiError(
+            429,
+            "too_many_wrong_keys",
+            f"too many unknown or revoked keys (or wrong admin tokens) from this address; retry in {wait} s "
+            "with a valid one",
+            headers={"Retry-After": str(wait)},
+        )
+
+
 async def _authenticate(request: Request, key: str | None) -> ApiKey:
     if not key:
         raise ApiError(401, "missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys")
-    record: ApiKey | None = await request.app.state.keys.lookup(key)
+    keys = request.app.state.keys
+    known, record = keys.cached(key)
+    if not known:  # only the store can tell: not for an address that is guessing
+        await _throttle_key_guessing(request, failed=False)
+        record = await keys.lookup(key)
     if record is None or record.revoked:
+        await _throttle_key_guessing(request, failed=True)
         raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
     try:
         verdict: Verdict = await request.app.state.limiter.hit(record.key_id, tier_for(request, record))
@@ -94,7 +123,9 @@ async def require_admin(
     token = _header_key(x_admin_token, authorization)
     if not token:
         raise ApiError(401, "missing_admin_token", "send the admin token in X-Admin-Token or Authorization: Bearer")
+    await _throttle_key_guessing(request, failed=False)  # guessing the admin token counts as guessing keys
     if not hmac.compare_digest(token.encode(), expected.encode()):
+        await _throttle_key_guessing(request, failed=True)
         raise ApiError(403, "invalid_admin_token", "wrong admin token")
 
 

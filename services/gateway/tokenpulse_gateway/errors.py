@@ -1,15 +1,24 @@
-"""The contract's error format: ``{"error": {"code": str, "message": str}}``, 4xx for client mistakes."""
+"""The contract's error format: ``{"error": {"code": str, "message": str}}``, 4xx for client mistakes; and the
+request boundary: a request id for every request, and one log line (never a traceback) for an unexpected error."""
 
 from __future__ import annotations
 
-import logging
+import re
+import secrets
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from tokenpulse_shared.telemetry import REQUEST_ID
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
+
+REQUEST_ID_HEADER = b"x-request-id"
+# a client's id is kept when it is this shape (ASCII, no spaces or quotes, short); anything else gets a new one
+WELL_FORMED_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class ApiError(Exception):
@@ -46,7 +55,56 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return JSONResponse(error_body("internal", "internal error; it has been logged"), 500)
+
+def request_id(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when well formed, else a new random one."""
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER and WELL_FORMED_ID.fullmatch(value):
+            return value.decode("ascii")
+    return secrets.token_hex(8)
+
+
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/v1/candles/{symbol}``), else the path."""
+    return str(getattr(scope.get("route"), "path", None) or scope.get("path", ""))
+
+
+class RequestBoundary:
+    """Outermost middleware. Gives every request an id (echoed as ``X-Request-ID``, bound to every log line of
+    the request) and answers an exception the app let through with the contract's 500, logged as one line.
+    It does not re-raise: Starlette's and uvicorn's handlers would log the same error again as a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": [*message.get("headers", []), (REQUEST_ID_HEADER, rid.encode())]}
+            await send(message)
+
+        bound = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error(
+                "unhandled error", exc_info=exc, method=scope.get("method"), route=route_of(scope), request_id=rid
+            )
+            if not started:  # else the answer is cut short: the client sees a broken response
+                await internal_error(rid)(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(bound)
+
+
+def internal_error(rid: str) -> JSONResponse:
+    message = f"internal error (request id {rid}); it has been logged, quote the id when you report it"
+    return JSONResponse(error_body("internal", message), 500)

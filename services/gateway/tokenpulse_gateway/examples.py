@@ -41,6 +41,15 @@ RULE = {
     "channels": [{"type": "webhook", "target": "https://example.com/hooks/tokenpulse"}],
     "cooldown_s": 3600,
     "created_at": "2026-11-22T01:00:00Z",
+    "readable": True,
+}
+UNREADABLE_RULE = {
+    "id": "rule_0a9c41e2d7b85f36",
+    "symbol": "BTC",
+    "created_at": "2026-01-10T08:00:00Z",
+    "readable": False,
+    "error": "this rule cannot be read back and never fires (not JSON: Invalid JSON: recursion limit exceeded "
+    "at line 1 column 7965); delete it",
 }
 
 FORECAST = {
@@ -62,7 +71,7 @@ SUCCESS: dict[str, Any] = {
     "predictions": {"symbol": "BTC", "status": "ok", "horizons": [FORECAST]},
     "alert_created": {**RULE, "webhook_secret": "whsec_2b7f…"},
     "alert_rule": RULE,
-    "alert_rules": {"data": [RULE], "next_cursor": None},
+    "alert_rules": {"data": [RULE, UNREADABLE_RULE], "next_cursor": None},
     "alert_deleted": {"id": RULE["id"], "deleted": True},
     "alert_events": {
         "data": [
@@ -93,7 +102,14 @@ SUCCESS: dict[str, Any] = {
         "key": "tp_3kq...shown-once",
         "key_id": "9f2c41d07a5be613",
         "tier": "free",
-        "limits": {"name": "free", "per_minute": 60, "per_month": 10000, "max_alert_rules": 10, "intraday": False},
+        "limits": {
+            "name": "free",
+            "per_minute": 60,
+            "per_month": 10000,
+            "max_alert_rules": 10,
+            "intraday": False,
+            "max_streams": 2,
+        },
         "note": "store this key now: it is shown only once",
     },
     "tokens": {"data": [TOKEN], "next_cursor": None},

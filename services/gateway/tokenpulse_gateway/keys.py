@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import TTLCache
 from tokenpulse_shared.store import Store
 
 KEY_PREFIX = "tp_"
@@ -37,16 +38,23 @@ class ApiKey:
 
 
 class KeyStore:
-    def __init__(self, store: Store, cache_ttl_s: float = 30.0) -> None:
+    """Keys by hash, with two bounded caches (cachetools' TTL caches, least recently used out first):
+    known keys (revoked ones too) for ``cache_ttl_s``, unknown ones for ``miss_ttl_s``. Kept apart, a
+    flood of wrong keys cannot push the known ones out, nor grow memory past ``cache_size``."""
+
+    def __init__(
+        self, store: Store, cache_ttl_s: float = 30.0, cache_size: int = 10_000, miss_ttl_s: float = 5.0
+    ) -> None:
         self.store = store
         self.cache_ttl_s = cache_ttl_s
-        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._known: TTLCache[str, ApiKey] = TTLCache(cache_size, cache_ttl_s)
+        self._unknown: TTLCache[str, bool] = TTLCache(max(1, cache_size // 10), miss_ttl_s)
 
     async def create(self, name: str, email: str | None, tier: str = "free") -> tuple[str, ApiKey]:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         record = ApiKey(hash_key(key), secrets.token_hex(8), name, tier)
         await self._write(record, email, int(datetime.now(UTC).timestamp() * 1000))
-        self._cache[record.key_hash] = (time.monotonic(), record)
+        self._remember(record)
         return key, record
 
     async def _write(self, record: ApiKey, email: str | None, created_ms: int) -> None:
@@ -95,18 +103,36 @@ class KeyStore:
         record = ApiKey(found["_hash"], key_id, found["name"], found["tier"], revoked=True)
         if not found["revoked"]:
             await self._write(record, found["email"], found["_created_ms"])
-        self._cache[record.key_hash] = (time.monotonic(), record)
+        self._remember(record)
         return True
+
+    def _remember(self, record: ApiKey) -> None:
+        self._unknown.pop(record.key_hash, None)
+        self._known[record.key_hash] = record
+
+    def cached(self, key: str) -> tuple[bool, ApiKey | None]:
+        """``(True, record)`` when this replica knows the answer for ``key`` without the store (``record``
+        None: known to be wrong); ``(False, None)`` when only the store can tell."""
+        return self._cached(hash_key(key))
+
+    def _cached(self, digest: str) -> tuple[bool, ApiKey | None]:
+        record = self._known.get(digest)
+        if record is not None:
+            return True, record
+        return digest in self._unknown, None
 
     async def lookup(self, key: str) -> ApiKey | None:
         digest = hash_key(key)
-        cached = self._cache.get(digest)
-        if cached and time.monotonic() - cached[0] < self.cache_ttl_s:
-            return cached[1]
+        known, record = self._cached(digest)
+        if known:
+            return record
         rows = await self.store.query(
             "SELECT key_id, name, tier, revoked FROM api_keys FINAL WHERE key_hash = {h:String}",
             {"h": digest},
         )
-        record = ApiKey(digest, rows[0][0], rows[0][1], rows[0][2], bool(rows[0][3])) if rows else None
-        self._cache[digest] = (time.monotonic(), record)
+        if not rows:
+            self._unknown[digest] = True
+            return None
+        record = ApiKey(digest, rows[0][0], rows[0][1], rows[0][2], bool(rows[0][3]))
+        self._remember(record)
         return record

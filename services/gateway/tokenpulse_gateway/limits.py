@@ -160,12 +160,15 @@ def _secs_until(reset_time: float) -> int:
 
 
 class KeyLimiter:
-    def __init__(self, redis_url: str | None = None, issue_per_hour: int = 10) -> None:
+    def __init__(
+        self, redis_url: str | None = None, issue_per_hour: int = 10, auth_failures_per_minute: int = 20
+    ) -> None:
         self.storage = make_storage(redis_url)
         self.shared = bool(redis_url)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.fixed = FixedWindowRateLimiter(self.storage)
         self.issue_item = RateLimitItemPerHour(issue_per_hour)
+        self.auth_item = RateLimitItemPerMinute(auth_failures_per_minute)
 
     @staticmethod
     @lru_cache(maxsize=64)
@@ -207,6 +210,26 @@ class KeyLimiter:
             if await self.fixed.hit(self.issue_item, "issue", client_ip):
                 return 0
             stats = await self.fixed.get_window_stats(self.issue_item, "issue", client_ip)
+        except Exception as exc:
+            raise LimiterUnavailable(str(exc)) from exc
+        return max(1, _secs_until(stats.reset_time))
+
+    async def auth_throttled(self, client_ip: str) -> int:
+        """Seconds until ``client_ip`` may have a key looked up again (0: now): it sent too many wrong ones."""
+        try:
+            if await self.moving.test(self.auth_item, "authfail", client_ip):
+                return 0
+            stats = await self.moving.get_window_stats(self.auth_item, "authfail", client_ip)
+        except Exception as exc:
+            raise LimiterUnavailable(str(exc)) from exc
+        return max(1, _secs_until(stats.reset_time))
+
+    async def hit_auth_failure(self, client_ip: str) -> int:
+        """Count one unknown or revoked key from ``client_ip``: 0 within its allowance, else the seconds to wait."""
+        try:
+            if await self.moving.hit(self.auth_item, "authfail", client_ip):
+                return 0
+            stats = await self.moving.get_window_stats(self.auth_item, "authfail", client_ip)
         except Exception as exc:
             raise LimiterUnavailable(str(exc)) from exc
         return max(1, _secs_until(stats.reset_time))

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -81,6 +81,8 @@ class StreamHub:
         """id of the newest event that has left the buffer: a resume from before it has missed events"""
         self.queue_size = queue_size
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
+        self.open_streams: Counter[str] = Counter()
+        """open ``/v1/stream`` connections per key id (the tier caps them)"""
 
     def publish(
         self, type_: str, symbol: str, data: dict[str, Any], owner: str | None = None, interval: str | None = None
@@ -110,6 +112,18 @@ class StreamHub:
 
     def unsubscribe(self, q: asyncio.Queue[StreamEvent | None]) -> None:
         self.subscribers.discard(q)
+
+    def claim_stream(self, key_id: str, cap: int) -> bool:
+        """Count one more open stream of ``key_id``; False (nothing counted) when it holds ``cap`` already."""
+        if self.open_streams[key_id] >= cap:
+            return False
+        self.open_streams[key_id] += 1
+        return True
+
+    def release_stream(self, key_id: str) -> None:
+        self.open_streams[key_id] -= 1
+        if self.open_streams[key_id] <= 0:
+            del self.open_streams[key_id]
 
     def since(self, last_id: int) -> list[StreamEvent]:
         return [e for e in self.buffer if e.id > last_id]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from opentelemetry import trace
 from pydantic import BaseModel, EmailStr, Field
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
+from tokenpulse_gateway import examples as ex
+from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.deps import LIMITER_DOWN, Admin, Authed, StreamAuthed, tier_for
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import KeyStore
@@ -19,6 +22,19 @@ from tokenpulse_gateway.live import STREAM_TYPES, StreamEvent, StreamHub
 from tokenpulse_gateway.tiers import TierName, effective_tier
 
 SYMBOL_LIST = re.compile(r"^[A-Z0-9]{1,20}$")
+INT64_MAX = 2**63 - 1
+# an event id as the stream sends it: ASCII digits only (str.isdigit also takes '²' and other scripts' digits)
+EVENT_ID = re.compile(r"[0-9]{1,19}")
+
+
+def resume_id(last_event_id: str | None, since: int | None) -> int | None:
+    """Where a stream resumes: ``Last-Event-ID`` (as a browser resends it) over ``?since=``."""
+    if not last_event_id:
+        return since
+    value = last_event_id.strip()
+    if not EVENT_ID.fullmatch(value) or int(value) > INT64_MAX:
+        raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent")
+    return int(value)
 
 
 class AdminKeyRequest(BaseModel):
@@ -35,11 +51,12 @@ def tier_body(name: str, settings: Any) -> dict[str, Any]:
         "per_month": t.per_month,
         "max_alert_rules": t.max_alert_rules,
         "intraday": t.intraday,
+        "max_streams": t.max_streams,
     }
 
 
 def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: Any) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=JsonBodyRoute)
 
     @router.post(
         "/v1/admin/keys",
@@ -132,6 +149,7 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                                 "per_month": 10000,
                                 "max_alert_rules": 10,
                                 "intraday": False,
+                                "max_streams": 2,
                             },
                             "usage": {
                                 "minute": {"limit": 60, "used": 3, "remaining": 57, "reset_s": 41},
@@ -171,7 +189,8 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
                     }
                 },
                 "description": "server-sent events",
-            }
+            },
+            **ex.responses("stream", 400, 401, 422, 429),
         },
     )
     async def stream(
@@ -180,25 +199,24 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
         symbols: Annotated[str | None, Query(description="comma-separated symbols, e.g. BTC,ETH (default all)")] = None,
         types: Annotated[str | None, Query(description="comma-separated: price, signal, alert (default all)")] = None,
         last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
-        since: Annotated[int | None, Query(description="resume after this event id (as Last-Event-ID)")] = None,
+        since: Annotated[
+            int | None, Query(ge=0, le=INT64_MAX, description="resume after this event id (as Last-Event-ID)")
+        ] = None,
     ) -> EventSourceResponse:
         """Live prices, signals and your alerts as server-sent events, with heartbeats (`: ping` comments)
         and resumption: send the last `id` you saw as `Last-Event-ID` (browsers do on reconnect) to get
         what you missed from the recent-events buffer (a `gap` event first if some of it has already left the
         buffer). A browser's EventSource may pass `?api_key=`."""
         wanted_symbols = {s.strip().upper() for s in (symbols or "").split(",") if s.strip()} or None
-        if wanted_symbols and not all(SYMBOL_LIST.match(s) for s in wanted_symbols):
+        if wanted_symbols and not all(SYMBOL_LIST.fullmatch(s) for s in wanted_symbols):
             raise ApiError(400, "invalid_symbol", "symbols are upper-case base assets such as BTC,ETH")
         wanted_types = {t.strip().lower() for t in (types or "").split(",") if t.strip()} or set(STREAM_TYPES)
         if not wanted_types <= set(STREAM_TYPES):
             bad = ", ".join(sorted(wanted_types - set(STREAM_TYPES)))
             raise ApiError(422, "invalid_request", f"types: unknown {bad}; choose from {', '.join(STREAM_TYPES)}")
-        resume: int | None = since
-        if last_event_id:
-            if not last_event_id.strip().isdigit():
-                raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an id this stream sent")
-            resume = int(last_event_id)
-        intraday = tier_for(request, key).intraday
+        resume = resume_id(last_event_id, since)
+        tier = tier_for(request, key)
+        intraday = tier.intraday
 
         def match(ev: StreamEvent) -> bool:
             if ev.type not in wanted_types or (wanted_symbols and ev.symbol not in wanted_symbols):
@@ -234,14 +252,37 @@ def make_router(keys: KeyStore, limiter: KeyLimiter, hub: StreamHub, settings: A
             finally:
                 hub.unsubscribe(q)
 
-        return EventSourceResponse(
+        if not hub.claim_stream(key.key_id, tier.max_streams):
+            raise ApiError(
+                429,
+                "too_many_streams",
+                f"this key already has {tier.max_streams} open streams, the {tier.name} tier's limit; "
+                "close one (or upgrade the key's tier)",
+                headers={"Retry-After": "5"},
+            )
+        return _ClaimedStream(
             events(),
+            release=lambda: hub.release_stream(key.key_id),
             ping=settings.stream_heartbeat_s,
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
             send_timeout=30,
         )
 
     return router
+
+
+class _ClaimedStream(EventSourceResponse):
+    """The event stream of a claimed slot: the slot is released when the response ends, however it ends."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
 
 
 _tracer = trace.get_tracer("tokenpulse.gateway.stream")

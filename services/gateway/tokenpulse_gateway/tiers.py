@@ -28,12 +28,17 @@ class Tier:
     """alert rules one key may have at a time"""
     intraday: bool
     """intraday (shorter than 1d) signals in /v1/signals and the stream; daily signals are for everyone"""
+    max_streams: int
+    """``/v1/stream`` connections one key may hold open at once on one gateway replica"""
 
 
+# streams: a free key gets a dashboard tab and a script; pro a few services; enterprise a fleet of them
 TIERS: dict[str, Tier] = {
-    "free": Tier("free", per_minute=60, per_month=10_000, max_alert_rules=10, intraday=False),
-    "pro": Tier("pro", per_minute=500, per_month=500_000, max_alert_rules=100, intraday=True),
-    "enterprise": Tier("enterprise", per_minute=5_000, per_month=50_000_000, max_alert_rules=10_000, intraday=True),
+    "free": Tier("free", per_minute=60, per_month=10_000, max_alert_rules=10, intraday=False, max_streams=2),
+    "pro": Tier("pro", per_minute=500, per_month=500_000, max_alert_rules=100, intraday=True, max_streams=10),
+    "enterprise": Tier(
+        "enterprise", per_minute=5_000, per_month=50_000_000, max_alert_rules=10_000, intraday=True, max_streams=100
+    ),
 }
 TIER_NAMES: tuple[str, ...] = tuple(TIERS)
 

@@ -27,9 +27,10 @@ from tokenpulse_shared.bus.base import (
     Delivery,
     Handler,
     RawMessage,
+    Rejected,
     Subscription,
     TransientError,
     decode_message,
 )
 
-__all__ = ["Bus", "Delivery", "Handler", "RawMessage", "Subscription", "TransientError", "decode_message"]
+__all__ = ["Bus", "Delivery", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]

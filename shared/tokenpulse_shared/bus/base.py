@@ -38,6 +38,14 @@ class RawMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A message :meth:`Bus.read_log` could not read: the message as it is, and why."""
+
+    message: RawMessage
+    reason: str
+
+
 class Delivery(enum.Enum):
     """Which messages of a topic each running instance of a service receives, and from where it starts.
 
@@ -86,6 +94,8 @@ def decode_message(topic: Topic, raw: RawMessage) -> Event:
             pass  # pydantic decides, with its own reasons
     try:
         return topic.model.model_validate_json(raw.value)
+    except RecursionError as exc:  # the models bound their nesting; this is the belt to those braces
+        raise ValueError("nested too deeply") from exc
     except ValidationError as exc:
         errors = exc.errors()
         first: dict[str, Any] = dict(errors[0]) if errors else {}
@@ -191,13 +201,20 @@ class Bus(abc.ABC):
     async def publish_tombstone(self, topic: Topic, key: str) -> None:
         """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""
 
-    async def read_log(self, topic: Topic, since_ms: int | None = None, until_group: str | None = None) -> list[Event]:
+    async def read_log(
+        self,
+        topic: Topic,
+        since_ms: int | None = None,
+        until_group: str | None = None,
+        rejected: list[Rejected] | None = None,
+    ) -> list[Event]:
         """Read ``topic`` from its beginning (or from ``since_ms``) up to its current end: how a service
         rebuilds state that Kafka holds (rules, its own firing log) before it processes new events.
         ``until_group``: only up to what that consumer group (of this bus) has committed — the events
         a service had fully processed, so that what it then consumes continues exactly from there.
-        Invalid messages and tombstones are skipped. The in-process bus keeps no log: embedded mode
-        rebuilds such state from the store instead."""
+        Invalid messages and tombstones are skipped; ``rejected``, when given, receives the invalid ones
+        that no later tombstone of their key deleted (what a service quarantines). The in-process bus
+        keeps no log: embedded mode rebuilds such state from the store instead."""
         return []
 
     @abc.abstractmethod

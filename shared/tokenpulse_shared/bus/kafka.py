@@ -43,6 +43,7 @@ from tokenpulse_shared.bus.base import (
     Bus,
     Delivery,
     RawMessage,
+    Rejected,
     Subscription,
     TransientError,
     dead_letter_for,
@@ -79,12 +80,25 @@ def _raw(record: Any) -> RawMessage:
     return RawMessage(value=record.value, key=key, headers=_headers(record))
 
 
-def _decode_all(topic: Topic, values: list[bytes]) -> list[Event]:
-    out = []
-    for value in values:
-        with contextlib.suppress(ValueError):
-            out.append(decode_message(topic, RawMessage(value=value)))
-    return out
+def _decode_all(topic: Topic, records: list[Any]) -> tuple[list[Event], dict[int, str]]:
+    """The events of records with a value, and the reason of each one that is not valid (by ``id``)."""
+    out: list[Event] = []
+    bad: dict[int, str] = {}
+    for record in records:
+        try:
+            out.append(decode_message(topic, RawMessage(value=record.value)))
+        except ValueError as exc:
+            bad[id(record)] = str(exc)
+    return out, bad
+
+
+def _note_rejects(records: list[Any], bad: dict[int, str], unread: dict[Any, Rejected]) -> None:
+    """Keep the invalid records in ``unread`` by key, in log order: a later tombstone of the key deletes one."""
+    for r in records:
+        if r.value is None:
+            unread.pop(r.key, None)
+        elif (reason := bad.get(id(r))) is not None:
+            unread[r.key if r.key is not None else (r.partition, r.offset)] = Rejected(_raw(r), reason)
 
 
 async def ensure_topics(
@@ -472,7 +486,13 @@ class KafkaBus(Bus):
             tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic.name and meta.offset >= 0
         }
 
-    async def read_log(self, topic: Topic, since_ms: int | None = None, until_group: str | None = None) -> list[Event]:
+    async def read_log(
+        self,
+        topic: Topic,
+        since_ms: int | None = None,
+        until_group: str | None = None,
+        rejected: list[Rejected] | None = None,
+    ) -> list[Event]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -483,6 +503,7 @@ class KafkaBus(Bus):
         )
         await consumer.start()
         events: list[Event] = []
+        unread: dict[Any, Rejected] = {}
         try:
             partitions = [TopicPartition(topic.name, p) for p in await self._partitions(topic.name)]
             consumer.assign(partitions)
@@ -500,19 +521,19 @@ class KafkaBus(Bus):
             remaining = {tp for tp in partitions if start[tp] < end[tp]}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-                values = [
-                    r.value
-                    for tp, records in batch.items()
-                    for r in records
-                    if r.value is not None and r.offset < end[tp]
-                ]
+                in_range = [r for tp, records in batch.items() for r in records if r.offset < end[tp]]
                 # validation off the event loop: a long read must not starve heartbeats of the running consumers
-                events.extend(await asyncio.to_thread(_decode_all, topic, values))
+                decoded, bad = await asyncio.to_thread(_decode_all, topic, [r for r in in_range if r.value is not None])
+                events.extend(decoded)
+                if rejected is not None:
+                    _note_rejects(in_range, bad, unread)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
         finally:
             await consumer.stop()
+        if rejected is not None:
+            rejected.extend(unread.values())
         return events
 
     async def _consume(self, sub: Subscription, records: list[_Record]) -> None:

@@ -224,7 +224,11 @@ function connectStream() {
   const es = new EventSource(`/v1/stream?api_key=${encodeURIComponent(state.key)}`);  // EventSource cannot send headers
   state.stream = es;
   es.onopen = () => { $("live").textContent = "● live"; $("live").className = "up"; };
-  es.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "muted"; };
+  es.onerror = () => {
+    $("live").textContent = "reconnecting…"; $("live").className = "muted";
+    // an answer that is not a stream (429: the key's streams are all open in other tabs) ends an EventSource
+    if (es.readyState === EventSource.CLOSED && state.stream === es) setTimeout(connectStream, 10000);
+  };
   es.addEventListener("price", (m) => {
     const d = JSON.parse(m.data), t = state.tokens.get(d.symbol);
     if (!t) return;

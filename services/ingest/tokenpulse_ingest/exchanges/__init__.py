@@ -94,7 +94,7 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
             raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r} is not `exchange:SYMBOL=PAIR`")
         if ex not in CONNECTORS:
             raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r}: unknown exchange; use {', '.join(CONNECTORS)}")
-        if not _SYMBOL.match(symbol):
+        if not _SYMBOL.fullmatch(symbol):
             raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r}: {symbol!r} is not an upper-case symbol")
         if ex not in venues:
             continue  # an override for an exchange that is not enabled
