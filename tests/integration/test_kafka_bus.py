@@ -9,10 +9,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
-from tokenpulse_shared.bus import Delivery
+from tokenpulse_shared.bus import Delivery, TransientError
 from tokenpulse_shared.bus.kafka import KafkaBus, _KeyPartitions, ensure_topics
 from tokenpulse_shared.events import Event, PriceEvent
 from tokenpulse_shared.topics import PRICES, SIGNALS, TICKS, Topic
@@ -213,3 +213,66 @@ async def test_consumer_lag_is_measured_per_partition_and_ends_at_zero(kafka_boo
         await asyncio.gather(bus.stop(), publisher.stop())
     assert max(lags) > 200  # behind at the first batches
     assert [lag(p) for p in range(6)] == [0.0] * 6  # caught up at the last
+
+
+async def test_a_header_that_is_not_utf8_does_not_lose_its_batch(kafka_bootstrap: str) -> None:
+    """Another producer's header bytes (not UTF-8, or no value at all) are no reason to drop the batch they
+    arrive in: every event of it reaches the handler."""
+    topic = await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, f"headers-{uuid.uuid4().hex[:8]}")
+    handled: list[str] = []
+
+    async def handler(events: list[Event]) -> None:
+        handled.extend(e.event_id for e in events)
+
+    bus.subscribe(topic, "g", handler)
+    events = [price("H", i) for i in range(5)]
+    odd_headers = {1: [("x-binary", b"\xff\xfe\x00")], 3: [("x-empty", None)]}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for i, e in enumerate(events):  # one key: one partition, one fetched batch
+            headers = odd_headers.get(i, [("content-type", b"application/json")])
+            await producer.send(topic.name, e.model_dump_json().encode(), b"H", headers=headers)
+        await producer.flush()
+        await bus.start()
+        await wait_for(lambda: len(handled) >= len(events), timeout=30)
+    finally:
+        await asyncio.gather(bus.stop(), producer.stop())
+    assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+async def test_a_transient_error_rewinds_its_topics_part_of_a_batch_holding_both(kafka_bootstrap: str) -> None:
+    """Two topics of one group in one fetched batch (both published before the consumer starts): the second
+    topic's handler fails transiently; the first topic's part is committed, never handed over again."""
+    first, second = await fresh_topic(kafka_bootstrap), await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, f"parts-{uuid.uuid4().hex[:8]}")
+    seen: dict[str, list[str]] = {first.name: [], second.name: []}
+    failures = 0
+
+    async def on_first(events: list[Event]) -> None:
+        seen[first.name].extend(e.event_id for e in events)
+
+    async def on_second(events: list[Event]) -> None:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise TransientError("downstream unavailable")
+        seen[second.name].extend(e.event_id for e in events)
+
+    bus.subscribe(first, "parts", on_first)
+    bus.subscribe(second, "parts", on_second)
+    one, two = [price("A", i) for i in range(20)], [price("B", i) for i in range(20)]
+    publisher = new_bus(kafka_bootstrap, "parts-publisher")
+    try:
+        await publisher.start()
+        await publisher.publish(first, one)
+        await publisher.publish(second, two)
+        await bus.start()
+        await wait_for(lambda: len(seen[second.name]) >= len(two))
+        await asyncio.sleep(2.0)  # anything handed over again would arrive now
+    finally:
+        await asyncio.gather(bus.stop(), publisher.stop())
+    assert failures == 2
+    assert sorted(seen[first.name]) == sorted(e.event_id for e in one)  # each once
+    assert sorted(seen[second.name]) == sorted(e.event_id for e in two)

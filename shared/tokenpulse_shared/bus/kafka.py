@@ -1,40 +1,60 @@
-"""Kafka adapter of the bus port: one client path, aiokafka for producing and for consuming.
+"""Kafka adapter of the bus port, on FastStream's ``KafkaBroker`` (aiokafka underneath): one client path.
 
-Why aiokafka alone (FastStream, used before for the consumers, is not used here): measured side by side
-on this project's VM (``bench/bus_paths.py``, figures in docs/benchmarks.md, "Bus client path"), a
-plain ``getmany`` loop consumed and committed faster than a FastStream batch subscriber and answered on a
-quiet topic in a fraction of the time (the subscriber sleeps a whole batch timeout after an empty poll),
-and aiokafka's ``send_batch`` published faster than FastStream's ``publish_batch``. Beyond speed, each
-guarantee below needed a way around FastStream rather than through it: its batch publish puts one batch
-on one partition (the keys had to be mapped to partitions with aiokafka anyway), its batch
-acknowledgement commits everything fetched and its nack rewinds the whole batch (rewinding one topic's
-part meant rewriting its message), and the commit on revocation needed the consumer it hides. What
-FastStream added on top (its ``faststream_*`` metrics) the ``tokenpulse_*`` families already cover.
+FastStream is the project's Kafka framework (typed events over Kafka, faststream + aiokafka); everything this
+adapter publishes goes through the broker's ``publish_batch`` and everything it consumes through the broker's
+batch subscribers, with FastStream's and aiokafka's public APIs only:
 
-* producer: one idempotent aiokafka producer (acks=all), key = the event's partition key (the token
-  symbol), placed by the producer's own partitioner (murmur2, as the Java client) and sent as one batch
-  per partition; one PRODUCER span per published batch, its W3C context in every message's headers;
-* consumers: one aiokafka consumer per consumer group (``PREFIX-SERVICE``) over all its shared topics,
-  one per broadcast or tail subscription; offsets are committed after the handlers returned, exactly the
-  ones handled; a :class:`TransientError` rewinds the failing topic's part of the batch (and the parts
-  after it) so it is redelivered; invalid messages and events a handler keeps failing on go to the
-  dead-letter topic with the reason and are then committed, so a poison message never blocks a partition;
-  a rebalance waits for the batch in hand and its commit.
+* publishing: ``KafkaBroker.publish_batch`` with an explicit partition per call (FastStream sends a batch to
+  one partition), each message keeping its key (``KafkaPublishMessage``); the key, the event's partition key
+  (the token symbol), is placed by aiokafka's ``DefaultPartitioner`` (murmur2, as the Java client), so other
+  producers of the same keys put a token where we do. Idempotent producer (acks=all); one PRODUCER span per
+  published batch, its W3C context in every message's headers;
+* consuming: one batch subscriber per consumer group (``PREFIX-SERVICE``) over all its shared topics, one per
+  broadcast or tail subscription. ``AckPolicy.MANUAL``: the handler commits (``message.ack()``) after every
+  part of the batch was handled, and a part that failed (a :class:`TransientError`, or the dead letters could
+  not be published) is first rewound with ``message.consumer.seek`` — that topic's part and the parts after
+  it, not the parts already handled — so the commit saves exactly what was handled and the rest is
+  redelivered. Committing inside the handler is the deliberate choice: FastStream's own policies commit after
+  the handler returned (outside the window a rebalance waits for) and nack the whole batch. Invalid messages
+  and events a handler keeps failing on go to the dead-letter topic with the reason and are then committed,
+  so a poison message never blocks a partition. The rebalance ``listener=`` waits for the batch in hand and
+  its commit (``finish_batch_on_rebalance``: up to the graceful timeout);
+* latency: FastStream's batch subscriber sleeps ``batch_timeout_ms`` after a poll that found nothing, so on a
+  quiet topic a message waits up to that long before it is even fetched: :data:`BATCH_TIMEOUT_MS` keeps that
+  short (docs/benchmarks.md, "Bus client path");
+* FastStream's hooks, as documented: ``decoder=`` keeps bodies as bytes (validation is the bus's, per
+  message), ``parser=`` wraps FastStream's own batch parser for header bytes it cannot decode. Its Prometheus
+  middleware is not installed: its ``faststream_*`` families count what the ``tokenpulse_*`` ones count
+  (events consumed and published, batch time, lag) and no dashboard reads them.
+
+The one documented exception, where FastStream has no API: aiokafka's admin client creates the topics (with
+compaction where the contract says so) and reads a topic's partitions (to place keys) and a group's committed
+offsets; a plain aiokafka consumer reads a topic's past by partition and offset (:meth:`KafkaBus.read_log`);
+lag is the consumer's ``highwater`` (the consumer FastStream exposes on each message), and the start
+positions of a broadcast or tail subscriber are resolved on the consumer its subscriber exposes
+(``subscriber.consumer``) so that a tail receives everything published after :meth:`KafkaBus.start`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ConsumerStoppedError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
+from faststream.kafka import KafkaBroker, KafkaPublishMessage
+from faststream.kafka import Topic as KafkaTopic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.exceptions import BatchBufferOverflowException
+from faststream.middlewares import AckPolicy
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
@@ -60,8 +80,11 @@ JSON_HEADERS = {"content-type": "application/json"}
 MAX_LINKS = 16
 ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_OTHERS)
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
+RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
-FETCH_WAIT_MS = 100  # the longest a poll waits for records; a record arriving meanwhile returns it at once
+PARTITIONS_TTL_S = 60.0  # how long a topic's partition list is trusted before it is read again
+# the subscriber's poll timeout, and its sleep after an empty poll: the most a quiet topic's message waits
+BATCH_TIMEOUT_MS = 10
 REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
 SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's start positions
 # A service's subscriptions join one group; a member joining makes the others rejoin at their next heartbeat,
@@ -69,6 +92,7 @@ SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's sta
 HEARTBEAT_MS = 1000
 
 _Record: TypeAlias = Any  # aiokafka's ConsumerRecord; aiokafka ships no type information
+_Outgoing: TypeAlias = tuple[bytes | None, bytes | None, dict[str, str]]  # value, key, headers
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -136,7 +160,7 @@ async def ensure_topics(
 
 
 class _KeyPartitions:
-    """key -> partition per topic with the producer's partitioner, remembered while the topic's partitions are
+    """key -> partition per topic with aiokafka's default partitioner, remembered while the topic's partitions are
     unchanged (the partitioner maps a key over all of them): its pure-Python hash, once per message, cost more
     than the rest of a publish."""
 
@@ -164,11 +188,58 @@ class _KeyPartitions:
         return partition
 
 
+async def _no_body(message: Any) -> Any:
+    """FastStream's decoder, replaced through its ``decoder=`` hook: the bodies stay bytes, validated (and
+    dead-lettered) per message by the bus; the default decoded every record of a batch again."""
+    return None
+
+
+async def _tolerant_parser(records: Any, original: Any) -> Any:
+    """FastStream's own batch parser (through its ``parser=`` hook), except for a batch holding a header value
+    it cannot decode (another producer's bytes, or none at all): without this FastStream drops the batch
+    unhandled. Such a batch is parsed again from copies of its records whose header values are made UTF-8;
+    keys, values, partitions and offsets are the records' own."""
+    try:
+        return await original(records)
+    except (UnicodeDecodeError, AttributeError):
+        return await original(tuple(map(_utf8_headers, records)))
+
+
+def _utf8_headers(record: _Record) -> _Record:
+    headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers or ()]
+    return dataclasses.replace(record, headers=headers)
+
+
+_Parts: TypeAlias = dict[str, dict[tuple[str, int], list[_Record]]]  # topic -> (topic, partition) -> records
+
+
+def _by_topic(records: Sequence[_Record]) -> _Parts:
+    """A batch's records by topic and partition, in fetch order (they come partition by partition)."""
+    parts: _Parts = {}
+    last: tuple[str, int] | None = None
+    run: list[_Record] = []
+    for r in records:
+        where = (r.topic, r.partition)
+        if where != last:
+            run = parts.setdefault(r.topic, {}).setdefault(where, [])
+            last = where
+        run.append(r)
+    return parts
+
+
+def _rewind(consumer: Any, parts: Sequence[dict[tuple[str, int], list[_Record]]]) -> None:
+    """Seek each partition of ``parts`` back to its first record there, so those records come again."""
+    for part in parts:
+        for (topic, partition), records in part.items():
+            with contextlib.suppress(KafkaError):  # no longer assigned: its next owner reads it
+                consumer.seek(TopicPartition(topic, partition), records[0].offset)
+
+
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in hand
-    and its commit, which the group still accepts from this member until the callback returns. Without it, a
-    batch finished during the rebalance fails to commit and is handled again by the partitions' next owner.
-    (Hooks for state owned per partition would be called here too.)"""
+    and its commit (made in the handler), which the group still accepts from this member until the callback
+    returns. Without it, a batch finished during the rebalance fails to commit and is handled again by the
+    partitions' next owner. (Hooks for state owned per partition would be called here too.)"""
 
     def __init__(self, idle: asyncio.Event, group: str, wait_s: float) -> None:
         self.idle, self.group, self.wait_s = idle, group, wait_s
@@ -183,9 +254,9 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-class _Consumer:
-    """One aiokafka consumer over the topics of ``subs`` (all of one delivery and group) and the loop that hands
-    its batches to their handlers."""
+class _Subscriber:
+    """One FastStream batch subscriber over the topics of ``subs`` (all of one delivery and group) and its
+    handler: each topic's part of a batch to its subscription, in registration order, then the commit."""
 
     def __init__(self, bus: KafkaBus, subs: list[Subscription]) -> None:
         self.bus, self.subs = bus, subs
@@ -195,36 +266,92 @@ class _Consumer:
         self.name = f"{first.group}:{','.join(s.topic.name for s in subs)}"
         self.idle = asyncio.Event()
         self.idle.set()
-        self.stopping = False
-        self.consumer: AIOKafkaConsumer | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.subscriber: Any = None
 
-    async def start(self) -> None:
+    def register(self, broker: KafkaBroker) -> None:
         bus, first = self.bus, self.subs[0]
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bus.bootstrap,
-            client_id=bus.client_id,
-            group_id=bus.group_id(first.group) if self.shared else None,
-            enable_auto_commit=False,
-            auto_offset_reset=bus.offset_reset(first),
-            heartbeat_interval_ms=HEARTBEAT_MS,
-        )
         listener = None
         if self.shared:
             finish = any(s.finish_batch_on_rebalance for s in self.subs)
             wait_s = bus.graceful_timeout_s if finish else REBALANCE_WAIT_S
             listener = _FinishBatchOnRevoke(self.idle, bus.group_id(first.group), wait_s)
-        self.consumer.subscribe(topics=[s.topic.name for s in self.subs], listener=listener)
-        await self.consumer.start()
-        if not self.shared:
-            await self._settle()
-        self.task = asyncio.create_task(self._run(), name=f"bus:{self.name}")
+        self.subscriber = broker.subscriber(
+            # created by ensure_topics (compaction where the contract says so), never by FastStream
+            *(KafkaTopic(s.topic.name, declare=False) for s in self.subs),
+            group_id=bus.group_id(first.group) if self.shared else None,
+            batch=True,
+            max_records=max(s.max_batch for s in self.subs),
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_MS,
+            auto_offset_reset=bus.offset_reset(first),
+            ack_policy=AckPolicy.MANUAL,
+            listener=listener,
+            parser=_tolerant_parser,
+            decoder=_no_body,
+            no_reply=True,
+        )
+        self.subscriber(self._handler())
 
-    async def _settle(self) -> None:
-        """Resolve a groupless consumer's start positions now, so that a tail receives everything published
-        after :meth:`KafkaBus.start` returned."""
-        consumer = self.consumer
-        assert consumer is not None
+    def _handler(self) -> Any:
+        async def handle_batch(message: KafkaMessage) -> None:
+            self.idle.clear()
+            try:
+                await self._handle(message)
+            except Exception:  # a fault of ours, not a handler's (those rewind): keep the batch, loudly
+                log.exception("%s: a fetched batch could not be handled; it will be redelivered", self.name)
+                _rewind(message.consumer, list(_by_topic(_records(message)).values()))
+                await asyncio.sleep(1.0)
+            finally:
+                self.idle.set()
+
+        handle_batch.__name__ = self.name.replace(".", "_").replace("-", "_").replace(":", "__").replace(",", "_")
+        return handle_batch
+
+    async def _handle(self, message: Any) -> None:
+        """Each topic's part of the batch to its subscription; then commit what was handled. A failure rewinds
+        that part and the parts after it (the earlier ones are committed)."""
+        parts = _by_topic(_records(message))
+        if self.shared:
+            self._record_lag(message.consumer, parts)
+        for i, sub in enumerate(self.subs):
+            part = parts.get(sub.topic.name)
+            if not part:
+                continue
+            try:
+                await self.bus._consume(sub, [r for records in part.values() for r in records])
+            except Exception as exc:
+                if isinstance(exc, TransientError):
+                    log.warning("%s: transient failure (%s); the batch will be redelivered", self.name, exc)
+                else:  # e.g. the dead letters could not be published: the batch is not done either
+                    log.error("%s: batch failed (%r); it will be redelivered", self.name, exc)
+                _rewind(message.consumer, [parts.get(s.topic.name, {}) for s in self.subs[i:]])
+                await self._commit(message)
+                await asyncio.sleep(self.bus.backoff_s * 10)
+                return
+        await self._commit(message)
+
+    async def _commit(self, message: Any) -> None:
+        """Commit the consumer's positions: past every record handled, at the first one rewound."""
+        if not self.shared:
+            return
+        try:
+            await message.ack()
+        except KafkaError as exc:  # the group moved on (rebalance) or the broker is away: redelivered later
+            log.info("%s: commit failed (%r); the batch may be redelivered", self.name, exc)
+
+    def _record_lag(self, consumer: Any, parts: _Parts) -> None:
+        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the offset
+        after this batch's last record there."""
+        for topic, part in parts.items():
+            for (_, partition), records in part.items():
+                end = consumer.highwater(TopicPartition(topic, partition))
+                if end is not None:
+                    CONSUMER_LAG.labels(self.group, topic, str(partition)).set(max(0, end - records[-1].offset - 1))
+
+    async def settle(self) -> None:
+        """Resolve a groupless subscriber's start positions now, so that a tail receives everything published
+        after :meth:`KafkaBus.start` returned (the consumer resolves them lazily, at its first fetch)."""
+        consumer = self.subscriber.consumer
         try:
             async with asyncio.timeout(SETTLE_S):
                 while not consumer.assignment():  # noqa: ASYNC110 - aiokafka signals an assignment by no event
@@ -234,106 +361,15 @@ class _Consumer:
         except TimeoutError:
             log.warning("%s: start positions not resolved in %.0f s; consuming anyway", self.name, SETTLE_S)
 
-    async def stop(self, timeout: float) -> None:
-        """Stop fetching, let the batch in hand finish and commit (up to ``timeout``), leave the group."""
-        self.stopping = True
-        if self.task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.task), timeout)
-            except TimeoutError:
-                log.warning("%s: a batch was still running after %.0f s; it will be redelivered", self.name, timeout)
-                self.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.task
-        if self.consumer is not None:
-            await self.consumer.stop()
+    async def stop(self) -> None:
+        """Stop fetching, let the batch in hand finish and commit (up to the broker's graceful timeout), leave the
+        group."""
+        await self.subscriber.stop()
 
-    async def _run(self) -> None:
-        consumer = self.consumer
-        assert consumer is not None
-        max_records = max(s.max_batch for s in self.subs)
-        while not self.stopping:
-            try:
-                batch = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=max_records)
-            except ConsumerStoppedError:
-                return
-            except KafkaError as exc:  # the client reconnects by itself; try again shortly
-                log.warning("%s: fetch failed (%r); retrying", self.name, exc)
-                await asyncio.sleep(1.0)
-                continue
-            if not batch:
-                continue
-            try:
-                await self._handle(batch)
-            except Exception:  # a fault of ours, not a handler's (those rewind): keep the consumer alive, loudly
-                log.exception("%s: a fetched batch could not be handled", self.name)
-                await asyncio.sleep(1.0)
 
-    async def _handle(self, batch: dict[TopicPartition, list[_Record]]) -> None:
-        """Each topic's part of the batch to its subscription, in registration order; then commit what was
-        handled. A failure rewinds that part and the parts after it (the earlier ones stay committed)."""
-        self.idle.clear()
-        try:
-            if self.shared:
-                self._record_lag(batch)
-            parts: dict[str, dict[TopicPartition, list[_Record]]] = {}
-            for tp, records in batch.items():
-                parts.setdefault(tp.topic, {})[tp] = records
-            handled: dict[TopicPartition, int] = {}
-            for i, sub in enumerate(self.subs):
-                part = parts.get(sub.topic.name)
-                if not part:
-                    continue
-                try:
-                    await self.bus._consume(sub, [r for records in part.values() for r in records])
-                except Exception as exc:
-                    await self._rewind(parts, self.subs[i:], handled, exc)
-                    return
-                handled.update((tp, records[-1].offset + 1) for tp, records in part.items())
-            await self._commit(handled)
-        finally:
-            self.idle.set()
-
-    async def _rewind(
-        self,
-        parts: dict[str, dict[TopicPartition, list[_Record]]],
-        failed: list[Subscription],
-        handled: dict[TopicPartition, int],
-        exc: Exception,
-    ) -> None:
-        if isinstance(exc, TransientError):
-            log.warning("%s: transient failure (%s); the batch will be redelivered", self.name, exc)
-        else:  # e.g. the dead letters could not be published: the batch is not done either
-            log.error("%s: batch failed (%r); it will be redelivered", self.name, exc)
-        assert self.consumer is not None
-        for sub in failed:
-            for tp, records in parts.get(sub.topic.name, {}).items():
-                with contextlib.suppress(KafkaError):  # no longer assigned: its next owner reads it
-                    self.consumer.seek(tp, records[0].offset)
-        await self._commit(handled)
-        await asyncio.sleep(self.bus.backoff_s * 10)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not self.shared or not offsets:
-            return
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        mine = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-        if not mine:
-            return
-        try:
-            await self.consumer.commit(mine)
-        except KafkaError as exc:  # the group moved on (rebalance) or the broker is away: redelivered later
-            log.info("%s: commit failed (%r); the batch may be redelivered", self.name, exc)
-
-    def _record_lag(self, batch: dict[TopicPartition, list[_Record]]) -> None:
-        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the offset
-        after this batch's last record there."""
-        assert self.consumer is not None
-        for tp, records in batch.items():
-            end = self.consumer.highwater(tp)
-            if end is not None and records:
-                CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(max(0, end - records[-1].offset - 1))
+def _records(message: Any) -> tuple[_Record, ...]:
+    raw = message.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 def _trace_parent(records: Sequence[_Record]) -> tuple[Context | None, list[Link]]:
@@ -354,6 +390,17 @@ def _trace_parent(records: Sequence[_Record]) -> tuple[Context | None, list[Link
     others = [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
     links = [Link(trace.get_current_span(c).get_span_context()) for c in others]
     return parent, [link for link in links if link.context.is_valid]
+
+
+async def _leader_partitions(admin: AIOKafkaAdminClient, name: str) -> list[int]:
+    """The partitions of topic ``name``, once each has a leader (a topic created a moment ago takes a moment)."""
+    for _ in range(50):
+        described = await admin.describe_topics([name])
+        parts = [p for d in described if d["topic"] == name for p in d["partitions"]]
+        if parts and all(p["leader"] >= 0 for p in parts):
+            return sorted(p["partition"] for p in parts)
+        await asyncio.sleep(0.2)
+    raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
 
 
 class KafkaBus(Bus):
@@ -383,11 +430,24 @@ class KafkaBus(Bus):
         self.partitions = partitions
         # stamped on everything this instance publishes, so a TAIL_OTHERS subscription can drop it undecoded
         self.origin = uuid.uuid4().hex.encode()
-        self.partitioner = DefaultPartitioner()
-        self._keys = _KeyPartitions(self.partitioner)
-        self.producer: AIOKafkaProducer | None = None
+        self.broker = KafkaBroker(
+            bootstrap,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            # aiokafka's default 16 KB batches hold ~30 events; with idempotence one request is in flight
+            # per broker, so a large publish would wait for one acknowledgement per small batch in turn
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            logger=None,  # ours log what matters (structlog); FastStream's per-message lines cost and repeat them
+            # on stop, a subscriber stops fetching and waits this long for the batch its handler is on
+            graceful_timeout=graceful_timeout_s,
+        )
+        self._keys = _KeyPartitions(DefaultPartitioner())
+        self._partition_lists: dict[str, tuple[float, list[int]]] = {}
         self._admin: AIOKafkaAdminClient | None = None
-        self._running: list[_Consumer] = []
+        self._subscribers: list[_Subscriber] = []
+        self._started = False
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
@@ -422,58 +482,53 @@ class KafkaBus(Bus):
         await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
         await self._admin.start()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            partitioner=self.partitioner,
-            # aiokafka's default 16 KB batches hold ~30 events; with idempotence one request is in flight
-            # per broker, so a large publish would wait for one acknowledgement per small batch in turn
-            max_batch_size=PRODUCER_BATCH_BYTES,
-        )
-        await self.producer.start()
-        self._running = [_Consumer(self, subs) for subs in self._consumers()]
-        await asyncio.gather(*(c.start() for c in self._running))
+        self._subscribers = [_Subscriber(self, subs) for subs in self._consumers()]
+        for subscriber in self._subscribers:
+            subscriber.register(self.broker)
+        await self.broker.start()  # the producer, then every subscriber
+        self._started = True
+        await asyncio.gather(*(s.settle() for s in self._subscribers if not s.shared))
 
     async def stop_consuming(self) -> None:
         """Graceful shutdown, step 1: stop fetching, let the handlers finish the batches they are on (up to
         ``graceful_timeout_s``), commit their offsets and leave the consumer groups. Publishing still works."""
-        running, self._running = self._running, []
-        await asyncio.gather(*(c.stop(self.graceful_timeout_s) for c in running))
+        running, self._subscribers = self._subscribers, []
+        await asyncio.gather(*(s.stop() for s in running))
 
     async def stop(self) -> None:
         await self.stop_consuming()  # consumers first: a handler still running may publish
-        if self.producer is not None:
-            await self.producer.stop()  # flushes what is buffered
-            self.producer = None
+        if self._started:
+            await self.broker.stop()  # flushes what the producer holds
+            self._started = False
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
 
     async def ready(self) -> bool:
-        if self._admin is None:
+        if not self._started:
             return False
         try:
-            await asyncio.wait_for(self._admin.describe_cluster(), 2.0)
-            return True
+            return bool(await self.broker.ping(timeout=2.0))
         except Exception:
             return False
 
     async def _partitions(self, name: str) -> list[int]:
+        if self._admin is not None:
+            return await _leader_partitions(self._admin, name)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
         await admin.start()
         try:
-            for _ in range(50):  # a topic created a moment ago takes a moment to have leaders
-                described = await admin.describe_topics([name])
-                parts = [p for d in described if d["topic"] == name for p in d["partitions"]]
-                if parts and all(p["leader"] >= 0 for p in parts):
-                    return sorted(p["partition"] for p in parts)
-                await asyncio.sleep(0.2)
+            return await _leader_partitions(admin, name)
         finally:
             await admin.close()
-        raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
+
+    async def _partition_list(self, name: str) -> list[int]:
+        """``name``'s partitions for placing keys, read again every PARTITIONS_TTL_S (partitions can be added)."""
+        now = time.monotonic()
+        cached = self._partition_lists.get(name)
+        if cached is None or now - cached[0] > PARTITIONS_TTL_S:
+            cached = self._partition_lists[name] = (now, await self._partitions(name))
+        return cached[1]
 
     async def _committed(self, group: str, topic: Topic) -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
@@ -572,17 +627,13 @@ class KafkaBus(Bus):
             for k in range(0, max(len(events), 1), step):
                 await self.deliver(sub, events[k : k + step], dead if k == 0 else [])
 
-    def _producer(self) -> AIOKafkaProducer:
-        if self.producer is None:
-            raise RuntimeError("the Kafka bus is not started")
-        return self.producer
-
-    async def _send(self, topic: Topic, messages: list[tuple[bytes | None, bytes | None, dict[str, str]]]) -> None:
-        """Send (value, key, headers) messages under one PRODUCER span, one producer batch per partition (in
-        publishing order within it); returns once the broker has them all."""
+    async def _send(self, topic: Topic, messages: list[_Outgoing]) -> None:
+        """Publish (value, key, headers) messages under one PRODUCER span, one run of FastStream batches per
+        partition (in publishing order within it); returns once the broker has them all."""
         if not messages:
             return
-        producer = self._producer()
+        if not self._started:
+            raise RuntimeError("the Kafka bus is not started")
         with self.tracer.start_as_current_span(
             f"{topic.name} publish",
             kind=SpanKind.PRODUCER,
@@ -594,46 +645,69 @@ class KafkaBus(Bus):
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            partition_of = self._keys.of(topic.name, sorted(await producer.partitions_for(topic.name)))
-            encoded: dict[int, list[tuple[str, bytes]]] = {}
-            by_partition: dict[int, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = {}
+            partition_of = self._keys.of(topic.name, await self._partition_list(topic.name))
+            stamped: dict[int, dict[str, str]] = {}
+            # per partition, runs of messages with the same headers (FastStream's batch carries one set)
+            runs: dict[int, list[tuple[dict[str, str], list[tuple[bytes | None, bytes | None]]]]] = {}
             for value, key, headers in messages:
-                hdrs = encoded.get(id(headers))
+                hdrs = stamped.get(id(headers))
                 if hdrs is None:
-                    hdrs = encoded[id(headers)] = [(k, v.encode()) for k, v in {**headers, **carrier}.items()]
-                    hdrs.append((ORIGIN, self.origin))
-                by_partition.setdefault(partition_of(key), []).append((value, key, hdrs))
+                    hdrs = stamped[id(headers)] = {**headers, **carrier, ORIGIN: self.origin.decode()}
+                partition_runs = runs.setdefault(partition_of(key), [])
+                if not partition_runs or partition_runs[-1][0] is not hdrs:
+                    partition_runs.append((hdrs, []))
+                partition_runs[-1][1].append((value, key))
             futures = []
-            for partition, records in by_partition.items():
-                futures += await self._send_partition(producer, topic.name, partition, records)
+            for partition, partition_runs in runs.items():
+                for hdrs, records in partition_runs:
+                    futures += await self._publish_run(topic.name, partition, hdrs, records)
             await asyncio.gather(*futures)
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
 
-    @staticmethod
-    async def _send_partition(
-        producer: AIOKafkaProducer,
-        topic: str,
-        partition: int,
-        records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    async def _publish_run(
+        self, topic: str, partition: int, headers: dict[str, str], records: list[tuple[bytes | None, bytes | None]]
     ) -> list[Any]:
-        """Queue ``records`` for one partition as few producer batches as their size allows; the futures of
-        the broker's acknowledgements."""
-        futures = []
-        batch = producer.create_batch()
-        for value, key, hdrs in records:
-            if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
+        """Queue one partition's messages sharing ``headers`` as FastStream batches within the producer's batch
+        size; the futures of the broker's acknowledgements. A tombstone (no value) goes on its own: in a batch
+        FastStream would send it as an empty value."""
+        futures: list[Any] = []
+        per_record = sum(len(k) + len(v) for k, v in headers.items()) + 64 + RECORD_OVERHEAD_BYTES  # + its id
+        batch: list[KafkaPublishMessage] = []
+        size = 0
+        for value, key in records:
+            n = len(value or b"") + len(key or b"") + per_record
+            if batch and (value is None or size + n > PRODUCER_BATCH_BYTES):
+                futures += await self._publish_batch(topic, partition, headers, batch)
+                batch, size = [], 0
+            if value is None:
+                futures.append(
+                    await self.broker.publish(
+                        None, topic, key=key, partition=partition, headers=headers, no_confirm=True
+                    )
+                )
                 continue
-            if batch.record_count():  # full: send it, start the next
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is not None:
-                    continue
-            # larger than a batch on its own: a message by itself
-            futures.append(await producer.send(topic, value, key, partition, headers=hdrs))
-        if batch.record_count():
-            batch.close()
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch.append(KafkaPublishMessage(value, key=key))
+            size += n
+        if batch:
+            futures += await self._publish_batch(topic, partition, headers, batch)
+        return futures
+
+    async def _publish_batch(
+        self, topic: str, partition: int, headers: dict[str, str], batch: list[KafkaPublishMessage]
+    ) -> list[Any]:
+        futures = []
+        while batch:
+            try:
+                futures.append(
+                    await self.broker.publish_batch(
+                        *batch, topic=topic, partition=partition, headers=headers, no_confirm=True
+                    )
+                )
+                break
+            except BatchBufferOverflowException as exc:  # the size estimate fell short: what fitted, then the rest
+                cut = max(1, exc.message_position)
+                futures += await self._publish_batch(topic, partition, headers, batch[:cut])
+                batch = batch[cut:]
         return futures
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
