@@ -199,16 +199,17 @@ def signals_summary(symbol: str, interval: str, signals: Sequence[m.Signal]) -> 
 
 
 def grades_summary(symbol: str, grades: Sequence[m.Grade]) -> dict[str, Any]:
-    latest = grades[-1] if grades else None
-    first = grades[0] if grades else None
+    if not grades:
+        return {"symbol": symbol, "as_of": None, "grades": []}
+    first, latest = grades[0], grades[-1]
     return {
         "symbol": symbol,
-        "trader_grade": latest.trader_grade if latest else None,
-        "investor_grade": latest.investor_grade if latest else None,
-        "as_of": day(latest.ts) if latest else None,
-        "trader_change_points": _diff(first and first.trader_grade, latest and latest.trader_grade),
-        "investor_change_points": _diff(first and first.investor_grade, latest and latest.investor_grade),
-        "components_0_100": {k: round(v, 1) for k, v in latest.components.items() if v is not None} if latest else {},
+        "trader_grade": latest.trader_grade,
+        "investor_grade": latest.investor_grade,
+        "as_of": day(latest.ts),
+        "trader_change_points": _diff(first.trader_grade, latest.trader_grade),
+        "investor_change_points": _diff(first.investor_grade, latest.investor_grade),
+        "components_0_100": {k: round(v, 1) for k, v in latest.components.items() if v is not None},
         "grades": [
             {"date": day(g.ts), "trader_grade": g.trader_grade, "investor_grade": g.investor_grade} for g in grades
         ],

@@ -4,7 +4,7 @@ stream are async iterators). tests/clients/test_sdk_unit.py holds the two to the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -235,7 +235,7 @@ class AsyncClient:
 
     async def _stream_once(
         self, params: dict[str, str], last: int | None, read_timeout_s: float
-    ) -> AsyncIterator[m.StreamEvent]:
+    ) -> AsyncGenerator[m.StreamEvent, None]:
         headers = {**headers_for(self.api_key), "Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last is not None:
             headers["Last-Event-ID"] = str(last)

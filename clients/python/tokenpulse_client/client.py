@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import closing
 from typing import Any, TypeVar
 
@@ -230,7 +230,9 @@ class Client:
             failures = 0 if received else failures + 1
             time.sleep(stream_pause(self.retry, error, failures))
 
-    def _stream_once(self, params: dict[str, str], last: int | None, read_timeout_s: float) -> Iterator[m.StreamEvent]:
+    def _stream_once(
+        self, params: dict[str, str], last: int | None, read_timeout_s: float
+    ) -> Generator[m.StreamEvent, None, None]:
         headers = {**headers_for(self.api_key), "Accept": "text/event-stream", "Cache-Control": "no-store"}
         if last is not None:
             headers["Last-Event-ID"] = str(last)

@@ -3,7 +3,8 @@
 Written by hand and checked against the gateway: ``tests/clients/test_openapi_drift.py`` parses every
 OpenAPI example with these models and fails on a field either side does not know, and the
 integration tests do the same with the real server's answers. Unknown fields are kept (``extra="allow"``,
-readable as attributes) rather than refused, so a server that adds a field does not break an older client.
+readable as attributes) rather than refused, so a server that adds a field does not break an older client;
+a nullable field may also be absent (``None``), as FastAPI leaves nulls out of the OpenAPI examples.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+Day = date  # a calendar day; an alias so a field may be called `date`
 Direction = Literal["bullish", "bearish"]
 
 
@@ -30,7 +32,7 @@ class Page(ApiModel, Generic[T]):
     """One page of a list answer; :class:`~tokenpulse_client.pagination.Pages` walks them for you."""
 
     data: list[T]
-    next_cursor: str | None
+    next_cursor: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- keys
@@ -84,37 +86,37 @@ class Token(ApiModel):
 
     symbol: str
     name: str
-    price: float | None
+    price: float | None = None
     sources: list[str]
-    stale: bool | None
-    change_24h: float | None = Field(description="percent")
-    volume_24h: float | None = Field(description="USD")
-    trader_grade: float | None
-    investor_grade: float | None
-    signal: TokenSignal | None
-    updated_at: datetime | None
+    stale: bool | None = None
+    change_24h: float | None = Field(None, description="percent")
+    volume_24h: float | None = Field(None, description="USD")
+    trader_grade: float | None = None
+    investor_grade: float | None = None
+    signal: TokenSignal | None = None
+    updated_at: datetime | None = None
 
 
 class Level(ApiModel):
     price: float
     touches: int
-    last_touch: date
+    last_touch: Day
     strength: float = Field(description="0..1")
 
 
 class TokenLevels(ApiModel):
     support: list[Level]
     resistance: list[Level]
-    key_support: Level | None
-    breakout_level: Level | None
+    key_support: Level | None = None
+    breakout_level: Level | None = None
 
 
 class Levels(TokenLevels):
     """``GET /v1/levels/{symbol}``: support and resistance from daily swing pivots."""
 
     symbol: str
-    price: float | None
-    as_of: date | None
+    price: float | None = None
+    as_of: Day | None = None
     method: dict[str, Any]
 
 
@@ -135,8 +137,8 @@ class Forecast(ApiModel):
     lower: float
     upper: float
     interval: float
-    lower_95: float | None
-    upper_95: float | None
+    lower_95: float | None = None
+    upper_95: float | None = None
     model: str
     kind: str
     backtest: Backtest
@@ -168,23 +170,23 @@ class Indicators(ApiModel):
     """Indicators at a closed candle (TA-Lib conventions); ``None`` while warming up."""
 
     ts: datetime
-    rsi_14: float | None
-    macd: float | None
-    macd_signal: float | None
-    macd_hist: float | None
-    ema_20: float | None
-    ema_50: float | None
-    sma_200: float | None
-    bb_upper: float | None
-    bb_middle: float | None
-    bb_lower: float | None
-    atr_14: float | None
+    rsi_14: float | None = None
+    macd: float | None = None
+    macd_signal: float | None = None
+    macd_hist: float | None = None
+    ema_20: float | None = None
+    ema_50: float | None = None
+    sma_200: float | None = None
+    bb_upper: float | None = None
+    bb_middle: float | None = None
+    bb_lower: float | None = None
+    atr_14: float | None = None
 
 
 class Grade(ApiModel):
     ts: datetime
-    trader_grade: float | None
-    investor_grade: float | None
+    trader_grade: float | None = None
+    investor_grade: float | None = None
     components: dict[str, float | None]
     method: str
 
@@ -211,13 +213,13 @@ class PastForecast(ApiModel):
     lower: float
     upper: float
     interval: float
-    lower_95: float | None
-    upper_95: float | None
+    lower_95: float | None = None
+    upper_95: float | None = None
     model: str
     kind: str
-    realised: float | None
-    inside_80: bool | None
-    inside_95: bool | None
+    realised: float | None = None
+    inside_80: bool | None = None
+    inside_95: bool | None = None
 
 
 class Predictions(ApiModel):
@@ -232,23 +234,23 @@ class Predictions(ApiModel):
 
 class HalvingRun(ApiModel):
     number: int
-    date: date
+    date: Day
     height: int
-    price: float | None
-    peak_date: date | None
-    peak_price: float | None
-    multiple: float | None
-    days_to_peak: int | None
+    price: float | None = None
+    peak_date: Day | None = None
+    peak_price: float | None = None
+    multiple: float | None = None
+    days_to_peak: int | None = None
     confirmed: bool
-    bottom_date: date | None
-    bottom_price: float | None
-    bottom_to_peak_days: int | None
-    bottom_to_peak_multiple: float | None
-    market_cap_at_halving: float | None
-    peak_market_cap: float | None
-    peak_market_cap_date: date | None
-    market_multiple: float | None
-    window_end: date
+    bottom_date: Day | None = None
+    bottom_price: float | None = None
+    bottom_to_peak_days: int | None = None
+    bottom_to_peak_multiple: float | None = None
+    market_cap_at_halving: float | None = None
+    peak_market_cap: float | None = None
+    peak_market_cap_date: Day | None = None
+    market_multiple: float | None = None
+    window_end: Day
 
 
 class Scenario(ApiModel):
@@ -257,39 +259,39 @@ class Scenario(ApiModel):
     roi_reduction: float
     length_days: int
     roi: float
-    end_date: date
+    end_date: Day
     btc_price_target: float
-    total_market_cap_target: float | None
+    total_market_cap_target: float | None = None
 
 
 class Projection(ApiModel):
-    start: date
+    start: Day
     basis: Literal["halving", "bottom"]
     start_price: float
-    start_market_cap: float | None
+    start_market_cap: float | None = None
     previous_run: int
     previous_length_days: int
     previous_roi: float
-    previous_market_roi: float | None
+    previous_market_roi: float | None = None
     scenarios: list[Scenario]
 
 
 class ScenarioOutcome(ApiModel):
     name: str
-    end_date: date
+    end_date: Day
     btc_price_target: float
-    total_market_cap_target: float | None
+    total_market_cap_target: float | None = None
     days_error: int
     price_error_pct: float
-    market_cap_error_pct: float | None
+    market_cap_error_pct: float | None = None
 
 
 class CycleTrackRecord(ApiModel):
-    made_at: date
+    made_at: Day
     run: int
-    actual_peak_date: date
+    actual_peak_date: Day
     actual_peak_price: float
-    actual_peak_market_cap: float | None
+    actual_peak_market_cap: float | None = None
     actual_peak_confirmed: bool
     scenarios: list[ScenarioOutcome]
 
@@ -303,8 +305,8 @@ class AltcoinRun(ApiModel):
 
 class AltcoinSeason(ApiModel):
     run: int
-    start: date
-    end: date
+    start: Day
+    end: Day
     btc_multiple: float
     altcoins: list[AltcoinRun]
     not_covered: list[str]
@@ -313,10 +315,10 @@ class AltcoinSeason(ApiModel):
 class Cycles(ApiModel):
     """``GET /v1/cycles/btc``: halving runs, the current run's projection, its track record."""
 
-    as_of: date
+    as_of: Day
     parameters: dict[str, Any]
     halvings: list[HalvingRun]
-    projection: Projection | None
+    projection: Projection | None = None
     track_record: list[CycleTrackRecord]
     altcoin_season: list[AltcoinSeason]
     notes: list[str]
@@ -327,12 +329,12 @@ class SignalRecord(ApiModel):
     interval: str
     horizon_bars: int
     signals: int
-    hit_rate: float | None
+    hit_rate: float | None = None
     strategy_return: float
     buy_and_hold_return: float
     max_drawdown: float
-    sharpe: float | None
-    buy_and_hold_sharpe: float | None
+    sharpe: float | None = None
+    buy_and_hold_sharpe: float | None = None
     turnover_per_year: float
     days: int
     strategy_return_after_costs: float
@@ -341,10 +343,10 @@ class SignalRecord(ApiModel):
 class GradeIC(ApiModel):
     grade: str
     horizon_days: int
-    mean_ic: float | None
-    ic_sd: float | None
+    mean_ic: float | None = None
+    ic_sd: float | None = None
     days: int
-    t_stat: float | None
+    t_stat: float | None = None
 
 
 class TrackRecord(ApiModel):
@@ -420,8 +422,8 @@ class Delivery(ApiModel):
     target: str
     status: str
     attempts: int
-    error: str | None
-    at: datetime | None
+    error: str | None = None
+    at: datetime | None = None
     summary: bool
 
 
@@ -432,7 +434,7 @@ class AlertEvent(ApiModel):
     rule_id: str
     symbol: str
     ts: datetime
-    price: float | None
+    price: float | None = None
     message: str
     status: str
     deliveries: list[Delivery]
@@ -444,6 +446,6 @@ class AlertEvent(ApiModel):
 class StreamEvent(ApiModel):
     """One server-sent event: ``event`` is ``price``, ``signal``, ``alert`` or ``gap``; ``data`` its JSON."""
 
-    id: int | None
+    id: int | None = None
     event: str
     data: dict[str, Any]
