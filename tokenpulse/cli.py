@@ -1,4 +1,4 @@
-"""The ``tokenpulse`` command line: ``up``, ``run SERVICE``, ``backfill``, ``config``."""
+"""The ``tokenpulse`` command line: ``up``, ``run SERVICE``, ``backfill``, ``config``, ``mcp``."""
 
 from __future__ import annotations
 
@@ -352,6 +352,16 @@ def schemas(
         return
     for name in sch.write():
         console.print(f"wrote docs/schemas/{name}")
+
+
+@app.command()
+def mcp(
+    base_url: Annotated[str, typer.Option(help="The Tokenpulse API to call.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Serve the API to AI agents over stdio (Model Context Protocol); the key is TOKENPULSE_API_KEY."""
+    from tokenpulse_client.mcp_server import run as serve_mcp
+
+    serve_mcp(base_url)
 
 
 def settings_rows() -> list[tuple[str, str, str]]:
