@@ -18,6 +18,8 @@ from mcp_types import CallToolResult
 from tests.e2e.procs import TOKENPULSE, fetch_all
 from tests.security.conftest import UpServer
 
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]  # a real tokenpulse up, MCP over stdio
+
 TOOLS = {
     "list_tokens",
     "get_token",
@@ -169,5 +171,3 @@ def rest_error(up: UpServer, key: str, path: str, **params: Any) -> str:
     assert 400 <= r.status_code < 500
     return str(r.json()["error"]["message"])
 
-
-pytestmark = pytest.mark.timeout(180)

@@ -14,6 +14,8 @@ import pytest
 
 from tests.security.conftest import UpServer
 
+pytestmark = pytest.mark.e2e  # a real tokenpulse up
+
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "python"
 

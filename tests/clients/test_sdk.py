@@ -35,6 +35,8 @@ from tests.clients.proxy import CuttableProxy
 from tests.e2e.procs import fetch_all
 from tests.security.conftest import UpServer
 
+pytestmark = pytest.mark.e2e  # a real tokenpulse up
+
 # model fields this server cannot fill, with why
 NOT_ON_THIS_SERVER = {
     ("Predictions", "history"): "asked for below, but the test server trains no model (TOKENPULSE_PREDICTIONS=false)",
