@@ -170,4 +170,3 @@ def rest_error(up: UpServer, key: str, path: str, **params: Any) -> str:
     r = httpx.get(f"{up.base}{path}", params=params, headers={"X-API-Key": key}, timeout=30)
     assert 400 <= r.status_code < 500
     return str(r.json()["error"]["message"])
-
