@@ -114,6 +114,7 @@ def build_server(client: AsyncClient | ClientSource) -> MCPServer:
         name="tokenpulse", instructions=INSTRUCTIONS, version=__version__, log_level="WARNING"
     )
     _market_tools(server, source)
+    _history_tools(server, source)
     _analytics_tools(server, source)
     _alert_tools(server, source)
     return server
@@ -138,6 +139,8 @@ def _market_tools(server: MCPServer, source: ClientSource) -> None:
             token = await source().token(symbol)
         return result(f"{token.symbol} ({token.name})", s.token_summary(token))
 
+
+def _history_tools(server: MCPServer, source: ClientSource) -> None:
     @server.tool(annotations=READ_ONLY)
     async def get_candles(
         symbol: Symbol,
