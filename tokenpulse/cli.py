@@ -337,6 +337,16 @@ def track_record_cmd(
 
 
 @app.command()
+def mcp(
+    base_url: Annotated[str, typer.Option(help="The Tokenpulse API to call.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Serve the API to AI agents over stdio (Model Context Protocol); the key is TOKENPULSE_API_KEY."""
+    from tokenpulse_client.mcp_server import run as serve_mcp
+
+    serve_mcp(base_url)
+
+
+@app.command()
 def schemas(
     check: Annotated[bool, typer.Option(help="Fail if the committed schemas are out of date.")] = False,
 ) -> None:
@@ -352,16 +362,6 @@ def schemas(
         return
     for name in sch.write():
         console.print(f"wrote docs/schemas/{name}")
-
-
-@app.command()
-def mcp(
-    base_url: Annotated[str, typer.Option(help="The Tokenpulse API to call.")] = "http://127.0.0.1:8000",
-) -> None:
-    """Serve the API to AI agents over stdio (Model Context Protocol); the key is TOKENPULSE_API_KEY."""
-    from tokenpulse_client.mcp_server import run as serve_mcp
-
-    serve_mcp(base_url)
 
 
 def settings_rows() -> list[tuple[str, str, str]]:
