@@ -446,7 +446,7 @@ def create_app(ctx: Context) -> FastAPI:
         return etag_json(request, page(rows, limit), 30)
 
     async def levels_of(symbol: str) -> dict[str, Any]:
-        from tokenpulse_shared.levels import key_levels
+        from tokenpulse_gateway.analytics.levels import key_levels
 
         return key_levels(await queries.daily_bars(symbol))
 
@@ -463,7 +463,7 @@ def create_app(ctx: Context) -> FastAPI:
         """Measured track record of the published signals and grades on the stored history: daily signals
         followed long/flat vs buy-and-hold, the same for the intraday (1h, 4h) signals (`intraday`), and the
         grades' rank information coefficient. Withdrawn (retracted) signals are left out."""
-        from tokenpulse_shared.track_record import SignalPoint, track_record
+        from tokenpulse_gateway.analytics.track_record import SignalPoint, track_record
 
         version = (
             await queries.daily_version(),

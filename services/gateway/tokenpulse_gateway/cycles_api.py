@@ -1,6 +1,6 @@
 """``GET /v1/cycles/btc``: halving runs, the current run's projection, its track record, altcoin seasons.
 
-The model lives in ``tokenpulse_shared.cycles``; this router feeds it the stored daily
+The model lives in ``tokenpulse_gateway.analytics.cycles``; this router feeds it the stored daily
 history (so it follows new daily candles) and the query's overrides, and caches the
 default answer until the daily data changes.
 """
@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
-from tokenpulse_shared.cycles import (
+
+from tokenpulse_gateway.analytics.cycles import (
     DEFAULT_SCENARIOS,
     MAX_LENGTH_DAYS,
     MAX_LENGTH_MULTIPLIER,
@@ -30,13 +31,12 @@ from tokenpulse_shared.cycles import (
     load_halvings,
     report,
 )
-
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.examples import responses
 from tokenpulse_gateway.queries import Queries
 
-# the model's bounds (tokenpulse_shared.cycles), stated here too so the OpenAPI document shows them
+# the model's bounds (tokenpulse_gateway.analytics.cycles), stated here too so the OpenAPI document shows them
 Roi = Annotated[float | None, Query(gt=0, le=MAX_ROI)]
 LengthMultiplier = Annotated[float | None, Query(gt=0, le=MAX_LENGTH_MULTIPLIER)]
 RoiReduction = Annotated[float | None, Query(ge=MIN_ROI_REDUCTION, le=MAX_ROI_REDUCTION)]

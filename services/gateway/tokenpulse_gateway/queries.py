@@ -89,7 +89,7 @@ class Queries:
         return [{"ts": iso(r[0]), **dict(zip(INDICATOR_FIELDS, r[1:], strict=True)), "_ms": r[0]} for r in rows]
 
     async def daily_bars(self, symbol: str, days: int = 800) -> list[Any]:
-        from tokenpulse_shared.levels import Bar
+        from tokenpulse_gateway.analytics.levels import Bar
 
         rows = await self.store.query(
             "SELECT toUnixTimestamp64Milli(ts), high, low, close, volume FROM candles FINAL "
