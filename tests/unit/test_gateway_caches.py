@@ -12,8 +12,9 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerMonth
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from starlette.requests import Request
-from tokenpulse_gateway import answers, limits
-from tokenpulse_gateway.answers import PageCache, answer, encode
+from tokenpulse_gateway import caches, limits
+from tokenpulse_gateway.answers import answer, encode
+from tokenpulse_gateway.caches import PageCache
 from tokenpulse_gateway.limits import WindowMemoryStorage
 from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_shared.bus.memory import InMemoryBus
@@ -50,7 +51,7 @@ def test_an_answer_carries_its_etag_and_is_304_when_the_client_has_it() -> None:
 
 def test_pages_expire_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(answers.time, "monotonic", clock)
+    monkeypatch.setattr(caches.time, "monotonic", clock)
     cache = PageCache(ttl_s=10)
     key = ("candles", "BTC", "1d", None, None, None, 100)
     cache.put(key, encode([1]), clock())
@@ -62,7 +63,7 @@ def test_pages_expire_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_new_candle_drops_only_its_series_and_an_older_read_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(answers.time, "monotonic", clock)
+    monkeypatch.setattr(caches.time, "monotonic", clock)
     cache = PageCache(ttl_s=60)
     btc_1d = ("candles", "BTC", "1d", None, None, None, 100)
     btc_1h = ("candles", "BTC", "1h", None, None, None, 100)
@@ -83,7 +84,7 @@ def test_a_new_candle_drops_only_its_series_and_an_older_read_is_not_kept(monkey
 
 
 def test_pages_stay_within_their_byte_budget_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers.time, "monotonic", Clock(0.0))
+    monkeypatch.setattr(caches.time, "monotonic", Clock(0.0))
     cache = PageCache(ttl_s=60, max_bytes=4000)
     keys = [("candles", "BTC", "1d", i) for i in range(5)]
     for k in keys[:4]:

@@ -167,6 +167,7 @@ class KeyLimiter:
         self.shared = bool(redis_url)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.fixed = FixedWindowRateLimiter(self.storage)
+        self.issue_per_hour = issue_per_hour
         self.issue_item = RateLimitItemPerHour(issue_per_hour)
         self.auth_item = RateLimitItemPerMinute(auth_failures_per_minute)
 
