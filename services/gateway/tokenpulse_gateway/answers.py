@@ -31,29 +31,10 @@ def encode(body: Any) -> Encoded:
     return Encoded(data, '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"')
 
 
-class JsonAnswer(Response):
-    """A JSON answer whose headers are built directly (no per-request header normalisation)."""
-
-    media_type = "application/json"
-
-    def __init__(self, status_code: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
-        self.status_code = status_code
-        self.body = body
-        self.background = None
-        self.raw_headers = raw_headers
-
-
 def answer(request: Request, enc: Encoded, max_age: int) -> Response:
     """``enc`` with its ETag and Cache-Control; an empty 304 when the client already has it."""
-    tag = enc.etag.encode()
-    cache = f"private, max-age={max_age}".encode()
+    headers = {"etag": enc.etag, "cache-control": f"private, max-age={max_age}"}
     match = request.headers.get("if-none-match")
     if match and (enc.etag in [t.strip().removeprefix("W/") for t in match.split(",")] or match.strip() == "*"):
-        return JsonAnswer(304, b"", [(b"etag", tag), (b"cache-control", cache)])
-    headers = [
-        (b"etag", tag),
-        (b"cache-control", cache),
-        (b"content-length", str(len(enc.body)).encode()),
-        (b"content-type", b"application/json"),
-    ]
-    return JsonAnswer(200, enc.body, headers)
+        return Response(status_code=304, headers=headers)
+    return Response(enc.body, headers=headers, media_type="application/json")
