@@ -15,8 +15,8 @@ from starlette.requests import Request
 from tokenpulse_gateway import caches, limits
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.caches import PageCache
-from tokenpulse_gateway.limits import WindowMemoryStorage
 from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.window_storage import WindowMemoryStorage
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
