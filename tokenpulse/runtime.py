@@ -54,7 +54,6 @@ def make_service(name: str) -> Service:
 
 
 def make_kafka_bus(settings: Settings, service: str) -> Bus:
-    import prometheus_client
     from opentelemetry import trace
     from tokenpulse_shared.bus.kafka import KafkaBus
 
@@ -63,7 +62,6 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         client_id=f"tokenpulse-{service}",
         group_prefix=settings.consumer_group_prefix,
         tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
-        prometheus_registry=prometheus_client.REGISTRY,
         retries=settings.bus_retries,
         max_batch=settings.bus_max_batch,
         replication=settings.kafka_replication,

@@ -27,6 +27,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
+from tokenpulse_shared.bus import Delivery
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
@@ -153,16 +154,16 @@ class LiveState:
         self._lock = asyncio.Lock()
         group = "gateway-live"
         # every replica follows the busy streams from its start (the store covers what came before) ...
-        ctx.bus.subscribe(PRICES, group, self.on_prices, tail=True)
-        ctx.bus.subscribe(SIGNALS, group, self.on_signals, tail=True)
-        ctx.bus.subscribe(ALERTS, group, self.on_alerts, tail=True)
+        ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(ALERTS, group, self.on_alerts, delivery=Delivery.TAIL)
         # ... and reads the small ones whole (predictions are kept only here)
-        ctx.bus.subscribe(GRADES, group, self.on_grades, broadcast=True)
-        ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, broadcast=True)
+        ctx.bus.subscribe(GRADES, group, self.on_grades, delivery=Delivery.BROADCAST)
+        ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, delivery=Delivery.BROADCAST)
         self.pages = pages
         if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
-            ctx.bus.subscribe(CANDLES, group, self.on_candles, tail=True)
-            ctx.bus.subscribe(INDICATORS, group, self.on_indicators, tail=True)
+            ctx.bus.subscribe(CANDLES, group, self.on_candles, delivery=Delivery.TAIL)
+            ctx.bus.subscribe(INDICATORS, group, self.on_indicators, delivery=Delivery.TAIL)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)
