@@ -301,7 +301,7 @@ def cycles(
     from datetime import date
 
     from pydantic import ValidationError
-    from tokenpulse_shared.cycles import CycleInputError, CycleParams, load_halvings, report
+    from tokenpulse_gateway.analytics.cycles import CycleInputError, CycleParams, load_halvings, report
 
     from tokenpulse.cycles_cli import load_cycle_data, render
 

@@ -93,7 +93,42 @@ FORECAST = {
     "backtest": {"mase": 1.0, "coverage": 0.805, "coverage_95": 0.95, "n": 3099},
 }
 
+FREE_TIER = {
+    "name": "free",
+    "per_minute": 60,
+    "per_month": 10000,
+    "max_alert_rules": 10,
+    "intraday": False,
+    "max_streams": 2,
+}
+ADMIN_KEY = {"key_id": "9f2c41d07a5be613", "tier": "pro"}
+
 SUCCESS: dict[str, Any] = {
+    "admin_key": {
+        "key": "tp_Xq3...",
+        **ADMIN_KEY,
+        "limits": {"name": "pro", "per_minute": 500, "per_month": 500000},
+        "note": "store this key now: it is shown only once",
+    },
+    "admin_key_record": {
+        "key_id": ADMIN_KEY["key_id"],
+        "name": "Acme Research",
+        "email": "ops@acme.example",
+        "tier": "pro",
+        "created_at": "2026-11-22T01:00:00Z",
+        "revoked": False,
+    },
+    "admin_key_revoked": {"key_id": ADMIN_KEY["key_id"], "revoked": True},
+    "usage": {
+        "key_id": "9f2c41d07a5be613",
+        "name": "my app",
+        "tier": FREE_TIER,
+        "usage": {
+            "minute": {"limit": 60, "used": 3, "remaining": 57, "reset_s": 41},
+            "month": {"limit": 10000, "used": 1250, "remaining": 8750, "reset_s": 1728000},
+        },
+        "shared": True,
+    },
     "predictions": {"symbol": "BTC", "status": "ok", "horizons": [FORECAST]},
     "alert_created": {**RULE, "webhook_secret": "whsec_2b7f…"},
     "alert_rule": RULE,
@@ -128,14 +163,7 @@ SUCCESS: dict[str, Any] = {
         "key": "tp_3kq...shown-once",
         "key_id": "9f2c41d07a5be613",
         "tier": "free",
-        "limits": {
-            "name": "free",
-            "per_minute": 60,
-            "per_month": 10000,
-            "max_alert_rules": 10,
-            "intraday": False,
-            "max_streams": 2,
-        },
+        "limits": FREE_TIER,
         "note": "store this key now: it is shown only once",
     },
     "tokens": {"data": [TOKEN], "next_cursor": None},
@@ -300,11 +328,22 @@ SUCCESS: dict[str, Any] = {
 }
 
 
+STREAM = (
+    'id: 1763773200123\nevent: price\ndata: {"symbol":"BTC","price":97012.5,"ts":"2026-11-22T01:00:00Z"}\n\n: ping\n\n'
+)
+"""what ``/v1/stream`` sends: server-sent events and heartbeats"""
+
+
+def success(name: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """The success example ``name`` as the OpenAPI ``responses`` entry of ``status``."""
+    return {status: {"content": {"application/json": {"example": SUCCESS[name]}}}}
+
+
 def responses(name: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         if status in (200, 201):
-            out[status] = {"content": {"application/json": {"example": SUCCESS[name]}}}
+            out.update(success(name, status))
         elif status == 304:
             out[status] = {"description": ERRORS[304][2]}
         else:

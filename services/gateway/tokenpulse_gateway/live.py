@@ -43,8 +43,9 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
 
-from tokenpulse_gateway.answers import PageCache
-from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
+from tokenpulse_gateway.caches import PageCache
+from tokenpulse_gateway.queries.common import iso
+from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class LiveState:
     def __init__(
         self,
         ctx: Context,
-        queries: Queries,
+        queries: MarketQueries,
         hub: StreamHub,
         sync_every_s: float = 60.0,
         pages: PageCache | None = None,
