@@ -327,6 +327,7 @@ SUCCESS: dict[str, Any] = {
     },
 }
 
+SUCCESS.update({"quant": {}, "correlation": {}, "market": {}, "indices": {}, "index": {}, "scenarios": {}})
 
 STREAM = (
     'id: 1763773200123\nevent: price\ndata: {"symbol":"BTC","price":97012.5,"ts":"2026-11-22T01:00:00Z"}\n\n: ping\n\n'

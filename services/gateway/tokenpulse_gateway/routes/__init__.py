@@ -10,7 +10,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokenpulse_gateway.routes import alerts, analytics, cycles, history, keys, ops, predictions, stream, tokens, usage
+from tokenpulse_gateway.routes import (
+    alerts,
+    analytics,
+    cycles,
+    history,
+    indices,
+    keys,
+    market,
+    ops,
+    predictions,
+    quant,
+    scenarios,
+    stream,
+    tokens,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
@@ -19,6 +34,10 @@ ROUTERS: tuple[APIRouter, ...] = (
     history.router,
     analytics.router,
     cycles.router,
+    quant.router,
+    market.router,
+    indices.router,
+    scenarios.router,
     keys.admin,
     usage.router,
     stream.router,
