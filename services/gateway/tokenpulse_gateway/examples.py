@@ -327,6 +327,19 @@ SUCCESS: dict[str, Any] = {
     },
 }
 
+REPORT_MARKDOWN = """# ETH (Ethereum): research report
+
+Generated 2026-06-28T00:05:00Z; data up to 2026-06-27. This report is generated from stored market data by fixed,
+published methods. It describes; it does not recommend. It is not financial advice.
+
+## Quant metrics
+
+| window | volatility | Sharpe | ... |
+|---|---|---|---|
+| 90d to 2026-06-27 | [+52%](#method-quant-metrics) | [-1.47](#method-quant-metrics) | ... |
+"""
+"""the start of a report (``GET /v1/reports/{symbol}``)"""
+
 SUCCESS.update({"quant": {}, "correlation": {}, "market": {}, "indices": {}, "index": {}, "scenarios": {}})
 
 STREAM = (
