@@ -9,6 +9,7 @@ import math
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import httpx
 import numpy as np
@@ -24,14 +25,19 @@ from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import CandleEvent, Interval
+from tokenpulse_shared.events import CandleEvent, Direction, GradeEvent, Interval, MarketStateEvent, SignalEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.topics import MARKET_STATE
+
+from tokenpulse.market_cli import market_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 SYMBOLS = ["BTC", "ETH", "SOL"]
 REL = 1e-9
+RUN: dict[str, Any] = {}
+"""the module's gateway, bus and the market states published on its topic"""
 
 
 def bundle_closes(symbol: str) -> pd.Series:
@@ -70,6 +76,12 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     gateway, scoring = GatewayService(), ScoringService()
     gateway.register(ctx)
     scoring.register(ctx)
+    RUN.update(gateway=gateway, bus=bus, states=[])
+
+    async def collect(events: list[MarketStateEvent]) -> None:
+        RUN["states"].extend(events)
+
+    bus.subscribe(MARKET_STATE, "test-market-state", collect)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.bundle_dir, SYMBOLS, [Interval.D1]))
@@ -169,6 +181,15 @@ async def test_market_state_and_its_track_record(api: httpx.AsyncClient) -> None
         assert record[state]["mean_forward_return"] == pytest.approx(group.mean(), rel=1e-9)
         assert record[state]["share_positive"] == pytest.approx((group > 0).mean(), rel=1e-9)
     assert record["all"]["days"] == len(forward)
+
+
+async def test_the_recorded_track_record_is_what_the_api_serves(api: httpx.AsyncClient) -> None:
+    """``tokenpulse market-record`` (docs/market_record.json) replays the bundle itself: the same figures."""
+    served = (await api.get("/v1/market")).json()["track_record"]
+    recorded = [r.model_dump(mode="json") for r in market_record(DEFAULT_BUNDLE, SYMBOLS)]
+    assert [(r["state"], r["days"]) for r in recorded] == [(r["state"], r["days"]) for r in served]
+    for mine, theirs in zip(recorded, served, strict=True):
+        assert mine["mean_forward_return"] == pytest.approx(theirs["mean_forward_return"], rel=1e-9)
 
 
 async def test_btc_dominance_is_btc_cap_over_total(api: httpx.AsyncClient) -> None:
@@ -290,3 +311,29 @@ async def test_bad_parameters_are_4xx_with_a_message(api: httpx.AsyncClient) -> 
         r = await api.get(path, params=params)
         assert r.status_code == status, (path, params, r.text)
         assert r.json()["error"]["message"], (path, params)
+
+
+async def test_the_market_state_is_published_when_it_changes(api: httpx.AsyncClient) -> None:
+    """Last in the module: it turns the last day bullish. The backfill's state is on the topic; a look with
+    nothing new publishes nothing; grades of 100 and bullish signals on the last day publish the change."""
+    gateway, bus, states = RUN["gateway"], RUN["bus"], RUN["states"]
+    watch = gateway.market_watch
+    await watch.idle()
+    await bus.drain()
+    current = (await api.get("/v1/market")).json()
+    assert states, "no market state published after the backfill"
+    assert (states[-1].state, states[-1].ts.date().isoformat()) == (current["state"], current["as_of"])
+    assert current["state"] != "bullish"
+    assert await watch.check() is None
+
+    day = datetime.fromisoformat(current["as_of"]).replace(tzinfo=UTC)
+    grades = [GradeEvent(symbol=s, ts=day, trader_grade=100.0, investor_grade=50.0) for s in SYMBOLS]
+    signals = [SignalEvent(symbol=s, ts=day, direction=Direction.BULLISH, strength=1.0) for s in SYMBOLS]
+    await gateway.writer.write(TABLES["grades"], grades)
+    await gateway.writer.write(TABLES["signals"], signals)
+    await watch.idle()
+    await bus.drain()
+    changed = states[-1]
+    assert (changed.state, changed.previous_state) == ("bullish", current["state"])
+    assert changed.event_id == f"market-state-{current['as_of']}-bullish" and changed.breadth == 1.0
+    assert (await api.get("/v1/market")).json()["state"] == "bullish"

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
 
 from tokenpulse_gateway import examples as ex
-from tokenpulse_gateway.analytics.indices import BY_ID, INDICES, IndexRules, index_detail
+from tokenpulse_gateway.analytics.indices import BY_ID, INDICES, IndexDetail, IndexRules, IndexSummary, index_detail
 from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
@@ -20,12 +21,18 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["analytics"])
 SUMMARY_FIELDS = ("history", "rebalances")
 
 
+class IndexList(BaseModel):
+    data: list[IndexSummary]
+    next_cursor: None = Field(None, description="always null: every index is on the one page")
+
+
 def detail_body(data: MarketData, rules: IndexRules) -> dict[str, Any]:
     return index_detail(data, rules).model_dump(mode="json")
 
 
 @router.get(
     "/v1/indices",
+    response_model=IndexList,
     summary="The indices: rules, latest NAV, constituents and statistics",
     responses=ex.responses("indices", 200, 304, 401, 429),
 )
@@ -42,6 +49,7 @@ async def indices(request: Request, _: Authed, queries: QueriesDep, caches: Cach
 
 @router.get(
     "/v1/indices/{index_id}",
+    response_model=IndexDetail,
     summary="One index: NAV history vs BTC and the equal-weight basket, rebalances and weights",
     responses=ex.responses("index", 200, 304, 401, 404, 429),
 )

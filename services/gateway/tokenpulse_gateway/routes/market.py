@@ -3,6 +3,7 @@ track record, and with ``history=true`` every day's (model in ``analytics/market
 
 from __future__ import annotations
 
+import datetime as dt
 from datetime import date
 from typing import Annotated, Any
 
@@ -38,6 +39,31 @@ class MarketQuery(BaseModel):
     end: date | None = Field(None, description="last day of the history (inclusive)")
 
 
+class MarketHistoryRow(BaseModel):
+    date: dt.date
+    state: ms.State | None
+    score: float | None
+    breadth: float | None
+    total_market_cap: float | None
+    btc_dominance: float | None
+
+
+class MarketAnswer(BaseModel):
+    state: ms.State | None = Field(description="bullish (score >= 60), bearish (<= 40), neutral; null: too little data")
+    score: float | None = Field(description="mean of the defined components, 0..100")
+    as_of: dt.date = Field(description="the latest day with a close")
+    breadth: float | None = Field(description="share of the tracked market cap whose daily signal is bullish")
+    components: dict[str, float | None]
+    tracked_market_cap: float | None
+    tokens: list[str]
+    total_market_cap: float | None
+    total_market_cap_date: dt.date | None
+    btc_dominance: float | None
+    track_record: list[ms.StateRecord]
+    method: dict[str, float]
+    history: list[MarketHistoryRow] | None = Field(None, description="with history=true: every day, oldest first")
+
+
 def market_record(data: MarketData) -> dict[str, Any]:
     """Every day's state (as JSON) and the track record: computed once per data version."""
     days = ms.market_history(data)
@@ -63,6 +89,7 @@ def history_rows(days: list[dict[str, Any]], start: date | None, end: date | Non
 
 @router.get(
     "/v1/market",
+    response_model=MarketAnswer,
     summary="Market state: bullish, neutral or bearish, with its components and track record",
     responses=ex.responses("market", 200, 304, 400, 401, 422, 429, 503),
 )

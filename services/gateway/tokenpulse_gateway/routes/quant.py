@@ -8,7 +8,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 
 from tokenpulse_gateway import examples as ex
-from tokenpulse_gateway.analytics.quant import MAX_CORRELATED, InsufficientHistory, correlation, quant
+from tokenpulse_gateway.analytics.quant import (
+    MAX_CORRELATED,
+    Correlation,
+    InsufficientHistory,
+    Quant,
+    correlation,
+    quant,
+)
 from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
@@ -37,6 +44,7 @@ def insufficient(exc: InsufficientHistory) -> ApiError:
 
 @router.get(
     "/v1/quant/{symbol}",
+    response_model=Quant,
     summary="Quant metrics: volatility, Sharpe, Sortino, max drawdown, CAGR, beta and correlation to BTC",
     responses=ex.responses("quant", 200, 304, 400, 401, 404, 422, 429),
 )
@@ -82,6 +90,7 @@ def correlation_body(data: MarketData, symbols: list[str], window: str) -> dict[
 
 @router.get(
     "/v1/correlation",
+    response_model=Correlation,
     summary="Correlation matrix of daily returns",
     responses=ex.responses("correlation", 200, 304, 400, 401, 404, 422, 429),
 )

@@ -89,6 +89,7 @@ async def scenarios_of(state: GatewayState, symbol: str, q: ScenarioQuery) -> Sc
 
 @router.get(
     "/v1/scenarios/{symbol}",
+    response_model=Scenarios,
     summary="Price ↔ market-cap scenarios, the cycle projection's targets for the token, and the reverse",
     responses=ex.responses("scenarios", 200, 304, 400, 401, 404, 422, 429),
 )
