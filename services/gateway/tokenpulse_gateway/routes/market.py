@@ -48,7 +48,7 @@ class MarketHistoryRow(BaseModel):
     btc_dominance: float | None
 
 
-class MarketAnswer(BaseModel):
+class MarketState(BaseModel):
     state: ms.State | None = Field(description="bullish (score >= 60), bearish (<= 40), neutral; null: too little data")
     score: float | None = Field(description="mean of the defined components, 0..100")
     as_of: dt.date = Field(description="the latest day with a close")
@@ -89,7 +89,7 @@ def history_rows(days: list[dict[str, Any]], start: date | None, end: date | Non
 
 @router.get(
     "/v1/market",
-    response_model=MarketAnswer,
+    response_model=MarketState,
     summary="Market state: bullish, neutral or bearish, with its components and track record",
     responses=ex.responses("market", 200, 304, 400, 401, 422, 429, 503),
 )
