@@ -114,8 +114,8 @@ async def _backfill_rest(
     start_ms: int | None,
     end_ms: int | None,
 ) -> None:
-    from tokenpulse_ingest.rest.backfill import RestBackfiller
     from tokenpulse_ingest.rest.client import RestError
+    from tokenpulse_ingest.rest_backfill import RestBackfiller
     from tokenpulse_shared.bus.memory import InMemoryBus
 
     now = datetime.now(UTC)

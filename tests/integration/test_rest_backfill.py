@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from tokenpulse_ingest.rest.backfill import REST_VERSION, RestBackfiller, plan_windows
 from tokenpulse_ingest.rest.client import RestError
+from tokenpulse_ingest.rest_backfill import REST_VERSION, RestBackfiller, plan_windows
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import Settings

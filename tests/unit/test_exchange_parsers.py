@@ -10,16 +10,12 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenpulse_ingest.exchanges import (
-    BadMessage,
-    BinanceConnector,
-    CoinbaseConnector,
-    KrakenConnector,
-    Pair,
-    base,
-    pairs_for,
-)
-from tokenpulse_ingest.exchanges.base import Dedupe, MillisToUtc, ProducedClock, TickMaker
+from tokenpulse_ingest.venues import connector
+from tokenpulse_ingest.venues.binance import BinanceConnector
+from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
+from tokenpulse_ingest.venues.connector import BadMessage, Dedupe, MillisToUtc, Pair, ProducedClock, TickMaker
+from tokenpulse_ingest.venues.kraken import KrakenConnector
+from tokenpulse_ingest.venues.registry import pairs_for
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.settings import Settings
 
@@ -240,7 +236,7 @@ def test_produced_clock_is_never_from_the_future_and_at_most_its_resolution_earl
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1_700_000_000.0]
-    monkeypatch.setattr(base, "_time", lambda: now[0])
+    monkeypatch.setattr(connector, "_time", lambda: now[0])
     clock = ProducedClock(resolution_s=0.001).now
     first = clock()
     assert first == datetime.fromtimestamp(now[0], UTC)

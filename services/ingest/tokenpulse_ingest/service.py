@@ -5,7 +5,7 @@ for every interval and the reference price, and publishes them on
 ``tokenpulse.candles.v1`` and ``tokenpulse.prices.v1``. Ticks too late to be
 placed in a candle go to the dead-letter topic with the reason.
 
-Ticks come from the live exchange connectors (``exchanges/``) or the seeded
+Ticks come from the live venue connectors (``venues/``) or the seeded
 synthetic generator, per ``TOKENPULSE_LIVE_FEED``: ``auto`` starts the
 connectors and falls back to synthetic ticks when none connects within
 ``TOKENPULSE_FEED_CONNECT_TIMEOUT_S`` (said in the log and in ``/readyz``:
@@ -57,11 +57,12 @@ from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
-from tokenpulse_ingest.exchanges import Connector, GapHook, build_connectors, log_gap
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.rest.backfill import GapResult, RestBackfiller
+from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility
+from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
+from tokenpulse_ingest.venues.registry import build_connectors
 
 log = logging.getLogger(__name__)
 
