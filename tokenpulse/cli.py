@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,21 +14,12 @@ from rich.table import Table
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import Settings
 
+from tokenpulse.config import console, load_settings
+from tokenpulse.predictions_cli import app as predictions_app
 from tokenpulse.runtime import SERVICES, serve
 
 app = typer.Typer(help="Tokenpulse: open crypto market intelligence.", no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
-
-
-def _settings(**overrides: object) -> Settings:
-    for key, value in overrides.items():
-        if value is not None:
-            os.environ[f"TOKENPULSE_{key.upper()}"] = str(value)
-    try:
-        return Settings()
-    except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+app.add_typer(predictions_app, name="predictions")
 
 
 @app.command()
@@ -42,7 +32,7 @@ def up(
     ] = None,
 ) -> None:
     """Embedded mode: all four services in one process, in-process bus, embedded ClickHouse."""
-    settings = _settings(host=host, port=port, data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(host=host, port=port, data_dir=data_dir.resolve() if data_dir else None)
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     asyncio.run(serve(settings, list(SERVICES), embedded=True))
 
@@ -55,7 +45,7 @@ def run(
     if service not in SERVICES:
         console.print(f"[red]unknown service {service!r}[/red]: choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = load_settings()
     try:
         settings.require_kafka()
     except ValueError as exc:
@@ -82,20 +72,22 @@ def backfill(
     from_exchange: Annotated[
         str | None,
         typer.Option(
-            help="Fetch candles from this exchange's REST API instead (binance, coinbase, kraken); "
-            "default window: the last 24 hours."
+            help="Fetch candles from this venue's REST API instead (binance, coinbase, kraken: the venues "
+            "registry); default window: the last 24 hours."
         ),
     ] = None,
 ) -> None:
     """Load bundled history (or, with --from-exchange, an exchange's candles) through the pipeline.
 
     To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(data_dir=data_dir.resolve() if data_dir else None)
     try:
         wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
         start_ms, end_ms = _parse_day(start), _parse_day(end)
-        if from_exchange is not None and from_exchange not in ("binance", "coinbase", "kraken"):
-            raise ValueError(f"unknown exchange {from_exchange!r}; choose binance, coinbase or kraken")
+        if from_exchange is not None:
+            from tokenpulse_ingest.venues.registry import venue
+
+            venue(from_exchange)  # an unknown name is a bad option
     except ValueError as exc:
         console.print(f"[red]bad option:[/red] {exc}")
         raise typer.Exit(2) from exc
@@ -195,7 +187,7 @@ def import_metrics(
     from pydantic import ValidationError
     from tokenpulse_shared.events import KNOWN_METRICS, MetricsEvent
 
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(data_dir=data_dir.resolve() if data_dir else None)
     if not path.exists():
         console.print(f"[red]no such file:[/red] {path}")
         raise typer.Exit(2)
@@ -305,7 +297,7 @@ def cycles(
 
     from tokenpulse.cycles_cli import load_cycle_data, render
 
-    settings = _settings()
+    settings = load_settings()
     try:
         params = CycleParams(
             as_of=date.fromisoformat(as_of) if as_of else None,
@@ -328,7 +320,7 @@ def track_record_cmd(
     """Replay the bundled daily history through scoring and measure signals and grades (walk-forward)."""
     from tokenpulse.track_cli import render, replay
 
-    settings = _settings()
+    settings = load_settings()
     report = replay(settings.bundle_dir, settings.symbols)
     render(report, Console())
     if json_out:
@@ -379,14 +371,6 @@ def config(markdown: Annotated[bool, typer.Option(help="Print a Markdown table (
         table.add_row(*row)
     Console().print(table)
 
-
-def _add_subcommands() -> None:
-    from tokenpulse.predictions_cli import app as predictions_app
-
-    app.add_typer(predictions_app, name="predictions")
-
-
-_add_subcommands()
 
 if __name__ == "__main__":
     app()

@@ -25,8 +25,9 @@ from tokenpulse_scoring.forecast.walkforward import Backtest, WalkConfig, day_of
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS
 
+from tokenpulse.config import console, load_settings
+
 app = typer.Typer(help="Price predictions: walk-forward backtest and model registry.", no_args_is_help=True)
-console = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -211,9 +212,7 @@ def backtest(
 ) -> None:
     """Walk-forward backtest of every model on the bundled daily history (2018 onward, all tokens,
     1d/7d/30d): MASE vs naive, directional accuracy, pinball loss, 80%/95% coverage; the plot and JSON."""
-    from tokenpulse.cli import _settings
-
-    settings = _settings()
+    settings = load_settings()
     wanted = [m.strip() for m in models.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
@@ -248,9 +247,7 @@ def train(
     from tokenpulse_scoring.forecast.registry import default_root
     from tokenpulse_scoring.forecast.registry import train as train_registry
 
-    from tokenpulse.cli import _settings
-
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(data_dir=data_dir.resolve() if data_dir else None)
     series = load_series(settings.bundle_dir, settings.symbols)
     t0 = time.perf_counter()
     with _progress() as progress:

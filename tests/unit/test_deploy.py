@@ -180,7 +180,7 @@ def test_the_grafana_dashboard_has_throughput_lag_latency_and_error_panels() -> 
     # every family the dashboard plots is one the code defines (or a library/exporter's)
     from tokenpulse_shared import telemetry
 
-    # (tokenpulse_feed_*: the exchange connectors' own families, defined in tokenpulse_ingest.exchanges)
+    # (tokenpulse_feed_*: the exchange connectors' own families, defined in tokenpulse_ingest.venues)
     ours = set(re.findall(r"tokenpulse_[a-z_]+", exprs)) - set(re.findall(r"tokenpulse_feed_[a-z_]+", exprs))
     defined = {m._name for m in vars(telemetry).values() if hasattr(m, "_name") and hasattr(m, "_type")}
     assert {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in ours} <= defined
