@@ -1,6 +1,6 @@
-"""README "Consuming the topics": the plain-aiokafka example reads signals from the real broker.
+"""docs/topics.md "Consuming the topics": the plain-aiokafka example reads signals from the real broker.
 
-The example (``docs/examples/read_signals.py``, shown verbatim in the README) runs as its own process
+The example (``docs/examples/read_signals.py``, shown verbatim in docs/topics.md) runs as its own process
 with only ``KAFKA`` and ``GROUP`` set; signals of a symbol unique to this run are published with
 Tokenpulse's bus, and the example must print each of them, in order, with its reasons.
 """
@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "read_signals.py"
 
 
-def test_the_readme_shows_the_example_verbatim() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert "## Consuming the topics" in readme
+def test_the_topics_doc_shows_the_example_verbatim() -> None:
+    page = (ROOT / "docs" / "topics.md").read_text()
+    assert "## Consuming the topics" in page
     body = EXAMPLE.read_text().split('"""', 2)[2].strip()  # the code after the docstring
-    assert body in readme
+    assert body in page
 
 
 async def publish(bootstrap: str, signals: list[SignalEvent]) -> None:

@@ -215,13 +215,20 @@ def test_a_genuine_500_quotes_its_request_id_and_is_one_log_line(failing: Failin
 
 
 def test_a_burst_of_500s_costs_the_loop_nothing_measurable(failing: FailingGateway) -> None:
+    """The loop's answer time under a burst of failing requests is compared with a burst of answered ones
+    of the same route shape, side by side: the machine's own load moves both alike, a blocking error path
+    (a rendered traceback) shows as the difference."""
     key = api_key(failing.base)
-    with LoopProbe(failing.base) as quiet:
-        time.sleep(3)
-    with LoopProbe(failing.base) as busy, httpx.Client(base_url=failing.base, timeout=30) as client:
-        started = time.perf_counter()
-        while time.perf_counter() - started < 3:
-            assert client.get("/v1/indicators/BTC", headers={"X-API-Key": key}).status_code == 500
-    calm, loaded = statistics.median(quiet.latencies), statistics.median(busy.latencies)
-    assert busy.worst_s < 0.25 and loaded < max(3 * calm, 0.01), (quiet.worst_s, calm, busy.worst_s, loaded)
+
+    def burst(path: str, status: int) -> LoopProbe:
+        with LoopProbe(failing.base) as probe, httpx.Client(base_url=failing.base, timeout=30) as client:
+            started = time.perf_counter()
+            while time.perf_counter() - started < 3:
+                assert client.get(path, headers={"X-API-Key": key}).status_code == status
+        return probe
+
+    answered = burst("/v1/candles/BTC", 200)
+    failed = burst("/v1/indicators/BTC", 500)
+    control, loaded = statistics.median(answered.latencies), statistics.median(failed.latencies)
+    assert failed.worst_s < 1.0 and loaded < 2 * control + 0.005, (answered.worst_s, control, failed.worst_s, loaded)
     assert not leaked([key], failing.log.read_text())
