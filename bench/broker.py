@@ -13,9 +13,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kafka-local.sh"
 
 
 @contextmanager
-def kafka(work: Path) -> Iterator[str]:
-    """Yields the bootstrap address."""
-    shared = os.environ.get("TOKENPULSE_TEST_KAFKA")
+def kafka(work: Path, *, fresh: bool = False) -> Iterator[str]:
+    """Yields the bootstrap address; ``fresh`` starts a broker of its own even when one is shared."""
+    shared = None if fresh else os.environ.get("TOKENPULSE_TEST_KAFKA")
     if shared:
         yield shared
         return

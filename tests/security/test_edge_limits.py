@@ -10,7 +10,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import httpx
@@ -145,6 +145,18 @@ def test_wrong_keys_from_one_address_get_429_after_the_threshold(tight: UpServer
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_wrong_keys"
     assert 0 < int(refused.headers["Retry-After"]) <= 60
     assert still.status_code == 200  # a key this replica already knows still works from that address
+
+
+def test_wrong_admin_tokens_are_throttled_like_wrong_keys(up_server: Callable[..., UpServer]) -> None:
+    up = up_server(TOKENPULSE_AUTH_FAILURES_PER_MINUTE="3")
+    with httpx.Client(base_url=up.base, timeout=10) as client:
+        codes = [
+            client.get("/v1/admin/keys/0123456789abcdef", headers={"X-Admin-Token": f"guess-{i}"}).status_code
+            for i in range(5)
+        ]
+        right = client.get("/v1/admin/keys/0123456789abcdef", headers={"X-Admin-Token": ADMIN})
+    assert codes == [403] * 3 + [429] * 2, codes
+    assert right.status_code == 429  # the address is throttled for a while, whatever it sends
 
 
 # ---- body size, however framed -------------------------------------------------------------------

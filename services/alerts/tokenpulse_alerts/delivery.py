@@ -40,6 +40,8 @@ from tokenpulse_alerts.pinning import PinnedTransport, pinned
 log = logging.getLogger(__name__)
 
 PACING_S = {"telegram": 1.0, "discord": 0.5, "slack": 1.0, "email": 0.2, "webhook": 0.0}
+WEBHOOK_DEADLINE_S = 15.0  # one delivery attempt, connect to last byte read
+WEBHOOK_RESPONSE_BYTES = 64 * 1024  # of a receiver's answer, only the status and headers matter
 RETRY_AFTER_RE = re.compile(r"retry after (\d+(?:\.\d+)?)", re.IGNORECASE)
 
 
@@ -188,6 +190,18 @@ class Notifier:
             reason = text.strip().splitlines()[-1] if text.strip() else "the service did not accept the message"
             raise DeliveryFailed(reason[-300:], retry_after=float(found.group(1)) if found else None)
 
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST under one overall deadline, reading at most ``WEBHOOK_RESPONSE_BYTES`` of the answer: a
+        receiver that trickles its answer or sends a huge one costs neither time nor memory."""
+        async with asyncio.timeout(WEBHOOK_DEADLINE_S):
+            async with self.client.stream("POST", url, content=body, headers=headers) as response:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= WEBHOOK_RESPONSE_BYTES:
+                        break
+                return response
+
     async def _webhook(self, url: str, msg: Message) -> None:
         try:  # the policy of rule creation, scheme included, whichever way the rule arrived
             target = await asyncio.to_thread(check_target, url, self.settings.webhook_allowlist)
@@ -211,9 +225,11 @@ class Notifier:
         try:
             async with cap.slots:
                 with pinned(target.host, target.addresses):
-                    response = await self.client.post(url, content=body, headers=headers)
+                    response = await self._post(url, body, headers)
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise DeliveryFailed(f"the webhook did not answer within {WEBHOOK_DEADLINE_S:g} s") from exc
         finally:
             cap.users -= 1
             if cap.users == 0:  # nobody holds or awaits it: the next delivery to the origin makes a new one

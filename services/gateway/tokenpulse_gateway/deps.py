@@ -39,7 +39,8 @@ async def _throttle_key_guessing(request: Request, failed: bool) -> None:
         raise ApiError(
             429,
             "too_many_wrong_keys",
-            f"too many unknown or revoked keys from this address; retry in {wait} s with a valid key",
+            f"too many unknown or revoked keys (or wrong admin tokens) from this address; retry in {wait} s "
+            "with a valid one",
             headers={"Retry-After": str(wait)},
         )
 
@@ -122,7 +123,9 @@ async def require_admin(
     token = _header_key(x_admin_token, authorization)
     if not token:
         raise ApiError(401, "missing_admin_token", "send the admin token in X-Admin-Token or Authorization: Bearer")
+    await _throttle_key_guessing(request, failed=False)  # guessing the admin token counts as guessing keys
     if not hmac.compare_digest(token.encode(), expected.encode()):
+        await _throttle_key_guessing(request, failed=True)
         raise ApiError(403, "invalid_admin_token", "wrong admin token")
 
 
