@@ -139,7 +139,7 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
 
 
 async def backfill(url: str, publish: bool) -> tuple[int, int, float]:
-    settings = Settings(binance_rest_url=url, binance_weight_per_minute=10**6)
+    settings = Settings(binance={"rest_url": url, "weight_per_minute": 10**6})
     bus = InMemoryBus()
     count = 0
 

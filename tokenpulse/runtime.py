@@ -59,16 +59,16 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
     from tokenpulse_shared.bus.kafka import KafkaBus
 
     return KafkaBus(
-        settings.require_kafka(),
+        settings.bus.require_kafka(),
         client_id=f"tokenpulse-{service}",
-        group_prefix=settings.consumer_group_prefix,
+        group_prefix=settings.bus.consumer_group_prefix,
         tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
         prometheus_registry=prometheus_client.REGISTRY,
-        retries=settings.bus_retries,
-        max_batch=settings.bus_max_batch,
-        replication=settings.kafka_replication,
-        graceful_timeout_s=settings.shutdown_grace_s,
-        partitions=settings.kafka_partitions,
+        retries=settings.bus.bus_retries,
+        max_batch=settings.bus.bus_max_batch,
+        replication=settings.bus.kafka_replication,
+        graceful_timeout_s=settings.runtime.shutdown_grace_s,
+        partitions=settings.bus.kafka_partitions,
     )
 
 
@@ -87,11 +87,11 @@ async def embedded_backfill(ctx: Context) -> None:
         return
     ctx.status["backfill"] = "running"
     if not have_candles:
-        series = await asyncio.to_thread(plan, ctx.settings.bundle_dir, ctx.settings.symbols)
+        series = await asyncio.to_thread(plan, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
         result = await publish_history(ctx.bus, series)
         log.info("loaded %d candles of bundled history", result.candles)
     if not have_caps:
-        caps = await publish_marketcaps(ctx.bus, ctx.settings.bundle_dir, ctx.settings.symbols)
+        caps = await publish_marketcaps(ctx.bus, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
         log.info("loaded %d market-cap points", caps)
     if isinstance(ctx.bus, InMemoryBus):
         await ctx.bus.drain(timeout=600)
@@ -111,14 +111,14 @@ class Runtime:
 
     async def start(self) -> Context:
         s = self.settings
-        setup_tracing("tokenpulse" if self.embedded else f"tokenpulse-{self.names[0]}", s.otel_exporter)
+        setup_tracing("tokenpulse" if self.embedded else f"tokenpulse-{self.names[0]}", s.telemetry.otel_exporter)
         store = None
         if "gateway" in self.names:
-            store = await Store(s.store_dsn).open()
-        elif self.names == ["scoring"] and s.clickhouse_url and not s.clickhouse_url.startswith("chdb:"):
-            store = await Store(s.clickhouse_url).open(migrate=False)  # read-only use: warm-up from candles
+            store = await Store(s.store.dsn).open()
+        elif self.names == ["scoring"] and s.store.server_url:
+            store = await Store(s.store.server_url).open(migrate=False)  # read-only use: warm-up from candles
         if self.embedded:
-            bus: Bus = InMemoryBus(retries=s.bus_retries, max_batch=s.bus_max_batch)
+            bus: Bus = InMemoryBus(retries=s.bus.bus_retries, max_batch=s.bus.bus_max_batch)
         else:
             bus = make_kafka_bus(s, self.names[0])
         self.ctx = Context(settings=s, bus=bus, store=store, embedded=self.embedded)
@@ -128,10 +128,10 @@ class Runtime:
         await bus.start()
         for service in self.services:
             await service.start(self.ctx)
-        if self.embedded and s.backfill_on_start and store is not None:
+        if self.embedded and s.runtime.backfill_on_start and store is not None:
             self.ctx.status["backfill"] = "pending"  # not ready until the history is in (readyz)
             self.tasks.append(asyncio.create_task(self._backfill(), name="backfill"))
-        if s.gc_freeze:
+        if s.runtime.gc_freeze:
             self.tasks.append(asyncio.create_task(self._freeze_when_warm(), name="gc-freeze"))
         log.info("tokenpulse started: %s (%s)", ", ".join(self.names), "embedded" if self.embedded else "kafka")
         return self.ctx
@@ -247,7 +247,7 @@ class _Server(uvicorn.Server):
 async def serve(
     settings: Settings, services: list[str], *, embedded: bool, on_ready: Callable[[Runtime], None] | None = None
 ) -> None:
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
     runtime = Runtime(settings, services, embedded=embedded)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -266,14 +266,14 @@ async def serve(
         app = runtime.app()
         if on_ready:
             on_ready(runtime)
-        if app is None and settings.metrics_port:
+        if app is None and settings.http.metrics_port:
             # ingest, scoring, alerts: /healthz, /readyz and /metrics on their own small HTTP server
-            app, port = ops_app(runtime), settings.metrics_port
+            app, port = ops_app(runtime), settings.http.metrics_port
         else:
-            port = settings.port
+            port = settings.http.port
         if app is not None and not stop.is_set():
             servers.append(_Server(server_config(app, settings, port)))
-            log.info("%s listening on http://%s:%d", "/".join(services), settings.host, port)
+            log.info("%s listening on http://%s:%d", "/".join(services), settings.http.host, port)
             await servers[0].serve()
         else:
             await stop.wait()

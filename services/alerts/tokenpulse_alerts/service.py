@@ -313,7 +313,7 @@ class AlertsService:
             for channel in rule.channels:
                 groups[(rule.owner, channel.type, channel.target)].append((fired, rule))
         # many rules of one owner firing at once on one target: one summary message instead of a flood
-        limit = self.ctx.settings.alerts_summary_after
+        limit = self.ctx.settings.alerts.alerts_summary_after
         summaries: dict[_Target, asyncio.Task[dict[str, Any]]] = {}
         for key, items in groups.items():
             if len(items) > limit:

@@ -105,7 +105,7 @@ class RestBackfiller:
         self.bus = bus
         self.settings = settings
         self.intervals = tuple(intervals)
-        self.max_bars = max_bars if max_bars is not None else settings.rest_backfill_max_bars
+        self.max_bars = max_bars if max_bars is not None else settings.ingest.rest_backfill_max_bars
         self._sleep = sleep
         self.exchanges: dict[str, CandleApi] = dict(exchanges or {})
         self._locks: dict[str, asyncio.Lock] = {}

@@ -95,7 +95,7 @@ class IngestService:
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        s = ctx.settings
+        s = ctx.settings.ingest
         self.reconciler = PriceReconciler(
             s.price_stale_after_s,
             half_life_s=s.price_half_life_s,
@@ -138,7 +138,7 @@ class IngestService:
     async def backfill_on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         """The connectors' gap hook: log the gap, then backfill it in the background (never blocks a feed)."""
         await log_gap(exchange, symbol, since, until)
-        if self.ctx is not None and self.ctx.settings.rest_backfill_gaps:
+        if self.ctx is not None and self.ctx.settings.ingest.rest_backfill_gaps:
             self.on_gap(exchange, symbol, since, until)
 
     def on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
@@ -161,7 +161,7 @@ class IngestService:
         Returns the candles published. Each interval is capped at TOKENPULSE_REST_BACKFILL_MAX_BARS."""
         assert self.ctx is not None
         ctx = self.ctx
-        if ctx.embedded and ctx.settings.backfill_on_start and ctx.store is not None:
+        if ctx.embedded and ctx.settings.runtime.backfill_on_start and ctx.store is not None:
             # the bundled history goes first (the runtime reports it in status; give up waiting for a
             # report that never comes, e.g. when no runtime loads it)
             for waited in range(10**9):
@@ -178,7 +178,7 @@ class IngestService:
             last = {(sym, iv): t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, iv, t in rows}
         ctx.status["rest_backfill"] = "running"
         published = 0
-        for symbol in ctx.settings.symbols:
+        for symbol in ctx.settings.runtime.symbols:
             for interval in Interval:
                 stored = last.get((symbol, interval.value))
                 since = stored + timedelta(milliseconds=interval.millis) if stored else now - timedelta(days=1)
@@ -204,7 +204,7 @@ class IngestService:
             except Exception as exc:
                 log.warning("market-cap poll failed: %s", exc)
             ctx.status["marketcaps"] = poller.status()
-            await asyncio.sleep(ctx.settings.marketcap_poll_s)
+            await asyncio.sleep(ctx.settings.marketcap.poll_s)
 
     # --- restart ------------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class IngestService:
         ctx = self.ctx
         started = time.monotonic()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        lookback_ms = int(ctx.settings.ingest_restore_lookback_s * 1000)
+        lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
         if ctx.embedded:
@@ -313,17 +313,18 @@ class IngestService:
         finally:
             self.ready.set()
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
-        if ctx.settings.rest_backfill_exchange:
+        if ctx.settings.ingest.rest_backfill_exchange:
             self._tasks.append(
                 asyncio.create_task(
-                    self.backfill_since_last_stored(ctx.settings.rest_backfill_exchange), name="ingest-rest-backfill"
+                    self.backfill_since_last_stored(ctx.settings.ingest.rest_backfill_exchange),
+                    name="ingest-rest-backfill",
                 )
             )
-        if ctx.settings.marketcap_poll:
-            budget = ctx.settings.data_dir / "marketcap-budget.json"
+        if ctx.settings.marketcap.poll:
+            budget = ctx.settings.store.data_dir / "marketcap-budget.json"
             self.marketcaps = MarketCapPoller(ctx.bus, ctx.settings, budget_path=budget)
             self._tasks.append(asyncio.create_task(self._poll_marketcaps(), name="ingest-marketcaps"))
-        mode = ctx.settings.live_feed
+        mode = ctx.settings.ingest.live_feed
         if mode == "off":
             ctx.status["feed"] = "off"
             return
@@ -357,7 +358,7 @@ class IngestService:
         try:
             done, _ = await asyncio.wait(
                 waits,
-                timeout=None if mode == "live" else ctx.settings.feed_connect_timeout_s,
+                timeout=None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -376,7 +377,7 @@ class IngestService:
         self._start_synthetic(
             ctx,
             "synthetic-fallback",
-            f"no exchange answered within {ctx.settings.feed_connect_timeout_s:g}s ({errors}); still trying "
+            f"no exchange answered within {ctx.settings.ingest.feed_connect_timeout_s:g}s ({errors}); still trying "
             f"{', '.join(c.name for c in self.connectors)} and switching back to live when their trades flow",
         )
 
@@ -388,7 +389,9 @@ class IngestService:
         else:
             log.info("live feed: %s", why)
         self.feed = SyntheticFeed(
-            self._seed_states(ctx), period_s=ctx.settings.synthetic_tick_s, seed=ctx.settings.synthetic_seed
+            self._seed_states(ctx),
+            period_s=ctx.settings.ingest.synthetic_tick_s,
+            seed=ctx.settings.ingest.synthetic_seed,
         )
         self._synthetic_task = asyncio.create_task(self._synthetic(), name="ingest-synthetic")
         self._tasks.append(self._synthetic_task)
@@ -457,15 +460,18 @@ class IngestService:
 
     def _seed_states(self, ctx: Context) -> list[TokenState]:
         states = []
-        daily = {s: bars for s, i, bars in iter_bundle(ctx.settings.bundle_dir, ctx.settings.symbols, [Interval.D1])}
-        for symbol in ctx.settings.symbols:
+        daily = {
+            s: bars
+            for s, i, bars in iter_bundle(ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols, [Interval.D1])
+        }
+        for symbol in ctx.settings.runtime.symbols:
             bars = daily.get(symbol)
             if not bars:
                 log.warning("no bundled history for %s: not generating synthetic ticks", symbol)
                 continue
             recent = bars[-90:]
             avg_volume = sum(b.volume for b in recent) / len(recent)
-            period = ctx.settings.synthetic_tick_s
+            period = ctx.settings.ingest.synthetic_tick_s
             states.append(
                 TokenState(
                     symbol,

@@ -142,12 +142,12 @@ class ScoringService:
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        if ctx.settings.predictions:
+        if ctx.settings.scoring.predictions:
             self.forecaster = Forecaster(
                 self.daily_bars,
                 self.daily_symbols,
-                default_root(ctx.settings.data_dir),
-                ctx.settings.predictions_retrain_hours,
+                default_root(ctx.settings.store.data_dir),
+                ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)

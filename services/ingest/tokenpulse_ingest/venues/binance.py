@@ -15,18 +15,17 @@ USDT. Limits: a request weight budget per minute, and the ``X-MBX-USED-WEIGHT-1M
 
 from __future__ import annotations
 
-import re
 from typing import Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import Venue
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
 class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
@@ -138,26 +137,17 @@ class BinanceCandles(CandleApi):
         return out
 
 
-def rest_client(settings: Settings, sleep: Sleep | None) -> RestClient:
-    budget = settings.binance_weight_per_minute
+def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """A weight budget per minute, checked against the weight Binance says the IP used."""
+    budget = section.weight_per_minute
     return RestClient(
-        "binance",
-        settings.binance_rest_url,
-        capacity=budget,
-        period=60.0,
-        weight_header="X-MBX-USED-WEIGHT-1M",
-        weight_limit=budget,
-        max_wait_s=settings.rest_max_wait_s,
-        sleep=sleep,
-    )
+        "binance", section.rest_url, capacity=budget, period=60.0, weight_header="X-MBX-USED-WEIGHT-1M",
+        weight_limit=budget, max_wait_s=max_wait_s, sleep=sleep,
+    )  # fmt: skip
 
 
 VENUE = Venue(
-    name="binance",
-    connector=BinanceConnector,
-    candles=BinanceCandles,
-    ws_url=lambda settings: settings.binance_ws_url,
-    rest_client=rest_client,
-    pair_format="{symbol}USDT",
-    pair_pattern=re.compile(r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
-)
+    "binance", connector=BinanceConnector, candles=BinanceCandles, rest_client=rest_client,
+    section=lambda s: s.binance,
+    pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
+)  # fmt: skip

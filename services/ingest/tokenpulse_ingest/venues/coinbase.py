@@ -23,20 +23,19 @@ Limits: requests per second (public limit 10/s per IP).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import msgspec
 from prometheus_client import Counter
 from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import CoinbaseSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import Venue
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -175,23 +174,12 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def rest_client(settings: Settings, sleep: Sleep | None) -> RestClient:
-    return per_second_client(
-        "coinbase",
-        settings.coinbase_rest_url,
-        settings.coinbase_requests_per_s,
-        max_wait_s=settings.rest_max_wait_s,
-        sleep=sleep,
-    )
+def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
 
 
 VENUE = Venue(
-    name="coinbase",
-    connector=CoinbaseConnector,
-    candles=CoinbaseCandles,
-    ws_url=lambda settings: settings.coinbase_ws_url,
-    rest_client=rest_client,
-    pair_format="{symbol}-USD",
-    pair_pattern=re.compile(r"^[A-Z0-9]+-([A-Z0-9]+)$"),
-    not_listed=frozenset({"BNB"}),
-)
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client,
+    section=lambda s: s.coinbase,
+    pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+)  # fmt: skip

@@ -24,19 +24,18 @@ candle). Rows ``[time_s, o, h, l, c, vwap, volume, count]``. Errors come as HTTP
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import Venue
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -246,24 +245,14 @@ class KrakenCandles(CandleApi):
         return out
 
 
-def rest_client(settings: Settings, sleep: Sleep | None) -> RestClient:
-    return per_second_client(
-        "kraken",
-        settings.kraken_rest_url,
-        settings.kraken_requests_per_s,
-        max_wait_s=settings.rest_max_wait_s,
-        sleep=sleep,
-        check=_check,
-    )
+def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """Requests per second; rate-limit refusals come as HTTP 200 with an error list (``_check``)."""
+    rate = section.requests_per_s
+    return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
 VENUE = Venue(
-    name="kraken",
-    connector=KrakenConnector,
-    candles=KrakenCandles,
-    ws_url=lambda settings: settings.kraken_ws_url,
-    rest_client=rest_client,
-    pair_format="{symbol}/USD",
-    pair_pattern=re.compile(r"^[A-Z0-9]+/([A-Z0-9]+)$"),
-    not_listed=frozenset({"BNB"}),
-)
+    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client,
+    section=lambda s: s.kraken,
+    pairs=PairNaming("{symbol}/USD", r"^[A-Z0-9]+/([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+)  # fmt: skip

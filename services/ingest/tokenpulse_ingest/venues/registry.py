@@ -12,16 +12,16 @@ from tokenpulse_shared.settings import Settings
 
 from tokenpulse_ingest.venues import binance, coinbase, kraken
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
-from tokenpulse_ingest.venues.spec import Venue, feed_pair_overrides
+from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
 
-VENUES: dict[str, Venue] = {
+VENUES: dict[str, AnyVenue] = {
     binance.VENUE.name: binance.VENUE,
     coinbase.VENUE.name: coinbase.VENUE,
     kraken.VENUE.name: kraken.VENUE,
 }
 
 
-def venue(name: str) -> Venue:
+def venue(name: str) -> AnyVenue:
     found = VENUES.get(name)
     if found is None:
         raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(VENUES)}")
@@ -39,7 +39,7 @@ def quote_of(name: str, pair: str) -> str:
 
 def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     """Per configured venue, the pairs to subscribe to: defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
-    for name in settings.feed_exchanges:
+    for name in settings.ingest.feed_exchanges:
         if name not in VENUES:
             raise ValueError(f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(VENUES)}")
     overrides = feed_pair_overrides(settings)
@@ -47,9 +47,9 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     if unknown:
         raise ValueError(f"TOKENPULSE_FEED_PAIRS names unknown exchange {unknown[0]!r}; use {', '.join(VENUES)}")
     chosen: dict[str, dict[str, str]] = {}
-    for name in settings.feed_exchanges:
+    for name in settings.ingest.feed_exchanges:
         spec = VENUES[name]
-        pairs = {s: spec.default_pair(s) for s in settings.symbols if s not in spec.not_listed}
+        pairs = {s: spec.default_pair(s) for s in settings.runtime.symbols if s not in spec.not_listed}
         for symbol, pair in overrides.get(name, {}).items():
             if pair == "-":
                 pairs.pop(symbol, None)
@@ -70,10 +70,10 @@ def build_connectors(settings: Settings, sink: TickSink, on_gap: GapHook | None 
             pairs,
             sink,
             on_gap=on_gap,
-            stall_s=settings.feed_stall_s,
-            backoff_s=settings.feed_backoff_s,
-            backoff_max_s=settings.feed_backoff_max_s,
-            open_timeout_s=min(10.0, settings.feed_connect_timeout_s),
+            stall_s=settings.ingest.feed_stall_s,
+            backoff_s=settings.ingest.feed_backoff_s,
+            backoff_max_s=settings.ingest.feed_backoff_max_s,
+            open_timeout_s=min(10.0, settings.ingest.feed_connect_timeout_s),
         )
         for name, pairs in pairs_for(settings).items()
     ]
