@@ -51,7 +51,7 @@ from typing import Any
 
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
@@ -75,6 +75,7 @@ def _utc(t: datetime) -> datetime:
 
 class IngestService:
     name = "ingest"
+    store_access = StoreAccess.NONE  # restores from the ticks topic (embedded: from the store it is given)
 
     def __init__(self) -> None:
         self.builder = CandleBuilder()
@@ -92,6 +93,9 @@ class IngestService:
         self.gap_hook: GapHook = self.backfill_on_gap
         self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
         self.restored: RestoreResult | None = None
+
+    def http_app(self) -> ASGIApp | None:
+        return None
 
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
