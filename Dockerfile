@@ -34,6 +34,7 @@ COPY services/ingest/pyproject.toml services/ingest/
 COPY services/scoring/pyproject.toml services/scoring/
 COPY services/alerts/pyproject.toml services/alerts/
 COPY services/gateway/pyproject.toml services/gateway/
+COPY clients/python/pyproject.toml clients/python/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-install-workspace
 
@@ -43,6 +44,7 @@ COPY README.md ./
 COPY tokenpulse/ tokenpulse/
 COPY shared/ shared/
 COPY services/ services/
+COPY clients/ clients/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-editable \
     && /app/.venv/bin/tokenpulse --help >/dev/null

@@ -61,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 
 from tokenpulse_ingest.candles import CandleBuilder  # noqa: E402
 from tokenpulse_ingest.venues.connector import make_tick  # noqa: E402
+from tokenpulse_shared.bus import Delivery  # noqa: E402
 from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
 from tokenpulse_shared.events import (  # noqa: E402
     AlertChannel,
@@ -276,7 +277,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
                 seen_signals.setdefault((e.symbol, e.interval, int(e.ts.timestamp() * 1000)), now)
 
     bus = KafkaBus(bootstrap, client_id=f"bench-{run}", group_prefix=f"bench-{run}")
-    bus.subscribe(SIGNALS, "observer", on_signals, tail=True)
+    bus.subscribe(SIGNALS, "observer", on_signals, delivery=Delivery.TAIL)
     await bus.start()
     try:
         await bus.publish(ALERT_RULES, rules_for(run, markets, hooks.url))

@@ -12,6 +12,8 @@
    - our Kafka bus with a no-op handler (JSON validation into events included);
    - the scoring service on our Kafka bus, end to end: consumed, scored, and its indicator, grade
      and signal events published back to the broker (acks=all) before the batch is committed.
+   With ``BENCH_COMPARE_REF=<commit>`` the Kafka bus of that commit runs too, interleaved round by round
+   (:mod:`bench.bus_variants`): two bus versions compared in one run.
 
 Prints Markdown to paste into docs/benchmarks.md.
 """
@@ -45,8 +47,10 @@ from tokenpulse_shared.settings import Settings  # noqa: E402
 from tokenpulse_shared.topics import CANDLES  # noqa: E402
 
 from bench import broker, plot  # noqa: E402
+from bench.bus_variants import kafka_bus_at  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+COMPARE_REF = os.environ.get("BENCH_COMPARE_REF", "")
 INTERVALS = [Interval.D1, Interval.H1, Interval.H4]
 
 
@@ -140,10 +144,12 @@ async def raw_consume(bootstrap: str, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
-async def through_bus(bootstrap: str, n: int, make: Callable[[KafkaBus], Callable[[], int]]) -> float:
-    """Start a Kafka bus with what ``make`` registers; the rate from its start until ``make``'s counter says
-    all ``n`` candles were handled (and, for the scoring service, its outputs published)."""
-    bus = KafkaBus(bootstrap, client_id="bench", group_prefix=f"bench-{uuid.uuid4().hex[:8]}")
+async def through_bus(
+    bootstrap: str, n: int, make: Callable[[KafkaBus], Callable[[], int]], bus_class: Any = KafkaBus
+) -> float:
+    """Start a Kafka bus (of ``bus_class``) with what ``make`` registers; the rate from its start until ``make``'s
+    counter says all ``n`` candles were handled (and, for the scoring service, its outputs published)."""
+    bus = bus_class(bootstrap, client_id="bench", group_prefix=f"bench-{uuid.uuid4().hex[:8]}")
     handled = make(bus)
     t = time.perf_counter()
     await bus.start()
@@ -186,27 +192,31 @@ def scoring(bus: KafkaBus) -> Callable[[], int]:
 def through_kafka(bootstrap: str, candles: list[CandleEvent]) -> list[tuple[str, str]]:
     n = len(candles)
     asyncio.run(produce(bootstrap, candles))
-    runs: dict[str, list[float]] = {"raw": [], "noop": [], "scoring": []}
-    for _ in range(ROUNDS):  # interleaved, so a slow spell of the shared VM hits all three alike
+    buses: dict[str, Any] = {"": KafkaBus}
+    if COMPARE_REF:
+        buses = {" (this tree)": KafkaBus, f" ({COMPARE_REF})": kafka_bus_at(COMPARE_REF)}
+    runs: dict[str, list[float]] = {"raw": []} | {f"{k}{b}": [] for b in buses for k in ("noop", "scoring")}
+    for r in range(ROUNDS):  # interleaved, so a slow spell of the shared VM hits every variant alike
         runs["raw"].append(asyncio.run(raw_consume(bootstrap, n)))
-        runs["noop"].append(asyncio.run(through_bus(bootstrap, n, noop)))
-        runs["scoring"].append(asyncio.run(through_bus(bootstrap, n, scoring)))
-    raw, bus, score = (statistics.median(runs[k]) for k in ("raw", "noop", "scoring"))
+        for suffix, cls in list(buses.items())[:: 1 if r % 2 == 0 else -1]:
+            runs[f"noop{suffix}"].append(asyncio.run(through_bus(bootstrap, n, noop, cls)))
+            runs[f"scoring{suffix}"].append(asyncio.run(through_bus(bootstrap, n, scoring, cls)))
+    raw = statistics.median(runs["raw"])
 
     def fmt(xs: list[float]) -> str:
         return ", ".join(f"{x:,.0f}" for x in xs)
 
-    return [
-        (f"raw aiokafka consumer, {n:,} candle messages (ceiling)", f"{raw:,.0f} (runs {fmt(runs['raw'])}) | 1.00"),
-        (
-            "our Kafka bus, no-op handler (validation included)",
-            f"{bus:,.0f} (runs {fmt(runs['noop'])}) | {bus / raw:.2f}",
-        ),
-        (
-            "scoring service on our Kafka bus, end to end (outputs published)",
-            f"{score:,.0f} (runs {fmt(runs['scoring'])}) | {score / raw:.2f}",
-        ),
-    ]
+    def line(label: str, key: str) -> tuple[str, str]:
+        rate = statistics.median(runs[key])
+        return label, f"{rate:,.0f} (runs {fmt(runs[key])}) | {rate / raw:.2f}"
+
+    rows = [(f"raw aiokafka consumer, {n:,} candle messages (ceiling)", f"{raw:,.0f} (runs {fmt(runs['raw'])}) | 1.00")]
+    for suffix in buses:
+        rows.append(line(f"our Kafka bus{suffix}, no-op handler (validation included)", f"noop{suffix}"))
+        rows.append(
+            line(f"scoring service on our Kafka bus{suffix}, end to end (outputs published)", f"scoring{suffix}")
+        )
+    return rows
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The ``tokenpulse`` command line: ``up``, ``run SERVICE``, ``backfill``, ``config``."""
+"""The ``tokenpulse`` command line: ``up``, ``run SERVICE``, ``backfill``, ``config``, ``mcp``."""
 
 from __future__ import annotations
 
@@ -292,7 +292,7 @@ def cycles(
     from datetime import date
 
     from pydantic import ValidationError
-    from tokenpulse_shared.cycles import CycleInputError, CycleParams, load_halvings, report
+    from tokenpulse_gateway.analytics.cycles import CycleInputError, CycleParams, load_halvings, report
 
     from tokenpulse.cycles_cli import load_cycle_data, render
 
@@ -327,6 +327,16 @@ def track_record_cmd(
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
         console.print(f"wrote {json_out}")
+
+
+@app.command()
+def mcp(
+    base_url: Annotated[str, typer.Option(help="The Tokenpulse API to call.")] = "http://127.0.0.1:8000",
+) -> None:
+    """Serve the API to AI agents over stdio (Model Context Protocol); the key is TOKENPULSE_API_KEY."""
+    from tokenpulse_client.mcp_server import run as serve_mcp
+
+    serve_mcp(base_url)
 
 
 @app.command()

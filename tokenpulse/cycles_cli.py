@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from tokenpulse_gateway.analytics.cycles import CycleData, CycleReport
 from tokenpulse_ingest.bundle import MARKETCAP_FILES, iter_bundle, read_marketcaps
-from tokenpulse_shared.cycles import CycleData, CycleReport
 from tokenpulse_shared.events import Interval
 
 

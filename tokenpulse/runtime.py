@@ -84,7 +84,6 @@ async def open_store(settings: Settings, services: list[Service]) -> Store | Non
 
 
 def make_kafka_bus(settings: Settings, service: str) -> Bus:
-    import prometheus_client
     from opentelemetry import trace
     from tokenpulse_shared.bus.kafka import KafkaBus
 
@@ -93,7 +92,6 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         client_id=f"tokenpulse-{service}",
         group_prefix=settings.bus.consumer_group_prefix,
         tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
-        prometheus_registry=prometheus_client.REGISTRY,
         retries=settings.bus.bus_retries,
         max_batch=settings.bus.bus_max_batch,
         replication=settings.bus.kafka_replication,

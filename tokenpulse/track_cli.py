@@ -6,10 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from tokenpulse_gateway.analytics.track_record import SignalPoint, TrackRecordReport, track_record
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.track_record import SignalPoint, TrackRecordReport, track_record
 
 
 def replay(

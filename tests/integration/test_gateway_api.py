@@ -242,6 +242,12 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
     }
 
 
+async def test_a_grades_components_are_an_object_of_numbers(api: httpx.AsyncClient) -> None:
+    """The store keeps a grade's components as JSON text; the answer has them as an object, as the contract says."""
+    g = (await api.get("/v1/grades/BTC", params={"start": "2024-01-01", "limit": 1})).json()["data"][0]
+    assert isinstance(g["components"], dict) and isinstance(g["components"]["trader.rsi"], float)
+
+
 async def test_grades_signals_and_levels_are_served(api: httpx.AsyncClient) -> None:
     grades = (await api.get("/v1/grades/BTC", params={"start": "2024-01-01", "limit": 5})).json()
     assert len(grades["data"]) == 5 and grades["next_cursor"]

@@ -1,20 +1,21 @@
-"""The Kafka adapter against the real broker: order, dead letters, redelivery, trace propagation."""
+"""What only the Kafka adapter does, against the real broker: consumers per group, rebalances, graceful
+stop, lag, placement by key. The behaviours both adapters share are in tests/contract/."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from tokenpulse_shared.bus import RawMessage, TransientError
-from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import DeadLetterEvent, Event, PriceEvent, TickEvent
-from tokenpulse_shared.topics import DEAD_LETTER, PRICES, SIGNALS, TICKS
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
+from prometheus_client import REGISTRY
+from tokenpulse_shared.bus import Delivery, TransientError
+from tokenpulse_shared.bus.kafka import KafkaBus, _KeyPartitions, ensure_topics
+from tokenpulse_shared.events import Event, PriceEvent
+from tokenpulse_shared.topics import PRICES, SIGNALS, TICKS, Topic
 
 pytestmark = pytest.mark.kafka
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -29,311 +30,249 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
     while not cond():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
 
 
-def new_bus(bootstrap: str, **kw: object) -> KafkaBus:
-    # a fresh group prefix per test: each test reads the topics from the start independently
-    return KafkaBus(bootstrap, group_prefix=f"test-{uuid.uuid4().hex[:8]}", backoff_s=0.01, **kw)  # type: ignore[arg-type]
+async def fresh_topic(bootstrap: str) -> Topic:
+    """A topic of this test alone (6 partitions), so counts and offsets are exact."""
+    topic = Topic(f"test.bus.{uuid.uuid4().hex[:10]}", PriceEvent, "test")
+    await ensure_topics(bootstrap, [topic])
+    return topic
 
 
-async def run_with(bus: KafkaBus, body: Callable[[], Awaitable[None]]) -> None:
+def new_bus(bootstrap: str, prefix: str, **kw: object) -> KafkaBus:
+    return KafkaBus(bootstrap, group_prefix=prefix, backoff_s=0.01, **kw)  # type: ignore[arg-type]
+
+
+def test_a_groups_shared_topics_are_one_consumer_and_the_rest_one_each() -> None:
+    """One member per service joins the group (no rebalance per topic); a topic subscribed twice in one
+    group is a second member; broadcast and tail subscriptions read without a group, each on its own."""
+    bus = KafkaBus("unused:9092")
+
+    async def handler(events: list[Event]) -> None:
+        return None
+
+    bus.subscribe(PRICES, "multi", handler)
+    bus.subscribe(TICKS, "multi", handler)
+    bus.subscribe(SIGNALS, "multi", handler, delivery=Delivery.TAIL)
+    bus.subscribe(PRICES, "multi", handler)
+    bus.subscribe(SIGNALS, "other", handler)
+    assert [[s.topic for s in c] for c in bus._consumers()] == [[PRICES, TICKS], [SIGNALS], [PRICES], [SIGNALS]]
+
+
+def test_the_key_partition_cache_follows_the_topics_partitions() -> None:
+    partitioner = DefaultPartitioner()
+    keys = _KeyPartitions(partitioner)
+    names = [f"K{i}".encode() for i in range(200)]
+    three = keys.of("t", [0, 1, 2])
+    assert [three(k) for k in names] == [partitioner(k, [0, 1, 2], [0, 1, 2]) for k in names]
+    six = keys.of("t", [0, 1, 2, 3, 4, 5])  # partitions added: every key mapped again
+    assert [six(k) for k in names] == [partitioner(k, list(range(6)), list(range(6))) for k in names]
+
+
+# Kafka's own murmur2 test vectors (the Java client's UtilsTest.testMurmur2): key -> signed 32-bit hash
+JAVA_MURMUR2 = {
+    "21": -973932308,
+    "foobar": -790332482,
+    "a-little-bit-long-string": -985981536,
+    "a-little-bit-longer-string": -1486304829,
+    "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    "abc": 479470107,
+}
+
+
+def test_keys_are_placed_as_the_java_client_places_them() -> None:
+    """Java's default partitioner: toPositive(murmur2(key)) % partitions; other producers of the same keys
+    (a user's own feed handler, Kafka Connect) put a token on the same partition as we do."""
+    partition = _KeyPartitions(DefaultPartitioner()).of("t", list(range(6)))
+    for key, java_hash in JAVA_MURMUR2.items():
+        assert partition(key.encode()) == (java_hash & 0x7FFFFFFF) % 6, key
+
+
+async def test_a_key_lands_on_the_partition_the_java_client_would_pick_in_order(kafka_bootstrap: str) -> None:
+    """key = partition key, placed by murmur2 as every Kafka client does, so other producers of the same
+    keys (a user's own feed) keep one token on one partition; publishing order holds per key."""
+    topic = await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, "place")
+    syms = [f"P{i}" for i in range(30)]
     await bus.start()
     try:
-        await body()
+        for i in range(0, 10, 5):
+            await bus.publish(topic, [price(s, j) for j in range(i, i + 5) for s in syms])
     finally:
         await bus.stop()
-
-
-async def test_per_key_order_and_no_loss_through_the_broker(kafka_bootstrap: str) -> None:
-    bus = new_bus(kafka_bootstrap)
-    run_id = uuid.uuid4().hex[:6].upper()
-    symbols = [f"A{run_id}", f"B{run_id}"]
-    seen: dict[str, list[float]] = {s: [] for s in symbols}
-
-    async def handler(events: list[Event]) -> None:
-        for e in events:
-            if isinstance(e, PriceEvent) and e.symbol in seen:
-                seen[e.symbol].append(e.price)
-
-    bus.subscribe(PRICES, "order", handler)
-
-    async def body() -> None:
-        for i in range(0, 300, 50):
-            await bus.publish(PRICES, [price(s, j) for j in range(i, i + 50) for s in symbols])
-        await wait_for(lambda: all(len(v) >= 300 for v in seen.values()))
-
-    await run_with(bus, body)
-    for s in symbols:
-        assert seen[s] == [float(i + 1) for i in range(300)]
-
-
-async def test_malformed_messages_are_dead_lettered_with_reason_and_payload(kafka_bootstrap: str) -> None:
-    bus = new_bus(kafka_bootstrap)
-    marker = uuid.uuid4().hex
-    SYM = "DL" + marker[:6].upper()
-    good: list[PriceEvent] = []
-    dead: list[DeadLetterEvent] = []
-
-    async def handler(events: list[Event]) -> None:
-        good.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == SYM)
-
-    async def audit(events: list[Event]) -> None:
-        dead.extend(e for e in events if isinstance(e, DeadLetterEvent) and marker in e.payload)
-
-    bus.subscribe(PRICES, "victim", handler)
-    bus.subscribe(DEAD_LETTER, "audit", audit)
-
-    async def body() -> None:
-        ok = PriceEvent(symbol=SYM, ts=T0, price=5.0)
-        await bus.publish_raw(
-            PRICES,
-            [
-                RawMessage(f"not json {marker}".encode(), key=SYM),
-                RawMessage(
-                    f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":NaN,"m":"{marker}"}}'.encode(), key=SYM
-                ),
-                RawMessage(
-                    f'{{"symbol":"{SYM}","ts":"2024-01-01T00:00:00Z","price":-1,"m":"{marker}"}}'.encode(), key=SYM
-                ),
-            ],
-        )
-        await bus.publish(PRICES, [ok])
-        await wait_for(lambda: len(dead) >= 3 and len(good) >= 1)
-
-    await run_with(bus, body)
-    assert len(good) == 1
-    reasons = sorted(d.reason for d in dead)
-    assert any("not JSON" in r for r in reasons)
-    assert sum("schema validation failed" in r for r in reasons) == 2
-    assert all(d.topic == PRICES.name and d.key == SYM for d in dead)
-
-
-async def test_transient_failure_is_redelivered_not_dead_lettered(kafka_bootstrap: str) -> None:
-    bus = new_bus(kafka_bootstrap)
-    symbol = "TR" + uuid.uuid4().hex[:6].upper()
-    failures = 0
-    delivered: list[str] = []
-
-    async def flaky(events: list[Event]) -> None:
-        nonlocal failures
-        mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == symbol]
-        if mine and failures < 2:
-            failures += 1
-            raise TransientError("store unavailable")
-        delivered.extend(e.event_id for e in mine)
-
-    bus.subscribe(PRICES, "flaky", flaky)
-    events = [price(symbol, i) for i in range(10)]
-
-    async def body() -> None:
-        await bus.publish(PRICES, events)
-        await wait_for(lambda: set(delivered) >= {e.event_id for e in events})
-
-    await run_with(bus, body)
-    assert failures == 2
-    assert set(delivered) == {e.event_id for e in events}
-
-
-async def test_trace_context_flows_from_publisher_to_consumer(kafka_bootstrap: str) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    bus = new_bus(kafka_bootstrap, tracer_provider=provider)
-    symbol = "TC" + uuid.uuid4().hex[:6].upper()
-    got: list[Event] = []
-
-    async def handler(events: list[Event]) -> None:
-        got.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
-
-    # from the topic's end on: the history other tests left on this broker holds many traces, and a batch
-    # links up to MAX_LINKS of them, so a traced message deep in a backlog batch may be neither parent nor link
-    bus.subscribe(PRICES, "traced", handler, tail=True)
-    tracer = provider.get_tracer("test")
-
-    async def body() -> None:
-        while not got:  # untraced warm-up prices until the consumer's position is set and it sees one
-            await bus.publish(PRICES, [price(symbol, 0)])
-            await asyncio.sleep(0.3)
-        await asyncio.sleep(0.5)  # the warm-up prices still in flight are delivered
-        got.clear()
-        with tracer.start_as_current_span("origin") as origin:
-            await bus.publish(PRICES, [price(symbol, 1)])
-            trace_id = origin.get_span_context().trace_id
-        await wait_for(lambda: any(isinstance(e, PriceEvent) and e.price == 2.0 for e in got))
-        await asyncio.sleep(0.5)
-        spans = exporter.get_finished_spans()
-        publish = next(s for s in spans if s.context.trace_id == trace_id and s.name == f"{PRICES.name} publish")
-        assert publish.kind.name == "PRODUCER"
-        # the consumer's process span continues the message's trace: as its parent when the message
-        # opens the batch, as a span link otherwise (OpenTelemetry messaging conventions for batches)
-        processes = [s for s in spans if s.name == f"{PRICES.name} process"]
-        related = [
-            p
-            for p in processes
-            if (p.parent is not None and p.context.trace_id == trace_id)
-            or any(link.context.trace_id == trace_id for link in p.links)
-        ]
-        assert related and related[0].kind.name == "CONSUMER"
-
-    await run_with(bus, body)
-
-
-async def test_a_broadcast_subscription_rereads_the_compacted_topic_at_every_start(kafka_bootstrap: str) -> None:
-    from tokenpulse_shared.events import AlertCondition, AlertRuleEvent
-    from tokenpulse_shared.topics import ALERT_RULES
-
-    rule = AlertRuleEvent(
-        rule_id=f"r-{uuid.uuid4().hex[:10]}",
-        owner="o",
-        symbol="BTC",
-        condition=AlertCondition(kind="price_above", value=1.0),
-    )
-    for start in range(2):  # the same service name twice: a restart
-        bus = KafkaBus(kafka_bootstrap, group_prefix="restart-test", backoff_s=0.01)
-        seen: list[str] = []
-
-        async def rules(events: list[Event], seen: list[str] = seen) -> None:
-            seen.extend(e.rule_id for e in events if isinstance(e, AlertRuleEvent))
-
-        bus.subscribe(ALERT_RULES, "alerts", rules, broadcast=True)
-
-        async def body(seen: list[str] = seen, start: int = start, bus: KafkaBus = bus) -> None:
-            if start == 0:
-                await bus.publish(ALERT_RULES, [rule])
-            await wait_for(lambda: rule.rule_id in seen)
-
-        await run_with(bus, body)
-
-
-async def test_read_log_returns_the_topic_up_to_its_end(kafka_bootstrap: str) -> None:
-    from tokenpulse_shared.events import AlertCondition, AlertRuleEvent
-    from tokenpulse_shared.topics import ALERT_RULES
-
-    bus = new_bus(kafka_bootstrap)
-    run_id = uuid.uuid4().hex[:8]
-
-    async def body() -> None:
-        rule = AlertRuleEvent(
-            rule_id=f"r-{run_id}", owner="o", symbol="BTC", condition=AlertCondition(kind="price_above", value=1)
-        )
-        gone = AlertRuleEvent.model_validate(rule.model_dump() | {"deleted": True, "event_id": uuid.uuid4().hex})
-        await bus.publish(ALERT_RULES, [rule, gone])
-        await bus.publish_tombstone(ALERT_RULES, rule.rule_id)
-        await bus.publish_raw(ALERT_RULES, [RawMessage(b"garbage", key=f"r-{run_id}")])
-        mine = [e for e in await bus.read_log(ALERT_RULES) if getattr(e, "rule_id", "") == rule.rule_id]
-        assert [(e.event_id, e.deleted) for e in mine] == [(rule.event_id, False), (gone.event_id, True)]  # type: ignore[attr-defined]
-        later = await bus.read_log(ALERT_RULES, since_ms=int(datetime.now(UTC).timestamp() * 1000) + 60_000)
-        assert later == []
-
-    await run_with(bus, body)
-
-
-async def test_a_tail_subscription_sees_only_what_is_published_after_its_start(kafka_bootstrap: str) -> None:
-    """The gateway follows prices this way: no replay of the topic's history at every start, nothing committed."""
-    from tokenpulse_shared.events import PriceEvent
-    from tokenpulse_shared.topics import PRICES
-
-    symbol = f"T{uuid.uuid4().hex[:6].upper()}"
-    early = new_bus(kafka_bootstrap)
-    await run_with(early, lambda: early.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)]))
-    seen: list[float] = []
-
-    async def prices(events: list[Event]) -> None:
-        seen.extend(e.price for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
-
-    for start in range(2):  # a restart reads none of the history either (its first run's prices included)
-        bus = new_bus(kafka_bootstrap)
-        bus.subscribe(PRICES, "gateway-live", prices, tail=True)
-        price = 2.0 + start
-
-        async def body(bus: KafkaBus = bus, price: float = price) -> None:
-            while not seen:  # keep publishing until the consumer's position is set and it sees one
-                await bus.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=price)])
-                await asyncio.sleep(0.5)
-
-        seen.clear()
-        await asyncio.wait_for(run_with(bus, body), 60)
-        assert seen and set(seen) == {price}  # never a price published before this start
-
-
-async def test_a_skip_own_subscription_sees_what_other_instances_publish_not_its_own(kafka_bootstrap: str) -> None:
-    """The alerts service follows the other replicas' firings this way (its own it knows already)."""
-    from tokenpulse_shared.events import PriceEvent
-    from tokenpulse_shared.topics import PRICES
-
-    symbol = f"O{uuid.uuid4().hex[:6].upper()}"
-    seen: list[float] = []
-    last = asyncio.Event()
-
-    async def prices(events: list[Event]) -> None:
-        seen.extend(e.price for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
-        if 3.0 in seen:
-            last.set()
-
-    me, other = new_bus(kafka_bootstrap), new_bus(kafka_bootstrap)
-    me.subscribe(PRICES, "own-filter", prices, tail=True, skip_own=True)
-    await other.start()
-
-    async def body() -> None:
-        # both publish until the other's price arrives (the tail starts from the end once positioned)
-        while 2.0 not in seen:
-            await me.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)])
-            await other.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=2.0)])
-            await asyncio.sleep(0.5)
-        await me.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=1.0)])
-        await other.publish(PRICES, [PriceEvent(symbol=symbol, ts=datetime.now(UTC), price=3.0)])
-        await last.wait()
-
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    await reader.start()
     try:
-        await asyncio.wait_for(run_with(me, body), 60)
+        tps = [TopicPartition(topic.name, p) for p in range(6)]
+        reader.assign(tps)
+        seen: dict[str, list[tuple[int, float]]] = {}
+        while sum(len(v) for v in seen.values()) < 300:
+            for tp, records in (await reader.getmany(timeout_ms=1000)).items():
+                for r in records:
+                    event = PriceEvent.model_validate_json(r.value)
+                    assert r.key == event.symbol.encode()
+                    seen.setdefault(event.symbol, []).append((tp.partition, event.price))
     finally:
-        await other.stop()
-    assert 1.0 not in seen and {2.0, 3.0} <= set(seen)
+        await reader.stop()
+    for s in syms:
+        assert {p for p, _ in seen[s]} == {DefaultPartitioner()(s.encode(), list(range(6)), [])}
+        assert [x for _, x in seen[s]] == [float(i + 1) for i in range(10)]
 
 
-async def test_a_groups_topics_share_one_consumer_and_a_transient_failure_rewinds_only_its_topic(
-    kafka_bootstrap: str,
-) -> None:
-    """A service's subscriptions in one group are one Kafka consumer (one member joins, no rebalance per
-    topic); when the second topic's handler fails transiently, only its messages come again."""
-    bus = new_bus(kafka_bootstrap)
-    symbol = "MT" + uuid.uuid4().hex[:6].upper()
-    prices_seen: list[str] = []
-    ticks_seen: list[str] = []
+async def test_a_rebalance_waits_for_the_batch_in_hand_when_asked_to(kafka_bootstrap: str) -> None:
+    """The store writer's way: a second replica joins while the first is in a long batch; the batch is
+    finished and committed before the partitions move, so nothing is handled twice."""
+    topic = await fresh_topic(kafka_bootstrap)
+    prefix = f"finish-{uuid.uuid4().hex[:8]}"
+    first, second = new_bus(kafka_bootstrap, prefix, graceful_timeout_s=15), new_bus(kafka_bootstrap, prefix)
+    handled: list[str] = []
+    in_batch = asyncio.Event()
+
+    async def slow(events: list[Event]) -> None:
+        if not in_batch.is_set():
+            in_batch.set()
+            await asyncio.sleep(4.0)  # longer than a rebalance waits otherwise
+        handled.extend(e.event_id for e in events)
+
+    async def fast(events: list[Event]) -> None:
+        handled.extend(e.event_id for e in events)
+
+    first.subscribe(topic, "writer", slow, finish_batch_on_rebalance=True)
+    second.subscribe(topic, "writer", fast, finish_batch_on_rebalance=True)
+    events = [price(f"R{k}", i) for i in range(10) for k in range(30)]
+    try:
+        await first.start()
+        await first.publish(topic, events)
+        await wait_for(in_batch.is_set)
+        await second.start()  # joins: the group rebalances while the first is in its batch
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await asyncio.sleep(3.0)  # anything redelivered would arrive now
+    finally:
+        await asyncio.gather(first.stop(), second.stop())
+    assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+async def test_graceful_stop_finishes_and_commits_the_batch_in_hand(kafka_bootstrap: str) -> None:
+    topic = await fresh_topic(kafka_bootstrap)
+    prefix = f"stop-{uuid.uuid4().hex[:8]}"
+    first, after = new_bus(kafka_bootstrap, prefix), new_bus(kafka_bootstrap, prefix)
+    handled: list[str] = []
+    in_batch = asyncio.Event()
+
+    async def slow(events: list[Event]) -> None:
+        in_batch.set()
+        await asyncio.sleep(1.0)
+        handled.extend(e.event_id for e in events)
+
+    async def fast(events: list[Event]) -> None:
+        handled.extend(e.event_id for e in events)
+
+    first.subscribe(topic, "g", slow)
+    after.subscribe(topic, "g", fast)
+    events = [price(f"G{k}", i) for i in range(10) for k in range(10)]
+    try:
+        await first.start()
+        await first.publish(topic, events)
+        await wait_for(in_batch.is_set)
+        await first.stop_consuming()  # returns once the batch in hand is handled and committed
+        in_hand = len(handled)
+        assert in_hand > 0
+        await after.start()  # the same group, restarted: continues after what was committed
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await asyncio.sleep(2.0)
+    finally:
+        await asyncio.gather(first.stop(), after.stop())
+    assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+async def test_consumer_lag_is_measured_per_partition_and_ends_at_zero(kafka_bootstrap: str) -> None:
+    topic = await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, f"lag-{uuid.uuid4().hex[:8]}")
+    events = [price(f"L{k}", i) for i in range(100) for k in range(30)]
+    lags: list[float] = []
+    count = 0
+
+    def lag(partition: int) -> float | None:
+        labels = {"group": "lagging", "topic": topic.name, "partition": str(partition)}
+        return REGISTRY.get_sample_value("tokenpulse_consumer_lag", labels)
+
+    async def handler(batch: list[Event]) -> None:
+        nonlocal count
+        lags.extend(v for p in range(6) if (v := lag(p)) is not None)
+        count += len(batch)
+
+    bus.subscribe(topic, "lagging", handler, max_batch=200)
+    publisher = new_bus(kafka_bootstrap, "lag-publisher")
+    await publisher.start()
+    try:
+        await publisher.publish(topic, events)  # all of it waits before the consumer starts
+        await bus.start()
+        await wait_for(lambda: count >= len(events))
+    finally:
+        await asyncio.gather(bus.stop(), publisher.stop())
+    assert max(lags) > 200  # behind at the first batches
+    assert [lag(p) for p in range(6)] == [0.0] * 6  # caught up at the last
+
+
+async def test_a_header_that_is_not_utf8_does_not_lose_its_batch(kafka_bootstrap: str) -> None:
+    """Another producer's header bytes (not UTF-8, or no value at all) are no reason to drop the batch they
+    arrive in: every event of it reaches the handler."""
+    topic = await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, f"headers-{uuid.uuid4().hex[:8]}")
+    handled: list[str] = []
+
+    async def handler(events: list[Event]) -> None:
+        handled.extend(e.event_id for e in events)
+
+    bus.subscribe(topic, "g", handler)
+    events = [price("H", i) for i in range(5)]
+    odd_headers = {1: [("x-binary", b"\xff\xfe\x00")], 3: [("x-empty", None)]}
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for i, e in enumerate(events):  # one key: one partition, one fetched batch
+            headers = odd_headers.get(i, [("content-type", b"application/json")])
+            await producer.send(topic.name, e.model_dump_json().encode(), b"H", headers=headers)
+        await producer.flush()
+        await bus.start()
+        await wait_for(lambda: len(handled) >= len(events), timeout=30)
+    finally:
+        await asyncio.gather(bus.stop(), producer.stop())
+    assert sorted(handled) == sorted(e.event_id for e in events)
+
+
+async def test_a_transient_error_rewinds_its_topics_part_of_a_batch_holding_both(kafka_bootstrap: str) -> None:
+    """Two topics of one group in one fetched batch (both published before the consumer starts): the second
+    topic's handler fails transiently; the first topic's part is committed, never handed over again."""
+    first, second = await fresh_topic(kafka_bootstrap), await fresh_topic(kafka_bootstrap)
+    bus = new_bus(kafka_bootstrap, f"parts-{uuid.uuid4().hex[:8]}")
+    seen: dict[str, list[str]] = {first.name: [], second.name: []}
     failures = 0
 
-    async def on_prices(events: list[Event]) -> None:
-        prices_seen.extend(e.event_id for e in events if isinstance(e, PriceEvent) and e.symbol == symbol)
+    async def on_first(events: list[Event]) -> None:
+        seen[first.name].extend(e.event_id for e in events)
 
-    async def on_ticks(events: list[Event]) -> None:
+    async def on_second(events: list[Event]) -> None:
         nonlocal failures
-        mine = [e.event_id for e in events if isinstance(e, TickEvent) and e.symbol == symbol]
-        if mine and failures < 2:
+        if failures < 2:
             failures += 1
             raise TransientError("downstream unavailable")
-        ticks_seen.extend(mine)
+        seen[second.name].extend(e.event_id for e in events)
 
-    bus.subscribe(PRICES, "multi", on_prices)
-    bus.subscribe(TICKS, "multi", on_ticks)
-    bus.subscribe(SIGNALS, "multi", on_prices, tail=True)  # reads from the end: a consumer of its own
-    consumers = bus._consumers()
-    assert [[s.topic for s in c] for c in consumers] == [[PRICES, TICKS], [SIGNALS]]
-    prices = [price(symbol, i) for i in range(20)]
-    ticks = [TickEvent(symbol=symbol, source="test", ts=T0, price=float(i + 1), trade_id=str(i)) for i in range(20)]
-    publisher = new_bus(kafka_bootstrap)
-
-    async def publish() -> None:  # both topics hold messages before the consumer's first fetch
-        await publisher.publish(PRICES, prices)
-        await publisher.publish(TICKS, ticks)
-
-    await run_with(publisher, publish)
-
-    async def body() -> None:
-        await wait_for(lambda: len(set(ticks_seen)) == len(ticks) and len(set(prices_seen)) == len(prices))
-        await asyncio.sleep(1.0)  # anything redelivered would arrive now
-
-    await run_with(bus, body)
+    bus.subscribe(first, "parts", on_first)
+    bus.subscribe(second, "parts", on_second)
+    one, two = [price("A", i) for i in range(20)], [price("B", i) for i in range(20)]
+    publisher = new_bus(kafka_bootstrap, "parts-publisher")
+    try:
+        await publisher.start()
+        await publisher.publish(first, one)
+        await publisher.publish(second, two)
+        await bus.start()
+        await wait_for(lambda: len(seen[second.name]) >= len(two))
+        await asyncio.sleep(2.0)  # anything handed over again would arrive now
+    finally:
+        await asyncio.gather(bus.stop(), publisher.stop())
     assert failures == 2
-    assert sorted(prices_seen) == sorted(e.event_id for e in prices)  # each once: not rewound with the ticks
-    assert sorted(ticks_seen) == sorted(e.event_id for e in ticks)
+    assert sorted(seen[first.name]) == sorted(e.event_id for e in one)  # each once
+    assert sorted(seen[second.name]) == sorted(e.event_id for e in two)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-from tokenpulse_gateway.alerts_api import RuleRequest
 from tokenpulse_gateway.bodies import check_body
+from tokenpulse_gateway.routes.alerts import RuleRequest
 from tokenpulse_shared.bus.base import RawMessage, decode_message, encode_event
 from tokenpulse_shared.events import MAX_CONDITION_DEPTH, MAX_CONDITION_LEAVES, AlertRuleEvent
 from tokenpulse_shared.rule_table import COLUMNS, decode_row, save

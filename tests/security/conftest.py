@@ -117,6 +117,9 @@ class LoopProbe:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        deadline = time.monotonic() + 10
+        while not self.latencies and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)  # a block shorter than one probe still gets one answer measured
         self._stop.set()
         self._thread.join(30)
 

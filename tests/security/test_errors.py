@@ -210,7 +210,7 @@ def test_a_genuine_500_quotes_its_request_id_and_is_one_log_line(failing: Failin
     if failing.format == "json":  # the same facts as fields
         fields = json.loads(line)
         assert fields["level"] == "error" and fields["request_id"] == rid and fields["method"] == "GET"
-        assert fields["route"] == "/v1/indicators/{symbol}" and "tokenpulse_gateway.app" in fields["where"]
+        assert fields["route"] == "/v1/indicators/{symbol}" and "tokenpulse_gateway.routes.history" in fields["where"]
         assert len(fields["error"]) <= 300
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
-from tokenpulse_shared.cycles import (
+from tokenpulse_gateway.analytics.cycles import (
     CycleData,
     CycleInputError,
     CycleParams,

@@ -1,5 +1,6 @@
-"""The gateway's hot-path helpers: the history page cache, pre-serialised answers with ETags, and the
-constant-cost in-memory moving window (checked against the `limits` library's own memory storage)."""
+"""The gateway's hot-path helpers: the caches (history pages, token pages and details, stored predictions, cycle
+history, known symbols), pre-serialised answers with ETags, and the constant-cost in-memory moving window
+(checked against the `limits` library's own memory storage)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from limits import RateLimitItemPerMinute, RateLimitItemPerMonth
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from starlette.requests import Request
-from tokenpulse_gateway import answers, limits
-from tokenpulse_gateway.answers import PageCache, answer, encode
-from tokenpulse_gateway.limits import WindowMemoryStorage
+from tokenpulse_gateway import caches, limits
+from tokenpulse_gateway.analytics.cycles import CycleData
+from tokenpulse_gateway.answers import answer, encode
+from tokenpulse_gateway.caches import CycleHistory, KnownSymbols, PageCache, StoredPredictions, TokenDetails, TokenPages
+from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.window_storage import WindowMemoryStorage
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
@@ -50,7 +54,7 @@ def test_an_answer_carries_its_etag_and_is_304_when_the_client_has_it() -> None:
 
 def test_pages_expire_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(answers.time, "monotonic", clock)
+    monkeypatch.setattr(caches.time, "monotonic", clock)
     cache = PageCache(ttl_s=10)
     key = ("candles", "BTC", "1d", None, None, None, 100)
     cache.put(key, encode([1]), clock())
@@ -62,7 +66,7 @@ def test_pages_expire_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_new_candle_drops_only_its_series_and_an_older_read_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(answers.time, "monotonic", clock)
+    monkeypatch.setattr(caches.time, "monotonic", clock)
     cache = PageCache(ttl_s=60)
     btc_1d = ("candles", "BTC", "1d", None, None, None, 100)
     btc_1h = ("candles", "BTC", "1h", None, None, None, 100)
@@ -83,7 +87,7 @@ def test_a_new_candle_drops_only_its_series_and_an_older_read_is_not_kept(monkey
 
 
 def test_pages_stay_within_their_byte_budget_least_recently_used_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers.time, "monotonic", Clock(0.0))
+    monkeypatch.setattr(caches.time, "monotonic", Clock(0.0))
     cache = PageCache(ttl_s=60, max_bytes=4000)
     keys = [("candles", "BTC", "1d", i) for i in range(5)]
     for k in keys[:4]:
@@ -226,3 +230,81 @@ def test_an_unknown_key_is_forgotten_sooner_than_a_known_one() -> None:
         assert (await keys.lookup("tp_known")) is not None and store.queries == queries + 1
 
     asyncio.run(run())
+
+
+def test_token_pages_are_kept_per_live_state_version_and_capped() -> None:
+    pages = TokenPages(max_pages=2)
+    assert pages.get(1, 100, None) is None
+    pages.put(100, None, encode("first"))
+    pages.put(100, "c1", encode("second"))
+    pages.put(100, "c2", encode("third"))  # over the cap: not kept
+    assert pages.get(1, 100, None) == encode("first") and pages.get(1, 100, "c1") == encode("second")
+    assert pages.get(1, 100, "c2") is None
+    assert pages.get(2, 100, None) is None  # the live state changed: every page goes
+    assert pages.get(1, 100, None) is None
+
+
+def test_a_token_detail_lasts_while_its_version_does_and_at_most_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(caches.time, "monotonic", clock)
+    details = TokenDetails(max_age_s=60)
+    details.put("BTC", 7, clock(), encode("btc"))
+    clock.t += 59.9
+    assert details.get("BTC", 7) == encode("btc")
+    assert details.get("BTC", 8) is None and details.get("ETH", 7) is None
+    clock.t += 0.1
+    assert details.get("BTC", 7) is None
+
+
+def test_stored_predictions_are_read_again_after_max_age(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    monkeypatch.setattr(caches.time, "monotonic", clock)
+    stored = StoredPredictions(max_age_s=60)
+    assert stored.get("BTC") is None
+    stored.put("BTC", clock(), [])  # none in the store is an answer too
+    clock.t += 59.9
+    assert stored.get("BTC") == []
+    clock.t += 0.1
+    assert stored.get("BTC") is None
+
+
+def test_cycle_history_is_kept_per_data_version_and_drops_the_default_answer_with_it() -> None:
+    history = CycleHistory()
+    data = CycleData([], [], {})
+    assert history.get((1, "a")) is None
+    history.put((1, "a"), data)
+    history.default_answer = {"halvings": []}
+    assert history.get((1, "a")) is data and history.get((2, "b")) is None
+    history.put((2, "b"), CycleData([], [], {}))
+    assert history.default_answer is None
+
+
+async def test_known_symbols_ask_the_store_only_for_an_unknown_one_and_at_most_every_refresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    monkeypatch.setattr(caches.time, "monotonic", clock)
+    stored = {"SOL"}
+    reads = 0
+
+    async def read_stored() -> set[str]:
+        nonlocal reads
+        reads += 1
+        return set(stored)
+
+    symbols = KnownSymbols(["BTC"], lambda s: s == "ETH", read_stored, refresh_s=10)
+    assert [await symbols.resolve(s) for s in ("btc", "eth")] == ["BTC", "ETH"] and reads == 0
+    assert await symbols.resolve("sol") == "SOL" and reads == 1
+    stored.add("ADA")  # backfilled meanwhile: known at the next read, not before
+    for _ in range(3):
+        with pytest.raises(ApiError) as unknown:
+            await symbols.resolve("ada")
+        assert unknown.value.status == 404
+    assert reads == 1
+    clock.t += 10.1
+    assert await symbols.resolve("ada") == "ADA" and reads == 2
+    for bad in ("BTC\n", "B-TC", ""):
+        with pytest.raises(ApiError) as refused:
+            await symbols.resolve(bad)
+        assert refused.value.status == 400 and refused.value.code == "invalid_symbol", bad
+    assert reads == 2

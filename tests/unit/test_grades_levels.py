@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from tokenpulse_gateway.analytics.levels import Bar, key_levels
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.grades import next_regime
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.levels import Bar, key_levels
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
 

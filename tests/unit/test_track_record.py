@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tokenpulse_shared.track_record import DAY_MS, SignalPoint, grade_ic, signal_record, spearman
+from tokenpulse_gateway.analytics.track_record import DAY_MS, SignalPoint, grade_ic, signal_record, spearman
 
 
 def rising(days: int, step: float = 0.01) -> list[tuple[int, float]]:

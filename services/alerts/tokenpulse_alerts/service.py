@@ -39,7 +39,7 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 from tokenpulse_shared import rule_table
-from tokenpulse_shared.bus import Bus, RawMessage, Rejected
+from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import (
     AlertChannel,
@@ -120,14 +120,14 @@ class AlertsService:
         ctx.settings.require_signing_key()
         # the past of the rules topic is read once by read_log at start; from then on it is followed
         # (replaying it whole through a broadcast too cost as much as the prices at 100,000 rules)
-        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, tail=True)
+        ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, delivery=Delivery.TAIL)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
         # what other replicas fire from now on (the past comes from read_log at start): after a
         # rebalance, a redelivered trigger another replica already notified is recognised. Its own
         # firings a replica knows already: they are dropped undecoded (as costly as the prices otherwise)
-        ctx.bus.subscribe(ALERTS, self.name, self.on_log, tail=True, skip_own=True)
+        ctx.bus.subscribe(ALERTS, self.name, self.on_log, delivery=Delivery.TAIL_OTHERS)
 
     async def start(self, ctx: Context) -> None:
         self.notifier = Notifier(ctx.settings)

@@ -1,24 +1,49 @@
-"""Request dependencies shared by the gateway's routers: API-key authentication, limits, admin token."""
+"""What a route may ask for, as typed dependencies: who calls (the API key, its tier, the admin) and the
+gateway's parts (settings, store, queries, key store, limiter, live state, stream hub, caches).
+
+A route declares what it uses in its signature (``key: Authed, queries: QueriesDep``). The routes that answer
+from memory (tokens, a token, history pages) declare only the key and take their parts with
+:func:`~tokenpulse_gateway.state.state_of`: FastAPI solves every declared dependency on every request, which
+would cost those reads a good part of their time.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader
+from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.store import Store
 
+from tokenpulse_gateway.analytics.cycles import Halving
+from tokenpulse_gateway.caches import Caches, KnownSymbols
 from tokenpulse_gateway.errors import ApiError
-from tokenpulse_gateway.keys import ApiKey
-from tokenpulse_gateway.limits import LimiterUnavailable, Verdict
-from tokenpulse_gateway.tiers import Tier, effective_tier
+from tokenpulse_gateway.keys import ApiKey, KeyStore
+from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable, Verdict
+from tokenpulse_gateway.live import StreamHub
+from tokenpulse_gateway.queries import Queries
+from tokenpulse_gateway.state import GatewayState, KeyLocks, state_of
+from tokenpulse_gateway.tiers import Tier, Tiers
 
 LIMITER_DOWN = "the request-limit store (Redis) is unavailable; retry shortly"
+T = TypeVar("T")
+
+
+async def limited(call: Awaitable[T]) -> T:
+    """The limiter's answer, or a 503 when its store (Redis) does not answer."""
+    try:
+        return await call
+    except LimiterUnavailable as exc:
+        raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
 
 
 def tier_for(request: Request, record: ApiKey) -> Tier:
-    s = request.app.state.settings
-    return effective_tier(record.tier, s.free_limit_per_minute, s.free_limit_per_month, s.max_rules_per_key)
+    return state_of(request).tiers.named(record.tier)
 
 
 def client_address(request: Request) -> str:
@@ -29,12 +54,9 @@ def client_address(request: Request) -> str:
 async def _throttle_key_guessing(request: Request, failed: bool) -> None:
     """429 for an address that sent too many wrong keys this minute: before the store is asked for another
     key (``failed=False``), or when this wrong key spends the allowance (``failed=True``)."""
-    limiter = request.app.state.limiter
+    limiter = state_of(request).limiter
     ip = client_address(request)
-    try:
-        wait = await (limiter.hit_auth_failure(ip) if failed else limiter.auth_throttled(ip))
-    except LimiterUnavailable as exc:
-        raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
+    wait = await limited(limiter.hit_auth_failure(ip) if failed else limiter.auth_throttled(ip))
     if wait:
         raise ApiError(
             429,
@@ -48,18 +70,15 @@ async def _throttle_key_guessing(request: Request, failed: bool) -> None:
 async def _authenticate(request: Request, key: str | None) -> ApiKey:
     if not key:
         raise ApiError(401, "missing_api_key", "send your key in X-API-Key; get one with POST /v1/keys")
-    keys = request.app.state.keys
-    known, record = keys.cached(key)
+    state = state_of(request)
+    known, record = state.keys.cached(key)
     if not known:  # only the store can tell: not for an address that is guessing
         await _throttle_key_guessing(request, failed=False)
-        record = await keys.lookup(key)
+        record = await state.keys.lookup(key)
     if record is None or record.revoked:
         await _throttle_key_guessing(request, failed=True)
         raise ApiError(401, "invalid_api_key", "unknown or revoked API key; get one with POST /v1/keys")
-    try:
-        verdict: Verdict = await request.app.state.limiter.hit(record.key_id, tier_for(request, record))
-    except LimiterUnavailable as exc:
-        raise ApiError(503, "limiter_unavailable", LIMITER_DOWN, headers={"Retry-After": "5"}) from exc
+    verdict: Verdict = await limited(state.limiter.hit(record.key_id, state.tiers.named(record.tier)))
     if not verdict.allowed:
         what = "monthly quota used up" if verdict.scope == "month" else "per-minute request limit reached"
         raise ApiError(
@@ -117,7 +136,7 @@ async def require_admin(
     x_admin_token: Annotated[str | None, Header(description="the admin token (or `Authorization: Bearer`)")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
-    expected: str | None = request.app.state.settings.admin_token
+    expected: str | None = state_of(request).settings.admin_token
     if not expected:
         raise ApiError(403, "admin_disabled", "the admin API is off: set TOKENPULSE_ADMIN_TOKEN on the gateway")
     token = _header_key(x_admin_token, authorization)
@@ -132,3 +151,29 @@ async def require_admin(
 Authed = Annotated[ApiKey, Depends(require_key)]
 StreamAuthed = Annotated[ApiKey, Depends(require_key_or_query)]
 Admin = Annotated[None, Depends(require_admin)]
+
+
+def _state_part(name: str) -> Any:
+    """A dependency on the app state's attribute ``name`` (typed by the alias that declares it)."""
+    assert name in GatewayState.__annotations__, f"the gateway state has no {name}"
+
+    async def part(request: Request) -> Any:  # async: FastAPI would run a plain function in a thread
+        return getattr(state_of(request), name)
+
+    part.__name__ = part.__qualname__ = f"state_{name}"
+    return Depends(part)
+
+
+ContextDep = Annotated[Context, _state_part("ctx")]
+BusDep = Annotated[Bus, _state_part("bus")]
+SettingsDep = Annotated[Settings, _state_part("settings")]
+StoreDep = Annotated[Store, _state_part("store")]
+QueriesDep = Annotated[Queries, _state_part("queries")]
+KeysDep = Annotated[KeyStore, _state_part("keys")]
+LimiterDep = Annotated[KeyLimiter, _state_part("limiter")]
+TiersDep = Annotated[Tiers, _state_part("tiers")]
+HubDep = Annotated[StreamHub, _state_part("hub")]
+SymbolsDep = Annotated[KnownSymbols, _state_part("symbols")]
+CachesDep = Annotated[Caches, _state_part("caches")]
+HalvingsDep = Annotated[list[Halving], _state_part("halvings")]
+RuleLocksDep = Annotated[KeyLocks, _state_part("rule_locks")]

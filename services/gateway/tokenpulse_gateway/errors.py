@@ -55,6 +55,10 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("not_found", f"no route {request.url.path}"), 404)
+
 
 def request_id(scope: Scope) -> str:
     """The client's ``X-Request-ID`` when well formed, else a new random one."""

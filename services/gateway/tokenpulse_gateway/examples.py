@@ -29,8 +29,34 @@ TOKEN = {
     "updated_at": "2026-11-22T01:00:00Z",
 }
 
-LEVEL_S = {"price": 91200.0, "touches": 4, "last_touch": "2026-10-02T00:00:00Z", "strength": 0.71}
-LEVEL_R = {"price": 99800.0, "touches": 3, "last_touch": "2026-11-01T00:00:00Z", "strength": 0.58}
+LEVEL_S = {"price": 91200.0, "touches": 4, "last_touch": "2026-10-02", "strength": 0.71}
+LEVEL_R = {"price": 99800.0, "touches": 3, "last_touch": "2026-11-01", "strength": 0.58}
+
+CYCLE_SCENARIO = {
+    "name": "base",
+    "length_multiplier": 1.25,
+    "roi_reduction": 2.0,
+    "length_days": 682,
+    "roi": 3.9402,
+    "end_date": "2026-03-03",
+    "btc_price_target": 255993.59,
+    "total_market_cap_target": 15385557633522.0,
+}
+SIGNAL_RECORD = {
+    "symbol": "BTC",
+    "interval": "1d",
+    "horizon_bars": 30,
+    "signals": 288,
+    "hit_rate": 0.4965,
+    "strategy_return": 306571.949,
+    "buy_and_hold_return": 144171.0886,
+    "max_drawdown": -0.7522,
+    "sharpe": 1.5532,
+    "buy_and_hold_sharpe": 1.3107,
+    "turnover_per_year": 11.4,
+    "days": 5636,
+    "strategy_return_after_costs": 257116.1017,
+}
 
 RULE = {
     "id": "rule_5d1e0c9a7b3f2e41",
@@ -67,7 +93,42 @@ FORECAST = {
     "backtest": {"mase": 1.0, "coverage": 0.805, "coverage_95": 0.95, "n": 3099},
 }
 
+FREE_TIER = {
+    "name": "free",
+    "per_minute": 60,
+    "per_month": 10000,
+    "max_alert_rules": 10,
+    "intraday": False,
+    "max_streams": 2,
+}
+ADMIN_KEY = {"key_id": "9f2c41d07a5be613", "tier": "pro"}
+
 SUCCESS: dict[str, Any] = {
+    "admin_key": {
+        "key": "tp_Xq3...",
+        **ADMIN_KEY,
+        "limits": {"name": "pro", "per_minute": 500, "per_month": 500000},
+        "note": "store this key now: it is shown only once",
+    },
+    "admin_key_record": {
+        "key_id": ADMIN_KEY["key_id"],
+        "name": "Acme Research",
+        "email": "ops@acme.example",
+        "tier": "pro",
+        "created_at": "2026-11-22T01:00:00Z",
+        "revoked": False,
+    },
+    "admin_key_revoked": {"key_id": ADMIN_KEY["key_id"], "revoked": True},
+    "usage": {
+        "key_id": "9f2c41d07a5be613",
+        "name": "my app",
+        "tier": FREE_TIER,
+        "usage": {
+            "minute": {"limit": 60, "used": 3, "remaining": 57, "reset_s": 41},
+            "month": {"limit": 10000, "used": 1250, "remaining": 8750, "reset_s": 1728000},
+        },
+        "shared": True,
+    },
     "predictions": {"symbol": "BTC", "status": "ok", "horizons": [FORECAST]},
     "alert_created": {**RULE, "webhook_secret": "whsec_2b7f…"},
     "alert_rule": RULE,
@@ -102,14 +163,7 @@ SUCCESS: dict[str, Any] = {
         "key": "tp_3kq...shown-once",
         "key_id": "9f2c41d07a5be613",
         "tier": "free",
-        "limits": {
-            "name": "free",
-            "per_minute": 60,
-            "per_month": 10000,
-            "max_alert_rules": 10,
-            "intraday": False,
-            "max_streams": 2,
-        },
+        "limits": FREE_TIER,
         "note": "store this key now: it is shown only once",
     },
     "tokens": {"data": [TOKEN], "next_cursor": None},
@@ -122,19 +176,7 @@ SUCCESS: dict[str, Any] = {
             "key_support": LEVEL_S,
             "breakout_level": LEVEL_R,
         },
-        "predictions": [
-            {
-                "horizon": "7d",
-                "made_at": "2026-11-21T00:00:00Z",
-                "target_ts": "2026-11-28T00:00:00Z",
-                "point": 98500.0,
-                "lower": 90100.0,
-                "upper": 106900.0,
-                "interval": 0.8,
-                "model": "baseline",
-                "backtest": {"coverage": 0.81},
-            }
-        ],
+        "predictions": [FORECAST],
     },
     "candles": {
         "data": [
@@ -145,7 +187,6 @@ SUCCESS: dict[str, Any] = {
                 "low": 18750.0,
                 "close": 19378.99,
                 "volume": 1234.5,
-                "closed": True,
             }
         ],
         "next_cursor": "eyJ0cyI6IDE1MTM0Njg4MDAwMDB9",
@@ -154,17 +195,17 @@ SUCCESS: dict[str, Any] = {
         "data": [
             {
                 "ts": "2024-12-05T00:00:00Z",
-                "rsi": 71.3,
+                "rsi_14": 71.3,
                 "macd": 4100.2,
                 "macd_signal": 3650.9,
                 "macd_hist": 449.3,
-                "ema20": 93000.1,
-                "ema50": 85010.4,
-                "sma200": 67020.0,
+                "ema_20": 93000.1,
+                "ema_50": 85010.4,
+                "sma_200": 67020.0,
                 "bb_upper": 101200.0,
                 "bb_middle": 94000.0,
                 "bb_lower": 86800.0,
-                "atr": 3100.5,
+                "atr_14": 3100.5,
             }
         ],
         "next_cursor": None,
@@ -175,7 +216,7 @@ SUCCESS: dict[str, Any] = {
                 "ts": "2024-12-05T00:00:00Z",
                 "trader_grade": 71.2,
                 "investor_grade": 64.8,
-                "components": {"trend": 0.8, "momentum": 0.6},
+                "components": {"trader.rsi": 71.3, "trader.trend_alignment": 100.0, "investor.liquidity": 68.0},
                 "method": "v1",
             }
         ],
@@ -197,7 +238,7 @@ SUCCESS: dict[str, Any] = {
     "levels": {
         "symbol": "BTC",
         "price": 97012.5,
-        "as_of": "2026-11-21T00:00:00Z",
+        "as_of": "2026-11-21",
         "support": [LEVEL_S],
         "resistance": [LEVEL_R],
         "key_support": LEVEL_S,
@@ -205,36 +246,104 @@ SUCCESS: dict[str, Any] = {
         "method": {"window": 5, "tolerance": 0.03, "half_life_days": 180.0, "lookback_days": 730},
     },
     "cycles": {
+        "as_of": "2026-06-27",
+        "parameters": {"as_of": "2026-06-27", "basis": "halving", "confirm_drawdown": 0.75},
         "halvings": [
             {
-                "date": "2016-07-09",
-                "height": 420000,
-                "price": 650.6,
-                "peak_date": "2017-12-16",
-                "peak_price": 19497.4,
-                "multiple": 29.9,
-                "days_to_peak": 525,
+                "number": 3,
+                "date": "2020-05-11",
+                "height": 630000,
+                "price": 8572.4,
+                "peak_date": "2021-11-08",
+                "peak_price": 67554.84,
+                "multiple": 7.8805,
+                "days_to_peak": 546,
+                "confirmed": True,
+                "bottom_date": "2018-12-15",
+                "bottom_price": 3183.0,
+                "bottom_to_peak_days": 1059,
+                "bottom_to_peak_multiple": 21.2236,
+                "market_cap_at_halving": 243078805028.0,
+                "peak_market_cap": 3069114721078.3,
+                "peak_market_cap_date": "2021-11-09",
+                "market_multiple": 12.626,
+                "window_end": "2024-04-19",
             }
         ],
         "projection": {
             "start": "2024-04-20",
+            "basis": "halving",
+            "start_price": 64968.87,
+            "start_market_cap": 2437123021308.7,
+            "previous_run": 3,
             "previous_length_days": 546,
-            "previous_roi": 7.9,
-            "scenarios": [{"name": "base", "end_date": "2025-10-18", "price_target": 150000.0}],
+            "previous_roi": 7.8805,
+            "previous_market_roi": 12.626,
+            "scenarios": [CYCLE_SCENARIO],
         },
-        "track_record": [],
-        "altcoin_season": [],
-        "parameters": {"basis": "halving"},
+        "track_record": [
+            {
+                "made_at": "2024-04-20",
+                "run": 4,
+                "actual_peak_date": "2025-10-06",
+                "actual_peak_price": 124723.0,
+                "actual_peak_market_cap": 3908008997404.5,
+                "actual_peak_confirmed": False,
+                "scenarios": [
+                    {
+                        "name": "base",
+                        "end_date": "2026-03-03",
+                        "btc_price_target": 255993.59,
+                        "total_market_cap_target": 15385557633522.0,
+                        "days_error": 148,
+                        "price_error_pct": 105.25,
+                        "market_cap_error_pct": 293.69,
+                    }
+                ],
+            }
+        ],
+        "altcoin_season": [
+            {
+                "run": 4,
+                "start": "2024-04-20",
+                "end": "2025-10-06",
+                "btc_multiple": 1.9197,
+                "altcoins": [
+                    {"symbol": "ETH", "multiple": 1.4843, "relative_to_btc": 0.7732, "outperformed_btc": False}
+                ],
+                "not_covered": [],
+            }
+        ],
+        "notes": ["total market cap history ends 2025-05-18: market-cap peaks after it are not known"],
     },
-    "track_record": {"signals": {"trades": 41, "strategy_return": 12.3, "buy_hold_return": 9.8}, "grades": {}},
+    "track_record": {
+        "horizon_days": 30,
+        "signals": [SIGNAL_RECORD],
+        "signals_overall": {"signals": 288.0, "hit_rate": 0.4965, "tokens_beating_buy_and_hold": 1.0, "tokens": 1.0},
+        "grades": [
+            {"grade": "trader", "horizon_days": 7, "mean_ic": 0.031, "ic_sd": 0.21, "days": 1450, "t_stat": 5.6}
+        ],
+        "intraday": [{**SIGNAL_RECORD, "interval": "1h", "horizon_bars": 24}],
+    },
 }
+
+
+STREAM = (
+    'id: 1763773200123\nevent: price\ndata: {"symbol":"BTC","price":97012.5,"ts":"2026-11-22T01:00:00Z"}\n\n: ping\n\n'
+)
+"""what ``/v1/stream`` sends: server-sent events and heartbeats"""
+
+
+def success(name: str, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    """The success example ``name`` as the OpenAPI ``responses`` entry of ``status``."""
+    return {status: {"content": {"application/json": {"example": SUCCESS[name]}}}}
 
 
 def responses(name: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         if status in (200, 201):
-            out[status] = {"content": {"application/json": {"example": SUCCESS[name]}}}
+            out.update(success(name, status))
         elif status == 304:
             out[status] = {"description": ERRORS[304][2]}
         else:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from cachetools import TTLCache
 from tokenpulse_shared.store import Store
+
+from tokenpulse_gateway.queries.keys import KeyQueries
 
 KEY_PREFIX = "tp_"
 
@@ -45,7 +46,7 @@ class KeyStore:
     def __init__(
         self, store: Store, cache_ttl_s: float = 30.0, cache_size: int = 10_000, miss_ttl_s: float = 5.0
     ) -> None:
-        self.store = store
+        self.rows = KeyQueries(store)
         self.cache_ttl_s = cache_ttl_s
         self._known: TTLCache[str, ApiKey] = TTLCache(cache_size, cache_ttl_s)
         self._unknown: TTLCache[str, bool] = TTLCache(max(1, cache_size // 10), miss_ttl_s)
@@ -58,32 +59,15 @@ class KeyStore:
         return key, record
 
     async def _write(self, record: ApiKey, email: str | None, created_ms: int) -> None:
-        await self.store.insert(
-            "api_keys",
-            [
-                [record.key_hash],
-                [record.key_id],
-                [record.name],
-                [email],
-                [record.tier],
-                [created_ms],
-                [int(record.revoked)],
-                [time.time_ns()],
-            ],
-            ["key_hash", "key_id", "name", "email", "tier", "created_at", "revoked", "version"],
-            interactive=True,
-        )
+        r = record
+        await self.rows.write(r.key_hash, r.key_id, r.name, email, r.tier, created_ms, r.revoked)
 
     async def get(self, key_id: str) -> dict[str, Any] | None:
         """A key's public record by its id (never the key or its hash)."""
-        rows = await self.store.query(
-            "SELECT key_hash, name, email, tier, toUnixTimestamp64Milli(created_at), revoked "
-            "FROM api_keys FINAL WHERE key_id = {k:String}",
-            {"k": key_id},
-        )
-        if not rows:
+        row = await self.rows.by_id(key_id)
+        if row is None:
             return None
-        h, name, email, tier, created_ms, revoked = rows[0]
+        h, name, email, tier, created_ms, revoked = row
         return {
             "key_id": key_id,
             "name": name,
@@ -126,13 +110,10 @@ class KeyStore:
         known, record = self._cached(digest)
         if known:
             return record
-        rows = await self.store.query(
-            "SELECT key_id, name, tier, revoked FROM api_keys FINAL WHERE key_hash = {h:String}",
-            {"h": digest},
-        )
-        if not rows:
+        row = await self.rows.by_hash(digest)
+        if row is None:
             self._unknown[digest] = True
             return None
-        record = ApiKey(digest, rows[0][0], rows[0][1], rows[0][2], bool(rows[0][3]))
+        record = ApiKey(digest, row[0], row[1], row[2], bool(row[3]))
         self._remember(record)
         return record

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import lru_cache
 
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute, RateLimitItemPerMonth
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from limits.aio.storage import Storage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
 
 from tokenpulse_gateway.tiers import Tier
+from tokenpulse_gateway.window_storage import WindowMemoryStorage
 
 
 class LimiterUnavailable(Exception):
@@ -60,92 +61,6 @@ class Window:
     reset_s: int
 
 
-class WindowMemoryStorage(MemoryStorage):
-    """`limits`' in-process storage with each moving window kept as a deque of hit times, oldest first.
-
-    The library's memory storage keeps a list, newest first: every hit inserts at its front and a
-    clean-up task copies it (in a thread) after every hit, so a request costs time in proportion
-    to the requests of the last minute — a third of a hot read at a few thousand per minute. Here
-    a hit appends, expired times leave from the left, and fixed-window counters expire when read
-    or in a sweep every ``SWEEP_S``: the same answers at a constant cost. Strategies are the
-    library's; only the storage differs.
-    """
-
-    SWEEP_S = 10.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.windows: dict[str, tuple[int, deque[float]]] = {}
-        self._swept = time.time()
-
-    def _current(self, key: str, now: float) -> deque[float] | None:
-        found = self.windows.get(key)
-        if found is None:
-            return None
-        expiry, hits = found
-        cutoff = now - expiry
-        while hits and hits[0] < cutoff:
-            hits.popleft()
-        return hits
-
-    def _sweep(self, now: float) -> None:
-        """Forget windows with no hit left in them and fixed windows that are over."""
-        self._swept = now
-        for key, (expiry, hits) in list(self.windows.items()):
-            if not hits or hits[-1] < now - expiry:
-                del self.windows[key]
-        for key, ends in list(self.expirations.items()):
-            if ends <= now:
-                self.storage.pop(key, None)
-                self.expirations.pop(key, None)
-                self.locks.pop(key, None)
-
-    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        if amount > limit:
-            return False
-        now = time.time()
-        if now - self._swept > self.SWEEP_S:
-            self._sweep(now)
-        hits = self._current(key, now)
-        if hits is None:
-            hits = deque()
-            self.windows[key] = (expiry, hits)
-        if len(hits) + amount > limit:
-            return False
-        hits.extend([now] * amount)
-        return True
-
-    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
-        now = time.time()
-        hits = self._current(key, now)
-        if hits:
-            # like the library: a hit exactly one window old still blocks a new one but no longer counts here
-            cutoff, first = now - expiry, 0
-            while first < len(hits) and hits[first] <= cutoff:
-                first += 1
-            if first < len(hits):
-                return hits[first], len(hits) - first
-        return now, 0
-
-    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
-        # no clean-up task per call (the sweep and reads expire counters); nothing here awaits, so no lock
-        now = time.time()
-        if self.expirations.get(key, 0) <= now:
-            self.storage.pop(key, None)
-            self.expirations[key] = now + expiry
-        self.storage[key] += amount
-        return self.storage[key]
-
-    async def clear(self, key: str) -> None:
-        await super().clear(key)
-        self.windows.pop(key, None)
-
-    async def reset(self) -> int | None:
-        count = max(len(self.windows), await super().reset() or 0)
-        self.windows.clear()
-        return count
-
-
 def make_storage(redis_url: str | None) -> Storage:
     if not redis_url:
         return WindowMemoryStorage()
@@ -167,6 +82,7 @@ class KeyLimiter:
         self.shared = bool(redis_url)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.fixed = FixedWindowRateLimiter(self.storage)
+        self.issue_per_hour = issue_per_hour
         self.issue_item = RateLimitItemPerHour(issue_per_hour)
         self.auth_item = RateLimitItemPerMinute(auth_failures_per_minute)
 
@@ -206,30 +122,28 @@ class KeyLimiter:
 
     async def hit_issue(self, client_ip: str) -> int:
         """Count one free-key issuance from ``client_ip``: 0 when allowed, else the seconds to wait."""
-        try:
-            if await self.fixed.hit(self.issue_item, "issue", client_ip):
-                return 0
-            stats = await self.fixed.get_window_stats(self.issue_item, "issue", client_ip)
-        except Exception as exc:
-            raise LimiterUnavailable(str(exc)) from exc
-        return max(1, _secs_until(stats.reset_time))
+        allowed = self.fixed.hit(self.issue_item, "issue", client_ip)
+        return await self._wait(allowed, self.fixed, self.issue_item, "issue", client_ip)
 
     async def auth_throttled(self, client_ip: str) -> int:
         """Seconds until ``client_ip`` may have a key looked up again (0: now): it sent too many wrong ones."""
-        try:
-            if await self.moving.test(self.auth_item, "authfail", client_ip):
-                return 0
-            stats = await self.moving.get_window_stats(self.auth_item, "authfail", client_ip)
-        except Exception as exc:
-            raise LimiterUnavailable(str(exc)) from exc
-        return max(1, _secs_until(stats.reset_time))
+        allowed = self.moving.test(self.auth_item, "authfail", client_ip)
+        return await self._wait(allowed, self.moving, self.auth_item, "authfail", client_ip)
 
     async def hit_auth_failure(self, client_ip: str) -> int:
         """Count one unknown or revoked key from ``client_ip``: 0 within its allowance, else the seconds to wait."""
+        allowed = self.moving.hit(self.auth_item, "authfail", client_ip)
+        return await self._wait(allowed, self.moving, self.auth_item, "authfail", client_ip)
+
+    @staticmethod
+    async def _wait(
+        allowed: Awaitable[bool], strategy: RateLimiter, item: RateLimitItem, namespace: str, client_ip: str
+    ) -> int:
+        """0 when ``allowed`` says so, else the seconds until ``client_ip``'s window of ``item`` has room."""
         try:
-            if await self.moving.hit(self.auth_item, "authfail", client_ip):
+            if await allowed:
                 return 0
-            stats = await self.moving.get_window_stats(self.auth_item, "authfail", client_ip)
+            stats = await strategy.get_window_stats(item, namespace, client_ip)
         except Exception as exc:
             raise LimiterUnavailable(str(exc)) from exc
         return max(1, _secs_until(stats.reset_time))

@@ -27,6 +27,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
+from tokenpulse_shared.bus import Delivery
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
@@ -42,8 +43,9 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
 
-from tokenpulse_gateway.answers import PageCache
-from tokenpulse_gateway.queries import WINDOWS, Queries, iso, tolerance
+from tokenpulse_gateway.caches import PageCache
+from tokenpulse_gateway.queries.common import iso
+from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class LiveState:
     def __init__(
         self,
         ctx: Context,
-        queries: Queries,
+        queries: MarketQueries,
         hub: StreamHub,
         sync_every_s: float = 60.0,
         pages: PageCache | None = None,
@@ -152,16 +154,16 @@ class LiveState:
         self._lock = asyncio.Lock()
         group = "gateway-live"
         # every replica follows the busy streams from its start (the store covers what came before) ...
-        ctx.bus.subscribe(PRICES, group, self.on_prices, tail=True)
-        ctx.bus.subscribe(SIGNALS, group, self.on_signals, tail=True)
-        ctx.bus.subscribe(ALERTS, group, self.on_alerts, tail=True)
+        ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(ALERTS, group, self.on_alerts, delivery=Delivery.TAIL)
         # ... and reads the small ones whole (predictions are kept only here)
-        ctx.bus.subscribe(GRADES, group, self.on_grades, broadcast=True)
-        ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, broadcast=True)
+        ctx.bus.subscribe(GRADES, group, self.on_grades, delivery=Delivery.BROADCAST)
+        ctx.bus.subscribe(PREDICTIONS, group, self.on_predictions, delivery=Delivery.BROADCAST)
         self.pages = pages
         if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
-            ctx.bus.subscribe(CANDLES, group, self.on_candles, tail=True)
-            ctx.bus.subscribe(INDICATORS, group, self.on_indicators, tail=True)
+            ctx.bus.subscribe(CANDLES, group, self.on_candles, delivery=Delivery.TAIL)
+            ctx.bus.subscribe(INDICATORS, group, self.on_indicators, delivery=Delivery.TAIL)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)

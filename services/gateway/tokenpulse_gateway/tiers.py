@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 TierName = Literal["free", "pro", "enterprise"]
 
@@ -65,3 +65,27 @@ def effective_tier(
             max_alert_rules=free_rules or tier.max_alert_rules,
         )
     return tier
+
+
+@dataclass(frozen=True)
+class Tiers:
+    """This deployment's tiers: the defaults, with the free tier's limits from settings where set."""
+
+    free_per_minute: int | None = None
+    free_per_month: int | None = None
+    free_rules: int | None = None
+
+    def named(self, name: str) -> Tier:
+        return effective_tier(name, self.free_per_minute, self.free_per_month, self.free_rules)
+
+    def view(self, name: str) -> dict[str, Any]:
+        """What an answer shows of the tier ``name`` (key creation, ``/v1/usage``)."""
+        t = self.named(name)
+        return {
+            "name": t.name,
+            "per_minute": t.per_minute,
+            "per_month": t.per_month,
+            "max_alert_rules": t.max_alert_rules,
+            "intraday": t.intraday,
+            "max_streams": t.max_streams,
+        }

@@ -195,7 +195,9 @@ class StoreWriter:
         for spec in TABLES.values():
             # a batch redelivered after a rebalance comes with other boundaries, so another deduplication
             # token: finishing (and committing) it before giving up the partitions keeps it stored once
-            ctx.bus.subscribe(spec.topic, self.name, self._handler(spec), max_batch=5000, finish_on_rebalance=True)
+            ctx.bus.subscribe(
+                spec.topic, self.name, self._handler(spec), max_batch=5000, finish_batch_on_rebalance=True
+            )
 
     def _handler(self, spec: TableSpec) -> Callable[[list[Event]], Any]:
         async def write(events: list[Event]) -> None:

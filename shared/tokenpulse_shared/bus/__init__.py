@@ -12,13 +12,19 @@ Two adapters implement it: :class:`~tokenpulse_shared.bus.memory.InMemoryBus`
 * dead letters: a message that is not valid JSON or fails its model's
   validation, and an event a handler keeps failing on with any other
   exception, is published to ``tokenpulse.dead-letter.v1`` with the reason and
-  the original payload; the consumer goes on.
+  the original payload; the consumer goes on;
+* deliveries (:class:`Delivery`): a consumer group shares a topic out among its
+  instances, or every instance reads all of it (broadcast, tail, tail of the
+  others' messages).
+
+The contract tests (``tests/contract/``) run the same behaviours against both.
 """
 
 from __future__ import annotations
 
 from tokenpulse_shared.bus.base import (
     Bus,
+    Delivery,
     Handler,
     RawMessage,
     Rejected,
@@ -27,4 +33,4 @@ from tokenpulse_shared.bus.base import (
     decode_message,
 )
 
-__all__ = ["Bus", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]
+__all__ = ["Bus", "Delivery", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]

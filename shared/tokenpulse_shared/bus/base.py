@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import TracerProvider
 from pydantic import ValidationError
 
 from tokenpulse_shared.bus.fastdecode import FAST
@@ -43,16 +46,37 @@ class Rejected:
     reason: str
 
 
-@dataclass
+class Delivery(enum.Enum):
+    """Which messages of a topic each running instance of a service receives, and from where it starts.
+
+    One of these per subscription, instead of a set of flags: each is a combination the adapters
+    implement and the contract tests (``tests/contract/``) check on both.
+    """
+
+    SHARED = "shared"
+    """The instances of a consumer group split the topic's partitions (each key goes to one instance) and
+    commit what they handled: a restart continues where the group stopped. The default."""
+    BROADCAST = "broadcast"
+    """Every instance receives every message, the whole topic from its beginning at every start, nothing
+    committed: how a compacted topic is held as a table in memory. The in-process bus keeps no history,
+    so there it is every message published while the instance runs."""
+    TAIL = "tail"
+    """Every instance receives every message published from its start on (no history, nothing
+    committed): how a busy stream is followed live in every replica; read the past with
+    :meth:`Bus.read_log` where needed."""
+    TAIL_OTHERS = "tail-others"
+    """:attr:`TAIL` minus what this bus instance published itself (dropped before it is decoded): how a
+    replica follows what the *other* replicas of its service publish."""
+
+
+@dataclass(frozen=True)
 class Subscription:
     topic: Topic
     group: str
     handler: Handler
+    delivery: Delivery = Delivery.SHARED
     max_batch: int = 5000
-    broadcast: bool = False
-    tail: bool = False
-    skip_own: bool = False
-    finish_on_rebalance: bool = False
+    finish_batch_on_rebalance: bool = False
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -112,7 +136,17 @@ def dead_letter_for(
 class Bus(abc.ABC):
     """Publish typed events; subscribe batch handlers per consumer group."""
 
-    def __init__(self, *, retries: int = 3, backoff_s: float = 0.2, max_batch: int = 5000) -> None:
+    tracer_name = "tokenpulse.bus"
+
+    def __init__(
+        self,
+        *,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        max_batch: int = 5000,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
+        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(self.tracer_name)
         self.retries = retries
         self.backoff_s = backoff_s
         self.max_batch = max_batch
@@ -125,37 +159,34 @@ class Bus(abc.ABC):
         group: str,
         handler: Handler,
         *,
+        delivery: Delivery = Delivery.SHARED,
         max_batch: int | None = None,
-        broadcast: bool = False,
-        tail: bool = False,
-        skip_own: bool = False,
-        finish_on_rebalance: bool = False,
+        finish_batch_on_rebalance: bool = False,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
-        ``broadcast=True`` gives every instance of the service the whole topic from its start, at
-        every start (no committed offsets): the way to hold a compacted topic as a table in memory.
-        ``tail=True`` gives every instance what is published from its start on (no history, no
-        committed offsets): the way to follow a busy stream (prices) live in every replica; read the
-        past, where needed, with :meth:`read_log`.
-        ``skip_own=True`` leaves out what this bus instance published itself (dropped before it is
-        decoded): how a replica follows what the *other* replicas of its service publish. On the
-        in-process bus everything is its own, so such a subscription receives nothing.
-        ``finish_on_rebalance=True``: when a rebalance takes this consumer's partitions, the batch in
-        hand is finished and committed first, waiting up to the bus's graceful timeout (otherwise ~2 s,
-        after which the batch is redelivered): for handlers whose redelivery costs more than a delayed
-        rebalance (the store writer: a batch fetched again with other boundaries is inserted again).
+        ``delivery`` says which messages each instance receives (:class:`Delivery`). ``max_batch`` caps the
+        events per handler call (default: the bus's).
+
+        ``finish_batch_on_rebalance=True`` (:attr:`Delivery.SHARED` only): when a rebalance takes this
+        consumer's partitions, the batch in hand is finished and committed first, the group waiting up to the
+        bus's graceful timeout (otherwise ~2 s, after which the batch is redelivered to the partitions' new
+        owner). For handlers whose redelivery costs more than a delayed rebalance: the store writer, whose
+        batch fetched again with other boundaries would be inserted again. It is a parameter of its own, not
+        a :class:`Delivery`, because it does not change which messages an instance receives, only how a
+        rebalance treats the one batch in hand; reactions to partitions gained or lost (state owned per
+        partition) will be parameters beside it for the same reason.
         """
+        if finish_batch_on_rebalance and delivery is not Delivery.SHARED:
+            raise ValueError("finish_batch_on_rebalance applies to Delivery.SHARED only (the others never rebalance)")
         self.subscriptions.append(
             Subscription(
                 topic,
                 group,
                 handler,
+                delivery=delivery,
                 max_batch=max_batch or self.max_batch,
-                broadcast=broadcast or tail,
-                tail=tail,
-                skip_own=skip_own,
-                finish_on_rebalance=finish_on_rebalance,
+                finish_batch_on_rebalance=finish_batch_on_rebalance,
             )
         )
 

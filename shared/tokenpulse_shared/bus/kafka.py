@@ -1,40 +1,67 @@
-"""Kafka adapter of the bus port, on FastStream's KafkaBroker (aiokafka underneath).
+"""Kafka adapter of the bus port, on FastStream's ``KafkaBroker`` (aiokafka underneath): one client path.
 
-* producer: our own aiokafka producer, idempotent (``enable_idempotence=True``,
-  acks=all), key = the event's partition key (the token symbol), JSON bodies.
-  One PRODUCER span per published batch, whose W3C context goes into every
-  message's headers (FastStream's per-message publish path, with a span per
-  message, capped a bulk publish at ~7k events/s on this machine);
-* consumers: one consumer group per service (``PREFIX-SERVICE``), one Kafka
-  consumer per group over all its topics (tail ones apart), batch
-  subscribers with ``AckPolicy.NACK_ON_ERROR``: offsets are committed only
-  after the handler returned, and a :class:`TransientError` rewinds the batch
-  so it is redelivered (at-least-once). Invalid messages and events a handler
-  keeps failing on go to the dead-letter topic with the reason and are then
-  committed, so a poison message never blocks a partition.
+FastStream is the project's Kafka framework (typed events over Kafka, faststream + aiokafka); everything this
+adapter publishes goes through the broker's ``publish_batch`` and everything it consumes through the broker's
+batch subscribers, with FastStream's and aiokafka's public APIs only:
+
+* publishing: ``KafkaBroker.publish_batch`` with an explicit partition per call (FastStream sends a batch to
+  one partition), each message keeping its key (``KafkaPublishMessage``); the key, the event's partition key
+  (the token symbol), is placed by aiokafka's ``DefaultPartitioner`` (murmur2, as the Java client), so other
+  producers of the same keys put a token where we do. Idempotent producer (acks=all); one PRODUCER span per
+  published batch, its W3C context in every message's headers;
+* consuming: one batch subscriber per consumer group (``PREFIX-SERVICE``) over all its shared topics, one per
+  broadcast or tail subscription. ``AckPolicy.MANUAL``: the handler commits (``message.ack()``) after every
+  part of the batch was handled, and a part that failed (a :class:`TransientError`, or the dead letters could
+  not be published) is first rewound with ``message.consumer.seek`` — that topic's part and the parts after
+  it, not the parts already handled — so the commit saves exactly what was handled and the rest is
+  redelivered. Committing inside the handler is the deliberate choice: FastStream's own policies commit after
+  the handler returned (outside the window a rebalance waits for) and nack the whole batch. Invalid messages
+  and events a handler keeps failing on go to the dead-letter topic with the reason and are then committed,
+  so a poison message never blocks a partition. The rebalance ``listener=`` waits for the batch in hand and
+  its commit (``finish_batch_on_rebalance``: up to the graceful timeout);
+* latency: FastStream's batch subscriber sleeps ``batch_timeout_ms`` after a poll that found nothing, so on a
+  quiet topic a message waits up to that long before it is even fetched: :data:`BATCH_TIMEOUT_MS` keeps that
+  short (docs/benchmarks.md, "Bus client path");
+* FastStream's hooks, as documented: ``decoder=`` keeps bodies as bytes (validation is the bus's, per
+  message), ``parser=`` wraps FastStream's own batch parser for header bytes it cannot decode. Its Prometheus
+  middleware is not installed: its ``faststream_*`` families count what the ``tokenpulse_*`` ones count
+  (events consumed and published, batch time, lag) and no dashboard reads them.
+
+The one documented exception, where FastStream has no API: aiokafka's admin client creates the topics (with
+compaction where the contract says so) and reads a topic's partitions (to place keys) and a group's committed
+offsets; a plain aiokafka consumer reads a topic's past by partition and offset (:meth:`KafkaBus.read_log`);
+lag is the consumer's ``highwater`` (the consumer FastStream exposes on each message), and the start
+positions of a broadcast or tail subscriber are resolved on the consumer its subscriber exposes
+(``subscriber.consumer``) so that a tail receives everything published after :meth:`KafkaBus.start`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
-from aiokafka.structs import OffsetAndMetadata
-from faststream.kafka import KafkaBroker
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
+from faststream.kafka import KafkaBroker, KafkaPublishMessage
+from faststream.kafka import Topic as KafkaTopic
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.exceptions import BatchBufferOverflowException
 from faststream.middlewares import AckPolicy
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Link, SpanKind, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
 
 from tokenpulse_shared.bus.base import (
     Bus,
+    Delivery,
     RawMessage,
     Rejected,
     Subscription,
@@ -51,9 +78,21 @@ log = logging.getLogger(__name__)
 
 JSON_HEADERS = {"content-type": "application/json"}
 MAX_LINKS = 16
-ORIGIN = "tp-origin"  # header: the publishing bus instance (see Bus.subscribe(skip_own=...))
+ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_OTHERS)
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
+RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
+PARTITIONS_TTL_S = 60.0  # how long a topic's partition list is trusted before it is read again
+# the subscriber's poll timeout, and its sleep after an empty poll: the most a quiet topic's message waits
+BATCH_TIMEOUT_MS = 10
+REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
+SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's start positions
+# A service's subscriptions join one group; a member joining makes the others rejoin at their next heartbeat,
+# so a short interval (1/10 of the 10 s session timeout) lets a service start consuming sooner.
+HEARTBEAT_MS = 1000
+
+_Record: TypeAlias = Any  # aiokafka's ConsumerRecord; aiokafka ships no type information
+_Outgoing: TypeAlias = tuple[bytes | None, bytes | None, dict[str, str]]  # value, key, headers
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -63,24 +102,6 @@ def _headers(record: Any) -> dict[str, str]:
 def _raw(record: Any) -> RawMessage:
     key = record.key.decode("utf-8", "replace") if record.key else None
     return RawMessage(value=record.value, key=key, headers=_headers(record))
-
-
-async def _raw_decoder(msg: Any) -> Any:
-    """Keep bodies as bytes: validation (and dead-lettering) is ours, per message."""
-    return None
-
-
-async def _batch_parser(records: Any, original: Any) -> Any:
-    """FastStream's batch parser, minus its per-record work: it decoded every record's headers into a
-    dict (and the body list) that nothing here reads (handlers take ``raw_message``), about as costly
-    as validating the event. The message is parsed from the first record (its headers for the logs),
-    then given the whole batch, which is what acknowledging and rewinding (nack) work on."""
-    if not isinstance(records, tuple) or len(records) <= 1:
-        return await original(records)
-    message = await original(records[:1])
-    message.raw_message = records
-    message.body = [r.value or b"" for r in records]  # what FastStream's metrics size a batch by
-    return message
 
 
 def _decode_all(topic: Topic, records: list[Any]) -> tuple[list[Event], dict[int, str]]:
@@ -138,53 +159,254 @@ async def ensure_topics(
         await admin.close()
 
 
-class _Progress:
-    """What a subscription's handler is doing: running or idle, and per partition the offset after the last
-    record it handled (what a commit on revocation may save)."""
+class _KeyPartitions:
+    """key -> partition per topic with aiokafka's default partitioner, remembered while the topic's partitions are
+    unchanged (the partitioner maps a key over all of them): its pure-Python hash, once per message, cost more
+    than the rest of a publish."""
 
-    def __init__(self) -> None:
-        self.idle = asyncio.Event()
-        self.idle.set()
-        self.handled: dict[TopicPartition, int] = {}
+    def __init__(self, partitioner: DefaultPartitioner) -> None:
+        self.partitioner = partitioner
+        self.cache: dict[str, tuple[list[int], dict[bytes, int]]] = {}
+
+    def of(self, topic: str, partitions: list[int]) -> Any:
+        cached = self.cache.get(topic)
+        if cached is None or cached[0] != partitions:
+            cached = self.cache[topic] = (partitions, {})
+        known = cached[1]
+        partitioner = self.partitioner
+
+        def partition(key: bytes | None) -> int:
+            if key is None:
+                return int(partitioner(None, partitions, partitions))
+            p = known.get(key)
+            if p is None:
+                if len(known) >= PARTITION_CACHE_KEYS:
+                    known.clear()
+                p = known[key] = partitioner(key, partitions, partitions)
+            return p
+
+        return partition
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in
-    hand, then commit exactly what was handled, while the group still accepts this member's commits. Without
-    it, a batch finished during the rebalance fails to commit and is handled again after it (the duplicates
-    a restart or a scale step would otherwise cause)."""
+async def _no_body(message: Any) -> Any:
+    """FastStream's decoder, replaced through its ``decoder=`` hook: the bodies stay bytes, validated (and
+    dead-lettered) per message by the bus; the default decoded every record of a batch again."""
+    return None
 
-    def __init__(self, subscriber: Any, progress: _Progress, group: str, wait_s: float) -> None:
-        self.subscriber, self.progress, self.group, self.wait_s = subscriber, progress, group, wait_s
+
+async def _tolerant_parser(records: Any, original: Any) -> Any:
+    """FastStream's own batch parser (through its ``parser=`` hook), except for a batch holding a header value
+    it cannot decode (another producer's bytes, or none at all): without this FastStream drops the batch
+    unhandled. Such a batch is parsed again from copies of its records whose header values are made UTF-8;
+    keys, values, partitions and offsets are the records' own."""
+    try:
+        return await original(records)
+    except (UnicodeDecodeError, AttributeError):
+        return await original(tuple(map(_utf8_headers, records)))
+
+
+def _utf8_headers(record: _Record) -> _Record:
+    headers = [(k, (v or b"").decode("utf-8", "replace").encode()) for k, v in record.headers or ()]
+    return dataclasses.replace(record, headers=headers)
+
+
+_Parts: TypeAlias = dict[str, dict[tuple[str, int], list[_Record]]]  # topic -> (topic, partition) -> records
+
+
+def _by_topic(records: Sequence[_Record]) -> _Parts:
+    """A batch's records by topic and partition, in fetch order (they come partition by partition)."""
+    parts: _Parts = {}
+    last: tuple[str, int] | None = None
+    run: list[_Record] = []
+    for r in records:
+        where = (r.topic, r.partition)
+        if where != last:
+            run = parts.setdefault(r.topic, {}).setdefault(where, [])
+            last = where
+        run.append(r)
+    return parts
+
+
+def _rewind(consumer: Any, parts: Sequence[dict[tuple[str, int], list[_Record]]]) -> None:
+    """Seek each partition of ``parts`` back to its first record there, so those records come again."""
+    for part in parts:
+        for (topic, partition), records in part.items():
+            with contextlib.suppress(KafkaError):  # no longer assigned: its next owner reads it
+                consumer.seek(TopicPartition(topic, partition), records[0].offset)
+
+
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in hand
+    and its commit (made in the handler), which the group still accepts from this member until the callback
+    returns. Without it, a batch finished during the rebalance fails to commit and is handled again by the
+    partitions' next owner. (Hooks for state owned per partition would be called here too.)"""
+
+    def __init__(self, idle: asyncio.Event, group: str, wait_s: float) -> None:
+        self.idle, self.group, self.wait_s = idle, group, wait_s
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         try:
-            await asyncio.wait_for(self.progress.idle.wait(), self.wait_s)
+            await asyncio.wait_for(self.idle.wait(), self.wait_s)
         except TimeoutError:
             log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
-        offsets = {tp: OffsetAndMetadata(o, "") for tp, o in self.progress.handled.items() if tp in revoked}
-        for tp in revoked:
-            self.progress.handled.pop(tp, None)
-        consumer = getattr(self.subscriber, "consumer", None)
-        if offsets and consumer is not None:
-            try:
-                await consumer.commit(offsets)
-            except Exception as exc:  # the group moved on already: the batch is redelivered (at-least-once)
-                log.warning("%s: commit on rebalance failed (%r); its last batch may be redelivered", self.group, exc)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
 
 
-# A service's subscriptions are members of one consumer group, and each member joining at start makes
-# the others rejoin, which they notice at their next heartbeat: with aiokafka's 3 s interval the scoring
-# service (three subscriptions) took ~6.4 s to start consuming steadily, with 1 s ~2.9 s (1/10 of the
-# 10 s session timeout; docs/benchmarks.md, scoring, 2026-12-05).
-HEARTBEAT_MS = 1000
+class _Subscriber:
+    """One FastStream batch subscriber over the topics of ``subs`` (all of one delivery and group) and its
+    handler: each topic's part of a batch to its subscription, in registration order, then the commit."""
+
+    def __init__(self, bus: KafkaBus, subs: list[Subscription]) -> None:
+        self.bus, self.subs = bus, subs
+        first = subs[0]
+        self.shared = first.delivery is Delivery.SHARED
+        self.group = first.group
+        self.name = f"{first.group}:{','.join(s.topic.name for s in subs)}"
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.subscriber: Any = None
+
+    def register(self, broker: KafkaBroker) -> None:
+        bus, first = self.bus, self.subs[0]
+        listener = None
+        if self.shared:
+            finish = any(s.finish_batch_on_rebalance for s in self.subs)
+            wait_s = bus.graceful_timeout_s if finish else REBALANCE_WAIT_S
+            listener = _FinishBatchOnRevoke(self.idle, bus.group_id(first.group), wait_s)
+        self.subscriber = broker.subscriber(
+            # created by ensure_topics (compaction where the contract says so), never by FastStream
+            *(KafkaTopic(s.topic.name, declare=False) for s in self.subs),
+            group_id=bus.group_id(first.group) if self.shared else None,
+            batch=True,
+            max_records=max(s.max_batch for s in self.subs),
+            batch_timeout_ms=BATCH_TIMEOUT_MS,
+            heartbeat_interval_ms=HEARTBEAT_MS,
+            auto_offset_reset=bus.offset_reset(first),
+            ack_policy=AckPolicy.MANUAL,
+            listener=listener,
+            parser=_tolerant_parser,
+            decoder=_no_body,
+            no_reply=True,
+        )
+        self.subscriber(self._handler())
+
+    def _handler(self) -> Any:
+        async def handle_batch(message: KafkaMessage) -> None:
+            self.idle.clear()
+            try:
+                await self._handle(message)
+            except Exception:  # a fault of ours, not a handler's (those rewind): keep the batch, loudly
+                log.exception("%s: a fetched batch could not be handled; it will be redelivered", self.name)
+                _rewind(message.consumer, list(_by_topic(_records(message)).values()))
+                await asyncio.sleep(1.0)
+            finally:
+                self.idle.set()
+
+        handle_batch.__name__ = self.name.replace(".", "_").replace("-", "_").replace(":", "__").replace(",", "_")
+        return handle_batch
+
+    async def _handle(self, message: Any) -> None:
+        """Each topic's part of the batch to its subscription; then commit what was handled. A failure rewinds
+        that part and the parts after it (the earlier ones are committed)."""
+        parts = _by_topic(_records(message))
+        if self.shared:
+            self._record_lag(message.consumer, parts)
+        for i, sub in enumerate(self.subs):
+            part = parts.get(sub.topic.name)
+            if not part:
+                continue
+            try:
+                await self.bus._consume(sub, [r for records in part.values() for r in records])
+            except Exception as exc:
+                if isinstance(exc, TransientError):
+                    log.warning("%s: transient failure (%s); the batch will be redelivered", self.name, exc)
+                else:  # e.g. the dead letters could not be published: the batch is not done either
+                    log.error("%s: batch failed (%r); it will be redelivered", self.name, exc)
+                _rewind(message.consumer, [parts.get(s.topic.name, {}) for s in self.subs[i:]])
+                await self._commit(message)
+                await asyncio.sleep(self.bus.backoff_s * 10)
+                return
+        await self._commit(message)
+
+    async def _commit(self, message: Any) -> None:
+        """Commit the consumer's positions: past every record handled, at the first one rewound."""
+        if not self.shared:
+            return
+        try:
+            await message.ack()
+        except KafkaError as exc:  # the group moved on (rebalance) or the broker is away: redelivered later
+            log.info("%s: commit failed (%r); the batch may be redelivered", self.name, exc)
+
+    def _record_lag(self, consumer: Any, parts: _Parts) -> None:
+        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the offset
+        after this batch's last record there."""
+        for topic, part in parts.items():
+            for (_, partition), records in part.items():
+                end = consumer.highwater(TopicPartition(topic, partition))
+                if end is not None:
+                    CONSUMER_LAG.labels(self.group, topic, str(partition)).set(max(0, end - records[-1].offset - 1))
+
+    async def settle(self) -> None:
+        """Resolve a groupless subscriber's start positions now, so that a tail receives everything published
+        after :meth:`KafkaBus.start` returned (the consumer resolves them lazily, at its first fetch)."""
+        consumer = self.subscriber.consumer
+        try:
+            async with asyncio.timeout(SETTLE_S):
+                while not consumer.assignment():  # noqa: ASYNC110 - aiokafka signals an assignment by no event
+                    await asyncio.sleep(0.05)
+                for tp in consumer.assignment():
+                    await consumer.position(tp)
+        except TimeoutError:
+            log.warning("%s: start positions not resolved in %.0f s; consuming anyway", self.name, SETTLE_S)
+
+    async def stop(self) -> None:
+        """Stop fetching, let the batch in hand finish and commit (up to the broker's graceful timeout), leave the
+        group."""
+        await self.subscriber.stop()
+
+
+def _records(message: Any) -> tuple[_Record, ...]:
+    raw = message.raw_message
+    return raw if isinstance(raw, tuple) else (raw,)
+
+
+def _trace_parent(records: Sequence[_Record]) -> tuple[Context | None, list[Link]]:
+    """The first message's trace continues through the handler (its publishes become children); the other
+    traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's messaging conventions
+    suggest for batches. Only those headers are parsed: per message that cost more than validating the event."""
+    if not records:
+        return None, []
+    parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
+    for record in records[1:]:
+        if len(parents) >= MAX_LINKS:
+            break
+        for k, v in record.headers or ():
+            if k == "traceparent":
+                parents[v] = None
+                break
+    parent = propagate.extract(_headers(records[0]))
+    others = [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
+    links = [Link(trace.get_current_span(c).get_span_context()) for c in others]
+    return parent, [link for link in links if link.context.is_valid]
+
+
+async def _leader_partitions(admin: AIOKafkaAdminClient, name: str) -> list[int]:
+    """The partitions of topic ``name``, once each has a leader (a topic created a moment ago takes a moment)."""
+    for _ in range(50):
+        described = await admin.describe_topics([name])
+        parts = [p for d in described if d["topic"] == name for p in d["partitions"]]
+        if parts and all(p["leader"] >= 0 for p in parts):
+            return sorted(p["partition"] for p in parts)
+        await asyncio.sleep(0.2)
+    raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
 
 
 class KafkaBus(Bus):
     """The distributed-mode bus."""
+
+    tracer_name = "tokenpulse.bus.kafka"
 
     def __init__(
         self,
@@ -192,8 +414,6 @@ class KafkaBus(Bus):
         *,
         client_id: str = "tokenpulse",
         group_prefix: str = "tokenpulse",
-        tracer_provider: TracerProvider | None = None,
-        prometheus_registry: Any | None = None,
         from_beginning: bool = True,
         replication: int = 1,
         graceful_timeout_s: float = 25.0,
@@ -202,143 +422,113 @@ class KafkaBus(Bus):
     ) -> None:
         super().__init__(**kwargs)
         self.bootstrap = bootstrap
+        self.client_id = client_id
         self.group_prefix = group_prefix
         self.from_beginning = from_beginning
         self.replication = replication
+        self.graceful_timeout_s = graceful_timeout_s
         self.partitions = partitions
-        # Spans are ours on both sides (one PRODUCER span per published batch, one CONSUMER span per
-        # handled batch); FastStream's telemetry middleware parsed every message's baggage on top.
-        middlewares: list[Any] = []
-        if prometheus_registry is not None:
-            from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-
-            middlewares.append(KafkaPrometheusMiddleware(registry=prometheus_registry))
+        # stamped on everything this instance publishes, so a TAIL_OTHERS subscription can drop it undecoded
+        self.origin = uuid.uuid4().hex.encode()
         self.broker = KafkaBroker(
             bootstrap,
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
-            middlewares=tuple(middlewares),
-            logger=None,
+            # aiokafka's default 16 KB batches hold ~30 events; with idempotence one request is in flight
+            # per broker, so a large publish would wait for one acknowledgement per small batch in turn
+            max_batch_size=PRODUCER_BATCH_BYTES,
+            logger=None,  # ours log what matters (structlog); FastStream's per-message lines cost and repeat them
             # on stop, a subscriber stops fetching and waits this long for the batch its handler is on
             graceful_timeout=graceful_timeout_s,
         )
+        self._keys = _KeyPartitions(DefaultPartitioner())
+        self._partition_lists: dict[str, tuple[float, list[int]]] = {}
+        self._admin: AIOKafkaAdminClient | None = None
+        self._subscribers: list[_Subscriber] = []
         self._started = False
-        self.graceful_timeout_s = graceful_timeout_s
-        self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer("tokenpulse.bus.kafka")
-        self.client_id = client_id
-        # stamped on everything this instance publishes, so a `skip_own` subscription can drop it undecoded
-        self.origin = uuid.uuid4().hex.encode()
-        self.producer: AIOKafkaProducer | None = None
-        # key -> partition per topic, valid while the topic's partition set is unchanged: aiokafka's
-        # partitioner hashes in pure Python (murmur2) and copies the partition lists at every call, which
-        # cost alerts ~7 % of its time (one call per firing: firings are keyed by rule)
-        self._partition_cache: dict[str, tuple[frozenset[int], dict[bytes, int]]] = {}
 
     def group_id(self, group: str) -> str:
         return f"{self.group_prefix}-{group}"
 
-    def _offset_reset(self, sub: Subscription) -> Literal["latest", "earliest"]:
-        if sub.tail:
-            return "latest"
-        return "earliest" if (self.from_beginning or sub.broadcast) else "latest"
+    def offset_reset(self, sub: Subscription) -> Literal["latest", "earliest"]:
+        """Where a consumer without committed offsets starts (a groupless one: at every start)."""
+        if sub.delivery is Delivery.BROADCAST:
+            return "earliest"
+        if sub.delivery is Delivery.SHARED and self.from_beginning:
+            return "earliest"
+        return "latest"
 
     def _consumers(self) -> list[list[Subscription]]:
-        """The subscriptions grouped into Kafka consumers: one consumer per (group, where a new group starts
-        reading) for all the topics of that group, a broadcast subscription on its own.
+        """The subscriptions grouped into Kafka consumers: one consumer per shared group for all the topics of
+        that group (a topic subscribed twice in one group: a second member), one per other subscription.
 
-        A service's subscriptions share its consumer group; as one consumer each, every member joining made
-        the others rejoin at their next heartbeat, so the scoring service (three topics) took 1.6-3.2 s to
-        start consuming and a replica joining rebalanced three members (docs/benchmarks.md, scoring,
-        2026-12-05). One consumer over the topics joins once. Tail subscriptions (read from the end) need
-        their own consumer: the offset reset is per consumer."""
+        A member joining a group makes the others rejoin; one consumer over a service's topics joins once,
+        so a service starts consuming sooner and a replica joining rebalances one member, not one per topic."""
         out: list[list[Subscription]] = []
-        shared: dict[tuple[str, str], list[Subscription]] = {}
+        shared: dict[str, list[Subscription]] = {}
         for sub in self.subscriptions:
-            key = (sub.group, self._offset_reset(sub))
-            members = None if sub.broadcast else shared.get(key)
+            members = shared.get(sub.group) if sub.delivery is Delivery.SHARED else None
             if members is not None and all(m.topic is not sub.topic for m in members):
                 members.append(sub)
                 continue
             out.append([sub])
-            if not sub.broadcast and key not in shared:
-                shared[key] = out[-1]
+            if sub.delivery is Delivery.SHARED and sub.group not in shared:
+                shared[sub.group] = out[-1]
         return out
 
     async def start(self) -> None:
         await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            client_id=self.client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            # aiokafka's default 16 KB batches hold ~30 events; with idempotence one request is in flight
-            # per broker, so a 5,000-event publish waited for ~150 sequential acks (see docs/benchmarks.md)
-            max_batch_size=PRODUCER_BATCH_BYTES,
-        )
-        await self.producer.start()
-        for subs in self._consumers():
-            # broadcast: no group, every partition from the beginning at every start, nothing committed;
-            # tail: the same from the end (only what is published from now on)
-            first = subs[0]
-            progress = _Progress()
-            # a short wait: a handler may be blocked on a warm-up, and the whole group waits for this member
-            wait_s = self.graceful_timeout_s if any(s.finish_on_rebalance for s in subs) else 2.0
-            group = None if first.broadcast else self.group_id(first.group)
-            listener = None if group is None else _CommitOnRevoke(None, progress, group, wait_s)
-            subscriber = self.broker.subscriber(
-                *(s.topic.name for s in subs),
-                group_id=group,
-                batch=True,
-                max_records=max(s.max_batch for s in subs),
-                batch_timeout_ms=100,
-                heartbeat_interval_ms=HEARTBEAT_MS,
-                auto_offset_reset=self._offset_reset(first),
-                ack_policy=AckPolicy.ACK_FIRST if first.broadcast else AckPolicy.NACK_ON_ERROR,
-                decoder=_raw_decoder,
-                parser=_batch_parser,
-                listener=listener,
-            )
-            if listener is not None:
-                listener.subscriber = subscriber
-            subscriber(self._make_handler(subs, progress))
-        await self.broker.start()
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
+        await self._admin.start()
+        self._subscribers = [_Subscriber(self, subs) for subs in self._consumers()]
+        for subscriber in self._subscribers:
+            subscriber.register(self.broker)
+        await self.broker.start()  # the producer, then every subscriber
         self._started = True
+        await asyncio.gather(*(s.settle() for s in self._subscribers if not s.shared))
 
     async def stop_consuming(self) -> None:
         """Graceful shutdown, step 1: stop fetching, let the handlers finish the batches they are on (up to
         ``graceful_timeout_s``), commit their offsets and leave the consumer groups. Publishing still works."""
-        if self._started:
-            await self.broker.stop()
-            self._started = False
+        running, self._subscribers = self._subscribers, []
+        await asyncio.gather(*(s.stop() for s in running))
 
     async def stop(self) -> None:
         await self.stop_consuming()  # consumers first: a handler still running may publish
-        if self.producer is not None:
-            await self.producer.stop()  # flushes what is buffered
-            self.producer = None
+        if self._started:
+            await self.broker.stop()  # flushes what the producer holds
+            self._started = False
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
     async def ready(self) -> bool:
+        if not self._started:
+            return False
         try:
             return bool(await self.broker.ping(timeout=2.0))
         except Exception:
             return False
 
     async def _partitions(self, name: str) -> list[int]:
+        if self._admin is not None:
+            return await _leader_partitions(self._admin, name)
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
         await admin.start()
         try:
-            for _ in range(50):  # a topic created a moment ago takes a moment to have leaders
-                described = await admin.describe_topics([name])
-                parts = [p for d in described if d["topic"] == name for p in d["partitions"]]
-                if parts and all(p["leader"] >= 0 for p in parts):
-                    return sorted(p["partition"] for p in parts)
-                await asyncio.sleep(0.2)
+            return await _leader_partitions(admin, name)
         finally:
             await admin.close()
-        raise TransientError(f"{name} has no partition leaders yet; is the broker healthy?")
+
+    async def _partition_list(self, name: str) -> list[int]:
+        """``name``'s partitions for placing keys, read again every PARTITIONS_TTL_S (partitions can be added)."""
+        now = time.monotonic()
+        cached = self._partition_lists.get(name)
+        if cached is None or now - cached[0] > PARTITIONS_TTL_S:
+            cached = self._partition_lists[name] = (now, await self._partitions(name))
+        return cached[1]
 
     async def _committed(self, group: str, topic: Topic) -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
@@ -401,118 +591,49 @@ class KafkaBus(Bus):
             rejected.extend(unread.values())
         return events
 
-    def _make_handler(self, subs: list[Subscription], progress: _Progress) -> Any:
-        """The handler of one consumer: its batch split by topic, each part handled by its subscription in
-        registration order. A transient failure rewinds only that part and the parts after it; the parts
-        already handled are committed with the next batch."""
-        bus = self
-
-        async def handle_batch(message: KafkaMessage) -> None:
-            progress.idle.clear()
+    async def _consume(self, sub: Subscription, records: list[_Record]) -> None:
+        """One topic's part of a fetched batch: decoded (invalid ones dead-lettered), then handed to ``sub``'s
+        handler under one CONSUMER span, in chunks of its ``max_batch``."""
+        events: list[Event] = []
+        dead: list[DeadLetterEvent] = []
+        kept: list[_Record] = []
+        own = (ORIGIN, self.origin)
+        for record in records:
+            if record.value is None:  # tombstone on a compacted topic: the deletion event came first
+                continue
+            if sub.delivery is Delivery.TAIL_OTHERS and own in (record.headers or ()):
+                continue
+            kept.append(record)
             try:
-                records = message.raw_message
-                if not isinstance(records, tuple):
-                    records = (records,)
-                if len(subs) == 1:
-                    await _handle(subs[0], message, records)
-                    return
-                parts: dict[str, list[Any]] = {s.topic.name: [] for s in subs}
-                for r in records:
-                    parts[r.topic].append(r)
-                for i, sub in enumerate(subs):
-                    if parts[sub.topic.name]:
-                        try:
-                            await _handle(sub, message, tuple(parts[sub.topic.name]))
-                        except TransientError:
-                            message.raw_message = tuple(r for s in subs[i:] for r in parts[s.topic.name])
-                            raise
-            finally:
-                progress.idle.set()
-
-        async def _handle(sub: Subscription, message: KafkaMessage, records: tuple[Any, ...]) -> None:
-            if not sub.broadcast:
-                bus._record_lag(sub, message, records)
-            events: list[Event] = []
-            dead: list[DeadLetterEvent] = []
-            first: Any = None
-            parents: dict[bytes, None] = {}  # distinct traceparents: a publisher stamps one per batch
-            for record in records:
-                if record.value is None:  # tombstone on a compacted topic: the deletion event came first
-                    continue
-                if sub.skip_own and (ORIGIN, bus.origin) in (record.headers or ()):
-                    continue
-                if first is None:
-                    first = record
-                elif len(parents) < MAX_LINKS:
-                    for k, v in record.headers or ():
-                        if k == "traceparent":
-                            parents[v] = None
-                            break
-                try:
-                    events.append(decode_message(sub.topic, RawMessage(value=record.value)))
-                except ValueError as exc:
-                    dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
-            # The first message's trace continues through the handler (its publishes become children);
-            # the other traces in the batch (up to MAX_LINKS distinct ones) are linked, as OpenTelemetry's
-            # messaging conventions suggest for batches. Only those headers are parsed: per message it
-            # cost more than validating the event.
-            contexts = [propagate.extract(_headers(first))] if first is not None else []
-            contexts += [propagate.extract({"traceparent": v.decode("ascii", "replace")}) for v in parents]
-            parent = contexts[0] if contexts else None
-            links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts[1:]]
-            try:
-                with bus.tracer.start_as_current_span(
-                    f"{sub.topic.name} process",
-                    context=parent,
-                    kind=SpanKind.CONSUMER,
-                    links=[link for link in links if link.context.is_valid],
-                    attributes={
-                        "messaging.system": "kafka",
-                        "messaging.destination.name": sub.topic.name,
-                        "messaging.consumer.group.name": bus.group_id(sub.group),
-                        "messaging.batch.message_count": len(records),
-                    },
-                ):
-                    step = sub.max_batch  # the consumer's batches may be larger (another topic's maximum)
-                    for k in range(0, max(len(events), 1), step):
-                        await bus.deliver(sub, events[k : k + step], dead if k == 0 else [])
-                for r in records:  # handled: a commit on revocation may now save it
-                    tp = TopicPartition(r.topic, r.partition)
-                    progress.handled[tp] = max(progress.handled.get(tp, 0), r.offset + 1)
-            except TransientError as exc:
-                log.warning("%s: transient failure (%s); batch will be redelivered", sub.group, exc)
-                await asyncio.sleep(bus.backoff_s * 10)
-                raise
-
-        names = "_".join(s.topic.name.replace(".", "_").replace("-", "_") for s in subs)
-        handle_batch.__name__ = f"{subs[0].group}_{names}"
-        return handle_batch
-
-    def _record_lag(self, sub: Subscription, message: Any, records: Sequence[Any]) -> None:
-        """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the
-        offset after this batch's last record there."""
-        consumer = getattr(message, "consumer", None)
-        if consumer is None or not records:
+                events.append(decode_message(sub.topic, RawMessage(value=record.value)))
+            except ValueError as exc:
+                dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
+        if not kept:
             return
-        last: dict[int, int] = {}
-        for r in records:
-            last[r.partition] = max(last.get(r.partition, -1), r.offset)
-        for partition, offset in last.items():
-            with contextlib.suppress(Exception):
-                end = consumer.highwater(TopicPartition(sub.topic.name, partition))
-                if end is not None:
-                    CONSUMER_LAG.labels(sub.group, sub.topic.name, str(partition)).set(max(0, end - offset - 1))
+        parent, links = _trace_parent(kept)
+        with self.tracer.start_as_current_span(
+            f"{sub.topic.name} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": sub.topic.name,
+                "messaging.consumer.group.name": self.group_id(sub.group),
+                "messaging.batch.message_count": len(kept),
+            },
+        ):
+            step = sub.max_batch  # the consumer's batches may be larger (another topic's maximum)
+            for k in range(0, max(len(events), 1), step):
+                await self.deliver(sub, events[k : k + step], dead if k == 0 else [])
 
-    def _producer(self) -> AIOKafkaProducer:
-        if self.producer is None:
-            raise RuntimeError("the Kafka bus is not started")
-        return self.producer
-
-    async def _send(self, topic: Topic, messages: list[tuple[bytes | None, bytes | None, dict[str, str]]]) -> None:
-        """Send (value, key, headers) messages under one PRODUCER span; returns once the broker has them all."""
+    async def _send(self, topic: Topic, messages: list[_Outgoing]) -> None:
+        """Publish (value, key, headers) messages under one PRODUCER span, one run of FastStream batches per
+        partition (in publishing order within it); returns once the broker has them all."""
         if not messages:
             return
-        producer = self._producer()
+        if not self._started:
+            raise RuntimeError("the Kafka bus is not started")
         with self.tracer.start_as_current_span(
             f"{topic.name} publish",
             kind=SpanKind.PRODUCER,
@@ -524,56 +645,70 @@ class KafkaBus(Bus):
         ):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
-            # Batches built here, one run per partition (the producer's own partitioner picks it, so keys
-            # land where a per-message send would put them, in order): aiokafka's per-message send() cost
-            # ~5x as much per event (see docs/benchmarks.md, scoring).
-            await producer.partitions_for(topic.name)  # waits for the topic's metadata
-            origin = (ORIGIN, self.origin)
-            encoded: dict[int, list[tuple[str, bytes]]] = {}
-            partitions = self._partitions_by_key(producer, topic.name)
-            by_partition: dict[int, list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]] = {}
+            partition_of = self._keys.of(topic.name, await self._partition_list(topic.name))
+            stamped: dict[int, dict[str, str]] = {}
+            # per partition, runs of messages with the same headers (FastStream's batch carries one set)
+            runs: dict[int, list[tuple[dict[str, str], list[tuple[bytes | None, bytes | None]]]]] = {}
             for value, key, headers in messages:
-                hdrs = encoded.get(id(headers))
+                hdrs = stamped.get(id(headers))
                 if hdrs is None:
-                    hdrs = [(k, v.encode()) for k, v in {**headers, **carrier}.items()]
-                    hdrs.append(origin)
-                    encoded[id(headers)] = hdrs
-                partition = partitions.get(key) if key is not None else None
-                if partition is None:
-                    partition = producer._partition(topic.name, None, key, value, key, value)
-                    if key is not None:
-                        if len(partitions) >= PARTITION_CACHE_KEYS:
-                            partitions.clear()
-                        partitions[key] = partition
-                by_partition.setdefault(partition, []).append((value, key, hdrs))
+                    hdrs = stamped[id(headers)] = {**headers, **carrier, ORIGIN: self.origin.decode()}
+                partition_runs = runs.setdefault(partition_of(key), [])
+                if not partition_runs or partition_runs[-1][0] is not hdrs:
+                    partition_runs.append((hdrs, []))
+                partition_runs[-1][1].append((value, key))
             futures = []
-            for partition, records in by_partition.items():
-                batch = producer.create_batch()
-                for value, key, hdrs in records:
-                    if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
-                        if batch.record_count() == 0:  # larger than a batch: on its own, as before
-                            futures.append(await producer.send(topic.name, value, key, partition, headers=hdrs))
-                            continue
-                        batch.close()
-                        futures.append(await producer.send_batch(batch, topic.name, partition=partition))
-                        batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None, headers=hdrs) is None:
-                            futures.append(await producer.send(topic.name, value, key, partition, headers=hdrs))
-                if batch.record_count():
-                    batch.close()
-                    futures.append(await producer.send_batch(batch, topic.name, partition=partition))
+            for partition, partition_runs in runs.items():
+                for hdrs, records in partition_runs:
+                    futures += await self._publish_run(topic.name, partition, hdrs, records)
             await asyncio.gather(*futures)
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
 
-    def _partitions_by_key(self, producer: AIOKafkaProducer, topic: str) -> dict[bytes, int]:
-        """The key -> partition cache of ``topic``, emptied when its partitions change (the partitioner
-        maps a key over all of a topic's partitions, so the mapping holds exactly as long as they do)."""
-        current = frozenset(producer.client.cluster.partitions_for_topic(topic) or ())
-        cached = self._partition_cache.get(topic)
-        if cached is None or cached[0] != current:
-            cached = (current, {})
-            self._partition_cache[topic] = cached
-        return cached[1]
+    async def _publish_run(
+        self, topic: str, partition: int, headers: dict[str, str], records: list[tuple[bytes | None, bytes | None]]
+    ) -> list[Any]:
+        """Queue one partition's messages sharing ``headers`` as FastStream batches within the producer's batch
+        size; the futures of the broker's acknowledgements. A tombstone (no value) goes on its own: in a batch
+        FastStream would send it as an empty value."""
+        futures: list[Any] = []
+        per_record = sum(len(k) + len(v) for k, v in headers.items()) + 64 + RECORD_OVERHEAD_BYTES  # + its id
+        batch: list[KafkaPublishMessage] = []
+        size = 0
+        for value, key in records:
+            n = len(value or b"") + len(key or b"") + per_record
+            if batch and (value is None or size + n > PRODUCER_BATCH_BYTES):
+                futures += await self._publish_batch(topic, partition, headers, batch)
+                batch, size = [], 0
+            if value is None:
+                futures.append(
+                    await self.broker.publish(
+                        None, topic, key=key, partition=partition, headers=headers, no_confirm=True
+                    )
+                )
+                continue
+            batch.append(KafkaPublishMessage(value, key=key))
+            size += n
+        if batch:
+            futures += await self._publish_batch(topic, partition, headers, batch)
+        return futures
+
+    async def _publish_batch(
+        self, topic: str, partition: int, headers: dict[str, str], batch: list[KafkaPublishMessage]
+    ) -> list[Any]:
+        futures = []
+        while batch:
+            try:
+                futures.append(
+                    await self.broker.publish_batch(
+                        *batch, topic=topic, partition=partition, headers=headers, no_confirm=True
+                    )
+                )
+                break
+            except BatchBufferOverflowException as exc:  # the size estimate fell short: what fitted, then the rest
+                cut = max(1, exc.message_position)
+                futures += await self._publish_batch(topic, partition, headers, batch[:cut])
+                batch = batch[cut:]
+        return futures
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         for event in events:

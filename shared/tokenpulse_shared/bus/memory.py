@@ -7,6 +7,10 @@ publish puts one chunk per partition (not one item per event), which keeps
 the bus cheap for bulk replays. A bounded queue makes a fast publisher wait
 for a slow consumer (backpressure) instead of growing memory. Trace context travels with each event as W3C
 headers, exactly as Kafka headers carry it.
+
+Instances made with :meth:`InMemoryBus.peer` share one set of topics, as the replicas of a service share a
+broker: a :attr:`~Delivery.SHARED` group's partitions are split among its consumers, the other deliveries
+give each consumer every message (:attr:`~Delivery.TAIL_OTHERS` leaves out its own instance's).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from opentelemetry import propagate, trace
 
 from tokenpulse_shared.bus.base import (
     Bus,
+    Delivery,
     RawMessage,
     Subscription,
     TransientError,
@@ -33,7 +38,6 @@ from tokenpulse_shared.telemetry import EVENTS_PUBLISHED
 from tokenpulse_shared.topics import Topic
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("tokenpulse.bus.memory")
 
 _Message = Event | RawMessage
 _Chunk = tuple[list[_Message], dict[str, str]]
@@ -48,6 +52,7 @@ class _Consumer:
         self.bus = bus
         self.sub = sub
         self.queues: list[asyncio.Queue[_Chunk]] = [asyncio.Queue(maxsize=capacity) for _ in range(partitions)]
+        self.pending = 0  # chunks put and not yet handled (drain waits for none)
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -57,6 +62,7 @@ class _Consumer:
         ]
 
     async def put(self, partition: int, chunk: _Chunk) -> None:
+        self.pending += 1
         await self.queues[partition].put(chunk)
 
     async def _run(self, queue: asyncio.Queue[_Chunk]) -> None:
@@ -76,6 +82,7 @@ class _Consumer:
             except Exception:  # never let a worker die
                 log.exception("bus worker %s crashed on a batch", sub.group)
             finally:
+                self.pending -= taken
                 for _ in range(taken):
                     queue.task_done()
 
@@ -96,7 +103,7 @@ class _Consumer:
         try:
             attempt = 0
             while True:
-                with tracer.start_as_current_span(
+                with self.bus.tracer.start_as_current_span(
                     f"{sub.topic.name} process",
                     kind=trace.SpanKind.CONSUMER,
                     attributes={
@@ -123,31 +130,58 @@ class _Consumer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+class _Topics:
+    """What peer instances share: the consumers of each topic (the in-process stand-in for a broker)."""
+
+    def __init__(self) -> None:
+        self.consumers: dict[str, list[_Consumer]] = {}
+
+    def targets(self, topic: Topic, partition: int, publisher: InMemoryBus) -> list[_Consumer]:
+        """The consumers a message of ``partition`` goes to: one per shared group (the partition's owner among
+        the group's consumers), every other consumer, except the publisher's own tail-others ones."""
+        out: list[_Consumer] = []
+        groups: dict[str, list[_Consumer]] = {}
+        for consumer in self.consumers.get(topic.name, []):
+            delivery = consumer.sub.delivery
+            if delivery is Delivery.SHARED:
+                groups.setdefault(consumer.sub.group, []).append(consumer)
+            elif delivery is not Delivery.TAIL_OTHERS or consumer.bus is not publisher:
+                out.append(consumer)
+        out.extend(members[partition % len(members)] for members in groups.values())
+        return out
+
+
 class InMemoryBus(Bus):
     """The embedded-mode bus. Same port and guarantees as the Kafka adapter, within one process."""
+
+    tracer_name = "tokenpulse.bus.memory"
 
     def __init__(self, *, partitions: int = 4, capacity: int = 256, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.partitions = partitions
         self.capacity = capacity
-        self._consumers: dict[str, list[_Consumer]] = {}
-        self._started = False
+        self._kwargs = kwargs
+        self._topics = _Topics()
+        self._own: list[_Consumer] = []
+
+    def peer(self, **overrides: Any) -> InMemoryBus:
+        """Another instance on the same topics, as a second replica of a service on the same broker."""
+        other = InMemoryBus(partitions=self.partitions, capacity=self.capacity, **(self._kwargs | overrides))
+        other._topics = self._topics
+        return other
 
     async def start(self) -> None:
         for sub in self.subscriptions:
-            if sub.skip_own:
-                continue  # one process, one bus: everything published here is this instance's own
             consumer = _Consumer(self, sub, self.partitions, self.capacity)
-            self._consumers.setdefault(sub.topic.name, []).append(consumer)
+            self._topics.consumers.setdefault(sub.topic.name, []).append(consumer)
+            self._own.append(consumer)
             consumer.start()
-        self._started = True
 
     async def stop(self) -> None:
-        for consumers in self._consumers.values():
-            for c in consumers:
-                await c.stop()
-        self._consumers.clear()
-        self._started = False
+        for consumer in self._own:
+            self._topics.consumers[consumer.sub.topic.name].remove(consumer)
+            await consumer.stop()
+        self._own.clear()
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         model = topic.model
@@ -161,8 +195,7 @@ class InMemoryBus(Bus):
 
     async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str]) -> None:
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
-        consumers = self._consumers.get(topic.name, [])
-        if not consumers or not messages:
+        if not self._topics.consumers.get(topic.name) or not messages:
             return
         chunks: dict[int, list[_Message]] = {}
         partition_of: dict[str, int] = {}
@@ -171,7 +204,7 @@ class InMemoryBus(Bus):
             if p is None:
                 p = partition_of[key] = partition_for(key, self.partitions)
             chunks.setdefault(p, []).append(message)
-        with tracer.start_as_current_span(
+        with self.tracer.start_as_current_span(
             f"{topic.name} publish",
             kind=trace.SpanKind.PRODUCER,
             attributes={
@@ -183,18 +216,14 @@ class InMemoryBus(Bus):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for p, chunk in chunks.items():
-                for consumer in consumers:
+                for consumer in self._topics.targets(topic, p, self):
                     await consumer.put(p, (chunk, carrier))
 
     async def drain(self, timeout: float = 60.0) -> None:
-        """Wait until every queued event has been handled (tests, backfill)."""
+        """Wait until every queued event (of this instance and its peers) has been handled (tests, backfill)."""
 
         async def _all() -> None:
-            while True:
-                pending = [q for cs in self._consumers.values() for c in cs for q in c.queues if q._unfinished_tasks]  # type: ignore[attr-defined]
-                if not pending:
-                    return
-                for q in pending:
-                    await q.join()
+            while busy := [c for cs in self._topics.consumers.values() for c in cs if c.pending]:
+                await asyncio.gather(*(q.join() for c in busy for q in c.queues))
 
         await asyncio.wait_for(_all(), timeout)

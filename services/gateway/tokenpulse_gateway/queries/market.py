@@ -1,15 +1,14 @@
-"""Read side of the gateway: candles, prices, returns and grades from ClickHouse."""
+"""Market data: history pages (candles, indicators, grades, signals) and the latest state of each token."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from typing import Any
 
-from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.store import Store
 
-HOUR = 3_600_000
-DAY = 86_400_000
+from tokenpulse_gateway.analytics.levels import Bar
+from tokenpulse_gateway.queries.common import DAY, HOUR, iso, time_filters
+
 CLOSE_MS = (
     "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "
     "interval = '15m', 900000, interval = '1h', 3600000, interval = '4h', 14400000, 86400000)"
@@ -17,28 +16,12 @@ CLOSE_MS = (
 WINDOWS = {"24h": DAY, "7d": 7 * DAY, "30d": 30 * DAY, "1y": 365 * DAY}
 
 
-def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
 def tolerance(window_ms: int) -> int:
     """How far from the wanted time a reference price may be: 5% of the window, at least 2 hours."""
     return max(2 * HOUR, window_ms // 20)
 
 
-def time_filters(
-    where: list[str], params: dict[str, Any], start_ms: int | None, end_ms: int | None, after_ms: int | None
-) -> None:
-    """Add the time-range and keyset-cursor conditions on ``ts`` shared by every history query."""
-    for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
-        if value is not None:
-            where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
-            params[name] = value
-
-
-class Queries:
+class MarketQueries:
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -46,87 +29,44 @@ class Queries:
         rows = await self.store.query("SELECT DISTINCT symbol FROM candles")
         return {r[0] for r in rows}
 
-    async def candles(
-        self,
-        symbol: str,
-        interval: Interval,
-        start_ms: int | None,
-        end_ms: int | None,
-        after_ms: int | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        where = ["symbol = {s:String}", "interval = {i:String}"]
-        params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
-        time_filters(where, params, start_ms, end_ms, after_ms)
-        rows = await self.store.query(
-            "SELECT toUnixTimestamp64Milli(ts), open, high, low, close, volume FROM candles FINAL "
-            f"WHERE {' AND '.join(where)} ORDER BY ts LIMIT {{n:UInt32}}",
-            params,
-        )
-        return [
-            {"ts": iso(r[0]), "open": r[1], "high": r[2], "low": r[3], "close": r[4], "volume": r[5], "_ms": r[0]}
-            for r in rows
-        ]
-
-    async def indicators(
-        self,
-        symbol: str,
-        interval: Interval,
-        start_ms: int | None,
-        end_ms: int | None,
-        after_ms: int | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        where = ["symbol = {s:String}", "interval = {i:String}"]
-        params: dict[str, Any] = {"s": symbol, "i": interval.value, "n": limit}
-        time_filters(where, params, start_ms, end_ms, after_ms)
-        cols = ", ".join(INDICATOR_FIELDS)
-        rows = await self.store.query(
-            f"SELECT toUnixTimestamp64Milli(ts), {cols} FROM indicators FINAL "
-            f"WHERE {' AND '.join(where)} ORDER BY ts LIMIT {{n:UInt32}}",
-            params,
-        )
-        return [{"ts": iso(r[0]), **dict(zip(INDICATOR_FIELDS, r[1:], strict=True)), "_ms": r[0]} for r in rows]
-
-    async def daily_bars(self, symbol: str, days: int = 800) -> list[Any]:
-        from tokenpulse_shared.levels import Bar
-
-        rows = await self.store.query(
-            "SELECT toUnixTimestamp64Milli(ts), high, low, close, volume FROM candles FINAL "
-            "WHERE symbol = {s:String} AND interval = '1d' ORDER BY ts DESC LIMIT {n:UInt32}",
-            {"s": symbol, "n": days},
-        )
-        return [Bar(*r) for r in reversed(rows)]
-
     async def history(
         self,
         table: str,
         columns: tuple[str, ...],
         symbol: str | None,
-        start_ms: int | None,
-        end_ms: int | None,
-        after_ms: int | None,
+        interval: str | None,
+        window: tuple[int | None, int | None, int | None],
         limit: int,
-        interval: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Time-ordered rows of an event table (grades, signals), oldest first, keyset-paginated on ts."""
+        """Time-ordered rows of an event table, oldest first, keyset-paginated on ts. ``window`` is
+        (start, end, after) in Unix milliseconds, each optional; ``_ms`` is each row's time."""
         where = ["1"]
         params: dict[str, Any] = {"n": limit}
         if symbol is not None:
             where.append("symbol = {s:String}")
             params["s"] = symbol
         if interval is not None:
-            where.append("interval = {iv:String}")
-            params["iv"] = interval
+            where.append("interval = {i:String}")
+            params["i"] = interval
         if table == "signals":
             where.append("retracted = 0")  # a withdrawn signal is no longer served
-        time_filters(where, params, start_ms, end_ms, after_ms)
+        time_filters(where, params, *window)
+        # one token's rows need no tie-break, and ts alone lets the engine read them in its sorting key's order
+        order = "ts" if symbol is not None else "ts, symbol"
         rows = await self.store.query(
             f"SELECT toUnixTimestamp64Milli(ts), {', '.join(columns)} FROM {table} FINAL "
-            f"WHERE {' AND '.join(where)} ORDER BY ts, symbol LIMIT {{n:UInt32}}",
+            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT {{n:UInt32}}",
             params,
         )
         return [{"ts": iso(r[0]), **dict(zip(columns, r[1:], strict=True)), "_ms": r[0]} for r in rows]
+
+    async def daily_bars(self, symbol: str, days: int = 800) -> list[Bar]:
+        rows = await self.store.query(
+            "SELECT toUnixTimestamp64Milli(ts), high, low, close, volume FROM candles FINAL "
+            "WHERE symbol = {s:String} AND interval = '1d' ORDER BY ts DESC LIMIT {n:UInt32}",
+            {"s": symbol, "n": days},
+        )
+        return [Bar(*r) for r in reversed(rows)]
 
     async def latest_prices(self, symbols: list[str]) -> dict[str, tuple[float, int]]:
         """Latest known price per symbol: the reference price stream, else the last candle close."""
@@ -205,27 +145,3 @@ class Queries:
             {"s": symbols},
         )
         return {r[0]: {"direction": r[1], "strength": r[2], "ts": iso(r[3])} for r in rows}
-
-    async def daily_closes(self) -> dict[str, list[tuple[date, float]]]:
-        """Every token's daily closes (1d candles), oldest first."""
-        rows = await self.store.query(
-            "SELECT symbol, toDate(ts), close FROM candles FINAL WHERE interval = '1d' ORDER BY symbol, ts"
-        )
-        out: dict[str, list[tuple[date, float]]] = {}
-        for symbol, day, close in rows:
-            out.setdefault(symbol, []).append((day, close))
-        return out
-
-    async def total_market_caps(self) -> list[tuple[date, float]]:
-        rows = await self.store.query(
-            "SELECT toDate(ts), market_cap FROM market_caps FINAL WHERE symbol = '' ORDER BY ts"
-        )
-        return [(d, v) for d, v in rows]
-
-    async def daily_version(self) -> tuple[Any, ...]:
-        """Changes whenever a daily candle or a market cap is added: the cache key of derived analytics."""
-        rows = await self.store.query(
-            "SELECT (SELECT count() FROM candles WHERE interval = '1d'), "
-            "(SELECT max(produced_at) FROM candles WHERE interval = '1d'), (SELECT count() FROM market_caps)"
-        )
-        return tuple(rows[0])

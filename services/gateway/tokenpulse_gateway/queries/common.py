@@ -1,0 +1,25 @@
+"""What every query module shares: time conversions and the time-range conditions of history reads."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+HOUR = 3_600_000
+DAY = 86_400_000
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def time_filters(
+    where: list[str], params: dict[str, Any], start_ms: int | None, end_ms: int | None, after_ms: int | None
+) -> None:
+    """Add the time-range and keyset-cursor conditions on ``ts`` shared by every history query."""
+    for name, op, value in (("start", ">=", start_ms), ("end", "<", end_ms), ("after", ">", after_ms)):
+        if value is not None:
+            where.append(f"ts {op} fromUnixTimestamp64Milli({{{name}:Int64}}, 'UTC')")
+            params[name] = value

@@ -1,0 +1,38 @@
+"""A real ``tokenpulse up`` for the client tests (the trimmed bundle, the synthetic feed so the stream moves,
+limits relaxed), and keys on it: a free one and a pro one (intraday signals, ten open streams)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.security.conftest import ADMIN, RELAXED, UpServer
+
+
+@pytest.fixture(scope="session")
+def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
+    up = UpServer(tmp_path_factory.mktemp("clients"), {**RELAXED, "TOKENPULSE_LIVE_FEED": "synthetic"}).start()
+    try:
+        yield up
+    finally:
+        code = up.stop()
+    assert code == 0, up.proc.tail(80)
+    assert not up.leaked_keys(), "API keys in the server's log"
+
+
+@pytest.fixture(scope="session")
+def free_key(sdk_server: UpServer) -> str:
+    return sdk_server.key()
+
+
+@pytest.fixture(scope="session")
+def pro_key(sdk_server: UpServer) -> str:
+    r = httpx.post(
+        f"{sdk_server.base}/v1/admin/keys", json={"name": "sdk tests", "tier": "pro"}, headers={"X-Admin-Token": ADMIN}
+    )
+    r.raise_for_status()
+    key = str(r.json()["key"])
+    sdk_server.issued.append(key)
+    return key

@@ -1,0 +1,452 @@
+"""The Bus port's contract: behaviours every adapter shows, written once and run per adapter.
+
+In the manner of FastStream's own broker tests (``tests/brokers/base/``: one base test case, a
+subclass per broker): :class:`BusContract` holds the tests; ``test_bus_memory.py`` and
+``test_bus_kafka.py`` subclass it with a ``make_bus`` fixture that makes instances on one transport
+(peers of an in-process bus; buses of one group prefix on the real broker), as the replicas of a
+service share a broker. What one adapter cannot do by design is a capability flag
+(:attr:`BusContract.keeps_history`), and those tests are skipped for it, as FastStream does.
+
+Kafka's topics are shared by every test on the broker: each test uses symbols and rule ids of its
+own and looks only at those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tokenpulse_shared.bus import Bus, Delivery, RawMessage, TransientError
+from tokenpulse_shared.events import (
+    AlertCondition,
+    AlertRuleEvent,
+    DeadLetterEvent,
+    Event,
+    PriceEvent,
+    TickEvent,
+)
+from tokenpulse_shared.topics import ALERT_RULES, DEAD_LETTER, PRICES, TICKS
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+MakeBus = Callable[..., Bus]
+
+
+def symbol(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:8].upper()
+
+
+def price(sym: str, i: int) -> PriceEvent:
+    return PriceEvent(symbol=sym, ts=T0.replace(minute=i % 60, hour=i // 60 % 24), price=float(i + 1))
+
+
+def rule(rule_id: str | None = None) -> AlertRuleEvent:
+    return AlertRuleEvent(
+        rule_id=rule_id or f"r-{uuid.uuid4().hex[:12]}",
+        owner="o",
+        symbol="BTC",
+        condition=AlertCondition(kind="price_above", value=1.0),
+    )
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+def prices_of(sym: str, into: list[PriceEvent]) -> Callable[[list[Any]], Any]:
+    async def handler(events: list[Event]) -> None:
+        into.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == sym)
+
+    return handler
+
+
+def dead_letters_of(marker: str, into: list[DeadLetterEvent]) -> Callable[[list[Any]], Any]:
+    async def handler(events: list[Event]) -> None:
+        into.extend(e for e in events if isinstance(e, DeadLetterEvent) and (marker in e.payload or e.key == marker))
+
+    return handler
+
+
+class BusContract:
+    """The behaviours; a subclass provides ``make_bus`` (a fixture) and :meth:`quiet`."""
+
+    keeps_history: ClassVar[bool]
+    """The adapter keeps a log: a broadcast re-reads it at every start and :meth:`Bus.read_log` returns it."""
+
+    async def quiet(self, bus: Bus) -> None:
+        """Wait until anything still on its way to a handler has arrived (to assert that nothing more does)."""
+        raise NotImplementedError
+
+    def needs_history(self) -> None:
+        if not self.keeps_history:
+            pytest.skip("this adapter keeps no history by design (embedded mode rebuilds state from the store)")
+
+    # --- delivery guarantees ------------------------------------------------------------------------
+
+    async def test_per_key_order_and_no_loss(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        syms = [symbol("A"), symbol("B"), symbol("C")]
+        seen: dict[str, list[float]] = {s: [] for s in syms}
+
+        async def handler(events: list[Event]) -> None:
+            for e in events:
+                if isinstance(e, PriceEvent) and e.symbol in seen:
+                    seen[e.symbol].append(e.price)
+
+        bus.subscribe(PRICES, "order", handler, max_batch=7)
+        await bus.start()
+        for i in range(0, 300, 50):
+            await bus.publish(PRICES, [price(s, j) for j in range(i, i + 50) for s in syms])
+        await wait_for(lambda: all(len(v) >= 300 for v in seen.values()))
+        for s in syms:
+            assert seen[s] == [float(i + 1) for i in range(300)]
+
+    async def test_each_group_gets_every_event(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        sym = symbol("G")
+        got: dict[str, list[PriceEvent]] = {"a": [], "b": []}
+        for group, into in got.items():
+            bus.subscribe(PRICES, group, prices_of(sym, into))
+        await bus.start()
+        await bus.publish(PRICES, [price(sym, i) for i in range(50)])
+        await wait_for(lambda: all(len(v) >= 50 for v in got.values()))
+        await self.quiet(bus)
+        assert [len(v) for v in got.values()] == [50, 50]
+
+    async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
+        """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
+        bus = make_bus(retries=3)
+        sym = symbol("E")
+        calls = 0
+        handled: list[str] = []
+        dead: list[DeadLetterEvent] = []
+
+        async def fails_once(events: list[Event]) -> None:
+            nonlocal calls
+            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
+            if mine:
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a hiccup")
+            handled.extend(e.event_id for e in mine)
+
+        bus.subscribe(PRICES, "hiccup", fails_once)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
+        await bus.start()
+        events = [price(sym, i) for i in range(10)]
+        await bus.publish(PRICES, events)
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await self.quiet(bus)
+        assert calls >= 2 and sorted(handled) == sorted(e.event_id for e in events)
+        assert dead == []
+
+    async def test_a_transient_error_redelivers_the_batch_and_never_dead_letters_it(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        sym = symbol("T")
+        failures = 0
+        handled: list[str] = []
+        dead: list[DeadLetterEvent] = []
+
+        async def flaky(events: list[Event]) -> None:
+            nonlocal failures
+            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
+            if mine and failures < 3:
+                failures += 1
+                raise TransientError("store unavailable")
+            handled.extend(e.event_id for e in mine)
+
+        bus.subscribe(PRICES, "flaky", flaky)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
+        await bus.start()
+        events = [price(sym, i) for i in range(10)]
+        await bus.publish(PRICES, events)
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await self.quiet(bus)
+        assert failures == 3
+        assert sorted(handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
+        assert dead == []
+
+    async def test_a_transient_error_redelivers_only_the_failing_topic(self, make_bus: MakeBus) -> None:
+        """A group's subscriptions to two topics: the second one's handler fails transiently; only its
+        messages come again (on Kafka both topics share one consumer and often one fetched batch)."""
+        publisher, bus = make_bus(), make_bus()
+        sym = symbol("M")
+        prices_seen: list[str] = []
+        ticks_seen: list[str] = []
+        failures = 0
+
+        async def on_prices(events: list[Event]) -> None:
+            prices_seen.extend(e.event_id for e in events if isinstance(e, PriceEvent) and e.symbol == sym)
+
+        async def on_ticks(events: list[Event]) -> None:
+            nonlocal failures
+            mine = [e.event_id for e in events if isinstance(e, TickEvent) and e.symbol == sym]
+            if mine and failures < 2:
+                failures += 1
+                raise TransientError("downstream unavailable")
+            ticks_seen.extend(mine)
+
+        bus.subscribe(PRICES, "multi", on_prices)
+        bus.subscribe(TICKS, "multi", on_ticks)
+        prices = [price(sym, i) for i in range(20)]
+        ticks = [TickEvent(symbol=sym, source="test", ts=T0, price=float(i + 1), trade_id=str(i)) for i in range(20)]
+        await publisher.start()
+        await bus.start()
+        await publisher.publish(PRICES, prices)
+        await publisher.publish(TICKS, ticks)
+        await wait_for(lambda: len(set(ticks_seen)) == len(ticks) and len(set(prices_seen)) == len(prices))
+        await self.quiet(bus)
+        assert failures == 2
+        assert sorted(prices_seen) == sorted(e.event_id for e in prices)  # each once: not rewound with the ticks
+        assert sorted(ticks_seen) == sorted(e.event_id for e in ticks)
+
+    async def test_bad_messages_and_a_poison_event_are_dead_lettered_with_the_reason(self, make_bus: MakeBus) -> None:
+        bus = make_bus(retries=1)
+        sym = symbol("D")
+        good: list[PriceEvent] = []
+        dead: list[DeadLetterEvent] = []
+
+        async def picky(events: list[Event]) -> None:
+            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
+            if any(e.price == 3.0 for e in mine):
+                raise RuntimeError("cannot handle 3")
+            good.extend(mine)
+
+        bus.subscribe(PRICES, "victim", picky)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
+        await bus.start()
+        await bus.publish_raw(
+            PRICES,
+            [
+                RawMessage(f"not json {sym}".encode(), key=sym),
+                RawMessage(f'{{"symbol":"{sym}","ts":"2024-01-01T00:00:00Z","price":NaN}}'.encode(), key=sym),
+                RawMessage(f'{{"symbol":"{sym}","ts":"2024-01-01T00:00:00Z","price":-1}}'.encode(), key=sym),
+            ],
+        )
+        await bus.publish(PRICES, [price(sym, i) for i in range(5)])  # prices 1..5; 3 is poison
+        await wait_for(lambda: len(dead) >= 4 and len(good) >= 4)
+        await bus.publish(PRICES, [price(sym, 10)])  # the consumer goes on
+        await wait_for(lambda: 11.0 in [e.price for e in good])
+        await self.quiet(bus)
+        assert sorted(e.price for e in good) == [1.0, 2.0, 4.0, 5.0, 11.0]
+        reasons = sorted(d.reason for d in dead)
+        assert len(dead) == 4, reasons
+        assert sum("not JSON" in r for r in reasons) == 1
+        assert sum("schema validation failed" in r and "price" in r for r in reasons) == 2
+        poison = [d for d in dead if "cannot handle 3" in d.reason]
+        assert len(poison) == 1 and '"price":3.0' in poison[0].payload
+        assert all(d.topic == PRICES.name and d.key == sym and d.consumer == "victim" for d in dead)
+
+    async def test_a_tombstone_never_reaches_a_handler(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        r = rule()
+        handled: list[str] = []
+        dead: list[DeadLetterEvent] = []
+
+        async def rules(events: list[Event]) -> None:
+            handled.extend(e.event_id for e in events if isinstance(e, AlertRuleEvent) and e.rule_id == r.rule_id)
+
+        bus.subscribe(ALERT_RULES, "tombstones", rules)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(r.rule_id, dead))
+        await bus.start()
+        gone = AlertRuleEvent.model_validate(r.model_dump() | {"deleted": True, "event_id": uuid.uuid4().hex})
+        again = rule(r.rule_id)
+        await bus.publish(ALERT_RULES, [r, gone])
+        await bus.publish_tombstone(ALERT_RULES, r.rule_id)
+        await bus.publish(ALERT_RULES, [again])
+        await wait_for(lambda: again.event_id in handled)
+        await self.quiet(bus)
+        assert handled == [r.event_id, gone.event_id, again.event_id]
+        assert dead == []
+
+    async def test_the_trace_continues_from_publisher_to_handler(self, make_bus: MakeBus) -> None:
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        bus = make_bus(tracer_provider=provider)
+        sym = symbol("TC")
+        got: list[PriceEvent] = []
+        # from the topic's end on: a traced message deep in a backlog batch may be neither parent nor link
+        bus.subscribe(PRICES, "traced", prices_of(sym, got), delivery=Delivery.TAIL)
+        await bus.start()
+        with provider.get_tracer("test").start_as_current_span("origin") as origin:
+            await bus.publish(PRICES, [price(sym, 0)])
+            trace_id = origin.get_span_context().trace_id
+        await wait_for(lambda: bool(got))
+        await self.quiet(bus)
+        spans = exporter.get_finished_spans()
+        publish = [s for s in spans if s.context.trace_id == trace_id and s.name == f"{PRICES.name} publish"]
+        assert publish and publish[0].kind.name == "PRODUCER"
+        # the handler's span continues the message's trace: as its child when the message opens the batch,
+        # through a span link otherwise (OpenTelemetry's messaging conventions for batches)
+        related = [
+            s
+            for s in spans
+            if s.name == f"{PRICES.name} process"
+            and (s.context.trace_id == trace_id or any(link.context.trace_id == trace_id for link in s.links))
+        ]
+        assert related and related[0].kind.name == "CONSUMER"
+
+    # --- deliveries -----------------------------------------------------------------------------------
+
+    async def test_shared_splits_a_topic_across_the_instances_of_a_group(self, make_bus: MakeBus) -> None:
+        """Each message to one instance of the group; a key always to the same one; both get a share."""
+        one, two = make_bus(), make_bus()
+        sym = symbol("S")
+        seen: dict[int, list[PriceEvent]] = {1: [], 2: []}
+
+        def of_run(n: int) -> Callable[[list[Any]], Any]:
+            async def handler(events: list[Event]) -> None:
+                seen[n].extend(e for e in events if isinstance(e, PriceEvent) and e.symbol.startswith(sym))
+
+            return handler
+
+        one.subscribe(PRICES, "split", of_run(1))
+        two.subscribe(PRICES, "split", of_run(2))
+        await one.start()
+        await two.start()
+        # until both hold partitions (on Kafka the second member's join rebalances the group)
+        warm = 0
+        while not (seen[1] and seen[2]):
+            assert warm < 60, "the group never shared the topic out"
+            await one.publish(PRICES, [price(f"{sym}W{k}", warm) for k in range(30)])
+            warm += 1
+            await asyncio.sleep(0.5)
+        await self.quiet(one)
+        seen[1].clear()
+        seen[2].clear()
+        events = [price(f"{sym}K{k}", i) for i in range(5) for k in range(40)]
+        await one.publish(PRICES, events)
+        await wait_for(lambda: len(seen[1]) + len(seen[2]) >= len(events))
+        await self.quiet(one)
+        ids = [e.event_id for e in seen[1] + seen[2]]
+        assert sorted(ids) == sorted(e.event_id for e in events)  # each exactly once
+        keys = [{e.symbol for e in seen[n]} for n in (1, 2)]
+        assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+    async def test_broadcast_gives_every_instance_every_message(self, make_bus: MakeBus) -> None:
+        one, two = make_bus(), make_bus()
+        r = rule()
+        seen: dict[int, list[str]] = {1: [], 2: []}
+        for n, bus in ((1, one), (2, two)):
+
+            async def rules(events: list[Event], into: list[str] = seen[n]) -> None:
+                into.extend(e.rule_id for e in events if isinstance(e, AlertRuleEvent))
+
+            bus.subscribe(ALERT_RULES, "rules", rules, delivery=Delivery.BROADCAST)
+        await one.start()
+        await two.start()
+        await one.publish(ALERT_RULES, [r])
+        await wait_for(lambda: r.rule_id in seen[1] and r.rule_id in seen[2])
+
+    async def test_broadcast_rereads_the_whole_topic_at_every_start(self, make_bus: MakeBus) -> None:
+        self.needs_history()
+        r = rule()
+        publisher = make_bus()
+        await publisher.start()
+        await publisher.publish(ALERT_RULES, [r])
+        for _ in range(2):  # a start, then a restart: both read what was published before them
+            bus = make_bus()
+            seen: list[str] = []
+
+            async def rules(events: list[Event], seen: list[str] = seen) -> None:
+                seen.extend(e.rule_id for e in events if isinstance(e, AlertRuleEvent))
+
+            bus.subscribe(ALERT_RULES, "rules", rules, delivery=Delivery.BROADCAST)
+            await bus.start()
+            await wait_for(lambda seen=seen: r.rule_id in seen)
+            await bus.stop()
+
+    async def test_tail_receives_only_what_is_published_after_its_start(self, make_bus: MakeBus) -> None:
+        publisher = make_bus()
+        sym = symbol("TL")
+        await publisher.start()
+        await publisher.publish(PRICES, [price(sym, 0)])  # before any tail instance runs
+        for run in (1, 2):  # a restart reads none of the history either (the first run's price included)
+            seen: list[PriceEvent] = []
+            bus = make_bus()
+            bus.subscribe(PRICES, "live", prices_of(sym, seen), delivery=Delivery.TAIL)
+            await bus.start()
+            await publisher.publish(PRICES, [price(sym, run)])
+            await wait_for(lambda seen=seen: bool(seen))
+            await self.quiet(bus)
+            assert [e.price for e in seen] == [float(run + 1)]
+            await bus.stop()
+
+    async def test_tail_others_leaves_out_what_its_own_instance_published(self, make_bus: MakeBus) -> None:
+        me, other = make_bus(), make_bus()
+        sym = symbol("O")
+        seen: list[PriceEvent] = []
+        me.subscribe(PRICES, "others", prices_of(sym, seen), delivery=Delivery.TAIL_OTHERS)
+        await me.start()
+        await other.start()
+        for mine, theirs in ((0, 1), (2, 3)):
+            await me.publish(PRICES, [price(sym, mine)])
+            await other.publish(PRICES, [price(sym, theirs)])
+        await wait_for(lambda: len(seen) >= 2)
+        await self.quiet(me)
+        assert [e.price for e in seen] == [2.0, 4.0]
+
+    def test_finish_batch_on_rebalance_is_for_shared_groups_only(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        with pytest.raises(ValueError, match="SHARED"):
+            bus.subscribe(PRICES, "g", prices_of("X", []), delivery=Delivery.TAIL, finish_batch_on_rebalance=True)
+
+    # --- the log --------------------------------------------------------------------------------------
+
+    async def test_read_log_returns_the_valid_events_up_to_the_end(self, make_bus: MakeBus) -> None:
+        self.needs_history()
+        bus = make_bus()
+        await bus.start()
+        r = rule()
+        gone = AlertRuleEvent.model_validate(r.model_dump() | {"deleted": True, "event_id": uuid.uuid4().hex})
+        await bus.publish(ALERT_RULES, [r, gone])
+        await bus.publish_tombstone(ALERT_RULES, r.rule_id)
+        await bus.publish_raw(ALERT_RULES, [RawMessage(b"garbage", key=r.rule_id)])
+        mine = [e for e in await bus.read_log(ALERT_RULES) if getattr(e, "rule_id", "") == r.rule_id]
+        assert [(e.event_id, e.deleted) for e in mine] == [(r.event_id, False), (gone.event_id, True)]  # type: ignore[attr-defined]
+
+    async def test_read_log_since_a_time(self, make_bus: MakeBus) -> None:
+        self.needs_history()
+        bus = make_bus()
+        await bus.start()
+        early, late = rule(), rule()
+        await bus.publish(ALERT_RULES, [early])
+        await asyncio.sleep(0.05)
+        since_ms = int(datetime.now(UTC).timestamp() * 1000)
+        await asyncio.sleep(0.05)
+        await bus.publish(ALERT_RULES, [late])
+        ids = {getattr(e, "rule_id", "") for e in await bus.read_log(ALERT_RULES, since_ms=since_ms)}
+        assert late.rule_id in ids and early.rule_id not in ids
+        assert await bus.read_log(ALERT_RULES, since_ms=since_ms + 3_600_000) == []
+
+    async def test_read_log_until_what_a_group_committed(self, make_bus: MakeBus) -> None:
+        """What a service had fully processed: a restarted service rebuilds up to there, then consumes on."""
+        self.needs_history()
+        bus = make_bus()
+        handled: list[str] = []
+        done, later = [rule(), rule()], rule()
+        wanted = {r.rule_id for r in done}
+
+        async def rules(events: list[Event]) -> None:
+            handled.extend(e.rule_id for e in events if isinstance(e, AlertRuleEvent) and e.rule_id in wanted)
+
+        bus.subscribe(ALERT_RULES, "keeper", rules)
+        await bus.start()
+        await bus.publish(ALERT_RULES, done)
+        await wait_for(lambda: len(handled) == 2)
+        await bus.stop_consuming()  # its offsets committed; it consumes no more
+        await bus.publish(ALERT_RULES, [later])
+        ids = [getattr(e, "rule_id", "") for e in await bus.read_log(ALERT_RULES, until_group="keeper")]
+        assert sorted(i for i in ids if i in wanted) == sorted(wanted) and later.rule_id not in ids
+        assert later.rule_id in {getattr(e, "rule_id", "") for e in await bus.read_log(ALERT_RULES)}
