@@ -70,7 +70,9 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(symbols=SYMBOLS, live_feed="off", free_limit_per_minute=10_000)
+    settings = Settings(
+        runtime={"symbols": SYMBOLS}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 10_000}
+    )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway, scoring = GatewayService(), ScoringService()
@@ -84,8 +86,8 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     bus.subscribe(MARKET_STATE, "test-market-state", collect)
     await bus.start()
     await scoring.start(ctx)
-    await publish_history(bus, plan(settings.bundle_dir, SYMBOLS, [Interval.D1]))
-    await publish_marketcaps(bus, settings.bundle_dir, SYMBOLS)
+    await publish_history(bus, plan(settings.runtime.bundle_dir, SYMBOLS, [Interval.D1]))
+    await publish_marketcaps(bus, settings.runtime.bundle_dir, SYMBOLS)
     await bus.drain()
     assert gateway.app is not None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
