@@ -29,9 +29,12 @@ TOOLS = {
     "get_levels",
     "get_prediction",
     "get_cycles",
+    "get_quant",
+    "get_market_state",
+    "get_report",
     "create_alert",
     "list_alerts",
-}  # get_quant joins them once GET /v1/quant/{symbol} exists
+}
 
 
 @asynccontextmanager
@@ -112,6 +115,9 @@ async def test_analytics_and_alert_tools_give_the_numbers_rest_gives(sdk_server:
         levels = await call(session, "get_levels", symbol="BTC")
         prediction = await call(session, "get_prediction", symbol="ETH")
         cycles = await call(session, "get_cycles")
+        quant = await call(session, "get_quant", symbol="ETH", window="30d")
+        market = await call(session, "get_market_state")
+        report = await call(session, "get_report", symbol="ETH")
         created = await call(
             session, "create_alert", symbol="ETH", condition={"kind": "price_below", "value": 10}, name="crash"
         )
@@ -127,6 +133,13 @@ async def test_analytics_and_alert_tools_give_the_numbers_rest_gives(sdk_server:
     assert [s["btc_price_target_usd"] for s in cycles["scenarios"]] == [
         s["btc_price_target"] for s in rest_cycles["projection"]["scenarios"]
     ]
+    rest_quant = rest(sdk_server, free_key, "/v1/quant/ETH", window="30d")
+    assert quant["sharpe"] == rest_quant["sharpe"] and quant["volatility_annual_pct"] == pytest.approx(
+        rest_quant["volatility"] * 100
+    )
+    rest_market = rest(sdk_server, free_key, "/v1/market")
+    assert (market["state"], market["score_0_100"]) == (rest_market["state"], rest_market["score"])
+    assert report["markdown"].startswith("# ETH") and "## Quant metrics" in report["markdown"]
     rules = rest(sdk_server, free_key, "/v1/alerts", symbol="ETH")["data"]
     assert created["id"] in [r["id"] for r in rules]
     assert created["condition"] == next(r["description"] for r in rules if r["id"] == created["id"])

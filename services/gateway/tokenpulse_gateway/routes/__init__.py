@@ -10,7 +10,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokenpulse_gateway.routes import alerts, analytics, cycles, history, keys, ops, predictions, stream, tokens, usage
+from tokenpulse_gateway.routes import (
+    alerts,
+    analytics,
+    cycles,
+    history,
+    indices,
+    keys,
+    market,
+    ops,
+    predictions,
+    quant,
+    reports,
+    scenarios,
+    stream,
+    tokens,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
@@ -19,6 +35,11 @@ ROUTERS: tuple[APIRouter, ...] = (
     history.router,
     analytics.router,
     cycles.router,
+    quant.router,
+    market.router,
+    indices.router,
+    scenarios.router,
+    reports.router,
     keys.admin,
     usage.router,
     stream.router,
