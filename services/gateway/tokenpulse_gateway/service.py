@@ -28,7 +28,9 @@ class GatewayService:
             self.writer.on_stored.append(self.app.state.live.on_stored)
 
     async def start(self, ctx: Context) -> None:
-        return None
+        assert self.app is not None
+        await self.app.state.mcp.start()  # /mcp's session manager lives as long as the service
 
     async def stop(self) -> None:
-        return None
+        if self.app is not None:
+            await self.app.state.mcp.stop()

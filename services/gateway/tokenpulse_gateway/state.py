@@ -20,6 +20,7 @@ from tokenpulse_gateway.caches import Caches, KnownSymbols, PageCache, StoredPre
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter
 from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.mcp import McpTools
 from tokenpulse_gateway.queries import Queries
 from tokenpulse_gateway.tiers import Tiers
 from tokenpulse_gateway.writer import StoreWriter
@@ -50,6 +51,7 @@ class GatewayState(State):
     caches: Caches
     halvings: list[Halving]
     rule_locks: KeyLocks
+    mcp: McpTools
     writer: StoreWriter | None
     """the store writer when this process persists the topics (set by the service)"""
 
@@ -71,6 +73,7 @@ def build_state(ctx: Context) -> GatewayState:
     state.caches = Caches(pages, TokenDetails(live.sync_every_s), StoredPredictions(live.sync_every_s))
     state.halvings = load_halvings(s.bundle_dir / "btc_cycles.json")
     state.rule_locks = KeyLocks()
+    state.mcp = McpTools(s.max_body_bytes)
     state.writer = None
     return state
 

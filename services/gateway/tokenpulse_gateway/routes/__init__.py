@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokenpulse_gateway.routes import alerts, analytics, cycles, history, keys, ops, predictions, stream, tokens, usage
+from tokenpulse_gateway.routes import (
+    alerts,
+    analytics,
+    cycles,
+    history,
+    keys,
+    mcp,
+    ops,
+    predictions,
+    stream,
+    tokens,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
@@ -24,4 +36,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     alerts.router,
     predictions.router,
+    mcp.router,
 )
