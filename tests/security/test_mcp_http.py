@@ -82,6 +82,27 @@ def test_a_key_is_required_as_for_the_api(mcp_up: UpServer) -> None:
     assert bearer.headers["X-RateLimit-Limit"] == str(MINUTE_LIMIT)  # the MCP request itself was counted
 
 
+def test_single_exchange_requests_pass_the_same_guard(mcp_up: UpServer) -> None:
+    """MCP 2026-07-28 requests (no handshake, the version in a header) reach the tools by another path of the
+    SDK: the key is required there too, and the tools call the API as the caller."""
+    key, version = mcp_up.key(), "2026-07-28"
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": version,
+        "io.modelcontextprotocol/clientInfo": {"name": "tests", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    call = message("tools/call", {"name": "get_token", "arguments": {"symbol": "ETH"}, "_meta": meta})
+    headers = {"Mcp-Protocol-Version": version, "Mcp-Method": "tools/call", "Mcp-Name": "get_token"}
+    with httpx.Client(base_url=mcp_up.base, timeout=30) as client:
+        missing = rpc(client, None, call, **headers)
+        answered = rpc(client, key, call, **headers)
+        used = client.get("/v1/usage", headers={"X-API-Key": key}).json()["usage"]["minute"]["used"]
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["result"]["structuredContent"]["symbol"] == "ETH"
+    assert used == 3  # the MCP request, the REST request of its tool, this usage request
+
+
 def test_wrong_keys_spend_the_addresss_allowance(up_server: Callable[..., UpServer]) -> None:
     up = up_server(TOKENPULSE_AUTH_FAILURES_PER_MINUTE="3")
     good = up.key()

@@ -14,8 +14,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
-from tokenpulse_client import AsyncClient
-from tokenpulse_client._core import NO_RETRY
+from tokenpulse_client import NO_RETRY, AsyncClient
 
 from tokenpulse_gateway.bodies import check_body
 from tokenpulse_gateway.deps import request_key, require_key
@@ -50,35 +49,26 @@ class McpEndpoint:
         try:
             body = await request.body()
             check_body(body)
-            async with self._caller(scope, request) as client:
+            async with self._http(scope) as http:
+                # no retries: an agent is told how long to wait rather than kept waiting on the server
+                client = AsyncClient(
+                    INTERNAL_BASE, request_key(request), retry=NO_RETRY, etag_cache_size=0, http_client=http
+                )
                 await state.mcp.serve(client, scope, _replay(body, receive), send)
         finally:
             state.mcp.release(key.key_id)
 
     @staticmethod
-    def _caller(scope: Scope, request: Request) -> AsyncClient:
-        """The SDK client of this request: the app itself as the transport, the caller's key, address and
-        request id; no retries (an agent is told the wait rather than kept waiting on the server)."""
+    def _http(scope: Scope) -> httpx.AsyncClient:
+        """The in-process HTTP client of this request: the app itself as the transport, the caller's address
+        and request id."""
         peer = scope.get("client") or ("127.0.0.1", 0)
-        transport = httpx.ASGITransport(app=scope["app"], client=(peer[0], peer[1]))
-        http = httpx.AsyncClient(
+        return httpx.AsyncClient(
             base_url=INTERNAL_BASE,
-            transport=transport,
+            transport=httpx.ASGITransport(app=scope["app"], client=(peer[0], peer[1])),
             trust_env=False,
             headers={"X-Request-ID": scope.get("state", {}).get("request_id", "")},
         )
-        return _OwningClient(http, request_key(request) or "")
-
-
-class _OwningClient(AsyncClient):
-    """An :class:`AsyncClient` that closes the HTTP client it was given when it is closed."""
-
-    def __init__(self, http: httpx.AsyncClient, key: str) -> None:
-        super().__init__(INTERNAL_BASE, key, retry=NO_RETRY, etag_cache_size=0, http_client=http)
-        self._given = http
-
-    async def aclose(self) -> None:
-        await self._given.aclose()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
