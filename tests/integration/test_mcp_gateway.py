@@ -48,7 +48,7 @@ class HeldTools:
 async def service(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[GatewayService]:
     store = await Store(f"chdb://{tmp_path_factory.mktemp('mcp') / 'ch'}").open()
     gateway = GatewayService()
-    settings = Settings(symbols=["BTC"], live_feed="off", key_issue_per_hour=1000)
+    settings = Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}, gateway={"key_issue_per_hour": 1000})
     gateway.register(Context(settings=settings, bus=InMemoryBus(), store=store, embedded=True))
     yield gateway
     await gateway.stop()

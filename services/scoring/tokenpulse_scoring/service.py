@@ -45,7 +45,7 @@ from tokenpulse_shared.events import (
     trusted,
     utcnow,
 )
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
 from tokenpulse_scoring.forecast.live import Forecaster
@@ -128,6 +128,7 @@ class Update:
 
 class ScoringService:
     name = "scoring"
+    store_access = StoreAccess.WARM_UP  # rebuilds its state from stored candles when a server is configured
 
     def __init__(self) -> None:
         self.ctx: Context | None = None
@@ -140,14 +141,17 @@ class ScoringService:
         self._lock = asyncio.Lock()
         self.forecaster: Forecaster | None = None
 
+    def http_app(self) -> ASGIApp | None:
+        return None
+
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        if ctx.settings.predictions:
+        if ctx.settings.scoring.predictions:
             self.forecaster = Forecaster(
                 self.daily_bars,
                 self.daily_symbols,
-                default_root(ctx.settings.data_dir),
-                ctx.settings.predictions_retrain_hours,
+                default_root(ctx.settings.store.data_dir),
+                ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
