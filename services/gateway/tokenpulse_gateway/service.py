@@ -40,8 +40,12 @@ class GatewayService:
             self.writer.on_stored.append(self.market_watch.on_stored)
 
     async def start(self, ctx: Context) -> None:
+        assert self.app is not None
+        await self.app.state.mcp.start()  # /mcp's session manager lives as long as the service
         self.ready.set()
 
     async def stop(self) -> None:
         if self.market_watch is not None:
             await self.market_watch.stop()
+        if self.app is not None:
+            await self.app.state.mcp.stop()

@@ -18,6 +18,7 @@ from tokenpulse_gateway.routes import (
     indices,
     keys,
     market,
+    mcp,
     ops,
     predictions,
     quant,
@@ -45,4 +46,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     stream.router,
     alerts.router,
     predictions.router,
+    mcp.router,
 )
