@@ -2,7 +2,8 @@
 
 :class:`Settings` composes the sections: the common ones (``runtime``, ``bus``, ``store``,
 ``telemetry``, ``http``), one per service (``ingest``, ``scoring``, ``alerts``, ``gateway``) and one
-per data source (``binance``, ``coinbase``, ``kraken``, ``marketcap``). Every section is a
+per data source (``binance``, ``coinbase``, ``kraken``, ``okx``, ``bybit``, ``coinbase_advanced``, ``ccxt``,
+``marketcap``). Every section is a
 pydantic-settings class with an ``env_prefix``: a field's variable is the prefix plus its name in
 upper case (``settings.gateway.max_body_bytes`` is ``TOKENPULSE_MAX_BODY_BYTES``,
 ``settings.binance.ws_url`` is ``TOKENPULSE_BINANCE_WS_URL``), so the names stay the public ones
@@ -443,6 +444,59 @@ class KrakenSettings(VenueSettings):
     requests_per_s: float = Field(0.5, gt=0, description="REST requests per second (public endpoints allow about 1/s).")
 
 
+class OkxSettings(VenueSettings):
+    """OKX spot: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}OKX_")
+
+    ws_url: str = Field("wss://ws.okx.com:8443/ws/v5/public", description="WebSocket (v5 public channels).")
+    rest_url: str = Field("https://www.okx.com", description="REST base URL (gap backfill).")
+    requests_per_s: float = Field(
+        5.0, gt=0, description="REST requests per second (history-candles allows 20 per 2 s per IP)."
+    )
+
+
+class BybitSettings(VenueSettings):
+    """Bybit spot: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}BYBIT_")
+
+    ws_url: str = Field("wss://stream.bybit.com/v5/public/spot", description="WebSocket (v5 public, spot).")
+    rest_url: str = Field("https://api.bybit.com", description="REST base URL (gap backfill).")
+    requests_per_s: float = Field(5.0, gt=0, description="REST requests per second (the IP limit is 600 per 5 s).")
+
+
+class CoinbaseAdvancedSettings(VenueSettings):
+    """Coinbase Advanced Trade: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}COINBASE_ADVANCED_")
+
+    ws_url: str = Field("wss://advanced-trade-ws.coinbase.com", description="WebSocket (public market data).")
+    rest_url: str = Field(
+        "https://api.coinbase.com/api/v3/brokerage", description="REST base URL (public market endpoints)."
+    )
+    requests_per_s: float = Field(5.0, gt=0, description="REST requests per second (public limit 10/s per IP).")
+
+
+class CcxtSettings(Section):
+    """Any exchange ccxt knows (``ccxt:<id>`` in TOKENPULSE_FEED_EXCHANGES): history and live trades (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}CCXT_")
+
+    poll_s: float = Field(
+        2.0, gt=0, description="Seconds between `fetch_trades` polls, for exchanges without `watch_trades`."
+    )
+    quote: str = Field("USDT", pattern=r"^[A-Z0-9]{2,10}$", description="Quote currency of the default pairs.")
+    api_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="ccxt `urls['api']` overrides (JSON, e.g. a mirror or a test server); empty: ccxt's own.",
+    )
+    ws_urls: dict[str, str] = Field(
+        default_factory=dict, description="ccxt.pro WebSocket URL overrides (JSON); empty: ccxt's own."
+    )
+    watch: bool = Field(True, description="Use ccxt.pro `watch_trades` where the exchange has it; false: poll.")
+
+
 class MarketCapSettings(Section):
     """Market caps from a CoinGecko-compatible API (ingest): per token, total market, BTC dominance."""
 
@@ -485,6 +539,10 @@ class Settings(BaseModel):
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
     coinbase: CoinbaseSettings = Field(default_factory=CoinbaseSettings)
     kraken: KrakenSettings = Field(default_factory=KrakenSettings)
+    okx: OkxSettings = Field(default_factory=OkxSettings)
+    bybit: BybitSettings = Field(default_factory=BybitSettings)
+    coinbase_advanced: CoinbaseAdvancedSettings = Field(default_factory=CoinbaseAdvancedSettings)
+    ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     marketcap: MarketCapSettings = Field(default_factory=MarketCapSettings)
 
     @model_validator(mode="after")
