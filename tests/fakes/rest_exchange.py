@@ -1,4 +1,5 @@
-"""A fake exchange REST API on loopback: Binance klines, Coinbase candles and Kraken OHLC in each
+"""A fake exchange REST API on loopback: Binance klines, Coinbase candles, Kraken OHLC, OKX
+history-candles (https://www.okx.com/docs-v5/en/#public-data-rest-api-get-candlesticks-history) in each
 exchange's own format, served from the real bundled BTC 1-minute history (Binance BTCUSDT,
 Dec 2024, rolled up to the coarser intervals), with scripted faults.
 
@@ -31,6 +32,8 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE
 ONE_MINUTE_FILE = next(s for s in BUNDLE if s.interval is Interval.M1)
 BINANCE_INTERVALS = {i.value: i for i in Interval}
 COINBASE_GRANULARITY = {60: Interval.M1, 300: Interval.M5, 900: Interval.M15, 3600: Interval.H1, 86400: Interval.D1}
+OKX_BAR = {"1m": Interval.M1, "5m": Interval.M5, "15m": Interval.M15, "1H": Interval.H1, "4H": Interval.H4}
+OKX_BAR["1Dutc"] = Interval.D1
 KRAKEN_INTERVAL = {
     1: Interval.M1,
     5: Interval.M5,
@@ -108,6 +111,8 @@ class FakeExchange:
             return None
         if kind == "kraken-rate":
             return JSONResponse({"error": ["EGeneral:Too many requests"]})
+        if kind == "okx-rate":
+            return JSONResponse({"code": "50011", "msg": "Too Many Requests", "data": []})
         raise ValueError(f"unknown fault {fault}")
 
     def _log(self, request: Request, status: int) -> None:
@@ -188,6 +193,28 @@ class FakeExchange:
         last = rows[-2][0] if len(rows) >= 2 else since_ms // 1000
         return JSONResponse({"error": [], "result": {"XXBTZUSD": rows, "last": last}})
 
+    async def okx(self, request: Request) -> Response:
+        response = await self._fault(request) or self._okx(request)
+        self._log(request, response.status_code)
+        return response
+
+    def _okx(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("instId") != "BTC-USDT":
+            return JSONResponse({"code": "51001", "msg": "Instrument ID does not exist", "data": []})
+        interval = OKX_BAR.get(q.get("bar", "1m"))
+        if interval is None:
+            return JSONResponse({"code": "51000", "msg": "Parameter bar error", "data": []})
+        older_than = int(q.get("after", 2**62))
+        newer_than = int(q.get("before", -1))
+        limit = min(int(q.get("limit", 100)), 100)
+        bars = self._slice(interval, newer_than + 1, older_than)[-limit:]
+        rows = [
+            [str(b.ts_ms), f"{b.open}", f"{b.high}", f"{b.low}", f"{b.close}", f"{b.volume}", "0", "0", "1"]
+            for b in reversed(bars)
+        ]  # newest first
+        return JSONResponse({"code": "0", "msg": "", "data": rows})
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -195,5 +222,6 @@ class FakeExchange:
                 Route("/api/v3/klines", self.binance),
                 Route("/products/{product}/candles", self.coinbase),
                 Route("/0/public/OHLC", self.kraken),
+                Route("/api/v5/market/history-candles", self.okx),
             ]
         )

@@ -75,7 +75,8 @@ async def test_trades_are_normalised_with_exchange_time_side_and_quote(any_rig: 
     r = any_rig
     sent = await r.fake.emit(3)
     await wait_for(lambda: len(r.ticks) == len(sent), what="ticks")
-    quote = "USDT" if r.fake.kind == "binance" else "USD"
+    spec = VENUES[r.fake.kind]
+    quote = quote_of(spec.name, spec.default_pair("BTC"))
     by_key = {(t.symbol, int(t.trade_id or 0)): t for t in r.ticks}
     for s in sent:
         tick = by_key[(s.symbol, s.trade_id)]
@@ -159,7 +160,7 @@ async def test_garbage_frames_are_counted_and_skipped_and_the_connector_survives
     assert r.fake.connections == 1 and r.conn.health.reconnects == 0 and r.conn.health.connected
 
 
-@pytest.mark.parametrize("kind", ["binance", "coinbase", "kraken"])
+@pytest.mark.parametrize("kind", ["binance", "coinbase", "kraken", "okx"])
 async def test_a_trade_id_jump_calls_on_gap_with_the_missing_window(kind: str) -> None:
     r = await rig(kind)
     task = asyncio.create_task(r.conn.run())
@@ -201,7 +202,7 @@ async def test_coinbase_heartbeat_reveals_missed_trades_without_a_later_trade() 
         await r.fake.stop()
 
 
-@pytest.mark.parametrize("kind", ["coinbase", "kraken"])
+@pytest.mark.parametrize("kind", ["coinbase", "kraken", "okx"])
 async def test_a_silent_stall_is_detected_and_the_connector_reconnects(kind: str) -> None:
     r = await rig(kind, heartbeat_s=0.1, stall_s=3.0)
     task = asyncio.create_task(r.conn.run())

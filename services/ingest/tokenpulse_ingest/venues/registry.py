@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tokenpulse_shared.settings import Settings
 
-from tokenpulse_ingest.venues import binance, coinbase, kraken
+from tokenpulse_ingest.venues import binance, coinbase, kraken, okx
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
 from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
 
@@ -18,6 +18,7 @@ VENUES: dict[str, AnyVenue] = {
     binance.VENUE.name: binance.VENUE,
     coinbase.VENUE.name: coinbase.VENUE,
     kraken.VENUE.name: kraken.VENUE,
+    okx.VENUE.name: okx.VENUE,
 }
 
 
