@@ -44,6 +44,7 @@ from tokenpulse_shared.settings import REPO_ROOT
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from tests.fakes.venues import Dialect, Trade
+from tests.fakes.venues.bybit import Bybit
 from tests.fakes.venues.okx import Okx
 
 SAMPLES = REPO_ROOT / "data" / "exchange-samples"
@@ -52,7 +53,7 @@ RECORDINGS = {
     "coinbase": ["COINBASE.ws.28.0.trades"],
     "kraken": ["KRAKEN.ws.48.0"],
 }
-DIALECTS: dict[str, Dialect] = {d.kind: d for d in (Okx(),)}
+DIALECTS: dict[str, Dialect] = {d.kind: d for d in (Okx(), Bybit())}
 
 
 def received_frames(path: Path) -> list[str]:

@@ -1,5 +1,6 @@
 """A fake exchange REST API on loopback: Binance klines, Coinbase candles, Kraken OHLC, OKX
-history-candles (https://www.okx.com/docs-v5/en/#public-data-rest-api-get-candlesticks-history) in each
+history-candles (https://www.okx.com/docs-v5/en/#public-data-rest-api-get-candlesticks-history), Bybit
+v5 kline (https://bybit-exchange.github.io/docs/v5/market/kline) in each
 exchange's own format, served from the real bundled BTC 1-minute history (Binance BTCUSDT,
 Dec 2024, rolled up to the coarser intervals), with scripted faults.
 
@@ -34,6 +35,8 @@ BINANCE_INTERVALS = {i.value: i for i in Interval}
 COINBASE_GRANULARITY = {60: Interval.M1, 300: Interval.M5, 900: Interval.M15, 3600: Interval.H1, 86400: Interval.D1}
 OKX_BAR = {"1m": Interval.M1, "5m": Interval.M5, "15m": Interval.M15, "1H": Interval.H1, "4H": Interval.H4}
 OKX_BAR["1Dutc"] = Interval.D1
+BYBIT_INTERVAL = {"1": Interval.M1, "5": Interval.M5, "15": Interval.M15, "60": Interval.H1, "240": Interval.H4}
+BYBIT_INTERVAL["D"] = Interval.D1
 KRAKEN_INTERVAL = {
     1: Interval.M1,
     5: Interval.M5,
@@ -111,6 +114,8 @@ class FakeExchange:
             return None
         if kind == "kraken-rate":
             return JSONResponse({"error": ["EGeneral:Too many requests"]})
+        if kind == "bybit-rate":
+            return JSONResponse({"retCode": 10006, "retMsg": "Too many visits!", "result": {}})
         if kind == "okx-rate":
             return JSONResponse({"code": "50011", "msg": "Too Many Requests", "data": []})
         raise ValueError(f"unknown fault {fault}")
@@ -215,6 +220,24 @@ class FakeExchange:
         ]  # newest first
         return JSONResponse({"code": "0", "msg": "", "data": rows})
 
+    async def bybit(self, request: Request) -> Response:
+        response = await self._fault(request) or self._bybit(request)
+        self._log(request, response.status_code)
+        return response
+
+    def _bybit(self, request: Request) -> Response:
+        q = request.query_params
+        if q.get("category") != "spot" or q.get("symbol") != "BTCUSDT":
+            return JSONResponse({"retCode": 10001, "retMsg": "Not supported symbols", "result": {}})
+        interval = BYBIT_INTERVAL.get(q.get("interval", ""))
+        if interval is None:
+            return JSONResponse({"retCode": 10001, "retMsg": "Invalid period!", "result": {}})
+        limit = min(int(q.get("limit", 200)), 1000)
+        bars = self._slice(interval, int(q.get("start", 0)), int(q.get("end", 2**62)) + 1)[-limit:]
+        rows = [[str(b.ts_ms), f"{b.open}", f"{b.high}", f"{b.low}", f"{b.close}", f"{b.volume}", "0"] for b in bars]
+        result = {"symbol": "BTCUSDT", "category": "spot", "list": rows[::-1]}  # newest first
+        return JSONResponse({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 0})
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -223,5 +246,6 @@ class FakeExchange:
                 Route("/products/{product}/candles", self.coinbase),
                 Route("/0/public/OHLC", self.kraken),
                 Route("/api/v5/market/history-candles", self.okx),
+                Route("/v5/market/kline", self.bybit),
             ]
         )

@@ -202,7 +202,7 @@ async def test_coinbase_heartbeat_reveals_missed_trades_without_a_later_trade() 
         await r.fake.stop()
 
 
-@pytest.mark.parametrize("kind", ["coinbase", "kraken", "okx"])
+@pytest.mark.parametrize("kind", ["coinbase", "kraken", "okx", "bybit"])
 async def test_a_silent_stall_is_detected_and_the_connector_reconnects(kind: str) -> None:
     r = await rig(kind, heartbeat_s=0.1, stall_s=3.0)
     task = asyncio.create_task(r.conn.run())

@@ -258,3 +258,15 @@ async def test_okx_pages_of_100_back_in_time_and_its_rate_limit_answer_is_retrie
     assert len(pages) == 5 + 1 + 1 + 1  # 1m in pages of 100, 4H, 1Dutc, and the rate-limited answer (HTTP 200)
     assert {h.params["bar"] for h in pages} == {"1m", "4H", "1Dutc"}
     assert backfiller.exchanges["okx"].client.stats.retries == 1
+
+
+async def test_bybit_pages_of_1000_back_in_time_and_its_rate_limit_answer_is_retried(fake, exchange) -> None:
+    exchange.script(("bybit-rate",))
+    intervals = [Interval.M1, Interval.H4, Interval.D1]
+    got, backfiller = await run_backfill(fake[1], "bybit", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    minutes = [h for h in exchange.requests("/v5/market/kline") if h.params["interval"] == "1"]
+    assert len(expected(Interval.M1, SINCE, UNTIL)) == 3083
+    assert len(minutes) == 4 + 1  # four pages of at most 1,000, and the rate-limited answer (HTTP 200)
+    assert backfiller.exchanges["bybit"].client.stats.retries == 1

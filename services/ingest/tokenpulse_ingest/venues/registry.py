@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tokenpulse_shared.settings import Settings
 
-from tokenpulse_ingest.venues import binance, coinbase, kraken, okx
+from tokenpulse_ingest.venues import binance, bybit, coinbase, kraken, okx
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
 from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
 
@@ -19,6 +19,7 @@ VENUES: dict[str, AnyVenue] = {
     coinbase.VENUE.name: coinbase.VENUE,
     kraken.VENUE.name: kraken.VENUE,
     okx.VENUE.name: okx.VENUE,
+    bybit.VENUE.name: bybit.VENUE,
 }
 
 
