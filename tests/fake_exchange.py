@@ -45,6 +45,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 
 from tests.fakes.venues import Dialect, Trade
 from tests.fakes.venues.bybit import Bybit
+from tests.fakes.venues.coinbase_advanced import CoinbaseAdvanced
 from tests.fakes.venues.okx import Okx
 
 SAMPLES = REPO_ROOT / "data" / "exchange-samples"
@@ -53,7 +54,7 @@ RECORDINGS = {
     "coinbase": ["COINBASE.ws.28.0.trades"],
     "kraken": ["KRAKEN.ws.48.0"],
 }
-DIALECTS: dict[str, Dialect] = {d.kind: d for d in (Okx(), Bybit())}
+DIALECTS: dict[str, Dialect] = {d.kind: d for d in (Okx(), Bybit(), CoinbaseAdvanced())}
 
 
 def received_frames(path: Path) -> list[str]:
@@ -255,8 +256,10 @@ class FakeExchange:
         if ws in self.stalled:
             return
         if self.dialect is not None and isinstance(text, str):
-            self.sequence_of[ws] = self.sequence_of.get(ws, -1) + 1
-            text = self.dialect.stamp(text, self.sequence_of[ws])
+            stamped = self.dialect.stamp(text, self.sequence_of.get(ws, -1) + 1)
+            if stamped != text:  # a numbered message: the connection's next number
+                self.sequence_of[ws] = self.sequence_of.get(ws, -1) + 1
+                text = stamped
         with contextlib.suppress(Exception):
             await ws.send(text)
 

@@ -1,6 +1,7 @@
 """A fake exchange REST API on loopback: Binance klines, Coinbase candles, Kraken OHLC, OKX
 history-candles (https://www.okx.com/docs-v5/en/#public-data-rest-api-get-candlesticks-history), Bybit
-v5 kline (https://bybit-exchange.github.io/docs/v5/market/kline) in each
+v5 kline (https://bybit-exchange.github.io/docs/v5/market/kline), Coinbase Advanced Trade public candles
+(https://docs.cdp.coinbase.com/advanced-trade/reference/retailbrokerageapi_getpublicproductcandles) in each
 exchange's own format, served from the real bundled BTC 1-minute history (Binance BTCUSDT,
 Dec 2024, rolled up to the coarser intervals), with scripted faults.
 
@@ -37,6 +38,8 @@ OKX_BAR = {"1m": Interval.M1, "5m": Interval.M5, "15m": Interval.M15, "1H": Inte
 OKX_BAR["1Dutc"] = Interval.D1
 BYBIT_INTERVAL = {"1": Interval.M1, "5": Interval.M5, "15": Interval.M15, "60": Interval.H1, "240": Interval.H4}
 BYBIT_INTERVAL["D"] = Interval.D1
+ADVANCED_GRANULARITY = {"ONE_MINUTE": Interval.M1, "FIVE_MINUTE": Interval.M5, "ONE_HOUR": Interval.H1}
+ADVANCED_GRANULARITY |= {"FIFTEEN_MINUTE": Interval.M15, "ONE_DAY": Interval.D1}
 KRAKEN_INTERVAL = {
     1: Interval.M1,
     5: Interval.M5,
@@ -238,6 +241,29 @@ class FakeExchange:
         result = {"symbol": "BTCUSDT", "category": "spot", "list": rows[::-1]}  # newest first
         return JSONResponse({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 0})
 
+    async def coinbase_advanced(self, request: Request) -> Response:
+        response = await self._fault(request) or self._coinbase_advanced(request)
+        self._log(request, response.status_code)
+        return response
+
+    def _coinbase_advanced(self, request: Request) -> Response:
+        if request.path_params["product"] != "BTC-USD":
+            return JSONResponse({"error": "NOT_FOUND", "message": "product not found"}, 404)
+        q = request.query_params
+        interval = ADVANCED_GRANULARITY.get(q.get("granularity", ""))
+        if interval is None:
+            return JSONResponse({"error": "INVALID_ARGUMENT", "message": "granularity"}, 400)
+        start, end = int(q["start"]) * 1000, int(q["end"]) * 1000
+        if (end - start) // interval.millis + 1 > 350:
+            return JSONResponse({"error": "INVALID_ARGUMENT", "message": "number of candles requested > 350"}, 400)
+        bars = self._slice(interval, start, end + 1)  # end is inclusive
+        rows = [
+            {"start": str(b.ts_ms // 1000), "low": f"{b.low}", "high": f"{b.high}", "open": f"{b.open}",
+             "close": f"{b.close}", "volume": f"{b.volume}"}
+            for b in reversed(bars)
+        ]  # fmt: skip
+        return JSONResponse({"candles": rows})
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -247,5 +273,6 @@ class FakeExchange:
                 Route("/0/public/OHLC", self.kraken),
                 Route("/api/v5/market/history-candles", self.okx),
                 Route("/v5/market/kline", self.bybit),
+                Route("/market/products/{product}/candles", self.coinbase_advanced),
             ]
         )

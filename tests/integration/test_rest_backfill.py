@@ -270,3 +270,15 @@ async def test_bybit_pages_of_1000_back_in_time_and_its_rate_limit_answer_is_ret
     assert len(expected(Interval.M1, SINCE, UNTIL)) == 3083
     assert len(minutes) == 4 + 1  # four pages of at most 1,000, and the rate-limited answer (HTTP 200)
     assert backfiller.exchanges["bybit"].client.stats.retries == 1
+
+
+async def test_coinbase_advanced_pages_of_350_and_4h_rolled_up(fake: tuple[FakeExchange, str], exchange) -> None:
+    exchange.script(("500",))
+    intervals = [Interval.M1, Interval.H4]
+    got, backfiller = await run_backfill(fake[1], "coinbase_advanced", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    pages = [h for h in exchange.requests("/market/products/BTC-USD/candles") if h.status == 200]
+    assert {h.params["granularity"] for h in pages} == {"ONE_MINUTE", "ONE_HOUR"}  # no native 4h
+    assert len([h for h in pages if h.params["granularity"] == "ONE_MINUTE"]) == -(-3083 // 350)
+    assert backfiller.exchanges["coinbase_advanced"].client.stats.retries == 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from tokenpulse_shared.settings import Settings
 
-from tokenpulse_ingest.venues import binance, bybit, coinbase, kraken, okx
+from tokenpulse_ingest.venues import binance, bybit, coinbase, coinbase_advanced, kraken, okx
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
 from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
 
@@ -20,6 +20,7 @@ VENUES: dict[str, AnyVenue] = {
     kraken.VENUE.name: kraken.VENUE,
     okx.VENUE.name: okx.VENUE,
     bybit.VENUE.name: bybit.VENUE,
+    coinbase_advanced.VENUE.name: coinbase_advanced.VENUE,
 }
 
 
