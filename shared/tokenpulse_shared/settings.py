@@ -231,12 +231,14 @@ class IngestSettings(Section):
     )
     feed_exchanges: LowerList = Field(
         default_factory=lambda: ["binance", "coinbase", "kraken"],
-        description="Exchanges whose public trade streams feed live prices, comma separated.",
+        description="Exchanges whose public trade streams feed live prices, comma separated: binance, coinbase, "
+        "kraken, okx, bybit, coinbase_advanced, or `ccxt:<id>` for any exchange ccxt knows (e.g. `ccxt:gate`).",
     )
     feed_pairs: TextList = Field(
         default_factory=list,
         description="Symbol mapping overrides `exchange:SYMBOL=PAIR` (comma separated; PAIR `-` drops the "
-        "token there), e.g. `binance:BTC=BTCFDUSD,kraken:DOGE=-`. Default pairs: BTCUSDT, BTC-USD, BTC/USD.",
+        "token there), e.g. `binance:BTC=BTCFDUSD,kraken:DOGE=-,ccxt:gate:BTC=BTC/USDC`. Default pairs: BTCUSDT "
+        "(binance, bybit), BTC-USD (coinbase, coinbase_advanced), BTC/USD (kraken), BTC-USDT (okx), BTC/USDT (ccxt).",
     )
     feed_connect_timeout_s: float = Field(
         10.0,
@@ -478,21 +480,17 @@ class CoinbaseAdvancedSettings(VenueSettings):
     requests_per_s: float = Field(5.0, gt=0, description="REST requests per second (public limit 10/s per IP).")
 
 
-class CcxtSettings(Section):
+class CcxtSettings(VenueSettings):
     """Any exchange ccxt knows (``ccxt:<id>`` in TOKENPULSE_FEED_EXCHANGES): history and live trades (ingest)."""
 
     model_config = SettingsConfigDict(env_prefix=f"{PREFIX}CCXT_")
 
+    ws_url: str = Field(
+        "", description="Replaces every ccxt.pro WebSocket URL of the exchange (a mirror); empty: ccxt's."
+    )
+    rest_url: str = Field("", description="Replaces every ccxt REST API URL of the exchange (a mirror); empty: ccxt's.")
     poll_s: float = Field(
         2.0, gt=0, description="Seconds between `fetch_trades` polls, for exchanges without `watch_trades`."
-    )
-    quote: str = Field("USDT", pattern=r"^[A-Z0-9]{2,10}$", description="Quote currency of the default pairs.")
-    api_urls: dict[str, str] = Field(
-        default_factory=dict,
-        description="ccxt `urls['api']` overrides (JSON, e.g. a mirror or a test server); empty: ccxt's own.",
-    )
-    ws_urls: dict[str, str] = Field(
-        default_factory=dict, description="ccxt.pro WebSocket URL overrides (JSON); empty: ccxt's own."
     )
     watch: bool = Field(True, description="Use ccxt.pro `watch_trades` where the exchange has it; false: poll.")
 
@@ -548,9 +546,11 @@ class Settings(BaseModel):
     @model_validator(mode="after")
     def _backfill_from_a_known_venue(self) -> Settings:
         name = self.ingest.rest_backfill_exchange
-        venues = [n for n, section in self if isinstance(section, VenueSettings)]
-        if name is not None and name not in venues:
-            raise ValueError(f"TOKENPULSE_REST_BACKFILL_EXCHANGE={name!r}: choose one of {', '.join(venues)}")
+        venues = [n for n, section in self if isinstance(section, VenueSettings) and n != "ccxt"]
+        if name is not None and name not in venues and not name.startswith("ccxt:"):
+            raise ValueError(
+                f"TOKENPULSE_REST_BACKFILL_EXCHANGE={name!r}: choose one of {', '.join(venues)} or ccxt:<id>"
+            )
         return self
 
     def require_admin_token(self) -> str | None:

@@ -70,6 +70,8 @@ class FakeExchange:
     weight_offset: int = 0  # weight "other clients on this IP" used, added to the reported header
     faults: deque[tuple[Any, ...]] = field(default_factory=deque)
     hits: list[Hit] = field(default_factory=list)
+    trades: dict[str, list[list[Any]]] = field(default_factory=dict)  # Kraken /0/public/Trades rows per pair id
+    trades_latest: bool = False
     _weights: deque[tuple[float, int]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
@@ -185,7 +187,7 @@ class FakeExchange:
 
     def _kraken(self, request: Request) -> Response:
         q = request.query_params
-        if q.get("pair") != "XBTUSD":
+        if q.get("pair") not in ("XBTUSD", "XXBTZUSD"):  # the altname (ours) or the id (ccxt's)
             return JSONResponse({"error": ["EQuery:Unknown asset pair"]})
         interval = KRAKEN_INTERVAL.get(int(q.get("interval", 1)))
         if interval is None:
@@ -264,6 +266,45 @@ class FakeExchange:
         ]  # fmt: skip
         return JSONResponse({"candles": rows})
 
+    async def kraken_assets(self, request: Request) -> Response:
+        """Kraken's asset list, what ccxt loads first (https://docs.kraken.com/api/docs/rest-api/get-asset-info)."""
+        self._log(request, 200)
+        assets = {k: {"aclass": "currency", "altname": a, "decimals": 10, "display_decimals": 5, "status": "enabled"}
+                  for k, a in (("XXBT", "XBT"), ("XETH", "ETH"), ("ZUSD", "USD"))}  # fmt: skip
+        return JSONResponse({"error": [], "result": assets})
+
+    async def kraken_pairs(self, request: Request) -> Response:
+        """Kraken's tradable pairs (https://docs.kraken.com/api/docs/rest-api/get-tradable-asset-pairs)."""
+        self._log(request, 200)
+        result = {
+            f"X{base}ZUSD": {
+                "altname": f"{alt}USD", "wsname": f"{alt}/USD", "aclass_base": "currency", "base": f"X{base}",
+                "aclass_quote": "currency", "quote": "ZUSD", "lot": "unit", "pair_decimals": 2, "lot_decimals": 8,
+                "lot_multiplier": 1, "fees": [[0, 0.26]], "fees_maker": [[0, 0.16]], "fee_volume_currency": "ZUSD",
+                "ordermin": "0.0001", "status": "online",
+            }
+            for base, alt in (("XBT", "XBT"), ("ETH", "ETH"))
+        }  # fmt: skip
+        return JSONResponse({"error": [], "result": result})
+
+    async def kraken_trades(self, request: Request) -> Response:
+        """Kraken's recent trades (https://docs.kraken.com/api/docs/rest-api/get-recent-trades): the scripted
+        ``trades`` rows ``[price, volume, time_s, side, type, misc, trade_id]`` from ``since`` (seconds or
+        nanoseconds) on, oldest first; with ``trades_latest`` the newest ``count`` whatever ``since`` (as the
+        exchanges without a ``since`` parameter answer)."""
+        response = await self._fault(request)
+        if response is None:
+            q = request.query_params
+            since = int(q.get("since", 0))
+            since_s = since / 1e9 if since > 10**12 else since
+            rows = [r for r in self.trades.get(q.get("pair", ""), []) if float(r[2]) >= since_s]
+            count = int(q.get("count", 1000))
+            rows = rows[-count:] if self.trades_latest else rows[:count]
+            last = str(int(float(rows[-1][2]) * 1e9)) if rows else q.get("since", "0")
+            response = JSONResponse({"error": [], "result": {q.get("pair", ""): rows, "last": last}})
+        self._log(request, response.status_code)
+        return response
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -271,6 +312,9 @@ class FakeExchange:
                 Route("/api/v3/klines", self.binance),
                 Route("/products/{product}/candles", self.coinbase),
                 Route("/0/public/OHLC", self.kraken),
+                Route("/0/public/Assets", self.kraken_assets),
+                Route("/0/public/AssetPairs", self.kraken_pairs),
+                Route("/0/public/Trades", self.kraken_trades),
                 Route("/api/v5/market/history-candles", self.okx),
                 Route("/v5/market/kline", self.bybit),
                 Route("/market/products/{product}/candles", self.coinbase_advanced),

@@ -43,7 +43,7 @@ def exchange(fake: tuple[FakeExchange, str]) -> FakeExchange:
 
 def settings_for(url: str, **venues: dict[str, Any]) -> Settings:
     """Every venue's REST base at ``url``, with these settings of their sections (limits) on top."""
-    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in VENUES}
+    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in [*VENUES, "ccxt"]}
     return Settings(ingest={"rest_backfill_max_bars": 10_000}, **sections)
 
 

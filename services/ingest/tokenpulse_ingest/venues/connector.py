@@ -450,6 +450,10 @@ class Connector(ABC):
             ticks = []
         if self._pending_gaps:
             self._flush_gaps()
+        return await self.deliver(ticks)
+
+    async def deliver(self, ticks: list[TickEvent]) -> int:
+        """Drop the ticks seen before, publish the rest; returns how many were published."""
         if not ticks:
             return 0
         fresh = []
