@@ -72,6 +72,7 @@ class FakeExchange:
     hits: list[Hit] = field(default_factory=list)
     trades: dict[str, list[list[Any]]] = field(default_factory=dict)  # Kraken /0/public/Trades rows per pair id
     trades_latest: bool = False
+    kraken_extra: list[str] = field(default_factory=list)  # more assets listed against USD (a test's own symbols)
     _weights: deque[tuple[float, int]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
@@ -269,21 +270,22 @@ class FakeExchange:
     async def kraken_assets(self, request: Request) -> Response:
         """Kraken's asset list, what ccxt loads first (https://docs.kraken.com/api/docs/rest-api/get-asset-info)."""
         self._log(request, 200)
+        listed = [("XXBT", "XBT"), ("XETH", "ETH"), ("ZUSD", "USD"), *((a, a) for a in self.kraken_extra)]
         assets = {k: {"aclass": "currency", "altname": a, "decimals": 10, "display_decimals": 5, "status": "enabled"}
-                  for k, a in (("XXBT", "XBT"), ("XETH", "ETH"), ("ZUSD", "USD"))}  # fmt: skip
+                  for k, a in listed}  # fmt: skip
         return JSONResponse({"error": [], "result": assets})
 
     async def kraken_pairs(self, request: Request) -> Response:
         """Kraken's tradable pairs (https://docs.kraken.com/api/docs/rest-api/get-tradable-asset-pairs)."""
         self._log(request, 200)
         result = {
-            f"X{base}ZUSD": {
-                "altname": f"{alt}USD", "wsname": f"{alt}/USD", "aclass_base": "currency", "base": f"X{base}",
+            f"{base}ZUSD": {
+                "altname": f"{alt}USD", "wsname": f"{alt}/USD", "aclass_base": "currency", "base": base,
                 "aclass_quote": "currency", "quote": "ZUSD", "lot": "unit", "pair_decimals": 2, "lot_decimals": 8,
                 "lot_multiplier": 1, "fees": [[0, 0.26]], "fees_maker": [[0, 0.16]], "fee_volume_currency": "ZUSD",
                 "ordermin": "0.0001", "status": "online",
             }
-            for base, alt in (("XBT", "XBT"), ("ETH", "ETH"))
+            for base, alt in (("XXBT", "XBT"), ("XETH", "ETH"), *((a, a) for a in self.kraken_extra))
         }  # fmt: skip
         return JSONResponse({"error": [], "result": result})
 

@@ -1,6 +1,7 @@
 """Embedded mode (the app `tokenpulse up` runs: all four services, in-process bus, chDB) against fake
-exchanges on loopback (recorded real trades, or frames crafted from the documented formats), every venue and ccxt: live prices with their sources in /v1/tokens and
-`feed: live` in /readyz; with the exchanges unreachable, `auto` falls back to synthetic ticks and says so."""
+exchanges on loopback (recorded real trades, or frames crafted from the documented formats), every venue
+and ccxt: live prices with their sources in /v1/tokens and `feed: live` in /readyz; with the exchanges
+unreachable, `auto` falls back to synthetic ticks and says so."""
 
 from __future__ import annotations
 
