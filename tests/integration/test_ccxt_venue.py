@@ -25,6 +25,7 @@ from tests.fakes.server import ThreadedServer
 from tests.integration.test_rest_backfill import as_rows, expected, run_backfill
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
+# waits sized for a loaded machine: every (re)connect loads ccxt's markets anew, at ccxt's 1 request/s for Kraken
 PAIRS = [Pair("BTC", "BTC/USD", "USD"), Pair("ETH", "ETH/USD", "USD")]
 
 
@@ -61,11 +62,11 @@ async def test_watch_trades_through_ccxt_pro_dedupes_and_reconnects_with_a_gap(r
     r = Rig(rest[1], ws.url, watch=True)
     task = asyncio.create_task(r.conn.run())
     try:
-        await wait_for(lambda: len({v for _, vs in ws.subscriptions for v in vs}) == 2, what="subscribed")
+        await wait_for(lambda: len({v for _, vs in ws.subscriptions for v in vs}) == 2, 60, what="subscribed")
         assert r.conn.mode == "watch"
         sent = await ws.emit(2)
         await ws.duplicate(2)  # the same frames again: dropped
-        await wait_for(lambda: len(r.ticks) == len(sent), what="ticks")
+        await wait_for(lambda: len(r.ticks) == len(sent), 60, what="ticks")
         await asyncio.sleep(0.3)
         assert len(r.ticks) == len(sent) and r.conn.health.duplicates == 2
         for s in sent:
@@ -73,13 +74,13 @@ async def test_watch_trades_through_ccxt_pro_dedupes_and_reconnects_with_a_gap(r
             assert (t.source, t.quote) == ("ccxt:kraken", "USD") and t.price == pytest.approx(s.price, rel=1e-6)
             assert abs((t.ts - s.ts).total_seconds()) < 0.002
         await ws.drop()
-        await wait_for(lambda: r.conn.health.reconnects == 1 and r.conn.health.connected, what="reconnect")
-        await wait_for(lambda: len(r.gaps) == len(PRICES), what="the reconnect's gaps")
+        await wait_for(lambda: r.conn.health.reconnects == 1 and r.conn.health.connected, 60, what="reconnect")
+        await wait_for(lambda: len(r.gaps) == len(PRICES), 60, what="the reconnect's gaps")
         assert {g[1] for g in r.gaps} == set(PRICES) and {g[0] for g in r.gaps} == {"ccxt:kraken"}
-        await wait_for(lambda: ws.connections >= 2 and len(ws.clients) == 1, what="a new connection")
-        await wait_for(lambda: sum(1 for c, _ in ws.subscriptions if c == ws.connections) == 2, what="resubscribed")
+        await wait_for(lambda: ws.connections >= 2 and len(ws.clients) == 1, 60, what="a new connection")
+        await wait_for(lambda: sum(1 for c, _ in ws.subscriptions if c == ws.connections) == 2, 60, what="resubscribed")
         after = await ws.emit(1)
-        await wait_for(lambda: len(r.ticks) == len(sent) + len(after), what="ticks after the reconnect")
+        await wait_for(lambda: len(r.ticks) == len(sent) + len(after), 60, what="ticks after the reconnect")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -96,10 +97,10 @@ async def test_polling_fetch_trades_walks_forward_from_the_last_trade_without_lo
     r = Rig(url, watch=False, poll_s=0.1)
     task = asyncio.create_task(r.conn.run())
     try:
-        await wait_for(lambda: len(r.ticks) == 3, what="the first page")
+        await wait_for(lambda: len(r.ticks) == 3, 60, what="the first page")
         assert r.conn.mode == "poll" and [t.trade_id for t in r.ticks] == ["1", "2", "3"]
         exchange.trades["XXBTZUSD"] += [kraken_row(i, now - 50 + i) for i in range(4, 12)]  # 8 new, pages of 3
-        await wait_for(lambda: len(r.ticks) == 11, what="every trade, page after page")
+        await wait_for(lambda: len(r.ticks) == 11, 60, what="every trade, page after page")
         assert [t.trade_id for t in r.ticks] == [str(i) for i in range(1, 12)] and r.gaps == []
         assert r.conn.health.duplicates > 0  # each page starts at the last trade seen: dropped again
         polls = [h for h in exchange.requests("/0/public/Trades") if h.params["pair"] == "XXBTZUSD"]
@@ -119,9 +120,9 @@ async def test_polling_a_full_page_that_stops_short_of_the_last_trade_is_a_gap(r
     r = Rig(url, watch=False, poll_s=0.1)
     task = asyncio.create_task(r.conn.run())
     try:
-        await wait_for(lambda: len(r.ticks) == 2, what="the first page")
+        await wait_for(lambda: len(r.ticks) == 2, 60, what="the first page")
         exchange.trades["XXBTZUSD"] += [kraken_row(i, now - 50 + i) for i in range(3, 9)]  # 6 new: 3..5 never seen
-        await wait_for(lambda: r.gaps, what="the gap")
+        await wait_for(lambda: r.gaps, 60, what="the gap")
         ((name, symbol, since, until),) = r.gaps
         assert (name, symbol) == ("ccxt:kraken", "BTC")
         assert abs(since.timestamp() - (now - 58)) < 0.002  # the last trade we have ...
