@@ -13,6 +13,7 @@ import httpx
 import pytest
 from tokenpulse_ingest.rest.client import RestError
 from tokenpulse_ingest.rest_backfill import REST_VERSION, RestBackfiller, plan_windows
+from tokenpulse_ingest.venues.registry import VENUES
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import Settings
@@ -42,7 +43,7 @@ def exchange(fake: tuple[FakeExchange, str]) -> FakeExchange:
 
 def settings_for(url: str, **venues: dict[str, Any]) -> Settings:
     """Every venue's REST base at ``url``, with these settings of their sections (limits) on top."""
-    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in ("binance", "coinbase", "kraken")}
+    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in [*VENUES, "ccxt"]}
     return Settings(ingest={"rest_backfill_max_bars": 10_000}, **sections)
 
 
@@ -243,3 +244,41 @@ async def test_concurrent_gaps_on_one_exchange_run_one_at_a_time(fake, exchange)
     await backfiller.aclose()
     await bus.stop()
     assert ra.total == rb.total == len(expected(Interval.H1, SINCE, UNTIL))
+
+
+async def test_okx_pages_of_100_back_in_time_and_its_rate_limit_answer_is_retried(fake, exchange) -> None:
+    exchange.script(("okx-rate",))
+    since, until = datetime(2024, 12, 19, 20, 30, tzinfo=UTC), datetime(2024, 12, 20, 4, 10, tzinfo=UTC)
+    intervals = [Interval.M1, Interval.H4, Interval.D1]
+    got, backfiller = await run_backfill(fake[1], "okx", since, until, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, since, until), interval
+    pages = [h for h in exchange.requests("/api/v5/market/history-candles") if h.status == 200]
+    assert len(expected(Interval.M1, since, until)) == 460
+    assert len(pages) == 5 + 1 + 1 + 1  # 1m in pages of 100, 4H, 1Dutc, and the rate-limited answer (HTTP 200)
+    assert {h.params["bar"] for h in pages} == {"1m", "4H", "1Dutc"}
+    assert backfiller.exchanges["okx"].client.stats.retries == 1
+
+
+async def test_bybit_pages_of_1000_back_in_time_and_its_rate_limit_answer_is_retried(fake, exchange) -> None:
+    exchange.script(("bybit-rate",))
+    intervals = [Interval.M1, Interval.H4, Interval.D1]
+    got, backfiller = await run_backfill(fake[1], "bybit", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    minutes = [h for h in exchange.requests("/v5/market/kline") if h.params["interval"] == "1"]
+    assert len(expected(Interval.M1, SINCE, UNTIL)) == 3083
+    assert len(minutes) == 4 + 1  # four pages of at most 1,000, and the rate-limited answer (HTTP 200)
+    assert backfiller.exchanges["bybit"].client.stats.retries == 1
+
+
+async def test_coinbase_advanced_pages_of_350_and_4h_rolled_up(fake: tuple[FakeExchange, str], exchange) -> None:
+    exchange.script(("500",))
+    intervals = [Interval.M1, Interval.H4]
+    got, backfiller = await run_backfill(fake[1], "coinbase_advanced", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    pages = [h for h in exchange.requests("/market/products/BTC-USD/candles") if h.status == 200]
+    assert {h.params["granularity"] for h in pages} == {"ONE_MINUTE", "ONE_HOUR"}  # no native 4h
+    assert len([h for h in pages if h.params["granularity"] == "ONE_MINUTE"]) == -(-3083 // 350)
+    assert backfiller.exchanges["coinbase_advanced"].client.stats.retries == 1

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 from tokenpulse_ingest.venues.registry import VENUES
+from tokenpulse_ingest.venues.registry import venue as registry_venue
 from tokenpulse_shared.settings import Settings, VenueSettings, variables
 from typer.testing import CliRunner
 
@@ -24,6 +25,8 @@ FEED_EXCHANGES FEED_PAIRS BINANCE_WS_URL COINBASE_WS_URL KRAKEN_WS_URL BINANCE_R
 KRAKEN_REST_URL FEED_CONNECT_TIMEOUT_S FEED_STALL_S FEED_BACKOFF_S FEED_BACKOFF_MAX_S SYNTHETIC_TICK_S SYNTHETIC_SEED
 BACKFILL_ON_START INGEST_RESTORE_LOOKBACK_S PRICE_STALE_AFTER_S PRICE_HALF_LIFE_S PRICE_OUTLIER_K PRICE_OUTLIER_FLOOR
 USDT_USD_RATE BINANCE_WEIGHT_PER_MINUTE COINBASE_REQUESTS_PER_S KRAKEN_REQUESTS_PER_S REST_MAX_WAIT_S
+OKX_WS_URL OKX_REST_URL OKX_REQUESTS_PER_S BYBIT_WS_URL BYBIT_REST_URL BYBIT_REQUESTS_PER_S COINBASE_ADVANCED_WS_URL
+COINBASE_ADVANCED_REST_URL COINBASE_ADVANCED_REQUESTS_PER_S CCXT_WS_URL CCXT_REST_URL CCXT_POLL_S CCXT_WATCH
 REST_BACKFILL_GAPS REST_BACKFILL_EXCHANGE REST_BACKFILL_MAX_BARS MARKETCAP_POLL MARKETCAP_URL MARKETCAP_API_KEY
 MARKETCAP_POLL_S MARKETCAP_CACHE_TTL_S MARKETCAP_CALLS_PER_MINUTE MARKETCAP_CALLS_PER_MONTH MARKETCAP_IDS SMTP_URL
 TELEGRAM_BOT_TOKEN TELEGRAM_API_URL DISCORD_API_URL SLACK_API_URL WEBHOOK_ALLOWLIST ALERTS_SIGNING_KEY
@@ -89,9 +92,11 @@ def test_bad_values_unknown_sections_and_unknown_venues_are_refused() -> None:
 
 def test_every_venue_of_the_registry_has_its_settings_section_and_no_section_is_orphaned() -> None:
     sections = {name for name, section in Settings() if isinstance(section, VenueSettings)}
-    assert sections == set(VENUES)
+    assert sections == set(VENUES) | {"ccxt"}  # ccxt: the one section of every ccxt:<id> venue
     for name, venue in VENUES.items():
         assert venue.section(Settings()) is not None and venue.name == name
+    settings = Settings()
+    assert registry_venue("ccxt:kraken").section(settings) is settings.ccxt
 
 
 def test_secrets_are_secret_str_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:

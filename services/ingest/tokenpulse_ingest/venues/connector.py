@@ -4,7 +4,8 @@ A connector owns one WebSocket connection to one exchange for a list of
 :class:`Pair` s. :meth:`Connector.run` connects, subscribes, reads, and on any
 failure (refused, reset, closed, or *stalled*: nothing at all received for
 ``stall_s`` seconds, heartbeats included) reconnects with jittered exponential
-backoff and subscribes again. Protocol pings are the ``websockets`` library's.
+backoff and subscribes again. Protocol pings are the ``websockets`` library's; a venue
+that wants an application-level ping as well (OKX, Bybit) names it in ``keepalive``.
 
 Each received frame goes through the exchange's :meth:`Connector.parse` into
 :class:`TickEvent` s. A frame that cannot be understood raises
@@ -18,8 +19,8 @@ Frames and ticks are counted per connector and added to ``tokenpulse_feed_messag
 on a frame a second after the last flush, on disconnect, and from the ingest service's 1 s clock),
 not per frame.
 
-Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
-exchanges), an exchange heartbeat announcing a trade we never received, and
+Gaps: a trade id that skips ahead (on the venues whose ids are consecutive per
+pair; each venue module says whether it does), an exchange heartbeat announcing a trade we never received, and
 every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
 the REST backfiller plugs into. Gap hooks run as background tasks, so a slow
 backfill never holds up the live stream. After a reconnect (its gap already
@@ -304,6 +305,8 @@ class Connector(ABC):
     """One exchange's WebSocket stream: connect, subscribe, read, normalise, reconnect."""
 
     name: str = "exchange"
+    # (every seconds, text frame): an application-level ping for venues that close a connection without one
+    keepalive: tuple[float, str] | None = None
 
     def __init__(
         self,
@@ -343,6 +346,7 @@ class Connector(ABC):
         self._pending_gaps: list[tuple[str, datetime, datetime]] = []
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._disconnected_at: datetime | None = None
+        self._next_ping = 0.0
         self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
         self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
@@ -371,15 +375,17 @@ class Connector(ABC):
         """Normalise one frame: trades → ticks, control frames → []; ``BadMessage`` for what is not understood."""
 
     # ------------------------------------------------------------------ shared bookkeeping
-    def trade_seen(self, symbol: str, trade_id: int, ts: datetime) -> None:
-        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times."""
+    def trade_seen(self, symbol: str, trade_id: int, ts: datetime, count: int = 1) -> None:
+        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times.
+
+        ``count`` > 1: the frame aggregates that many trades, ``trade_id`` being the last of them (OKX)."""
         last = self._last_id.get(symbol)
         if last is not None and symbol in self._resync and trade_id <= last and ts <= self._last_ts.get(symbol, ts):
             return  # a reconnect's replay of trades we had: the first newer trade is the new baseline
         if last is None or symbol in self._resync:
             self._resync.discard(symbol)
             self._last_id[symbol] = trade_id
-        elif trade_id > last + 1:
+        elif trade_id - count + 1 > last + 1:
             since = self._last_ts.get(symbol, ts)
             self._gap(symbol, since, ts, "trade_id")
             self._last_id[symbol] = trade_id
@@ -444,6 +450,10 @@ class Connector(ABC):
             ticks = []
         if self._pending_gaps:
             self._flush_gaps()
+        return await self.deliver(ticks)
+
+    async def deliver(self, ticks: list[TickEvent]) -> int:
+        """Drop the ticks seen before, publish the rest; returns how many were published."""
         if not ticks:
             return 0
         fresh = []
@@ -504,10 +514,8 @@ class Connector(ABC):
                     self._on_connected()
                     got_data = False
                     while True:
-                        try:
-                            async with asyncio.timeout(self.stall_s):
-                                raw = await ws.recv()
-                        except TimeoutError:
+                        raw = await self._recv(ws)
+                        if raw is None:
                             reason = "stall"
                             self.health.stalls += 1
                             log.warning("%s: nothing received for %.0fs: reconnecting", self.name, self.stall_s)
@@ -542,10 +550,34 @@ class Connector(ABC):
             )
             await asyncio.sleep(delay)
 
+    async def _recv(self, ws: Any) -> str | bytes | None:
+        """The next frame, or None once nothing at all came for ``stall_s``; sends the venue's keepalive meanwhile."""
+        if self.keepalive is None:
+            try:
+                async with asyncio.timeout(self.stall_s):
+                    return await ws.recv()  # type: ignore[no-any-return]
+            except TimeoutError:
+                return None
+        every, frame = min(self.keepalive[0], self.stall_s / 2), self.keepalive[1]  # answered well before a stall
+        while True:
+            now = time.monotonic()
+            if now >= self._next_ping:
+                await ws.send(frame)
+                self._next_ping = now + every
+            quiet = now - (self.health.last_message or now)
+            if quiet >= self.stall_s:
+                return None
+            try:
+                async with asyncio.timeout(min(self.stall_s - quiet, self._next_ping - now)):
+                    return await ws.recv()  # type: ignore[no-any-return]
+            except TimeoutError:
+                continue
+
     def _on_connected(self) -> None:
         self.health.connected = True
         self.health.connects += 1
         self.health.last_message = time.monotonic()
+        self._next_ping = self.health.last_message + (min(self.keepalive[0], self.stall_s / 2) if self.keepalive else 0)
         CONNECTED.labels(self.name).set(1)
         set_connector_health(self.name, True)
         self.connected.set()

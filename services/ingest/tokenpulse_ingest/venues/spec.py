@@ -58,6 +58,8 @@ class Venue(Generic[S]):
     section: Callable[[Settings], S]
     rest_client: RestClientFactory[S]
     pairs: PairNaming
+    # the connector's own keyword arguments from the settings (ccxt: poll period, watch or poll)
+    options: Callable[[Settings], dict[str, Any]] | None = None
 
     @property
     def not_listed(self) -> frozenset[str]:
@@ -84,11 +86,13 @@ AnyVenue = Venue[Any]
 
 
 def feed_pair_overrides(settings: Settings) -> dict[str, dict[str, str]]:
-    """``TOKENPULSE_FEED_PAIRS`` (``exchange:SYMBOL=PAIR``, PAIR ``-`` drops the token) per venue name."""
+    """``TOKENPULSE_FEED_PAIRS`` (``exchange:SYMBOL=PAIR``, PAIR ``-`` drops the token) per venue name.
+
+    The venue name may hold a colon (``ccxt:gate:BTC=BTC/USDC``): the symbol is what follows the last one."""
     out: dict[str, dict[str, str]] = {}
     for item in settings.ingest.feed_pairs:
-        ex, sep, rest = item.partition(":")
-        symbol, eq, pair = rest.partition("=")
+        head, eq, pair = item.partition("=")
+        ex, sep, symbol = head.rpartition(":")  # the venue may hold a colon itself (ccxt:gate)
         ex, symbol, pair = ex.strip().lower(), symbol.strip().upper(), pair.strip().upper()
         if not sep or not eq or not symbol or not pair:
             raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r} is not `exchange:SYMBOL=PAIR`")
