@@ -138,7 +138,7 @@ class RestBackfiller:
         now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
         windows = plan_windows(since_ms, until_ms, intervals or self.intervals, self.max_bars, now_ms)
         result = GapResult(exchange, symbol)
-        requests_before = ex.client.stats.requests
+        requests_before, bad_rows_before = ex.client.stats.requests, ex.bad_rows
         async with self._locks.setdefault(exchange, asyncio.Lock()):
             for interval, start, end in windows:
                 label = f"{exchange} {symbol} {interval.value}"
@@ -169,5 +169,6 @@ class RestBackfiller:
                         symbol,
                     )
         result.requests = ex.client.stats.requests - requests_before
+        result.rejected += ex.bad_rows - bad_rows_before  # rows the venue's parser refused
         log.info("backfilled %d candles of %s from %s in %d requests", result.total, symbol, exchange, result.requests)
         return result
