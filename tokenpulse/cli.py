@@ -131,7 +131,8 @@ async def _backfill_rest(
     since = datetime.fromtimestamp(start_ms / 1000, UTC) if start_ms is not None else until - timedelta(days=1)
     bus, store, target = await _pipeline_target(settings, "backfill")
     # an explicit window is fetched whole (TOKENPULSE_REST_BACKFILL_MAX_BARS caps the automatic backfills)
-    backfiller = RestBackfiller(bus, settings, intervals=intervals or tuple(Interval), max_bars=10**9)
+    # into the embedded store by the columnar path (store is None when the target is Kafka: events then)
+    backfiller = RestBackfiller(bus, settings, intervals=intervals or tuple(Interval), max_bars=10**9, store=store)
     failed: list[str] = []
     total = 0
     with Progress(

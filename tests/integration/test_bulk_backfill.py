@@ -90,3 +90,54 @@ async def test_a_users_csv_keeps_its_good_rows_and_reports_the_bad_ones(store: S
         ("1733011500000", "open"),
         ("1733011560000", "volume"),
     ]
+
+
+async def test_rest_history_into_the_store_equals_the_event_path(store: Store) -> None:
+    """The same Binance answers (fake exchange on loopback, one row spoilt) by both paths: the same candles."""
+    from datetime import timedelta
+
+    from tokenpulse_ingest.rest_backfill import RestBackfiller
+    from tokenpulse_shared.bus.memory import InMemoryBus
+    from tokenpulse_shared.topics import CANDLES
+
+    from tests.fakes.rest_exchange import FakeExchange, load_series
+    from tests.fakes.server import ThreadedServer
+
+    exchange = FakeExchange(load_series())
+
+    def spoil_fifth_low(venue: str, rows: list[list[object]]) -> list[list[object]]:
+        if len(rows) > 5:
+            rows[5] = [*rows[5][:3], "99999999", *rows[5][4:]]  # a low above the high
+        return rows
+
+    exchange.mangle = spoil_fifth_low
+    with ThreadedServer(exchange.app()) as server:
+        settings = Settings(binance={"rest_url": server.url})
+        until = datetime.fromtimestamp(exchange.end_ms / 1000, UTC)
+        since = until - timedelta(hours=6)
+        bus = InMemoryBus()
+        events: list[CandleEvent] = []
+
+        async def sink(batch: list[CandleEvent]) -> None:
+            events.extend(batch)
+
+        bus.subscribe(CANDLES, "test", sink)
+        await bus.start()
+        by_events = RestBackfiller(bus, settings, intervals=[Interval.M1, Interval.H1])
+        by_store = RestBackfiller(InMemoryBus(), settings, intervals=[Interval.M1, Interval.H1], store=store)
+        try:
+            published = await by_events.backfill_gap("binance", "BTC", since, until, now=until)
+            await bus.drain()
+            stored = await by_store.backfill_gap("binance", "BTC", since, until, now=until)
+        finally:
+            await by_events.aclose()
+            await by_store.aclose()
+            await bus.stop()
+    rows = set(await store.query(f"{ROWS} FROM candles FINAL"))
+    expected = {
+        (e.event_id, e.symbol, e.interval.value, int(e.ts.timestamp() * 1000), e.open, e.high, e.low, e.close,
+         e.volume, e.trades, e.source, e.version)
+        for e in events
+    }  # fmt: skip
+    assert rows == expected and len(rows) == published.total == stored.total > 300
+    assert stored.rejected == published.rejected >= 1  # the spoilt row, by both paths

@@ -21,8 +21,8 @@ import pyarrow.compute as pc
 from tokenpulse_shared.events import Interval, utcnow
 from tokenpulse_shared.store import Store
 
-from tokenpulse_ingest.bundle import BUNDLE, DAY_MS, SeriesFile, _day_ms
-from tokenpulse_ingest.columnar import INPUT, Rejects, blocks, content_token, read_csv, split, store_table
+from tokenpulse_ingest.bundle import BUNDLE, DAY_MS, Bar, SeriesFile, _day_ms
+from tokenpulse_ingest.columnar import INPUT, NUMBERS, Rejects, blocks, content_token, read_csv, split, store_table
 
 Progress = Callable[[str, int, int], None]  # (label, rows done, rows in all)
 Columns = dict[str, pa.Array]
@@ -230,3 +230,26 @@ async def load_csv(
     rows = store_table(cols, "csv-", 0, utcnow())
     result.candles = await insert_history(store, rows, progress=progress, label=path.name)
     return result
+
+
+def bars_input(bars: list[Bar], symbol: str, interval: Interval) -> pa.Table:
+    """Bars from a venue's REST answers as the validation's input (numbers already typed by the row parser)."""
+    n = len(bars)
+    return pa.table(
+        {
+            "symbol": pa.array([symbol] * n, pa.string()),
+            "interval": pa.array([interval.value] * n, pa.string()),
+            "ts": pa.array([b.ts_ms for b in bars], pa.int64()),
+            **{name: pa.array([getattr(b, name) for b in bars], pa.float64()) for name in NUMBERS},
+            "trades": pa.array([b.trades for b in bars], pa.int64()),
+            "source": pa.array([b.source for b in bars], pa.string()),
+        }
+    )
+
+
+async def store_bars(
+    store: Store, bars: list[Bar], symbol: str, interval: Interval, *, event_prefix: str, version: int, rejects: Rejects
+) -> int:
+    """REST bars into the store by the columnar path; returns the rows inserted."""
+    cols = split(bars_input(bars, symbol, interval), rejects)
+    return await insert_history(store, store_table(cols, event_prefix, version, utcnow()))
