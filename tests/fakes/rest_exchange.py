@@ -18,6 +18,7 @@ import bisect
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,6 +77,7 @@ class FakeExchange:
     _weights: deque[tuple[float, int]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
+    mangle: Callable[[str, list[Any]], list[Any]] | None = None  # (venue, answer rows) -> the rows sent instead
 
     @property
     def first_ms(self) -> int:
@@ -159,7 +161,7 @@ class FakeExchange:
              "0", b.trades, "0", "0", "0"]
             for b in bars
         ]  # fmt: skip
-        return JSONResponse(rows, headers=headers)
+        return JSONResponse(self._mangled("binance", rows), headers=headers)
 
     async def coinbase(self, request: Request) -> Response:
         response = await self._fault(request) or self._coinbase(request)
@@ -179,7 +181,7 @@ class FakeExchange:
             return JSONResponse({"message": "granularity too small for the requested time range"}, 400)
         bars = self._slice(interval, start, end + 1)  # Coinbase's end is inclusive
         rows = [[b.ts_ms // 1000, b.low, b.high, b.open, b.close, b.volume] for b in reversed(bars) if b.volume > 0]
-        return JSONResponse(rows)
+        return JSONResponse(self._mangled("coinbase", rows))
 
     async def kraken(self, request: Request) -> Response:
         response = await self._fault(request) or self._kraken(request)
@@ -202,7 +204,10 @@ class FakeExchange:
             for b in bars
         ]
         last = rows[-2][0] if len(rows) >= 2 else since_ms // 1000
-        return JSONResponse({"error": [], "result": {"XXBTZUSD": rows, "last": last}})
+        return JSONResponse({"error": [], "result": {"XXBTZUSD": self._mangled("kraken", rows), "last": last}})
+
+    def _mangled(self, venue: str, rows: list[Any]) -> list[Any]:
+        return self.mangle(venue, rows) if self.mangle else rows
 
     async def okx(self, request: Request) -> Response:
         response = await self._fault(request) or self._okx(request)

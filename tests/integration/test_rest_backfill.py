@@ -38,6 +38,7 @@ def exchange(fake: tuple[FakeExchange, str]) -> FakeExchange:
     ex.faults.clear()
     ex.hits.clear()
     ex.weight_offset = 0
+    ex.mangle = None
     return ex
 
 
@@ -282,3 +283,88 @@ async def test_coinbase_advanced_pages_of_350_and_4h_rolled_up(fake: tuple[FakeE
     assert {h.params["granularity"] for h in pages} == {"ONE_MINUTE", "ONE_HOUR"}  # no native 4h
     assert len([h for h in pages if h.params["granularity"] == "ONE_MINUTE"]) == -(-3083 // 350)
     assert backfiller.exchanges["coinbase_advanced"].client.stats.retries == 1
+
+
+# where each part of a candle sits in each venue's answer row
+ROW_FIELDS = {
+    "binance": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "trades": 8},
+    "coinbase": {"time": 0, "low": 1, "high": 2, "open": 3, "close": 4, "volume": 5},
+    "kraken": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 6, "trades": 7},
+}
+MANGLES = {"missing": None, "null": None, "text": "abc", "bool": True, "nested": [1]}
+ROW_CASES = [
+    (venue, part, how)
+    for venue, parts in ROW_FIELDS.items()
+    for part in parts
+    for how in (MANGLES if part in ("time", "close") else ("missing", "null"))
+]
+
+
+def mangle_once(venue: str, index: int, how: str) -> Any:
+    """Spoil one field of the fourth row of the venue's first answer."""
+    done: list[bool] = []
+
+    def mangle(name: str, rows: list[Any]) -> list[Any]:
+        if name != venue or done or len(rows) < 4:
+            return rows
+        done.append(True)
+        row = list(rows[3])
+        rows[3] = row[:index] if how == "missing" else [*row[:index], MANGLES[how], *row[index + 1 :]]
+        return rows
+
+    return mangle
+
+
+async def backfill_last_minutes(url: str, venue: str, end_ms: int, minutes: int = 60) -> tuple[list[CandleEvent], Any]:
+    bus = InMemoryBus()
+    got: list[CandleEvent] = []
+
+    async def sink(events: list[CandleEvent]) -> None:
+        got.extend(events)
+
+    bus.subscribe(CANDLES, "test", sink)
+    await bus.start()
+    fast = {"requests_per_s": 100}  # these tests are about rows, not rate limits
+    backfiller = RestBackfiller(bus, settings_for(url, kraken=fast, coinbase=fast), intervals=[Interval.M1])
+    until = datetime.fromtimestamp(end_ms / 1000, UTC)
+    try:
+        result = await backfiller.backfill_gap(venue, "BTC", until - timedelta(minutes=minutes), until, now=until)
+        await bus.drain()
+    finally:
+        await backfiller.aclose()
+        await bus.stop()
+    return got, result
+
+
+@pytest.mark.parametrize(("venue", "part", "how"), ROW_CASES, ids=[f"{v}-{p}-{h}" for v, p, h in ROW_CASES])
+async def test_a_candle_row_missing_or_garbling_a_field_is_rejected_never_defaulted(
+    fake: tuple[FakeExchange, str], exchange: FakeExchange, venue: str, part: str, how: str
+) -> None:
+    clean, clean_result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    exchange.mangle = mangle_once(venue, ROW_FIELDS[venue][part], how)
+    got, result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    assert clean_result.rejected == 0 and result.rejected == 1  # the spoilt row, counted
+    assert len(got) == len(clean) - 1  # and only it is missing: nothing stands in for it
+    assert {values(e) for e in got} <= {values(e) for e in clean}
+
+
+def values(e: CandleEvent) -> tuple[Any, ...]:
+    return e.event_id, e.ts, e.open, e.high, e.low, e.close, e.volume, e.trades
+
+
+@pytest.mark.parametrize("venue", list(ROW_FIELDS))
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+async def test_a_candle_row_with_a_bad_price_is_rejected(
+    fake: tuple[FakeExchange, str], exchange: FakeExchange, venue: str, value: str
+) -> None:
+    clean, _ = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    index = ROW_FIELDS[venue]["low"]
+
+    def mangle(name: str, rows: list[Any]) -> list[Any]:
+        if len(rows) > 3:
+            rows[3] = [*rows[3][:index], value, *rows[3][index + 1 :]]
+        return rows
+
+    exchange.mangle = mangle
+    got, result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    assert result.rejected >= 1 and len(got) == len(clean) - result.rejected

@@ -74,6 +74,25 @@ class BadMessage(Exception):
         self.kind = kind
 
 
+def shape_error(message: str) -> BadMessage:
+    """A decoder's refusal as a bad message: ``missing_field`` when a required field is absent (a trade is
+    never completed with a default), ``unexpected_shape`` for any other type or shape mismatch."""
+    kind = "missing_field" if "missing required field" in message else "unexpected_shape"
+    return BadMessage(kind, message)
+
+
+def epoch_seconds(value: object) -> float:
+    """A trade time given in epoch seconds (number or decimal string); zero, negative, non-finite or
+    unreadable is a bad message, never a tick dated 1970."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadMessage("bad_time", repr(value)[:40]) from None
+    if not 0 < seconds < _MAX_EPOCH_S:  # also false for NaN
+        raise BadMessage("bad_time", repr(value)[:40])
+    return seconds
+
+
 @dataclass(frozen=True)
 class Pair:
     """One token on one exchange: ``symbol`` is ours (BTC), ``venue`` the exchange's (BTCUSDT), ``quote`` USD/USDT."""
@@ -146,6 +165,7 @@ class Health:
 # to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
 _FIELDS = set(TickEvent.model_fields)
 _INF = float("inf")
+_MAX_EPOCH_S = 253_402_300_800.0  # 10000-01-01: beyond it datetime cannot hold the time
 _time = time.time
 _fromtimestamp = datetime.fromtimestamp
 
@@ -163,7 +183,8 @@ def make_tick(
 ) -> TickEvent:
     """A TickEvent from already-checked parts, without pydantic's per-field validation (the hot path).
 
-    Guaranteed here what the model would check: price finite and > 0, size finite and >= 0, a
+    Guaranteed here what the model would check, and stricter on size: price finite and > 0, size finite
+    and > 0 (a trade of nothing is a parser's invention, never an exchange's), a
     timezone-aware UTC ``ts``, a bounded trade id. ``symbol`` and ``quote`` come from the pair
     configuration, validated once when the connector is built. ``event_id`` is derived from the
     trade (source, symbol, trade id), so a trade published twice is the same event downstream.
@@ -171,7 +192,7 @@ def make_tick(
     """
     if not 0 < price < _INF:  # also false for NaN
         raise BadMessage("bad_price", repr(price))
-    if not 0 <= size < _INF:
+    if not 0 < size < _INF:  # a trade has a size: zero means a field was lost, not a trade of nothing
         raise BadMessage("bad_size", repr(size))
     if len(trade_id) > 100:
         raise BadMessage("bad_trade_id", trade_id[:40])
@@ -199,7 +220,7 @@ class TickMaker:
 
     Checked once here by pydantic (a ``ValueError`` for a bad symbol, source or quote): symbol,
     source, quote. Checked per tick in :meth:`make`, as :func:`make_tick` does: price finite and
-    > 0, size finite and >= 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
+    > 0, size finite and > 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
     fields are a copy of the pair's prototype dict with the trade's parts set (cheaper than
     building the dict), the ``event_id`` the prefix ``source-symbol-`` plus the trade id.
     """
@@ -230,7 +251,7 @@ class TickMaker:
     ) -> TickEvent:
         if not 0 < price < _INF:  # also false for NaN
             raise BadMessage("bad_price", repr(price))
-        if not 0 <= size < _INF:
+        if not 0 < size < _INF:
             raise BadMessage("bad_size", repr(size))
         if len(trade_id) > 100:
             raise BadMessage("bad_trade_id", trade_id[:40])
