@@ -229,7 +229,7 @@ class FakeExchange:
             [str(b.ts_ms), f"{b.open}", f"{b.high}", f"{b.low}", f"{b.close}", f"{b.volume}", "0", "0", "1"]
             for b in reversed(bars)
         ]  # newest first
-        return JSONResponse({"code": "0", "msg": "", "data": rows})
+        return JSONResponse({"code": "0", "msg": "", "data": self._mangled("okx", rows)})
 
     async def bybit(self, request: Request) -> Response:
         response = await self._fault(request) or self._bybit(request)
@@ -246,7 +246,7 @@ class FakeExchange:
         limit = min(int(q.get("limit", 200)), 1000)
         bars = self._slice(interval, int(q.get("start", 0)), int(q.get("end", 2**62)) + 1)[-limit:]
         rows = [[str(b.ts_ms), f"{b.open}", f"{b.high}", f"{b.low}", f"{b.close}", f"{b.volume}", "0"] for b in bars]
-        result = {"symbol": "BTCUSDT", "category": "spot", "list": rows[::-1]}  # newest first
+        result = {"symbol": "BTCUSDT", "category": "spot", "list": self._mangled("bybit", rows[::-1])}  # newest first
         return JSONResponse({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 0})
 
     async def coinbase_advanced(self, request: Request) -> Response:

@@ -290,6 +290,8 @@ ROW_FIELDS = {
     "binance": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "trades": 8},
     "coinbase": {"time": 0, "low": 1, "high": 2, "open": 3, "close": 4, "volume": 5},
     "kraken": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 6, "trades": 7},
+    "okx": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5},
+    "bybit": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5},
 }
 MANGLES = {"missing": None, "null": None, "text": "abc", "bool": True, "nested": [1]}
 ROW_CASES = [

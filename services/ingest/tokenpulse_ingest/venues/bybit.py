@@ -30,7 +30,7 @@ from tokenpulse_shared.settings import BybitSettings
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
@@ -147,21 +147,22 @@ class BybitCandles(CandleApi):
             rows = (body.get("result") or {}).get("list")
             if not isinstance(rows, list):
                 raise RestError(f"bybit kline: unexpected answer {str(body)[:200]}")
-            page = [_bar(r, self.name) for r in rows if start_ms <= int(r[0]) < end_ms]
+            bars = self.bars(rows, self._bar)
+            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
             out.extend(page)
             if on_page:
                 on_page(len(page))
-            if len(rows) < self.page_limit:
+            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
                 break
-            oldest = min(int(r[0]) for r in rows)
+            oldest = min(b.ts_ms for b in bars)
             if oldest > end:
                 raise RestError("bybit kline: the page did not go back in time")
             end = oldest - 1
         return out
 
-
-def _bar(r: list[Any], name: str) -> Bar:
-    return Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), name)
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 6)  # [startTime, open, high, low, close, volume, turnover]
+        return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
 
 
 def rest_client(section: BybitSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:

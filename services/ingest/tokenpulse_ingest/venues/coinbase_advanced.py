@@ -34,7 +34,7 @@ from tokenpulse_shared.settings import CoinbaseAdvancedSettings
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, utc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
@@ -159,17 +159,18 @@ class CoinbaseAdvancedCandles(CandleApi):
             rows = body.get("candles") if isinstance(body, dict) else None
             if not isinstance(rows, list):
                 raise RestError(f"coinbase_advanced candles: unexpected answer {str(body)[:200]}")
-            page = [_bar(r, self.name) for r in rows if cursor <= int(r["start"]) * 1000 < stop]
+            page = [b for b in self.bars(rows, self._bar) if cursor <= b.ts_ms < stop]
             out.extend(page)
             if on_page:
                 on_page(len(page))
             cursor = stop
         return out
 
-
-def _bar(r: dict[str, Any], name: str) -> Bar:
-    o, h, low, c = float(r["open"]), float(r["high"]), float(r["low"]), float(r["close"])
-    return Bar(int(r["start"]) * 1000, o, h, low, c, float(r["volume"]), name)
+    def _bar(self, row: Any) -> Bar:
+        if not isinstance(row, dict) or not {"start", "open", "high", "low", "close", "volume"} <= row.keys():
+            raise BadRow(f"expected start, open, high, low, close, volume: {row!r}"[:80])
+        prices = number(row["open"]), number(row["high"]), number(row["low"]), number(row["close"])
+        return Bar(integer(row["start"]) * 1000, *prices, number(row["volume"]), self.name)
 
 
 def rest_client(section: CoinbaseAdvancedSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:

@@ -29,7 +29,7 @@ from tokenpulse_shared.settings import OkxSettings
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
@@ -147,21 +147,27 @@ class OkxCandles(CandleApi):
             rows = body.get("data")
             if not isinstance(rows, list):
                 raise RestError(f"okx history-candles: unexpected answer {str(body)[:200]}")
-            page = [_bar(r, self.name) for r in rows if str(r[8]) == "1" and start_ms <= int(r[0]) < end_ms]
+            bars = self.bars([r for r in rows if not _still_open(r)], self._bar)
+            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
             out.extend(page)
             if on_page:
                 on_page(len(page))
-            if len(rows) < self.page_limit:
+            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
                 break
-            oldest = min(int(r[0]) for r in rows)
+            oldest = min(b.ts_ms for b in bars)
             if oldest >= before:
                 raise RestError("okx history-candles: the page did not go back in time")
             before = oldest
         return out
 
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 9)  # [ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]
+        return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
 
-def _bar(r: list[Any], name: str) -> Bar:
-    return Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), name)
+
+def _still_open(row: Any) -> bool:
+    """OKX marks the candle still forming with ``confirm`` "0"; it is not history yet."""
+    return isinstance(row, list) and len(row) > 8 and row[8] == "0"
 
 
 def rest_client(section: OkxSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
