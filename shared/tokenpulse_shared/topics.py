@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokenpulse_shared.batches import CandleBatch, IndicatorBatch, PriceBatch, RowBatch, TickBatch
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     AlertRuleEvent,
@@ -29,18 +30,39 @@ class Topic:
     description: str
     compacted: bool = False
     partitions: int = 6
+    pairs_with: str | None = None  # a batch topic's v1 topic: same partitions, same token in the same partition
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def batched(self) -> bool:
+        """Its messages are :class:`RowBatch` es: many rows of one partition, sent there without a key."""
+        return issubclass(self.model, RowBatch)
 
 
 TICKS = Topic("tokenpulse.ticks.v1", TickEvent, "A normalised trade/ticker from one source")
 PRICES = Topic("tokenpulse.prices.v1", PriceEvent, "The reconciled reference price of a token")
 CANDLES = Topic("tokenpulse.candles.v1", CandleEvent, "A candle, emitted when it closes")
+TICKS_V2 = Topic(
+    "tokenpulse.ticks.v2", TickBatch, "Trades of one partition, in columns (ingest's own feeds)", pairs_with=TICKS.name
+)
+PRICES_V2 = Topic(
+    "tokenpulse.prices.v2", PriceBatch, "Reference prices of one partition's tokens, in columns", pairs_with=PRICES.name
+)
+CANDLES_V2 = Topic(
+    "tokenpulse.candles.v2", CandleBatch, "Candles of one partition, in columns", pairs_with=CANDLES.name
+)
 MARKETCAPS = Topic(
     "tokenpulse.marketcaps.v1", MarketCapEvent, "Market cap of a token, or of the whole market (symbol null)"
 )
 INDICATORS = Topic("tokenpulse.indicators.v1", IndicatorEvent, "Technical indicators of a token at a closed candle")
+INDICATORS_V2 = Topic(
+    "tokenpulse.indicators.v2",
+    IndicatorBatch,
+    "Indicators of one partition's tokens, in columns",
+    pairs_with=INDICATORS.name,
+)
 METRICS = Topic("tokenpulse.metrics.v1", MetricsEvent, "Fundamental metrics of a token (TVL, staking, ETF flows)")
 GRADES = Topic("tokenpulse.grades.v1", GradeEvent, "New Trader/Investor grades of a token")
 SIGNALS = Topic("tokenpulse.signals.v1", SignalEvent, "A bullish/bearish signal")
@@ -74,5 +96,9 @@ ALL_TOPICS: tuple[Topic, ...] = (
     ALERT_RULES,
     ALERTS,
     DEAD_LETTER,
+    TICKS_V2,
+    PRICES_V2,
+    CANDLES_V2,
+    INDICATORS_V2,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
