@@ -64,10 +64,10 @@ def create_app(ctx: Context) -> FastAPI:
 
 def add_middleware(app: FastAPI, settings: Settings) -> None:
     """Outermost last: the request boundary, metrics, then the limits and security headers, then CORS."""
-    if settings.cors_origins:
+    if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.gateway.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=CORS_HEADERS,
             expose_headers=CORS_EXPOSED,
@@ -75,13 +75,15 @@ def add_middleware(app: FastAPI, settings: Settings) -> None:
         )
     app.add_middleware(
         GatewayMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        timeout_s=settings.request_timeout_s,
-        body_timeout_s=settings.http_body_timeout_s,
+        max_body_bytes=settings.gateway.max_body_bytes,
+        timeout_s=settings.gateway.request_timeout_s,
+        body_timeout_s=settings.gateway.http_body_timeout_s,
     )
     app.add_middleware(HttpMetrics)
     app.add_middleware(RequestBoundary)  # outermost: a request id for all, and the last word on any error
-    if settings.otel_exporter != "none":  # no exporter, no spans: tracing each request is a large part of a hot read
+    if (
+        settings.telemetry.otel_exporter != "none"
+    ):  # no exporter, no spans: tracing each request is a large part of a hot read
         try:
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

@@ -136,7 +136,8 @@ async def require_admin(
     x_admin_token: Annotated[str | None, Header(description="the admin token (or `Authorization: Bearer`)")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
-    expected: str | None = state_of(request).settings.admin_token
+    secret = state_of(request).settings.gateway.admin_token
+    expected = secret.get_secret_value() if secret is not None else None
     if not expected:
         raise ApiError(403, "admin_disabled", "the admin API is off: set TOKENPULSE_ADMIN_TOKEN on the gateway")
     token = _header_key(x_admin_token, authorization)

@@ -300,7 +300,7 @@ class LiveState:
 
     async def _sync(self) -> None:
         q = self.queries
-        symbols = sorted(set(self.settings.symbols) | await q.known_symbols() | set(self.tokens))
+        symbols = sorted(set(self.settings.runtime.symbols) | await q.known_symbols() | set(self.tokens))
         prices = await q.latest_prices(symbols)
         grades = await q.latest_grades(symbols)
         signals = await q.latest_signals(symbols)

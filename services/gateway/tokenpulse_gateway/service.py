@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 
 from tokenpulse_gateway.app import create_app
 from tokenpulse_gateway.writer import StoreWriter
@@ -11,15 +13,17 @@ from tokenpulse_gateway.writer import StoreWriter
 
 class GatewayService:
     name = "gateway"
+    store_access = StoreAccess.OWNER  # hosts the store writer and answers from the store
 
     def __init__(self) -> None:
+        self.ready = asyncio.Event()
         self.writer: StoreWriter | None = None
         self.app: FastAPI | None = None
 
     def register(self, ctx: Context) -> None:
         assert ctx.store is not None, "the gateway owns the store: configure TOKENPULSE_CLICKHOUSE_URL"
         ctx.settings.require_admin_token()
-        if ctx.settings.persist:
+        if ctx.settings.gateway.persist:
             self.writer = StoreWriter(ctx.store)
             self.writer.register(ctx)
         self.app = create_app(ctx)
@@ -27,8 +31,11 @@ class GatewayService:
         if self.writer is not None:
             self.writer.on_stored.append(self.app.state.live.on_stored)
 
+    def http_app(self) -> ASGIApp | None:
+        return self.app
+
     async def start(self, ctx: Context) -> None:
-        return None
+        self.ready.set()
 
     async def stop(self) -> None:
         return None

@@ -61,15 +61,21 @@ def build_state(ctx: Context) -> GatewayState:
     state = GatewayState()
     state.ctx, state.bus, state.settings, state.store = ctx, ctx.bus, s, ctx.store
     state.queries = Queries.on(ctx.store)
-    state.keys = KeyStore(ctx.store, s.key_cache_ttl_s, s.key_cache_size, s.key_miss_ttl_s)
-    state.limiter = KeyLimiter(s.redis_url, s.key_issue_per_hour, s.auth_failures_per_minute)
-    state.tiers = Tiers(s.free_limit_per_minute, s.free_limit_per_month, s.max_rules_per_key)
-    state.hub = StreamHub(s.stream_buffer)
-    pages = PageCache(s.history_cache_ttl_s)
+    state.keys = KeyStore(ctx.store, s.gateway.key_cache_ttl_s, s.gateway.key_cache_size, s.gateway.key_miss_ttl_s)
+    state.limiter = KeyLimiter(
+        s.gateway.redis_url.get_secret_value() if s.gateway.redis_url else None,
+        s.gateway.key_issue_per_hour,
+        s.gateway.auth_failures_per_minute,
+    )
+    state.tiers = Tiers(s.gateway.free_limit_per_minute, s.gateway.free_limit_per_month, s.gateway.max_rules_per_key)
+    state.hub = StreamHub(s.gateway.stream_buffer)
+    pages = PageCache(s.gateway.history_cache_ttl_s)
     live = state.live = LiveState(ctx, state.queries.market, state.hub, pages=pages)
-    state.symbols = KnownSymbols(s.symbols, lambda symbol: symbol in live.tokens, state.queries.market.known_symbols)
+    state.symbols = KnownSymbols(
+        s.runtime.symbols, lambda symbol: symbol in live.tokens, state.queries.market.known_symbols
+    )
     state.caches = Caches(pages, TokenDetails(live.sync_every_s), StoredPredictions(live.sync_every_s))
-    state.halvings = load_halvings(s.bundle_dir / "btc_cycles.json")
+    state.halvings = load_halvings(s.runtime.bundle_dir / "btc_cycles.json")
     state.rule_locks = KeyLocks()
     state.writer = None
     return state

@@ -145,7 +145,7 @@ async def create_rule(
     symbol = await symbols.resolve(body.symbol)
     for channel in body.channels:
         try:
-            await asyncio.to_thread(validate_channel, channel, settings.webhook_allowlist)
+            await asyncio.to_thread(validate_channel, channel, settings.alerts.webhook_allowlist)
         except (TargetRefused, ValueError) as exc:
             raise ApiError(422, "invalid_channel", str(exc)) from exc
     async with locks.of(key.key_id):  # the count check and the insert of one key's rules do not interleave

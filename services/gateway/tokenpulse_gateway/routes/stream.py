@@ -142,7 +142,7 @@ async def stream(
     return _ClaimedStream(
         events(hub, key, resume, match),
         release=lambda: hub.release_stream(key.key_id),
-        ping=settings.stream_heartbeat_s,
+        ping=settings.gateway.stream_heartbeat_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         send_timeout=30,
     )
