@@ -18,6 +18,7 @@ from tokenpulse_shared.events import (
     PriceEvent,
     SignalEvent,
     TickEvent,
+    UniverseTokenEvent,
 )
 
 
@@ -51,6 +52,12 @@ ALERT_RULES = Topic(
     compacted=True,
 )
 ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
+UNIVERSE = Topic(
+    "tokenpulse.universe.v1",
+    UniverseTokenEvent,
+    "A token of the tracked universe added/changed/removed (compacted, key = symbol; tombstone on removal)",
+    compacted=True,
+)
 DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -65,6 +72,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     PREDICTIONS,
     ALERT_RULES,
     ALERTS,
+    UNIVERSE,
     DEAD_LETTER,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}

@@ -254,5 +254,10 @@ def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None)
 VENUE = Venue(
     "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client,
     section=lambda s: s.kraken,
-    pairs=PairNaming("{symbol}/USD", r"^[A-Z0-9]+/([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+    pairs=PairNaming(
+        "{symbol}/USD",
+        r"^[A-Z0-9]+/([A-Z0-9]+)$",
+        not_listed=frozenset({"BNB"}),
+        aliases=tuple((v1, ours) for ours, v1 in V1_ALIASES.items()),
+    ),
 )  # fmt: skip

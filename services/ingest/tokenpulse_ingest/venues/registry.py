@@ -1,14 +1,17 @@
 """The venues Tokenpulse speaks, by name: adding one is a module of its own plus one line here.
 
 ``build_connectors(settings, sink, on_gap)`` makes one live connector per configured venue
-(``TOKENPULSE_FEED_EXCHANGES``) for the tracked tokens (``TOKENPULSE_SYMBOLS``), with the pairs
-given by :func:`pairs_for` (each venue's defaults, overridden by ``TOKENPULSE_FEED_PAIRS``); the
+(``TOKENPULSE_FEED_EXCHANGES``) for the tracked tokens (the universe), with the pairs
+given by :func:`pairs_for` (the universe's, else each venue's defaults, overridden by ``TOKENPULSE_FEED_PAIRS``); the
 REST backfill takes a venue's candle endpoint from :func:`venue`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.universe import Token, configured
 
 from tokenpulse_ingest.venues import binance, coinbase, kraken
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
@@ -37,8 +40,24 @@ def quote_of(name: str, pair: str) -> str:
     return quote
 
 
-def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
-    """Per configured venue, the pairs to subscribe to: defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
+def universe_pairs(spec: AnyVenue, tokens: Sequence[Token]) -> dict[str, str]:
+    """A venue's pair of each token: the universe's where it names one (none where it says "not listed"),
+    the venue's default naming where it says nothing about the venue."""
+    pairs: dict[str, str] = {}
+    for token in tokens:
+        if spec.name in token.pairs:
+            listed = token.pairs[spec.name]
+            if listed is not None:
+                pairs[token.symbol] = spec.pairs.canonical(listed)
+        elif token.symbol not in spec.not_listed:
+            pairs[token.symbol] = spec.default_pair(token.symbol)
+    return pairs
+
+
+def pairs_for(settings: Settings, tokens: Sequence[Token] | None = None) -> dict[str, list[Pair]]:
+    """Per configured venue, the pairs to subscribe to for ``tokens`` (default: the configured universe):
+    the universe's pairs or the venue's defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
+    tokens = configured(settings) if tokens is None else tokens
     for name in settings.ingest.feed_exchanges:
         if name not in VENUES:
             raise ValueError(f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(VENUES)}")
@@ -49,7 +68,7 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     chosen: dict[str, dict[str, str]] = {}
     for name in settings.ingest.feed_exchanges:
         spec = VENUES[name]
-        pairs = {s: spec.default_pair(s) for s in settings.runtime.symbols if s not in spec.not_listed}
+        pairs = universe_pairs(spec, tokens)
         for symbol, pair in overrides.get(name, {}).items():
             if pair == "-":
                 pairs.pop(symbol, None)
@@ -63,7 +82,9 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     }
 
 
-def build_connectors(settings: Settings, sink: TickSink, on_gap: GapHook | None = None) -> list[Connector]:
+def build_connectors(
+    settings: Settings, sink: TickSink, on_gap: GapHook | None = None, tokens: Sequence[Token] | None = None
+) -> list[Connector]:
     return [
         VENUES[name].connector(
             VENUES[name].ws_url(settings),
@@ -75,5 +96,5 @@ def build_connectors(settings: Settings, sink: TickSink, on_gap: GapHook | None 
             backoff_max_s=settings.ingest.feed_backoff_max_s,
             open_timeout_s=min(10.0, settings.ingest.feed_connect_timeout_s),
         )
-        for name, pairs in pairs_for(settings).items()
+        for name, pairs in pairs_for(settings, tokens).items()
     ]

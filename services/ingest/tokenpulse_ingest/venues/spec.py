@@ -33,6 +33,9 @@ class PairNaming:
     format: str
     pattern: str
     not_listed: frozenset[str] = frozenset()
+    aliases: tuple[tuple[str, str], ...] = ()
+    """(other name, our name) of assets a venue also spells differently (Kraken's v1 ``XBT`` for BTC):
+    a universe file may use either, the feed uses ours"""
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,6 +43,12 @@ class PairNaming:
 
     def default(self, symbol: str) -> str:
         return self.format.format(symbol=symbol)
+
+    def canonical(self, pair: str) -> str:
+        """``pair`` in the venue's own current spelling (a universe file may hold an older one)."""
+        for other, ours in self.aliases:
+            pair = re.sub(rf"(?<![A-Z0-9]){other}(?![A-Z0-9])", ours, pair)
+        return pair
 
     def quote(self, pair: str) -> str | None:
         m = self._compiled.match(pair)
