@@ -10,6 +10,7 @@ so all of them see the same universe in embedded and distributed mode (docs/desi
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import logging
@@ -169,6 +170,7 @@ class UniverseFollower:
         self.listeners: list[Listener] = []
         self.loaded = False
         """True once the topic delivered anything: until then a service may stand in its own configuration"""
+        self._arrived = asyncio.Condition()
 
     def follow(self, bus: Bus, group: str) -> UniverseFollower:
         bus.subscribe(UNIVERSE, group, self.on_events, delivery=Delivery.BROADCAST)
@@ -180,6 +182,15 @@ class UniverseFollower:
     def symbols(self) -> list[str]:
         """Members by rank (then symbol)."""
         return [t.symbol for t in sorted(self.tokens.values(), key=lambda t: (t.rank or 0, t.symbol))]
+
+    async def wait_for(self, symbols: set[str], timeout: float) -> bool:
+        """Wait until every one of ``symbols`` is a member (a publisher waiting for its own universe)."""
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(lambda: symbols <= self.tokens.keys()), timeout)
+            except TimeoutError:
+                return False
+        return True
 
     async def on_events(self, events: list[UniverseTokenEvent]) -> None:
         changed: dict[str, Token] = {}
@@ -197,6 +208,8 @@ class UniverseFollower:
                 gone.pop(e.symbol, None)
                 self.removed.discard(e.symbol)
         self.loaded = True
+        async with self._arrived:
+            self._arrived.notify_all()
         if changed or gone:
             self.version += 1
             for listener in self.listeners:

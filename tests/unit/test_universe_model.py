@@ -143,3 +143,16 @@ async def test_a_removed_token_comes_back_when_added_again() -> None:
     await follower.on_events([UniverseTokenEvent(symbol="SOL", name="Solana")])
     assert follower.symbols() == ["SOL"] and follower.removed == set()
     assert UNIVERSE.compacted and UniverseTokenEvent(symbol="SOL", name="S").partition_key() == "SOL"
+
+
+def test_a_token_without_history_gets_a_deterministic_start_shaped_by_its_rank() -> None:
+    from tokenpulse_ingest.synthetic import generated_state
+
+    assert generated_state("ZZNEW", 500, 1.0) == generated_state("ZZNEW", 500, 1.0)  # every process, every run
+    assert generated_state("ZZNEW", 500, 1.0) != generated_state("ZZOLD", 500, 1.0)
+    tokens = load_file(TOP1000)
+    top = [generated_state(t.symbol, t.rank, 1.0) for t in tokens[:100]]
+    tail = [generated_state(t.symbol, t.rank, 1.0) for t in tokens[-100:]]
+    assert all(1e-4 <= s.price <= 1e3 and 0.02 < s.daily_vol < 0.16 and s.typical_size > 0 for s in top + tail)
+    assert sum(s.daily_vol for s in tail) > 2 * sum(s.daily_vol for s in top)  # small caps swing more
+    assert sum(s.typical_size * s.price for s in top) > 50 * sum(s.typical_size * s.price for s in tail)
