@@ -70,7 +70,11 @@ async def spec(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[s
     """The gateway's OpenAPI document, from the app as it is built for serving."""
     store = await Store(f"chdb://{tmp_path_factory.mktemp('openapi') / 'ch'}").open()
     gateway = GatewayService()
-    gateway.register(Context(settings=Settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=store))
+    gateway.register(
+        Context(
+            settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}), bus=InMemoryBus(), store=store
+        )
+    )
     assert gateway.app is not None
     yield gateway.app.openapi()
     await store.close()
@@ -120,7 +124,9 @@ def sdk_calls(c: Client) -> dict[str, Callable[[], Any]]:
     return {
         "create_key": lambda: c.create_key("bot", email="me@example.com"),
         "usage": c.usage,
-        "tokens": lambda: c.tokens(limit=10).to_list(),
+        "tokens": lambda: c.tokens(
+            limit=10, sort="-market_cap", q="bit", min_trader_grade=50, signal="bullish"
+        ).to_list(),
         "token": lambda: c.token("BTC"),
         "candles": lambda: c.candles("BTC", "1h", start=day, end=moment, limit=10).to_list(),
         "indicators": lambda: c.indicators("BTC", "4h", start="2024-01-01", end=moment, limit=10).to_list(),
