@@ -262,6 +262,15 @@ class IngestSettings(Section):
         description="Seconds between two reads of the universe file: a token added is followed, one removed "
         "stops, without a restart; 0 = read once at start.",
     )
+    universe_discovery: bool = Field(
+        True,
+        description="While the live feed may use the exchanges (LIVE_FEED auto or live), check the universe's pairs "
+        "against each feed exchange's listing endpoint (Binance exchangeInfo, Coinbase products, Kraken "
+        "AssetPairs): delisted pairs dropped, listed ones added; an exchange that does not answer keeps the file's.",
+    )
+    universe_discovery_s: float = Field(
+        3600.0, ge=1, description="Seconds between two reads of the exchanges' listing endpoints."
+    )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic generator.")
     ingest_restore_lookback_s: float = Field(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import threading
 import time
 from collections import deque
@@ -27,6 +28,20 @@ from starlette.routing import Route
 from tokenpulse_ingest.bundle import BUNDLE, Bar, read_bars, rollup
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
+
+LISTINGS = {
+    name: Path(__file__).parent / "listings" / file
+    for name, file in (
+        ("binance", "binance_exchange_info.json"),
+        ("coinbase", "coinbase_products.json"),
+        ("kraken", "kraken_asset_pairs.json"),
+    )
+}
+
+
+def read_listings() -> dict[str, Any]:
+    return {name: json.loads(path.read_text()) for name, path in LISTINGS.items()}
+
 
 ONE_MINUTE_FILE = next(s for s in BUNDLE if s.interval is Interval.M1)
 BINANCE_INTERVALS = {i.value: i for i in Interval}
@@ -64,6 +79,8 @@ class FakeExchange:
     _weights: deque[tuple[float, int]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
+    listings: dict[str, Any] = field(default_factory=lambda: read_listings())
+    """each venue's listing answer (its documented format); a test edits them, None answers 503"""
 
     @property
     def first_ms(self) -> int:
@@ -188,6 +205,14 @@ class FakeExchange:
         last = rows[-2][0] if len(rows) >= 2 else since_ms // 1000
         return JSONResponse({"error": [], "result": {"XXBTZUSD": rows, "last": last}})
 
+    def listing(self, venue: str) -> Any:
+        async def answer(request: Request) -> Response:
+            body = self.listings.get(venue)
+            self._log(request, 200 if body is not None else 503)
+            return JSONResponse(body) if body is not None else Response(status_code=503)
+
+        return answer
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -195,5 +220,8 @@ class FakeExchange:
                 Route("/api/v3/klines", self.binance),
                 Route("/products/{product}/candles", self.coinbase),
                 Route("/0/public/OHLC", self.kraken),
+                Route("/api/v3/exchangeInfo", self.listing("binance")),
+                Route("/products", self.listing("coinbase")),
+                Route("/0/public/AssetPairs", self.listing("kraken")),
             ]
         )

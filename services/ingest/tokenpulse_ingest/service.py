@@ -69,7 +69,8 @@ from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
-from tokenpulse_ingest.venues.registry import build_connectors
+from tokenpulse_ingest.venues.registry import build_connectors, fetch_listings, with_listings
+from tokenpulse_ingest.venues.spec import Listings
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class IngestService:
         self.universe = UniverseFollower()
         self.publisher: UniversePublisher | None = None
         self._universe_stamp: tuple[float, int] | None = None  # the file's (mtime, size) when last published
+        self.listings: dict[str, Listings] = {}  # what the feed exchanges listed when last asked
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -335,6 +337,8 @@ class IngestService:
         await self._publish_universe(ctx, first=True)
         if ctx.settings.runtime.universe is not None and ctx.settings.ingest.universe_refresh_s > 0:
             self._tasks.append(asyncio.create_task(self._refresh_universe(ctx), name="ingest-universe"))
+        if ctx.settings.ingest.universe_discovery and ctx.settings.ingest.live_feed in ("auto", "live"):
+            self._tasks.append(asyncio.create_task(self._discover(ctx), name="ingest-universe-discovery"))
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
         if ctx.settings.ingest.rest_backfill_exchange:
             self._tasks.append(
@@ -527,7 +531,7 @@ class IngestService:
         """Publish the configured universe's changes; at start also wait until the topic gave it back."""
         stamp = self._file_stamp(ctx)
         try:
-            tokens = configured(ctx.settings)
+            tokens = with_listings(configured(ctx.settings), self.listings)
         except UniverseError:
             if first:
                 raise  # a broken universe at start is a configuration error
@@ -551,6 +555,19 @@ class IngestService:
                     await self._publish_universe(ctx)
                 except Exception:
                     log.exception("universe: publishing a change failed; trying again at the next refresh")
+
+    async def _discover(self, ctx: Context) -> None:
+        """Check the universe's pairs against the exchanges' listings, now and every UNIVERSE_DISCOVERY_S."""
+        while True:
+            try:
+                found = await fetch_listings(ctx.settings)
+                if found:
+                    self.listings = {**self.listings, **found}
+                    await self._publish_universe(ctx)
+                ctx.status["universe_listings"] = ", ".join(sorted(found)) or "no exchange answered"
+            except Exception:
+                log.exception("universe: discovery failed; trying again at the next round")
+            await asyncio.sleep(ctx.settings.ingest.universe_discovery_s)
 
     async def _universe_changed(self, changed: list[Token], removed: list[str]) -> None:
         """The topic changed the universe: follow it with the synthetic walk and the venues' subscriptions."""

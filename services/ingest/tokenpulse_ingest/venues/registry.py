@@ -8,6 +8,8 @@ REST backfill takes a venue's candle endpoint from :func:`venue`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 
 from tokenpulse_shared.settings import Settings
@@ -15,7 +17,9 @@ from tokenpulse_shared.universe import Token, configured
 
 from tokenpulse_ingest.venues import binance, coinbase, kraken
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
-from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
+from tokenpulse_ingest.venues.spec import AnyVenue, Listings, feed_pair_overrides
+
+log = logging.getLogger(__name__)
 
 VENUES: dict[str, AnyVenue] = {
     binance.VENUE.name: binance.VENUE,
@@ -98,3 +102,40 @@ def build_connectors(
         )
         for name, pairs in pairs_for(settings, tokens).items()
     ]
+
+
+async def fetch_listings(settings: Settings, timeout_s: float = 15.0) -> dict[str, Listings]:
+    """What each feed exchange lists now (its listing endpoint), for those that answer within ``timeout_s``."""
+
+    async def one(spec: AnyVenue) -> Listings | None:
+        assert spec.listings is not None
+        client = spec.rest_client(spec.section(settings), settings.ingest.rest_max_wait_s, None)
+        try:
+            return await asyncio.wait_for(spec.listings(client), timeout_s)
+        except Exception as exc:  # unreachable, refused, malformed: the universe keeps the file's pairs there
+            log.warning("universe: %s listings not read (%s); keeping the configured pairs there", spec.name, exc)
+            return None
+        finally:
+            await client.aclose()
+
+    specs = [VENUES[n] for n in settings.ingest.feed_exchanges if n in VENUES and VENUES[n].listings is not None]
+    found = await asyncio.gather(*(one(spec) for spec in specs))
+    return {spec.name: listed for spec, listed in zip(specs, found, strict=True) if listed}
+
+
+def with_listings(tokens: Sequence[Token], listings: dict[str, Listings]) -> list[Token]:
+    """The universe's pairs checked against what the venues list now: a configured pair still listed stays; one
+    no longer listed (delisted, or its quote renamed) gives way to the venue's preferred pair of the token, or
+    to "not listed there"; a token the file says nothing or "not listed" about gets the listed pair."""
+    out = []
+    for token in tokens:
+        pairs = dict(token.pairs)
+        for name, listed in listings.items():
+            spec = VENUES[name]
+            current = pairs.get(name)
+            offered = listed.get(token.symbol, [])
+            if current is not None and spec.pairs.canonical(current) in offered:
+                continue
+            pairs[name] = offered[0] if offered else None
+        out.append(Token(token.symbol, token.name, token.rank, pairs))
+    return out
