@@ -54,6 +54,11 @@ from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("price", "signal", "alert")
+LIST_REFRESH_S = 0.5
+"""a large universe's token list is rebuilt at most this often (prices change it many times a second; the
+stream carries each price at once)"""
+LARGE_LIST = 200
+"""from this many tokens on, the list is rebuilt at most every LIST_REFRESH_S"""
 FRESH_MS = 5 * 60_000
 """events older than this (a broadcast subscription replays the topic) update the state but are not streamed"""
 
@@ -157,6 +162,9 @@ class LiveState:
         self._sync_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._rows: tuple[int, list[dict[str, Any]]] | None = None
+        self._rows_at = 0.0
+        self.list_version = 0
+        """the version the token list was last built from: ``/v1/tokens`` answers are cached per list version"""
         group = "gateway-live"
         self.universe = UniverseFollower().follow(ctx.bus, f"{group}-universe")
         self.universe.on_change(self.on_universe)
@@ -376,10 +384,23 @@ class LiveState:
             self._computing.pop(symbol, None)
 
     # ------------------------------------------------------------------ answers
+    def token_list(self) -> list[dict[str, Any]]:
+        """:meth:`rows` for the list endpoint: at a large universe rebuilt at most every LIST_REFRESH_S (one
+        rebuild and sort per request cost milliseconds at 1,000 tokens, and prices arrive many times a second)."""
+        if (
+            self._rows is not None
+            and len(self.tokens) >= LARGE_LIST
+            and time.monotonic() - self._rows_at < LIST_REFRESH_S
+        ):
+            return self._rows[1]
+        return self.rows()
+
     def rows(self) -> list[dict[str, Any]]:
         """The answer rows of every token, made once per version of the state (callers must not change them)."""
         if self._rows is not None and self._rows[0] == self.version:
             return self._rows[1]
+        self._rows_at = time.monotonic()
+        self.list_version = self.version
         out = []
         removed = self.universe.removed
         for sym in sorted(self.tokens):

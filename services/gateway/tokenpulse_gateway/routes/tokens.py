@@ -57,10 +57,11 @@ async def list_tokens(
     query = TokenQuery.parse(sort, q, min_trader_grade, signal)
     state = state_of(request)
     await state.live.ensure()
-    cache_key = (query, cursor)
-    enc = state.caches.tokens.get(state.live.version, limit, cache_key)
+    live, cache_key = state.live, (query, cursor)
+    rows = live.token_list()
+    enc = state.caches.tokens.get(live.list_version, limit, cache_key)
     if enc is None:
-        enc = encode(page(state.live.rows(), query, limit, cursor))
+        enc = encode(page(rows, query, limit, cursor))
         state.caches.tokens.put(limit, cache_key, enc)
     return answer(request, enc, 1)
 
