@@ -91,6 +91,10 @@ class StreamHub:
         """id of the newest event that has left the buffer: a resume from before it has missed events"""
         self.queue_size = queue_size
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
+        """streams of every symbol"""
+        self.by_symbol: dict[str, set[asyncio.Queue[StreamEvent | None]]] = {}
+        """streams of some symbols (``?symbols=``), by symbol: an event is handed only to the streams that want it"""
+        self._symbols_of: dict[asyncio.Queue[StreamEvent | None], frozenset[str]] = {}
         self.open_streams: Counter[str] = Counter()
         """open ``/v1/stream`` connections per key id (the tier caps them)"""
 
@@ -106,22 +110,34 @@ class StreamHub:
         if len(self.buffer) == self.buffer.maxlen:
             self.evicted_id = self.buffer[0].id
         self.buffer.append(event)
-        for q in list(self.subscribers):
+        for q in [*self.subscribers, *self.by_symbol.get(symbol, ())]:
             try:
                 q.put_nowait(event)
             except asyncio.QueueFull:  # a client that does not keep up: end its stream, it resumes by id
-                self.subscribers.discard(q)
+                self.unsubscribe(q)
                 q.get_nowait()
                 q.put_nowait(None)
         return event
 
-    def subscribe(self) -> asyncio.Queue[StreamEvent | None]:
+    def subscribe(self, symbols: set[str] | None = None) -> asyncio.Queue[StreamEvent | None]:
+        """A queue of the events of ``symbols`` (None: of every symbol)."""
         q: asyncio.Queue[StreamEvent | None] = asyncio.Queue(self.queue_size)
-        self.subscribers.add(q)
+        if symbols is None:
+            self.subscribers.add(q)
+        else:
+            self._symbols_of[q] = frozenset(symbols)
+            for symbol in symbols:
+                self.by_symbol.setdefault(symbol, set()).add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[StreamEvent | None]) -> None:
         self.subscribers.discard(q)
+        for symbol in self._symbols_of.pop(q, ()):
+            wanting = self.by_symbol.get(symbol)
+            if wanting is not None:
+                wanting.discard(q)
+                if not wanting:
+                    del self.by_symbol[symbol]
 
     def claim_stream(self, key_id: str, cap: int) -> bool:
         """Count one more open stream of ``key_id``; False (nothing counted) when it holds ``cap`` already."""
