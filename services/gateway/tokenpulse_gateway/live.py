@@ -84,12 +84,14 @@ class StreamEvent:
 
 
 class StreamHub:
-    def __init__(self, capacity: int = 2000, queue_size: int = 1000) -> None:
+    def __init__(self, capacity: int = 2000, queue_size: int = 1000, heartbeat_s: float = 15.0) -> None:
         self.buffer: deque[StreamEvent] = deque(maxlen=capacity)
         self.last_id = 0
         self.evicted_id = 0
         """id of the newest event that has left the buffer: a resume from before it has missed events"""
         self.queue_size = queue_size
+        self.heartbeat_s = heartbeat_s
+        """seconds between two ``: ping`` comments on an open stream"""
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
         """streams of every symbol"""
         self.by_symbol: dict[str, set[asyncio.Queue[StreamEvent | None]]] = {}
@@ -163,8 +165,10 @@ class LiveState:
         hub: StreamHub,
         sync_every_s: float = 60.0,
         pages: PageCache | None = None,
+        symbols: Sequence[str] = (),
     ) -> None:
-        self.settings = ctx.settings
+        self.configured = list(symbols)
+        """the tracked tokens (TOKENPULSE_SYMBOLS): listed before the store has any of their rows"""
         self.queries = queries
         self.hub = hub
         self.sync_every_s = sync_every_s
@@ -352,7 +356,7 @@ class LiveState:
 
     async def _sync(self) -> None:
         q = self.queries
-        members = set(self.universe.tokens) if self.universe.loaded else set(self.settings.runtime.symbols)
+        members = set(self.universe.tokens) if self.universe.loaded else set(self.configured)
         symbols = sorted((members | await q.known_symbols() | set(self.tokens)) - self.universe.removed)
         prices = await q.latest_prices(symbols)
         caps = await q.latest_market_caps(symbols)

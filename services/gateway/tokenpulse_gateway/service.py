@@ -13,16 +13,18 @@ from tokenpulse_gateway.writer import StoreWriter
 
 class GatewayService:
     name = "gateway"
-    store_access = StoreAccess.OWNER  # hosts the store writer and answers from the store
+    store_access = StoreAccess.OWNER  # migrates the store and hosts the writer that persists the topics
 
     def __init__(self) -> None:
-        self.ready = asyncio.Event()
         self.writer: StoreWriter | None = None
         self.app: FastAPI | None = None
+        self.ready = asyncio.Event()  # nothing to rebuild: the API answers from the store once the bus runs
+
+    def http_app(self) -> ASGIApp | None:
+        return self.app
 
     def register(self, ctx: Context) -> None:
         assert ctx.store is not None, "the gateway owns the store: configure TOKENPULSE_CLICKHOUSE_URL"
-        ctx.settings.require_admin_token()
         if ctx.settings.gateway.persist:
             self.writer = StoreWriter(ctx.store)
             self.writer.register(ctx)
@@ -30,9 +32,6 @@ class GatewayService:
         self.app.state.writer = self.writer
         if self.writer is not None:
             self.writer.on_stored.append(self.app.state.live.on_stored)
-
-    def http_app(self) -> ASGIApp | None:
-        return self.app
 
     async def start(self, ctx: Context) -> None:
         self.ready.set()
