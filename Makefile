@@ -38,6 +38,7 @@ bench: install ## benchmarks (results go to docs/benchmarks.md by hand; each wri
 	@$(VENV)/bin/python bench/insert.py
 	@$(VENV)/bin/python bench/latency.py
 	@$(VENV)/bin/python -m bench.market
+	@$(VENV)/bin/python -m bench.embedded_universe
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand, plot to docs/bench/gateway.png)
 	@$(VENV)/bin/python bench/gateway.py

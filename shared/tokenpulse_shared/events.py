@@ -533,6 +533,29 @@ class AlertRuleEvent(Event):
         return self.rule_id
 
 
+VenueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="venue name, e.g. binance")]
+VenuePair = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,39}$", description="pair as the venue spells it")
+]
+
+
+class UniverseTokenEvent(Event):
+    """A token of the tracked universe, added or changed, or removed (``tokenpulse.universe.v1``, compacted).
+
+    The message key is the symbol; a removal is published as ``deleted=True`` followed by a tombstone on
+    Kafka. ``pairs`` holds what is known per venue: a pair where it is listed, ``null`` where it is known
+    not to be; a venue left out takes the venue's default naming (``{symbol}USDT`` and so on)."""
+
+    symbol: Symbol
+    name: str = Field(min_length=1, max_length=100)
+    rank: int | None = Field(default=None, ge=1, le=1_000_000, description="1 = first of the universe")
+    pairs: dict[VenueName, VenuePair | None] = Field(default_factory=dict, max_length=32)
+    deleted: bool = False
+
+    def partition_key(self) -> str:
+        return self.symbol
+
+
 class AlertFiredEvent(Event):
     """An alert fired, and its deliveries (``tokenpulse.alerts.v1``).
 

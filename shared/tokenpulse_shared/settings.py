@@ -84,7 +84,15 @@ class RuntimeSettings(Section):
     )
     symbols: UpperList = Field(
         default_factory=lambda: ["BTC", "ETH", "BNB", "XRP", "ADA", "DOGE", "SOL", "LTC"],
-        description="Tracked tokens, comma separated.",
+        description="Tracked tokens, comma separated (the short form of a universe; UNIVERSE, when set, wins).",
+    )
+    universe: Path | None = Field(
+        None,
+        description="Universe file: CSV `symbol,name[,venue...]` (one column per venue, its pair there; blank = "
+        "not listed), file order = rank; e.g. `data/universe/top1000.csv`. Ingest re-reads it while running.",
+    )
+    universe_top_n: int = Field(
+        0, ge=0, le=100_000, description="Track only the first N tokens of the universe by rank; 0 = all of them."
     )
     bundle_dir: Path = Field(DEFAULT_BUNDLE, description="Folder of the bundled real market history.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
@@ -251,6 +259,21 @@ class IngestSettings(Section):
     )
     feed_backoff_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles per failed attempt, jittered.")
     feed_backoff_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    universe_refresh_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between two reads of the universe file: a token added is followed, one removed "
+        "stops, without a restart; 0 = read once at start.",
+    )
+    universe_discovery: bool = Field(
+        True,
+        description="While the live feed may use the exchanges (LIVE_FEED auto or live), check the universe's pairs "
+        "against each feed exchange's listing endpoint (Binance exchangeInfo, Coinbase products, Kraken "
+        "AssetPairs): delisted pairs dropped, listed ones added; an exchange that does not answer keeps the file's.",
+    )
+    universe_discovery_s: float = Field(
+        3600.0, ge=1, description="Seconds between two reads of the exchanges' listing endpoints."
+    )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic generator.")
     ingest_restore_lookback_s: float = Field(

@@ -20,6 +20,7 @@ from tokenpulse_shared.events import (
     PriceEvent,
     SignalEvent,
     TickEvent,
+    UniverseTokenEvent,
 )
 
 
@@ -80,6 +81,12 @@ MARKET_STATE = Topic(
     partitions=1,
 )
 ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
+UNIVERSE = Topic(
+    "tokenpulse.universe.v1",
+    UniverseTokenEvent,
+    "A token of the tracked universe added/changed/removed (compacted, key = symbol; tombstone on removal)",
+    compacted=True,
+)
 DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -95,6 +102,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     MARKET_STATE,
     ALERT_RULES,
     ALERTS,
+    UNIVERSE,
     DEAD_LETTER,
     TICKS_V2,
     PRICES_V2,

@@ -126,7 +126,9 @@ def sdk_calls(c: Client) -> dict[str, Callable[[], Any]]:
     return {
         "create_key": lambda: c.create_key("bot", email="me@example.com"),
         "usage": c.usage,
-        "tokens": lambda: c.tokens(limit=10).to_list(),
+        "tokens": lambda: c.tokens(
+            limit=10, sort="-market_cap", q="bit", min_trader_grade=50, signal="bullish"
+        ).to_list(),
         "token": lambda: c.token("BTC"),
         "candles": lambda: c.candles("BTC", "1h", start=day, end=moment, limit=10).to_list(),
         "indicators": lambda: c.indicators("BTC", "4h", start="2024-01-01", end=moment, limit=10).to_list(),

@@ -58,7 +58,7 @@ class Exchanges:
 def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:6].upper()
     prices = {f"V{run}A": 97_000.0, f"V{run}B": 3_500.0}
-    rest = RestFake(load_series(), kraken_extra=list(prices))
+    rest = RestFake(load_series(), kraken_extra=list(prices), ccxt_pairs=True)
     with ThreadedServer(rest.app()) as rest_server, Exchanges(prices) as exchanges:
         port = free_port()
         base = f"http://127.0.0.1:{port}"

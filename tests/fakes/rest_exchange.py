@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
 import threading
 import time
 from collections import deque
@@ -31,6 +32,20 @@ from starlette.routing import Route
 from tokenpulse_ingest.bundle import BUNDLE, Bar, read_bars, rollup
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
+
+LISTINGS = {
+    name: Path(__file__).parent / "listings" / file
+    for name, file in (
+        ("binance", "binance_exchange_info.json"),
+        ("coinbase", "coinbase_products.json"),
+        ("kraken", "kraken_asset_pairs.json"),
+    )
+}
+
+
+def read_listings() -> dict[str, Any]:
+    return {name: json.loads(path.read_text()) for name, path in LISTINGS.items()}
+
 
 ONE_MINUTE_FILE = next(s for s in BUNDLE if s.interval is Interval.M1)
 BINANCE_INTERVALS = {i.value: i for i in Interval}
@@ -78,6 +93,9 @@ class FakeExchange:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
     mangle: Callable[[str, list[Any]], list[Any]] | None = None  # (venue, answer rows) -> the rows sent instead
+    listings: dict[str, Any] = field(default_factory=lambda: read_listings())
+    """each venue's listing answer (its documented format); a test edits them, None answers 503"""
+    ccxt_pairs: bool = False  # AssetPairs answers the generated pairs ccxt loads, not the listing fixture
 
     @property
     def first_ms(self) -> int:
@@ -280,6 +298,9 @@ class FakeExchange:
                   for k, a in listed}  # fmt: skip
         return JSONResponse({"error": [], "result": assets})
 
+    async def kraken_asset_pairs(self, request: Request) -> Response:
+        return await (self.kraken_pairs if self.ccxt_pairs else self.listing("kraken"))(request)
+
     async def kraken_pairs(self, request: Request) -> Response:
         """Kraken's tradable pairs (https://docs.kraken.com/api/docs/rest-api/get-tradable-asset-pairs)."""
         self._log(request, 200)
@@ -312,6 +333,14 @@ class FakeExchange:
         self._log(request, response.status_code)
         return response
 
+    def listing(self, venue: str) -> Any:
+        async def answer(request: Request) -> Response:
+            body = self.listings.get(venue)
+            self._log(request, 200 if body is not None else 503)
+            return JSONResponse(body) if body is not None else Response(status_code=503)
+
+        return answer
+
     def app(self) -> Starlette:
         self.index()
         return Starlette(
@@ -320,10 +349,12 @@ class FakeExchange:
                 Route("/products/{product}/candles", self.coinbase),
                 Route("/0/public/OHLC", self.kraken),
                 Route("/0/public/Assets", self.kraken_assets),
-                Route("/0/public/AssetPairs", self.kraken_pairs),
+                Route("/0/public/AssetPairs", self.kraken_asset_pairs),
                 Route("/0/public/Trades", self.kraken_trades),
                 Route("/api/v5/market/history-candles", self.okx),
                 Route("/v5/market/kline", self.bybit),
                 Route("/market/products/{product}/candles", self.coinbase_advanced),
+                Route("/api/v3/exchangeInfo", self.listing("binance")),
+                Route("/products", self.listing("coinbase")),
             ]
         )

@@ -31,7 +31,7 @@ PAIRS = [Pair("BTC", "BTC/USD", "USD"), Pair("ETH", "ETH/USD", "USD")]
 
 @pytest.fixture(scope="module")
 def rest() -> Iterator[tuple[FakeExchange, str]]:
-    exchange = FakeExchange(load_series())
+    exchange = FakeExchange(load_series(), ccxt_pairs=True)
     with ThreadedServer(exchange.app()) as server:
         yield exchange, server.url
 

@@ -259,7 +259,7 @@ async def test_six_venues_and_ccxt_feed_the_reference_price(tmp_path: Path) -> N
     for f in fakes.values():
         await f.start()
         f.stream(0.1)
-    rest = RestFake(load_series())
+    rest = RestFake(load_series(), ccxt_pairs=True)
     with ThreadedServer(rest.app()) as rest_server:
         settings = Settings(
             runtime={"symbols": list(PRICES), "backfill_on_start": False},

@@ -45,8 +45,14 @@ def usage() -> Call[m.Usage]:
     return Call("GET", "/v1/usage", m.Usage)
 
 
-def tokens() -> Call[m.Page[m.Token]]:
-    return Call("GET", "/v1/tokens", m.Page[m.Token])
+def tokens(
+    sort: m.TokenSort | None = None,
+    q: str | None = None,
+    min_trader_grade: float | None = None,
+    signal: m.Direction | None = None,
+) -> Call[m.Page[m.Token]]:
+    params = {"sort": sort, "q": q, "min_trader_grade": min_trader_grade, "signal": signal}
+    return Call("GET", "/v1/tokens", m.Page[m.Token], params)
 
 
 def token(symbol: str) -> Call[m.TokenDetail]:

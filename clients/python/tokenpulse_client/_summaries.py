@@ -109,6 +109,7 @@ def token_row(t: m.Token) -> dict[str, Any]:
         "price_usd": t.price,
         "change_24h_pct": t.change_24h,
         "volume_24h_usd": t.volume_24h,
+        "market_cap_usd": t.market_cap,
         "trader_grade": t.trader_grade,
         "investor_grade": t.investor_grade,
         "signal": t.signal.direction if t.signal else None,

@@ -107,9 +107,19 @@ class AsyncClient:
         """Your key's tier, limits and use this minute and month."""
         return await self._send(r.usage())
 
-    def tokens(self, limit: int | None = None) -> AsyncPages[m.Token]:
-        """Every tracked token: price (USD), 24 h change (%) and volume (USD), grades, signal."""
-        return self._pages(r.tokens(), m.Token, limit)
+    def tokens(
+        self,
+        limit: int | None = None,
+        *,
+        sort: m.TokenSort | None = None,
+        q: str | None = None,
+        min_trader_grade: float | None = None,
+        signal: m.Direction | None = None,
+    ) -> AsyncPages[m.Token]:
+        """Every tracked token: price (USD), 24 h change (%) and volume (USD), market cap, grades, signal;
+        ``sort`` by a field (``-market_cap``: descending), ``q`` in the symbol or name, only tokens graded at
+        least ``min_trader_grade`` or with this daily ``signal``."""
+        return self._pages(r.tokens(sort, q, min_trader_grade, signal), m.Token, limit)
 
     async def token(self, symbol: str) -> m.TokenDetail:
         """One token: its row plus ROI by window (%), key levels and the latest forecasts."""

@@ -124,11 +124,21 @@ def _market_tools(server: MCPServer, source: ClientSource) -> None:
     @server.tool(annotations=READ_ONLY)
     async def list_tokens(
         limit: Annotated[int, Field(ge=1, le=1000, description="at most this many tokens")] = 100,
+        sort: Annotated[
+            m.TokenSort | None, Field(description="order, e.g. -market_cap (largest first) or -change_24h")
+        ] = None,
+        query: Annotated[
+            str | None, Field(max_length=50, description="only tokens whose symbol or name contains this")
+        ] = None,
+        min_trader_grade: Annotated[float | None, Field(ge=0, le=100, description="only grades at least this")] = None,
+        signal: Annotated[m.Direction | None, Field(description="only tokens with this daily signal")] = None,
     ) -> CallToolResult:
-        """Every tracked token with its price (USD), 24 h change (%) and volume (USD), Trader and Investor
-        Grades (0..100) and current signal."""
+        """Tracked tokens (up to 1,000 and more) with price (USD), 24 h change (%) and volume (USD), market cap
+        (USD), Trader and Investor Grades (0..100) and current signal; sort, search and filter them here
+        rather than reading the whole list."""
         async with api_call():
-            tokens = await source().tokens(limit=limit).to_list()
+            pages = source().tokens(limit=limit, sort=sort, q=query, min_trader_grade=min_trader_grade, signal=signal)
+            tokens = await pages.to_list()
         return result("Tracked tokens", s.tokens_summary(tokens))
 
     @server.tool(annotations=READ_ONLY)

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 Day = date  # a calendar day; an alias so a field may be called `date`
 Direction = Literal["bullish", "bearish"]
+TokenSort = Literal[
+    "symbol", "-symbol", "market_cap", "-market_cap", "volume_24h", "-volume_24h", "change_24h", "-change_24h",
+    "trader_grade", "-trader_grade", "investor_grade", "-investor_grade",
+]  # fmt: skip
 
 
 class ApiModel(BaseModel):
@@ -91,6 +95,7 @@ class Token(ApiModel):
     stale: bool | None = None
     change_24h: float | None = Field(None, description="percent")
     volume_24h: float | None = Field(None, description="USD")
+    market_cap: float | None = Field(None, description="USD")
     trader_grade: float | None = None
     investor_grade: float | None = None
     signal: TokenSignal | None = None

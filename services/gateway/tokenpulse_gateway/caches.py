@@ -83,14 +83,14 @@ class TokenPages:
     def __init__(self, max_pages: int = 64) -> None:
         self.max_pages = max_pages
         self._version: int | None = None
-        self._pages: dict[tuple[int, str | None], Encoded] = {}
+        self._pages: dict[tuple[int, Hashable], Encoded] = {}
 
-    def get(self, version: int, limit: int, cursor: str | None) -> Encoded | None:
+    def get(self, version: int, limit: int, cursor: Hashable) -> Encoded | None:
         if version != self._version:
             self._version, self._pages = version, {}
         return self._pages.get((limit, cursor))
 
-    def put(self, limit: int, cursor: str | None, enc: Encoded) -> None:
+    def put(self, limit: int, cursor: Hashable, enc: Encoded) -> None:
         if len(self._pages) < self.max_pages:
             self._pages[(limit, cursor)] = enc
 

@@ -23,6 +23,7 @@ TOKEN = {
     "stale": False,
     "change_24h": 1.8421,
     "volume_24h": 31_250_000_000.0,
+    "market_cap": 1_921_000_000_000.0,
     "trader_grade": 71.2,
     "investor_grade": 64.8,
     "signal": {"direction": "bullish", "strength": 0.62, "ts": "2026-11-20T00:00:00Z"},
@@ -166,7 +167,7 @@ SUCCESS: dict[str, Any] = {
         "limits": FREE_TIER,
         "note": "store this key now: it is shown only once",
     },
-    "tokens": {"data": [TOKEN], "next_cursor": None},
+    "tokens": {"data": [TOKEN], "next_cursor": "eyJ2IjoxLjkyMWUxMiwic3ltYm9sIjoiQlRDIiwiZiI6IjNhN2MwZDFlOWIyNCJ9"},
     "token": {
         **TOKEN,
         "roi": {"24h": 1.84, "7d": -3.1, "30d": 12.4, "1y": 104.2},

@@ -25,7 +25,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, shape_error
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 
 class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
@@ -153,8 +153,21 @@ def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None
     )  # fmt: skip
 
 
+LISTING_QUOTES = ("USDT", "USDC", "FDUSD", "USD")
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /api/v3/exchangeInfo`` (weight 20): the spot pairs whose ``status`` is ``TRADING`` now."""
+    info = await client.get("/api/v3/exchangeInfo", weight=20)
+    rows = info.get("symbols", []) if isinstance(info, dict) else []
+    trading = (r for r in rows if isinstance(r, dict) and r.get("status") == "TRADING")
+    return by_base(
+        ((str(r.get("baseAsset")), str(r.get("quoteAsset")), str(r.get("symbol"))) for r in trading), LISTING_QUOTES
+    )
+
+
 VENUE = Venue(
     "binance", connector=BinanceConnector, candles=BinanceCandles, rest_client=rest_client,
-    section=lambda s: s.binance,
+    section=lambda s: s.binance, listings=listings,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -35,7 +35,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, shape_error, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -188,8 +188,23 @@ def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | Non
     return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
 
 
+LISTING_QUOTES = ("USD", "USDT", "USDC")
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /products``: the products ``online`` and not ``trading_disabled``."""
+    rows = await client.get("/products")
+    online = (
+        r for r in (rows if isinstance(rows, list) else [])
+        if isinstance(r, dict) and r.get("status") == "online" and not r.get("trading_disabled")
+    )  # fmt: skip
+    return by_base(
+        ((str(r.get("base_currency")), str(r.get("quote_currency")), str(r.get("id"))) for r in online), LISTING_QUOTES
+    )
+
+
 VENUE = Venue(
-    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client,
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client, listings=listings,
     section=lambda s: s.coinbase,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

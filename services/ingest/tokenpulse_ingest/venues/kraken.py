@@ -35,7 +35,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, epoch_seconds, shape_error, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -263,8 +263,32 @@ def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None)
     return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
+LISTING_QUOTES = ("USD", "USDT", "USDC")
+_OURS = {v1: ours for ours, v1 in V1_ALIASES.items()}
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /0/public/AssetPairs``: the pairs ``online`` (no status: online), by their WebSocket name, with
+    Kraken's XBT/XDG read as BTC/DOGE (the v2 names the feed uses)."""
+    body = await client.get("/0/public/AssetPairs")
+    pairs = body.get("result", {}) if isinstance(body, dict) else {}
+    rows = []
+    for info in pairs.values() if isinstance(pairs, dict) else []:
+        wsname = info.get("wsname") if isinstance(info, dict) else None
+        if not isinstance(wsname, str) or "/" not in wsname or info.get("status", "online") != "online":
+            continue
+        base, quote = (_OURS.get(part, part) for part in wsname.split("/", 1))
+        rows.append((base, quote, f"{base}/{quote}"))
+    return by_base(rows, LISTING_QUOTES)
+
+
 VENUE = Venue(
-    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client,
+    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client, listings=listings,
     section=lambda s: s.kraken,
-    pairs=PairNaming("{symbol}/USD", r"^[A-Z0-9]+/([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+    pairs=PairNaming(
+        "{symbol}/USD",
+        r"^[A-Z0-9]+/([A-Z0-9]+)$",
+        not_listed=frozenset({"BNB"}),
+        aliases=tuple((v1, ours) for ours, v1 in V1_ALIASES.items()),
+    ),
 )  # fmt: skip
