@@ -198,6 +198,7 @@ async def test_a_removed_token_leaves_the_list(api: tuple[httpx.AsyncClient, InM
     client, bus = api
     publisher = UniversePublisher(bus)
     publisher.published = {t.symbol: t for t in TOKENS}
+    assert "DOGE" in {r["symbol"] for r in await every_page(client, limit=1000)}  # the list is built and held
     await publisher.publish([t for t in TOKENS if t.symbol != "DOGE"])
     await bus.drain()
     rows = await every_page(client, limit=1000)

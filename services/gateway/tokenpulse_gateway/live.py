@@ -228,6 +228,7 @@ class LiveState:
     # ------------------------------------------------------------------ from the bus
     async def on_universe(self, changed: list[Token], removed: list[str]) -> None:
         self.version += 1
+        self._rows = None  # members and names show at once: only price moves wait for the list's next rebuild
         for token in changed:
             self._row(token.symbol)["name"] = token.name
         for symbol in removed:  # its history stays in the store; the list no longer shows it
