@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -88,14 +88,6 @@ class Bar:
     volume: float
     source: str
     trades: int = 0
-
-
-@dataclass
-class LoadStats:
-    files: int = 0
-    rows: int = 0
-    candles: int = 0
-    rejected: list[str] = field(default_factory=list)
 
 
 def _day_ms(iso_date: str) -> int:

@@ -213,9 +213,6 @@ class ScoringService:
     def daily_symbols(self) -> list[str]:
         return sorted(sym for sym, interval in self.series if interval is Interval.D1)
 
-    def btc_return_at(self, ts_ms: int) -> float | None:
-        return self.btc_ret30.get(ts_ms)
-
     def apply(
         self,
         symbol: str,

@@ -60,11 +60,6 @@ class Series:
     def days(self) -> np.ndarray:
         return self.day0 + np.arange(len(self.close))
 
-    def upto(self, day: int) -> Series:
-        """The same series cut after ``day`` (inclusive): what was known at that close."""
-        n = max(0, day - self.day0 + 1)
-        return Series(self.symbol, self.day0, self.close[:n], self.high[:n], self.low[:n], self.volume[:n])
-
     def last_ms(self) -> int:
         return (self.day0 + len(self.close) - 1) * DAY_MS
 
