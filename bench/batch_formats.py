@@ -74,6 +74,7 @@ from tokenpulse_shared.batches import (
     TickBatch,
     decode_tick_batch,
     encode_tick_batch,
+    epoch_us,
     tick_batch,
 )
 from tokenpulse_shared.bus.base import RawMessage, decode_message, encode_event
@@ -143,11 +144,6 @@ def zipf_trades(n: int, symbols: int = 1000, rate: int = 20_000, seed: int = 11)
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         out.append((sym, source, ts - ts % resolution, price, size, side, str(ids[(source, sym)]), quote))
     return out
-
-
-def epoch_us(ts: datetime) -> int:
-    delta = ts - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(ts_us: int) -> datetime:

@@ -40,6 +40,7 @@ from tokenpulse_shared.events import (
     SignalEvent,
 )
 from tokenpulse_shared.service import Context
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
 
@@ -50,7 +51,7 @@ from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("price", "signal", "alert")
-FRESH_MS = 5 * 60_000
+FRESH_MS = 5 * MINUTE_MS
 """events older than this (a broadcast subscription replays the topic) update the state but are not streamed"""
 
 

@@ -17,8 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from tokenpulse_shared.events import CandleEvent, Interval
-
-DAY_MS = 86_400_000
+from tokenpulse_shared.timeutil import DAY_MS
 
 
 @dataclass(frozen=True)

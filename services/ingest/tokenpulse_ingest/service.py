@@ -53,6 +53,7 @@ from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -66,7 +67,7 @@ from tokenpulse_ingest.venues.registry import build_connectors
 
 log = logging.getLogger(__name__)
 
-RESTORE_SKEW_MS = 5 * 60_000  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
+RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
 
 
 def _utc(t: datetime) -> datetime:

@@ -46,6 +46,7 @@ from tokenpulse_shared.events import (
     utcnow,
 )
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
 from tokenpulse_scoring.forecast.live import Forecaster
@@ -54,7 +55,6 @@ from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState, IntradayS
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
-DAY_MS = 86_400_000
 
 
 Entry = tuple[int, float, float, float, float, float, int]  # ts_ms, open, high, low, close, volume, version

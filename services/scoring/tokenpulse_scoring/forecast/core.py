@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tokenpulse_shared.timeutil import DAY_MS
 
-DAY_MS = 86_400_000
 Z80 = 1.2815515655446004
 Z95 = 1.959963984540054
 QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)
