@@ -73,6 +73,7 @@ from tokenpulse_shared.events import (  # noqa: E402
     SignalEvent,
     TickEvent,
 )
+from tokenpulse_shared.timeutil import DAY_MS  # noqa: E402
 from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS  # noqa: E402
 
 from bench import broker, plot  # noqa: E402
@@ -84,7 +85,6 @@ SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "90"))
 TICKS_PER_DAY = int(os.environ.get("BENCH_TICKS_PER_DAY", "480"))
 TOKENS = int(os.environ.get("BENCH_LATENCY_TOKENS", "8"))
 WARMUP_DAYS = 60
-DAY_MS = 86_400_000
 LATENESS_MS = CandleBuilder().lateness_ms  # what ingest uses: a candle closes at bucket end + this
 CHUNKS_PER_S = 50  # the producer publishes every 20 ms
 

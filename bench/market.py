@@ -55,6 +55,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenpulse_shared.events import Interval
 
 from bench import broker, plot
 from bench.observer import Observer
@@ -540,7 +541,7 @@ def candle_figures(
 
 
 def interval_s(interval: str) -> int:
-    return int(interval[:-1]) * {"m": 60, "h": 3600, "d": 86400}[interval[-1]]
+    return Interval(interval).seconds
 
 
 # ---- a replica count: broker, services, rules, every rate ---------------------------------------------------

@@ -28,6 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+# re-exported: events are built with it; the pydantic internals it writes stay in that one module
+from tokenpulse_shared.fastmodel import trusted as trusted
+
 SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
 
 
@@ -59,29 +62,6 @@ def new_event_id() -> str:
     restart or a redelivery carry ids derived from what they describe (docs/reliability.md, "Output event
     ids"), so the copy is the same event."""
     return os.urandom(16).hex()
-
-
-# a model's storage slots, set directly: what pydantic's model_construct does through object.__setattr__
-_SLOTS = BaseModel.__dict__
-_set_dict = _SLOTS["__dict__"].__set__
-_set_fields_set = _SLOTS["__pydantic_fields_set__"].__set__
-_set_extra = _SLOTS["__pydantic_extra__"].__set__
-_set_private = _SLOTS["__pydantic_private__"].__set__
-
-
-def trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str] | None = None) -> E:
-    """An event built from values that are valid by construction (taken from validated events, or
-    computed by the service), without validating them again: pydantic's ``model_construct`` minus its
-    per-field default resolution, which cost more than the work of the hot paths that use this.
-    ``fields`` must hold every field of ``cls``; unit tests check the result equals the validated event.
-    ``fields_set`` (every field name) may be one set shared by all events of a hot path: the models are
-    frozen, nothing adds to it in place (``model_copy(update=...)`` copies it first)."""
-    m = cls.__new__(cls)
-    _set_dict(m, fields)
-    _set_fields_set(m, set(fields) if fields_set is None else fields_set)
-    _set_extra(m, None)
-    _set_private(m, None)
-    return m
 
 
 def content_digest(*values: object) -> str:

@@ -28,6 +28,7 @@ from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import CANDLES
 
 from tests.fake_exchange import FakeExchange as FakeWsExchange
@@ -36,7 +37,6 @@ from tests.fakes.rest_exchange import FakeExchange as FakeRestExchange
 from tests.fakes.rest_exchange import load_series
 from tests.fakes.server import ThreadedServer
 
-DAY_MS = 86_400_000
 MIN = timedelta(minutes=1)
 
 

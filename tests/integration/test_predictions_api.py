@@ -21,9 +21,10 @@ from tokenpulse_shared.predictions import HORIZONS, MIN_HISTORY_DAYS
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DAY = 86_400_000
+
 CUT = "2023-01-01"  # the fixture's history ends the day before
 
 

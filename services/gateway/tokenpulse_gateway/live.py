@@ -43,6 +43,7 @@ from tokenpulse_shared.events import (
     SignalEvent,
 )
 from tokenpulse_shared.service import Context
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.tokens import token_name
 from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, MARKETCAPS, PREDICTIONS, PRICES, SIGNALS
 from tokenpulse_shared.universe import Token, UniverseFollower
@@ -59,7 +60,7 @@ LIST_REFRESH_S = 0.5
 stream carries each price at once)"""
 LARGE_LIST = 200
 """from this many tokens on, the list is rebuilt at most every LIST_REFRESH_S"""
-FRESH_MS = 5 * 60_000
+FRESH_MS = 5 * MINUTE_MS
 """events older than this (a broadcast subscription replays the topic) update the state but are not streamed"""
 
 

@@ -16,7 +16,7 @@ How a candle meets another of the same bucket (the store keeps the highest ``ver
 * bundled history: version 0 — a backfilled candle (version 1) replaces it;
 * tick-built candle: version ``trades x 1000 + n`` ≥ 1001 — it wins over a backfilled one,
   so the REST backfill only fills buckets the ticks left empty (a bucket the feed saw only
-  part of keeps the tick-built candle: see the README).
+  part of keeps the tick-built candle: see docs/ingest.md).
 """
 
 from __future__ import annotations

@@ -59,6 +59,7 @@ from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
@@ -75,7 +76,7 @@ from tokenpulse_ingest.venues.spec import Listings
 log = logging.getLogger(__name__)
 
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
-RESTORE_SKEW_MS = 5 * 60_000  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
+RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
 
 
 def _utc(t: datetime) -> datetime:

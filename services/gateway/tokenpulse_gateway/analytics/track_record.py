@@ -31,13 +31,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from pydantic import BaseModel
+from tokenpulse_shared.timeutil import DAY_MS, HOUR_MS
 
 from tokenpulse_gateway.analytics.series import max_drawdown
 
-DAY_MS = 86_400_000
 YEAR_MS = 365 * DAY_MS
 COST_PER_CHANGE = 0.001  # 0.1 % per position change (taker fee plus slippage on a liquid pair, roughly)
-INTRADAY = {"1h": 3_600_000, "4h": 14_400_000}
+INTRADAY = {"1h": HOUR_MS, "4h": 4 * HOUR_MS}
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
+from tokenpulse_shared.timeutil import HOUR_MS as HOUR
 
 from tokenpulse_gateway.analytics.levels import Bar
-from tokenpulse_gateway.queries.common import DAY, HOUR, iso, time_filters
+from tokenpulse_gateway.queries.common import iso, time_filters
 
 CLOSE_MS = (
     "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "

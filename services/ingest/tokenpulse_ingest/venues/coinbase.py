@@ -141,11 +141,7 @@ class CoinbaseCandles(CandleApi):
     name = "coinbase"
     quote = "USD"
     native: ClassVar[dict[Interval, Any]] = {
-        Interval.M1: 60,
-        Interval.M5: 300,
-        Interval.M15: 900,
-        Interval.H1: 3600,
-        Interval.D1: 86400,
+        i: i.seconds for i in (Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.D1)
     }
     page_limit = 300
 
