@@ -29,14 +29,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenpulse_ingest.venues.binance import BinanceConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
@@ -45,7 +41,7 @@ from tokenpulse_ingest.venues.kraken import KrakenConnector
 from tokenpulse_shared.events import Side, TickEvent
 
 from bench import plot
-from tests.fake_exchange import SAMPLES, received_frames
+from testkit.fake_exchange import SAMPLES, received_frames
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 MIN_MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))  # per round and variant

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from tokenpulse_shared.settings import Settings
 
-from tests.fake_exchange import FakeExchange
+from testkit.fake_exchange import FakeExchange
 from tokenpulse.runtime import SERVICES, Runtime, ops_app
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
