@@ -22,7 +22,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -37,7 +36,6 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import plot
 
 GOAL = 250_000  # rows/s end to end, embedded (issue 22)

@@ -30,7 +30,7 @@ symbols with Zipf-distributed rates (s = 1), three venues, 20,000 ticks/s of eve
 
 CPU time of this thread (``time.thread_time``) for the in-process steps, process CPU time and wall time for
 the ClickHouse inserts (the engine runs threads of its own) and the Kafka round trip; medians over rounds,
-formats interleaved within a round. Run: ``.venv/bin/python bench/batch_formats.py [--quick] [--json OUT]``
+formats interleaved within a round. Run: ``.venv/bin/python -m bench.batch_formats [--quick] [--json OUT]``
 (Kafka: ``TOKENPULSE_TEST_KAFKA`` or a broker of its own, see bench/broker.py; ``--no-kafka`` skips it).
 """
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -24,11 +23,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.gateway import free_port, hey, hey_binary, wait_ok
+from testkit.procs import Proc
 
-from bench.gateway import free_port, hey, hey_binary, wait_ok  # noqa: E402
-from tests.e2e.procs import Proc  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 QUERIES = {
     "limit=100": "limit=100",

@@ -4,7 +4,7 @@ The frames are the recorded real ones vendored in data/exchange-samples (see its
 Binance aggTrade frames, Kraken WS v1 trade-channel frames (trades, heartbeats, status, acks,
 as recorded) and Coinbase Exchange ws-feed match/last_match/ticker frames; for OKX, Bybit and
 Coinbase Advanced Trade (no recording of their current formats) frames crafted from the
-documented formats by the fake exchange's dialects (tests/fakes/venues/): one trade per frame,
+documented formats by the fake exchange's dialects (testkit/venues/): one trade per frame,
 four pairs, consecutive ids.
 
 * **tokenpulse** — ``Connector.parse``: msgspec decoding into typed structs, checks, a
@@ -32,14 +32,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tokenpulse_ingest.venues.binance import BinanceConnector
 from tokenpulse_ingest.venues.bybit import BybitConnector
@@ -52,8 +48,8 @@ from tokenpulse_ingest.venues.registry import VENUES, quote_of
 from tokenpulse_shared.events import Side, TickEvent
 
 from bench import plot
-from tests.fake_exchange import DIALECTS, SAMPLES, received_frames
-from tests.fakes.venues import Trade
+from testkit.fake_exchange import DIALECTS, SAMPLES, received_frames
+from testkit.venues import Trade
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 MIN_MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))  # per round and variant

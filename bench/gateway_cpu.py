@@ -2,17 +2,15 @@
 directly, next to the bare FastAPI app of bench/bare_app.py, on the real engine (chDB) with the
 bundled BTC/ETH daily history. Process CPU time, not wall time, and the best of BENCH_CPU_ROUNDS
 interleaved rounds: steadier than `hey` on a shared machine, though it leaves out the HTTP server
-(uvicorn's parsing and socket work, the same for both apps). Run: `.venv/bin/python bench/gateway_cpu.py`.
+(uvicorn's parsing and socket work, the same for both apps). Run: `.venv/bin/python -m bench.gateway_cpu`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,6 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-sys.path.insert(0, str(Path(__file__).parent))
 N = int(os.environ.get("BENCH_CPU_REQUESTS", "300"))
 ROUNDS = int(os.environ.get("BENCH_CPU_ROUNDS", "6"))
 
@@ -93,7 +90,7 @@ async def main() -> None:
     assert app is not None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         key = (await c.post("/v1/keys", json={"name": "bench"})).json()["key"]
-    from bare_app import app as bare
+    from bench.bare_app import app as bare
 
     h = [(b"host", b"t"), (b"x-api-key", key.encode())]
     targets = [

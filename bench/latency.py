@@ -46,7 +46,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -55,15 +54,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tokenpulse_ingest.candles import CandleBuilder  # noqa: E402
-from tokenpulse_ingest.venues.connector import make_tick  # noqa: E402
-from tokenpulse_shared.bus import Delivery  # noqa: E402
-from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
-from tokenpulse_shared.events import (  # noqa: E402
+from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.venues.connector import make_tick
+from tokenpulse_shared.bus import Delivery
+from tokenpulse_shared.bus.kafka import KafkaBus
+from tokenpulse_shared.events import (
     AlertChannel,
     AlertCondition,
     AlertRuleEvent,
@@ -73,12 +68,12 @@ from tokenpulse_shared.events import (  # noqa: E402
     SignalEvent,
     TickEvent,
 )
-from tokenpulse_shared.timeutil import DAY_MS  # noqa: E402
-from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS  # noqa: E402
+from tokenpulse_shared.timeutil import DAY_MS
+from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS
 
-from bench import broker, plot  # noqa: E402
-from tests.e2e.procs import Proc, free_port  # noqa: E402
-from tests.receivers import HttpReceiver  # noqa: E402
+from bench import broker, plot
+from testkit.procs import Proc, free_port
+from testkit.receivers import HttpReceiver
 
 RATES = [int(r) for r in os.environ.get("BENCH_LATENCY_RATES", "1000,5000").split(",") if r.strip()]
 SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "90"))

@@ -18,7 +18,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from tests.e2e.procs import TOKENPULSE, fetch_all
+from testkit.procs import TOKENPULSE, fetch_all
 from tests.security.conftest import UpServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]  # a real tokenpulse up, MCP over stdio and HTTP

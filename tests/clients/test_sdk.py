@@ -30,9 +30,9 @@ from tokenpulse_client import (
 )
 from tokenpulse_client import models as m
 
+from testkit.procs import fetch_all
 from tests.clients.drift import never_filled, unknown_fields
 from tests.clients.proxy import CuttableProxy
-from tests.e2e.procs import fetch_all
 from tests.security.conftest import UpServer
 
 pytestmark = pytest.mark.e2e  # a real tokenpulse up

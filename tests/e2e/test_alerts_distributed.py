@@ -26,8 +26,8 @@ from tokenpulse_shared.events import Interval, PriceEvent
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.topics import PRICES
 
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
-from tests.receivers import HttpReceiver, SmtpReceiver, verify_signature
+from testkit.procs import Proc, api_key, free_port, wait_until
+from testkit.receivers import HttpReceiver, SmtpReceiver, verify_signature
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

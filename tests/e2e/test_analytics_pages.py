@@ -13,7 +13,7 @@ import httpx
 import pytest
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
-from tests.e2e.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
+from testkit.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
 from tests.e2e.test_embedded import chromium
 
 pytestmark = pytest.mark.e2e

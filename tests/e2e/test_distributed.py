@@ -43,8 +43,8 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import ALERT_RULES, TICKS
 
-from tests.e2e.procs import TOKENPULSE, Proc, api_key, fetch_all, free_port, wait_until
-from tests.receivers import HttpReceiver, OtlpReceiver, SpanRecord
+from testkit.procs import TOKENPULSE, Proc, api_key, fetch_all, free_port, wait_until
+from testkit.receivers import HttpReceiver, OtlpReceiver, SpanRecord
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

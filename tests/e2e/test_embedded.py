@@ -19,7 +19,7 @@ from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 
-from tests.e2e.procs import Proc, api_key, fetch_all, free_port, wait_until
+from testkit.procs import Proc, api_key, fetch_all, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 ENV = {"TOKENPULSE_SYNTHETIC_TICK_S": "0.25", "TOKENPULSE_LOG_FORMAT": "json"}

@@ -34,8 +34,8 @@ from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 from tokenpulse_shared.topics import CANDLES, TICKS
 
+from testkit.procs import Proc, free_port, wait_until
 from tests.e2e.kafka_tools import wait_caught_up
-from tests.e2e.procs import Proc, free_port, wait_until
 from tests.e2e.test_distributed import metrics, sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]

@@ -64,8 +64,8 @@ from tokenpulse_shared.topics import (
     Topic,
 )
 
+from testkit.procs import Proc, api_key, free_port, wait_until
 from tests.e2e.kafka_tools import read_topic, wait_caught_up
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -33,7 +33,7 @@ from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS, Topic
 
-from tests.e2e.procs import Proc, api_key, fetch_all, free_port, wait_until
+from testkit.procs import Proc, api_key, fetch_all, free_port, wait_until
 from tests.e2e.test_distributed import metrics, sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.timeout(600)]

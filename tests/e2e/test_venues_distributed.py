@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
-from tests.fake_exchange import FakeExchange
-from tests.fakes.rest_exchange import FakeExchange as RestFake
-from tests.fakes.rest_exchange import load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import FakeExchange
+from testkit.procs import Proc, api_key, free_port, wait_until
+from testkit.rest_exchange import FakeExchange as RestFake
+from testkit.rest_exchange import load_series
+from testkit.server import ThreadedServer
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

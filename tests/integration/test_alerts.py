@@ -25,7 +25,7 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import PRICES
 
-from tests.receivers import HttpReceiver, SmtpReceiver, verify_signature
+from testkit.receivers import HttpReceiver, SmtpReceiver, verify_signature
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -100,8 +100,8 @@ async def test_rest_history_into_the_store_equals_the_event_path(store: Store) -
     from tokenpulse_shared.bus.memory import InMemoryBus
     from tokenpulse_shared.topics import CANDLES
 
-    from tests.fakes.rest_exchange import FakeExchange, load_series
-    from tests.fakes.server import ThreadedServer
+    from testkit.rest_exchange import FakeExchange, load_series
+    from testkit.server import ThreadedServer
 
     exchange = FakeExchange(load_series())
 

@@ -1,6 +1,6 @@
 """The ccxt venue (``ccxt:<id>``) against local fakes, no internet: ccxt's Kraken speaking to the fake Kraken REST
-API (tests/fakes/rest_exchange.py, through ccxt's URL override) and ccxt.pro's Kraken to the fake Kraken WebSocket
-(tests/fake_exchange.py, v2). Live trades watched and polled, history through fetch_ohlcv, strict trades."""
+API (testkit/rest_exchange.py, through ccxt's URL override) and ccxt.pro's Kraken to the fake Kraken WebSocket
+(testkit/fake_exchange.py, v2). Live trades watched and polled, history through fetch_ohlcv, strict trades."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from tokenpulse_ingest.venues.registry import pairs_for, venue
 from tokenpulse_shared.events import Interval, TickEvent
 from tokenpulse_shared.settings import Settings
 
-from tests.fake_exchange import FakeExchange as WsExchange
-from tests.fake_exchange import wait_for
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import FakeExchange as WsExchange
+from testkit.fake_exchange import wait_for
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
 from tests.integration.test_rest_backfill import as_rows, expected, run_backfill
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}

@@ -1,5 +1,5 @@
 """Exchange connectors against fake exchanges: real WebSocket servers on loopback replaying recorded real
-messages (tests/fake_exchange.py), with scripted faults. Offline; no real exchange is reached."""
+messages (testkit/fake_exchange.py), with scripted faults. Offline; no real exchange is reached."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tokenpulse_ingest.venues.connector import Connector, Pair
 from tokenpulse_ingest.venues.registry import VENUES, quote_of
 from tokenpulse_shared.events import TickEvent
 
-from tests.fake_exchange import FakeExchange, wait_for
+from testkit.fake_exchange import FakeExchange, wait_for
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 

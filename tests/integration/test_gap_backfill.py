@@ -31,11 +31,11 @@ from tokenpulse_shared.store import Store
 from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import CANDLES
 
-from tests.fake_exchange import FakeExchange as FakeWsExchange
-from tests.fake_exchange import wait_for
-from tests.fakes.rest_exchange import FakeExchange as FakeRestExchange
-from tests.fakes.rest_exchange import load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import FakeExchange as FakeWsExchange
+from testkit.fake_exchange import wait_for
+from testkit.rest_exchange import FakeExchange as FakeRestExchange
+from testkit.rest_exchange import load_series
+from testkit.server import ThreadedServer
 
 MIN = timedelta(minutes=1)
 

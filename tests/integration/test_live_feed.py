@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 from tokenpulse_shared.settings import Settings
 
-from tests.fake_exchange import FakeExchange
-from tests.fakes.rest_exchange import FakeExchange as RestFake
-from tests.fakes.rest_exchange import load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import FakeExchange
+from testkit.rest_exchange import FakeExchange as RestFake
+from testkit.rest_exchange import load_series
+from testkit.server import ThreadedServer
 from tokenpulse.runtime import SERVICES, Runtime, ops_app
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}

@@ -22,8 +22,8 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKETCAPS
 
-from tests.fakes.coingecko import FakeCoinGecko, load_caps
-from tests.fakes.server import ThreadedServer
+from testkit.coingecko import FakeCoinGecko, load_caps
+from testkit.server import ThreadedServer
 
 DAY = date(2025, 5, 10)
 KEY = "cg-demo-key-0123456789"

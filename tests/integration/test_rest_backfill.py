@@ -19,8 +19,8 @@ from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import CANDLES
 
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
 
 SERIES = load_series()
 

@@ -18,8 +18,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import TICKS
 
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
 
 NOON = datetime(2024, 12, 10, 12, tzinfo=UTC)
 

@@ -17,9 +17,9 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.universe import Token, UniverseFollower
 
-from tests.fake_exchange import wait_for
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import wait_for
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
 
 
 @pytest.fixture(scope="module")

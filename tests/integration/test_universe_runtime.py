@@ -23,7 +23,7 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import PRICES, TICKS
 from tokenpulse_shared.universe import UniverseFollower
 
-from tests.fake_exchange import FakeExchange, wait_for
+from testkit.fake_exchange import FakeExchange, wait_for
 
 HEADER = "symbol,name,binance\n"
 

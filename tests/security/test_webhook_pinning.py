@@ -27,7 +27,7 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, PRICES
 
-from tests.receivers import HttpReceiver
+from testkit.receivers import HttpReceiver
 
 pytestmark = pytest.mark.asyncio
 

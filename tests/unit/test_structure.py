@@ -115,3 +115,25 @@ def test_no_production_function_over_80_lines() -> None:
 def test_function_lengths_counts_nested_functions_and_decorators() -> None:
     source = "class A:\n    @staticmethod\n    def f():\n        x = 1\n        def g():\n            pass\n"
     assert function_lengths(source) == {"A.f": 5, "A.f.g": 2}
+
+
+def imported_roots(folder: Path) -> dict[str, set[str]]:
+    """File -> the top-level names it imports (absolute imports, at the top or inside a function)."""
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_bench_and_testkit_never_import_tests() -> None:
+    """tests -> bench -> testkit, one way: the helpers both use live in testkit/, and nothing edits sys.path."""
+    wrong = {f: n & {"tests"} for f, n in imported_roots(ROOT / "bench").items() if "tests" in n}
+    wrong |= {f: n & {"tests", "bench"} for f, n in imported_roots(ROOT / "testkit").items() if n & {"tests", "bench"}}
+    assert not wrong, wrong
+    assert not [p for p in (ROOT / "bench").rglob("*.py") if "sys.path.insert" in p.read_text()]

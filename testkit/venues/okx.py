@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.fakes.venues import Dialect, Trade
+from testkit.venues import Dialect, Trade
 
 
 class Okx(Dialect):

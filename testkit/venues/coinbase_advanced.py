@@ -17,7 +17,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from tests.fakes.venues import Dialect, Trade
+from testkit.venues import Dialect, Trade
 
 _SEQUENCE = '"sequence_num": -1'  # the placeholder :meth:`stamp` numbers
 

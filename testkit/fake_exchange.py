@@ -14,7 +14,7 @@ the other fields) as recorded:
   scripted timeline: a gap test makes minutes pass without waiting for them);
 * Kraken v2 frames are built from the recorded v1 trade rows (no v2 recording exists);
 * OKX, Bybit and Coinbase Advanced Trade frames are crafted from their documented formats
-  (``tests/fakes/venues/``, one module each with its documentation URL): the documented
+  (``testkit/venues/``, one module each with its documentation URL): the documented
   example trades stand in for a recording.
 
 Scripted faults: :meth:`drop` (abrupt TCP abort, no close frame), :meth:`stall` (the open
@@ -43,10 +43,10 @@ from tokenpulse_ingest.venues.registry import VENUES
 from tokenpulse_shared.settings import REPO_ROOT
 from websockets.asyncio.server import Server, ServerConnection, serve
 
-from tests.fakes.venues import Dialect, Trade
-from tests.fakes.venues.bybit import Bybit
-from tests.fakes.venues.coinbase_advanced import CoinbaseAdvanced
-from tests.fakes.venues.okx import Okx
+from testkit.venues import Dialect, Trade
+from testkit.venues.bybit import Bybit
+from testkit.venues.coinbase_advanced import CoinbaseAdvanced
+from testkit.venues.okx import Okx
 
 SAMPLES = REPO_ROOT / "data" / "exchange-samples"
 RECORDINGS = {

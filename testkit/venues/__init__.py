@@ -1,4 +1,4 @@
-"""What the fake exchange (tests/fake_exchange.py) speaks for venues without a recording: one module each.
+"""What the fake exchange (testkit/fake_exchange.py) speaks for venues without a recording: one module each.
 
 No recording of these venues' current formats is vendored (data/exchange-samples holds 2021-22
 captures of other channels), so each module *crafts* its frames from the venue's documented
