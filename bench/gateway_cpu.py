@@ -17,11 +17,11 @@ import httpx
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+
+from testkit.wiring import embedded
 
 N = int(os.environ.get("BENCH_CPU_REQUESTS", "300"))
 ROUNDS = int(os.environ.get("BENCH_CPU_ROUNDS", "6"))
@@ -77,11 +77,8 @@ async def main() -> None:
         ingest={"live_feed": "off"},
         gateway={"free_limit_per_minute": 10**9, "free_limit_per_month": 10**9},
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway, scoring = GatewayService(), ScoringService()
-    gateway.register(ctx)
-    scoring.register(ctx)
+    bus, ctx = embedded(settings, store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))

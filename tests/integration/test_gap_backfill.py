@@ -23,9 +23,7 @@ import httpx
 import pytest
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.service import IngestService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.timeutil import DAY_MS
@@ -36,6 +34,7 @@ from testkit.fake_exchange import wait_for
 from testkit.rest_exchange import FakeExchange as FakeRestExchange
 from testkit.rest_exchange import load_series
 from testkit.server import ThreadedServer
+from testkit.wiring import embedded
 
 MIN = timedelta(minutes=1)
 
@@ -103,11 +102,8 @@ async def rig(store: Store) -> AsyncIterator[Rig]:
             },
             binance={"ws_url": ws.url, "rest_url": server.url},
         )
-        bus = InMemoryBus()
-        ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
         ingest, gateway = IngestService(), GatewayService()
-        ingest.register(ctx)
-        gateway.register(ctx)
+        bus, ctx = embedded(settings, store, ingest, gateway)
         published: list[CandleEvent] = []
 
         async def tap(events: list[CandleEvent]) -> None:

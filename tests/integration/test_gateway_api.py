@@ -11,11 +11,11 @@ from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+
+from testkit.wiring import embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,12 +33,8 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 300}
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    gateway = GatewayService()
-    gateway.register(ctx)
-    scoring = ScoringService()
-    scoring.register(ctx)
+    gateway, scoring = GatewayService(), ScoringService()
+    bus, ctx = embedded(settings, store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))

@@ -18,10 +18,11 @@ from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS, MIN_HISTORY_DAYS
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.timeutil import DAY_MS as DAY
+
+from testkit.wiring import embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -48,12 +49,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         scoring={"predictions": True},
         store={"data_dir": root},
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    gateway = GatewayService()
-    gateway.register(ctx)
-    scoring = ScoringService()
-    scoring.register(ctx)
+    gateway, scoring = GatewayService(), ScoringService()
+    bus, ctx = embedded(settings, store, gateway, scoring)
     assert scoring.forecaster is not None
     scoring.forecaster.config = WalkConfig(
         eval_start="2022-01-01", warm_start="2021-06-01", models=("naive", "theta"), min_calib=20, step=3
