@@ -23,7 +23,7 @@ from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
@@ -66,12 +66,7 @@ class BinanceConnector(Connector):
         return []  # in the URL
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         data = frame.data
         if data is None:
             if frame.code is not None or frame.msg is not None:

@@ -33,7 +33,7 @@ from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, utc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, decode_frame, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
@@ -108,12 +108,7 @@ class KrakenConnector(Connector):
             return self._v1_trades(raw)
         if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
             return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
-        try:
-            m = _DECODE_V2(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        m = decode_frame(_DECODE_V2, raw)
         if m.channel == "trade":
             return self._v2_trades(m)
         if m.channel in ("heartbeat", "status"):
