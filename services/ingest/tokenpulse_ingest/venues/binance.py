@@ -23,7 +23,7 @@ from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, shape_error
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
@@ -70,12 +70,7 @@ class BinanceConnector(Connector):
         return []  # in the URL
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise shape_error(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         data = frame.data
         if data is None:
             if frame.code is not None or frame.msg is not None:

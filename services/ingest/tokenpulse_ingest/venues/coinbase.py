@@ -33,7 +33,7 @@ from tokenpulse_shared.settings import CoinbaseSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, shape_error, utc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
@@ -85,12 +85,7 @@ class CoinbaseConnector(Connector):
         ]
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            m = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise shape_error(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        m = decode_frame(_DECODE, raw)
         kind = m.type
         if kind in ("match", "last_match", "ticker"):
             return self._trade(m, kind)

@@ -40,8 +40,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from prometheus_client import Counter, Gauge
 from tokenpulse_shared.events import Side, TickEvent, trusted
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
@@ -168,6 +169,28 @@ _INF = float("inf")
 _MAX_EPOCH_S = 253_402_300_800.0  # 10000-01-01: beyond it datetime cannot hold the time
 _time = time.time
 _fromtimestamp = datetime.fromtimestamp
+F = TypeVar("F")
+
+
+def decode_frame(decode: Callable[[str | bytes], F], raw: str | bytes) -> F:
+    """A frame through a venue's msgspec decoder; what it refuses becomes a BadMessage saying why."""
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as exc:
+        raise shape_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadMessage("not_json", str(exc)) from None
+
+
+def _check_trade(price: float, size: float, trade_id: str) -> None:
+    """What a trade cannot be: a price or size not finite and > 0 (a size of zero means a field was lost, not a
+    trade of nothing), a long trade id."""
+    if not 0 < price < _INF:  # also false for NaN
+        raise BadMessage("bad_price", repr(price))
+    if not 0 < size < _INF:
+        raise BadMessage("bad_size", repr(size))
+    if len(trade_id) > 100:
+        raise BadMessage("bad_trade_id", trade_id[:40])
 
 
 def make_tick(
@@ -190,12 +213,7 @@ def make_tick(
     trade (source, symbol, trade id), so a trade published twice is the same event downstream.
     tests/unit/test_exchange_parsers.py checks that every tick made here re-validates unchanged.
     """
-    if not 0 < price < _INF:  # also false for NaN
-        raise BadMessage("bad_price", repr(price))
-    if not 0 < size < _INF:  # a trade has a size: zero means a field was lost, not a trade of nothing
-        raise BadMessage("bad_size", repr(size))
-    if len(trade_id) > 100:
-        raise BadMessage("bad_trade_id", trade_id[:40])
+    _check_trade(price, size, trade_id)
     return trusted(
         TickEvent,
         {
@@ -249,12 +267,7 @@ class TickMaker:
     def make(
         self, ts: datetime, price: float, size: float, side: Side, trade_id: str, produced_at: datetime
     ) -> TickEvent:
-        if not 0 < price < _INF:  # also false for NaN
-            raise BadMessage("bad_price", repr(price))
-        if not 0 < size < _INF:
-            raise BadMessage("bad_size", repr(size))
-        if len(trade_id) > 100:
-            raise BadMessage("bad_trade_id", trade_id[:40])
+        _check_trade(price, size, trade_id)
         fields = self._proto.copy()
         fields["event_id"] = self._prefix + trade_id
         fields["produced_at"] = produced_at

@@ -33,7 +33,15 @@ from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, epoch_seconds, shape_error, utc
+from tokenpulse_ingest.venues.connector import (
+    BadMessage,
+    Connector,
+    Pair,
+    decode_frame,
+    epoch_seconds,
+    shape_error,
+    utc,
+)
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
@@ -110,12 +118,7 @@ class KrakenConnector(Connector):
             return self._v1_trades(raw)
         if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
             return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
-        try:
-            m = _DECODE_V2(raw)
-        except msgspec.ValidationError as exc:
-            raise shape_error(str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        m = decode_frame(_DECODE_V2, raw)
         if m.channel == "trade":
             return self._v2_trades(m)
         if m.channel in ("heartbeat", "status"):
