@@ -32,6 +32,7 @@ from tokenpulse_shared.bus.base import (
     TransientError,
     dead_letter_for,
     decode_message,
+    publish_span,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import EVENTS_PUBLISHED
@@ -204,15 +205,7 @@ class InMemoryBus(Bus):
             if p is None:
                 p = partition_of[key] = partition_for(key, self.partitions)
             chunks.setdefault(p, []).append(message)
-        with self.tracer.start_as_current_span(
-            f"{topic.name} publish",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "in-process",
-                "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": len(messages),
-            },
-        ):
+        with publish_span(self.tracer, "in-process", topic, len(messages)):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for p, chunk in chunks.items():
