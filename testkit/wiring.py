@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.service import Context, Service
 from tokenpulse_shared.settings import Settings
@@ -15,3 +20,11 @@ def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMe
     for service in services:
         service.register(ctx)
     return bus, ctx
+
+
+@contextlib.asynccontextmanager
+async def keyed_client(app: Any, name: str = "tests") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the gateway's ASGI app (no socket) that sends a new free key of its own."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": name})).json()["key"]
+        yield client

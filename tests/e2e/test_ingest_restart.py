@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -34,7 +33,8 @@ from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 from tokenpulse_shared.topics import CANDLES, TICKS
 
-from testkit.procs import Proc, free_port, wait_until
+from testkit.procs import Proc, distributed_env, free_port, wait_until
+from testkit.publisher import PacedPublisher
 from tests.e2e.kafka_tools import wait_caught_up
 from tests.e2e.test_distributed import metrics, sample
 
@@ -85,31 +85,6 @@ def final(candles: list[CandleEvent]) -> dict[Key, tuple[float | int, ...]]:
     return {k: (c.open, c.high, c.low, c.close, c.volume, c.trades) for k, c in best.items()}
 
 
-class Feeder(threading.Thread):
-    def __init__(self, bootstrap: str, ticks: list[TickEvent]) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.ticks = bootstrap, ticks
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._publish())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _publish(self) -> None:
-        bus = KafkaBus(self.bootstrap, client_id="e2e-ingest-feeder")
-        await bus.start()
-        try:
-            for i in range(0, len(self.ticks), CHUNK):
-                await bus.publish(TICKS, self.ticks[i : i + CHUNK])
-                self.sent = min(i + CHUNK, len(self.ticks))
-                await asyncio.sleep(PAUSE_S)
-        finally:
-            await bus.stop()
-
-
 async def candles_since(bootstrap: str, since_ms: int, symbols: set[str]) -> list[CandleEvent]:
     bus = KafkaBus(bootstrap, client_id="e2e-check")
     events = await bus.read_log(CANDLES, since_ms=since_ms)
@@ -126,17 +101,16 @@ def test_ingest_stopped_and_killed_mid_candle_publishes_the_candles_of_no_restar
     assert len(want) > 500 and {k[1] for k in want} == set(Interval)
     port = free_port()
     prefix = f"e2e-irestart-{run.lower()}"
-    env = {
-        "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOKENPULSE_CONSUMER_GROUP_PREFIX": prefix,
-        "TOKENPULSE_DATA_DIR": str(tmp_path / "data"),
-        "TOKENPULSE_METRICS_PORT": str(port),
-        "TOKENPULSE_LIVE_FEED": "off",
-        "TOKENPULSE_SYMBOLS": ",".join(sorted(symbols)),
-        "TOKENPULSE_LOG_FORMAT": "json",
+    env = distributed_env(
+        kafka_bootstrap,
+        prefix,
+        tmp_path / "data",
+        ",".join(sorted(symbols)),
+        metrics_port=str(port),
+        log_format="json",
         # the trades are yesterday's: read the ticks from yesterday's start, as after a restart gap of a day
-        "TOKENPULSE_INGEST_RESTORE_LOOKBACK_S": str(2 * 86400),
-    }
+        ingest_restore_lookback_s=str(2 * 86400),
+    )
     since_ms = int(time.time() * 1000)
 
     def consumed() -> float:
@@ -151,7 +125,9 @@ def test_ingest_stopped_and_killed_mid_candle_publishes_the_candles_of_no_restar
     exits: dict[str, int] = {}
     try:
         wait_until(lambda: started(ingest), 120, "ingest ready", procs)
-        feeder = Feeder(kafka_bootstrap, ticks)
+        feeder = PacedPublisher(
+            kafka_bootstrap, TICKS, ticks, chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-ingest-feeder"
+        )
         feeder.start()
 
         wait_until(lambda: consumed() >= 2000, 60, "ingest under way", procs)

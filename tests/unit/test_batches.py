@@ -8,7 +8,7 @@ pydantic accepts too, and the decoder as a whole answers as pydantic does."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +27,8 @@ from tokenpulse_shared.batches import (
 )
 from tokenpulse_shared.events import Side, TickEvent
 
+from testkit.strategies import HOSTILE, json_values, times
+
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 ROWS: list[list[Any]] = [
     ["BTC", "ETH", "SOL"],
@@ -40,41 +42,6 @@ ROWS: list[list[Any]] = [
 ]
 VALID = tick_batch(ROWS, event_id="batch-0001", produced_at=T0)
 BASE: dict[str, Any] = json.loads(encode_tick_batch(VALID))
-
-HOSTILE: list[Any] = [
-    None,
-    True,
-    0,
-    -1,
-    1,
-    1.5,
-    -0.0,
-    1e308,
-    2**63,
-    2**64,
-    10**400,
-    "1",
-    "",
-    "BTC",
-    "BTC\n",
-    "btc",
-    "ÄBC",
-    "A" * 16,
-    "x" * 65,
-    "x" * 129,
-    "\ud800",
-    "NaN",
-    "2026-11-03T12:00:00Z",
-    "2026-11-03T12:00:00",
-    "2026-11-03T12:00:00.1234567Z",
-    "buy",
-    "sideways",
-    "USDT",
-    [],
-    ["a"],
-    {},
-    {"a": 1},
-]
 
 
 def verdicts(raw: bytes) -> tuple[TickBatch | None, TickBatch | None]:
@@ -181,17 +148,6 @@ def test_epoch_microseconds_are_exact(ts: datetime) -> None:
     assert epoch_us(ts) == (ts - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
-    max_leaves=6,
-)
-offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-times = st.builds(
-    lambda dt, tz: dt.replace(tzinfo=tz).isoformat(),
-    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
-    offsets,
-)
 cells = (
     json_values
     | st.sampled_from(["BTC", "X1", "USD", "buy", "sell", "unknown", "binance", "", "a" * 129])
