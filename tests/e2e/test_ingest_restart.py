@@ -35,6 +35,7 @@ from tokenpulse_shared.topics import CANDLES, TICKS
 
 from testkit.procs import Proc, distributed_env, free_port, wait_until
 from testkit.publisher import PacedPublisher
+from testkit.ticks import random_walk, with_resends
 from tests.e2e.kafka_tools import wait_caught_up
 from tests.e2e.test_distributed import metrics, sample
 
@@ -50,24 +51,10 @@ Key = tuple[str, Interval, datetime]
 def feed(run: str) -> list[TickEvent]:
     rng = random.Random(run)
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    price = {f"A{run}": 100.0, f"B{run}": 5.0}
-    out: list[TickEvent] = []
-    for i in range(PER_SYMBOL):
-        for symbol in price:
-            price[symbol] *= 1 + rng.uniform(-0.004, 0.004)
-            out.append(
-                TickEvent(
-                    symbol=symbol,
-                    source="e2e",
-                    ts=day + timedelta(seconds=3 * i, milliseconds=rng.randrange(1000)),
-                    price=price[symbol],
-                    size=rng.uniform(0.01, 3.0),
-                    trade_id=f"{symbol}-{i}",
-                )
-            )
-    for j in range(0, len(out), 12):  # re-sent trades, up to ~1,000 ticks later (some across a restart)
-        out.insert(min(len(out), j + rng.randrange(2, 1000)), out[j].model_copy(update={"event_id": f"re-{run}-{j}"}))
-    return out
+    prices = {f"A{run}": 100.0, f"B{run}": 5.0}
+    out = random_walk(rng, prices, PER_SYMBOL, start=day, step_s=3, move=0.004, sizes=(0.01, 3.0), source="e2e")
+    # re-sent trades, up to ~1,000 ticks later (some across a restart)
+    return with_resends(rng, out, 12, 1000, lambda j: f"re-{run}-{j}")
 
 
 def reference(ticks: list[TickEvent]) -> dict[Key, tuple[float | int, ...]]:
