@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -326,6 +327,21 @@ def track_record_cmd(
     render(report, Console())
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command("market-record")
+def market_record_cmd(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the record as JSON here.")] = None,
+) -> None:
+    """Replay the bundled daily history, compute every day's market state (walk-forward) and measure it."""
+    from tokenpulse.market_cli import market_record, render
+
+    settings = load_settings()
+    records = market_record(settings.runtime.bundle_dir, settings.runtime.symbols)
+    render(records, Console())
+    if json_out:
+        json_out.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
         console.print(f"wrote {json_out}")
 
 

@@ -525,6 +525,28 @@ class AlertFiredEvent(Event):
         return self.rule_id
 
 
+class MarketStateEvent(Event):
+    """The market state of the tracked market (``tokenpulse.market-state.v1``), published when it changes.
+
+    ``ts`` is the day it is the state of (00:00 UTC); ``event_id`` is ``market-state-<day>-<state>``, the
+    same from every publisher, so a consumer drops the copies that replicas or a restart publish again."""
+
+    ts: UtcDatetime = Field(description="the day the state is of, 00:00 UTC")
+    state: Literal["bullish", "neutral", "bearish"]
+    previous_state: Literal["bullish", "neutral", "bearish"] | None = Field(
+        None, description="the state this publisher published before (null: the first since it started)"
+    )
+    score: Score
+    breadth: Unit | None = Field(None, description="share of the tracked market cap whose daily signal is bullish")
+    components: dict[str, float | None] = Field(default_factory=dict)
+    total_market_cap: float | None = Field(None, ge=0, allow_inf_nan=False)
+    btc_dominance: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+
+    def partition_key(self) -> str:
+        """One key for the whole market: its states stay in order."""
+        return "MARKET"
+
+
 class DeadLetterEvent(Event):
     """An event no consumer could process (``tokenpulse.dead-letter.v1``)."""
 

@@ -13,6 +13,7 @@ from tokenpulse_shared.events import (
     GradeEvent,
     IndicatorEvent,
     MarketCapEvent,
+    MarketStateEvent,
     MetricsEvent,
     PredictionEvent,
     PriceEvent,
@@ -50,6 +51,12 @@ ALERT_RULES = Topic(
     "Alert rule created/changed/deleted (compacted; tombstone on delete)",
     compacted=True,
 )
+MARKET_STATE = Topic(
+    "tokenpulse.market-state.v1",
+    MarketStateEvent,
+    "The market state (bullish/neutral/bearish, score, breadth) when it changes",
+    partitions=1,
+)
 ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
 DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
@@ -63,6 +70,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     GRADES,
     SIGNALS,
     PREDICTIONS,
+    MARKET_STATE,
     ALERT_RULES,
     ALERTS,
     DEAD_LETTER,

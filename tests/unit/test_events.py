@@ -111,6 +111,7 @@ def test_topic_registry_covers_the_contract() -> None:
         "tokenpulse.marketcaps.v1",
         "tokenpulse.indicators.v1",
         "tokenpulse.metrics.v1",
+        "tokenpulse.market-state.v1",
     }
     assert [t for t in ALL_TOPICS if t.compacted] == [BY_NAME["tokenpulse.alert-rules.v1"]]
     assert CANDLES.model is CandleEvent

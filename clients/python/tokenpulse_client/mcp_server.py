@@ -223,9 +223,35 @@ def _analytics_tools(server: MCPServer, source: ClientSource) -> None:
             cycles = await source().cycles_btc()
         return result("Bitcoin halving cycles", s.cycles_summary(cycles))
 
-    # get_quant goes here once GET /v1/quant/{symbol} exists: add AsyncClient.quant() (and Client.quant())
-    # to the SDK, then a read-only tool `get_quant(symbol, window)` summarising volatility, Sharpe, Sortino,
-    # max drawdown, CAGR and beta/correlation to BTC with their units (tests/clients/test_mcp.py lists it).
+    @server.tool(annotations=READ_ONLY)
+    async def get_quant(
+        symbol: Symbol,
+        window: Annotated[Literal["30d", "90d", "365d"], Field(description="trailing window")] = "90d",
+    ) -> CallToolResult:
+        """Risk and return over a trailing window of daily closes: annualised volatility (%), Sharpe and Sortino
+        (risk-free 0), max drawdown (%), CAGR (%), beta and correlation to BTC."""
+        async with api_call():
+            quant = await source().quant(symbol, window)
+        return result(f"{quant.symbol} quant metrics ({quant.window})", s.quant_summary(quant))
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_market_state() -> CallToolResult:
+        """The crypto market's state (bullish / neutral / bearish) with its 0..100 score and components, the
+        total market cap (USD), BTC dominance (%) and the state's track record (next-30-day market return)."""
+        async with api_call():
+            state = await source().market()
+        return result("Market state", s.market_summary(state))
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_report(symbol: Symbol) -> CallToolResult:
+        """A token's generated research report (Markdown): grades, signal and its track record, key levels,
+        predictions, quant metrics and price scenarios, each number with its method; dated, no advice."""
+        async with api_call():
+            markdown = await source().report(symbol)
+        return CallToolResult(
+            content=[TextContent(type="text", text=markdown)],
+            structured_content={"symbol": symbol.upper(), "markdown": markdown},
+        )
 
 
 def _alert_tools(server: MCPServer, source: ClientSource) -> None:

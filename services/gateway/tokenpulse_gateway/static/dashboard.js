@@ -251,14 +251,19 @@ function connectStream() {
 // ------------------------------------------------------------------ routing
 async function route() {
   const hash = location.hash || "#/";
-  const m = hash.match(/^#\/token\/([A-Za-z0-9]+)/);
-  const page = m ? "token" : hash.startsWith("#/cycles") ? "cycles" : hash.startsWith("#/alerts") ? "alerts" : "tokens";
-  state.page = page; state.symbol = m ? m[1].toUpperCase() : null;
+  if (hash.startsWith("#method-")) return;  // a report's link to its methods: the browser scrolls there
+  const m = hash.match(/^#\/(token|report)\/([A-Za-z0-9]+)/);
+  const named = ["cycles", "alerts", "market", "indices"].find(p => hash.startsWith(`#/${p}`));
+  const page = m ? m[1] : named || "tokens";
+  state.page = page; state.symbol = m ? m[2].toUpperCase() : null;
   document.body.dataset.ready = "false"; document.body.dataset.page = page;
   for (const el of document.querySelectorAll(".page")) el.classList.toggle("hidden", el.id !== `page-${page}`);
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page || (page === "token" && a.dataset.nav === "tokens"));
   try {
-    if (page === "token") await showToken(state.symbol);
+    if (page === "token") { await showToken(state.symbol); await showTokenAnalytics(state.symbol); }
+    else if (page === "report") await showReport(state.symbol);
+    else if (page === "market") await showMarket();
+    else if (page === "indices") await showIndices();
     else if (page === "cycles") await showCycles();
     else if (page === "alerts") await showAlerts();
     else await loadTokens();
@@ -285,6 +290,7 @@ async function route() {
     await showAlerts();
   });
   $("token-interval").addEventListener("change", () => state.symbol && route());
+  $("scenario-form").addEventListener("submit", (ev) => { ev.preventDefault(); showScenarios(state.symbol, ev.target.price.value).catch(() => {}); });
   window.addEventListener("hashchange", route);
   connectStream();
   await route();
