@@ -152,6 +152,12 @@ class Market:
         return out
 
 
+def bench_tick(m: Market, ts_ms: int, price: float, size: float, side: Side, produced_at: datetime) -> TickEvent:
+    """A tick of ``m``'s latest step, built as the ingest connectors build theirs."""
+    when = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return make_tick(m.symbol, "bench", when, price, size, side, str(m.n), "USD", produced_at)
+
+
 @dataclass
 class Sent:
     """Per token: event time and monotonic send time of every tick, in order."""
@@ -300,19 +306,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
             for i in range(k, k + n):
                 m = markets[i % len(markets)]
                 ts_ms, price, size = m.step()
-                ticks.append(
-                    make_tick(
-                        m.symbol,
-                        "bench",
-                        datetime.fromtimestamp(ts_ms / 1000, UTC),
-                        price,
-                        size,
-                        Side.BUY if i % 2 else Side.SELL,
-                        str(m.n),
-                        "USD",
-                        now_dt,
-                    )
-                )
+                ticks.append(bench_tick(m, ts_ms, price, size, Side.BUY if i % 2 else Side.SELL, now_dt))
                 stamps.append((m.symbol, ts_ms))
             at = time.monotonic()
             await bus.publish(TICKS, ticks)
@@ -331,19 +325,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
         sentinels = []
         for m in markets:
             ts_ms, _, size = m.step()
-            sentinels.append(
-                make_tick(
-                    m.symbol,
-                    "bench",
-                    datetime.fromtimestamp(ts_ms / 1000, UTC),
-                    m.p0 * 2000,
-                    size,
-                    Side.BUY,
-                    str(m.n),
-                    "USD",
-                    datetime.now(UTC),
-                )
-            )
+            sentinels.append(bench_tick(m, ts_ms, m.p0 * 2000, size, Side.BUY, datetime.now(UTC)))
         await bus.publish(TICKS, sentinels)
         sentinel_ts = {(t.symbol, int(t.ts.timestamp() * 1000)) for t in sentinels}
         drained: float | None = None

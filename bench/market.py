@@ -332,7 +332,7 @@ async def watch(cluster: Cluster, lag: LagMonitor, show: Callable[[str], None]) 
     while True:
         for p in cluster.procs:
             if not p.alive():
-                raise RuntimeError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+                raise RuntimeError(f"{p.name} exited ({p.p.returncode}):\n{p.tail()}")
             p.sample_rss()
         try:
             latest = await lag.sample()
@@ -579,7 +579,7 @@ def run_replicas(replicas: int, args: argparse.Namespace, tokens: list[Token], w
 
 
 def names(cluster: Cluster) -> str:
-    return ", ".join(f"{p.name} (pid {p.popen.pid})" for p in cluster.procs)
+    return ", ".join(f"{p.name} (pid {p.p.pid})" for p in cluster.procs)
 
 
 def one_line(p: Phase) -> str:

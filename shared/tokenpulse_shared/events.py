@@ -15,7 +15,7 @@ import math
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -357,7 +357,7 @@ class AlertChannel(BaseModel):
 
 ChangeWindow = Literal["5m", "15m", "1h", "4h", "24h"]
 CHANGE_WINDOWS_S: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "24h": 86400}
-LEAF_KINDS = (
+LeafKind = Literal[
     "price_above",
     "price_below",
     "change_above",
@@ -368,7 +368,8 @@ LEAF_KINDS = (
     "investor_grade_below",
     "grade_change",
     "signal",
-)
+]
+LEAF_KINDS: tuple[str, ...] = get_args(LeafKind)
 MAX_CONDITION_LEAVES = 10
 # Levels of a condition, a single check being one: an ``any`` of ``all``s of checks (3) writes any boolean
 # formula (its disjunctive normal form); a fourth level lets a rule be written as one thinks of it. Its JSON
@@ -411,20 +412,7 @@ class AlertCondition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal[
-        "price_above",
-        "price_below",
-        "change_above",
-        "change_below",
-        "trader_grade_above",
-        "trader_grade_below",
-        "investor_grade_above",
-        "investor_grade_below",
-        "grade_change",
-        "signal",
-        "all",
-        "any",
-    ]
+    kind: Literal[LeafKind, "all", "any"]
     value: float | None = Field(None, allow_inf_nan=False)
     window: ChangeWindow | None = None
     grade: Literal["trader", "investor"] | None = None

@@ -135,25 +135,24 @@ async def test_duplicates_and_reconnect_overlap_never_publish_a_tick_twice(any_r
     assert len(r.gaps) == gaps_before + len(PRICES)
 
 
+def bad_messages_counted(exchange: str) -> float:
+    """tokenpulse_feed_bad_messages_total of one exchange, over every reason."""
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "tokenpulse_feed_bad_messages"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels["exchange"] == exchange
+    )
+
+
 async def test_garbage_frames_are_counted_and_skipped_and_the_connector_survives(any_rig: Rig) -> None:
     r = any_rig
     kind = r.fake.kind
-    before = sum(
-        s.value
-        for m in REGISTRY.collect()
-        if m.name == "tokenpulse_feed_bad_messages"
-        for s in m.samples
-        if s.name.endswith("_total") and s.labels["exchange"] == kind
-    )
+    before = bad_messages_counted(kind)
     n = await r.fake.garbage()
     await wait_for(lambda: r.conn.health.bad_messages == n, what="bad messages counted")
-    after = sum(
-        s.value
-        for m in REGISTRY.collect()
-        if m.name == "tokenpulse_feed_bad_messages"
-        for s in m.samples
-        if s.name.endswith("_total") and s.labels["exchange"] == kind
-    )
+    after = bad_messages_counted(kind)
     assert after - before == n
     sent = await r.fake.emit(1)
     await wait_for(lambda: len(r.ticks) == len(sent), what="a good trade after the junk")

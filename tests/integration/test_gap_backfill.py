@@ -34,7 +34,7 @@ from testkit.fake_exchange import wait_for
 from testkit.rest_exchange import FakeExchange as FakeRestExchange
 from testkit.rest_exchange import load_series
 from testkit.server import ThreadedServer
-from testkit.wiring import embedded
+from testkit.wiring import collected, embedded
 
 MIN = timedelta(minutes=1)
 
@@ -104,12 +104,7 @@ async def rig(store: Store) -> AsyncIterator[Rig]:
         )
         ingest, gateway = IngestService(), GatewayService()
         bus, ctx = embedded(settings, store, ingest, gateway)
-        published: list[CandleEvent] = []
-
-        async def tap(events: list[CandleEvent]) -> None:
-            published.extend(events)
-
-        bus.subscribe(CANDLES, "test-tap", tap)
+        published: list[CandleEvent] = collected(bus, CANDLES, "test-tap")
         gaps: list[tuple[str, str, datetime, datetime]] = []
         backfill = ingest.gap_hook
 

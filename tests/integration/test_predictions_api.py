@@ -22,7 +22,7 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.timeutil import DAY_MS as DAY
 
-from testkit.wiring import embedded
+from testkit.wiring import embedded, keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -63,8 +63,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     assert await scoring.forecaster.retrain()
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
+    async with keyed_client(gateway.app, "tests") as client:
         yield Env(client, bus, scoring, settings)
     await scoring.stop()
     await bus.stop()

@@ -21,6 +21,7 @@ from tokenpulse_shared.topics import CANDLES
 
 from testkit.rest_exchange import FakeExchange, load_series
 from testkit.server import ThreadedServer
+from testkit.wiring import collected
 
 SERIES = load_series()
 
@@ -52,12 +53,7 @@ async def run_backfill(
     url: str, exchange: str, since: datetime, until: datetime, intervals: list[Interval], **venues: dict[str, Any]
 ) -> tuple[list[CandleEvent], RestBackfiller]:
     bus = InMemoryBus()
-    got: list[CandleEvent] = []
-
-    async def sink(events: list[CandleEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(CANDLES, "test", sink)
+    got: list[CandleEvent] = collected(bus, CANDLES, "test")
     await bus.start()
     backfiller = RestBackfiller(bus, settings_for(url, **venues), intervals=intervals)
     try:
@@ -129,12 +125,7 @@ async def test_slow_answers_time_out_and_are_retried(fake: tuple[FakeExchange, s
     bus = InMemoryBus()
     backfiller = RestBackfiller(bus, settings_for(fake[1]), intervals=[Interval.H1])
     backfiller.exchange("coinbase").client.http.timeout = httpx.Timeout(1.0)
-    got: list[CandleEvent] = []
-
-    async def sink(events: list[CandleEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(CANDLES, "test", sink)
+    got: list[CandleEvent] = collected(bus, CANDLES, "test")
     await bus.start()
     await backfiller.backfill_gap("coinbase", "BTC", since, until, now=until)
     await bus.drain()

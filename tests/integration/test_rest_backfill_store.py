@@ -18,7 +18,7 @@ from tokenpulse_shared.topics import TICKS
 
 from testkit.rest_exchange import FakeExchange, load_series
 from testkit.server import ThreadedServer
-from testkit.wiring import embedded
+from testkit.wiring import embedded, keyed_client
 
 NOON = datetime(2024, 12, 10, 12, tzinfo=UTC)
 
@@ -37,8 +37,7 @@ async def pipeline(store: Store) -> AsyncIterator[tuple[IngestService, httpx.Asy
         await bus.start()
         await ingest.start(ctx)
         assert gateway.app is not None
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-            client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "t"})).json()["key"]
+        async with keyed_client(gateway.app, "t") as client:
             yield ingest, client, fake
         await ingest.stop()
         await bus.stop()

@@ -21,7 +21,7 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, SIGNALS
 
-from testkit.wiring import embedded
+from testkit.wiring import collected, embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ADMIN = "signals-admin-token-5b2e"
@@ -48,12 +48,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     )
     gateway, scoring = GatewayService(), ScoringService()
     bus, ctx = embedded(settings, store, gateway, scoring)
-    published: list[SignalEvent] = []
-
-    async def collect(events: list[SignalEvent]) -> None:
-        published.extend(events)
-
-    bus.subscribe(SIGNALS, "test-observer", collect)
+    published: list[SignalEvent] = collected(bus, SIGNALS, "test-observer")
     await bus.start()
     await scoring.start(ctx)
     series = plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1, Interval.H4])
