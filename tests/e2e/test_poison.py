@@ -78,7 +78,7 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 READERS: dict[str, set[str]] = {
     TICKS.name: {"ingest", "writer"},
     CANDLES.name: {"scoring", "writer", "gateway-live"},  # the gateway drops cached candle pages on a new candle
-    MARKETCAPS.name: {"scoring", "writer"},
+    MARKETCAPS.name: {"scoring", "writer", "gateway-live"},  # the token list shows market caps
     METRICS.name: {"scoring", "writer"},
     PRICES.name: {"alerts", "writer", "gateway-live"},
     GRADES.name: {"alerts", "writer", "gateway-live"},
