@@ -29,7 +29,7 @@ from tokenpulse_shared.settings import BybitSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
@@ -76,12 +76,7 @@ class BybitConnector(Connector):
         ]
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         if frame.topic is None:
             if frame.success is False:
                 raise BadMessage("error", str(frame.ret_msg)[:200])

@@ -33,7 +33,7 @@ from tokenpulse_shared.settings import CoinbaseAdvancedSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, utc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
 from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
@@ -84,12 +84,7 @@ class CoinbaseAdvancedConnector(Connector):
         super()._on_connected()
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         if frame.type == "error":
             raise BadMessage("error", str(frame.message)[:200])
         if frame.channel not in ("market_trades", "heartbeats", "subscriptions"):

@@ -28,7 +28,7 @@ from tokenpulse_shared.settings import OkxSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
@@ -78,12 +78,7 @@ class OkxConnector(Connector):
     def parse(self, raw: str | bytes) -> list[TickEvent]:
         if raw in ("pong", b"pong"):
             return []
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         if frame.event is not None:
             if frame.event == "error":
                 raise BadMessage("error", f"{frame.code} {frame.msg}")
