@@ -127,3 +127,23 @@ def test_each_order_is_sorted_once_per_snapshot(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(token_board, "rank", counting)
     asyncio.run(run())
+
+
+def test_a_refresh_makes_again_only_the_pages_asked_since_the_last_one() -> None:
+    """A page asked once (the whole list, say) is not encoded again at every refresh for ever."""
+
+    async def run() -> None:
+        live = live_state()
+        await priced(live, 1000)
+        board = TokenBoard(live, refresh_s=60)
+        board.page(BY_SYMBOL, 1000, None)
+        board.page(BY_SYMBOL, 100, None)
+        await priced(live, 1000, price=2.0)
+        await board.refresh()
+        assert board.snapshot is not None and (BY_SYMBOL, 1000, None) in board.snapshot.pages
+        board.page(BY_SYMBOL, 100, None)  # only this one is asked again
+        await priced(live, 1000, price=3.0)
+        await board.refresh()
+        assert set(board.snapshot.pages) == {(BY_SYMBOL, 100, None)}
+
+    asyncio.run(run())

@@ -45,6 +45,8 @@ class Snapshot:
         self.made_at = time.monotonic()
         self._ranked: dict[Hashable, list[dict[str, Any]]] = {}
         self.pages: OrderedDict[PageKey, Encoded] = OrderedDict()
+        self.asked: set[PageKey] = set()
+        """the pages clients asked this snapshot for: the next refresh makes these again, and only these"""
 
     def ranked(self, query: TokenQuery) -> list[dict[str, Any]]:
         order = (query.field, query.descending)
@@ -77,7 +79,11 @@ class TokenBoard:
     def page(self, query: TokenQuery, limit: int, cursor: str | None) -> Encoded:
         """The encoded ``/v1/tokens`` page, from the current snapshot."""
         self.asked_at = time.monotonic()
-        return self.current().page((query, limit, cursor))
+        snap, key = self.current(), (query, limit, cursor)
+        enc = snap.page(key)
+        if len(snap.asked) < MAX_PAGES:
+            snap.asked.add(key)
+        return enc
 
     def current(self) -> Snapshot:
         """The snapshot to answer from; built here only when there is none yet, the universe changed, the list
@@ -113,8 +119,8 @@ class TokenBoard:
                     log.exception("token list refresh failed")
 
     async def refresh(self) -> None:
-        """Build the next snapshot in slices (yielding between them), with the orders and pages the previous
-        one was asked for, then swap it in whole."""
+        """Build the next snapshot in slices (yielding between them), with the pages clients asked the previous
+        one for, then swap it in whole."""
         live, old = self.live, self.snapshot
         version, members = live.version, live.members_version
         removed = live.universe.removed
@@ -125,7 +131,7 @@ class TokenBoard:
                 await asyncio.sleep(0)
             rows += [answer_row(s, row) for s in symbols[i : i + SLICE] if (row := live.tokens.get(s)) is not None]
         nxt = Snapshot(version, members, rows)
-        for key in list(old.pages) if old is not None else []:
+        for key in list(old.asked) if old is not None else []:
             await asyncio.sleep(0)
             with suppress(ApiError):  # a cursor page whose query no longer fits is not made again
                 nxt.page(key)
