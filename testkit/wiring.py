@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +14,16 @@ from tokenpulse_shared.service import Context, Service
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import Topic
+
+
+@contextlib.asynccontextmanager
+async def chdb_store(path: Path) -> AsyncIterator[Store]:
+    """A real ClickHouse engine (chDB) at ``path``, migrated; closed on leaving."""
+    store = await Store(f"chdb://{path}").open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMemoryBus, Context]:

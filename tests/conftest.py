@@ -7,15 +7,14 @@ from pathlib import Path
 import pytest
 from tokenpulse_shared.store import Store
 
+from testkit.wiring import chdb_store
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     """A real ClickHouse engine (chDB) on a fresh data path, migrated."""
-    s = await Store(f"chdb://{tmp_path / 'ch'}").open()
-    try:
+    async with chdb_store(tmp_path / "ch") as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-from testkit.wiring import embedded
+from testkit.wiring import chdb_store, embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -24,9 +24,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
     """One real engine for the module: the history is loaded once, tests only read (and add keys)."""
-    s = await Store(f"chdb://{tmp_path_factory.mktemp('api') / 'ch'}").open()
-    yield s
-    await s.close()
+    async with chdb_store(tmp_path_factory.mktemp("api") / "ch") as s:
+        yield s
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -31,6 +31,7 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKET_STATE
 
+from testkit.wiring import chdb_store
 from tokenpulse.market_cli import market_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -63,9 +64,8 @@ def window(closes: pd.Series, days: int, as_of: pd.Timestamp | None = None) -> p
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    s = await Store(f"chdb://{tmp_path_factory.mktemp('analytics') / 'ch'}").open()
-    yield s
-    await s.close()
+    async with chdb_store(tmp_path_factory.mktemp("analytics") / "ch") as s:
+        yield s
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
