@@ -6,7 +6,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from tokenpulse_shared.events import TickEvent
+from tokenpulse_shared.events import Side, TickEvent
 
 
 def random_walk(
@@ -48,3 +48,12 @@ def with_resends(
         again = ticks[j].model_copy(update={"event_id": event_id(j)})
         ticks.insert(min(len(ticks), j + rng.randrange(2, max_delay)), again)
     return ticks
+
+
+async def discard(ticks: list[TickEvent]) -> None:
+    """A connector's sink for tests that only call ``parse``."""
+
+
+def trade_of(tick: TickEvent) -> tuple[str, str, str, float, float, Side]:
+    """What a venue's trade normalises to: symbol, source, quote, price, size and taker side."""
+    return tick.symbol, tick.source, tick.quote, tick.price, tick.size, tick.side

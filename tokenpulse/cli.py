@@ -383,6 +383,13 @@ def cycles(
     render(result, Console())
 
 
+def write_json(path: Path | None, text: str) -> None:
+    """Writes a command's report where ``--json`` asked, and says so."""
+    if path:
+        path.write_text(text)
+        console.print(f"wrote {path}")
+
+
 @app.command("track-record")
 def track_record_cmd(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
@@ -393,9 +400,7 @@ def track_record_cmd(
     settings = load_settings()
     report = replay(settings.runtime.bundle_dir, settings.runtime.symbols)
     render(report, Console())
-    if json_out:
-        json_out.write_text(report.model_dump_json(indent=2))
-        console.print(f"wrote {json_out}")
+    write_json(json_out, report.model_dump_json(indent=2))
 
 
 @app.command("market-record")
@@ -408,9 +413,7 @@ def market_record_cmd(
     settings = load_settings()
     records = market_record(settings.runtime.bundle_dir, settings.runtime.symbols)
     render(records, Console())
-    if json_out:
-        json_out.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+    write_json(json_out, json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
 
 
 @app.command()

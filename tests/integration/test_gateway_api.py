@@ -12,7 +12,7 @@ from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.events import Interval
+from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
@@ -220,20 +220,7 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
     sma = np.array([np.nan if r["sma_200"] is None else r["sma_200"] for r in served])
     np.testing.assert_allclose(rsi[14:], talib.RSI(close, 14)[14:], rtol=1e-6)
     np.testing.assert_allclose(sma[199:], talib.SMA(close, 200)[199:], rtol=1e-6)
-    assert set(served[-1]) == {
-        "ts",
-        "rsi_14",
-        "macd",
-        "macd_signal",
-        "macd_hist",
-        "ema_20",
-        "ema_50",
-        "sma_200",
-        "bb_upper",
-        "bb_middle",
-        "bb_lower",
-        "atr_14",
-    }
+    assert set(served[-1]) == {"ts", *INDICATOR_FIELDS}
 
 
 async def test_a_grades_components_are_an_object_of_numbers(api: httpx.AsyncClient) -> None:

@@ -13,6 +13,8 @@ from tokenpulse_ingest.venues.coinbase_advanced import CoinbaseAdvancedConnector
 from tokenpulse_ingest.venues.connector import BadMessage, Pair
 from tokenpulse_shared.events import Side, TickEvent
 
+from testkit.ticks import discard, trade_of
+
 DOC_TRADE = {
     "trade_id": "12345",
     "product_id": "ETH-USD",
@@ -23,12 +25,8 @@ DOC_TRADE = {
 }
 
 
-async def _sink(ticks: list[TickEvent]) -> None:
-    return None
-
-
 def connector() -> CoinbaseAdvancedConnector:
-    return CoinbaseAdvancedConnector("wss://x", [Pair("BTC", "BTC-USD", "USD"), Pair("ETH", "ETH-USD", "USD")], _sink)
+    return CoinbaseAdvancedConnector("wss://x", [Pair("BTC", "BTC-USD", "USD"), Pair("ETH", "ETH-USD", "USD")], discard)
 
 
 def message(*trades: dict[str, Any], kind: str = "update", sequence: int = 0) -> str:
@@ -41,14 +39,7 @@ def message(*trades: dict[str, Any], kind: str = "update", sequence: int = 0) ->
 
 def test_the_documented_trade_normalises() -> None:
     (t,) = connector().parse(message(DOC_TRADE))
-    assert (t.symbol, t.source, t.quote, t.price, t.size, t.side) == (
-        "ETH",
-        "coinbase_advanced",
-        "USD",
-        1260.01,
-        0.3,
-        Side.BUY,
-    )
+    assert trade_of(t) == ("ETH", "coinbase_advanced", "USD", 1260.01, 0.3, Side.BUY)
     assert t.trade_id == "12345" and t.ts == datetime(2019, 8, 14, 20, 42, 27, 265000, tzinfo=UTC)
     assert TickEvent.model_validate(t.model_dump()) == t
 

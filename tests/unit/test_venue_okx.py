@@ -12,6 +12,8 @@ from tokenpulse_ingest.venues.connector import BadMessage, Pair
 from tokenpulse_ingest.venues.okx import OkxConnector
 from tokenpulse_shared.events import Side, TickEvent
 
+from testkit.ticks import discard, trade_of
+
 DOC_TRADE = {
     "instId": "BTC-USDT",
     "tradeId": "130639474",
@@ -25,12 +27,8 @@ DOC_TRADE = {
 }
 
 
-async def _sink(ticks: list[TickEvent]) -> None:
-    return None
-
-
 def connector() -> OkxConnector:
-    return OkxConnector("wss://x", [Pair("BTC", "BTC-USDT", "USDT"), Pair("ETH", "ETH-USDT", "USDT")], _sink)
+    return OkxConnector("wss://x", [Pair("BTC", "BTC-USDT", "USDT"), Pair("ETH", "ETH-USDT", "USDT")], discard)
 
 
 def push(*trades: dict[str, Any]) -> str:
@@ -39,14 +37,7 @@ def push(*trades: dict[str, Any]) -> str:
 
 def test_the_documented_trade_normalises() -> None:
     (t,) = connector().parse(push(DOC_TRADE))
-    assert (t.symbol, t.source, t.quote, t.price, t.size, t.side) == (
-        "BTC",
-        "okx",
-        "USDT",
-        42219.9,
-        0.12060306,
-        Side.BUY,
-    )
+    assert trade_of(t) == ("BTC", "okx", "USDT", 42219.9, 0.12060306, Side.BUY)
     assert t.trade_id == "130639474" and t.ts == datetime.fromtimestamp(1630048897.897, UTC)
     assert TickEvent.model_validate(t.model_dump()) == t
 
