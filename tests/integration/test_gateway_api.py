@@ -16,7 +16,7 @@ from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-from testkit.wiring import chdb_store, embedded
+from testkit.wiring import chdb_store, embedded, keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -41,9 +41,7 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     await publish_marketcaps(bus, settings.runtime.bundle_dir, ["BTC", "ETH"])
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        key = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
-        client.headers["X-API-Key"] = key
+    async with keyed_client(gateway.app) as client:
         yield client
     await bus.stop()
 

@@ -24,14 +24,12 @@ from tokenpulse_gateway.writer import TABLES, StoreWriter
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import CandleEvent, Direction, GradeEvent, Interval, MarketStateEvent, SignalEvent
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.events import CandleEvent, Direction, GradeEvent, Interval, SignalEvent
 from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKET_STATE
 
-from testkit.wiring import chdb_store
+from testkit.wiring import chdb_store, collected, embedded, keyed_client
 from tokenpulse.market_cli import market_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -73,25 +71,16 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": SYMBOLS}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 10_000}
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway, scoring = GatewayService(), ScoringService()
-    gateway.register(ctx)
-    scoring.register(ctx)
-    RUN.update(gateway=gateway, bus=bus, states=[])
-
-    async def collect(events: list[MarketStateEvent]) -> None:
-        RUN["states"].extend(events)
-
-    bus.subscribe(MARKET_STATE, "test-market-state", collect)
+    bus, ctx = embedded(settings, store, gateway, scoring)
+    RUN.update(gateway=gateway, bus=bus, states=collected(bus, MARKET_STATE, "test-market-state"))
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, SYMBOLS, [Interval.D1]))
     await publish_marketcaps(bus, settings.runtime.bundle_dir, SYMBOLS)
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
+    async with keyed_client(gateway.app) as client:
         yield client
     await bus.stop()
 
