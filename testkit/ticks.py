@@ -57,3 +57,14 @@ async def discard(ticks: list[TickEvent]) -> None:
 def trade_of(tick: TickEvent) -> tuple[str, str, str, float, float, Side]:
     """What a venue's trade normalises to: symbol, source, quote, price, size and taker side."""
     return tick.symbol, tick.source, tick.quote, tick.price, tick.size, tick.side
+
+
+def ohlcv(trades: list[TickEvent]) -> tuple[float, float, float, float, float]:
+    """Open, high, low, close and volume of trades already in time order: what their candle must hold."""
+    return (
+        trades[0].price,
+        max(t.price for t in trades),
+        min(t.price for t in trades),
+        trades[-1].price,
+        sum(t.size for t in trades),
+    )
