@@ -100,6 +100,25 @@ def dead_letters_of(marker: str, into: list[DeadLetterEvent]) -> Callable[[list[
     return handler
 
 
+class FailsFirst:
+    """A handler of ``sym``'s prices that raises ``error`` on its first ``times`` calls holding any, then records
+    their ids in ``handled``; ``calls`` counts the calls holding any, ``failures`` the ones it failed."""
+
+    def __init__(self, sym: str, times: int, error: Exception) -> None:
+        self.sym, self.times, self.error = sym, times, error
+        self.calls = self.failures = 0
+        self.handled: list[str] = []
+
+    async def __call__(self, events: list[Event]) -> None:
+        mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == self.sym]
+        if mine:
+            self.calls += 1
+            if self.failures < self.times:
+                self.failures += 1
+                raise self.error
+        self.handled.extend(e.event_id for e in mine)
+
+
 class BusContract:
     """The behaviours; a subclass provides ``make_bus`` (a fixture) and :meth:`quiet`."""
 
@@ -159,45 +178,24 @@ class BusContract:
         """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
         bus = make_bus(retries=3)
         sym = symbol("E")
-        calls = 0
-        handled: list[str] = []
         dead: list[DeadLetterEvent] = []
-
-        async def fails_once(events: list[Event]) -> None:
-            nonlocal calls
-            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
-            if mine:
-                calls += 1
-                if calls == 1:
-                    raise RuntimeError("a hiccup")
-            handled.extend(e.event_id for e in mine)
-
-        bus.subscribe(PRICES, "hiccup", fails_once)
+        hiccup = FailsFirst(sym, 1, RuntimeError("a hiccup"))
+        bus.subscribe(PRICES, "hiccup", hiccup)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, handled)
-        assert calls >= 2 and sorted(handled) == sorted(e.event_id for e in events)
+        events = await self.ten_prices_handled(bus, sym, hiccup.handled)
+        assert hiccup.calls >= 2 and sorted(hiccup.handled) == sorted(e.event_id for e in events)
         assert dead == []
 
     async def test_a_transient_error_redelivers_the_batch_and_never_dead_letters_it(self, make_bus: MakeBus) -> None:
         bus = make_bus()
         sym = symbol("T")
-        failures = 0
-        handled: list[str] = []
         dead: list[DeadLetterEvent] = []
-
-        async def flaky(events: list[Event]) -> None:
-            nonlocal failures
-            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
-            if mine and failures < 3:
-                failures += 1
-                raise TransientError("store unavailable")
-            handled.extend(e.event_id for e in mine)
-
+        flaky = FailsFirst(sym, 3, TransientError("store unavailable"))
         bus.subscribe(PRICES, "flaky", flaky)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, handled)
-        assert failures == 3
-        assert sorted(handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
+        events = await self.ten_prices_handled(bus, sym, flaky.handled)
+        assert flaky.failures == 3
+        assert sorted(flaky.handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
         assert dead == []
 
     async def test_a_transient_error_redelivers_only_the_failing_topic(self, make_bus: MakeBus) -> None:
