@@ -383,6 +383,9 @@ def cycles(
     render(result, Console())
 
 
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON here.")]
+
+
 def write_json(path: Path | None, text: str) -> None:
     """Writes a command's report where ``--json`` asked, and says so."""
     if path:
@@ -391,9 +394,7 @@ def write_json(path: Path | None, text: str) -> None:
 
 
 @app.command("track-record")
-def track_record_cmd(
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
-) -> None:
+def track_record_cmd(json_out: JsonOut = None) -> None:
     """Replay the bundled daily history through scoring and measure signals and grades (walk-forward)."""
     from tokenpulse.track_cli import render, replay
 
@@ -404,9 +405,7 @@ def track_record_cmd(
 
 
 @app.command("market-record")
-def market_record_cmd(
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the record as JSON here.")] = None,
-) -> None:
+def market_record_cmd(json_out: JsonOut = None) -> None:
     """Replay the bundled daily history, compute every day's market state (walk-forward) and measure it."""
     from tokenpulse.market_cli import market_record, render
 
