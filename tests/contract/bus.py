@@ -174,29 +174,25 @@ class BusContract:
         await self.quiet(bus)
         return events
 
-    async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
-        """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
-        bus = make_bus(retries=3)
-        sym = symbol("E")
+    async def each_handled_once_none_dead(self, bus: Bus, group: str, handler: FailsFirst) -> None:
+        """``handler`` subscribed as ``group``: ten prices of its token, each recorded once, none dead-lettered."""
         dead: list[DeadLetterEvent] = []
-        hiccup = FailsFirst(sym, 1, RuntimeError("a hiccup"))
-        bus.subscribe(PRICES, "hiccup", hiccup)
-        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, hiccup.handled)
-        assert hiccup.calls >= 2 and sorted(hiccup.handled) == sorted(e.event_id for e in events)
+        bus.subscribe(PRICES, group, handler)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(handler.sym, dead))
+        events = await self.ten_prices_handled(bus, handler.sym, handler.handled)
+        assert sorted(handler.handled) == sorted(e.event_id for e in events)
         assert dead == []
 
+    async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
+        """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
+        hiccup = FailsFirst(symbol("E"), 1, RuntimeError("a hiccup"))
+        await self.each_handled_once_none_dead(make_bus(retries=3), "hiccup", hiccup)
+        assert hiccup.calls >= 2
+
     async def test_a_transient_error_redelivers_the_batch_and_never_dead_letters_it(self, make_bus: MakeBus) -> None:
-        bus = make_bus()
-        sym = symbol("T")
-        dead: list[DeadLetterEvent] = []
-        flaky = FailsFirst(sym, 3, TransientError("store unavailable"))
-        bus.subscribe(PRICES, "flaky", flaky)
-        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, flaky.handled)
+        flaky = FailsFirst(symbol("T"), 3, TransientError("store unavailable"))
+        await self.each_handled_once_none_dead(make_bus(), "flaky", flaky)
         assert flaky.failures == 3
-        assert sorted(flaky.handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
-        assert dead == []
 
     async def test_a_transient_error_redelivers_only_the_failing_topic(self, make_bus: MakeBus) -> None:
         """A group's subscriptions to two topics: the second one's handler fails transiently; only its
