@@ -16,25 +16,18 @@ from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-from testkit.wiring import chdb_store, embedded, keyed_client
+from testkit.wiring import embedded, keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    """One real engine for the module: the history is loaded once, tests only read (and add keys)."""
-    async with chdb_store(tmp_path_factory.mktemp("api") / "ch") as s:
-        yield s
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def api(module_store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 300}
     )
     gateway, scoring = GatewayService(), ScoringService()
-    bus, ctx = embedded(settings, store, gateway, scoring)
+    bus, ctx = embedded(settings, module_store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
@@ -46,7 +39,7 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     await bus.stop()
 
 
-async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store: Store) -> None:
+async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, module_store: Store) -> None:
     key = api.headers["X-API-Key"]
     no_key = await api.get("/v1/tokens", headers={"X-API-Key": ""})
     assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
@@ -54,7 +47,7 @@ async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
     bearer = await api.get("/v1/tokens", headers={"X-API-Key": "", "Authorization": f"Bearer {key}"})
     assert bearer.status_code == 200
-    stored = await store.query("SELECT key_hash FROM api_keys")
+    stored = await module_store.query("SELECT key_hash FROM api_keys")
     assert key not in str(stored) and len(stored[0][0]) == 64
 
 

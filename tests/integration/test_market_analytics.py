@@ -29,7 +29,7 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKET_STATE
 
-from testkit.wiring import chdb_store, collected, embedded, keyed_client
+from testkit.wiring import collected, embedded, keyed_client
 from tokenpulse.market_cli import market_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -61,18 +61,12 @@ def window(closes: pd.Series, days: int, as_of: pd.Timestamp | None = None) -> p
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    async with chdb_store(tmp_path_factory.mktemp("analytics") / "ch") as s:
-        yield s
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def api(module_store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": SYMBOLS}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 10_000}
     )
     gateway, scoring = GatewayService(), ScoringService()
-    bus, ctx = embedded(settings, store, gateway, scoring)
+    bus, ctx = embedded(settings, module_store, gateway, scoring)
     RUN.update(gateway=gateway, bus=bus, states=collected(bus, MARKET_STATE, "test-market-state"))
     await bus.start()
     await scoring.start(ctx)
@@ -129,14 +123,14 @@ async def test_correlation_matches_pandas_on_common_dates(api: httpx.AsyncClient
     np.testing.assert_allclose(np.array(got["matrix"]), returns.corr().to_numpy(), rtol=1e-9)
 
 
-async def test_too_little_history_is_a_422_with_the_reason(api: httpx.AsyncClient, store: Store) -> None:
+async def test_too_little_history_is_a_422_with_the_reason(api: httpx.AsyncClient, module_store: Store) -> None:
     """A token listed ten days ago (candles in the store, nothing else): no number, a 422 that says why."""
     first = datetime(2026, 6, 18, tzinfo=UTC)
     candles = [
         CandleEvent(symbol="NEWC", interval=Interval.D1, ts=first + timedelta(days=i), open=1, high=2, low=1, close=1.5)
         for i in range(10)
     ]
-    await StoreWriter(store).write(TABLES["candles"], candles)
+    await StoreWriter(module_store).write(TABLES["candles"], candles)
     r = await api.get("/v1/quant/NEWC", params={"window": "30d"})
     assert r.status_code == 422, r.text
     error = r.json()["error"]
@@ -228,10 +222,10 @@ def with_future_changed(data: MarketData, cutoff: date) -> MarketData:
 
 
 @pytest.mark.parametrize("index_id", ["mcap-top5", "grade-60"])
-async def test_indices_do_not_look_ahead(api: httpx.AsyncClient, store: Store, index_id: str) -> None:
+async def test_indices_do_not_look_ahead(api: httpx.AsyncClient, module_store: Store, index_id: str) -> None:
     """Changing every day after a cutoff leaves every NAV up to it as it was; the cutoffs are rebalance days
     (a Monday, the first of a month), where a rule reading even one day ahead would trade differently."""
-    data = await AnalyticsQueries(store).market_data()
+    data = await AnalyticsQueries(module_store).market_data()
     rules = BY_ID[index_id]
     before = simulate(data, rules, weights_of(rules))
     for cutoff in (date(2022, 11, 7), date(2021, 6, 1), date(2024, 3, 15)):
