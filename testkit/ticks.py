@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from tokenpulse_ingest.venues.connector import BadMessage, Connector
 from tokenpulse_shared.events import Side, TickEvent
 
 
@@ -68,3 +69,12 @@ def ohlcv(trades: list[TickEvent]) -> tuple[float, float, float, float, float]:
         trades[-1].price,
         sum(t.size for t in trades),
     )
+
+
+def refusal(connector: Connector, raw: str | bytes) -> str:
+    """The kind of :class:`BadMessage` the connector refuses ``raw`` with; a frame it accepts fails the test."""
+    try:
+        connector.parse(raw)
+    except BadMessage as exc:
+        return exc.kind
+    raise AssertionError(f"accepted {raw!r}"[:200])
