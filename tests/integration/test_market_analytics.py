@@ -322,3 +322,18 @@ async def test_the_market_state_is_published_when_it_changes(api: httpx.AsyncCli
     assert (changed.state, changed.previous_state) == ("bullish", current["state"])
     assert changed.event_id == f"market-state-{current['as_of']}-bullish" and changed.breadth == 1.0
     assert (await api.get("/v1/market")).json()["state"] == "bullish"
+
+
+async def test_the_latest_grade_and_daily_signal_are_the_newest_rows(
+    api: httpx.AsyncClient, module_store: Store
+) -> None:
+    """What a report quotes: the token's newest grade and newest standing daily signal, not an older one."""
+    queries = AnalyticsQueries(module_store)
+    ((grade_ms,),) = await module_store.query("SELECT toUnixTimestamp64Milli(max(ts)) FROM grades WHERE symbol = 'BTC'")
+    signals = "SELECT toUnixTimestamp64Milli(max(ts)) FROM signals FINAL WHERE symbol = 'BTC' AND interval = '1d'"
+    ((signal_ms,),) = await module_store.query(signals + " AND retracted = 0")
+    grade, signal = await queries.latest_grade("BTC"), await queries.latest_daily_signal("BTC")
+    assert grade is not None and signal is not None
+    assert grade["ts"] == datetime.fromtimestamp(grade_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert signal["ts"] == datetime.fromtimestamp(signal_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert signal["direction"] in ("bullish", "bearish") and isinstance(grade["components"], dict)
