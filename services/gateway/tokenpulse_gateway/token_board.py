@@ -67,6 +67,8 @@ class Snapshot:
 
 
 class TokenBoard:
+    """The current :class:`Snapshot` of the token list, and the background task that refreshes it."""
+
     def __init__(self, live: LiveState, refresh_s: float = LIST_REFRESH_S) -> None:
         self.live = live
         self.refresh_s = refresh_s
@@ -135,7 +137,8 @@ class TokenBoard:
             await asyncio.sleep(0)
             with suppress(ApiError):  # a cursor page whose query no longer fits is not made again
                 nxt.page(key)
-        if live.members_version == members:  # a universe change meanwhile: the request path rebuilds at once
+        # a universe change or a rebuild by a request meanwhile: that one stands (the next refresh catches up)
+        if self.snapshot is old and live.members_version == members:
             self.snapshot = nxt
             self.refreshes += 1
 
