@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         "auto",
         description="Ingest: live data source; `auto` tries the exchanges and falls back to synthetic ticks when "
         "none answers within FEED_CONNECT_TIMEOUT_S (switching back to live once their trades flow again), "
-        "`live` only the exchanges, `synthetic` only the generator.",
+        "`live` only the exchanges, `synthetic` only the generator, `off` none: ticks come only from the "
+        "topic (outside producers on tokenpulse.ticks.v1).",
     )
     feed_exchanges: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["binance", "coinbase", "kraken"],
@@ -144,6 +145,12 @@ class Settings(BaseSettings):
     synthetic_tick_s: float = Field(1.0, gt=0, description="Ingest: seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Ingest: seed of the synthetic generator.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
+    publish_v1: bool = Field(
+        True,
+        description="Ingest and scoring also publish tokenpulse.prices.v1, candles.v1 and indicators.v1 (one event "
+        "per row of their v2 batch topics) for readers of the v1 topics; default true for this release, then false. "
+        "Our own consumers read the v2 topics and skip these copies.",
+    )
     ingest_restore_lookback_s: float = Field(
         3600.0,
         ge=0,
