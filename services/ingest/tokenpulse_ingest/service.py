@@ -301,11 +301,23 @@ class IngestService:
             messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name)
         messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
         ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
-        candles: list[Event] = []
-        for topic in (CANDLES, CANDLES_V2):
-            candles += await bus.read_log(topic, since_ms=since_ms)
-        rows = [c for m in candles for c in (m.to_events() if isinstance(m, CandleBatch) else [m])]
-        return [t for t in ticks if isinstance(t, TickEvent)], [c for c in rows if isinstance(c, CandleEvent)]
+        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
+        rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
+        v2 = [c for b in rows for c in b.to_events()]
+        await self._repair_v1_copies(v1, v2)
+        return [t for t in ticks if isinstance(t, TickEvent)], v1 + v2
+
+    async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
+        """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
+        only: publish their copies now, as no later batch will (the restore counts them as published)."""
+        assert self.ctx is not None
+        if not self.ctx.settings.publish_v1:
+            return
+        copied = {c.event_id for c in v1}
+        missing = [c for c in v2 if c.source == self.builder.source and c.event_id not in copied]
+        if missing:
+            log.warning("ingest: %d candles of candles.v2 lacked their v1 copy; published it now", len(missing))
+            await self.ctx.bus.publish_v1_copy(CANDLES, missing)
 
     async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
         """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
