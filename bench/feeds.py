@@ -38,8 +38,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tokenpulse_ingest.exchanges import BinanceConnector, CoinbaseConnector, Connector, KrakenConnector, Pair
-from tokenpulse_ingest.exchanges.base import make_tick
+from tokenpulse_ingest.venues.binance import BinanceConnector
+from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
+from tokenpulse_ingest.venues.connector import Connector, Pair, make_tick
+from tokenpulse_ingest.venues.kraken import KrakenConnector
 from tokenpulse_shared.events import Side, TickEvent
 
 from bench import plot

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tokenpulse_ingest.prices import PriceReconciler  # noqa: E402
-from tokenpulse_ingest.rest.backfill import RestBackfiller  # noqa: E402
+from tokenpulse_ingest.rest_backfill import RestBackfiller  # noqa: E402
 from tokenpulse_shared.bus.memory import InMemoryBus  # noqa: E402
 from tokenpulse_shared.events import Interval, PriceEvent, TickEvent  # noqa: E402
 from tokenpulse_shared.settings import Settings  # noqa: E402
@@ -139,7 +139,7 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
 
 
 async def backfill(url: str, publish: bool) -> tuple[int, int, float]:
-    settings = Settings(binance_rest_url=url, binance_weight_per_minute=10**6)
+    settings = Settings(binance={"rest_url": url, "weight_per_minute": 10**6})
     bus = InMemoryBus()
     count = 0
 

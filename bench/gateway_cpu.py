@@ -76,7 +76,9 @@ async def cpu_us(app: Any, path: str, headers: list[tuple[bytes, bytes]]) -> flo
 async def main() -> None:
     store = await Store(f"chdb://{tempfile.mkdtemp(prefix='tokenpulse-bench-cpu-')}/ch").open()
     settings = Settings(
-        symbols=["BTC", "ETH"], live_feed="off", free_limit_per_minute=10**9, free_limit_per_month=10**9
+        runtime={"symbols": ["BTC", "ETH"]},
+        ingest={"live_feed": "off"},
+        gateway={"free_limit_per_minute": 10**9, "free_limit_per_month": 10**9},
     )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
@@ -85,7 +87,7 @@ async def main() -> None:
     scoring.register(ctx)
     await bus.start()
     await scoring.start(ctx)
-    await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await bus.drain()
     app = gateway.app
     assert app is not None

@@ -60,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tokenpulse_ingest.candles import CandleBuilder  # noqa: E402
-from tokenpulse_ingest.exchanges.base import make_tick  # noqa: E402
+from tokenpulse_ingest.venues.connector import make_tick  # noqa: E402
 from tokenpulse_shared.bus import Delivery  # noqa: E402
 from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
 from tokenpulse_shared.events import (  # noqa: E402

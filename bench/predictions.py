@@ -40,7 +40,7 @@ REPS = int(os.environ.get("BENCH_PRED_REPS", "200"))
 def load() -> tuple[list[Any], dict[str, list[tuple[int, float, float, float, float]]]]:
     raw = {
         sym: [(b.ts_ms, b.high, b.low, b.close, b.volume) for b in bars]
-        for sym, _, bars in iter_bundle(Settings().bundle_dir, None, [Interval.D1])
+        for sym, _, bars in iter_bundle(Settings().runtime.bundle_dir, None, [Interval.D1])
     }
     return [make_series(sym, bars) for sym, bars in raw.items()], raw
 

@@ -48,7 +48,7 @@ async def pipeline(kind: str, work: Path) -> tuple[int, float, float]:
     try:
         await store.query("SELECT 1")
         t0 = time.perf_counter()
-        series = plan(settings.bundle_dir)
+        series = plan(settings.runtime.bundle_dir)
         t1 = time.perf_counter()
         rows = sum(len(b) for _, _, b in series)
         if kind == "pipeline":
@@ -91,7 +91,7 @@ def stages() -> list[tuple[str, float]]:
     settings = Settings()
     out = []
     t = time.perf_counter()
-    series = plan(settings.bundle_dir)
+    series = plan(settings.runtime.bundle_dir)
     n = sum(len(b) for _, _, b in series)
     out.append(("read CSV files, merge, roll up", time.perf_counter() - t))
     now = utcnow()
@@ -125,7 +125,7 @@ def scoring_throughput() -> list[tuple[str, float]]:
         ("daily candles (indicators + grades + signals)", [Interval.D1]),
         ("intraday candles (indicators only)", [Interval.M1, Interval.H1]),
     ):
-        series = plan(Settings().bundle_dir, None, intervals)
+        series = plan(Settings().runtime.bundle_dir, None, intervals)
         scoring = ScoringService()
         n = sum(len(b) for _, _, b in series)
         with gc_paused():

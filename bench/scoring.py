@@ -57,7 +57,8 @@ INTERVALS = [Interval.D1, Interval.H1, Interval.H4]
 def history() -> list[CandleEvent]:
     """The bundled daily series and BTC's 1h and 4h candles, as candle events in series order."""
     now = datetime.now(UTC)
-    return [bar_to_event(s, i, b, now) for s, i, bars in plan(Settings().bundle_dir, None, INTERVALS) for b in bars]
+    series = plan(Settings().runtime.bundle_dir, None, INTERVALS)
+    return [bar_to_event(s, i, b, now) for s, i, bars in series for b in bars]
 
 
 def in_process(candles: list[CandleEvent]) -> list[tuple[str, str]]:
@@ -183,7 +184,7 @@ def scoring(bus: KafkaBus) -> Callable[[], int]:
         count[0] += len(events)
 
     service.on_candles = counted  # type: ignore[method-assign]
-    service.register(Context(settings=Settings(predictions=False), bus=bus))
+    service.register(Context(settings=Settings(scoring={"predictions": False}), bus=bus))
     service.ready.set()  # no store to warm up from
     return lambda: count[0]
 

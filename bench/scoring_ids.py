@@ -64,7 +64,8 @@ def batch_step(candles: list) -> float:  # type: ignore[type-arg]
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
-    candles = [bar_to_event(s, i, b) for s, i, bars in plan(Settings().bundle_dir, None, [Interval.D1]) for b in bars]
+    series = plan(Settings().runtime.bundle_dir, None, [Interval.D1])
+    candles = [bar_to_event(s, i, b) for s, i, bars in series for b in bars]
     candles = candles[:n]
     with gc_paused():
         old = statistics.median(random_ids(len(candles)) for _ in range(rounds))

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tokenpulse_ingest.exchanges import default_pair
-from tokenpulse_ingest.exchanges.kraken import v1_name
+from tokenpulse_ingest.venues.kraken import v1_name
+from tokenpulse_ingest.venues.registry import VENUES
 from tokenpulse_shared.settings import REPO_ROOT
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -155,7 +155,7 @@ class FakeExchange:
                 await asyncio.wait_for(self.server.wait_closed(), 5)
 
     def venue(self, symbol: str, v1: bool = False) -> str:
-        pair = default_pair(self.kind, symbol)
+        pair = VENUES[self.kind].default_pair(symbol)
         return v1_name(pair) if v1 else pair
 
     def symbol_of(self, venue: str) -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,25 +10,15 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.settings import Settings
 
+from tokenpulse.config import console, load_settings, print_markdown, print_table
+from tokenpulse.predictions_cli import app as predictions_app
 from tokenpulse.runtime import SERVICES, serve
 
 app = typer.Typer(help="Tokenpulse: open crypto market intelligence.", no_args_is_help=True, add_completion=False)
-console = Console(stderr=True)
-
-
-def _settings(**overrides: object) -> Settings:
-    for key, value in overrides.items():
-        if value is not None:
-            os.environ[f"TOKENPULSE_{key.upper()}"] = str(value)
-    try:
-        return Settings()
-    except ValueError as exc:
-        console.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+app.add_typer(predictions_app, name="predictions")
 
 
 @app.command()
@@ -42,8 +31,8 @@ def up(
     ] = None,
 ) -> None:
     """Embedded mode: all four services in one process, in-process bus, embedded ClickHouse."""
-    settings = _settings(host=host, port=port, data_dir=data_dir.resolve() if data_dir else None)
-    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    settings = load_settings(http={"host": host, "port": port}, store={"data_dir": data_dir})
+    settings.store.data_dir = settings.store.data_dir.resolve()  # the embedded engine's and the models' home
     asyncio.run(serve(settings, list(SERVICES), embedded=True))
 
 
@@ -55,9 +44,9 @@ def run(
     if service not in SERVICES:
         console.print(f"[red]unknown service {service!r}[/red]: choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    settings = _settings()
+    settings = load_settings()
     try:
-        settings.require_kafka()
+        settings.bus.require_kafka()
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
@@ -82,24 +71,26 @@ def backfill(
     from_exchange: Annotated[
         str | None,
         typer.Option(
-            help="Fetch candles from this exchange's REST API instead (binance, coinbase, kraken); "
-            "default window: the last 24 hours."
+            help="Fetch candles from this venue's REST API instead (binance, coinbase, kraken: the venues "
+            "registry); default window: the last 24 hours."
         ),
     ] = None,
 ) -> None:
     """Load bundled history (or, with --from-exchange, an exchange's candles) through the pipeline.
 
     To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(store={"data_dir": data_dir.resolve() if data_dir else None})
     try:
         wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
         start_ms, end_ms = _parse_day(start), _parse_day(end)
-        if from_exchange is not None and from_exchange not in ("binance", "coinbase", "kraken"):
-            raise ValueError(f"unknown exchange {from_exchange!r}; choose binance, coinbase or kraken")
+        if from_exchange is not None:
+            from tokenpulse_ingest.venues.registry import venue
+
+            venue(from_exchange)  # an unknown name is a bad option
     except ValueError as exc:
         console.print(f"[red]bad option:[/red] {exc}")
         raise typer.Exit(2) from exc
-    wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.symbols
+    wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.runtime.symbols
     if from_exchange:
         asyncio.run(_backfill_rest(settings, from_exchange, wanted, wanted_intervals, start_ms, end_ms))
         return
@@ -114,8 +105,8 @@ async def _backfill_rest(
     start_ms: int | None,
     end_ms: int | None,
 ) -> None:
-    from tokenpulse_ingest.rest.backfill import RestBackfiller
     from tokenpulse_ingest.rest.client import RestError
+    from tokenpulse_ingest.rest_backfill import RestBackfiller
     from tokenpulse_shared.bus.memory import InMemoryBus
 
     now = datetime.now(UTC)
@@ -162,24 +153,24 @@ async def _pipeline_target(settings: Settings, client: str) -> tuple[Any, Any, s
 
     from tokenpulse.runtime import make_kafka_bus
 
-    if settings.kafka_bootstrap:
+    if settings.bus.kafka_bootstrap:
         bus = make_kafka_bus(settings, client)
         await bus.start()
-        return bus, None, f"Kafka at {settings.kafka_bootstrap}"
+        return bus, None, f"Kafka at {settings.bus.kafka_bootstrap}"
     from tokenpulse_gateway.writer import StoreWriter
 
     try:
-        store = await Store(settings.store_dsn).open()
+        store = await Store(settings.store.dsn).open()
     except Exception as exc:
         console.print(
-            f"[red]cannot open {settings.store_dsn}:[/red] {exc}\n"
+            f"[red]cannot open {settings.store.where}:[/red] {exc}\n"
             "Is `tokenpulse up` running on this data dir? Stop it first, or point at Kafka."
         )
         raise typer.Exit(1) from exc
     bus = InMemoryBus()
     StoreWriter(store).register(Context(settings=settings, bus=bus, store=store, embedded=True))
     await bus.start()
-    return bus, store, f"embedded store {settings.store_dsn}"
+    return bus, store, f"embedded store {settings.store.where}"
 
 
 @app.command("import-metrics")
@@ -195,7 +186,7 @@ def import_metrics(
     from pydantic import ValidationError
     from tokenpulse_shared.events import KNOWN_METRICS, MetricsEvent
 
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
+    settings = load_settings(store={"data_dir": data_dir.resolve() if data_dir else None})
     if not path.exists():
         console.print(f"[red]no such file:[/red] {path}")
         raise typer.Exit(2)
@@ -259,7 +250,7 @@ async def _backfill(
     from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
     from tokenpulse_shared.bus.memory import InMemoryBus
 
-    series = plan(settings.bundle_dir, symbols, intervals, start_ms, end_ms)
+    series = plan(settings.runtime.bundle_dir, symbols, intervals, start_ms, end_ms)
     total = sum(len(bars) for _, _, bars in series)
     if not total:
         console.print("[yellow]nothing to load for that selection[/yellow]")
@@ -277,7 +268,7 @@ async def _backfill(
 
         t0 = asyncio.get_running_loop().time()
         result = await publish_history(bus, series, progress=on_progress)
-        caps = await publish_marketcaps(bus, settings.bundle_dir, symbols) if marketcaps else 0
+        caps = await publish_marketcaps(bus, settings.runtime.bundle_dir, symbols) if marketcaps else 0
         if isinstance(bus, InMemoryBus):
             await bus.drain(timeout=600)
         elapsed = asyncio.get_running_loop().time() - t0
@@ -305,7 +296,7 @@ def cycles(
 
     from tokenpulse.cycles_cli import load_cycle_data, render
 
-    settings = _settings()
+    settings = load_settings()
     try:
         params = CycleParams(
             as_of=date.fromisoformat(as_of) if as_of else None,
@@ -313,7 +304,9 @@ def cycles(
             confirm_drawdown=confirm_drawdown,
         )
         result = report(
-            load_halvings(settings.bundle_dir / "btc_cycles.json"), load_cycle_data(settings.bundle_dir), params
+            load_halvings(settings.runtime.bundle_dir / "btc_cycles.json"),
+            load_cycle_data(settings.runtime.bundle_dir),
+            params,
         )
     except (ValueError, ValidationError, CycleInputError) as exc:
         console.print(f"[red]bad option:[/red] {exc}")
@@ -328,8 +321,8 @@ def track_record_cmd(
     """Replay the bundled daily history through scoring and measure signals and grades (walk-forward)."""
     from tokenpulse.track_cli import render, replay
 
-    settings = _settings()
-    report = replay(settings.bundle_dir, settings.symbols)
+    settings = load_settings()
+    report = replay(settings.runtime.bundle_dir, settings.runtime.symbols)
     render(report, Console())
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
@@ -364,39 +357,14 @@ def schemas(
         console.print(f"wrote docs/schemas/{name}")
 
 
-def settings_rows() -> list[tuple[str, str, str]]:
-    rows = []
-    for name, field in Settings.model_fields.items():
-        default = field.get_default(call_default_factory=True)
-        if isinstance(default, list):
-            default = ",".join(default)
-        elif isinstance(default, Path) and default.is_absolute():
-            default = "<repo>/data" if name == "bundle_dir" else str(default)
-        rows.append((f"TOKENPULSE_{name.upper()}", "" if default is None else str(default), field.description or ""))
-    return rows
-
-
 @app.command()
-def config(markdown: Annotated[bool, typer.Option(help="Print a Markdown table (for the README).")] = False) -> None:
-    """Print every setting: its environment variable, default and meaning."""
+def config(markdown: Annotated[bool, typer.Option(help="Print Markdown tables (for the docs).")] = False) -> None:
+    """Print every setting, section by section: its environment variable, default and meaning."""
     if markdown:
-        print("| variable | default | meaning |\n|---|---|---|")
-        for var, default, meaning in settings_rows():
-            print(f"| `{var}` | {'`' + default + '`' if default else '—'} | {meaning} |")
-        return
-    table = Table("variable", "default", "meaning")
-    for row in settings_rows():
-        table.add_row(*row)
-    Console().print(table)
+        print_markdown()
+    else:
+        print_table()
 
-
-def _add_subcommands() -> None:
-    from tokenpulse.predictions_cli import app as predictions_app
-
-    app.add_typer(predictions_app, name="predictions")
-
-
-_add_subcommands()
 
 if __name__ == "__main__":
     app()

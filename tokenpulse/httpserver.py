@@ -69,13 +69,13 @@ def protocol_with_deadline(header_timeout_s: float) -> type[HeadDeadlineProtocol
 
 def server_config(app: Any, settings: Settings, port: int) -> uvicorn.Config:
     """uvicorn's configuration: deadlines, and forwarded headers believed only from the trusted proxies."""
-    trusted = settings.trusted_proxies
+    trusted = settings.http.trusted_proxies
     return uvicorn.Config(
         app,
-        host=settings.host,
+        host=settings.http.host,
         port=port,
-        http=protocol_with_deadline(settings.http_header_timeout_s),
-        timeout_keep_alive=settings.http_keepalive_s,
+        http=protocol_with_deadline(settings.http.http_header_timeout_s),
+        timeout_keep_alive=settings.http.http_keepalive_s,
         # uvicorn believes X-Forwarded-For from loopback by default: anyone on the host could pose as anyone
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or [],

@@ -25,8 +25,9 @@ from tokenpulse_scoring.forecast.walkforward import Backtest, WalkConfig, day_of
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS
 
+from tokenpulse.config import console, load_settings
+
 app = typer.Typer(help="Price predictions: walk-forward backtest and model registry.", no_args_is_help=True)
-console = Console(stderr=True)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -211,9 +212,7 @@ def backtest(
 ) -> None:
     """Walk-forward backtest of every model on the bundled daily history (2018 onward, all tokens,
     1d/7d/30d): MASE vs naive, directional accuracy, pinball loss, 80%/95% coverage; the plot and JSON."""
-    from tokenpulse.cli import _settings
-
-    settings = _settings()
+    settings = load_settings()
     wanted = [m.strip() for m in models.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(MODELS))
     if unknown:
@@ -222,7 +221,7 @@ def backtest(
     if "naive" not in wanted:
         wanted.insert(0, "naive")  # MASE is measured against it
     syms = [s.strip().upper() for s in symbols.split(",")] if symbols else None
-    series = load_series(settings.bundle_dir, syms)
+    series = load_series(settings.runtime.bundle_dir, syms)
     if not series:
         console.print("[red]no daily history found[/red] for those symbols in the bundle")
         raise typer.Exit(2)
@@ -248,13 +247,13 @@ def train(
     from tokenpulse_scoring.forecast.registry import default_root
     from tokenpulse_scoring.forecast.registry import train as train_registry
 
-    from tokenpulse.cli import _settings
-
-    settings = _settings(data_dir=data_dir.resolve() if data_dir else None)
-    series = load_series(settings.bundle_dir, settings.symbols)
+    settings = load_settings(store={"data_dir": data_dir.resolve() if data_dir else None})
+    series = load_series(settings.runtime.bundle_dir, settings.runtime.symbols)
     t0 = time.perf_counter()
     with _progress() as progress:
-        version, bt = train_registry(series, default_root(settings.data_dir), progress=_Bar(progress))
+        version, bt = train_registry(series, default_root(settings.store.data_dir), progress=_Bar(progress))
     for h in HORIZONS:
         console.print(f"{h}: {bt.selection[h]['model']} — {bt.selection[h]['reason']}")
-    console.print(f"wrote version {version} in {time.perf_counter() - t0:.0f}s under {default_root(settings.data_dir)}")
+    console.print(
+        f"wrote version {version} in {time.perf_counter() - t0:.0f}s under {default_root(settings.store.data_dir)}"
+    )

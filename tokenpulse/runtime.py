@@ -1,9 +1,10 @@
 """Wiring: which services run in this process, on which bus, with which store.
 
-``embedded`` runs all four services in one process on the in-process bus and
-the embedded ClickHouse engine (chDB). ``run SERVICE`` runs one service on
-Kafka; only the gateway opens the store (it hosts the store writer). The
-business code is the same either way; only this module differs.
+``SERVICES`` is the module map: every service by name, built on demand, so a process imports only
+what it runs; ``up`` runs all of them, ``run SERVICE`` one. What a service needs it declares on the
+:class:`~tokenpulse_shared.service.Service` protocol: the store (:class:`StoreAccess`), an HTTP API
+(``http_app``), a warm-up (``ready``). ``embedded`` puts them on the in-process bus, otherwise they
+run on Kafka: that is the only difference in wiring; the business code is the same either way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import uvicorn
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.service import Context, Service
+from tokenpulse_shared.service import ASGIApp, Context, Service, StoreAccess
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.telemetry import setup_logging, setup_tracing
@@ -30,27 +31,56 @@ from tokenpulse.httpserver import server_config
 
 log = logging.getLogger("tokenpulse")
 
-SERVICES = ("ingest", "scoring", "alerts", "gateway")
+
+def _ingest() -> Service:
+    from tokenpulse_ingest.service import IngestService
+
+    return IngestService()
 
 
-def make_service(name: str) -> Service:
-    if name == "ingest":
-        from tokenpulse_ingest.service import IngestService
+def _scoring() -> Service:
+    from tokenpulse_scoring.service import ScoringService
 
-        return IngestService()
-    if name == "scoring":
-        from tokenpulse_scoring.service import ScoringService
+    return ScoringService()
 
-        return ScoringService()
-    if name == "alerts":
-        from tokenpulse_alerts.service import AlertsService
 
-        return AlertsService()
-    if name == "gateway":
-        from tokenpulse_gateway.service import GatewayService
+def _alerts() -> Service:
+    from tokenpulse_alerts.service import AlertsService
 
-        return GatewayService()
-    raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    return AlertsService()
+
+
+def _gateway() -> Service:
+    from tokenpulse_gateway.service import GatewayService
+
+    return GatewayService()
+
+
+# the module map, in start order (stop runs in reverse): `up` is all of them
+SERVICES: dict[str, Callable[[], Service]] = {
+    "ingest": _ingest,
+    "scoring": _scoring,
+    "alerts": _alerts,
+    "gateway": _gateway,
+}
+
+
+def build_services(names: list[str]) -> list[Service]:
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise ValueError(f"unknown service {unknown[0]!r}; choose one of {', '.join(SERVICES)}")
+    return [SERVICES[name]() for name in names]
+
+
+async def open_store(settings: Settings, services: list[Service]) -> Store | None:
+    """The store the most demanding service asks for: read-write for an owner, a read-only server for a warm-up."""
+    access = {s.store_access for s in services}
+    if StoreAccess.OWNER in access:
+        return await Store(settings.store.dsn).open()
+    url = settings.store.server_url  # chDB belongs to one process: a warm-up reads only a shared server
+    if StoreAccess.WARM_UP in access and url:
+        return await Store(url).open(migrate=False)
+    return None
 
 
 def make_kafka_bus(settings: Settings, service: str) -> Bus:
@@ -58,15 +88,15 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
     from tokenpulse_shared.bus.kafka import KafkaBus
 
     return KafkaBus(
-        settings.require_kafka(),
+        settings.bus.require_kafka(),
         client_id=f"tokenpulse-{service}",
-        group_prefix=settings.consumer_group_prefix,
+        group_prefix=settings.bus.consumer_group_prefix,
         tracer_provider=trace.get_tracer_provider(),  # type: ignore[arg-type]
-        retries=settings.bus_retries,
-        max_batch=settings.bus_max_batch,
-        replication=settings.kafka_replication,
-        graceful_timeout_s=settings.shutdown_grace_s,
-        partitions=settings.kafka_partitions,
+        retries=settings.bus.bus_retries,
+        max_batch=settings.bus.bus_max_batch,
+        replication=settings.bus.kafka_replication,
+        graceful_timeout_s=settings.runtime.shutdown_grace_s,
+        partitions=settings.bus.kafka_partitions,
     )
 
 
@@ -85,11 +115,11 @@ async def embedded_backfill(ctx: Context) -> None:
         return
     ctx.status["backfill"] = "running"
     if not have_candles:
-        series = await asyncio.to_thread(plan, ctx.settings.bundle_dir, ctx.settings.symbols)
+        series = await asyncio.to_thread(plan, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
         result = await publish_history(ctx.bus, series)
         log.info("loaded %d candles of bundled history", result.candles)
     if not have_caps:
-        caps = await publish_marketcaps(ctx.bus, ctx.settings.bundle_dir, ctx.settings.symbols)
+        caps = await publish_marketcaps(ctx.bus, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
         log.info("loaded %d market-cap points", caps)
     if isinstance(ctx.bus, InMemoryBus):
         await ctx.bus.drain(timeout=600)
@@ -102,34 +132,29 @@ class Runtime:
         self.settings = settings
         self.names = services
         self.embedded = embedded
-        self.services: list[Service] = []
+        self.services: list[Service] = build_services(services)
         self.ctx: Context | None = None
         self.tasks: list[asyncio.Task[Any]] = []
         self.frozen = False
 
     async def start(self) -> Context:
         s = self.settings
-        setup_tracing("tokenpulse" if self.embedded else f"tokenpulse-{self.names[0]}", s.otel_exporter)
-        store = None
-        if "gateway" in self.names:
-            store = await Store(s.store_dsn).open()
-        elif self.names == ["scoring"] and s.clickhouse_url and not s.clickhouse_url.startswith("chdb:"):
-            store = await Store(s.clickhouse_url).open(migrate=False)  # read-only use: warm-up from candles
+        setup_tracing("tokenpulse" if self.embedded else f"tokenpulse-{self.names[0]}", s.telemetry.otel_exporter)
+        store = await open_store(s, self.services)
         if self.embedded:
-            bus: Bus = InMemoryBus(retries=s.bus_retries, max_batch=s.bus_max_batch)
+            bus: Bus = InMemoryBus(retries=s.bus.bus_retries, max_batch=s.bus.bus_max_batch)
         else:
             bus = make_kafka_bus(s, self.names[0])
         self.ctx = Context(settings=s, bus=bus, store=store, embedded=self.embedded)
-        self.services = [make_service(n) for n in self.names]
         for service in self.services:
             service.register(self.ctx)
         await bus.start()
         for service in self.services:
             await service.start(self.ctx)
-        if self.embedded and s.backfill_on_start and store is not None:
+        if self.embedded and s.runtime.backfill_on_start and store is not None:
             self.ctx.status["backfill"] = "pending"  # not ready until the history is in (readyz)
             self.tasks.append(asyncio.create_task(self._backfill(), name="backfill"))
-        if s.gc_freeze:
+        if s.runtime.gc_freeze:
             self.tasks.append(asyncio.create_task(self._freeze_when_warm(), name="gc-freeze"))
         log.info("tokenpulse started: %s (%s)", ", ".join(self.names), "embedded" if self.embedded else "kafka")
         return self.ctx
@@ -148,9 +173,7 @@ class Runtime:
         full passes from walking them again. Without it, a full pass over 100,000 alert rules paused the alerts
         process 0.4-0.8 s at a time (``docs/benchmarks.md``): the tail of its alert latency. One full
         collection first, so no garbage is frozen with them."""
-        waits: list[Awaitable[Any]] = [
-            e.wait() for s in self.services if isinstance(e := getattr(s, "ready", None), asyncio.Event)
-        ]
+        waits: list[Awaitable[Any]] = [s.ready.wait() for s in self.services]
         waits += [asyncio.shield(t) for t in self.tasks if t.get_name() == "backfill"]
         await asyncio.gather(*waits, return_exceptions=True)
         t0 = time.perf_counter()
@@ -189,11 +212,9 @@ class Runtime:
                 await self.ctx.store.close()
         log.info("tokenpulse shut down cleanly: consumers left, producer flushed, store closed")
 
-    def app(self) -> Any:
-        for service in self.services:
-            if getattr(service, "app", None) is not None:
-                return service.app  # type: ignore[attr-defined]
-        return None
+    def app(self) -> ASGIApp | None:
+        """The HTTP API of the first service that has one (the gateway)."""
+        return next((app for s in self.services if (app := s.http_app()) is not None), None)
 
 
 def ops_app(runtime: Runtime) -> Any:
@@ -210,9 +231,8 @@ def ops_app(runtime: Runtime) -> Any:
     async def readyz(request: Request) -> Response:
         assert runtime.ctx is not None
         bus = await runtime.ctx.bus.ready()
-        # a service with a warm-up (scoring's state rebuild, alerts' rules and firing log) sets its `ready` event
-        events = [getattr(s, "ready", None) for s in runtime.services]
-        warm = all(e.is_set() for e in events if isinstance(e, asyncio.Event))
+        # scoring's state rebuild, alerts' rules and firing log, ingest's open candles
+        warm = all(s.ready.is_set() for s in runtime.services)
         ok = bus and warm
         body: dict[str, Any] = {"status": "ready" if ok else "not ready", "bus": bus, "warmed_up": warm}
         # ingest's feed state (live / synthetic-fallback / ...) and the records alerts quarantined at start:
@@ -245,7 +265,7 @@ class _Server(uvicorn.Server):
 async def serve(
     settings: Settings, services: list[str], *, embedded: bool, on_ready: Callable[[Runtime], None] | None = None
 ) -> None:
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging(settings.telemetry.log_level, settings.telemetry.log_format)
     runtime = Runtime(settings, services, embedded=embedded)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -264,14 +284,14 @@ async def serve(
         app = runtime.app()
         if on_ready:
             on_ready(runtime)
-        if app is None and settings.metrics_port:
+        if app is None and settings.http.metrics_port:
             # ingest, scoring, alerts: /healthz, /readyz and /metrics on their own small HTTP server
-            app, port = ops_app(runtime), settings.metrics_port
+            app, port = ops_app(runtime), settings.http.metrics_port
         else:
-            port = settings.port
+            port = settings.http.port
         if app is not None and not stop.is_set():
             servers.append(_Server(server_config(app, settings, port)))
-            log.info("%s listening on http://%s:%d", "/".join(services), settings.host, port)
+            log.info("%s listening on http://%s:%d", "/".join(services), settings.http.host, port)
             await servers[0].serve()
         else:
             await stop.wait()

@@ -72,7 +72,7 @@ def test_up_serves_the_real_history_and_moving_prices(embedded: Embedded) -> Non
         return {t["symbol"]: t["price"] for t in data}
 
     first = prices()
-    assert set(first) == set(Settings().symbols) and all(p > 0 for p in first.values())
+    assert set(first) == set(Settings().runtime.symbols) and all(p > 0 for p in first.values())
     wait_until(lambda: all(prices()[s] != first[s] for s in first), 30, "prices to move", [embedded.proc])  # type: ignore[list-item]
 
 
@@ -108,7 +108,7 @@ def test_the_dashboard_in_headless_chromium(embedded: Embedded) -> None:
             table = page.locator("#tokens tbody")
             expect(table).to_contain_text("Bitcoin")
             expect(table).to_contain_text("Dogecoin")
-            assert table.locator("tr").count() == len(Settings().symbols)
+            assert table.locator("tr").count() == len(Settings().runtime.symbols)
             btc = page.locator('#tokens tr[data-symbol="BTC"] td')
             assert btc.nth(1).inner_text().startswith("$") and btc.nth(4).inner_text() != "—"  # price, trader grade
             wait_until(lambda: int(body.get_attribute("data-live") or 0) >= 3, 30, "live prices from /v1/stream")
@@ -160,7 +160,7 @@ def test_a_restart_on_the_same_data_dir_keeps_everything_and_adds_nothing(embedd
     assert after == before
     embedded.stop()
     assert "history already loaded" in (embedded.root / "up2.log").read_text()
-    expected_rows = sum(len(b) for _, _, b in iter_bundle(DEFAULT_BUNDLE, Settings().symbols))
+    expected_rows = sum(len(b) for _, _, b in iter_bundle(DEFAULT_BUNDLE, Settings().runtime.symbols))
 
     async def count_rows() -> int:
         store = await Store(f"chdb://{(embedded.data_dir / 'clickhouse').resolve()}").open(migrate=False)

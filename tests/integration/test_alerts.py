@@ -46,10 +46,11 @@ def smtp() -> Any:
         yield receiver
 
 
-def settings_for(http: HttpReceiver, smtp: SmtpReceiver, **kw: Any) -> Settings:
+def settings_for(
+    http: HttpReceiver, smtp: SmtpReceiver, gateway: dict[str, Any] | None = None, **alerts: Any
+) -> Settings:
+    """The alerts section pointed at the loopback receivers, with ``alerts`` on top."""
     values: dict[str, Any] = {
-        "symbols": ["BTC", "ETH"],
-        "live_feed": "off",
         "smtp_url": smtp.url,
         "telegram_bot_token": TELEGRAM_TOKEN,
         "telegram_api_url": f"{http.url}/tg",
@@ -59,7 +60,8 @@ def settings_for(http: HttpReceiver, smtp: SmtpReceiver, **kw: Any) -> Settings:
         "delivery_backoff_s": 0.05,
         "alerts_signing_key": "test-signing-key",
     }
-    return Settings(**(values | kw))
+    runtime, ingest = {"symbols": ["BTC", "ETH"]}, {"live_feed": "off"}
+    return Settings(runtime=runtime, ingest=ingest, alerts=values | alerts, gateway=gateway or {})
 
 
 def message(text: str = "BTC crossed above 100 (now 101)") -> Message:
@@ -156,7 +158,7 @@ async def system(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Context, AlertsService]]:
     store = await Store(f"chdb://{tmp_path_factory.mktemp('alerts') / 'ch'}").open()
     ctx = Context(
-        settings=settings_for(http, smtp, max_rules_per_key=12, alerts_summary_after=3),
+        settings=settings_for(http, smtp, {"max_rules_per_key": 12}, alerts_summary_after=3),
         bus=InMemoryBus(),
         store=store,
         embedded=True,

@@ -33,15 +33,17 @@ async def test_ingest_switches_back_to_live_and_stops_the_synthetic_ticks(caplog
     caplog.set_level(logging.INFO, logger="tokenpulse_ingest")
     port = free_port()
     settings = Settings(
-        symbols=list(PRICES),
-        live_feed="auto",
-        feed_exchanges=["binance"],
-        binance_ws_url=f"ws://127.0.0.1:{port}",
-        feed_connect_timeout_s=1.0,
-        feed_backoff_s=0.1,
-        feed_backoff_max_s=0.5,
-        synthetic_tick_s=0.1,
-        rest_backfill_gaps=False,
+        runtime={"symbols": list(PRICES)},
+        ingest={
+            "live_feed": "auto",
+            "feed_exchanges": ["binance"],
+            "feed_connect_timeout_s": 1.0,
+            "feed_backoff_s": 0.1,
+            "feed_backoff_max_s": 0.5,
+            "synthetic_tick_s": 0.1,
+            "rest_backfill_gaps": False,
+        },
+        binance={"ws_url": f"ws://127.0.0.1:{port}"},
     )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, embedded=True)

@@ -11,7 +11,8 @@ from datetime import datetime
 
 import pytest
 from prometheus_client import REGISTRY
-from tokenpulse_ingest.exchanges import CONNECTORS, Connector, Pair, default_pair, quote_of
+from tokenpulse_ingest.venues.connector import Connector, Pair
+from tokenpulse_ingest.venues.registry import VENUES, quote_of
 from tokenpulse_shared.events import TickEvent
 
 from tests.fake_exchange import FakeExchange, wait_for
@@ -40,14 +41,15 @@ async def rig(kind: str, *, heartbeat_s: float | None = None, stall_s: float = 3
     async def on_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         r.gaps.append((exchange, symbol, since, until))
 
-    pairs = [Pair(s, default_pair(kind, s), quote_of(kind, default_pair(kind, s))) for s in PRICES]
-    r.conn = CONNECTORS[kind](
+    spec = VENUES[kind]
+    pairs = [Pair(s, spec.default_pair(s), quote_of(kind, spec.default_pair(s))) for s in PRICES]
+    r.conn = spec.connector(
         fake.url, pairs, sink, on_gap=on_gap, stall_s=stall_s, backoff_s=0.05, backoff_max_s=0.2, rng=random.Random(1)
     )
     return r
 
 
-@pytest.fixture(params=sorted(CONNECTORS))
+@pytest.fixture(params=sorted(VENUES))
 async def any_rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     r = await rig(request.param)
     task = asyncio.create_task(r.conn.run())
@@ -232,8 +234,8 @@ async def test_an_unreachable_exchange_is_retried_with_backoff_and_reported_down
     async def sink(t: list[TickEvent]) -> None:
         ticks.extend(t)
 
-    pairs = [Pair(s, default_pair("binance", s), "USDT") for s in PRICES]
-    conn = CONNECTORS["binance"](url, pairs, sink, backoff_s=0.05, backoff_max_s=0.4, rng=random.Random(3))
+    pairs = [Pair(s, VENUES["binance"].default_pair(s), "USDT") for s in PRICES]
+    conn = VENUES["binance"].connector(url, pairs, sink, backoff_s=0.05, backoff_max_s=0.4, rng=random.Random(3))
     task = asyncio.create_task(conn.run())
     try:
         await wait_for(lambda: conn.health.reconnects >= 4, what="retries")
@@ -252,8 +254,8 @@ async def test_kraken_v1_protocol_over_the_wire() -> None:
     async def sink(t: list[TickEvent]) -> None:
         ticks.extend(t)
 
-    pairs = [Pair(s, default_pair("kraken", s), "USD") for s in PRICES]
-    conn = CONNECTORS["kraken"](f"ws://127.0.0.1:{fake.port}", pairs, sink, backoff_s=0.05)
+    pairs = [Pair(s, VENUES["kraken"].default_pair(s), "USD") for s in PRICES]
+    conn = VENUES["kraken"].connector(f"ws://127.0.0.1:{fake.port}", pairs, sink, backoff_s=0.05)
     task = asyncio.create_task(conn.run())
     try:
         await wait_for(lambda: fake.subscriptions, what="subscribe")
@@ -287,8 +289,8 @@ async def test_a_failing_publish_is_reported_as_a_gap_and_the_connector_goes_on(
     async def on_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         gaps.append((symbol, since, until))
 
-    pairs = [Pair(s, default_pair("binance", s), "USDT") for s in PRICES]
-    conn = CONNECTORS["binance"](fake.url, pairs, sink, on_gap=on_gap, backoff_s=0.05)
+    pairs = [Pair(s, VENUES["binance"].default_pair(s), "USDT") for s in PRICES]
+    conn = VENUES["binance"].connector(fake.url, pairs, sink, on_gap=on_gap, backoff_s=0.05)
     task = asyncio.create_task(conn.run())
     try:
         await wait_for(lambda: conn.health.connected and fake.subscriptions, what="subscribe")

@@ -93,15 +93,15 @@ async def rig(store: Store) -> AsyncIterator[Rig]:
     ws = await FakeWsExchange("binance", {"BTC": 97_000.0}, clock=clock).start()
     with ThreadedServer(rest.app()) as server:
         settings = Settings(
-            symbols=["BTC"],
-            live_feed="live",
-            feed_exchanges=["binance"],
-            binance_ws_url=ws.url,
-            binance_rest_url=server.url,
-            rest_backfill_gaps=True,  # tests/conftest.py turns it off by default
-            feed_backoff_s=0.05,
-            feed_backoff_max_s=1.0,
-            backfill_on_start=False,
+            runtime={"symbols": ["BTC"], "backfill_on_start": False},
+            ingest={
+                "live_feed": "live",
+                "feed_exchanges": ["binance"],
+                "rest_backfill_gaps": True,  # tests/conftest.py turns it off by default
+                "feed_backoff_s": 0.05,
+                "feed_backoff_max_s": 1.0,
+            },
+            binance={"ws_url": ws.url, "rest_url": server.url},
         )
         bus = InMemoryBus()
         ctx = Context(settings=settings, bus=bus, store=store, embedded=True)

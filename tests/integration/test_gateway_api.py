@@ -30,7 +30,9 @@ async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(symbols=["BTC", "ETH"], live_feed="off", free_limit_per_minute=300)
+    settings = Settings(
+        runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 300}
+    )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway = GatewayService()
@@ -39,8 +41,8 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     scoring.register(ctx)
     await bus.start()
     await scoring.start(ctx)
-    await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
-    await publish_marketcaps(bus, settings.bundle_dir, ["BTC", "ETH"])
+    await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_marketcaps(bus, settings.runtime.bundle_dir, ["BTC", "ETH"])
     await bus.drain()
     assert gateway.app is not None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
@@ -63,7 +65,7 @@ async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store
 
 
 async def test_candles_page_through_the_whole_real_history(api: httpx.AsyncClient) -> None:
-    expected = next(bars for s, i, bars in iter_bundle(Settings().bundle_dir, ["BTC"], [Interval.D1]))
+    expected = next(bars for s, i, bars in iter_bundle(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1]))
     got, cursor = [], None
     while True:
         params = {"interval": "1d", "limit": 1000, **({"cursor": cursor} if cursor else {})}
@@ -208,7 +210,7 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
     import numpy as np
     import talib
 
-    bars = next(b for s, i, b in iter_bundle(Settings().bundle_dir, ["BTC"], [Interval.D1]))
+    bars = next(b for s, i, b in iter_bundle(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1]))
     close = np.array([b.close for b in bars])
     served, cursor = [], None
     while True:
@@ -288,7 +290,7 @@ async def test_track_record_from_the_store_equals_an_offline_replay(api: httpx.A
     from tokenpulse.track_cli import replay
 
     served = (await api.get("/v1/track-record")).json()
-    offline = replay(Settings().bundle_dir, ["BTC", "ETH"]).model_dump(mode="json")
+    offline = replay(Settings().runtime.bundle_dir, ["BTC", "ETH"]).model_dump(mode="json")
     assert [s["symbol"] for s in served["signals"]] == ["BTC", "ETH"]
     assert served["signals"] == offline["signals"]
     assert served["grades"][0]["mean_ic"] is None  # two tokens: too few for a cross-sectional IC

@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -55,9 +56,17 @@ def client(app: FastAPI) -> httpx.AsyncClient:
 async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
     store = await Store(f"chdb://{tmp_path_factory.mktemp('product') / 'ch'}").open()
     bus = InMemoryBus()
-    base = {"symbols": ["BTC", "ETH"], "live_feed": "off"}
-    s1 = Settings(**base, free_limit_per_minute=20, admin_token=ADMIN, key_issue_per_hour=1000, stream_heartbeat_s=0.3)
-    s2 = Settings(**base, persist=False, cors_origins=["https://ok.example"], key_issue_per_hour=2)
+    base: dict[str, Any] = {"runtime": {"symbols": ["BTC", "ETH"]}, "ingest": {"live_feed": "off"}}
+    s1 = Settings(
+        gateway={
+            "free_limit_per_minute": 20,
+            "admin_token": ADMIN,
+            "key_issue_per_hour": 1000,
+            "stream_heartbeat_s": 0.3,
+        },
+        **base,
+    )
+    s2 = Settings(gateway={"persist": False, "cors_origins": ["https://ok.example"], "key_issue_per_hour": 2}, **base)
     apps = []
     for settings in (s1, s2):
         g = GatewayService()
@@ -65,7 +74,7 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
         assert g.app is not None
         apps.append(g.app)
     await bus.start()
-    await publish_history(bus, plan(s1.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_history(bus, plan(s1.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await bus.drain()
     async with client(apps[0]) as api, client(apps[1]) as bare:
         yield Gw(bus, store, apps[0], api, bare)
@@ -482,8 +491,10 @@ async def test_openapi_has_an_example_for_every_endpoint(gw: Gw) -> None:
         assert path in spec["paths"]
 
 
-def replica(store: Store, **overrides: object) -> FastAPI:
-    settings = Settings(symbols=["BTC"], live_feed="off", persist=False, **overrides)  # type: ignore[arg-type]
+def replica(store: Store, **gateway: object) -> FastAPI:
+    settings = Settings(
+        runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}, gateway={"persist": False, **gateway}
+    )
     g = GatewayService()
     g.register(Context(settings=settings, bus=InMemoryBus(), store=store, embedded=True))
     assert g.app is not None

@@ -45,7 +45,7 @@ def collect(into: list[Any]) -> Callable[[list[Any]], Any]:
 
 
 async def run_ingest(publish_v1: bool, feed: Callable[[InMemoryBus], Any]) -> dict[str, list[Any]]:
-    settings = Settings(symbols=["BTC"], live_feed="off", publish_v1=publish_v1)
+    settings = Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}, bus={"publish_v1": publish_v1})
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, embedded=True)
     ingest = IngestService()
@@ -144,7 +144,8 @@ async def test_a_restart_publishes_the_v1_copies_a_kill_left_unpublished(kafka_b
     await setup.publish_v1_copy(CANDLES, candles[:1])  # the first batch's copy made it, the others not
     await setup.stop()
     bus = KafkaBus(kafka_bootstrap, group_prefix=f"repair-{sym.lower()}")
-    ctx = Context(settings=Settings(symbols=[sym], live_feed="off"), bus=bus, embedded=False)
+    settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
+    ctx = Context(settings=settings, bus=bus, embedded=False)
     ingest = IngestService()
     ingest.register(ctx)
     await bus.start()

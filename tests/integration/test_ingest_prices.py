@@ -26,7 +26,7 @@ async def wait_for(got: list[PriceEvent], pred, timeout: float = 30.0) -> PriceE
 
 
 async def test_outlier_out_stale_on_timer_then_cleared() -> None:
-    settings = Settings(symbols=["BTC"], live_feed="off", price_stale_after_s=1.5)
+    settings = Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off", "price_stale_after_s": 1.5})
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, embedded=True)
     ingest = IngestService()

@@ -29,7 +29,7 @@ def memory(builder: CandleBuilder) -> list[tuple[object, ...]]:
 
 
 async def test_embedded_restart_restores_the_open_candles_from_the_store(store: Store) -> None:
-    settings = Settings(symbols=["BTC", "ETH"], live_feed="off", backfill_on_start=False)
+    settings = Settings(runtime={"symbols": ["BTC", "ETH"], "backfill_on_start": False}, ingest={"live_feed": "off"})
     now = datetime.now(UTC)
     ticks = [
         TickEvent(

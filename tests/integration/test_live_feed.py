@@ -47,13 +47,14 @@ async def until(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
-def base_settings(tmp_path: Path, **kw: Any) -> Settings:
+def base_settings(tmp_path: Path, ws_urls: dict[str, str], **ingest: Any) -> Settings:
+    """Embedded mode on loopback: the venues' streams at ``ws_urls``, these ingest settings."""
     return Settings(
-        symbols=list(PRICES),
-        data_dir=tmp_path / "data",
-        backfill_on_start=False,
-        free_limit_per_minute=1000,
-        **kw,
+        runtime={"symbols": list(PRICES), "backfill_on_start": False},
+        store={"data_dir": tmp_path / "data"},
+        gateway={"free_limit_per_minute": 1000},
+        ingest=ingest,
+        **{venue: {"ws_url": url} for venue, url in ws_urls.items()},
     )
 
 
@@ -66,13 +67,7 @@ async def test_embedded_mode_serves_live_prices_from_three_exchanges(tmp_path: P
     for f in fakes.values():
         await f.start()
         f.stream(0.1)
-    settings = base_settings(
-        tmp_path,
-        live_feed="auto",
-        binance_ws_url=fakes["binance"].url,
-        coinbase_ws_url=fakes["coinbase"].url,
-        kraken_ws_url=fakes["kraken"].url,
-    )
+    settings = base_settings(tmp_path, {name: fake.url for name, fake in fakes.items()}, live_feed="auto")
     try:
         async with embedded(settings) as (_runtime, api):
 
@@ -129,15 +124,8 @@ def refused_url() -> str:
 
 
 async def test_auto_falls_back_to_synthetic_ticks_when_no_exchange_answers(tmp_path: Path) -> None:
-    settings = base_settings(
-        tmp_path,
-        live_feed="auto",
-        feed_connect_timeout_s=1.5,
-        synthetic_tick_s=0.2,
-        binance_ws_url=refused_url(),
-        coinbase_ws_url=refused_url(),
-        kraken_ws_url=refused_url() + "/v2",
-    )
+    refused = {"binance": refused_url(), "coinbase": refused_url(), "kraken": refused_url() + "/v2"}
+    settings = base_settings(tmp_path, refused, live_feed="auto", feed_connect_timeout_s=1.5, synthetic_tick_s=0.2)
     async with embedded(settings) as (_runtime, api):
 
         async def fallback() -> dict[str, Any] | None:
@@ -157,7 +145,7 @@ async def test_auto_falls_back_to_synthetic_ticks_when_no_exchange_answers(tmp_p
 
 async def test_live_mode_never_falls_back(tmp_path: Path) -> None:
     settings = base_settings(
-        tmp_path, live_feed="live", feed_connect_timeout_s=0.5, feed_exchanges=["binance"], binance_ws_url=refused_url()
+        tmp_path, {"binance": refused_url()}, live_feed="live", feed_connect_timeout_s=0.5, feed_exchanges=["binance"]
     )
     async with embedded(settings) as (_runtime, api):
         await asyncio.sleep(1.5)
@@ -174,9 +162,9 @@ async def test_auto_switches_back_to_live_when_the_exchange_becomes_reachable(tm
     port = int(url.rsplit(":", 1)[1])
     settings = base_settings(
         tmp_path,
+        {"binance": url},
         live_feed="auto",
         feed_exchanges=["binance"],
-        binance_ws_url=url,
         feed_connect_timeout_s=1.0,
         feed_backoff_s=0.1,
         feed_backoff_max_s=0.5,

@@ -51,8 +51,8 @@ class Clock:
         return self.now
 
 
-def make(url: str, bus: InMemoryBus, clock: Clock, tmp_path: Path, **kw: object) -> MarketCapPoller:
-    settings = Settings(**{"marketcap_url": url, "marketcap_api_key": KEY, "marketcap_cache_ttl_s": 600, **kw})
+def make(url: str, bus: InMemoryBus, clock: Clock, tmp_path: Path, **marketcap: object) -> MarketCapPoller:
+    settings = Settings(marketcap={"url": url, "api_key": KEY, "cache_ttl_s": 600, **marketcap})
     return MarketCapPoller(bus, settings, symbols=["BTC", "ETH", "SOL"], clock=clock, budget_path=tmp_path / "b.json")
 
 
@@ -109,14 +109,14 @@ async def test_btc_dominance_matches_the_bundled_derived_series(server, fake, tm
 
 async def test_monthly_budget_stops_calls_and_survives_a_restart(server, fake, tmp_path: Path) -> None:
     bus, clock = InMemoryBus(), Clock(DAY)
-    poller = make(server[1], bus, clock, tmp_path, marketcap_calls_per_month=3)
+    poller = make(server[1], bus, clock, tmp_path, calls_per_month=3)
     await poller.poll_once()  # 2 calls
     clock.now += 700
     with pytest.raises(BudgetExhausted):
         await poller.poll_once()  # markets (3rd call) fine, /global refused by the budget
     await poller.aclose()
     assert len(fake.hits) == 3
-    again = make(server[1], bus, clock, tmp_path, marketcap_calls_per_month=3)  # a restart, same data dir
+    again = make(server[1], bus, clock, tmp_path, calls_per_month=3)  # a restart, same data dir
     with pytest.raises(BudgetExhausted):
         await again.poll_once()
     assert len(fake.hits) == 3  # no call went out
@@ -161,9 +161,9 @@ async def test_the_key_is_sent_as_a_header_and_never_logged(server, fake, tmp_pa
     assert all(h.headers.get("x-cg-demo-api-key") == KEY for h in fake.hits)
     assert all(KEY not in h.path and KEY not in str(h.params) for h in fake.hits)
     assert KEY not in caplog.text
-    assert KEY not in repr(Settings(marketcap_api_key=KEY))
+    assert KEY not in repr(Settings(marketcap={"api_key": KEY}))
     wrong = MarketCapPoller(
-        bus, Settings(marketcap_url=server[1], marketcap_api_key="nope"), symbols=["BTC"], budget_path=None
+        bus, Settings(marketcap={"url": server[1], "api_key": "nope"}), symbols=["BTC"], budget_path=None
     )
     with pytest.raises(Exception, match="401"):
         await wrong.poll_once()
@@ -176,7 +176,7 @@ async def test_snapshots_are_one_point_per_day_in_the_store(server, fake, store:
     settings = Settings()
     StoreWriter(store).register(Context(settings=settings, bus=bus, store=store, embedded=True))
     await bus.start()
-    poller = make(server[1], bus, clock, tmp_path, marketcap_cache_ttl_s=0)
+    poller = make(server[1], bus, clock, tmp_path, cache_ttl_s=0)
     await poller.poll_once()
     fake.as_of = DAY + timedelta(days=1)  # a later snapshot, still the same day on our clock
     clock.now += 3600
@@ -199,13 +199,10 @@ async def test_the_ingest_service_runs_the_poller_when_enabled(server, fake, sto
     from tokenpulse_ingest.service import IngestService
 
     settings = Settings(
-        symbols=["BTC", "ETH"],
-        live_feed="off",
-        data_dir=tmp_path,
-        marketcap_poll=True,
-        marketcap_url=server[1],
-        marketcap_api_key=KEY,
-        marketcap_poll_s=1,
+        runtime={"symbols": ["BTC", "ETH"]},
+        ingest={"live_feed": "off"},
+        store={"data_dir": tmp_path},
+        marketcap={"poll": True, "url": server[1], "api_key": KEY, "poll_s": 1},
     )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)

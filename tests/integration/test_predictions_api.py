@@ -41,7 +41,11 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     root: Path = tmp_path_factory.mktemp("pred")
     store = await Store(f"chdb://{root / 'ch'}").open()
     settings = Settings(
-        symbols=["BTC", "ETH"], live_feed="off", free_limit_per_minute=300, predictions=True, data_dir=root
+        runtime={"symbols": ["BTC", "ETH"]},
+        ingest={"live_feed": "off"},
+        gateway={"free_limit_per_minute": 300},
+        scoring={"predictions": True},
+        store={"data_dir": root},
     )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
@@ -55,8 +59,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     )
     await bus.start()
     await scoring.start(ctx)
-    await publish_history(bus, plan(settings.bundle_dir, ["BTC"], [Interval.D1], *window("2020-06-01", CUT)))
-    await publish_history(bus, plan(settings.bundle_dir, ["ETH"], [Interval.D1], *window("2022-11-01", CUT)))
+    await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1], *window("2020-06-01", CUT)))
+    await publish_history(bus, plan(settings.runtime.bundle_dir, ["ETH"], [Interval.D1], *window("2022-11-01", CUT)))
     await bus.drain()
     assert await scoring.forecaster.retrain()
     await bus.drain()
@@ -74,9 +78,9 @@ async def test_every_horizon_has_a_forecast_with_both_intervals_and_its_record(e
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["symbol"] == "BTC" and [h["horizon"] for h in body["horizons"]] == list(HORIZONS)
-    bars = plan(env.settings.bundle_dir, ["BTC"], [Interval.D1], *window("2022-12-31", CUT))[0][2]
+    bars = plan(env.settings.runtime.bundle_dir, ["BTC"], [Interval.D1], *window("2022-12-31", CUT))[0][2]
     last_close = bars[-1].close
-    version = (env.settings.data_dir / "models" / "predictions" / "CURRENT").read_text()
+    version = (env.settings.store.data_dir / "models" / "predictions" / "CURRENT").read_text()
     for h in body["horizons"]:
         assert h["made_at"] == "2023-01-01T00:00:00Z"  # the close of the last daily candle
         assert h["target_ts"][:10] == {"1d": "2023-01-02", "7d": "2023-01-08", "30d": "2023-01-31"}[h["horizon"]]
@@ -96,7 +100,7 @@ async def test_the_first_version_publishes_its_walk_forward_as_past_forecasts(en
     assert {p["horizon"] for p in wf} == set(HORIZONS)
     closes = {
         b.ts_ms + DAY: b.close
-        for b in plan(env.settings.bundle_dir, ["BTC"], [Interval.D1], *window("2021-01-01", CUT))[0][2]
+        for b in plan(env.settings.runtime.bundle_dir, ["BTC"], [Interval.D1], *window("2021-01-01", CUT))[0][2]
     }
     for p in wf:
         assert p["made_at"] < "2023-01-01" and p["target_ts"] <= "2023-01-01T00:00:00Z"  # known when trained
@@ -122,7 +126,7 @@ async def test_daily_close_inference_and_past_forecasts_with_the_realised_close(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(live, "RECENT_MS", 10**13)  # treat the replayed days as live closes
-    later = plan(env.settings.bundle_dir, ["BTC"], [Interval.D1], *window(CUT, "2023-01-11"))
+    later = plan(env.settings.runtime.bundle_dir, ["BTC"], [Interval.D1], *window(CUT, "2023-01-11"))
     await publish_history(env.bus, later)
     await env.bus.drain()
     bars = later[0][2]

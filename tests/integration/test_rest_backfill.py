@@ -7,11 +7,12 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
-from tokenpulse_ingest.rest.backfill import REST_VERSION, RestBackfiller, plan_windows
 from tokenpulse_ingest.rest.client import RestError
+from tokenpulse_ingest.rest_backfill import REST_VERSION, RestBackfiller, plan_windows
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import Settings
@@ -39,18 +40,14 @@ def exchange(fake: tuple[FakeExchange, str]) -> FakeExchange:
     return ex
 
 
-def settings_for(url: str, **kw: object) -> Settings:
-    return Settings(
-        binance_rest_url=url,
-        coinbase_rest_url=url,
-        kraken_rest_url=url,
-        rest_backfill_max_bars=10_000,
-        **kw,  # type: ignore[arg-type]
-    )
+def settings_for(url: str, **venues: dict[str, Any]) -> Settings:
+    """Every venue's REST base at ``url``, with these settings of their sections (limits) on top."""
+    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in ("binance", "coinbase", "kraken")}
+    return Settings(ingest={"rest_backfill_max_bars": 10_000}, **sections)
 
 
 async def run_backfill(
-    url: str, exchange: str, since: datetime, until: datetime, intervals: list[Interval], **kw: object
+    url: str, exchange: str, since: datetime, until: datetime, intervals: list[Interval], **venues: dict[str, Any]
 ) -> tuple[list[CandleEvent], RestBackfiller]:
     bus = InMemoryBus()
     got: list[CandleEvent] = []
@@ -60,7 +57,7 @@ async def run_backfill(
 
     bus.subscribe(CANDLES, "test", sink)
     await bus.start()
-    backfiller = RestBackfiller(bus, settings_for(url, **kw), intervals=intervals)
+    backfiller = RestBackfiller(bus, settings_for(url, **venues), intervals=intervals)
     try:
         await backfiller.backfill_gap(exchange, "BTC", since, until, now=until + timedelta(days=1))
         await bus.drain()
@@ -160,7 +157,7 @@ async def test_coinbase_pages_of_300_and_4h_rolled_up(fake: tuple[FakeExchange, 
 async def test_coinbase_budget_is_kept(fake: tuple[FakeExchange, str], exchange) -> None:
     rate = 4.0
     since, until = datetime(2024, 12, 14, tzinfo=UTC), datetime(2024, 12, 16, 12, tzinfo=UTC)
-    got, _ = await run_backfill(fake[1], "coinbase", since, until, [Interval.M1], coinbase_requests_per_s=rate)
+    got, _ = await run_backfill(fake[1], "coinbase", since, until, [Interval.M1], coinbase={"requests_per_s": rate})
     assert as_rows(got, Interval.M1) == expected(Interval.M1, since, until)
     # this backfill's requests (a straggler of the previous test's backfill may reach the server late)
     hits = [
@@ -180,7 +177,7 @@ async def test_coinbase_budget_is_kept(fake: tuple[FakeExchange, str], exchange)
 
 async def test_binance_waits_for_the_next_minute_rather_than_cross_the_reported_weight(fake, exchange) -> None:
     """The server reports the IP's used weight; near the limit the client waits for the minute to roll over."""
-    settings = settings_for(fake[1], binance_weight_per_minute=100)
+    settings = settings_for(fake[1], binance={"weight_per_minute": 100})
     exchange.weight_offset = 95  # other clients on this IP used 95 of 100 this minute
     waits: list[float] = []
 

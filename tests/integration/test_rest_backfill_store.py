@@ -28,7 +28,11 @@ NOON = datetime(2024, 12, 10, 12, tzinfo=UTC)
 async def pipeline(store: Store) -> AsyncIterator[tuple[IngestService, httpx.AsyncClient, FakeExchange]]:
     fake = FakeExchange(load_series())
     with ThreadedServer(fake.app()) as server:
-        settings = Settings(symbols=["BTC"], live_feed="off", binance_rest_url=server.url, backfill_on_start=False)
+        settings = Settings(
+            runtime={"symbols": ["BTC"], "backfill_on_start": False},
+            ingest={"live_feed": "off"},
+            binance={"rest_url": server.url},
+        )
         bus = InMemoryBus()
         ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
         ingest, gateway = IngestService(), GatewayService()

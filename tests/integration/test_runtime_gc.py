@@ -14,8 +14,9 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse.runtime import Runtime
 
 
-def settings(tmp_path: Path, **kw: object) -> Settings:
-    return Settings(symbols=["BTC"], data_dir=tmp_path / "data", backfill_on_start=False, **kw)
+def settings(tmp_path: Path, *, gc_freeze: bool) -> Settings:
+    runtime = {"symbols": ["BTC"], "backfill_on_start": False, "gc_freeze": gc_freeze}
+    return Settings(runtime=runtime, store={"data_dir": tmp_path / "data"})
 
 
 async def frozen_after_warm(s: Settings) -> tuple[bool, int]:
@@ -26,7 +27,7 @@ async def frozen_after_warm(s: Settings) -> tuple[bool, int]:
         alerts = runtime.services[0]
         await asyncio.wait_for(alerts.ready.wait(), 30)  # type: ignore[attr-defined]
         freezing = [t for t in runtime.tasks if t.get_name() == "gc-freeze"]
-        assert len(freezing) == (1 if s.gc_freeze else 0)
+        assert len(freezing) == (1 if s.runtime.gc_freeze else 0)
         if freezing:
             await asyncio.wait_for(freezing[0], 30)
         return runtime.frozen, gc.get_freeze_count()

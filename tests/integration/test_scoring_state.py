@@ -13,9 +13,9 @@ from tokenpulse_shared.store import Store
 
 
 async def test_a_restarted_scoring_instance_continues_with_identical_values(store: Store) -> None:
-    settings = Settings(symbols=["BTC", "ETH"], live_feed="off")
-    (btc,) = plan(settings.bundle_dir, ["BTC"], [Interval.D1])
-    (eth,) = plan(settings.bundle_dir, ["ETH"], [Interval.D1])
+    settings = Settings(runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"})
+    (btc,) = plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1])
+    (eth,) = plan(settings.runtime.bundle_dir, ["ETH"], [Interval.D1])
     symbol, interval, bars = btc
     head, tail = bars[:-10], bars[-10:]
 
@@ -43,7 +43,7 @@ async def test_a_restarted_scoring_instance_continues_with_identical_values(stor
 
 async def test_a_correction_of_the_latest_candle_recomputes_it() -> None:
     settings = Settings()
-    ((symbol, interval, bars),) = plan(settings.bundle_dir, ["BTC"], [Interval.D1])
+    ((symbol, interval, bars),) = plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1])
     live, reference = ScoringService(), ScoringService()
 
     def args(bar, version=0, scale=1.0):  # type: ignore[no-untyped-def]
@@ -85,7 +85,7 @@ def _feed(service: ScoringService, bars, changes=None, skip=None):  # type: igno
 
 
 def test_a_late_correction_of_an_older_candle_recomputes_everything_after_it() -> None:
-    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    ((_, _, bars),) = plan(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1])
     bars = bars[:1200]
     live, reference = ScoringService(), ScoringService()
     _feed(live, bars)
@@ -104,7 +104,7 @@ def test_a_late_correction_of_an_older_candle_recomputes_everything_after_it() -
 
 
 def test_a_missing_candle_arriving_late_is_inserted_and_recomputed() -> None:
-    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    ((_, _, bars),) = plan(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1])
     bars = bars[:1200]
     live, reference = ScoringService(), ScoringService()
     _feed(live, bars, skip=1100)
@@ -116,7 +116,7 @@ def test_a_missing_candle_arriving_late_is_inserted_and_recomputed() -> None:
 
 
 def test_a_correction_older_than_the_kept_history_is_counted_not_applied() -> None:
-    ((_, _, bars),) = plan(Settings().bundle_dir, ["BTC"], [Interval.D1])
+    ((_, _, bars),) = plan(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1])
     live = ScoringService()
     _feed(live, bars)  # 5,600+ candles: the first ones are out of the kept history
     b = bars[5]

@@ -58,19 +58,21 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
     store = await Store(f"chdb://{tmp_path_factory.mktemp('security') / 'ch'}").open()
     bus = InMemoryBus()
     settings = Settings(
-        symbols=["BTC", "ETH"],
-        live_feed="off",
-        admin_token=ADMIN,
-        free_limit_per_minute=PER_MINUTE,
-        key_issue_per_hour=1000,
-        auth_failures_per_minute=10_000,  # this module sends wrong keys on purpose, all from one address
-        max_body_bytes=4096,
+        runtime={"symbols": ["BTC", "ETH"]},
+        ingest={"live_feed": "off"},
+        gateway={
+            "admin_token": ADMIN,
+            "free_limit_per_minute": PER_MINUTE,
+            "key_issue_per_hour": 1000,
+            "auth_failures_per_minute": 10_000,  # this module sends wrong keys on purpose, all from one address
+            "max_body_bytes": 4096,
+        },
     )
     g = GatewayService()
     g.register(Context(settings=settings, bus=bus, store=store, embedded=True))
     assert g.app is not None
     await bus.start()
-    await publish_history(bus, plan(settings.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await bus.drain()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=g.app), base_url="http://t") as api:
         spec = (await api.get("/openapi.json")).json()

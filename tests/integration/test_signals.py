@@ -40,7 +40,11 @@ class Env:
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     store = await Store(f"chdb://{tmp_path_factory.mktemp('signals') / 'ch'}").open()
-    settings = Settings(symbols=["BTC"], live_feed="off", admin_token=ADMIN, free_limit_per_minute=600)
+    settings = Settings(
+        runtime={"symbols": ["BTC"]},
+        ingest={"live_feed": "off"},
+        gateway={"admin_token": ADMIN, "free_limit_per_minute": 600},
+    )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway = GatewayService()
@@ -55,7 +59,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     bus.subscribe(SIGNALS, "test-observer", collect)
     await bus.start()
     await scoring.start(ctx)
-    series = plan(settings.bundle_dir, ["BTC"], [Interval.D1, Interval.H4])
+    series = plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1, Interval.H4])
     await publish_history(bus, series)
     await bus.drain()
     bars4h = next(bars for _, interval, bars in series if interval is Interval.H4)
@@ -111,7 +115,7 @@ async def test_the_served_track_record_has_the_intraday_signals_of_an_offline_re
     from tokenpulse.track_cli import replay
 
     served = (await env.api.get("/v1/track-record", headers={"X-API-Key": env.pro})).json()
-    offline = replay(Settings().bundle_dir, ["BTC"], intraday=(Interval.H4,)).model_dump(mode="json")
+    offline = replay(Settings().runtime.bundle_dir, ["BTC"], intraday=(Interval.H4,)).model_dump(mode="json")
     assert [r["interval"] for r in served["intraday"]] == ["4h"]
     assert served["intraday"] == offline["intraday"]
     assert served["signals"] == offline["signals"]

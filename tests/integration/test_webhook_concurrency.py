@@ -25,7 +25,7 @@ async def burst(
     receiver: HttpReceiver, concurrency: int, n: int = 24, left: list[int] | None = None
 ) -> list[dict[str, object]]:
     """Deliver ``n`` webhooks at once; ``left`` gets the number of origins the notifier still tracks after."""
-    notifier = Notifier(Settings(webhook_allowlist=["127.0.0.1"], webhook_concurrency=concurrency))
+    notifier = Notifier(Settings(alerts={"webhook_allowlist": ["127.0.0.1"], "webhook_concurrency": concurrency}))
     try:
         messages = [
             Message(

@@ -27,4 +27,6 @@ def break_the_store(runtime: Runtime) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(Settings(backfill_on_start=False), ["gateway"], embedded=True, on_ready=break_the_store))
+    asyncio.run(
+        serve(Settings(runtime={"backfill_on_start": False}), ["gateway"], embedded=True, on_ready=break_the_store)
+    )

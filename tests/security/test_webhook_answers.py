@@ -57,7 +57,11 @@ class HostileReceiver:
 
 @pytest.fixture
 def notifier() -> Iterator[Notifier]:
-    yield Notifier(Settings(alerts_signing_key="answers-test", webhook_allowlist=["127.0.0.1/32"], delivery_attempts=1))
+    yield Notifier(
+        Settings(
+            alerts={"alerts_signing_key": "answers-test", "webhook_allowlist": ["127.0.0.1/32"], "delivery_attempts": 1}
+        )
+    )
 
 
 def message() -> Message:

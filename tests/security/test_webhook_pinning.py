@@ -67,8 +67,8 @@ def message() -> Message:
     return Message("Tokenpulse alert: BTC", "BTC crossed", {"type": "alert", "alerts": []}, ["f1"], "owner-1")
 
 
-def settings(**kw: Any) -> Settings:
-    return Settings(**{"alerts_signing_key": "pin-test-key", "delivery_backoff_s": 0.05, **kw})
+def settings(**alerts: Any) -> Settings:
+    return Settings(alerts={"alerts_signing_key": "pin-test-key", "delivery_backoff_s": 0.05, **alerts})
 
 
 async def test_a_host_rebinding_after_the_check_is_still_reached_at_the_checked_address(
@@ -171,7 +171,12 @@ async def test_a_plain_http_webhook_arriving_on_the_rules_topic_is_refused_at_de
     fired: list[AlertFiredEvent] = []
     with HttpReceiver() as receiver:
         resolver({"hooks.plain.test": [[PUBLIC]]})
-        ctx = Context(settings=settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=None, embedded=True)
+        ctx = Context(
+            settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}, alerts=settings().alerts),
+            bus=InMemoryBus(),
+            store=None,
+            embedded=True,
+        )
         alerts = AlertsService()
         alerts.register(ctx)
 

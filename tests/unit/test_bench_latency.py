@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from tokenpulse_ingest.candles import CandleBuilder
-from tokenpulse_ingest.exchanges.base import make_tick
+from tokenpulse_ingest.venues.connector import make_tick
 from tokenpulse_shared.events import Interval, Side
 
 from bench import latency, plot

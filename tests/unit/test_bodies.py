@@ -70,7 +70,7 @@ def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
 
 async def test_every_route_that_takes_a_body_checks_it() -> None:
     store = Store("chdb:///nonexistent-never-opened")  # never reached: the body is refused first
-    app = create_app(Context(settings=Settings(admin_token="t" * 24), bus=InMemoryBus(), store=store))
+    app = create_app(Context(settings=Settings(gateway={"admin_token": "t" * 24}), bus=InMemoryBus(), store=store))
     with_body = [r for r in api_routes(app.routes) if r.body_field is not None]
     assert {"/v1/keys", "/v1/admin/keys", "/v1/alerts"} <= {r.path for r in with_body}
     assert all(isinstance(r, JsonBodyRoute) for r in with_body), [(r.path, type(r)) for r in with_body]

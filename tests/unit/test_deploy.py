@@ -28,13 +28,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import Settings, variables
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "k8s"
 TOKENPULSE = ("ingest", "scoring", "alerts", "gateway")
-KNOWN = {f"TOKENPULSE_{name.upper()}" for name in Settings.model_fields}
+KNOWN = {v.name for v in variables()}
 SECRETS = {"CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "TOKENPULSE_ADMIN_TOKEN", "TOKENPULSE_ALERTS_SIGNING_KEY"}
 # what each service cannot run without in production (the rest has defaults)
 REQUIRED = {
@@ -180,7 +180,7 @@ def test_the_grafana_dashboard_has_throughput_lag_latency_and_error_panels() -> 
     # every family the dashboard plots is one the code defines (or a library/exporter's)
     from tokenpulse_shared import telemetry
 
-    # (tokenpulse_feed_*: the exchange connectors' own families, defined in tokenpulse_ingest.exchanges)
+    # (tokenpulse_feed_*: the exchange connectors' own families, defined in tokenpulse_ingest.venues)
     ours = set(re.findall(r"tokenpulse_[a-z_]+", exprs)) - set(re.findall(r"tokenpulse_feed_[a-z_]+", exprs))
     defined = {m._name for m in vars(telemetry).values() if hasattr(m, "_name") and hasattr(m, "_type")}
     assert {re.sub(r"_(total|bucket|sum|count)$", "", m) for m in ours} <= defined
@@ -188,7 +188,7 @@ def test_the_grafana_dashboard_has_throughput_lag_latency_and_error_panels() -> 
 
 def test_topics_have_enough_partitions_for_the_replicas() -> None:
     kafka = compose()["services"]["kafka"]["environment"]
-    assert int(kafka["KAFKA_NUM_PARTITIONS"]) >= Settings().kafka_partitions
+    assert int(kafka["KAFKA_NUM_PARTITIONS"]) >= Settings().bus.kafka_partitions
     assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # the services create them, with their settings
 
 
@@ -286,7 +286,7 @@ def test_autoscalers_scoring_on_consumer_lag_and_gateway_on_cpu(build: str) -> N
     assert selector["consumergroup"] == f"{settings['TOKENPULSE_CONSUMER_GROUP_PREFIX']}-scoring"
     assert selector["topic"] == "tokenpulse.candles.v1"
     # more scoring replicas than partitions would idle: the topic's partitions bound the autoscaler
-    partitions = int(settings.get("TOKENPULSE_KAFKA_PARTITIONS", Settings().kafka_partitions))
+    partitions = int(settings.get("TOKENPULSE_KAFKA_PARTITIONS", Settings().bus.kafka_partitions))
     assert 1 <= scoring["spec"]["minReplicas"] <= scoring["spec"]["maxReplicas"] <= partitions
     assert gateway["spec"]["scaleTargetRef"]["name"] == "tokenpulse-gateway"
     assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in gateway["spec"]["metrics"])

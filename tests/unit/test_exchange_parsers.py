@@ -10,16 +10,12 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenpulse_ingest.exchanges import (
-    BadMessage,
-    BinanceConnector,
-    CoinbaseConnector,
-    KrakenConnector,
-    Pair,
-    base,
-    pairs_for,
-)
-from tokenpulse_ingest.exchanges.base import Dedupe, MillisToUtc, ProducedClock, TickMaker
+from tokenpulse_ingest.venues import connector
+from tokenpulse_ingest.venues.binance import BinanceConnector
+from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
+from tokenpulse_ingest.venues.connector import BadMessage, Dedupe, MillisToUtc, Pair, ProducedClock, TickMaker
+from tokenpulse_ingest.venues.kraken import KrakenConnector
+from tokenpulse_ingest.venues.registry import pairs_for
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.settings import Settings
 
@@ -191,23 +187,27 @@ def test_kraken_v2_trades_and_subscription() -> None:
 
 
 def test_pairs_default_per_exchange_and_overrides() -> None:
-    s = Settings(symbols=["BTC", "BNB"], feed_pairs=["binance:BTC=BTCFDUSD", "kraken:BNB=BNB/EUR", "coinbase:BTC=-"])
+    s = Settings(
+        runtime={"symbols": ["BTC", "BNB"]},
+        ingest={"feed_pairs": ["binance:BTC=BTCFDUSD", "kraken:BNB=BNB/EUR", "coinbase:BTC=-"]},
+    )
     pairs = pairs_for(s)
     assert pairs["binance"] == [Pair("BNB", "BNBUSDT", "USDT"), Pair("BTC", "BTCFDUSD", "FDUSD")]
     assert "coinbase" not in pairs  # BNB is not listed there, BTC dropped by the override
     assert pairs["kraken"] == [Pair("BNB", "BNB/EUR", "EUR"), Pair("BTC", "BTC/USD", "USD")]
     for bad in (["binance:BTC"], ["bitmex:BTC=XBTUSD"], ["kraken:BTC=BTCUSD"], ["coinbase:btc-x=BTC-USD"]):
         with pytest.raises(ValueError):
-            pairs_for(Settings(symbols=["BTC"], feed_pairs=bad))
+            pairs_for(Settings(runtime={"symbols": ["BTC"]}, ingest={"feed_pairs": bad}))
     with pytest.raises(ValueError, match="supported exchanges"):
-        pairs_for(Settings(feed_exchanges=["mtgox"]))
+        pairs_for(Settings(ingest={"feed_exchanges": ["mtgox"]}))
 
 
 def test_settings_read_exchanges_and_pairs_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOKENPULSE_FEED_EXCHANGES", "Binance, kraken")
     monkeypatch.setenv("TOKENPULSE_FEED_PAIRS", "binance:BTC=BTCUSDC, kraken:DOGE=-")
     s = Settings()
-    assert s.feed_exchanges == ["binance", "kraken"] and s.feed_pairs == ["binance:BTC=BTCUSDC", "kraken:DOGE=-"]
+    assert s.ingest.feed_exchanges == ["binance", "kraken"]
+    assert s.ingest.feed_pairs == ["binance:BTC=BTCUSDC", "kraken:DOGE=-"]
 
 
 def test_dedupe_forgets_the_oldest_beyond_its_size() -> None:
@@ -240,7 +240,7 @@ def test_produced_clock_is_never_from_the_future_and_at_most_its_resolution_earl
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1_700_000_000.0]
-    monkeypatch.setattr(base, "_time", lambda: now[0])
+    monkeypatch.setattr(connector, "_time", lambda: now[0])
     clock = ProducedClock(resolution_s=0.001).now
     first = clock()
     assert first == datetime.fromtimestamp(now[0], UTC)

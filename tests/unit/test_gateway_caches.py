@@ -150,7 +150,12 @@ async def test_the_window_storage_keeps_only_the_last_minute(monkeypatch: pytest
 async def test_concurrent_requests_share_one_computation_of_a_tokens_slow_parts() -> None:
     """When a token page's analytics expire under load, one computation serves every waiting request
     (32 concurrent recomputations of the same store queries stalled the gateway for seconds)."""
-    ctx = Context(settings=Settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=None, embedded=True)
+    ctx = Context(
+        settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}),
+        bus=InMemoryBus(),
+        store=None,
+        embedded=True,
+    )
     live = LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]  # no store needed here
     calls = 0
 

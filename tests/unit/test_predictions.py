@@ -34,7 +34,7 @@ SMALL = WalkConfig(
 def bundle_series(symbols: list[str], start: str, end: str) -> list[Series]:
     lo, hi = day_of(start) * DAY_MS, day_of(end) * DAY_MS
     out = []
-    for sym, _, bars in iter_bundle(Settings().bundle_dir, symbols, [Interval.D1], lo, hi):
+    for sym, _, bars in iter_bundle(Settings().runtime.bundle_dir, symbols, [Interval.D1], lo, hi):
         out.append(make_series(sym, [(b.ts_ms, b.high, b.low, b.close, b.volume) for b in bars]))
     return sorted(out, key=lambda s: s.symbol)
 

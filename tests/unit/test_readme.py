@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import variables
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -14,9 +14,7 @@ CONFIGURATION = ROOT / "docs" / "configuration.md"
 
 def test_every_setting_is_documented_in_the_configuration_table() -> None:
     text = CONFIGURATION.read_text()
-    missing = [
-        f"TOKENPULSE_{name.upper()}" for name in Settings.model_fields if f"`TOKENPULSE_{name.upper()}`" not in text
-    ]
+    missing = [v.name for v in variables() if f"`{v.name}`" not in text]
     assert missing == [], "add these to docs/configuration.md (`tokenpulse config --markdown`)"
 
 

@@ -98,9 +98,9 @@ class Notifier:
         from apprise.plugins.slack import NotifySlack
         from apprise.plugins.telegram import NotifyTelegram
 
-        NotifyTelegram.notify_url = settings.telegram_api_url.rstrip("/") + "/bot"
-        NotifyDiscord.notify_url = settings.discord_api_url.rstrip("/")
-        NotifySlack.webhook_url = settings.slack_api_url.rstrip("/")
+        NotifyTelegram.notify_url = settings.alerts.telegram_api_url.rstrip("/") + "/bot"
+        NotifyDiscord.notify_url = settings.alerts.discord_api_url.rstrip("/")
+        NotifySlack.webhook_url = settings.alerts.slack_api_url.rstrip("/")
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -111,7 +111,7 @@ class Notifier:
         attempts = 0
         error: str | None = None
         status = "failed"
-        while attempts < self.settings.delivery_attempts:
+        while attempts < self.settings.alerts.delivery_attempts:
             attempts += 1
             await self._pace(key, PACING_S[channel.type])
             try:
@@ -122,11 +122,11 @@ class Notifier:
                 error = str(exc)[:500]
                 if exc.permanent:
                     break
-                delay = self.settings.delivery_backoff_s * 2 ** (attempts - 1)
+                delay = self.settings.alerts.delivery_backoff_s * 2 ** (attempts - 1)
                 if exc.retry_after is not None:
                     self._next[key] = time.monotonic() + exc.retry_after
                     delay = max(delay, exc.retry_after)
-                if attempts < self.settings.delivery_attempts:
+                if attempts < self.settings.alerts.delivery_attempts:
                     log.info("delivery to %s failed (%s); retry %d in %.1fs", channel.type, error, attempts, delay)
                     await asyncio.sleep(delay)
         if status == "failed":
@@ -160,13 +160,15 @@ class Notifier:
         t = channel.target.strip()
         s = self.settings
         if channel.type == "email":
-            if not s.smtp_url:
+            smtp = s.alerts.smtp_url.get_secret_value() if s.alerts.smtp_url else ""
+            if not smtp:
                 raise DeliveryFailed("e-mail is not configured on this server (TOKENPULSE_SMTP_URL)", permanent=True)
-            return f"{s.smtp_url}{'&' if '?' in s.smtp_url else '?'}to={quote(t)}"
+            return f"{smtp}{'&' if '?' in smtp else '?'}to={quote(t)}"
         if channel.type == "telegram":
-            if not s.telegram_bot_token:
+            bot = s.alerts.telegram_bot_token.get_secret_value() if s.alerts.telegram_bot_token else ""
+            if not bot:
                 raise DeliveryFailed("Telegram is not configured (TOKENPULSE_TELEGRAM_BOT_TOKEN)", permanent=True)
-            return f"tgram://{s.telegram_bot_token}/{t}"
+            return f"tgram://{bot}/{t}"
         if channel.type == "discord":
             m = DISCORD_RE.fullmatch(t)
             if not m:
@@ -204,7 +206,7 @@ class Notifier:
 
     async def _webhook(self, url: str, msg: Message) -> None:
         try:  # the policy of rule creation, scheme included, whichever way the rule arrived
-            target = await asyncio.to_thread(check_target, url, self.settings.webhook_allowlist)
+            target = await asyncio.to_thread(check_target, url, self.settings.alerts.webhook_allowlist)
         except TargetRefused as exc:
             raise DeliveryFailed(str(exc), permanent=True) from exc
         body = json.dumps(msg.payload, separators=(",", ":")).encode()
@@ -220,7 +222,7 @@ class Notifier:
         origin = f"{parts.scheme}://{parts.netloc}"
         cap = self._origins.get(origin)
         if cap is None:
-            cap = self._origins[origin] = _OriginCap(asyncio.Semaphore(self.settings.webhook_concurrency))
+            cap = self._origins[origin] = _OriginCap(asyncio.Semaphore(self.settings.alerts.webhook_concurrency))
         cap.users += 1
         try:
             async with cap.slots:

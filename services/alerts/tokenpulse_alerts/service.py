@@ -52,7 +52,7 @@ from tokenpulse_shared.events import (
     content_digest,
     trusted,
 )
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.telemetry import DEAD_LETTERS
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, DEAD_LETTER, GRADES, PRICES, PRICES_V2, SIGNALS, Topic
@@ -95,6 +95,7 @@ def _reason(exc: Exception) -> str:
 
 class AlertsService:
     name = "alerts"
+    store_access = StoreAccess.NONE  # rules and firings come from their topics (embedded: from the store)
 
     def __init__(self, seen_capacity: int = 1_000_000) -> None:
         self.ctx: Context | None = None
@@ -111,6 +112,9 @@ class AlertsService:
         self.quarantine: list[DeadLetterEvent] = []  # their dead letters, until restore publishes them
 
     # ---- lifecycle ------------------------------------------------------------------------------
+    def http_app(self) -> ASGIApp | None:
+        return None
+
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
         ctx.settings.require_signing_key()
@@ -315,7 +319,7 @@ class AlertsService:
             for channel in rule.channels:
                 groups[(rule.owner, channel.type, channel.target)].append((fired, rule))
         # many rules of one owner firing at once on one target: one summary message instead of a flood
-        limit = self.ctx.settings.alerts_summary_after
+        limit = self.ctx.settings.alerts.alerts_summary_after
         summaries: dict[_Target, asyncio.Task[dict[str, Any]]] = {}
         for key, items in groups.items():
             if len(items) > limit:

@@ -119,26 +119,26 @@ class MarketCapPoller:
         self.bus = bus
         self.settings = settings
         self.clock = clock
-        self.ids = {**COINGECKO_IDS, **settings.marketcap_ids}
-        wanted = symbols if symbols is not None else settings.symbols
+        self.ids = {**COINGECKO_IDS, **settings.marketcap.ids}
+        wanted = symbols if symbols is not None else settings.runtime.symbols
         unknown = [s for s in wanted if s not in self.ids]
         if unknown:
             log.warning("no CoinGecko id for %s: set TOKENPULSE_MARKETCAP_IDS=SYMBOL:id", ", ".join(unknown))
         self.symbols = [s for s in wanted if s in self.ids]
-        self.ttl = settings.marketcap_cache_ttl_s
-        key = settings.marketcap_api_key.get_secret_value() if settings.marketcap_api_key else ""
-        header = "x-cg-pro-api-key" if "pro-api." in settings.marketcap_url else "x-cg-demo-api-key"
+        self.ttl = settings.marketcap.cache_ttl_s
+        key = settings.marketcap.api_key.get_secret_value() if settings.marketcap.api_key else ""
+        header = "x-cg-pro-api-key" if "pro-api." in settings.marketcap.url else "x-cg-demo-api-key"
         self.client = RestClient(
             "coingecko",
-            settings.marketcap_url,
-            capacity=settings.marketcap_calls_per_minute,
+            settings.marketcap.url,
+            capacity=settings.marketcap.calls_per_minute,
             period=60.0,
             max_attempts=3,
-            max_wait_s=settings.rest_max_wait_s,
+            max_wait_s=settings.ingest.rest_max_wait_s,
             headers={header: key} if key else None,
             sleep=sleep,
         )
-        self.budget = MonthlyBudget(settings.marketcap_calls_per_month, budget_path, clock)
+        self.budget = MonthlyBudget(settings.marketcap.calls_per_month, budget_path, clock)
         self.cache: dict[str | None, tuple[float, Figure]] = {}  # None: the total market
         self.published: dict[str | None, Figure] = {}
         self.reported_dominance: float | None = None

@@ -5,7 +5,7 @@ for every interval and the reference price, and publishes them on
 ``tokenpulse.candles.v1`` and ``tokenpulse.prices.v1``. Ticks too late to be
 placed in a candle go to the dead-letter topic with the reason.
 
-Ticks come from the live exchange connectors (``exchanges/``) or the seeded
+Ticks come from the live venue connectors (``venues/``) or the seeded
 synthetic generator, per ``TOKENPULSE_LIVE_FEED``: ``auto`` starts the
 connectors and falls back to synthetic ticks when none connects within
 ``TOKENPULSE_FEED_CONNECT_TIMEOUT_S`` (said in the log and in ``/readyz``:
@@ -52,17 +52,18 @@ from typing import Any
 from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.topics import CANDLES, CANDLES_V2, DEAD_LETTER, PRICES, PRICES_V2, TICKS, TICKS_V2
 
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
-from tokenpulse_ingest.exchanges import Connector, GapHook, build_connectors, log_gap
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.rest.backfill import GapResult, RestBackfiller
+from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility
+from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
+from tokenpulse_ingest.venues.registry import build_connectors
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ def _late_events(batches: list[TickBatch], late: list[int]) -> list[TickEvent]:
 
 class IngestService:
     name = "ingest"
+    store_access = StoreAccess.NONE  # restores from the ticks topic (embedded: from the store it is given)
 
     def __init__(self) -> None:
         self.builder = CandleBuilder()
@@ -106,9 +108,12 @@ class IngestService:
         self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
         self.restored: RestoreResult | None = None
 
+    def http_app(self) -> ASGIApp | None:
+        return None
+
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        s = ctx.settings
+        s = ctx.settings.ingest
         self.reconciler = PriceReconciler(
             s.price_stale_after_s,
             half_life_s=s.price_half_life_s,
@@ -160,7 +165,7 @@ class IngestService:
         """Publish what a handled batch made: candles and prices as rows (one message per partition, no wait),
         their v1 events too while TOKENPULSE_PUBLISH_V1; late ticks to the dead-letter topic."""
         assert self.ctx is not None
-        bus, v1 = self.ctx.bus, self.ctx.settings.publish_v1
+        bus, v1 = self.ctx.bus, self.ctx.settings.bus.publish_v1
         if candles:
             await bus.publish_rows(CANDLES_V2, CandleBatch.from_events(candles), linger=False)
             if v1:
@@ -186,7 +191,7 @@ class IngestService:
     async def backfill_on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         """The connectors' gap hook: log the gap, then backfill it in the background (never blocks a feed)."""
         await log_gap(exchange, symbol, since, until)
-        if self.ctx is not None and self.ctx.settings.rest_backfill_gaps:
+        if self.ctx is not None and self.ctx.settings.ingest.rest_backfill_gaps:
             self.on_gap(exchange, symbol, since, until)
 
     def on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
@@ -209,7 +214,7 @@ class IngestService:
         Returns the candles published. Each interval is capped at TOKENPULSE_REST_BACKFILL_MAX_BARS."""
         assert self.ctx is not None
         ctx = self.ctx
-        if ctx.embedded and ctx.settings.backfill_on_start and ctx.store is not None:
+        if ctx.embedded and ctx.settings.runtime.backfill_on_start and ctx.store is not None:
             # the bundled history goes first (the runtime reports it in status; give up waiting for a
             # report that never comes, e.g. when no runtime loads it)
             for waited in range(10**9):
@@ -226,7 +231,7 @@ class IngestService:
             last = {(sym, iv): t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, iv, t in rows}
         ctx.status["rest_backfill"] = "running"
         published = 0
-        for symbol in ctx.settings.symbols:
+        for symbol in ctx.settings.runtime.symbols:
             for interval in Interval:
                 stored = last.get((symbol, interval.value))
                 since = stored + timedelta(milliseconds=interval.millis) if stored else now - timedelta(days=1)
@@ -252,7 +257,7 @@ class IngestService:
             except Exception as exc:
                 log.warning("market-cap poll failed: %s", exc)
             ctx.status["marketcaps"] = poller.status()
-            await asyncio.sleep(ctx.settings.marketcap_poll_s)
+            await asyncio.sleep(ctx.settings.marketcap.poll_s)
 
     # --- restart ------------------------------------------------------------------------------
 
@@ -262,7 +267,7 @@ class IngestService:
         ctx = self.ctx
         started = time.monotonic()
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        lookback_ms = int(ctx.settings.ingest_restore_lookback_s * 1000)
+        lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
         if ctx.embedded:
@@ -311,7 +316,7 @@ class IngestService:
         """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
         only: publish their copies now, as no later batch will (the restore counts them as published)."""
         assert self.ctx is not None
-        if not self.ctx.settings.publish_v1:
+        if not self.ctx.settings.bus.publish_v1:
             return
         copied = {c.event_id for c in v1}
         missing = [c for c in v2 if c.source == self.builder.source and c.event_id not in copied]
@@ -387,17 +392,18 @@ class IngestService:
         finally:
             self.ready.set()
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
-        if ctx.settings.rest_backfill_exchange:
+        if ctx.settings.ingest.rest_backfill_exchange:
             self._tasks.append(
                 asyncio.create_task(
-                    self.backfill_since_last_stored(ctx.settings.rest_backfill_exchange), name="ingest-rest-backfill"
+                    self.backfill_since_last_stored(ctx.settings.ingest.rest_backfill_exchange),
+                    name="ingest-rest-backfill",
                 )
             )
-        if ctx.settings.marketcap_poll:
-            budget = ctx.settings.data_dir / "marketcap-budget.json"
+        if ctx.settings.marketcap.poll:
+            budget = ctx.settings.store.data_dir / "marketcap-budget.json"
             self.marketcaps = MarketCapPoller(ctx.bus, ctx.settings, budget_path=budget)
             self._tasks.append(asyncio.create_task(self._poll_marketcaps(), name="ingest-marketcaps"))
-        mode = ctx.settings.live_feed
+        mode = ctx.settings.ingest.live_feed
         if mode == "off":
             ctx.status["feed"] = "off"
             return
@@ -431,7 +437,7 @@ class IngestService:
         try:
             done, _ = await asyncio.wait(
                 waits,
-                timeout=None if mode == "live" else ctx.settings.feed_connect_timeout_s,
+                timeout=None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -450,7 +456,7 @@ class IngestService:
         self._start_synthetic(
             ctx,
             "synthetic-fallback",
-            f"no exchange answered within {ctx.settings.feed_connect_timeout_s:g}s ({errors}); still trying "
+            f"no exchange answered within {ctx.settings.ingest.feed_connect_timeout_s:g}s ({errors}); still trying "
             f"{', '.join(c.name for c in self.connectors)} and switching back to live when their trades flow",
         )
 
@@ -462,7 +468,9 @@ class IngestService:
         else:
             log.info("live feed: %s", why)
         self.feed = SyntheticFeed(
-            self._seed_states(ctx), period_s=ctx.settings.synthetic_tick_s, seed=ctx.settings.synthetic_seed
+            self._seed_states(ctx),
+            period_s=ctx.settings.ingest.synthetic_tick_s,
+            seed=ctx.settings.ingest.synthetic_seed,
         )
         self._synthetic_task = asyncio.create_task(self._synthetic(), name="ingest-synthetic")
         self._tasks.append(self._synthetic_task)
@@ -531,15 +539,18 @@ class IngestService:
 
     def _seed_states(self, ctx: Context) -> list[TokenState]:
         states = []
-        daily = {s: bars for s, i, bars in iter_bundle(ctx.settings.bundle_dir, ctx.settings.symbols, [Interval.D1])}
-        for symbol in ctx.settings.symbols:
+        daily = {
+            s: bars
+            for s, i, bars in iter_bundle(ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols, [Interval.D1])
+        }
+        for symbol in ctx.settings.runtime.symbols:
             bars = daily.get(symbol)
             if not bars:
                 log.warning("no bundled history for %s: not generating synthetic ticks", symbol)
                 continue
             recent = bars[-90:]
             avg_volume = sum(b.volume for b in recent) / len(recent)
-            period = ctx.settings.synthetic_tick_s
+            period = ctx.settings.ingest.synthetic_tick_s
             states.append(
                 TokenState(
                     symbol,

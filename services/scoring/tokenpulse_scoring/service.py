@@ -47,7 +47,7 @@ from tokenpulse_shared.events import (
     trusted,
     utcnow,
 )
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.topics import (
     CANDLES,
     CANDLES_V2,
@@ -139,6 +139,7 @@ class Update:
 
 class ScoringService:
     name = "scoring"
+    store_access = StoreAccess.WARM_UP  # rebuilds its state from stored candles when a server is configured
 
     def __init__(self) -> None:
         self.ctx: Context | None = None
@@ -151,14 +152,17 @@ class ScoringService:
         self._lock = asyncio.Lock()
         self.forecaster: Forecaster | None = None
 
+    def http_app(self) -> ASGIApp | None:
+        return None
+
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
-        if ctx.settings.predictions:
+        if ctx.settings.scoring.predictions:
             self.forecaster = Forecaster(
                 self.daily_bars,
                 self.daily_symbols,
-                default_root(ctx.settings.data_dir),
-                ctx.settings.predictions_retrain_hours,
+                default_root(ctx.settings.store.data_dir),
+                ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
         ctx.bus.subscribe(CANDLES_V2, self.name, rows_as_events(self.on_candles), max_batch=5000)
@@ -385,7 +389,7 @@ class ScoringService:
             indicators, grades, signals = await asyncio.to_thread(self._process, candles)
         if indicators:
             await self.ctx.bus.publish_rows(INDICATORS_V2, IndicatorBatch.from_events(indicators), linger=False)
-            if self.ctx.settings.publish_v1:
+            if self.ctx.settings.bus.publish_v1:
                 await self.ctx.bus.publish_v1_copy(INDICATORS, indicators)
         if grades:
             await self.ctx.bus.publish(GRADES, grades)

@@ -197,3 +197,19 @@ class RestClient:
         self.stats.retries += 1
         self.stats.backoff_waits.append(wait)
         await self.sleep(wait)
+
+
+def per_second_client(
+    name: str,
+    base_url: str,
+    rate: float,
+    *,
+    max_wait_s: float,
+    sleep: Sleep | None = None,
+    check: Callable[[Any], None] | None = None,
+) -> RestClient:
+    """A client allowed ``rate`` requests per second, as venues without request weights publish their limits."""
+    capacity = max(1.0, rate)  # a bucket of at least one request, refilled at ``rate``
+    return RestClient(
+        name, base_url, capacity=capacity, period=capacity / rate, max_wait_s=max_wait_s, sleep=sleep, check=check
+    )

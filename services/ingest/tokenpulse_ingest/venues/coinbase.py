@@ -1,4 +1,6 @@
-"""Coinbase Exchange ``ws-feed`` (wss://ws-feed.exchange.coinbase.com): ``matches`` and ``heartbeat`` channels.
+"""Coinbase Exchange: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: ``ws-feed`` (wss://ws-feed.exchange.coinbase.com), ``matches`` and ``heartbeat`` channels.
 
 One ``subscribe`` frame per product, so a product Coinbase does not list fails alone (its ``error``
 frame is counted and logged) instead of failing the whole subscription. ``match`` (and the
@@ -12,18 +14,28 @@ trade arrives. ``sequence`` is per product but counts every message of the produ
 channel (order-book changes included), so on the matches channel it jumps by design and cannot
 mark a gap by itself; it orders messages: a frame whose sequence is not above the last one seen
 is a replay or out of order (counted; its trade still goes through the dedupe).
+
+History: ``GET /products/BTC-USD/candles`` (``granularity`` in seconds: 60, 300, 900, 3600, 21600,
+86400 — no 4 h, rolled up from 1 h here; ``start``/``end`` ISO; ≤ 300 rows per answer, newest
+first; empty minutes omitted). Rows ``[time_s, low, high, open, close, volume]``. Quote USD.
+Limits: requests per second (public limit 10/s per IP).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 import msgspec
 from prometheus_client import Counter
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import CoinbaseSettings
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, utc
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, utc
+from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -114,3 +126,60 @@ class CoinbaseConnector(Connector):
         self._order(m)
         self.trade_seen(maker.symbol, m.trade_id, ts)
         return [tick]
+
+
+class CoinbaseCandles(CandleApi):
+    name = "coinbase"
+    quote = "USD"
+    native: ClassVar[dict[Interval, Any]] = {
+        Interval.M1: 60,
+        Interval.M5: 300,
+        Interval.M15: 900,
+        Interval.H1: 3600,
+        Interval.D1: 86400,
+    }
+    page_limit = 300
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        span = self.page_limit * interval.millis
+        cursor = start_ms
+        while cursor < end_ms:
+            stop = min(cursor + span, end_ms)
+            rows = await self.client.get(
+                f"/products/{self.pair(symbol)}/candles",
+                {
+                    "granularity": self.native[interval],
+                    "start": _iso(cursor),
+                    "end": _iso(stop - interval.millis),  # Coinbase's end is inclusive
+                },
+            )
+            if not isinstance(rows, list):
+                raise RestError(f"coinbase candles: unexpected answer {str(rows)[:200]}")
+            page = [
+                Bar(int(r[0]) * 1000, float(r[3]), float(r[2]), float(r[1]), float(r[4]), float(r[5]), self.name)
+                for r in rows
+                if cursor <= int(r[0]) * 1000 < stop
+            ]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            cursor = stop
+        return out
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+
+
+def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
+
+
+VENUE = Venue(
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client,
+    section=lambda s: s.coinbase,
+    pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+)  # fmt: skip

@@ -1,20 +1,31 @@
-"""Binance spot: the combined stream ``/stream?streams=btcusdt@aggTrade/...`` (subscriptions in the URL).
+"""Binance spot: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: the combined stream ``/stream?streams=btcusdt@aggTrade/...`` (subscriptions in the URL).
 
 Frames are ``{"stream": "btcusdt@aggTrade", "data": {...}}``. ``aggTrade`` (default) carries the
 aggregate trade id ``a``; ``trade`` carries the trade id ``t``; both are consecutive per symbol,
 so a jump is a gap. ``m`` true means the buyer was the maker, i.e. the taker sold. Binance closes
 every connection after 24 h and pings every 3 minutes (the websockets library answers pings);
 both are handled by the reconnect loop. Docs: developers.binance.com, "WebSocket Streams".
+
+History: ``GET /api/v3/klines`` (``symbol=BTCUSDT``, ``interval``, ``startTime``, ``endTime``,
+``limit`` ≤ 1000; weight 2). Rows ``[open_ms, o, h, l, c, v, close_ms, qv, trades, ...]``. Quote
+USDT. Limits: a request weight budget per minute, and the ``X-MBX-USED-WEIGHT-1M`` answer header.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import BinanceSettings
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
 class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
@@ -92,3 +103,51 @@ class BinanceConnector(Connector):
         else:
             self.trade_seen(symbol, ident, ts)
         return [tick]
+
+
+class BinanceCandles(CandleApi):
+    name = "binance"
+    quote = "USDT"
+    native: ClassVar[dict[Interval, Any]] = {i: i.value for i in Interval}
+    page_limit = 1000
+    weight = 2  # GET /api/v3/klines, any limit
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        cursor = start_ms
+        while cursor < end_ms:
+            query = {"symbol": self.pair(symbol), "interval": self.native[interval], "startTime": cursor}
+            query |= {"endTime": end_ms - 1, "limit": self.page_limit}
+            rows = await self.client.get("/api/v3/klines", query, weight=self.weight)
+            if not isinstance(rows, list):
+                raise RestError(f"binance klines: unexpected answer {str(rows)[:200]}")
+            page = [
+                Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), self.name, int(r[8]))
+                for r in rows
+                if int(r[0]) < end_ms
+            ]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            if len(rows) < self.page_limit or not page:
+                break
+            cursor = page[-1].ts_ms + interval.millis
+        return out
+
+
+def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """A weight budget per minute, checked against the weight Binance says the IP used."""
+    budget = section.weight_per_minute
+    return RestClient(
+        "binance", section.rest_url, capacity=budget, period=60.0, weight_header="X-MBX-USED-WEIGHT-1M",
+        weight_limit=budget, max_wait_s=max_wait_s, sleep=sleep,
+    )  # fmt: skip
+
+
+VENUE = Venue(
+    "binance", connector=BinanceConnector, candles=BinanceCandles, rest_client=rest_client,
+    section=lambda s: s.binance,
+    pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
+)  # fmt: skip

@@ -1,4 +1,6 @@
-"""Kraken spot WebSocket, ``trade`` channel: v2 (current, default) and v1 (what the recorded samples show).
+"""Kraken spot: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: the WebSocket ``trade`` channel, v2 (current, default) and v1 (what the recorded samples show).
 
 v2 (``wss://ws.kraken.com/v2``, the current public API): subscribe with
 ``{"method": "subscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"]}}``; trades arrive as
@@ -13,19 +15,29 @@ arrays ``[channelID, [[price, volume, time, side, orderType, misc], ...], "trade
 numbers as strings, epoch-second times, ``XBT``/``XDG`` for BTC/DOGE, and no trade id: the tick's
 trade id is then ``time-price-volume`` (dedupe works, id-gap detection does not; reconnects
 still report their gap).
+
+History: ``GET /0/public/OHLC`` (``pair=XBTUSD``: the v1 names without the slash; ``interval``
+minutes, ``since`` seconds; only the 720 most recent candles exist; the last row is the open
+candle). Rows ``[time_s, o, h, l, c, vwap, volume, count]``. Errors come as HTTP 200 with an
+``error`` list (rate limits included). Quote USD. Limits: requests per second (about 1/s).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import KrakenSettings
 
-from tokenpulse_ingest.exchanges.base import BadMessage, Connector, Pair, utc
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, utc
+from tokenpulse_ingest.venues.history import CandleApi, PageHook
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
-V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}
+V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
 
 
@@ -169,3 +181,78 @@ class KrakenConnector(Connector):
             if ident is not None:
                 self.trade_seen(maker.symbol, ident, ts)
         return out
+
+
+def _check(body: Any) -> None:
+    errors = body.get("error") if isinstance(body, dict) else None
+    if errors:
+        text = "; ".join(str(e) for e in errors)
+        if "Too many requests" in text or "Rate limit" in text:
+            raise RateLimited(f"kraken: {text}")
+        raise RestError(f"kraken: {text}")
+
+
+class KrakenCandles(CandleApi):
+    name = "kraken"
+    quote = "USD"
+    native: ClassVar[dict[Interval, Any]] = {
+        Interval.M1: 1,
+        Interval.M5: 5,
+        Interval.M15: 15,
+        Interval.H1: 60,
+        Interval.H4: 240,
+        Interval.D1: 1440,
+    }
+    page_limit = 720
+
+    def pair(self, symbol: str) -> str:
+        """The stream's name BASE/QUOTE as REST names it, e.g. BTC/USD -> XBTUSD."""
+        return v1_name(self.pair_of(symbol)).replace("/", "")
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        since_s = start_ms // 1000 - 1  # Kraken returns candles after `since`
+        while True:
+            body = await self.client.get(
+                "/0/public/OHLC", {"pair": self.pair(symbol), "interval": self.native[interval], "since": since_s}
+            )
+            result = body.get("result") or {}
+            rows: list[Any] = next((v for k, v in result.items() if k != "last"), [])
+            last = int(result.get("last") or 0)
+            closed = rows[:-1]  # the last row is the candle still open
+            page = [
+                Bar(
+                    int(r[0]) * 1000,
+                    float(r[1]),
+                    float(r[2]),
+                    float(r[3]),
+                    float(r[4]),
+                    float(r[6]),
+                    self.name,
+                    int(r[7]),
+                )
+                for r in closed
+                if start_ms <= int(r[0]) * 1000 < end_ms
+            ]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            if not closed or last <= since_s or last * 1000 >= end_ms - interval.millis:
+                break  # reached the end, or nothing newer: older candles than Kraken keeps are unavailable
+            since_s = last
+        return out
+
+
+def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """Requests per second; rate-limit refusals come as HTTP 200 with an error list (``_check``)."""
+    rate = section.requests_per_s
+    return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+
+
+VENUE = Venue(
+    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client,
+    section=lambda s: s.kraken,
+    pairs=PairNaming("{symbol}/USD", r"^[A-Z0-9]+/([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+)  # fmt: skip

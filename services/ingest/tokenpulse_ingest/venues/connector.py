@@ -1,4 +1,4 @@
-"""What every exchange connector shares: the connection loop, health, dedupe, gaps and bad-message accounting.
+"""What every venue's live connector shares: the connection loop, health, dedupe, gaps and bad-message accounting.
 
 A connector owns one WebSocket connection to one exchange for a list of
 :class:`Pair` s. :meth:`Connector.run` connects, subscribes, reads, and on any
@@ -45,7 +45,7 @@ from prometheus_client import Counter, Gauge
 from tokenpulse_shared.events import Side, TickEvent, trusted
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
 
-log = logging.getLogger("tokenpulse_ingest.exchanges")
+log = logging.getLogger("tokenpulse_ingest.venues")
 
 TickSink = Callable[[list[TickEvent]], Awaitable[None]]
 GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
@@ -291,23 +291,12 @@ class MillisToUtc:
         return self._at
 
 
-def ms_to_utc(ms: int | float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000.0, UTC)
-
-
 def utc(ts: datetime) -> datetime:
     """A decoded exchange time as UTC; a time without an offset is refused (never guessed)."""
     if ts.tzinfo is UTC:
         return ts
     if ts.tzinfo is None:
         raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
-    return ts.astimezone(UTC)
-
-
-def iso_to_utc(text: str) -> datetime:
-    ts = datetime.fromisoformat(text)
-    if ts.tzinfo is None:
-        raise BadMessage("bad_time", text)
     return ts.astimezone(UTC)
 
 

@@ -34,7 +34,8 @@ from tokenpulse_shared.topics import CANDLES
 
 from tokenpulse_ingest.bundle import Bar, bar_row
 from tokenpulse_ingest.rest.client import Sleep
-from tokenpulse_ingest.rest.exchanges import EXCHANGES, Exchange, make_exchange
+from tokenpulse_ingest.venues.history import CandleApi
+from tokenpulse_ingest.venues.registry import venue
 
 log = logging.getLogger(__name__)
 
@@ -98,22 +99,20 @@ class RestBackfiller:
         *,
         intervals: Iterable[Interval] = tuple(Interval),
         sleep: Sleep | None = None,
-        exchanges: dict[str, Exchange] | None = None,
+        exchanges: dict[str, CandleApi] | None = None,
         max_bars: int | None = None,
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.intervals = tuple(intervals)
-        self.max_bars = max_bars if max_bars is not None else settings.rest_backfill_max_bars
+        self.max_bars = max_bars if max_bars is not None else settings.ingest.rest_backfill_max_bars
         self._sleep = sleep
-        self.exchanges: dict[str, Exchange] = dict(exchanges or {})
+        self.exchanges: dict[str, CandleApi] = dict(exchanges or {})
         self._locks: dict[str, asyncio.Lock] = {}
 
-    def exchange(self, name: str) -> Exchange:
+    def exchange(self, name: str) -> CandleApi:
         if name not in self.exchanges:
-            if name not in EXCHANGES:
-                raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(EXCHANGES)}")
-            self.exchanges[name] = make_exchange(name, self.settings, sleep=self._sleep)
+            self.exchanges[name] = venue(name).candle_api(self.settings, sleep=self._sleep)
         return self.exchanges[name]
 
     async def aclose(self) -> None:

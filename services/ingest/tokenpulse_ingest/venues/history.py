@@ -1,0 +1,59 @@
+"""What every venue's candle history over REST shares: paging into :class:`Bar` lists, clean and rolled up.
+
+A venue module subclasses :class:`CandleApi` with its endpoint (``_fetch_native``), its native
+intervals and its page size; :meth:`CandleApi.fetch` returns the closed bars whose open time is in
+``[start_ms, end_ms)``, sorted, without duplicates whatever the pages overlap, and rolls up the
+intervals the venue lacks from a finer one it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from tokenpulse_shared.events import Interval
+
+from tokenpulse_ingest.bundle import Bar, rollup
+from tokenpulse_ingest.rest.client import RestClient
+
+PageHook = Callable[[int], None]  # called with the number of bars each page added
+
+
+class CandleApi:
+    """One venue's candle (kline) endpoint, paginated."""
+
+    name: ClassVar[str]
+    quote: ClassVar[str]
+    native: ClassVar[dict[Interval, Any]]
+    page_limit: ClassVar[int]
+
+    def __init__(self, client: RestClient, pair_of: Callable[[str], str]) -> None:
+        self.client = client
+        self.pair_of = pair_of  # symbol -> the venue's pair (its default, or TOKENPULSE_FEED_PAIRS' override)
+
+    def pair(self, symbol: str) -> str:
+        """The pair as the REST endpoint names it (a venue whose REST names differ from its stream's overrides this)."""
+        return self.pair_of(symbol)
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        raise NotImplementedError
+
+    async def fetch(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None = None
+    ) -> list[Bar]:
+        """Closed bars with open time in [start_ms, end_ms); intervals the venue lacks are rolled up."""
+        if end_ms <= start_ms:
+            return []
+        if interval in self.native:
+            return _clean(await self._fetch_native(symbol, interval, start_ms, end_ms, on_page), start_ms, end_ms)
+        finer = max((i for i in self.native if interval.millis % i.millis == 0), key=lambda i: i.millis)
+        bars = _clean(await self._fetch_native(symbol, finer, start_ms, end_ms, on_page), start_ms, end_ms)
+        return rollup(bars, interval)
+
+
+def _clean(bars: list[Bar], start_ms: int, end_ms: int) -> list[Bar]:
+    """In time order, one bar per open time, within [start_ms, end_ms) (pages may overlap or come newest first)."""
+    by_ts = {b.ts_ms: b for b in bars if start_ms <= b.ts_ms < end_ms}
+    return [by_ts[t] for t in sorted(by_ts)]

@@ -1,0 +1,98 @@
+"""A trading venue described in one place: its :class:`Venue` (stream, history, pair naming, limits).
+
+Each venue module (``binance.py``, ``coinbase.py``, ``kraken.py``) ends with its ``VENUE``; the
+registry (``registry.py``) lists them, and the live feed, the REST backfill and the command line
+find a venue there by name, never by building attribute names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from tokenpulse_shared.events import SYMBOL_PATTERN
+from tokenpulse_shared.settings import Settings, VenueSettings
+
+from tokenpulse_ingest.rest.client import RestClient, Sleep
+from tokenpulse_ingest.venues.connector import Connector
+from tokenpulse_ingest.venues.history import CandleApi
+
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+S = TypeVar("S", bound=VenueSettings)
+RestClientFactory = Callable[[S, float, "Sleep | None"], RestClient]  # (section, longest Retry-After, sleep)
+
+
+@dataclass(frozen=True)
+class PairNaming:
+    """How a venue names a token's pair: ``format`` gives the default (``{symbol}USDT``), ``pattern``
+    matches any pair of the venue with its quote as group 1; ``not_listed`` are tokens it does not list
+    against USD/USDT (left out unless TOKENPULSE_FEED_PAIRS names a pair)."""
+
+    format: str
+    pattern: str
+    not_listed: frozenset[str] = frozenset()
+    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_compiled", re.compile(self.pattern))
+
+    def default(self, symbol: str) -> str:
+        return self.format.format(symbol=symbol)
+
+    def quote(self, pair: str) -> str | None:
+        m = self._compiled.match(pair)
+        return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class Venue(Generic[S]):
+    """Everything Tokenpulse knows about one venue: its live connector, its candle endpoint, its settings
+    section (WebSocket and REST URLs, limits), how it builds its REST client, how it names pairs. A
+    venue's listing endpoint (pair discovery) belongs here too, as one more field, when it is built."""
+
+    name: str
+    connector: type[Connector]
+    candles: type[CandleApi]
+    section: Callable[[Settings], S]
+    rest_client: RestClientFactory[S]
+    pairs: PairNaming
+
+    @property
+    def not_listed(self) -> frozenset[str]:
+        return self.pairs.not_listed
+
+    def default_pair(self, symbol: str) -> str:
+        return self.pairs.default(symbol)
+
+    def quote_of(self, pair: str) -> str | None:
+        """The quote currency of a pair in this venue's format; None when it is not in that format."""
+        return self.pairs.quote(pair)
+
+    def ws_url(self, settings: Settings) -> str:
+        return self.section(settings).ws_url
+
+    def candle_api(self, settings: Settings, *, sleep: Sleep | None = None) -> CandleApi:
+        """The venue's candle endpoint within its limits, naming pairs as the live feed does."""
+        overrides = {s: p for s, p in feed_pair_overrides(settings).get(self.name, {}).items() if p != "-"}
+        client = self.rest_client(self.section(settings), settings.ingest.rest_max_wait_s, sleep)
+        return self.candles(client, lambda s: overrides.get(s) or self.default_pair(s))
+
+
+AnyVenue = Venue[Any]
+
+
+def feed_pair_overrides(settings: Settings) -> dict[str, dict[str, str]]:
+    """``TOKENPULSE_FEED_PAIRS`` (``exchange:SYMBOL=PAIR``, PAIR ``-`` drops the token) per venue name."""
+    out: dict[str, dict[str, str]] = {}
+    for item in settings.ingest.feed_pairs:
+        ex, sep, rest = item.partition(":")
+        symbol, eq, pair = rest.partition("=")
+        ex, symbol, pair = ex.strip().lower(), symbol.strip().upper(), pair.strip().upper()
+        if not sep or not eq or not symbol or not pair:
+            raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r} is not `exchange:SYMBOL=PAIR`")
+        if not _SYMBOL.fullmatch(symbol):
+            raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r}: {symbol!r} is not an upper-case symbol")
+        out.setdefault(ex, {})[symbol] = pair
+    return out
