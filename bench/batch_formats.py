@@ -30,7 +30,7 @@ symbols with Zipf-distributed rates (s = 1), three venues, 20,000 ticks/s of eve
 
 CPU time of this thread (``time.thread_time``) for the in-process steps, process CPU time and wall time for
 the ClickHouse inserts (the engine runs threads of its own) and the Kafka round trip; medians over rounds,
-formats interleaved within a round. Run: ``.venv/bin/python bench/batch_formats.py [--quick] [--json OUT]``
+formats interleaved within a round. Run: ``.venv/bin/python -m bench.batch_formats [--quick] [--json OUT]``
 (Kafka: ``TOKENPULSE_TEST_KAFKA`` or a broker of its own, see bench/broker.py; ``--no-kafka`` skips it).
 """
 
@@ -68,7 +68,7 @@ from pydantic import TypeAdapter, ValidationError
 from tokenpulse_ingest.candles import BuildResult, CandleBuilder, _Acc
 from tokenpulse_ingest.prices import PriceReconciler, SourceQuote, _Token, price_event_id, reconcile
 from tokenpulse_ingest.synthetic import SYNTHETIC
-from tokenpulse_shared.batches import MAX_BATCH_ROWS, MAX_TS_US, TICK_COLUMNS, TickBatch
+from tokenpulse_shared.batches import MAX_BATCH_ROWS, MAX_TS_US, TICK_COLUMNS, TickBatch, epoch_us
 from tokenpulse_shared.bus.base import RawMessage, decode_message, encode_event
 from tokenpulse_shared.events import (
     SYMBOL_PATTERN,
@@ -145,11 +145,6 @@ def zipf_trades(n: int, symbols: int = 1000, rate: int = 20_000, seed: int = 11)
         side = Side.BUY if rng.random() < 0.5 else Side.SELL
         out.append((sym, source, ts - ts % resolution, price, size, side, str(ids[(source, sym)]), quote))
     return out
-
-
-def epoch_us(ts: datetime) -> int:
-    delta = ts - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def from_us(ts_us: int) -> datetime:

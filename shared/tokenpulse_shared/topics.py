@@ -14,11 +14,13 @@ from tokenpulse_shared.events import (
     GradeEvent,
     IndicatorEvent,
     MarketCapEvent,
+    MarketStateEvent,
     MetricsEvent,
     PredictionEvent,
     PriceEvent,
     SignalEvent,
     TickEvent,
+    UniverseTokenEvent,
 )
 
 
@@ -72,7 +74,19 @@ ALERT_RULES = Topic(
     "Alert rule created/changed/deleted (compacted; tombstone on delete)",
     compacted=True,
 )
+MARKET_STATE = Topic(
+    "tokenpulse.market-state.v1",
+    MarketStateEvent,
+    "The market state (bullish/neutral/bearish, score, breadth) when it changes",
+    partitions=1,
+)
 ALERTS = Topic("tokenpulse.alerts.v1", AlertFiredEvent, "An alert fired, and its deliveries")
+UNIVERSE = Topic(
+    "tokenpulse.universe.v1",
+    UniverseTokenEvent,
+    "A token of the tracked universe added/changed/removed (compacted, key = symbol; tombstone on removal)",
+    compacted=True,
+)
 DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -85,8 +99,10 @@ ALL_TOPICS: tuple[Topic, ...] = (
     GRADES,
     SIGNALS,
     PREDICTIONS,
+    MARKET_STATE,
     ALERT_RULES,
     ALERTS,
+    UNIVERSE,
     DEAD_LETTER,
     TICKS_V2,
     PRICES_V2,

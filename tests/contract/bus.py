@@ -146,6 +146,15 @@ class BusContract:
         await self.quiet(bus)
         assert [len(v) for v in got.values()] == [50, 50]
 
+    async def ten_prices_handled(self, bus: Bus, sym: str, handled: list[str]) -> list[PriceEvent]:
+        """Start ``bus``, publish ten prices of ``sym``, wait until the handler recorded every one, then quiet."""
+        await bus.start()
+        events = [price(sym, i) for i in range(10)]
+        await bus.publish(PRICES, events)
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await self.quiet(bus)
+        return events
+
     async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
         """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
         bus = make_bus(retries=3)
@@ -165,11 +174,7 @@ class BusContract:
 
         bus.subscribe(PRICES, "hiccup", fails_once)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        await bus.start()
-        events = [price(sym, i) for i in range(10)]
-        await bus.publish(PRICES, events)
-        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
-        await self.quiet(bus)
+        events = await self.ten_prices_handled(bus, sym, handled)
         assert calls >= 2 and sorted(handled) == sorted(e.event_id for e in events)
         assert dead == []
 
@@ -190,11 +195,7 @@ class BusContract:
 
         bus.subscribe(PRICES, "flaky", flaky)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        await bus.start()
-        events = [price(sym, i) for i in range(10)]
-        await bus.publish(PRICES, events)
-        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
-        await self.quiet(bus)
+        events = await self.ten_prices_handled(bus, sym, handled)
         assert failures == 3
         assert sorted(handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
         assert dead == []

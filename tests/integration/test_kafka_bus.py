@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -18,20 +17,14 @@ from tokenpulse_shared.bus.kafka import KafkaBus, _KeyPartitions, ensure_topics
 from tokenpulse_shared.events import Event, PriceEvent, TickEvent
 from tokenpulse_shared.topics import PRICES, SIGNALS, TICKS, Topic
 
+from tests.contract.bus import wait_for
+
 pytestmark = pytest.mark.kafka
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def price(symbol: str, i: int) -> PriceEvent:
     return PriceEvent(symbol=symbol, ts=T0.replace(minute=i % 60, hour=i // 60 % 24), price=float(i + 1))
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def fresh_topic(bootstrap: str) -> Topic:

@@ -73,6 +73,7 @@ from tokenpulse_shared.bus.base import (
     dead_letter_for,
     decode_message,
     encode_event,
+    publish_span,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import CONSUMER_LAG, EVENTS_PUBLISHED
@@ -678,15 +679,7 @@ class KafkaBus(Bus):
             return
         if not self._started:
             raise RuntimeError("the Kafka bus is not started")
-        with self.tracer.start_as_current_span(
-            f"{topic.name} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": len(messages),
-            },
-        ):
+        with publish_span(self.tracer, "kafka", topic, len(messages)):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             partition_of = self._keys.of(topic.name, await self._partition_list(topic.name))

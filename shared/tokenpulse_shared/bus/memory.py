@@ -34,6 +34,7 @@ from tokenpulse_shared.bus.base import (
     TransientError,
     dead_letter_for,
     decode_message,
+    publish_span,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import EVENTS_PUBLISHED
@@ -250,15 +251,7 @@ class InMemoryBus(Bus):
     async def _deliver_chunks(
         self, topic: Topic, chunks: dict[int, list[_Message]], count: int, copy: bool = False
     ) -> None:
-        with self.tracer.start_as_current_span(
-            f"{topic.name} publish",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "in-process",
-                "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": count,
-            },
-        ):
+        with publish_span(self.tracer, "in-process", topic, count):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for p, chunk in chunks.items():
