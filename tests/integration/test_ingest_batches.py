@@ -116,6 +116,25 @@ async def test_a_price_row_is_dated_by_the_newest_trade_of_its_token_in_the_batc
     assert v1.ts == event.ts
 
 
+def candles_of(sym: str, minute: datetime, n: int, first: int = 0) -> list[CandleEvent]:
+    return [
+        CandleEvent(
+            event_id=f"candle-{sym}-1m-{i}",
+            symbol=sym,
+            interval=Interval.M1,
+            ts=minute + timedelta(minutes=i),
+            open=1.0,
+            high=2.0,
+            low=1.0,
+            close=2.0,
+            trades=1,
+            source="ticks",
+            version=1001,
+        )
+        for i in range(first, first + n)
+    ]
+
+
 @pytest.mark.kafka
 async def test_a_restart_publishes_the_v1_copies_a_kill_left_unpublished(kafka_bootstrap: str) -> None:
     """kill -9 between a batch's candles.v2 rows and their v1 copies: the restore, which counts the rows as
@@ -155,3 +174,38 @@ async def test_a_restart_publishes_the_v1_copies_a_kill_left_unpublished(kafka_b
         await bus.stop()
     v1 = [e for e in await setup.read_log(CANDLES) if isinstance(e, CandleEvent) and e.symbol == sym]
     assert sorted(e.event_id for e in v1) == sorted(c.event_id for c in candles)
+
+
+@pytest.mark.kafka
+async def test_a_batch_finished_during_the_restore_reads_is_not_copied_twice(kafka_bootstrap: str) -> None:
+    """Another member finishes a batch (rows, then copies) while the restore reads the candle topics: the repair
+    must not take its rows for ones whose copy a kill left out, so each v1 copy is published once."""
+    sym = "K" + uuid.uuid4().hex[:7].upper()
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    late = candles_of(sym, minute, 2)
+    other = KafkaBus(kafka_bootstrap, client_id="e2e-repair-race")
+    await other.start()
+    bus = KafkaBus(kafka_bootstrap, group_prefix=f"repair-{sym.lower()}")
+    read_log, reads = bus.read_log, []
+
+    async def read_then_publish(topic: Any, **kwargs: Any) -> list[Any]:
+        got = await read_log(topic, **kwargs)
+        if topic in (CANDLES, CANDLES_V2) and not reads:  # between the two candle reads
+            reads.append(topic)
+            await other.publish_rows(CANDLES_V2, CandleBatch.from_events(late), linger=False)
+            await other.publish_v1_copy(CANDLES, late)
+        return got
+
+    bus.read_log = read_then_publish  # type: ignore[method-assign]
+    settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
+    ctx = Context(settings=settings, bus=bus, embedded=False)
+    ingest = IngestService()
+    ingest.register(ctx)
+    await bus.start()
+    try:
+        await ingest.restore()
+    finally:
+        await bus.stop()
+    v1 = [e.event_id for e in await other.read_log(CANDLES) if isinstance(e, CandleEvent) and e.symbol == sym]
+    await other.stop()
+    assert sorted(v1) == sorted(c.event_id for c in late)

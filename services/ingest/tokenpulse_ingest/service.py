@@ -334,8 +334,9 @@ class IngestService:
             messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name)
         messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
         ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
-        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
+        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice
         rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
+        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
         v2 = [c for b in rows for c in b.to_events()]
         await self._repair_v1_copies(v1, v2)
         return [t for t in ticks if isinstance(t, TickEvent)], v1 + v2
