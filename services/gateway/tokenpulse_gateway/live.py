@@ -29,7 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from tokenpulse_shared.bus import Delivery
+from tokenpulse_shared.bus import Delivery, rows_as_events
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
@@ -45,7 +45,19 @@ from tokenpulse_shared.events import (
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.tokens import token_name
-from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, MARKETCAPS, PREDICTIONS, PRICES, SIGNALS
+from tokenpulse_shared.topics import (
+    ALERTS,
+    CANDLES,
+    CANDLES_V2,
+    GRADES,
+    INDICATORS,
+    INDICATORS_V2,
+    MARKETCAPS,
+    PREDICTIONS,
+    PRICES,
+    PRICES_V2,
+    SIGNALS,
+)
 from tokenpulse_shared.universe import Token, UniverseFollower
 
 from tokenpulse_gateway.caches import PageCache
@@ -211,6 +223,7 @@ class LiveState:
         ctx.bus.subscribe(MARKETCAPS, group, self.on_marketcaps, delivery=Delivery.TAIL)
         # every replica follows the busy streams from its start (the store covers what came before) ...
         ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(PRICES_V2, group, rows_as_events(self.on_prices), delivery=Delivery.TAIL)
         ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
         ctx.bus.subscribe(ALERTS, group, self.on_alerts, delivery=Delivery.TAIL)
         # ... and reads the small ones whole (predictions are kept only here)
@@ -220,6 +233,8 @@ class LiveState:
         if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
             ctx.bus.subscribe(CANDLES, group, self.on_candles, delivery=Delivery.TAIL)
             ctx.bus.subscribe(INDICATORS, group, self.on_indicators, delivery=Delivery.TAIL)
+            ctx.bus.subscribe(CANDLES_V2, group, rows_as_events(self.on_candles), delivery=Delivery.TAIL)
+            ctx.bus.subscribe(INDICATORS_V2, group, rows_as_events(self.on_indicators), delivery=Delivery.TAIL)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)

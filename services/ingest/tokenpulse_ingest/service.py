@@ -55,12 +55,13 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
 from tokenpulse_shared.bus.base import dead_letter_for
-from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
+from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.timeutil import MINUTE_MS
-from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
+from tokenpulse_shared.topics import CANDLES, CANDLES_V2, DEAD_LETTER, PRICES, PRICES_V2, TICKS, TICKS_V2
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -81,6 +82,24 @@ RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the firs
 
 def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def _late_events(batches: list[TickBatch], late: list[int]) -> list[TickEvent]:
+    """The trades at the given indexes of the batches' rows one after the other, as events (dead letters)."""
+    out: list[TickEvent] = []
+    offset = 0
+    for batch in batches:
+        mine = [i - offset for i in late if offset <= i < offset + len(batch)]
+        if mine:
+            events = batch.to_events()
+            out += [events[i] for i in mine]
+        offset += len(batch)
+    return out
+
+
+def _select(columns: list[list[Any]], keys: list[str], rows: list[int]) -> tuple[list[list[Any]], list[str]]:
+    """The given rows of the columns and of their dedup keys."""
+    return [[column[i] for i in rows] for column in columns], [keys[i] for i in rows]
 
 
 class IngestService:
@@ -121,33 +140,72 @@ class IngestService:
             outlier_floor=s.price_outlier_floor,
             usdt_usd_rate=s.usdt_usd_rate,
         )
-        ctx.bus.subscribe(TICKS, self.name, self.on_ticks)
+        # one group over both forms of the trades, a token's v1 and v2 partitions on the same member
+        ctx.bus.subscribe(TICKS, self.name, self.on_ticks, co_partitioned=True, on_misplaced=self.on_misplaced)
+        ctx.bus.subscribe(TICKS_V2, self.name, self.on_tick_batches, co_partitioned=True)
         self.universe.follow(ctx.bus, f"{self.name}-universe")
         self.universe.on_change(self._universe_changed)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
-        assert self.ctx is not None
+        """Trades of ``tokenpulse.ticks.v1`` (outside producers), one event each."""
         await self.ready.wait()
-        bus = self.ctx.bus
         removed = self.universe.removed
         if removed:  # a token taken out of the universe stops here, whoever still sends its trades
             ticks = [t for t in ticks if t.symbol not in removed]
         result = self.builder.add(ticks)
-        if result.candles:
-            await bus.publish(CANDLES, result.candles)
-        late = {id(t) for t in result.late}
-        prices = self.reconciler.update([t for t in ticks if id(t) not in late])
+        late = set(result.late_rows)
+        prices = self.reconciler.update([t for i, t in enumerate(ticks) if i not in late])
+        await self._emit(result.candles, prices, result.late)
+
+    async def on_tick_batches(self, batches: list[TickBatch]) -> None:
+        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
+        await self.ready.wait()
+        if len(batches) == 1:
+            batch = batches[0]
+            columns, keys = batch.columns(), batch.dedup_keys()
+        else:
+            columns = TickBatch.concat(batches)
+            keys = [key for b in batches for key in b.dedup_keys()]
+        rows = list(range(len(keys)))  # each kept row's index among the batches' rows
+        removed = self.universe.removed
+        if removed:  # a token taken out of the universe stops here, whoever still sends its trades
+            rows = [i for i, sym in enumerate(columns[0]) if sym not in removed]
+            columns, keys = _select(columns, keys, rows)
+        symbol, source, ts_us, price, size, _side, trade_id, quote = columns
+        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
+        late = set(result.late_rows)
+        if late:  # rare: keep the others only
+            kept = [i for i in range(len(keys)) if i not in late]
+            columns, keys = _select(columns, keys, kept)
+            symbol, source, ts_us, price, size, _side, trade_id, quote = columns
+        ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
+        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids)
+        await self._emit(result.candles, prices, _late_events(batches, sorted(rows[i] for i in late)))
+
+    async def on_misplaced(self, ticks: list[TickEvent]) -> None:
+        """``ticks.v1`` events not in their token's partition (an outside producer's other partitioner): moved
+        to ``ticks.v2`` as rows, which reach the member holding the token; their identity stays."""
+        assert self.ctx is not None
+        log.info("ingest: %d ticks.v1 events outside their token's partition moved to ticks.v2", len(ticks))
+        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks), linger=False)
+
+    async def _emit(self, candles: list[CandleEvent], prices: list[PriceEvent], late: list[TickEvent]) -> None:
+        """Publish what a handled batch made: candles and prices as rows (one message per partition, no wait),
+        their v1 events too while TOKENPULSE_PUBLISH_V1; late ticks to the dead-letter topic."""
+        assert self.ctx is not None
+        bus, v1 = self.ctx.bus, self.ctx.settings.bus.publish_v1
+        if candles:
+            await bus.publish_rows(CANDLES_V2, CandleBatch.from_events(candles), linger=False)
+            if v1:
+                await bus.publish_v1_copy(CANDLES, candles)
         if prices:
-            await bus.publish(PRICES, prices)
-        if result.late:
-            DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(result.late))
-            await bus.publish(
-                DEAD_LETTER,
-                [
-                    dead_letter_for(TICKS, self.name, "late tick: its candles are already final", event=t)
-                    for t in result.late
-                ],
-            )
+            await bus.publish_rows(PRICES_V2, PriceBatch.from_events(prices), linger=False)
+            if v1:
+                await bus.publish_v1_copy(PRICES, prices)
+        if late:
+            DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(late))
+            reason = "late tick: its candles are already final"
+            await bus.publish(DEAD_LETTER, [dead_letter_for(TICKS, self.name, reason, event=t) for t in late])
 
     # --- REST backfill ------------------------------------------------------------------------
 
@@ -243,9 +301,7 @@ class IngestService:
         if ctx.embedded:
             ticks, candles = await self._stored_since(since_ms, first_bucket)
         else:
-            counted = await ctx.bus.read_log(TICKS, since_ms=since_ms, until_group=self.name)
-            ticks = [e for e in counted if isinstance(e, TickEvent)]
-            candles = [e for e in await ctx.bus.read_log(CANDLES, since_ms=since_ms) if isinstance(e, CandleEvent)]
+            ticks, candles = await self._logged_since(since_ms)
         # off the event loop (a day of ticks); nothing else touches the builder until `ready` is set
         result = await asyncio.to_thread(self.builder.restore, ticks, candles, complete_from_ms=first_bucket)
         self.restored = result
@@ -267,6 +323,35 @@ class IngestService:
                 datetime.fromtimestamp(first_bucket / 1000, UTC).isoformat(),
             )
         return result
+
+    async def _logged_since(self, since_ms: int) -> tuple[list[TickEvent], list[CandleEvent]]:
+        """Kafka: the ticks the group counted (both topics, up to its committed offsets) in about the order it
+        counted them (by the time each message was made), and the candles published (both topics)."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        messages: list[Event] = []
+        for topic in (TICKS, TICKS_V2):
+            messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name)
+        messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
+        ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
+        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice
+        rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
+        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
+        v2 = [c for b in rows for c in b.to_events()]
+        await self._repair_v1_copies(v1, v2)
+        return [t for t in ticks if isinstance(t, TickEvent)], v1 + v2
+
+    async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
+        """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
+        only: publish their copies now, as no later batch will (the restore counts them as published)."""
+        assert self.ctx is not None
+        if not self.ctx.settings.bus.publish_v1:
+            return
+        copied = {c.event_id for c in v1}
+        missing = [c for c in v2 if c.source == self.builder.source and c.event_id not in copied]
+        if missing:
+            log.warning("ingest: %d candles of candles.v2 lacked their v1 copy; published it now", len(missing))
+            await self.ctx.bus.publish_v1_copy(CANDLES, missing)
 
     async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
         """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
@@ -429,7 +514,7 @@ class IngestService:
         assert self.ctx is not None
         if self._fallback_since is not None:
             await self._back_to_live(ticks)
-        await self.ctx.bus.publish(TICKS, ticks)
+        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
 
     async def _back_to_live(self, ticks: list[TickEvent]) -> None:
         """Stop the synthetic fallback for good (never mixed with live trades) and say so."""
@@ -618,7 +703,7 @@ class IngestService:
         while True:
             try:
                 ticks = self.feed.step(datetime.now(UTC))
-                await self.ctx.bus.publish(TICKS, ticks)
+                await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
                 set_connector_health("synthetic", True)
                 connector_delivered("synthetic", len(ticks))
             except Exception:
@@ -634,11 +719,8 @@ class IngestService:
             self._refresh_status()
             try:
                 closed = self.builder.tick_clock()
-                if closed:
-                    await self.ctx.bus.publish(CANDLES, closed)
                 stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
-                if stale:
-                    await self.ctx.bus.publish(PRICES, stale)
+                await self._emit(closed, stale, [])
             except Exception:
                 log.exception("candle clock failed")
 

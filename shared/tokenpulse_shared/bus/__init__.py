@@ -31,6 +31,17 @@ from tokenpulse_shared.bus.base import (
     Subscription,
     TransientError,
     decode_message,
+    rows_as_events,
 )
 
-__all__ = ["Bus", "Delivery", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]
+__all__ = [
+    "Bus",
+    "Delivery",
+    "Handler",
+    "RawMessage",
+    "Rejected",
+    "Subscription",
+    "TransientError",
+    "decode_message",
+    "rows_as_events",
+]
