@@ -250,6 +250,21 @@ class PriceBatch(RowBatch):
         ]
 
 
+class IntervalRowBatch(RowBatch):
+    """A batch of per-interval rows (candles, indicators): each row names its token, interval and open time
+    (``ts_ms``, epoch milliseconds) and carries its identity in ``row_id`` (the v1 event's id)."""
+
+    TIME: ClassVar[tuple[str, int]] = ("ts_ms", 1000)
+
+    row_id: list[RowId] = rows()
+    symbol: list[Symbol] = rows()
+    interval: list[Interval] = rows()
+    ts_ms: list[EpochMillis] = rows()
+
+    def row_ids(self) -> list[str]:
+        return list(self.row_id)
+
+
 CANDLE_COLUMNS = (
     "row_id",
     "symbol",
@@ -267,7 +282,7 @@ CANDLE_COLUMNS = (
 )
 
 
-class CandleBatch(RowBatch):
+class CandleBatch(IntervalRowBatch):
     """Candles of one partition of ``tokenpulse.candles.v2``: each row is a ``tokenpulse.candles.v1`` event,
     with ``ts_ms`` its open time (epoch milliseconds, aligned to its interval) and ``row_id`` its identity
     (the v1 event's id). Per row, ``high`` is at least ``open``, ``close`` and ``low``, and ``low`` at most
@@ -275,12 +290,7 @@ class CandleBatch(RowBatch):
 
     ROW_MODEL: ClassVar[type[Event]] = CandleEvent
     COLUMNS: ClassVar[tuple[str, ...]] = CANDLE_COLUMNS
-    TIME: ClassVar[tuple[str, int]] = ("ts_ms", 1000)
 
-    row_id: list[RowId] = rows()
-    symbol: list[Symbol] = rows()
-    interval: list[Interval] = rows()
-    ts_ms: list[EpochMillis] = rows()
     open: list[Price] = rows()
     high: list[Price] = rows()
     low: list[Price] = rows()
@@ -303,9 +313,6 @@ class CandleBatch(RowBatch):
                 raise ValueError(f"row {i}: ts_ms must be aligned to the {interval.value} interval")
         return self
 
-    def row_ids(self) -> list[str]:
-        return list(self.row_id)
-
 
 INDICATOR_NAMES = (
     "rsi_14",
@@ -323,19 +330,14 @@ INDICATOR_NAMES = (
 INDICATOR_COLUMNS = ("row_id", "symbol", "interval", "ts_ms", *INDICATOR_NAMES, "candle_version")
 
 
-class IndicatorBatch(RowBatch):
+class IndicatorBatch(IntervalRowBatch):
     """Indicators of tokens of one partition of ``tokenpulse.indicators.v2``: each row is a
     ``tokenpulse.indicators.v1`` event, ``ts_ms`` the open time (epoch milliseconds) of the candle the values
     are computed at, ``row_id`` its identity (the v1 event's id); ``null`` while warming up."""
 
     ROW_MODEL: ClassVar[type[Event]] = IndicatorEvent
     COLUMNS: ClassVar[tuple[str, ...]] = INDICATOR_COLUMNS
-    TIME: ClassVar[tuple[str, int]] = ("ts_ms", 1000)
 
-    row_id: list[RowId] = rows()
-    symbol: list[Symbol] = rows()
-    interval: list[Interval] = rows()
-    ts_ms: list[EpochMillis] = rows()
     rsi_14: list[Indicator] = rows()
     macd: list[Indicator] = rows()
     macd_signal: list[Indicator] = rows()
@@ -348,9 +350,6 @@ class IndicatorBatch(RowBatch):
     bb_lower: list[Indicator] = rows()
     atr_14: list[Indicator] = rows()
     candle_version: list[Count] = rows()
-
-    def row_ids(self) -> list[str]:
-        return list(self.row_id)
 
 
 BATCH_MODELS: tuple[type[RowBatch], ...] = (TickBatch, PriceBatch, CandleBatch, IndicatorBatch)
