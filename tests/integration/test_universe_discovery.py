@@ -37,9 +37,13 @@ def fake(served: tuple[FakeExchange, str]) -> Iterator[tuple[FakeExchange, str]]
     exchange.listings = saved
 
 
-def settings_for(url: str, **ingest: object) -> Settings:
-    venues = {name: {"rest_url": url} for name in ("binance", "coinbase", "kraken")}
-    return Settings(ingest={"feed_exchanges": ["binance", "coinbase", "kraken"], **ingest}, **venues)  # type: ignore[arg-type]
+FIRST_THREE = ("binance", "coinbase", "kraken")
+NEW_THREE = ("okx", "bybit", "coinbase_advanced")
+
+
+def settings_for(url: str, exchanges: tuple[str, ...] = FIRST_THREE, **ingest: object) -> Settings:
+    venues = {name: {"rest_url": url} for name in (*FIRST_THREE, *NEW_THREE)}
+    return Settings(ingest={"feed_exchanges": list(exchanges), **ingest}, **venues)  # type: ignore[arg-type]
 
 
 async def test_what_each_venue_lists_now(fake: tuple[FakeExchange, str]) -> None:
@@ -73,6 +77,47 @@ async def test_listed_delisted_renamed_and_unreachable(fake: tuple[FakeExchange,
     assert got["DOGE"] == {"binance": None, "coinbase": None, "kraken": "XDG/USD"}  # delisted; kraken unread: kept
     assert got["LUNA"] == {"binance": None, "coinbase": None}  # trading halted, not listed on coinbase
     assert got["HYPE"] == {"binance": "HYPEUSDC", "coinbase": None}  # listed against USDC only
+
+
+async def test_what_the_new_venues_list_now(fake: tuple[FakeExchange, str]) -> None:
+    _, url = fake
+    listed = await fetch_listings(settings_for(url, NEW_THREE))
+    # OKX: state live only (SOL suspended, HYPE pre-open), dollar quotes only (ETH-BTC left out), USDT first
+    assert listed["okx"] == {"BTC": ["BTC-USDT", "BTC-USDC"], "ETH": ["ETH-USDT"], "DOGE": ["DOGE-USDT"]}
+    # Bybit: status Trading only (DOGE closed, HYPE pre-launch)
+    assert listed["bybit"] == {"BTC": ["BTCUSDT", "BTCUSDC"], "ETH": ["ETHUSDT"], "SOL": ["SOLUSDT"]}
+    # Coinbase Advanced: SPOT online only (SOL trading disabled, DOGE delisted, the BTC future left out)
+    assert listed["coinbase_advanced"] == {"BTC": ["BTC-USD", "BTC-USDC"], "ETH": ["ETH-USD"]}
+
+
+async def test_discovery_maps_the_new_venues_onto_the_universe(fake: tuple[FakeExchange, str]) -> None:
+    _, url = fake
+    tokens = [
+        Token("BTC", "Bitcoin", 1, {"okx": "BTC-USDC"}),  # still listed: kept, though USDT is preferred
+        Token("SOL", "Solana", 2, {"okx": "SOL-USDT", "coinbase_advanced": "SOL-USD"}),  # both halted
+        Token("DOGE", "Dogecoin", 3, {"bybit": None}),  # the file says "not listed"; it is still not
+        Token("ETH", "Ethereum", 4, {}),
+    ]
+    got = {t.symbol: dict(t.pairs) for t in with_listings(tokens, await fetch_listings(settings_for(url, NEW_THREE)))}
+    assert got == {
+        "BTC": {"okx": "BTC-USDC", "bybit": "BTCUSDT", "coinbase_advanced": "BTC-USD"},
+        "SOL": {"okx": None, "bybit": "SOLUSDT", "coinbase_advanced": None},
+        "DOGE": {"okx": "DOGE-USDT", "bybit": None, "coinbase_advanced": None},
+        "ETH": {"okx": "ETH-USDT", "bybit": "ETHUSDT", "coinbase_advanced": "ETH-USD"},
+    }
+
+
+async def test_ccxt_venues_list_through_load_markets(fake: tuple[FakeExchange, str]) -> None:
+    exchange, url = fake
+    exchange.ccxt_pairs = True  # AssetPairs answers what ccxt's kraken loads
+    try:
+        settings = Settings(ingest={"feed_exchanges": ["ccxt:kraken"]}, ccxt={"rest_url": url})  # type: ignore[arg-type]
+        listed = await fetch_listings(settings)
+    finally:
+        exchange.ccxt_pairs = False
+    assert listed == {"ccxt:kraken": {"BTC": ["BTC/USD"], "ETH": ["ETH/USD"]}}  # ccxt's unified names
+    token = Token("BTC", "Bitcoin", 1, {"ccxt:kraken": "BTC/USDT"})  # not listed there: the listed pair instead
+    assert with_listings([token], listed)[0].pairs == {"ccxt:kraken": "BTC/USD"}
 
 
 def free_port() -> int:
