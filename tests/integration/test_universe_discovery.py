@@ -5,11 +5,15 @@ publishes the discovered pairs on the universe topic."""
 
 from __future__ import annotations
 
+import copy
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.service import IngestService
 from tokenpulse_ingest.venues.registry import fetch_listings, with_listings
 from tokenpulse_shared.bus.memory import InMemoryBus
@@ -154,3 +158,98 @@ async def test_ingest_publishes_the_discovered_pairs(fake: tuple[FakeExchange, s
     finally:
         await ingest.stop()
         await bus.stop()
+
+
+ALL_SIX = (*FIRST_THREE, *NEW_THREE)
+
+
+def rows_of(venue: str, body: Any) -> list[dict[str, Any]]:
+    """The rows of a venue's listing answer (a test corrupts one of them)."""
+    match venue:
+        case "binance":
+            return list(body["symbols"])
+        case "coinbase":
+            return list(body)
+        case "kraken":
+            return list(body["result"].values())
+        case "okx":
+            return list(body["data"])
+        case "bybit":
+            return list(body["result"]["list"])
+        case _:
+            return list(body["products"])
+
+
+BASE_FIELD = {"binance": "baseAsset", "coinbase": "base_currency", "kraken": "wsname", "okx": "baseCcy",
+              "bybit": "baseCoin", "coinbase_advanced": "base_currency_id"}  # fmt: skip
+
+
+def wrong_type(venue: str, body: Any) -> Any:
+    rows_of(venue, body)[1][BASE_FIELD[venue]] = 5  # one row in the middle: the others are fine
+    return body
+
+
+def missing_field(venue: str, body: Any) -> Any:
+    for row in rows_of(venue, body)[1:2]:
+        row.pop("status" if venue == "kraken" else BASE_FIELD[venue])  # Kraken: every field is optional but status
+        row.pop("wsname", None) if venue == "kraken" else None
+        if venue == "kraken":
+            row["status"] = ["online"]
+    return body
+
+
+LIMIT = 100_000  # rows a listing may hold (spec.MAX_LISTED; the largest venue lists a few thousand)
+SMALL_ROW: dict[str, dict[str, Any]] = {
+    "binance": {"symbol": "XUSDT", "status": "TRADING", "baseAsset": "X", "quoteAsset": "USDT"},
+    "coinbase": {"id": "X-USD", "base_currency": "X", "quote_currency": "USD", "status": "online"},
+    "kraken": {"wsname": "X/USD"},
+    "okx": {"instType": "SPOT", "instId": "X-USDT", "baseCcy": "X", "quoteCcy": "USDT", "state": "live"},
+    "bybit": {"symbol": "XUSDT", "baseCoin": "X", "quoteCoin": "USDT", "status": "Trading"},
+    "coinbase_advanced": {"product_id": "X-USD", "base_currency_id": "X", "quote_currency_id": "USD",
+                          "status": "online", "product_type": "SPOT"},
+}  # fmt: skip
+
+
+def huge(venue: str, body: Any) -> Any:
+    row = SMALL_ROW[venue]  # a small row in shape keeps the test quick; only the count is wrong
+    many = [row] * (LIMIT + 1)
+    match venue:
+        case "binance":
+            body["symbols"] = many
+        case "coinbase":
+            return many
+        case "kraken":
+            body["result"] = {f"P{i}": row for i in range(LIMIT + 1)}
+        case "okx":
+            body["data"] = many
+        case "bybit":
+            body["result"]["list"] = many
+        case _:
+            body["products"] = many
+    return body
+
+
+def not_a_listing(venue: str, body: Any) -> Any:
+    return {"error": "<html>maintenance</html>"} if venue != "coinbase" else {"message": "maintenance"}
+
+
+@pytest.mark.parametrize("hostile", [wrong_type, missing_field, huge, not_a_listing])
+async def test_a_hostile_listing_is_refused_whole_and_the_old_pairs_kept(
+    fake: tuple[FakeExchange, str], hostile: Callable[[str, Any], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange, url = fake
+    settings = settings_for(url, ALL_SIX, live_feed="auto")
+    discovery = Discovery()
+    assert await discovery.refresh(settings)
+    before = {t.symbol: dict(t.pairs) for t in discovery.universe(settings)}
+    listed_before = dict(discovery.listed)
+    assert set(listed_before) == set(ALL_SIX)
+    for venue in ALL_SIX:
+        exchange.listings[venue] = hostile(venue, copy.deepcopy(exchange.listings[venue]))
+    with caplog.at_level(logging.WARNING, logger="tokenpulse_ingest.venues.registry"):
+        assert await fetch_listings(settings) == {}  # none of them half-applied
+        assert not await discovery.refresh(settings)
+    assert discovery.listed == listed_before
+    assert {t.symbol: dict(t.pairs) for t in discovery.universe(settings)} == before
+    for venue in ALL_SIX:  # refused by the shape, or earlier by the venue's own error check: either way, said
+        assert f"universe: {venue} listing" in caplog.text, caplog.text
