@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tokenpulse_ingest.backfill import plan
-from tokenpulse_ingest.bulk import bundle_series, history_table, insert_history
+from tokenpulse_ingest.bulk import ALL, bundle_series, history_table, insert_history
 from tokenpulse_ingest.columnar import Rejects
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
@@ -59,7 +59,7 @@ async def columnar_path(work: Path) -> dict[str, float]:
         await store.query("SELECT 1")
         t0, c0 = time.perf_counter(), time.process_time()
         rejects = Rejects()
-        series = await asyncio.to_thread(bundle_series, settings.runtime.bundle_dir, None, None, None, None, rejects)
+        series = await asyncio.to_thread(bundle_series, settings.runtime.bundle_dir, ALL, rejects)
         t1 = time.perf_counter()
         table = history_table(series)
         t2 = time.perf_counter()

@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,22 @@ class Proc:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@contextmanager
+def up_process(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """``tokenpulse up`` with its data dir and log under ``root``, ready; yields its base URL. It must then stop
+    cleanly: exit code 0 and no traceback in its log."""
+    port = free_port()
+    proc = Proc(["up", "--port", str(port), "--data-dir", str(root / "data")], env, root / "up.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 240, "ready", [proc])
+        yield base
+    finally:
+        code = proc.stop()
+    assert code == 0, proc.tail()
+    assert "Traceback" not in proc.log.read_text(), proc.tail(80)
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, procs: list[Proc] | None = None) -> Any:

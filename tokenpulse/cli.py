@@ -320,6 +320,7 @@ async def _backfill_columnar(
     """Into the embedded store: the columnar path (Arrow, vectorised validation, insert_arrow)."""
     from tokenpulse_ingest.backfill import publish_marketcaps
     from tokenpulse_ingest.bulk import load_bundle, load_csv
+    from tokenpulse_ingest.bundle import Selection
 
     bus, store, target = await _pipeline_target(settings, "backfill")
     with _progress() as progress:
@@ -333,8 +334,8 @@ async def _backfill_columnar(
             path, symbol, interval, source = csv_file
             result = await load_csv(store, path, symbol, interval, source, progress=on_progress)
         else:
-            result = await load_bundle(store, settings.runtime.bundle_dir, symbols, intervals, start_ms, end_ms,
-                                       progress=on_progress)  # fmt: skip
+            selection = Selection(symbols, intervals, start_ms, end_ms)
+            result = await load_bundle(store, settings.runtime.bundle_dir, selection, progress=on_progress)
         elapsed = asyncio.get_running_loop().time() - t0
         caps = await publish_marketcaps(bus, settings.runtime.bundle_dir, symbols) if marketcaps and not csv_file else 0
         await bus.drain(timeout=600)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import ConfigDict, Field, model_validator
@@ -39,6 +40,7 @@ from tokenpulse_shared.events import (
 )
 
 MAX_BATCH_ROWS = 10_000
+_TS = attrgetter("ts")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # the instants an aware datetime holds (year 1 to 9999, UTC), so every v1 time converts to a row time
 MIN_TS_US = -62_135_596_800_000_000
@@ -86,7 +88,8 @@ class RowBatch(Event):
 
     ROW_MODEL: ClassVar[type[Event]]
     COLUMNS: ClassVar[tuple[str, ...]]
-    TIME: ClassVar[tuple[str, int]]  # the time column and its units per microsecond divisor (1 or 1000)
+    TIME: ClassVar[tuple[str, int]] = ("ts_us", 1)
+    """the time column and how many microseconds its unit is (1: ``ts_us``, 1000: ``ts_ms``)"""
 
     # required here: rows may take their identity from it, so a copy of the message must decode the same
     event_id: str = Field(min_length=8, max_length=128)
@@ -140,12 +143,26 @@ class RowBatch(Event):
 
     @classmethod
     def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
-        """The rows of per-event (v1) events: the edge where a v1 message becomes a row."""
-        raise NotImplementedError
+        """The rows of per-event (v1) events: the edge where a v1 message becomes a row. Each column is the
+        event field of its name, but ``row_id`` (the event's id) and the time column (the event's ``ts``)."""
+        time_column, per_us = cls.TIME
+        columns: list[list[Any]] = []
+        for name in cls.COLUMNS:
+            if name == time_column:
+                columns.append([epoch_us(ts) // per_us for ts in map(_TS, events)])
+            else:
+                columns.append(list(map(attrgetter("event_id" if name == "row_id" else name), events)))
+        return cls.of_columns(columns, event_id=event_id)
 
     def to_events(self) -> list[Any]:
         """The rows as per-event (v1) events: the edge where a consumer or the v1 topic wants events."""
-        raise NotImplementedError
+        time_column, per_us = self.TIME
+        names = [name for name in self.COLUMNS if name not in (time_column, "row_id")]
+        extra = (
+            {"event_id": eid, "ts": from_epoch_us(ts * per_us)}
+            for eid, ts in zip(self.row_ids(), getattr(self, time_column), strict=True)
+        )
+        return _rows_to_events(self, self.ROW_MODEL, names, extra)
 
     def row_ids(self) -> list[str]:
         """Each row's identity (the ``event_id`` its v1 event carries)."""
@@ -205,26 +222,6 @@ class TickBatch(RowBatch):
             for i, (sym, src, tid) in enumerate(zip(self.symbol, self.source, self.trade_id, strict=True))
         ]
 
-    def to_events(self) -> list[TickEvent]:
-        names = ("symbol", "source", "price", "size", "side", "trade_id", "quote")
-        extra = ({"event_id": eid, "ts": from_epoch_us(ts)} for eid, ts in zip(self.row_ids(), self.ts_us, strict=True))
-        return _rows_to_events(self, TickEvent, names, extra)
-
-    @classmethod
-    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
-        ticks: Sequence[TickEvent] = events  # type: ignore[assignment]
-        columns: list[list[Any]] = [
-            [t.symbol for t in ticks],
-            [t.source for t in ticks],
-            [epoch_us(t.ts) for t in ticks],
-            [t.price for t in ticks],
-            [t.size for t in ticks],
-            [t.side for t in ticks],
-            [t.trade_id for t in ticks],
-            [t.quote for t in ticks],
-        ]
-        return cls.of_columns(columns, event_id=event_id)
-
 
 PRICE_COLUMNS = ("symbol", "ts_us", "price", "volume_24h", "sources", "stale", "prev_price")
 
@@ -252,24 +249,20 @@ class PriceBatch(RowBatch):
             for row in zip(self.symbol, self.ts_us, self.price, self.sources, self.stale, self.prev_price, strict=True)
         ]
 
-    def to_events(self) -> list[PriceEvent]:
-        names = ("symbol", "price", "volume_24h", "sources", "stale", "prev_price")
-        extra = ({"event_id": eid, "ts": from_epoch_us(ts)} for eid, ts in zip(self.row_ids(), self.ts_us, strict=True))
-        return _rows_to_events(self, PriceEvent, names, extra)
 
-    @classmethod
-    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
-        prices: Sequence[PriceEvent] = events  # type: ignore[assignment]
-        columns: list[list[Any]] = [
-            [p.symbol for p in prices],
-            [epoch_us(p.ts) for p in prices],
-            [p.price for p in prices],
-            [p.volume_24h for p in prices],
-            [p.sources for p in prices],
-            [p.stale for p in prices],
-            [p.prev_price for p in prices],
-        ]
-        return cls.of_columns(columns, event_id=event_id)
+class IntervalRowBatch(RowBatch):
+    """A batch of per-interval rows (candles, indicators): each row names its token, interval and open time
+    (``ts_ms``, epoch milliseconds) and carries its identity in ``row_id`` (the v1 event's id)."""
+
+    TIME: ClassVar[tuple[str, int]] = ("ts_ms", 1000)
+
+    row_id: list[RowId] = rows()
+    symbol: list[Symbol] = rows()
+    interval: list[Interval] = rows()
+    ts_ms: list[EpochMillis] = rows()
+
+    def row_ids(self) -> list[str]:
+        return list(self.row_id)
 
 
 CANDLE_COLUMNS = (
@@ -289,7 +282,7 @@ CANDLE_COLUMNS = (
 )
 
 
-class CandleBatch(RowBatch):
+class CandleBatch(IntervalRowBatch):
     """Candles of one partition of ``tokenpulse.candles.v2``: each row is a ``tokenpulse.candles.v1`` event,
     with ``ts_ms`` its open time (epoch milliseconds, aligned to its interval) and ``row_id`` its identity
     (the v1 event's id). Per row, ``high`` is at least ``open``, ``close`` and ``low``, and ``low`` at most
@@ -298,10 +291,6 @@ class CandleBatch(RowBatch):
     ROW_MODEL: ClassVar[type[Event]] = CandleEvent
     COLUMNS: ClassVar[tuple[str, ...]] = CANDLE_COLUMNS
 
-    row_id: list[RowId] = rows()
-    symbol: list[Symbol] = rows()
-    interval: list[Interval] = rows()
-    ts_ms: list[EpochMillis] = rows()
     open: list[Price] = rows()
     high: list[Price] = rows()
     low: list[Price] = rows()
@@ -324,29 +313,6 @@ class CandleBatch(RowBatch):
                 raise ValueError(f"row {i}: ts_ms must be aligned to the {interval.value} interval")
         return self
 
-    def row_ids(self) -> list[str]:
-        return list(self.row_id)
-
-    def to_events(self) -> list[CandleEvent]:
-        names = ("symbol", "interval", "open", "high", "low", "close", "volume", "trades", "source", "version")
-        extra = (
-            {"event_id": eid, "ts": from_epoch_us(ts * 1000), "closed": closed}
-            for eid, ts, closed in zip(self.row_id, self.ts_ms, self.closed, strict=True)
-        )
-        return _rows_to_events(self, CandleEvent, names, extra)
-
-    @classmethod
-    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
-        candles: Sequence[CandleEvent] = events  # type: ignore[assignment]
-        columns: list[list[Any]] = [
-            [c.event_id for c in candles],
-            [c.symbol for c in candles],
-            [c.interval for c in candles],
-            [epoch_us(c.ts) // 1000 for c in candles],
-            *([getattr(c, name) for c in candles] for name in CANDLE_COLUMNS[4:]),
-        ]
-        return cls.of_columns(columns, event_id=event_id)
-
 
 INDICATOR_NAMES = (
     "rsi_14",
@@ -364,7 +330,7 @@ INDICATOR_NAMES = (
 INDICATOR_COLUMNS = ("row_id", "symbol", "interval", "ts_ms", *INDICATOR_NAMES, "candle_version")
 
 
-class IndicatorBatch(RowBatch):
+class IndicatorBatch(IntervalRowBatch):
     """Indicators of tokens of one partition of ``tokenpulse.indicators.v2``: each row is a
     ``tokenpulse.indicators.v1`` event, ``ts_ms`` the open time (epoch milliseconds) of the candle the values
     are computed at, ``row_id`` its identity (the v1 event's id); ``null`` while warming up."""
@@ -372,10 +338,6 @@ class IndicatorBatch(RowBatch):
     ROW_MODEL: ClassVar[type[Event]] = IndicatorEvent
     COLUMNS: ClassVar[tuple[str, ...]] = INDICATOR_COLUMNS
 
-    row_id: list[RowId] = rows()
-    symbol: list[Symbol] = rows()
-    interval: list[Interval] = rows()
-    ts_ms: list[EpochMillis] = rows()
     rsi_14: list[Indicator] = rows()
     macd: list[Indicator] = rows()
     macd_signal: list[Indicator] = rows()
@@ -388,28 +350,6 @@ class IndicatorBatch(RowBatch):
     bb_lower: list[Indicator] = rows()
     atr_14: list[Indicator] = rows()
     candle_version: list[Count] = rows()
-
-    def row_ids(self) -> list[str]:
-        return list(self.row_id)
-
-    def to_events(self) -> list[IndicatorEvent]:
-        names = ("symbol", "interval", *INDICATOR_NAMES, "candle_version")
-        extra = (
-            {"event_id": eid, "ts": from_epoch_us(ts * 1000)} for eid, ts in zip(self.row_id, self.ts_ms, strict=True)
-        )
-        return _rows_to_events(self, IndicatorEvent, names, extra)
-
-    @classmethod
-    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
-        rows: Sequence[IndicatorEvent] = events  # type: ignore[assignment]
-        columns: list[list[Any]] = [
-            [r.event_id for r in rows],
-            [r.symbol for r in rows],
-            [r.interval for r in rows],
-            [epoch_us(r.ts) // 1000 for r in rows],
-            *([getattr(r, name) for r in rows] for name in INDICATOR_COLUMNS[4:]),
-        ]
-        return cls.of_columns(columns, event_id=event_id)
 
 
 BATCH_MODELS: tuple[type[RowBatch], ...] = (TickBatch, PriceBatch, CandleBatch, IndicatorBatch)

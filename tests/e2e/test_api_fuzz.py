@@ -39,7 +39,7 @@ from schemathesis.checks import (
 )
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
-from testkit.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
+from testkit.procs import api_key, trimmed_bundle, up_process
 
 pytestmark = pytest.mark.e2e
 
@@ -108,7 +108,6 @@ HOSTILE_RESUMES: list[tuple[dict[str, Any], dict[str, Any]]] = [
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     root = tmp_path_factory.mktemp("fuzz")
     bundle = trimmed_bundle(DEFAULT_BUNDLE, root / "bundle")
-    port = free_port()
     env = {
         "TOKENPULSE_SYMBOLS": "BTC,ETH",
         "TOKENPULSE_BUNDLE_DIR": str(bundle),
@@ -120,17 +119,10 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "TOKENPULSE_AUTH_FAILURES_PER_MINUTE": "1000000",
         "TOKENPULSE_LOG_FORMAT": "json",
     }
-    proc = Proc(["up", "--port", str(port), "--data-dir", str(root / "data")], env, root / "up.log")
-    GATEWAY.base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{GATEWAY.base}/readyz", timeout=5).status_code == 200, 240, "ready", [proc])
-        assert httpx.get(f"{GATEWAY.base}/readyz", timeout=5).json()["backfill"] == "done"
-        GATEWAY.key = api_key(GATEWAY.base)
+    with up_process(root, env) as base:
+        assert httpx.get(f"{base}/readyz", timeout=5).json()["backfill"] == "done"
+        GATEWAY.base, GATEWAY.key = base, api_key(base)
         yield GATEWAY
-    finally:
-        code = proc.stop()
-    assert code == 0, proc.tail()
-    assert "Traceback" not in proc.log.read_text(), proc.tail(80)
 
 
 def fuzz(operation: schemathesis.APIOperation, mode: GenerationMode) -> list[str]:

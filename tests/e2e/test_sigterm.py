@@ -32,7 +32,7 @@ from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS, Topic
 
-from testkit.procs import Proc, api_key, fetch_all, free_port, wait_until
+from testkit.procs import Proc, api_key, distributed_env, fetch_all, free_port, wait_until
 from testkit.publisher import PacedPublisher
 from tests.e2e.test_distributed import metrics, sample
 
@@ -71,16 +71,15 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     assert len(candles) > 8000 and len(symbols) == 2
     port, scoring_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {
-        "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-        "TOKENPULSE_DATA_DIR": str(tmp_path / "gateway"),
-        "TOKENPULSE_PORT": str(port),
-        "TOKENPULSE_METRICS_PORT": str(scoring_port),
-        "TOKENPULSE_LIVE_FEED": "off",
-        "TOKENPULSE_SYMBOLS": ",".join(sorted(symbols)),
-        "TOKENPULSE_LOG_FORMAT": "json",
-    }
+    env = distributed_env(
+        kafka_bootstrap,
+        f"e2e-{uuid.uuid4().hex[:8]}",
+        tmp_path / "gateway",
+        ",".join(sorted(symbols)),
+        port=str(port),
+        metrics_port=str(scoring_port),
+        log_format="json",
+    )
     indicators, grades, signals = ScoringService()._process(candles)  # the uninterrupted reference
     want = {e.event_id for e in [*indicators, *grades, *signals]}
     ind_ids = {e.event_id for e in indicators}

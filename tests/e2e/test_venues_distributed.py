@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from testkit.fake_exchange import FakeExchange
-from testkit.procs import Proc, api_key, free_port, wait_until
+from testkit.procs import Proc, api_key, distributed_env, free_port, wait_until
 from testkit.rest_exchange import FakeExchange as RestFake
 from testkit.rest_exchange import load_series
 from testkit.server import ThreadedServer
@@ -62,21 +62,21 @@ def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap
     with ThreadedServer(rest.app()) as rest_server, Exchanges(prices) as exchanges:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        env = {
-            "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-            "TOKENPULSE_DATA_DIR": str(tmp_path / "gateway"),
-            "TOKENPULSE_PORT": str(port),
-            "TOKENPULSE_SYMBOLS": ",".join(prices),
-            "TOKENPULSE_BACKFILL_ON_START": "false",
-            "TOKENPULSE_FREE_LIMIT_PER_MINUTE": "10000",  # the wait below polls twice a second for up to 2 minutes
-            "TOKENPULSE_LIVE_FEED": "live",
-            "TOKENPULSE_FEED_EXCHANGES": ",".join([*NATIVE, "ccxt:kraken"]),
-            "TOKENPULSE_FEED_PAIRS": ",".join(f"ccxt:kraken:{s}={s}/USD" for s in prices),
-            "TOKENPULSE_CCXT_WS_URL": exchanges.fakes["ccxt:kraken"].url,
-            "TOKENPULSE_CCXT_REST_URL": rest_server.url,
-            **{f"TOKENPULSE_{name.upper()}_WS_URL": exchanges.fakes[name].url for name in NATIVE},
-        }
+        env = distributed_env(
+            kafka_bootstrap,
+            f"e2e-{uuid.uuid4().hex[:8]}",
+            tmp_path / "gateway",
+            ",".join(prices),
+            port=str(port),
+            backfill_on_start="false",
+            free_limit_per_minute="10000",  # the wait below polls twice a second for up to 2 minutes
+            live_feed="live",
+            feed_exchanges=",".join([*NATIVE, "ccxt:kraken"]),
+            feed_pairs=",".join(f"ccxt:kraken:{s}={s}/USD" for s in prices),
+            ccxt_ws_url=exchanges.fakes["ccxt:kraken"].url,
+            ccxt_rest_url=rest_server.url,
+            **{f"{name}_ws_url": exchanges.fakes[name].url for name in NATIVE},
+        )
         procs = [Proc(["run", svc], {**env, "TOKENPULSE_METRICS_PORT": "0"}, tmp_path / f"{svc}.log")
                  for svc in ("ingest", "gateway")]  # fmt: skip
         try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bulk import load_bundle, load_csv
-from tokenpulse_ingest.bundle import bar_row
+from tokenpulse_ingest.bundle import Selection, bar_row
 from tokenpulse_shared.events import CandleEvent, Interval, validate_many
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
@@ -42,7 +42,7 @@ async def test_bundle_is_stored_as_the_event_path_stores_it_and_a_rerun_adds_not
     bundle_dir = Settings().runtime.bundle_dir
     progress: list[tuple[int, int]] = []
     result = await load_bundle(
-        store, bundle_dir, SYMBOLS, INTERVALS, progress=lambda _label, done, of: progress.append((done, of))
+        store, bundle_dir, Selection(SYMBOLS, INTERVALS), progress=lambda _label, done, of: progress.append((done, of))
     )
     stored = set(await store.query(f"{ROWS} FROM candles FINAL"))
     assert stored == event_path_rows(bundle_dir)
@@ -51,7 +51,7 @@ async def test_bundle_is_stored_as_the_event_path_stores_it_and_a_rerun_adds_not
     # the rows a later file repeats but an earlier one already gives are still judged: reported, not stored
     assert result.rejected == sum(result.rejects.reasons.values()) and result.rejects.examples
     physical = (await store.query("SELECT count() FROM candles"))[0][0]
-    again = await load_bundle(store, bundle_dir, SYMBOLS, INTERVALS)
+    again = await load_bundle(store, bundle_dir, Selection(SYMBOLS, INTERVALS))
     assert again.candles == result.candles
     assert (await store.query("SELECT count() FROM candles"))[0][0] == physical  # every block skipped
 

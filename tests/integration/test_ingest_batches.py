@@ -116,23 +116,28 @@ async def test_a_price_row_is_dated_by_the_newest_trade_of_its_token_in_the_batc
     assert v1.ts == event.ts
 
 
-def candles_of(sym: str, minute: datetime, n: int, first: int = 0) -> list[CandleEvent]:
+BAR = {"open": 1.0, "high": 2.0, "low": 1.0, "close": 2.0, "trades": 1, "source": "ticks", "version": 1001}
+
+
+def candles_of(sym: str, minute: datetime, n: int) -> list[CandleEvent]:
+    """``n`` one-minute candles of ``sym`` from ``minute``, all of the same bar."""
+    at = [minute + timedelta(minutes=i) for i in range(n)]
     return [
-        CandleEvent(
-            event_id=f"candle-{sym}-1m-{i}",
-            symbol=sym,
-            interval=Interval.M1,
-            ts=minute + timedelta(minutes=i),
-            open=1.0,
-            high=2.0,
-            low=1.0,
-            close=2.0,
-            trades=1,
-            source="ticks",
-            version=1001,
-        )
-        for i in range(first, first + n)
+        CandleEvent(event_id=f"candle-{sym}-1m-{i}", symbol=sym, interval=Interval.M1, ts=ts, **BAR)
+        for i, ts in enumerate(at)
     ]
+
+
+async def restore_ingest(bus: KafkaBus, sym: str) -> None:
+    """Run a fresh ingest member's restore of ``sym`` on ``bus`` (a restart's first step)."""
+    settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
+    ingest = IngestService()
+    ingest.register(Context(settings=settings, bus=bus, embedded=False))
+    await bus.start()
+    try:
+        await ingest.restore()
+    finally:
+        await bus.stop()
 
 
 @pytest.mark.kafka
@@ -141,37 +146,14 @@ async def test_a_restart_publishes_the_v1_copies_a_kill_left_unpublished(kafka_b
     published, sends the missing copies (same id), and no copy twice."""
     sym = "K" + uuid.uuid4().hex[:7].upper()
     minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
-    candles = [
-        CandleEvent(
-            event_id=f"candle-{sym}-1m-{i}",
-            symbol=sym,
-            interval=Interval.M1,
-            ts=minute + timedelta(minutes=i),
-            open=1.0,
-            high=2.0,
-            low=1.0,
-            close=2.0,
-            trades=1,
-            source="ticks",
-            version=1001,
-        )
-        for i in range(3)
-    ]
+    candles = candles_of(sym, minute, 3)
     setup = KafkaBus(kafka_bootstrap, client_id="e2e-repair")
     await setup.start()
     await setup.publish_rows(CANDLES_V2, CandleBatch.from_events(candles), linger=False)
     await setup.publish_v1_copy(CANDLES, candles[:1])  # the first batch's copy made it, the others not
     await setup.stop()
     bus = KafkaBus(kafka_bootstrap, group_prefix=f"repair-{sym.lower()}")
-    settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
-    ctx = Context(settings=settings, bus=bus, embedded=False)
-    ingest = IngestService()
-    ingest.register(ctx)
-    await bus.start()
-    try:
-        await ingest.restore()
-    finally:
-        await bus.stop()
+    await restore_ingest(bus, sym)
     v1 = [e for e in await setup.read_log(CANDLES) if isinstance(e, CandleEvent) and e.symbol == sym]
     assert sorted(e.event_id for e in v1) == sorted(c.event_id for c in candles)
 
@@ -197,15 +179,7 @@ async def test_a_batch_finished_during_the_restore_reads_is_not_copied_twice(kaf
         return got
 
     bus.read_log = read_then_publish  # type: ignore[method-assign]
-    settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
-    ctx = Context(settings=settings, bus=bus, embedded=False)
-    ingest = IngestService()
-    ingest.register(ctx)
-    await bus.start()
-    try:
-        await ingest.restore()
-    finally:
-        await bus.stop()
+    await restore_ingest(bus, sym)
     v1 = [e.event_id for e in await other.read_log(CANDLES) if isinstance(e, CandleEvent) and e.symbol == sym]
     await other.stop()
     assert sorted(v1) == sorted(c.event_id for c in late)

@@ -102,6 +102,29 @@ FREE_TIER = {
     "intraday": False,
     "max_streams": 2,
 }
+INDEX_WEIGHTS = [
+    {"symbol": "BTC", "weight": 0.832755},
+    {"symbol": "ETH", "weight": 0.142226},
+    {"symbol": "SOL", "weight": 0.025019},
+]
+# The list's row and the detail share these fields, as IndexDetail extends IndexSummary.
+INDEX_SUMMARY = {
+    "id": "mcap-top5",
+    "name": "Market-cap top 5",
+    "rules": "Holds the 5 tracked tokens with the largest market cap, weighted by market cap; rebalanced on the "
+    "first day of each month at the daily close; 0.2% of the value traded as costs.",
+    "rebalance": "monthly",
+    "cost_per_unit_traded": 0.002,
+    "start": "2013-04-28",
+    "as_of": "2026-06-27",
+    "nav": 50018.9,
+    "constituents": INDEX_WEIGHTS,
+    "stats": {
+        "index": {"total_return": 500.191, "cagr": 0.603139, "volatility": 0.733608, "max_drawdown": -0.848579},
+        "equal_weight": {"total_return": 16108.6, "cagr": 1.08632, "volatility": 0.859704, "max_drawdown": -0.865228},
+        "btc": {"total_return": 446.5, "cagr": 0.589408, "volatility": 0.726538, "max_drawdown": -0.848579},
+    },
+}
 ADMIN_KEY = {"key_id": "9f2c41d07a5be613", "tier": "pro"}
 
 SUCCESS: dict[str, Any] = {
@@ -434,89 +457,14 @@ SUCCESS.update(
                 },
             ],
         },
-        "indices": {
-            "data": [
-                {
-                    "id": "mcap-top5",
-                    "name": "Market-cap top 5",
-                    "rules": "Holds the 5 tracked tokens with the largest market cap, weighted by market "
-                    "cap; rebalanced on the first day of each month at the daily close; 0.2% of "
-                    "the value traded as costs.",
-                    "rebalance": "monthly",
-                    "cost_per_unit_traded": 0.002,
-                    "start": "2013-04-28",
-                    "as_of": "2026-06-27",
-                    "nav": 50018.9,
-                    "constituents": [
-                        {"symbol": "BTC", "weight": 0.832755},
-                        {"symbol": "ETH", "weight": 0.142226},
-                        {"symbol": "SOL", "weight": 0.025019},
-                    ],
-                    "stats": {
-                        "index": {
-                            "total_return": 500.191,
-                            "cagr": 0.603139,
-                            "volatility": 0.733608,
-                            "max_drawdown": -0.848579,
-                        },
-                        "equal_weight": {
-                            "total_return": 16108.6,
-                            "cagr": 1.08632,
-                            "volatility": 0.859704,
-                            "max_drawdown": -0.865228,
-                        },
-                        "btc": {
-                            "total_return": 446.5,
-                            "cagr": 0.589408,
-                            "volatility": 0.726538,
-                            "max_drawdown": -0.848579,
-                        },
-                    },
-                }
-            ],
-            "next_cursor": None,
-        },
+        "indices": {"data": [INDEX_SUMMARY], "next_cursor": None},
         "index": {
-            "id": "mcap-top5",
-            "name": "Market-cap top 5",
-            "rules": "Holds the 5 tracked tokens with the largest market cap, weighted by market cap; "
-            "rebalanced on the first day of each month at the daily close; 0.2% of the value traded "
-            "as costs.",
-            "rebalance": "monthly",
-            "cost_per_unit_traded": 0.002,
-            "start": "2013-04-28",
-            "as_of": "2026-06-27",
-            "nav": 50018.9,
-            "constituents": [
-                {"symbol": "BTC", "weight": 0.832755},
-                {"symbol": "ETH", "weight": 0.142226},
-                {"symbol": "SOL", "weight": 0.025019},
-            ],
-            "stats": {
-                "index": {"total_return": 500.191, "cagr": 0.603139, "volatility": 0.733608, "max_drawdown": -0.848579},
-                "equal_weight": {
-                    "total_return": 16108.6,
-                    "cagr": 1.08632,
-                    "volatility": 0.859704,
-                    "max_drawdown": -0.865228,
-                },
-                "btc": {"total_return": 446.5, "cagr": 0.589408, "volatility": 0.726538, "max_drawdown": -0.848579},
-            },
+            **INDEX_SUMMARY,
             "history": [
                 {"date": "2026-06-26", "nav": 49652.8, "btc": 44424.4, "equal_weight": 1603730.0},
                 {"date": "2026-06-27", "nav": 50018.9, "btc": 44750.0, "equal_weight": 1607740.0},
             ],
-            "rebalances": [
-                {
-                    "date": "2026-06-01",
-                    "constituents": [
-                        {"symbol": "BTC", "weight": 0.832755},
-                        {"symbol": "ETH", "weight": 0.142226},
-                        {"symbol": "SOL", "weight": 0.025019},
-                    ],
-                    "cost": 3.82305e-19,
-                }
-            ],
+            "rebalances": [{"date": "2026-06-01", "constituents": INDEX_WEIGHTS, "cost": 3.82305e-19}],
         },
         "scenarios": {
             "symbol": "ETH",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,22 @@ from pydantic import SecretStr
 
 from tokenpulse_gateway.tiers import Tier
 from tokenpulse_gateway.window_storage import WindowMemoryStorage
+
+
+class KeySlots(Counter[str]):
+    """How many of something (open streams, MCP requests) each key holds now, each key up to a cap."""
+
+    def claim(self, key_id: str, cap: int) -> bool:
+        """Count one more for ``key_id``; False (nothing counted) when it holds ``cap`` already."""
+        if self[key_id] >= cap:
+            return False
+        self[key_id] += 1
+        return True
+
+    def release(self, key_id: str) -> None:
+        self[key_id] -= 1
+        if self[key_id] <= 0:
+            del self[key_id]
 
 
 class LimiterUnavailable(Exception):

@@ -21,7 +21,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,6 +61,7 @@ from tokenpulse_shared.topics import (
 from tokenpulse_shared.universe import Token, UniverseFollower
 
 from tokenpulse_gateway.caches import PageCache
+from tokenpulse_gateway.limits import KeySlots
 from tokenpulse_gateway.queries.common import iso
 from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 
@@ -110,7 +111,7 @@ class StreamHub:
         self.by_symbol: dict[str, set[asyncio.Queue[StreamEvent | None]]] = {}
         """streams of some symbols (``?symbols=``), by symbol: an event is handed only to the streams that want it"""
         self._symbols_of: dict[asyncio.Queue[StreamEvent | None], frozenset[str]] = {}
-        self.open_streams: Counter[str] = Counter()
+        self.open_streams = KeySlots()
         """open ``/v1/stream`` connections per key id (the tier caps them)"""
 
     def publish(
@@ -153,18 +154,6 @@ class StreamHub:
                 wanting.discard(q)
                 if not wanting:
                     del self.by_symbol[symbol]
-
-    def claim_stream(self, key_id: str, cap: int) -> bool:
-        """Count one more open stream of ``key_id``; False (nothing counted) when it holds ``cap`` already."""
-        if self.open_streams[key_id] >= cap:
-            return False
-        self.open_streams[key_id] += 1
-        return True
-
-    def release_stream(self, key_id: str) -> None:
-        self.open_streams[key_id] -= 1
-        if self.open_streams[key_id] <= 0:
-            del self.open_streams[key_id]
 
     def since(self, last_id: int) -> list[StreamEvent]:
         return [e for e in self.buffer if e.id > last_id]

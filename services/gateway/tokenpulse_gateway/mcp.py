@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from contextvars import ContextVar
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 from tokenpulse_client import AsyncClient
 from tokenpulse_client.mcp_server import build_server
+
+from tokenpulse_gateway.limits import KeySlots
 
 CALLER: ContextVar[AsyncClient] = ContextVar("tokenpulse_mcp_caller")
 """the SDK client of the request being served: the tools' calls carry its key (the MCP server's tasks start
@@ -43,7 +44,8 @@ class McpTools:
         )
         # the SDK logs each stateless request's end and each tool error (already the agent's answer) at INFO
         logging.getLogger("mcp").setLevel(logging.WARNING)
-        self.in_flight: Counter[str] = Counter()
+        self.in_flight = KeySlots()
+        """MCP requests in flight per key id (the tier caps them)"""
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.running = False
@@ -73,18 +75,6 @@ class McpTools:
         self._stop.set()
         if self._task is not None:
             await self._task
-
-    def claim(self, key_id: str, cap: int) -> bool:
-        """Count one more MCP request of ``key_id`` in flight; False (nothing counted) at ``cap``."""
-        if self.in_flight[key_id] >= cap:
-            return False
-        self.in_flight[key_id] += 1
-        return True
-
-    def release(self, key_id: str) -> None:
-        self.in_flight[key_id] -= 1
-        if self.in_flight[key_id] <= 0:
-            del self.in_flight[key_id]
 
     async def serve(self, client: AsyncClient, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one MCP request; its tools call the API through ``client``."""

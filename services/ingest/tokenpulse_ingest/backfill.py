@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
@@ -19,6 +21,8 @@ from tokenpulse_shared.topics import CANDLES, MARKETCAPS
 from tokenpulse_ingest.bundle import MARKETCAP_FILES, bar_row, iter_bundle, read_marketcaps
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @contextmanager
@@ -42,15 +46,20 @@ class BackfillResult:
     rejected: int = 0
 
 
-def plan(
-    bundle_dir: Path,
-    symbols: list[str] | None = None,
-    intervals: list[Interval] | None = None,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-) -> list[tuple[str, Interval, list]]:
-    with gc_paused():
-        return list(iter_bundle(bundle_dir, symbols, intervals, start_ms, end_ms))
+def _listed(read: Callable[P, Iterator[T]]) -> Callable[P, list[T]]:
+    """``read`` taking the same arguments, its items gathered in a list with the cyclic GC paused (the
+    bundle's millions of small objects hold no cycles, and collections would rescan them)."""
+
+    @functools.wraps(read)
+    def gather(*args: P.args, **kwargs: P.kwargs) -> list[T]:
+        with gc_paused():
+            return list(read(*args, **kwargs))
+
+    return gather
+
+
+plan = _listed(iter_bundle)
+"""Every (symbol, interval, bars) series :func:`iter_bundle` selects, as a list."""
 
 
 async def publish_history(

@@ -21,11 +21,12 @@ import pyarrow.compute as pc
 from tokenpulse_shared.events import Interval, utcnow
 from tokenpulse_shared.store import Store
 
-from tokenpulse_ingest.bundle import BUNDLE, DAY_MS, Bar, SeriesFile, _day_ms
+from tokenpulse_ingest.bundle import BUNDLE, DAY_MS, Bar, Selection, SeriesFile, _day_ms
 from tokenpulse_ingest.columnar import INPUT, NUMBERS, Rejects, blocks, content_token, read_csv, split, store_table
 
 Progress = Callable[[str, int, int], None]  # (label, rows done, rows in all)
 Columns = dict[str, pa.Array]
+ALL = Selection()
 
 
 @dataclass
@@ -126,39 +127,29 @@ def first_wins(parts: list[Columns]) -> Columns:
 
 
 def bundle_series(
-    bundle_dir: Path,
-    symbols: list[str] | None = None,
-    intervals: list[Interval] | None = None,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    rejects: Rejects | None = None,
+    bundle_dir: Path, selection: Selection = ALL, rejects: Rejects | None = None
 ) -> list[tuple[str, Interval, Columns]]:
     """Valid columns per (symbol, interval) of the bundled history, as :func:`bundle.iter_bundle` merges it."""
     rejects = rejects if rejects is not None else Rejects()
     parts: dict[tuple[str, Interval], list[Columns]] = {}
-    for spec in BUNDLE:
-        wanted = [spec.interval, *spec.rollups]
-        if (symbols and spec.symbol not in symbols) or (intervals and not any(i in intervals for i in wanted)):
-            continue
+    for spec in filter(selection.reads, BUNDLE):
         table = read_series(bundle_dir, spec)
         before = rejects.count
         cols = split(table, rejects)
         rejected_ts = _rejected_times(table, cols, rejects.count - before)
         order = pc.sort_indices(cols["ts"])
         cols = {name: values.take(order) for name, values in cols.items()}
-        for interval in wanted:
-            if intervals and interval not in intervals:
-                continue
+        for interval in filter(selection.wants, [spec.interval, *spec.rollups]):
             series = cols if interval is spec.interval else rollup(cols, interval, rejected_ts)
             parts.setdefault((spec.symbol, interval), []).append(series)
     out = []
     for (symbol, interval), pieces in parts.items():
         cols = first_wins(pieces)
         keep = pa.array([True] * len(cols["ts"]))
-        if start_ms is not None:
-            keep = pc.and_(keep, pc.greater_equal(cols["ts"], start_ms))
-        if end_ms is not None:
-            keep = pc.and_(keep, pc.less(cols["ts"], end_ms))
+        if selection.start_ms is not None:
+            keep = pc.and_(keep, pc.greater_equal(cols["ts"], selection.start_ms))
+        if selection.end_ms is not None:
+            keep = pc.and_(keep, pc.less(cols["ts"], selection.end_ms))
         cols = {name: values.filter(keep) for name, values in cols.items()}
         if len(cols["ts"]):
             out.append((symbol, interval, cols))
@@ -201,18 +192,11 @@ async def insert_history(store: Store, table: pa.Table, *, progress: Progress | 
 
 
 async def load_bundle(
-    store: Store,
-    bundle_dir: Path,
-    symbols: list[str] | None = None,
-    intervals: list[Interval] | None = None,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    *,
-    progress: Progress | None = None,
+    store: Store, bundle_dir: Path, selection: Selection = ALL, *, progress: Progress | None = None
 ) -> BulkResult:
     """The bundled history into the store, columnar end to end."""
     result = BulkResult()
-    series = await asyncio.to_thread(bundle_series, bundle_dir, symbols, intervals, start_ms, end_ms, result.rejects)
+    series = await asyncio.to_thread(bundle_series, bundle_dir, selection, result.rejects)
     table = history_table(series)
     result.series = len(series)
     result.candles = await insert_history(store, table, progress=progress, label="bundled history")

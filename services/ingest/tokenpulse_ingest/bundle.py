@@ -180,6 +180,29 @@ def bar_to_event(symbol: str, interval: Interval, bar: Bar, produced_at: datetim
     return CandleEvent(**bar_row(symbol, interval, bar, produced_at or datetime.now(UTC)))  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Which bundled series to read: these symbols and intervals (None: every one), and of each the bars
+    from ``start_ms`` (inclusive) to ``end_ms`` (exclusive)."""
+
+    symbols: list[str] | None = None
+    intervals: list[Interval] | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+
+    def reads(self, spec: SeriesFile) -> bool:
+        """Whether ``spec``'s file holds a wanted series (its own interval or one of its roll-ups)."""
+        if self.symbols and spec.symbol not in self.symbols:
+            return False
+        return self.wants(spec.interval) or any(self.wants(r) for r in spec.rollups)
+
+    def wants(self, interval: Interval) -> bool:
+        return not self.intervals or interval in self.intervals
+
+    def holds(self, ts_ms: int) -> bool:
+        return (self.start_ms is None or ts_ms >= self.start_ms) and (self.end_ms is None or ts_ms < self.end_ms)
+
+
 def iter_bundle(
     bundle_dir: Path,
     symbols: list[str] | None = None,
@@ -188,25 +211,18 @@ def iter_bundle(
     end_ms: int | None = None,
 ) -> Iterator[tuple[str, Interval, list[Bar]]]:
     """Yield (symbol, interval, bars) per series after first-file-wins merging and rollups."""
+    selection = Selection(symbols, intervals, start_ms, end_ms)
     merged: dict[tuple[str, Interval], dict[int, Bar]] = {}
-    for spec in BUNDLE:
-        if symbols and spec.symbol not in symbols:
-            continue
-        wanted = [spec.interval, *spec.rollups]
-        if intervals and not any(i in intervals for i in wanted):
-            continue
+    for spec in filter(selection.reads, BUNDLE):
         bars = read_bars(bundle_dir, spec)
         for interval, series in [(spec.interval, bars), *((r, rollup(bars, r)) for r in spec.rollups)]:
-            if intervals and interval not in intervals:
+            if not selection.wants(interval):
                 continue
             target = merged.setdefault((spec.symbol, interval), {})
             for bar in series:
                 target.setdefault(bar.ts_ms, bar)
     for (symbol, interval), by_ts in merged.items():
-        bars = [
-            by_ts[t] for t in sorted(by_ts) if (start_ms is None or t >= start_ms) and (end_ms is None or t < end_ms)
-        ]
-        if bars:
+        if bars := [by_ts[t] for t in sorted(by_ts) if selection.holds(t)]:
             yield symbol, interval, bars
 
 

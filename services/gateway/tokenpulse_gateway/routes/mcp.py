@@ -39,7 +39,7 @@ class McpEndpoint:
             raise ApiError(503, "mcp_unavailable", "the MCP server is starting or stopping; retry shortly")
         key = await require_key(request)
         cap = state.tiers.named(key.tier).max_mcp_calls
-        if not state.mcp.claim(key.key_id, cap):
+        if not state.mcp.in_flight.claim(key.key_id, cap):
             raise ApiError(
                 429,
                 "too_many_mcp_calls",
@@ -56,7 +56,7 @@ class McpEndpoint:
                 )
                 await state.mcp.serve(client, scope, _replay(body, receive), send)
         finally:
-            state.mcp.release(key.key_id)
+            state.mcp.in_flight.release(key.key_id)
 
     @staticmethod
     def _http(scope: Scope) -> httpx.AsyncClient:

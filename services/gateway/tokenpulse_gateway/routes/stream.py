@@ -134,7 +134,7 @@ async def stream(
     resume = resume_id(last_event_id, since)
     tier = tiers.named(key.tier)
     match = event_filter(key, tier.intraday, wanted, kinds)
-    if not hub.claim_stream(key.key_id, tier.max_streams):
+    if not hub.open_streams.claim(key.key_id, tier.max_streams):
         raise ApiError(
             429,
             "too_many_streams",
@@ -144,7 +144,7 @@ async def stream(
         )
     return _ClaimedStream(
         events(hub, key, resume, match, wanted),
-        release=lambda: hub.release_stream(key.key_id),
+        release=lambda: hub.open_streams.release(key.key_id),
         ping=hub.heartbeat_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         send_timeout=30,
