@@ -49,7 +49,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tokenpulse_shared.bus.base import dead_letter_for
+from tokenpulse_shared.bus.base import Assignment, TransientError, dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
@@ -66,6 +66,7 @@ from tokenpulse_ingest.venues.registry import build_connectors
 
 log = logging.getLogger(__name__)
 
+READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 RESTORE_SKEW_MS = 5 * 60_000  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
 
 
@@ -93,6 +94,13 @@ class IngestService:
         self.gap_hook: GapHook = self.backfill_on_gap
         self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
         self.restored: RestoreResult | None = None
+        self.assignment: Assignment | None = None  # the ticks partitions this replica owns the symbols of
+        self._holds: dict[str, bool] = {}  # symbol -> its partition is ours (the hash is costly per tick)
+        self._state_lock = asyncio.Lock()  # a rebalance never drops state the clock is closing and publishing
+        self._restoring: asyncio.Task[None] | None = None
+        self._built: set[int] = set()  # partitions whose state is whole here
+        self._parked: dict[int, int | None] = {}  # at a revoke: where each partition lost stood
+        self._resumed = True  # False after a rebalance until the first batch is handled
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -100,6 +108,7 @@ class IngestService:
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
         s = ctx.settings.ingest
+        self.builder = CandleBuilder(idle_close_s=s.candle_idle_close_s)
         self.reconciler = PriceReconciler(
             s.price_stale_after_s,
             half_life_s=s.price_half_life_s,
@@ -107,12 +116,24 @@ class IngestService:
             outlier_floor=s.price_outlier_floor,
             usdt_usd_rate=s.usdt_usd_rate,
         )
-        ctx.bus.subscribe(TICKS, self.name, self.on_ticks)
+        ctx.bus.subscribe(
+            TICKS,
+            self.name,
+            self.on_ticks,
+            finish_batch_on_rebalance=True,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+        )
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
         assert self.ctx is not None
-        await self.ready.wait()
+        if not self.ready.is_set():
+            await self._wait_ready()
+        if not self._resumed:  # the rebalance's pause is no quiet spell of the symbols held (idle close)
+            self.builder.touch_all()
+            self._resumed = True
         bus = self.ctx.bus
+        ticks = await self._owned_ticks(ticks)
         result = self.builder.add(ticks)
         if result.candles:
             await bus.publish(CANDLES, result.candles)
@@ -129,6 +150,96 @@ class IngestService:
                     for t in result.late
                 ],
             )
+
+    async def _wait_ready(self) -> None:
+        """Wait for the partitions' state; on Kafka only briefly, then give the batch back (redelivered): a
+        batch held here would hold up the next rebalance, which waits for the batch in hand."""
+        assert self.ctx is not None
+        try:
+            await asyncio.wait_for(self.ready.wait(), None if self.ctx.embedded else READY_WAIT_S)
+        except TimeoutError:
+            raise TransientError("the state of this replica's ticks partitions is still being rebuilt") from None
+
+    def _owns(self, symbol: str) -> bool:
+        held = self._holds.get(symbol)
+        if held is None:
+            held = self._holds[symbol] = self.assignment is None or self.assignment.holds(symbol)
+        return held
+
+    async def _owned_ticks(self, ticks: list[TickEvent]) -> list[TickEvent]:
+        """The ticks whose symbol's partition this replica owns; the others (a producer that did not key them
+        by symbol) are dead-lettered: that symbol's candles may belong to another replica."""
+        foreign = [t for t in ticks if not self._owns(t.symbol)]
+        if not foreign:
+            return ticks
+        assert self.ctx is not None
+        reason = "tick not keyed by its symbol: its symbol's candles belong to another partition's owner"
+        DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(foreign))
+        await self.ctx.bus.publish(DEAD_LETTER, [dead_letter_for(TICKS, self.name, reason, event=t) for t in foreign])
+        return [t for t in ticks if self._owns(t.symbol)]
+
+    # --- ownership: the symbols of the ticks partitions the consumer group assigns to this replica ----------
+
+    async def on_revoke(self, lost: Assignment) -> None:
+        """A rebalance begins (the batch in hand is finished and committed): hold the ticks and the clock until
+        :meth:`on_assign`, and remember where each partition lost stood (the group may give it back)."""
+        self.ready.clear()
+        await self._cancel_restore()
+        self._parked = {p: lost.offsets.get(p) for p in lost.partitions}
+
+    async def on_assign(self, got: Assignment) -> None:
+        """The rebalance's new assignment. State is kept for a partition given back at the offset this replica
+        left it at (no one handled it in between); every other symbol's state goes, and the partitions gained
+        are rebuilt from the ticks topic (as a restart does) before their ticks are handled. Embedded: the one
+        call at start, before start() restores everything."""
+        assert self.ctx is not None
+        parked, self._parked = self._parked, {}
+        keep = {
+            p for p in got.partitions & self._built if parked.get(p) is not None and got.offsets.get(p) == parked[p]
+        }
+        async with self._state_lock:
+            gone = {s for s in self.builder.symbols() | self.reconciler.symbols() if got.partition_of(s) not in keep}
+            self.builder.drop(gone)
+            self.reconciler.drop(gone)
+        self.assignment, self._holds, self._built = got, {}, keep
+        if self.ctx.embedded:
+            return
+        gained = Assignment(TICKS, got.partitions - keep, got.partition_of)
+        log.info(
+            "ingest: ticks partitions %s assigned (%s kept, state of %d symbols dropped)",
+            sorted(got.partitions),
+            sorted(keep),
+            len(gone),
+        )
+        await self._cancel_restore()
+        # in the background: the group's heartbeats pause until this callback returns (aiokafka)
+        self._restoring = asyncio.create_task(self._restore_until_done(gained), name="ingest-restore")
+
+    async def _cancel_restore(self) -> None:
+        task, self._restoring = self._restoring, None
+        if task is not None and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _restore_until_done(self, gained: Assignment) -> None:
+        """Restore the partitions gained, then let their ticks through; a failed read is tried again (their
+        ticks wait meanwhile)."""
+        for attempt in range(10**9):
+            try:
+                if gained.partitions:
+                    await self.restore(partitions=gained)
+                self._built |= gained.partitions
+                self.builder.touch_all()  # the clock runs from here; the first batch touches them again
+                self._resumed = False
+                self.ready.set()
+                return
+            except Exception as exc:
+                delay = min(30.0, 2.0**attempt)
+                log.warning(
+                    "ingest: restoring partitions %s failed (%r); again in %.0fs", sorted(gained.partitions), exc, delay
+                )
+                await asyncio.sleep(delay)
 
     # --- REST backfill ------------------------------------------------------------------------
 
@@ -212,8 +323,9 @@ class IngestService:
 
     # --- restart ------------------------------------------------------------------------------
 
-    async def restore(self, now_ms: int | None = None) -> RestoreResult:
-        """Rebuild the open candles from the ticks the previous instance had counted (see the module doc)."""
+    async def restore(self, now_ms: int | None = None, partitions: Assignment | None = None) -> RestoreResult:
+        """Rebuild the open candles and reference prices from the ticks counted before (see the module doc):
+        those of ``partitions`` (a rebalance gave them to this replica), or all (embedded mode)."""
         assert self.ctx is not None
         ctx = self.ctx
         started = time.monotonic()
@@ -221,23 +333,29 @@ class IngestService:
         lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
-        if ctx.embedded:
+        if ctx.embedded or partitions is None:
             ticks, candles = await self._stored_since(since_ms, first_bucket)
         else:
-            counted = await ctx.bus.read_log(TICKS, since_ms=since_ms, until_group=self.name)
-            ticks = [e for e in counted if isinstance(e, TickEvent)]
-            candles = [e for e in await ctx.bus.read_log(CANDLES, since_ms=since_ms) if isinstance(e, CandleEvent)]
-        # off the event loop (a day of ticks); nothing else touches the builder until `ready` is set
-        result = await asyncio.to_thread(self.builder.restore, ticks, candles, complete_from_ms=first_bucket)
+            ticks, candles = await self._counted_since(since_ms, partitions)
+        builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
+        # off the event loop (a day of ticks); the state is adopted in one step, so the clock never sees it half done
+        result = await asyncio.to_thread(builder.restore, ticks, candles, complete_from_ms=first_bucket)
+        await asyncio.to_thread(reconciler.replay, ticks)
+        async with self._state_lock:
+            self.builder.adopt(builder)
+            self.reconciler.adopt(reconciler)
         self.restored = result
+        where = f" of ticks partitions {sorted(partitions.partitions)}" if partitions is not None else ""
         log.info(
-            "ingest: %d open or recent candles restored from %d ticks counted since %s (%d already published, "
-            "%d taken from their published candle) in %.1fs",
+            "ingest: %d open or recent candles%s restored from %d ticks counted since %s (%d already published, "
+            "%d taken from their published candle; %d reference prices) in %.1fs",
             result.buckets,
+            where,
             result.ticks,
             datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
             result.emitted,
             result.from_candles,
+            len(reconciler.symbols()),
             time.monotonic() - started,
         )
         if result.dropped:
@@ -248,6 +366,18 @@ class IngestService:
                 datetime.fromtimestamp(first_bucket / 1000, UTC).isoformat(),
             )
         return result
+
+    async def _counted_since(self, since_ms: int, part: Assignment) -> tuple[list[TickEvent], list[CandleEvent]]:
+        """Kafka: the ticks of ``part``'s partitions up to the offsets the group committed, and the candles
+        published for their symbols, since ``since_ms``."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        counted = await bus.read_log(TICKS, since_ms=since_ms, until_group=self.name, partitions=part.partitions)
+        ticks = [e for e in counted if isinstance(e, TickEvent) and part.holds(e.symbol)]
+        symbols = {t.symbol for t in ticks}  # a candle of a symbol without counted ticks restores nothing
+        published = await bus.read_log(CANDLES, since_ms=since_ms, keys=symbols) if symbols else []
+        candles = [e for e in published if isinstance(e, CandleEvent) and part.holds(e.symbol)]
+        return ticks, candles
 
     async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
         """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
@@ -308,14 +438,13 @@ class IngestService:
         return ticks, candles
 
     async def start(self, ctx: Context) -> None:
-        try:
-            await self.restore()
-        except Exception:
-            if not ctx.embedded:
-                raise  # on Kafka a failed read is a failed start: the orchestrator tries again
-            log.exception("ingest: open candles not restored from the store; they start empty")
-        finally:
-            self.ready.set()
+        if ctx.embedded:  # on Kafka each rebalance's on_assign restores the partitions it gives this replica
+            try:
+                await self.restore()
+            except Exception:
+                log.exception("ingest: open candles not restored from the store; they start empty")
+            finally:
+                self.ready.set()
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
         if ctx.settings.ingest.rest_backfill_exchange:
             self._tasks.append(
@@ -505,17 +634,21 @@ class IngestService:
         while True:
             await asyncio.sleep(1.0)
             self._refresh_status()
+            if not self.ready.is_set():
+                continue  # a rebalance: the symbols held may be another replica's by now
             try:
-                closed = self.builder.tick_clock()
-                if closed:
-                    await self.ctx.bus.publish(CANDLES, closed)
-                stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
-                if stale:
-                    await self.ctx.bus.publish(PRICES, stale)
+                async with self._state_lock:  # what it closes is published before a rebalance moves the symbol
+                    closed = self.builder.tick_clock()
+                    if closed:
+                        await self.ctx.bus.publish(CANDLES, closed)
+                    stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
+                    if stale:
+                        await self.ctx.bus.publish(PRICES, stale)
             except Exception:
                 log.exception("candle clock failed")
 
     async def stop(self) -> None:
+        await self._cancel_restore()
         await self._stop_connectors()
         for t in [*self._tasks, *self._gap_tasks]:
             t.cancel()

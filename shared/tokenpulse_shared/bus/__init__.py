@@ -23,9 +23,11 @@ The contract tests (``tests/contract/``) run the same behaviours against both.
 from __future__ import annotations
 
 from tokenpulse_shared.bus.base import (
+    Assignment,
     Bus,
     Delivery,
     Handler,
+    PartitionHook,
     RawMessage,
     Rejected,
     Subscription,
@@ -33,4 +35,15 @@ from tokenpulse_shared.bus.base import (
     decode_message,
 )
 
-__all__ = ["Bus", "Delivery", "Handler", "RawMessage", "Rejected", "Subscription", "TransientError", "decode_message"]
+__all__ = [
+    "Assignment",
+    "Bus",
+    "Delivery",
+    "Handler",
+    "PartitionHook",
+    "RawMessage",
+    "Rejected",
+    "Subscription",
+    "TransientError",
+    "decode_message",
+]

@@ -1,0 +1,123 @@
+"""Ingest state owned per ticks partition: split, restored apart, adopted, dropped, kept across a rebalance.
+
+The builder and reconciler hold state per symbol; a replica holds the symbols of its partitions. Restoring a
+partition into an empty builder and adopting it must give what one builder fed every tick has; the service
+keeps a partition's state across a rebalance only when the group gives it back at the offset it left it
+(no one else handled it), and rebuilds it otherwise. The e2e proof with a real broker is
+``tests/e2e/test_ingest_scale_out.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.service import IngestService
+from tokenpulse_shared.bus import Assignment
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.events import DeadLetterEvent, Event, TickEvent
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.topics import DEAD_LETTER, TICKS
+
+T0 = datetime(2024, 12, 5, tzinfo=UTC)
+
+
+def ticks(symbols: tuple[str, ...], n: int, start: int = 0) -> list[TickEvent]:
+    return [
+        TickEvent(
+            symbol=s,
+            source=("x", "y")[i % 2],
+            ts=T0 + timedelta(seconds=7 * i, milliseconds=k),
+            price=100.0 + i % 13 + k,
+            size=0.5 + i % 3,
+            trade_id=f"{s}-{i}",
+        )
+        for i in range(start, start + n)
+        for k, s in enumerate(symbols)
+    ]
+
+
+def partition_of(symbol: str) -> int:
+    return 0 if symbol.startswith("A") else 1
+
+
+def held(builder: CandleBuilder) -> list[dict[str, object]]:
+    return [c.model_dump(exclude={"produced_at"}) for c in builder.open_buckets()]
+
+
+def test_partitions_restored_apart_and_adopted_equal_one_builder_fed_everything() -> None:
+    feed = ticks(("AAA", "BBB"), 300)
+    whole = CandleBuilder()
+    whole.add(feed, wall=0.0)
+    split = CandleBuilder()
+    for p in (0, 1):
+        part = split.empty_like()
+        part.restore([t for t in feed if partition_of(t.symbol) == p], wall=0.0)
+        split.adopt(part)
+    assert held(split) == held(whole)
+    assert split.symbols() == {"AAA", "BBB"}
+    split.drop({"BBB"})
+    assert split.symbols() == {"AAA"}
+    assert {c.symbol for c in split.open_buckets()} == {"AAA"}
+
+
+def test_a_replayed_reconciler_prices_the_next_tick_as_the_one_that_saw_everything() -> None:
+    feed = ticks(("AAA",), 200)
+    live = PriceReconciler()
+    for i in range(0, 150, 7):  # the original batches
+        live.update(feed[i : min(i + 7, 150)], wall=1.0)
+    rebuilt = PriceReconciler().empty_like()
+    rebuilt.replay(feed[:150], wall=1.0, batch=40)  # other batch boundaries
+    nxt = feed[150:151]
+    assert [p.price for p in rebuilt.update(nxt, wall=2.0)] == [p.price for p in live.update(nxt, wall=2.0)]
+
+
+async def started_service() -> tuple[IngestService, list[Event]]:
+    bus = InMemoryBus()
+    dead: list[Event] = []
+
+    async def keep(events: list[Event]) -> None:
+        dead.extend(events)
+
+    bus.subscribe(DEAD_LETTER, "t", keep)
+    service = IngestService()
+    service.register(Context(settings=Settings(), bus=bus, embedded=False))  # Kafka's rebalance semantics
+    await bus.start()
+    return service, dead
+
+
+async def assign(service: IngestService, offsets: dict[int, int]) -> None:
+    await service.on_assign(Assignment(TICKS, frozenset(offsets), partition_of, offsets))
+    await asyncio.wait_for(service.ready.wait(), 5)
+
+
+async def test_a_partition_given_back_at_its_offset_keeps_its_state_another_is_rebuilt() -> None:
+    service, _ = await started_service()
+    await assign(service, {0: 10, 1: 10})
+    await service.on_ticks(ticks(("AAA", "BBB"), 20))
+    assert service.builder.symbols() == {"AAA", "BBB"}
+    await service.on_revoke(Assignment(TICKS, frozenset({0, 1}), partition_of, {0: 30, 1: 30}))
+    assert not service.ready.is_set()  # ticks wait for the new assignment
+    # partition 0 comes back as this replica left it; partition 1 was handled elsewhere meanwhile
+    await assign(service, {0: 30, 1: 34})
+    assert service.builder.symbols() == {"AAA"}  # BBB rebuilt from the (in-process: empty) log
+    assert service.reconciler.symbols() == {"AAA"}
+    await service.stop()
+
+
+async def test_a_partition_lost_takes_its_symbols_and_their_ticks_are_dead_lettered() -> None:
+    service, dead = await started_service()
+    await assign(service, {0: 0, 1: 0})
+    await service.on_ticks(ticks(("AAA", "BBB"), 20))
+    await service.on_revoke(Assignment(TICKS, frozenset({0, 1}), partition_of, {0: 20, 1: 20}))
+    await assign(service, {0: 20})
+    assert service.builder.symbols() == {"AAA"} and service.reconciler.symbols() == {"AAA"}
+    await service.on_ticks(ticks(("AAA", "BBB"), 2, start=20))  # BBB keyed elsewhere: not ours to count
+    await asyncio.sleep(0.1)
+    letters = [d for d in dead if isinstance(d, DeadLetterEvent)]
+    assert len(letters) == 2 and all("not keyed by its symbol" in d.reason for d in letters)
+    assert service.builder.symbols() == {"AAA"}
+    await service.stop()
