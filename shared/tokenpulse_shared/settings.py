@@ -509,12 +509,13 @@ class Settings(BaseModel):
             raise ValueError(f"TOKENPULSE_REST_BACKFILL_EXCHANGE={name!r}: choose one of {', '.join(venues)}")
         return self
 
-    def require_admin_token(self) -> str | None:
-        """The gateway's admin token; in production a real secret is required (placeholders refused)."""
-        token = self.gateway.admin_token.get_secret_value() if self.gateway.admin_token else None
-        if self.runtime.env == "production" and (token or "").lower() in PLACEHOLDER_SECRETS:
+    def require_admin_token(self) -> SecretStr | None:
+        """The gateway's admin token, still secret (None when unset or empty); in production a real one is required."""
+        token = self.gateway.admin_token
+        value = token.get_secret_value() if token else ""
+        if self.runtime.env == "production" and value.lower() in PLACEHOLDER_SECRETS:
             raise ValueError("TOKENPULSE_ADMIN_TOKEN must be set to a real secret in production")
-        return token
+        return token if value else None
 
     def require_signing_key(self) -> str:
         """The secret webhook signing keys derive from; refused at a placeholder in production."""

@@ -70,7 +70,11 @@ async def spec(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[s
     """The gateway's OpenAPI document, from the app as it is built for serving."""
     store = await Store(f"chdb://{tmp_path_factory.mktemp('openapi') / 'ch'}").open()
     gateway = GatewayService()
-    gateway.register(Context(settings=Settings(symbols=["BTC"], live_feed="off"), bus=InMemoryBus(), store=store))
+    gateway.register(
+        Context(
+            settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}), bus=InMemoryBus(), store=store
+        )
+    )
     assert gateway.app is not None
     yield gateway.app.openapi()
     await store.close()

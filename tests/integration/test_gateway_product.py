@@ -74,7 +74,7 @@ async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
         assert g.app is not None
         apps.append(g.app)
     await bus.start()
-    await publish_history(bus, plan(s1.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
+    await publish_history(bus, plan(s1.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await bus.drain()
     async with client(apps[0]) as api, client(apps[1]) as bare:
         yield Gw(bus, store, apps[0], api, bare)

@@ -16,6 +16,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse import runtime
 from tokenpulse.runtime import Runtime, build_services, open_store, ops_app
 
+SERVICE_PACKAGES = Path(__file__).resolve().parents[2] / "services"
+
 
 class Fake:
     """A service that only declares its needs; ``api`` stands for an HTTP API of its own."""
@@ -50,6 +52,16 @@ def test_services_come_from_the_module_map_and_an_unknown_one_is_refused() -> No
         build_services(["scoring", "billing"])
 
 
+def test_every_service_package_has_its_entry_in_the_module_map_under_its_own_name() -> None:
+    """A service package (``services/X/tokenpulse_X/service.py``) the map leaves out could never be run."""
+    packages = {p.name for p in SERVICE_PACKAGES.iterdir() if (p / f"tokenpulse_{p.name}" / "service.py").is_file()}
+    assert set(runtime.SERVICES) == packages
+    for name, build in runtime.SERVICES.items():
+        service = build()
+        assert service.name == name and isinstance(service.store_access, StoreAccess)
+        assert isinstance(service.ready, asyncio.Event) and not service.ready.is_set()
+
+
 async def test_the_store_opened_is_the_one_the_most_demanding_service_declares(tmp_path: Path) -> None:
     s = settings(tmp_path)
     assert await open_store(s, [Fake("a"), Fake("b")]) is None
@@ -81,5 +93,22 @@ async def test_readiness_waits_for_every_service_and_the_api_is_the_one_a_servic
             fakes["served"].ready.set()
             ready = await ops.get("/readyz")
             assert ready.status_code == 200 and ready.json()["warmed_up"] is True
+    finally:
+        await rt.stop()
+
+
+async def test_the_gateway_declares_the_store_it_owns_its_api_and_its_readiness(tmp_path: Path) -> None:
+    """The real gateway, alone: the runtime opens the store for it, serves its API and sees it ready."""
+    rt = Runtime(settings(tmp_path), ["gateway"], embedded=True)
+    await rt.start()
+    try:
+        gateway = rt.services[0]
+        assert gateway.store_access is StoreAccess.OWNER and rt.ctx is not None and rt.ctx.store is not None
+        assert gateway.ready.is_set()
+        api = rt.app()
+        assert api is not None
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api), base_url="http://gateway") as client:
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/v1/tokens")).json()["error"]["code"] == "missing_api_key"
     finally:
         await rt.stop()

@@ -105,7 +105,9 @@ def test_secrets_are_secret_str_and_never_shown(monkeypatch: pytest.MonkeyPatch)
     s = Settings()
     assert marker not in repr(s) and marker not in str(s) and marker not in str(s.model_dump())
     assert s.store.where == "http://tokenpulse:***@clickhouse:8123/tokenpulse" and marker in s.store.dsn
-    assert s.require_admin_token() == marker and s.require_signing_key() == marker
+    admin_token = s.require_admin_token()
+    assert admin_token is not None and admin_token.get_secret_value() == marker
+    assert s.require_signing_key() == marker
     shown = CliRunner().invoke(app, ["config"], env={"COLUMNS": "300"})
     assert shown.exit_code == 0 and marker not in shown.output
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.settings import GatewaySettings
 
 from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.errors import RequestBoundary, install
@@ -55,14 +55,14 @@ def create_app(ctx: Context) -> FastAPI:
     app.router.route_class = JsonBodyRoute  # bodies bounded in nesting before they are parsed
     app.state = build_state(ctx)
     install(app)
-    add_middleware(app, ctx.settings)
+    add_middleware(app, ctx.settings.gateway, tracing=ctx.settings.telemetry.otel_exporter != "none")
     for router in ROUTERS:  # the routes themselves: an included router is searched again on every request
         app.router.routes.extend(router.routes)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 
 
-def add_middleware(app: FastAPI, settings: Settings) -> None:
+def add_middleware(app: FastAPI, settings: GatewaySettings, *, tracing: bool) -> None:
     """Outermost last: the request boundary, metrics, then the limits and security headers, then CORS."""
     if settings.cors_origins:
         app.add_middleware(
@@ -81,7 +81,7 @@ def add_middleware(app: FastAPI, settings: Settings) -> None:
     )
     app.add_middleware(HttpMetrics)
     app.add_middleware(RequestBoundary)  # outermost: a request id for all, and the last word on any error
-    if settings.otel_exporter != "none":  # no exporter, no spans: tracing each request is a large part of a hot read
+    if tracing:  # no exporter, no spans: tracing each request is a large part of a hot read
         try:
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 

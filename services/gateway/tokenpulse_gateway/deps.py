@@ -1,5 +1,5 @@
 """What a route may ask for, as typed dependencies: who calls (the API key, its tier, the admin) and the
-gateway's parts (settings, store, queries, key store, limiter, live state, stream hub, caches).
+gateway's parts (store, queries, key store, limiter, live state, stream hub, caches).
 
 A route declares what it uses in its signature (``key: Authed, queries: QueriesDep``). The routes that answer
 from memory (tokens, a token, history pages) declare only the key and take their parts with
@@ -17,7 +17,6 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
 from tokenpulse_gateway.analytics.cycles import Halving
@@ -27,7 +26,7 @@ from tokenpulse_gateway.keys import ApiKey, KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable, Verdict
 from tokenpulse_gateway.live import StreamHub
 from tokenpulse_gateway.queries import Queries
-from tokenpulse_gateway.state import GatewayState, KeyLocks, state_of
+from tokenpulse_gateway.state import GatewayState, KeyLocks, Webhooks, state_of
 from tokenpulse_gateway.tiers import Tier, Tiers
 
 LIMITER_DOWN = "the request-limit store (Redis) is unavailable; retry shortly"
@@ -136,14 +135,14 @@ async def require_admin(
     x_admin_token: Annotated[str | None, Header(description="the admin token (or `Authorization: Bearer`)")] = None,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> None:
-    expected: str | None = state_of(request).settings.admin_token
+    expected = state_of(request).admin_token
     if not expected:
         raise ApiError(403, "admin_disabled", "the admin API is off: set TOKENPULSE_ADMIN_TOKEN on the gateway")
     token = _header_key(x_admin_token, authorization)
     if not token:
         raise ApiError(401, "missing_admin_token", "send the admin token in X-Admin-Token or Authorization: Bearer")
     await _throttle_key_guessing(request, failed=False)  # guessing the admin token counts as guessing keys
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    if not hmac.compare_digest(token.encode(), expected.get_secret_value().encode()):
         await _throttle_key_guessing(request, failed=True)
         raise ApiError(403, "invalid_admin_token", "wrong admin token")
 
@@ -166,7 +165,6 @@ def _state_part(name: str) -> Any:
 
 ContextDep = Annotated[Context, _state_part("ctx")]
 BusDep = Annotated[Bus, _state_part("bus")]
-SettingsDep = Annotated[Settings, _state_part("settings")]
 StoreDep = Annotated[Store, _state_part("store")]
 QueriesDep = Annotated[Queries, _state_part("queries")]
 KeysDep = Annotated[KeyStore, _state_part("keys")]
@@ -177,3 +175,4 @@ SymbolsDep = Annotated[KnownSymbols, _state_part("symbols")]
 CachesDep = Annotated[Caches, _state_part("caches")]
 HalvingsDep = Annotated[list[Halving], _state_part("halvings")]
 RuleLocksDep = Annotated[KeyLocks, _state_part("rule_locks")]
+WebhooksDep = Annotated[Webhooks, _state_part("webhooks")]

@@ -21,6 +21,7 @@ from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute, 
 from limits.aio.storage import Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter, RateLimiter
 from limits.storage import storage_from_string
+from pydantic import SecretStr
 
 from tokenpulse_gateway.tiers import Tier
 from tokenpulse_gateway.window_storage import WindowMemoryStorage
@@ -61,10 +62,11 @@ class Window:
     reset_s: int
 
 
-def make_storage(redis_url: str | None) -> Storage:
-    if not redis_url:
+def make_storage(redis_url: SecretStr | None) -> Storage:
+    url = redis_url.get_secret_value() if redis_url is not None else ""  # may carry a password: never logged
+    if not url:
         return WindowMemoryStorage()
-    uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
+    uri = url if url.startswith("async+") else f"async+{url}"
     storage = storage_from_string(uri)
     assert isinstance(storage, Storage)
     return storage
@@ -76,10 +78,10 @@ def _secs_until(reset_time: float) -> int:
 
 class KeyLimiter:
     def __init__(
-        self, redis_url: str | None = None, issue_per_hour: int = 10, auth_failures_per_minute: int = 20
+        self, redis_url: SecretStr | None = None, issue_per_hour: int = 10, auth_failures_per_minute: int = 20
     ) -> None:
         self.storage = make_storage(redis_url)
-        self.shared = bool(redis_url)
+        self.shared = not isinstance(self.storage, WindowMemoryStorage)
         self.moving = MovingWindowRateLimiter(self.storage)
         self.fixed = FixedWindowRateLimiter(self.storage)
         self.issue_per_hour = issue_per_hour

@@ -75,12 +75,14 @@ class StreamEvent:
 
 
 class StreamHub:
-    def __init__(self, capacity: int = 2000, queue_size: int = 1000) -> None:
+    def __init__(self, capacity: int = 2000, queue_size: int = 1000, heartbeat_s: float = 15.0) -> None:
         self.buffer: deque[StreamEvent] = deque(maxlen=capacity)
         self.last_id = 0
         self.evicted_id = 0
         """id of the newest event that has left the buffer: a resume from before it has missed events"""
         self.queue_size = queue_size
+        self.heartbeat_s = heartbeat_s
+        """seconds between two ``: ping`` comments on an open stream"""
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
         self.open_streams: Counter[str] = Counter()
         """open ``/v1/stream`` connections per key id (the tier caps them)"""
@@ -138,8 +140,10 @@ class LiveState:
         hub: StreamHub,
         sync_every_s: float = 60.0,
         pages: PageCache | None = None,
+        symbols: Sequence[str] = (),
     ) -> None:
-        self.settings = ctx.settings
+        self.configured = list(symbols)
+        """the tracked tokens (TOKENPULSE_SYMBOLS): listed before the store has any of their rows"""
         self.queries = queries
         self.hub = hub
         self.sync_every_s = sync_every_s
@@ -300,7 +304,7 @@ class LiveState:
 
     async def _sync(self) -> None:
         q = self.queries
-        symbols = sorted(set(self.settings.symbols) | await q.known_symbols() | set(self.tokens))
+        symbols = sorted(set(self.configured) | await q.known_symbols() | set(self.tokens))
         prices = await q.latest_prices(symbols)
         grades = await q.latest_grades(symbols)
         signals = await q.latest_signals(symbols)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import FastAPI
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 
 from tokenpulse_gateway.app import create_app
 from tokenpulse_gateway.writer import StoreWriter
@@ -11,15 +13,19 @@ from tokenpulse_gateway.writer import StoreWriter
 
 class GatewayService:
     name = "gateway"
+    store_access = StoreAccess.OWNER  # migrates the store and hosts the writer that persists the topics
 
     def __init__(self) -> None:
         self.writer: StoreWriter | None = None
         self.app: FastAPI | None = None
+        self.ready = asyncio.Event()  # nothing to rebuild: the API answers from the store once the bus runs
+
+    def http_app(self) -> ASGIApp | None:
+        return self.app
 
     def register(self, ctx: Context) -> None:
         assert ctx.store is not None, "the gateway owns the store: configure TOKENPULSE_CLICKHOUSE_URL"
-        ctx.settings.require_admin_token()
-        if ctx.settings.persist:
+        if ctx.settings.gateway.persist:
             self.writer = StoreWriter(ctx.store)
             self.writer.register(ctx)
         self.app = create_app(ctx)
@@ -28,7 +34,7 @@ class GatewayService:
             self.writer.on_stored.append(self.app.state.live.on_stored)
 
     async def start(self, ctx: Context) -> None:
-        return None
+        self.ready.set()
 
     async def stop(self) -> None:
         return None

@@ -7,12 +7,14 @@ gateway's attributes typed, and :func:`state_of` the one place a request reaches
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 
+from pydantic import SecretStr
 from starlette.datastructures import State
 from starlette.requests import HTTPConnection
 from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.channels import webhook_secret
 from tokenpulse_shared.service import Context
-from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
 from tokenpulse_gateway.analytics.cycles import Halving, load_halvings
@@ -35,10 +37,22 @@ class KeyLocks:
         return self._locks.setdefault(key_id, asyncio.Lock())
 
 
+@dataclass(frozen=True)
+class Webhooks:
+    """What the alert routes need for a webhook channel: where it may point, and what signs its requests."""
+
+    allowlist: list[str]
+    """private hosts or networks a webhook may reach all the same (TOKENPULSE_WEBHOOK_ALLOWLIST)"""
+    signing_key: str = field(repr=False)
+
+    def secret_for(self, key_id: str) -> str:
+        """The signing secret of the webhooks of ``key_id``'s rules (the alerts service derives the same)."""
+        return webhook_secret(self.signing_key, key_id)
+
+
 class GatewayState(State):
     ctx: Context
     bus: Bus
-    settings: Settings
     store: Store
     queries: Queries
     keys: KeyStore
@@ -50,6 +64,9 @@ class GatewayState(State):
     caches: Caches
     halvings: list[Halving]
     rule_locks: KeyLocks
+    webhooks: Webhooks
+    admin_token: SecretStr | None
+    """None: the admin API is off"""
     writer: StoreWriter | None
     """the store writer when this process persists the topics (set by the service)"""
 
@@ -57,20 +74,23 @@ class GatewayState(State):
 def build_state(ctx: Context) -> GatewayState:
     """Every part, made from the settings (the one place the gateway's parts read them)."""
     assert ctx.store is not None, "the gateway needs the store"
-    s = ctx.settings
+    s, g = ctx.settings, ctx.settings.gateway
     state = GatewayState()
-    state.ctx, state.bus, state.settings, state.store = ctx, ctx.bus, s, ctx.store
+    state.ctx, state.bus, state.store = ctx, ctx.bus, ctx.store
     state.queries = Queries.on(ctx.store)
-    state.keys = KeyStore(ctx.store, s.key_cache_ttl_s, s.key_cache_size, s.key_miss_ttl_s)
-    state.limiter = KeyLimiter(s.redis_url, s.key_issue_per_hour, s.auth_failures_per_minute)
-    state.tiers = Tiers(s.free_limit_per_minute, s.free_limit_per_month, s.max_rules_per_key)
-    state.hub = StreamHub(s.stream_buffer)
-    pages = PageCache(s.history_cache_ttl_s)
-    live = state.live = LiveState(ctx, state.queries.market, state.hub, pages=pages)
-    state.symbols = KnownSymbols(s.symbols, lambda symbol: symbol in live.tokens, state.queries.market.known_symbols)
+    state.keys = KeyStore(ctx.store, g.key_cache_ttl_s, g.key_cache_size, g.key_miss_ttl_s)
+    state.limiter = KeyLimiter(g.redis_url, g.key_issue_per_hour, g.auth_failures_per_minute)
+    state.tiers = Tiers(g.free_limit_per_minute, g.free_limit_per_month, g.max_rules_per_key)
+    state.hub = StreamHub(g.stream_buffer, heartbeat_s=g.stream_heartbeat_s)
+    pages = PageCache(g.history_cache_ttl_s)
+    tracked = s.runtime.symbols
+    live = state.live = LiveState(ctx, state.queries.market, state.hub, pages=pages, symbols=tracked)
+    state.symbols = KnownSymbols(tracked, lambda symbol: symbol in live.tokens, state.queries.market.known_symbols)
     state.caches = Caches(pages, TokenDetails(live.sync_every_s), StoredPredictions(live.sync_every_s))
-    state.halvings = load_halvings(s.bundle_dir / "btc_cycles.json")
+    state.halvings = load_halvings(s.runtime.bundle_dir / "btc_cycles.json")
     state.rule_locks = KeyLocks()
+    state.webhooks = Webhooks(s.alerts.webhook_allowlist, s.require_signing_key())
+    state.admin_token = s.require_admin_token()
     state.writer = None
     return state
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from tokenpulse_shared.channels import validate_channel, webhook_secret
+from tokenpulse_shared.channels import validate_channel
 from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, new_event_id
 from tokenpulse_shared.netguard import TargetRefused
 from tokenpulse_shared.rule_table import UnreadableRule, decode_row, save, save_row
@@ -31,9 +31,9 @@ from tokenpulse_gateway.deps import (
     BusDep,
     QueriesDep,
     RuleLocksDep,
-    SettingsDep,
     StoreDep,
     SymbolsDep,
+    WebhooksDep,
     tier_for,
 )
 from tokenpulse_gateway.errors import ApiError
@@ -132,7 +132,7 @@ async def create_rule(
     body: RuleRequest,
     bus: BusDep,
     store: StoreDep,
-    settings: SettingsDep,
+    webhooks: WebhooksDep,
     queries: QueriesDep,
     symbols: SymbolsDep,
     locks: RuleLocksDep,
@@ -145,7 +145,7 @@ async def create_rule(
     symbol = await symbols.resolve(body.symbol)
     for channel in body.channels:
         try:
-            await asyncio.to_thread(validate_channel, channel, settings.webhook_allowlist)
+            await asyncio.to_thread(validate_channel, channel, webhooks.allowlist)
         except (TargetRefused, ValueError) as exc:
             raise ApiError(422, "invalid_channel", str(exc)) from exc
     async with locks.of(key.key_id):  # the count check and the insert of one key's rules do not interleave
@@ -167,7 +167,7 @@ async def create_rule(
     await bus.publish(ALERT_RULES, [rule])
     out = rule_view(rule)
     if any(c.type == "webhook" for c in rule.channels):
-        out["webhook_secret"] = webhook_secret(settings.require_signing_key(), key.key_id)
+        out["webhook_secret"] = webhooks.secret_for(key.key_id)
     return out
 
 

@@ -13,7 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.bodies import JsonBodyRoute
-from tokenpulse_gateway.deps import HubDep, SettingsDep, StreamAuthed, TiersDep
+from tokenpulse_gateway.deps import HubDep, StreamAuthed, TiersDep
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey
 from tokenpulse_gateway.live import STREAM_TYPES, StreamEvent, StreamHub
@@ -114,7 +114,6 @@ async def stream(
     key: StreamAuthed,
     hub: HubDep,
     tiers: TiersDep,
-    settings: SettingsDep,
     symbols: Annotated[str | None, Query(description="comma-separated symbols, e.g. BTC,ETH (default all)")] = None,
     types: Annotated[str | None, Query(description="comma-separated: price, signal, alert (default all)")] = None,
     last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
@@ -142,7 +141,7 @@ async def stream(
     return _ClaimedStream(
         events(hub, key, resume, match),
         release=lambda: hub.release_stream(key.key_id),
-        ping=settings.stream_heartbeat_s,
+        ping=hub.heartbeat_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         send_timeout=30,
     )
