@@ -29,18 +29,19 @@ test-fast: install ## unit tests only (no broker)
 	@$(VENV)/bin/pytest -q tests/unit
 
 bench: install ## benchmarks (results go to docs/benchmarks.md by hand; each writes its plot to docs/bench/NAME.png)
-	@$(VENV)/bin/python bench/run.py
-	@$(VENV)/bin/python bench/scoring.py
-	@$(VENV)/bin/python bench/alerts.py
-	@$(VENV)/bin/python bench/predictions.py
-	@$(VENV)/bin/python bench/feeds_rest.py
-	@$(VENV)/bin/python bench/feeds.py
-	@$(VENV)/bin/python bench/insert.py
-	@$(VENV)/bin/python bench/latency.py
+	@$(VENV)/bin/python -m bench.run
+	@$(VENV)/bin/python -m bench.scoring
+	@$(VENV)/bin/python -m bench.alerts
+	@$(VENV)/bin/python -m bench.predictions
+	@$(VENV)/bin/python -m bench.feeds_rest
+	@$(VENV)/bin/python -m bench.feeds
+	@$(VENV)/bin/python -m bench.insert
+	@$(VENV)/bin/python -m bench.latency
 	@$(VENV)/bin/python -m bench.market
+	@$(VENV)/bin/python -m bench.embedded_universe
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand, plot to docs/bench/gateway.png)
-	@$(VENV)/bin/python bench/gateway.py
+	@$(VENV)/bin/python -m bench.gateway
 
 kafka-start: ## a local broker for distributed mode; prints the bootstrap address
 	@scripts/kafka-local.sh start

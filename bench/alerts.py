@@ -22,24 +22,20 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tokenpulse_alerts.rules import RuleBook, evaluate
+from tokenpulse_shared.bus.kafka import KafkaBus
+from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, PriceEvent
+from tokenpulse_shared.topics import ALERT_RULES, PRICES
 
-from tokenpulse_alerts.rules import RuleBook, evaluate  # noqa: E402
-from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
-from tokenpulse_shared.events import AlertChannel, AlertCondition, AlertRuleEvent, PriceEvent  # noqa: E402
-from tokenpulse_shared.topics import ALERT_RULES, PRICES  # noqa: E402
-
-from bench import broker, plot  # noqa: E402
-from tests.e2e.procs import Proc  # noqa: E402
-from tests.receivers import HttpReceiver  # noqa: E402
+from bench import broker, plot
+from testkit.procs import Proc
+from testkit.receivers import HttpReceiver
 
 RULES = int(os.environ.get("BENCH_RULES", "100000"))
 LIVE_LATENCY_MS: list[float] = []  # the live phase's samples, for the plot

@@ -30,7 +30,7 @@ symbols with Zipf-distributed rates (s = 1), three venues, 20,000 ticks/s of eve
 
 CPU time of this thread (``time.thread_time``) for the in-process steps, process CPU time and wall time for
 the ClickHouse inserts (the engine runs threads of its own) and the Kafka round trip; medians over rounds,
-formats interleaved within a round. Run: ``.venv/bin/python bench/batch_formats.py [--quick] [--json OUT]``
+formats interleaved within a round. Run: ``.venv/bin/python -m bench.batch_formats [--quick] [--json OUT]``
 (Kafka: ``TOKENPULSE_TEST_KAFKA`` or a broker of its own, see bench/broker.py; ``--no-kafka`` skips it).
 """
 
@@ -63,22 +63,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc as ipc
-from msgspec import Meta
+from msgspec import Meta, Struct
+from pydantic import TypeAdapter, ValidationError
 from tokenpulse_ingest.candles import BuildResult, CandleBuilder, _Acc
 from tokenpulse_ingest.prices import PriceReconciler, SourceQuote, _Token, price_event_id, reconcile
 from tokenpulse_ingest.synthetic import SYNTHETIC
-from tokenpulse_shared.batches import (
-    MAX_BATCH_ROWS,
-    MAX_TS_US,
-    TICK_COLUMNS,
-    TickBatch,
-    decode_tick_batch,
-    encode_tick_batch,
-    tick_batch,
-)
+from tokenpulse_shared.batches import MAX_BATCH_ROWS, MAX_TS_US, TICK_COLUMNS, TickBatch, epoch_us
 from tokenpulse_shared.bus.base import RawMessage, decode_message, encode_event
 from tokenpulse_shared.bus.fastdecode import FAST
-from tokenpulse_shared.events import CandleEvent, Interval, PriceEvent, Side, TickEvent, new_event_id, trusted
+from tokenpulse_shared.events import (
+    SYMBOL_PATTERN,
+    CandleEvent,
+    Interval,
+    PriceEvent,
+    Side,
+    TickEvent,
+    UtcDatetime,
+    new_event_id,
+    trusted,
+)
 from tokenpulse_shared.topics import PRICES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,11 +148,6 @@ def zipf_trades(n: int, symbols: int = 1000, rate: int = 20_000, seed: int = 11)
     return out
 
 
-def epoch_us(ts: datetime) -> int:
-    delta = ts - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def from_us(ts_us: int) -> datetime:
     return EPOCH + timedelta(microseconds=ts_us)
 
@@ -199,6 +197,92 @@ class PerEvent(Format):
         return [self.decode_one(m) for m in messages]
 
 
+_encoder = msgspec.json.Encoder()
+
+
+def encode_tick_batch(batch: TickBatch) -> bytes:
+    """The batch's JSON, written by msgspec from the columns: the document ``model_dump_json`` writes (the
+    same values; a float's text may differ, e.g. ``1e308`` for pydantic's ``1e+308``)."""
+    doc = {"event_id": batch.event_id, "schema_version": batch.schema_version, "produced_at": batch.produced_at}
+    doc |= {name: getattr(batch, name) for name in TICK_COLUMNS}
+    return _encoder.encode(doc)
+
+
+# --- the msgspec decoder measured as json-cols (the prototype; no service runs it) ---
+
+_MAX = sys.float_info.max  # bounds a float above: 1e400 decodes to inf, which no model accepts
+_SYMBOL = re.compile(SYMBOL_PATTERN.replace("$", r"\Z"))  # Python's `$` also matches before a final newline
+_QUOTE = re.compile(r"^[A-Z0-9]{2,10}\Z")
+_PRODUCED_AT: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
+
+
+class _TickColumns(Struct, forbid_unknown_fields=True, gc=False):
+    event_id: Annotated[str, Meta(min_length=8, max_length=128)]
+    produced_at: msgspec.Raw  # one per batch: pydantic's own datetime parser reads it, so times mean the same
+    symbol: list[str]
+    source: list[Annotated[str, Meta(min_length=1, max_length=64)]]
+    ts_us: list[Annotated[int, Meta(ge=0, le=MAX_TS_US)]]
+    price: list[Annotated[float, Meta(gt=0, le=_MAX)]]
+    size: list[Annotated[float, Meta(ge=0, le=_MAX)]]
+    side: list[Side]
+    trade_id: list[Annotated[str, Meta(max_length=128)] | None]
+    quote: list[str]
+    schema_version: Annotated[int, Meta(ge=1)] = 1
+
+
+if set(_TickColumns.__struct_fields__) != set(TickBatch.model_fields):
+    raise TypeError("the fast decoder of TickBatch is out of date with the model's fields")
+_decoder = msgspec.json.Decoder(_TickColumns)
+_MATCHED: dict[re.Pattern[str], set[str]] = {_SYMBOL: set(), _QUOTE: set()}
+_MATCHED_MAX = 100_000  # strings remembered per pattern; a universe holds a few thousand symbols
+
+
+def _all_match(pattern: re.Pattern[str], values: list[str]) -> bool:
+    """Every value matches ``pattern``: each distinct one not seen before is matched once (a batch repeats
+    its symbols, and a market has far fewer symbols than rows)."""
+    known = _MATCHED[pattern]
+    new = set(values) - known
+    if not all(map(pattern.match, new)):
+        return False
+    if len(known) + len(new) > _MATCHED_MAX:
+        known.clear()
+    known |= new
+    return True
+
+
+def _fast(raw: bytes) -> TickBatch:
+    try:
+        cols = _decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(str(exc)) from exc
+    c = cols
+    lengths = {len(c.symbol), len(c.source), len(c.ts_us), len(c.price), len(c.size), len(c.side), len(c.trade_id)}
+    lengths.add(len(c.quote))
+    if len(lengths) != 1 or not 1 <= len(c.symbol) <= MAX_BATCH_ROWS:
+        raise ValueError("ragged or empty columns")
+    if not _all_match(_SYMBOL, c.symbol) or not _all_match(_QUOTE, c.quote):
+        raise ValueError("a symbol or quote does not match its pattern")
+    fields = msgspec.structs.asdict(cols)
+    try:
+        fields["produced_at"] = _PRODUCED_AT.validate_json(bytes(c.produced_at), strict=True)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from exc
+    return trusted(TickBatch, fields)
+
+
+def decode_tick_batch(raw: bytes) -> TickBatch:
+    """Parse and validate one ``tokenpulse.ticks.v2`` message; raise ``ValueError`` with pydantic's reasons."""
+    try:
+        return _fast(raw)
+    except ValueError:
+        pass  # pydantic decides, with its own reasons
+    try:
+        return TickBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ValueError(f"schema validation failed for TickBatch: {detail}") from exc
+
+
 class JsonCols(Format):
     name = "json-cols"
 
@@ -206,7 +290,9 @@ class JsonCols(Format):
         self.produced_at = datetime.now(UTC)
 
     def batch(self, rows: Sequence[Trade]) -> TickBatch:
-        return tick_batch(list(zip(*rows, strict=True)), event_id=new_event_id(), produced_at=self.produced_at)
+        return TickBatch.of_columns(
+            list(zip(*rows, strict=True)), event_id=new_event_id(), produced_at=self.produced_at
+        )
 
     def encode(self, rows: Sequence[Trade]) -> list[bytes]:
         return [encode_tick_batch(self.batch(rows))]

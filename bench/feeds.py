@@ -2,7 +2,10 @@
 
 The frames are the recorded real ones vendored in data/exchange-samples (see its README):
 Binance aggTrade frames, Kraken WS v1 trade-channel frames (trades, heartbeats, status, acks,
-as recorded) and Coinbase Exchange ws-feed match/last_match/ticker frames.
+as recorded) and Coinbase Exchange ws-feed match/last_match/ticker frames; for OKX, Bybit and
+Coinbase Advanced Trade (no recording of their current formats) frames crafted from the
+documented formats by the fake exchange's dialects (testkit/venues/): one trade per frame,
+four pairs, consecutive ids.
 
 * **tokenpulse** — ``Connector.parse``: msgspec decoding into typed structs, checks, a
   ``TickEvent`` per trade (the checked fast constructor), trade-id gap tracking.
@@ -29,23 +32,24 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from tokenpulse_ingest.venues.binance import BinanceConnector
+from tokenpulse_ingest.venues.bybit import BybitConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
+from tokenpulse_ingest.venues.coinbase_advanced import CoinbaseAdvancedConnector
 from tokenpulse_ingest.venues.connector import Connector, Pair, make_tick
 from tokenpulse_ingest.venues.kraken import KrakenConnector
+from tokenpulse_ingest.venues.okx import OkxConnector
+from tokenpulse_ingest.venues.registry import VENUES, quote_of
 from tokenpulse_shared.events import Side, TickEvent
 
 from bench import plot
-from tests.fake_exchange import SAMPLES, received_frames
+from testkit.fake_exchange import DIALECTS, SAMPLES, received_frames
+from testkit.venues import Trade
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 MIN_MESSAGES = int(os.environ.get("BENCH_MESSAGES", "20000"))  # per round and variant
@@ -57,8 +61,27 @@ async def _sink(ticks: list[TickEvent]) -> None:
     return None
 
 
+CRAFTED_SYMBOLS = ("BTC", "ETH", "SOL", "XRP")
+CRAFTED = {"okx": OkxConnector, "bybit": BybitConnector, "coinbase_advanced": CoinbaseAdvancedConnector}
+
+
+def crafted(kind: str, per_symbol: int = 50) -> list[str]:
+    """Trade frames in the venue's documented format (the fake exchange's dialect), numbered as a connection."""
+    dialect = DIALECTS[kind]
+    start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    frames = []
+    for i in range(per_symbol):
+        for k, symbol in enumerate(CRAFTED_SYMBOLS):
+            price, size, side = dialect.samples[(i + k) % len(dialect.samples)]
+            ts = datetime.fromtimestamp(start + i * 0.25 + k * 0.01, UTC)
+            trade = Trade(VENUES[kind].default_pair(symbol), 1000 + i, ts, price / (k + 1), size, side)
+            frames.append(dialect.stamp(dialect.trades([trade]), len(frames)))
+    return frames
+
+
 def corpus() -> dict[str, list[str]]:
     return {
+        **{kind: crafted(kind) for kind in CRAFTED},
         "binance": received_frames(SAMPLES / "BINANCE.ws.1.0.aggTrade")
         + received_frames(SAMPLES / "BINANCE_FUTURES.ws.1.0.aggTrade"),
         "kraken": received_frames(SAMPLES / "KRAKEN.ws.48.0"),
@@ -71,6 +94,9 @@ def corpus() -> dict[str, list[str]]:
 
 
 def ours(kind: str, frames: list[str]) -> Connector:
+    if kind in CRAFTED:
+        pairs = [Pair(s, p, quote_of(kind, p)) for s in CRAFTED_SYMBOLS for p in [VENUES[kind].default_pair(s)]]
+        return CRAFTED[kind]("ws://bench", pairs, _sink)
     if kind == "binance":
         venues = sorted({json.loads(f)["data"]["s"] for f in frames})
         pairs = [Pair(v.removesuffix("USDT").removesuffix("BTC") or v, v, "USDT") for v in venues]
@@ -88,7 +114,7 @@ def cryptofeed_handler(
 ) -> Callable[[str], object] | None:
     """cryptofeed's own message handler for the exchange, or None when cryptofeed cannot read these frames."""
     from cryptofeed.defines import TRADES
-    from cryptofeed.exchanges import Binance, Kraken
+    from cryptofeed.exchanges import OKX, Binance, Bybit, Coinbase, Kraken
     from cryptofeed.symbols import Symbols
 
     sides = {"buy": Side.BUY, "sell": Side.SELL}
@@ -119,11 +145,22 @@ def cryptofeed_handler(
         mapping = {v.replace("/", "-").replace("XBT", "BTC"): v for v in venues}
         Symbols.set(Kraken.id, mapping, {})
         feed = Kraken(symbols=sorted(mapping)[:1], channels=[TRADES], callbacks={TRADES: cb})
+    elif kind in CRAFTED:
+        cls: Any = {"okx": OKX, "bybit": Bybit, "coinbase_advanced": Coinbase}[kind]
+        pairs = [VENUES[kind].default_pair(s) for s in CRAFTED_SYMBOLS]
+        # cryptofeed's names: BTC-USDT for BTC-USDT (OKX), BTC/USDT (Bybit spot), BTC-USD (Coinbase)
+        mapping = {p if kind != "bybit" else p.replace("USDT", "-USDT"): p for p in pairs}
+        if kind == "bybit":
+            mapping = {std: p.replace("USDT", "/USDT") for std, p in mapping.items()}
+        Symbols.set(cls.id, mapping, {})
+        feed = cls(symbols=sorted(mapping)[:1], channels=[TRADES], callbacks={TRADES: cb})
     else:
         return None  # cryptofeed 2.4's Coinbase class speaks Advanced Trade, not the Exchange ws-feed
 
+    conn = type("Conn", (), {"address": "wss://stream.bybit.com/v5/public/spot", "uuid": "bench"})()
+
     def handle(frame: str) -> object:
-        return feed.message_handler(frame, None, 0.0)
+        return feed.message_handler(frame, conn, 0.0)
 
     return handle
 
@@ -144,7 +181,11 @@ async def run_variant(name: str, kind: str, frames: list[str], passes: int) -> t
             # each pass replays the same trades: forget the ids and sequence numbers seen, as a fresh stream
             c._pending_gaps.clear()
             c._last_id.clear()
-            getattr(c, "_sequence", {}).clear()
+            sequence = getattr(c, "_sequence", None)
+            if isinstance(sequence, dict):
+                sequence.clear()
+            else:  # a connection's numbering (Coinbase Advanced): a fresh connection
+                c._sequence = None  # type: ignore[attr-defined]
         return clock() - t0, n
     counter = [0]
     handle = cryptofeed_handler(kind, frames, counter, convert="TickEvent" in name)

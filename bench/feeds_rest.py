@@ -23,17 +23,16 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.rest_backfill import RestBackfiller
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.events import Interval, PriceEvent, TickEvent
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.topics import CANDLES
+
+from bench import plot
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tokenpulse_ingest.prices import PriceReconciler  # noqa: E402
-from tokenpulse_ingest.rest_backfill import RestBackfiller  # noqa: E402
-from tokenpulse_shared.bus.memory import InMemoryBus  # noqa: E402
-from tokenpulse_shared.events import Interval, PriceEvent, TickEvent  # noqa: E402
-from tokenpulse_shared.settings import Settings  # noqa: E402
-from tokenpulse_shared.topics import CANDLES  # noqa: E402
-
-from bench import plot  # noqa: E402
 
 UPDATES = int(os.environ.get("BENCH_UPDATES", "50000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -125,15 +124,16 @@ def pct(values: list[float], q: float) -> float:
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
     code = (
-        "import sys, time\n"
-        f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from tests.fakes.rest_exchange import FakeExchange, load_series\n"
-        "from tests.fakes.server import ThreadedServer\n"
+        "import sys\n"
+        "from testkit.rest_exchange import FakeExchange, load_series\n"
+        "from testkit.server import ThreadedServer\n"
         "with ThreadedServer(FakeExchange(load_series(), weight_limit=10**9).app()) as s:\n"
         "    print(s.url, flush=True)\n"
         "    sys.stdin.read()\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
 

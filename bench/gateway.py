@@ -38,10 +38,8 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench import broker, plot  # noqa: E402
-from tests.e2e.procs import Proc  # noqa: E402
+from bench import broker, plot
+from testkit.procs import Proc
 
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

@@ -2,30 +2,27 @@
 directly, next to the bare FastAPI app of bench/bare_app.py, on the real engine (chDB) with the
 bundled BTC/ETH daily history. Process CPU time, not wall time, and the best of BENCH_CPU_ROUNDS
 interleaved rounds: steadier than `hey` on a shared machine, though it leaves out the HTTP server
-(uvicorn's parsing and socket work, the same for both apps). Run: `.venv/bin/python bench/gateway_cpu.py`.
+(uvicorn's parsing and socket work, the same for both apps). Run: `.venv/bin/python -m bench.gateway_cpu`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-sys.path.insert(0, str(Path(__file__).parent))
+from testkit.wiring import embedded
+
 N = int(os.environ.get("BENCH_CPU_REQUESTS", "300"))
 ROUNDS = int(os.environ.get("BENCH_CPU_ROUNDS", "6"))
 
@@ -80,11 +77,8 @@ async def main() -> None:
         ingest={"live_feed": "off"},
         gateway={"free_limit_per_minute": 10**9, "free_limit_per_month": 10**9},
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway, scoring = GatewayService(), ScoringService()
-    gateway.register(ctx)
-    scoring.register(ctx)
+    bus, ctx = embedded(settings, store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
@@ -93,7 +87,7 @@ async def main() -> None:
     assert app is not None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         key = (await c.post("/v1/keys", json={"name": "bench"})).json()["key"]
-    from bare_app import app as bare
+    from bench.bare_app import app as bare
 
     h = [(b"host", b"t"), (b"x-api-key", key.encode())]
     targets = [

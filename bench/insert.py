@@ -6,25 +6,22 @@ the same real-shaped tick rows through the same ``Store.insert`` (clickhouse-con
 same ``ticks`` table of a fresh engine; rows/s is what each sustains. Row-at-a-time is measured on
 fewer rows (it is slow), which does not flatter it: its cost is per insert, not per row.
 
-Run: ``.venv/bin/python bench/insert.py`` (part of ``make bench``); writes docs/bench/insert.png.
+Run: ``.venv/bin/python -m bench.insert`` (part of ``make bench``); writes docs/bench/insert.png.
 """
 
 from __future__ import annotations
 
 import asyncio
 import platform
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from tokenpulse_gateway.writer import TABLES
 from tokenpulse_shared.events import TickEvent
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.store.client import dedup_token
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import plot
 
 

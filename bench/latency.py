@@ -46,7 +46,6 @@ import os
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -55,15 +54,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tokenpulse_ingest.candles import CandleBuilder  # noqa: E402
-from tokenpulse_ingest.venues.connector import make_tick  # noqa: E402
-from tokenpulse_shared.bus import Delivery  # noqa: E402
-from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
-from tokenpulse_shared.events import (  # noqa: E402
+from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.venues.connector import make_tick
+from tokenpulse_shared.bus import Delivery
+from tokenpulse_shared.bus.kafka import KafkaBus
+from tokenpulse_shared.events import (
     AlertChannel,
     AlertCondition,
     AlertRuleEvent,
@@ -73,18 +68,18 @@ from tokenpulse_shared.events import (  # noqa: E402
     SignalEvent,
     TickEvent,
 )
-from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS  # noqa: E402
+from tokenpulse_shared.timeutil import DAY_MS
+from tokenpulse_shared.topics import ALERT_RULES, CANDLES, SIGNALS, TICKS
 
-from bench import broker, plot  # noqa: E402
-from tests.e2e.procs import Proc, free_port  # noqa: E402
-from tests.receivers import HttpReceiver  # noqa: E402
+from bench import broker, plot
+from testkit.procs import Proc, free_port
+from testkit.receivers import HttpReceiver
 
 RATES = [int(r) for r in os.environ.get("BENCH_LATENCY_RATES", "1000,5000").split(",") if r.strip()]
 SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "90"))
 TICKS_PER_DAY = int(os.environ.get("BENCH_TICKS_PER_DAY", "480"))
 TOKENS = int(os.environ.get("BENCH_LATENCY_TOKENS", "8"))
 WARMUP_DAYS = 60
-DAY_MS = 86_400_000
 LATENESS_MS = CandleBuilder().lateness_ms  # what ingest uses: a candle closes at bucket end + this
 CHUNKS_PER_S = 50  # the producer publishes every 20 ms
 
@@ -155,6 +150,12 @@ class Market:
             )
             self.t_ms = start + DAY_MS - self.dt_ms  # the next step lands on the next day's open
         return out
+
+
+def bench_tick(m: Market, ts_ms: int, price: float, size: float, side: Side, produced_at: datetime) -> TickEvent:
+    """A tick of ``m``'s latest step, built as the ingest connectors build theirs."""
+    when = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    return make_tick(m.symbol, "bench", when, price, size, side, str(m.n), "USD", produced_at)
 
 
 @dataclass
@@ -305,19 +306,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
             for i in range(k, k + n):
                 m = markets[i % len(markets)]
                 ts_ms, price, size = m.step()
-                ticks.append(
-                    make_tick(
-                        m.symbol,
-                        "bench",
-                        datetime.fromtimestamp(ts_ms / 1000, UTC),
-                        price,
-                        size,
-                        Side.BUY if i % 2 else Side.SELL,
-                        str(m.n),
-                        "USD",
-                        now_dt,
-                    )
-                )
+                ticks.append(bench_tick(m, ts_ms, price, size, Side.BUY if i % 2 else Side.SELL, now_dt))
                 stamps.append((m.symbol, ts_ms))
             at = time.monotonic()
             await bus.publish(TICKS, ticks)
@@ -336,19 +325,7 @@ async def phase(index: int, rate: int, bootstrap: str, hooks: HttpReceiver, proc
         sentinels = []
         for m in markets:
             ts_ms, _, size = m.step()
-            sentinels.append(
-                make_tick(
-                    m.symbol,
-                    "bench",
-                    datetime.fromtimestamp(ts_ms / 1000, UTC),
-                    m.p0 * 2000,
-                    size,
-                    Side.BUY,
-                    str(m.n),
-                    "USD",
-                    datetime.now(UTC),
-                )
-            )
+            sentinels.append(bench_tick(m, ts_ms, m.p0 * 2000, size, Side.BUY, datetime.now(UTC)))
         await bus.publish(TICKS, sentinels)
         sentinel_ts = {(t.symbol, int(t.ts.timestamp() * 1000)) for t in sentinels}
         drained: float | None = None

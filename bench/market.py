@@ -55,6 +55,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from tokenpulse_shared.events import Interval
 
 from bench import broker, plot
 from bench.observer import Observer
@@ -331,7 +332,7 @@ async def watch(cluster: Cluster, lag: LagMonitor, show: Callable[[str], None]) 
     while True:
         for p in cluster.procs:
             if not p.alive():
-                raise RuntimeError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+                raise RuntimeError(f"{p.name} exited ({p.p.returncode}):\n{p.tail()}")
             p.sample_rss()
         try:
             latest = await lag.sample()
@@ -540,7 +541,7 @@ def candle_figures(
 
 
 def interval_s(interval: str) -> int:
-    return int(interval[:-1]) * {"m": 60, "h": 3600, "d": 86400}[interval[-1]]
+    return Interval(interval).seconds
 
 
 # ---- a replica count: broker, services, rules, every rate ---------------------------------------------------
@@ -578,7 +579,7 @@ def run_replicas(replicas: int, args: argparse.Namespace, tokens: list[Token], w
 
 
 def names(cluster: Cluster) -> str:
-    return ", ".join(f"{p.name} (pid {p.popen.pid})" for p in cluster.procs)
+    return ", ".join(f"{p.name} (pid {p.p.pid})" for p in cluster.procs)
 
 
 def one_line(p: Phase) -> str:

@@ -7,7 +7,7 @@ their p50/p99 marked (:func:`cdf`). Each panel gets its own scale; values are wr
 ends so the PNG reads without the Markdown table next to it.
 
 The recorded history of every bench lives in ``docs/bench/history.csv``;
-``python bench/plot.py history`` draws it to ``docs/bench/history-BENCH.png`` (:func:`plot_history`).
+``python -m bench.plot history`` draws it to ``docs/bench/history-BENCH.png`` (:func:`plot_history`).
 """
 
 from __future__ import annotations
@@ -378,7 +378,7 @@ def plot_history(path: Path = HISTORY_CSV) -> list[Path]:
 
 def main(argv: Sequence[str]) -> int:
     if list(argv) != ["history"]:
-        print("usage: python bench/plot.py history   (docs/bench/history.csv → docs/bench/history-BENCH.png)")
+        print("usage: python -m bench.plot history   (docs/bench/history.csv → docs/bench/history-BENCH.png)")
         return 2
     plot_history()
     return 0

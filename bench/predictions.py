@@ -1,4 +1,4 @@
-"""Benchmark of the predictions (issue #5): `python bench/predictions.py` (also run by `make bench`).
+"""Benchmark of the predictions (issue #5): `python -m bench.predictions` (also run by `make bench`).
 
 1. Full retrain of all bundled tokens x horizons, as the scoring service's daily retrain does it:
    the walk-forward of every model (naive, ETS, Theta, LightGBM; 2017 onward, every day),
@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -31,7 +30,6 @@ from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS
 from tokenpulse_shared.settings import Settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import plot
 
 REPS = int(os.environ.get("BENCH_PRED_REPS", "200"))

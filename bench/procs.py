@@ -3,27 +3,16 @@ resource use (psutil: CPU seconds, resident memory)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
-TOKENPULSE = str(Path(sys.executable).with_name("tokenpulse"))
+from testkit.procs import Proc, free_port
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class ServiceProc:
+class ServiceProc(Proc):
     """One ``tokenpulse run SERVICE`` process; ``port`` serves /readyz (the API port for the gateway)."""
 
     def __init__(self, service: str, name: str, env: dict[str, str], work: Path) -> None:
@@ -31,13 +20,9 @@ class ServiceProc:
         self.name = name
         self.port = free_port()
         port_var = "TOKENPULSE_PORT" if service == "gateway" else "TOKENPULSE_METRICS_PORT"
-        self.log = work / f"{name}.log"
-        self._fh = self.log.open("wb")
-        full_env = {**os.environ, **env, port_var: str(self.port), "TOKENPULSE_DATA_DIR": str(work / name)}
-        self.popen = subprocess.Popen(
-            [TOKENPULSE, "run", service], env=full_env, stdout=self._fh, stderr=subprocess.STDOUT
-        )
-        self.ps = psutil.Process(self.popen.pid)
+        env = {**env, port_var: str(self.port), "TOKENPULSE_DATA_DIR": str(work / name)}
+        super().__init__(["run", service], env, work / f"{name}.log")
+        self.ps = psutil.Process(self.p.pid)
         self.peak_rss = 0
 
     @property
@@ -45,7 +30,7 @@ class ServiceProc:
         return f"http://127.0.0.1:{self.port}"
 
     def alive(self) -> bool:
-        return self.popen.poll() is None
+        return self.p.poll() is None
 
     def ready(self) -> bool:
         try:
@@ -63,20 +48,6 @@ class ServiceProc:
         self.peak_rss = max(self.peak_rss, rss)
         return rss
 
-    def stop(self, timeout: float = 30) -> int:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._fh.close()
-        return self.popen.returncode
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-
 
 def wait_ready(procs: list[ServiceProc], timeout: float = 240) -> None:
     """Until every process answers /readyz with 200; a process that exits meanwhile fails with its log."""
@@ -85,7 +56,7 @@ def wait_ready(procs: list[ServiceProc], timeout: float = 240) -> None:
     while pending:
         for p in list(pending):
             if not p.alive():
-                raise RuntimeError(f"{p.name} exited ({p.popen.returncode}):\n{p.tail()}")
+                raise RuntimeError(f"{p.name} exited ({p.p.returncode}):\n{p.tail()}")
             if p.ready():
                 pending.remove(p)
         if pending and time.monotonic() > deadline:

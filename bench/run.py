@@ -34,7 +34,6 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import plot
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))

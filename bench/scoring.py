@@ -24,7 +24,6 @@ import asyncio
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -33,21 +32,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from aiokafka import AIOKafkaConsumer
+from tokenpulse_ingest.backfill import gc_paused, plan
+from tokenpulse_ingest.bundle import bar_to_event
+from tokenpulse_scoring.service import ScoringService
+from tokenpulse_shared.bus.kafka import KafkaBus
+from tokenpulse_shared.events import CandleEvent, Interval
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.topics import CANDLES
 
-from aiokafka import AIOKafkaConsumer  # noqa: E402
-from tokenpulse_ingest.backfill import gc_paused, plan  # noqa: E402
-from tokenpulse_ingest.bundle import bar_to_event  # noqa: E402
-from tokenpulse_scoring.service import ScoringService  # noqa: E402
-from tokenpulse_shared.bus.kafka import KafkaBus  # noqa: E402
-from tokenpulse_shared.events import CandleEvent, Interval  # noqa: E402
-from tokenpulse_shared.service import Context  # noqa: E402
-from tokenpulse_shared.settings import Settings  # noqa: E402
-from tokenpulse_shared.topics import CANDLES  # noqa: E402
-
-from bench import broker, plot  # noqa: E402
-from bench.bus_variants import kafka_bus_at  # noqa: E402
+from bench import broker, plot
+from bench.bus_variants import kafka_bus_at
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 COMPARE_REF = os.environ.get("BENCH_COMPARE_REF", "")

@@ -8,7 +8,7 @@ each candle's ids from the series, the candle's open time and version (``output_
 2. the service batch step (``_process``: candle events in, indicator/grade/signal events out) on the
    bundled daily history, which includes the new ids;
 
-and prints the id difference as a share of the batch step. Usage: ``python bench/scoring_ids.py
+and prints the id difference as a share of the batch step. Usage: ``python -m bench.scoring_ids
 [candles] [rounds]`` (defaults 20,000 and 5). On a shared, loaded machine the figures are indicative
 only; the share is what to look at.
 """
@@ -19,16 +19,12 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tokenpulse_ingest.backfill import gc_paused, plan  # noqa: E402
-from tokenpulse_ingest.bundle import bar_to_event  # noqa: E402
-from tokenpulse_scoring.service import ScoringService  # noqa: E402
-from tokenpulse_shared.events import Interval  # noqa: E402
-from tokenpulse_shared.settings import Settings  # noqa: E402
+from tokenpulse_ingest.backfill import gc_paused, plan
+from tokenpulse_ingest.bundle import bar_to_event
+from tokenpulse_scoring.service import ScoringService
+from tokenpulse_shared.events import Interval
+from tokenpulse_shared.settings import Settings
 
 
 def random_ids(n: int) -> float:

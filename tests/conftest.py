@@ -40,7 +40,7 @@ def redis_url() -> str:
 os.environ.setdefault("TOKENPULSE_PREDICTIONS", "false")
 
 # No test reaches the real exchanges: `auto` (the product default) would try them. Tests of the live
-# feed point the connectors at the fake exchanges in tests/fake_exchange.py and set the mode themselves.
+# feed point the connectors at the fake exchanges in testkit/fake_exchange.py and set the mode themselves.
 os.environ.setdefault("TOKENPULSE_LIVE_FEED", "synthetic")
-# Nor their REST APIs: a test of gap backfill points the REST URLs at tests/fakes and enables it.
+# Nor their REST APIs: a test of gap backfill points the REST URLs at testkit/ fakes and enables it.
 os.environ.setdefault("TOKENPULSE_REST_BACKFILL_GAPS", "false")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,10 +76,20 @@ def backfill(
             "registry); default window: the last 24 hours."
         ),
     ] = None,
+    csv_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--csv",
+            help="Load this candle CSV instead (embedded store): one symbol (--symbols) and one interval "
+            "(--intervals); columns date, open_time_utc or ts (epoch ms/µs), open, high, low, close[, volume, trades].",
+        ),
+    ] = None,
+    source: Annotated[str, typer.Option(help="The source recorded for a --csv file's candles.")] = "csv",
 ) -> None:
-    """Load bundled history (or, with --from-exchange, an exchange's candles) through the pipeline.
+    """Load bundled history (or, with --from-exchange, an exchange's candles; with --csv, a file) into the store.
 
-    To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set, else into the embedded store."""
+    To Kafka when TOKENPULSE_KAFKA_BOOTSTRAP is set (as candle events), else into the embedded store by the
+    columnar path (rows failing validation are counted and written to backfill-rejected.csv in the data dir)."""
     settings = load_settings(store={"data_dir": data_dir.resolve() if data_dir else None})
     try:
         wanted_intervals = [Interval(i.strip()) for i in intervals.split(",")] if intervals else None
@@ -91,6 +102,13 @@ def backfill(
         console.print(f"[red]bad option:[/red] {exc}")
         raise typer.Exit(2) from exc
     wanted = [s.strip().upper() for s in symbols.split(",")] if symbols else settings.runtime.symbols
+    if csv_file is not None:
+        if len(wanted) != 1 or not wanted_intervals or len(wanted_intervals) != 1 or settings.bus.kafka_bootstrap:
+            console.print("[red]bad option:[/red] --csv takes one --symbols, one --intervals and the embedded store")
+            raise typer.Exit(2)
+        file = (csv_file, wanted[0], wanted_intervals[0], source)
+        asyncio.run(_backfill_columnar(settings, wanted, None, None, None, False, csv_file=file))
+        return
     if from_exchange:
         asyncio.run(_backfill_rest(settings, from_exchange, wanted, wanted_intervals, start_ms, end_ms))
         return
@@ -114,7 +132,8 @@ async def _backfill_rest(
     since = datetime.fromtimestamp(start_ms / 1000, UTC) if start_ms is not None else until - timedelta(days=1)
     bus, store, target = await _pipeline_target(settings, "backfill")
     # an explicit window is fetched whole (TOKENPULSE_REST_BACKFILL_MAX_BARS caps the automatic backfills)
-    backfiller = RestBackfiller(bus, settings, intervals=intervals or tuple(Interval), max_bars=10**9)
+    # into the embedded store by the columnar path (store is None when the target is Kafka: events then)
+    backfiller = RestBackfiller(bus, settings, intervals=intervals or tuple(Interval), max_bars=10**9, store=store)
     failed: list[str] = []
     total = 0
     with Progress(
@@ -250,6 +269,9 @@ async def _backfill(
     from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
     from tokenpulse_shared.bus.memory import InMemoryBus
 
+    if not settings.bus.kafka_bootstrap:
+        await _backfill_columnar(settings, symbols, intervals, start_ms, end_ms, marketcaps)
+        return
     series = plan(settings.runtime.bundle_dir, symbols, intervals, start_ms, end_ms)
     total = sum(len(bars) for _, _, bars in series)
     if not total:
@@ -257,9 +279,7 @@ async def _backfill(
         return
     bus, store, target = await _pipeline_target(settings, "backfill")
     done_before: dict[str, int] = {}
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+    with _progress() as progress:
         task = progress.add_task(f"backfill -> {target}", total=total)
 
         def on_progress(label: str, done: int, of: int) -> None:
@@ -280,6 +300,55 @@ async def _backfill(
         f"({result.candles / max(elapsed, 1e-9):,.0f} rows/s); rejected {result.rejected}; "
         f"{caps} market-cap points"
     )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+async def _backfill_columnar(
+    settings: Settings,
+    symbols: list[str],
+    intervals: list[Interval] | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    marketcaps: bool,
+    csv_file: tuple[Path, str, Interval, str] | None = None,
+) -> None:
+    """Into the embedded store: the columnar path (Arrow, vectorised validation, insert_arrow)."""
+    from tokenpulse_ingest.backfill import publish_marketcaps
+    from tokenpulse_ingest.bulk import load_bundle, load_csv
+
+    bus, store, target = await _pipeline_target(settings, "backfill")
+    with _progress() as progress:
+        task = progress.add_task(f"backfill -> {target}", total=None)
+
+        def on_progress(label: str, done: int, of: int) -> None:
+            progress.update(task, completed=done, total=of)
+
+        t0 = asyncio.get_running_loop().time()
+        if csv_file is not None:
+            path, symbol, interval, source = csv_file
+            result = await load_csv(store, path, symbol, interval, source, progress=on_progress)
+        else:
+            result = await load_bundle(store, settings.runtime.bundle_dir, symbols, intervals, start_ms, end_ms,
+                                       progress=on_progress)  # fmt: skip
+        elapsed = asyncio.get_running_loop().time() - t0
+        caps = await publish_marketcaps(bus, settings.runtime.bundle_dir, symbols) if marketcaps and not csv_file else 0
+        await bus.drain(timeout=600)
+    await bus.stop()
+    await store.close()
+    console.print(
+        f"loaded {result.candles} candles in {result.series} series in {elapsed:.1f}s "
+        f"({result.candles / max(elapsed, 1e-9):,.0f} rows/s); rejected {result.rejected}; {caps} market-cap points"
+    )
+    if result.rejected:
+        errors = settings.store.data_dir / "backfill-rejected.csv"
+        result.rejects.write(errors)
+        reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(result.rejects.reasons.items()))
+        console.print(f"[yellow]rejected rows ({reasons}) written to {errors}[/yellow]")
 
 
 @app.command()
@@ -326,6 +395,21 @@ def track_record_cmd(
     render(report, Console())
     if json_out:
         json_out.write_text(report.model_dump_json(indent=2))
+        console.print(f"wrote {json_out}")
+
+
+@app.command("market-record")
+def market_record_cmd(
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the record as JSON here.")] = None,
+) -> None:
+    """Replay the bundled daily history, compute every day's market state (walk-forward) and measure it."""
+    from tokenpulse.market_cli import market_record, render
+
+    settings = load_settings()
+    records = market_record(settings.runtime.bundle_dir, settings.runtime.symbols)
+    render(records, Console())
+    if json_out:
+        json_out.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
         console.print(f"wrote {json_out}")
 
 

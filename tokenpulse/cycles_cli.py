@@ -11,6 +11,8 @@ from tokenpulse_gateway.analytics.cycles import CycleData, CycleReport
 from tokenpulse_ingest.bundle import MARKETCAP_FILES, iter_bundle, read_marketcaps
 from tokenpulse_shared.events import Interval
 
+from tokenpulse.tables import right_aligned
+
 
 def _day(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, UTC).date()
@@ -35,9 +37,10 @@ def _money(v: float | None) -> str:
 
 
 def render(report: CycleReport, console: Console) -> None:
-    t = Table(title=f"Bitcoin halving runs (as of {report.as_of})")
-    for col in ("#", "halving", "height", "price", "peak", "peak price", "multiple", "days", "bottom→peak", "market x"):
-        t.add_column(col, justify="right")
+    t = right_aligned(
+        f"Bitcoin halving runs (as of {report.as_of})",
+        ("#", "halving", "height", "price", "peak", "peak price", "multiple", "days", "bottom→peak", "market x"),
+    )
     for h in report.halvings:
         t.add_row(
             str(h.number),
@@ -54,12 +57,11 @@ def render(report: CycleReport, console: Console) -> None:
     console.print(t)
     p = report.projection
     if p:
-        t = Table(
-            title=f"Current run from {p.start} ({p.basis}); previous run #{p.previous_run}: "
-            f"{p.previous_length_days} days, {p.previous_roi:,.2f}x"
+        t = right_aligned(
+            f"Current run from {p.start} ({p.basis}); previous run #{p.previous_run}: "
+            f"{p.previous_length_days} days, {p.previous_roi:,.2f}x",
+            ("scenario", "length x", "ROI ÷", "end date", "BTC target", "total market cap target"),
         )
-        for col in ("scenario", "length x", "ROI ÷", "end date", "BTC target", "total market cap target"):
-            t.add_column(col, justify="right")
         for s in p.scenarios:
             t.add_row(
                 s.name,
@@ -70,9 +72,10 @@ def render(report: CycleReport, console: Console) -> None:
                 _money(s.total_market_cap_target),
             )
         console.print(t)
-    t = Table(title="Track record: the projection made on each halving day vs what happened")
-    for col in ("run", "actual peak", "price", "scenario", "end date", "days off", "price off", "market cap off"):
-        t.add_column(col, justify="right")
+    t = right_aligned(
+        "Track record: the projection made on each halving day vs what happened",
+        ("run", "actual peak", "price", "scenario", "end date", "days off", "price off", "market cap off"),
+    )
     for tr in report.track_record:
         for o in tr.scenarios:
             t.add_row(

@@ -104,6 +104,7 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
 async def embedded_backfill(ctx: Context) -> None:
     """First start: load the bundled history (candles, market caps) unless the store already has it."""
     from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
+    from tokenpulse_shared.universe import configured_symbols
 
     assert ctx.store is not None
     loop = asyncio.get_running_loop()
@@ -115,12 +116,13 @@ async def embedded_backfill(ctx: Context) -> None:
         log.info("history already loaded (%d candles, %d market caps); skipping backfill", have_candles, have_caps)
         return
     ctx.status["backfill"] = "running"
+    symbols = configured_symbols(ctx.settings)  # only the tokens with bundled history have any to load
     if not have_candles:
-        series = await asyncio.to_thread(plan, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
+        series = await asyncio.to_thread(plan, ctx.settings.runtime.bundle_dir, symbols)
         result = await publish_history(ctx.bus, series)
         log.info("loaded %d candles of bundled history", result.candles)
     if not have_caps:
-        caps = await publish_marketcaps(ctx.bus, ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols)
+        caps = await publish_marketcaps(ctx.bus, ctx.settings.runtime.bundle_dir, symbols)
         log.info("loaded %d market-cap points", caps)
     if isinstance(ctx.bus, InMemoryBus):
         await ctx.bus.drain(timeout=600)

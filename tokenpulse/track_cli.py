@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
-from tokenpulse_gateway.analytics.track_record import SignalPoint, TrackRecordReport, track_record
+from tokenpulse_gateway.analytics.track_record import SignalPoint, SignalRecord, TrackRecordReport, track_record
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.events import Interval
+
+from tokenpulse.tables import maybe, right_aligned
 
 
 def replay(
@@ -45,77 +46,45 @@ def replay(
 
 
 def render(report: TrackRecordReport, console: Console) -> None:
-    t = Table(title=f"Signals, followed long/flat (hit rate at {report.horizon_days} days)")
-    for col in (
-        "token",
-        "signals",
-        "hit rate",
-        "strategy",
-        "buy & hold",
-        "max drawdown",
-        "Sharpe",
-        "B&H Sharpe",
-        "turnover/yr",
-        "days",
-    ):
-        t.add_column(col, justify="right")
+    common = ("hit rate", "strategy", "buy & hold", "max drawdown", "Sharpe", "B&H Sharpe", "turnover/yr", "days")
+    t = right_aligned(
+        f"Signals, followed long/flat (hit rate at {report.horizon_days} days)", ("token", "signals", *common)
+    )
     for r in report.signals:
-        t.add_row(
-            r.symbol,
-            str(r.signals),
-            f"{r.hit_rate:.0%}" if r.hit_rate is not None else "—",
-            f"{r.strategy_return:+.0%}",
-            f"{r.buy_and_hold_return:+.0%}",
-            f"{r.max_drawdown:.0%}",
-            f"{r.sharpe:.2f}" if r.sharpe is not None else "—",
-            f"{r.buy_and_hold_sharpe:.2f}" if r.buy_and_hold_sharpe is not None else "—",
-            f"{r.turnover_per_year:.1f}",
-            str(r.days),
-        )
+        t.add_row(r.symbol, str(r.signals), *_performance(r))
     console.print(t)
     if report.intraday:
-        t = Table(title="Intraday signals, followed long/flat (hit rate one day later)")
-        for col in (
-            "token",
-            "interval",
-            "signals",
-            "hit rate",
-            "strategy",
-            "after 0.1%/change",
-            "buy & hold",
-            "max drawdown",
-            "Sharpe",
-            "B&H Sharpe",
-            "turnover/yr",
-            "days",
-        ):
-            t.add_column(col, justify="right")
+        columns = ("token", "interval", "signals", *common[:2], "after 0.1%/change", *common[2:])
+        t = right_aligned("Intraday signals, followed long/flat (hit rate one day later)", columns)
         for r in report.intraday:
-            t.add_row(
-                r.symbol,
-                r.interval,
-                str(r.signals),
-                f"{r.hit_rate:.0%}" if r.hit_rate is not None else "—",
-                f"{r.strategy_return:+.0%}",
-                f"{r.strategy_return_after_costs:+.0%}",
-                f"{r.buy_and_hold_return:+.0%}",
-                f"{r.max_drawdown:.0%}",
-                f"{r.sharpe:.2f}" if r.sharpe is not None else "—",
-                f"{r.buy_and_hold_sharpe:.2f}" if r.buy_and_hold_sharpe is not None else "—",
-                f"{r.turnover_per_year:.1f}",
-                str(r.days),
-            )
+            t.add_row(r.symbol, r.interval, str(r.signals), *_performance(r, f"{r.strategy_return_after_costs:+.0%}"))
         console.print(t)
-    t = Table(title="Grades: rank information coefficient across tokens")
-    for col in ("grade", "forward return", "mean IC", "IC sd", "days", "t-stat (upper bound)"):
-        t.add_column(col, justify="right")
+    t = right_aligned(
+        "Grades: rank information coefficient across tokens",
+        ("grade", "forward return", "mean IC", "IC sd", "days", "t-stat (upper bound)"),
+    )
     for g in report.grades:
         t.add_row(
             g.grade,
             f"{g.horizon_days} days",
-            f"{g.mean_ic:+.3f}" if g.mean_ic is not None else "—",
-            f"{g.ic_sd:.3f}" if g.ic_sd is not None else "—",
+            maybe(g.mean_ic, "+.3f"),
+            maybe(g.ic_sd, ".3f"),
             str(g.days),
-            f"{g.t_stat:.1f}" if g.t_stat is not None else "—",
+            maybe(g.t_stat, ".1f"),
         )
     console.print(t)
+
+
+def _performance(r: SignalRecord, *after_costs: str) -> list[str]:
+    """The cells every signals table shows, from hit rate to days (``after_costs`` after the strategy's)."""
+    return [
+        maybe(r.hit_rate, ".0%"),
+        f"{r.strategy_return:+.0%}",
+        *after_costs,
+        f"{r.buy_and_hold_return:+.0%}",
+        f"{r.max_drawdown:.0%}",
+        maybe(r.sharpe, ".2f"),
+        maybe(r.buy_and_hold_sharpe, ".2f"),
+        f"{r.turnover_per_year:.1f}",
+        str(r.days),
+    ]

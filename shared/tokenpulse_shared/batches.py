@@ -1,83 +1,195 @@
-"""Columnar batch events for the busiest topics: a prototype for docs/design/0001-batch-hot-path.md, not
-used by the services yet.
+"""Columnar batch events of the busiest topics (docs/design/0001-batch-hot-path.md).
 
-One message carries many trades of one partition, one list per column, times as integer epoch microseconds.
-:class:`TickBatch` (the payload of ``tokenpulse.ticks.v2``) is the contract, a pydantic model like every
-event: its JSON Schema and AsyncAPI entry are generated from it, and the bus reads it with pydantic as it
-reads every topic (the record's choice: a second decoder measured only 0.1-0.25 µs per row faster).
+One message carries many rows of one partition, one list per column, times as integers with the unit in the
+name (``ts_us`` for trades and prices, ``ts_ms`` for candles and indicators). Each batch is a strict pydantic
+model like every event: its JSON Schema and AsyncAPI entry are generated from it and the bus reads it with
+``model_validate_json`` as it reads every topic (no second decoder: the record measured too little gain for
+one). A column's values have exactly the bounds of the matching field of the per-event (v1) model, which
+``tests/unit/test_batches.py`` proves, so a v1 event converts into a row and back without loss.
 
-:func:`decode_tick_batch` is that second decoder, kept as the worked pattern for the day a profile asks for
-it: msgspec decodes the columns and checks each value's bounds in C, the distinct symbols and quotes are
-matched once each, and whatever it refuses goes to pydantic, which decides with its own reasons.
-``tests/unit/test_batches.py`` proves it accepts exactly what the model accepts and makes the same batch.
+A batch is valid or not as a whole: one bad row fails it, with pydantic's reason naming the row
+(``price.1``), and the bus dead-letters the message.
 """
 
 from __future__ import annotations
 
-import re
-import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Annotated, Any, Self
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Self
 
-import msgspec
-from msgspec import Meta, Struct
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from tokenpulse_shared.events import (
-    SYMBOL_PATTERN,
     Amount,
+    CandleEvent,
     Event,
+    Indicator,
+    IndicatorEvent,
+    Interval,
     Price,
+    PriceEvent,
     Side,
     Symbol,
     TickEvent,
     UtcDatetime,
+    content_digest,
+    new_event_id,
     trusted,
+    utcnow,
 )
 
 MAX_BATCH_ROWS = 10_000
-MAX_TS_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z, the last instant a datetime holds
-QUOTE_PATTERN = r"^[A-Z0-9]{2,10}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# the instants an aware datetime holds (year 1 to 9999, UTC), so every v1 time converts to a row time
+MIN_TS_US = -62_135_596_800_000_000
+MAX_TS_US = 253_402_300_799_999_999
+MIN_TS_MS = MIN_TS_US // 1000
+MAX_TS_MS = MAX_TS_US // 1000
 
-EpochMicros = Annotated[int, Field(ge=0, le=MAX_TS_US, description="epoch microseconds, UTC")]
+EpochMicros = Annotated[int, Field(ge=MIN_TS_US, le=MAX_TS_US, description="epoch microseconds, UTC")]
+EpochMillis = Annotated[int, Field(ge=MIN_TS_MS, le=MAX_TS_MS, description="epoch milliseconds, UTC")]
 Source = Annotated[str, Field(min_length=1, max_length=64)]
 TradeId = Annotated[str, Field(max_length=128)]
-Quote = Annotated[str, Field(pattern=QUOTE_PATTERN)]
+Quote = Annotated[str, Field(pattern=r"^[A-Z0-9]{2,10}$")]
+CandleSource = Annotated[str, Field(max_length=64)]
+Count = Annotated[int, Field(ge=0)]
+RowId = Annotated[str, Field(min_length=8, max_length=128)]
 
-TICK_COLUMNS = ("symbol", "source", "ts_us", "price", "size", "side", "trade_id", "quote")
+
+def rows() -> Any:
+    """A column's bounds: 1 to :data:`MAX_BATCH_ROWS` rows."""
+    return Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
 
-class TickBatch(Event):
-    """Trades of one partition of ``tokenpulse.ticks.v2``, column by column: row ``i`` is the ``i``-th value
-    of every column, one trade as a ``tokenpulse.ticks.v1`` message carries it (``ts_us`` its exchange time in
-    epoch microseconds). Every column has the same length, 1 to 10,000 rows. The batch is valid or not as a
-    whole. A row's identity is ``source:trade_id``, or ``event_id#row`` for a trade without an id."""
+def epoch_us(ts: datetime) -> int:
+    """Exact epoch microseconds of an aware datetime (``timestamp()`` is a float and can be off by one)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_epoch_us(ts_us: int) -> datetime:
+    """The aware UTC datetime of epoch microseconds, exactly."""
+    return _EPOCH + timedelta(microseconds=ts_us)
+
+
+def price_row_id(symbol: str, ts_us: int, price: float, sources: Sequence[str], stale: bool, prev: float | None) -> str:
+    """A price's identity, derived from what it says: the same reconciled price published again (ticks
+    redelivered after a restart) has the same id, as a v1 event or as a row."""
+    return f"price-{symbol}-{ts_us}-{content_digest(price, tuple(sources), stale, prev)}"
+
+
+class RowBatch(Event):
+    """Rows of one partition, column by column (row ``i`` is the ``i``-th value of every column); subclasses
+    name their columns in :attr:`COLUMNS` and the per-event model a row converts to in :attr:`ROW_MODEL`."""
 
     model_config = ConfigDict(strict=True)
 
-    # required here: rows without a trade id take their identity from them, so a copy must decode the same
+    ROW_MODEL: ClassVar[type[Event]]
+    COLUMNS: ClassVar[tuple[str, ...]]
+    TIME: ClassVar[tuple[str, int]]  # the time column and its units per microsecond divisor (1 or 1000)
+
+    # required here: rows may take their identity from it, so a copy of the message must decode the same
     event_id: str = Field(min_length=8, max_length=128)
     produced_at: UtcDatetime
-    symbol: list[Symbol] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    source: list[Source] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    ts_us: list[EpochMicros] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    price: list[Price] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    size: list[Amount] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    side: list[Side] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    trade_id: list[TradeId | None] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
-    quote: list[Quote] = Field(min_length=1, max_length=MAX_BATCH_ROWS)
 
     @model_validator(mode="after")
     def _rectangular(self) -> Self:
-        lengths = {len(getattr(self, name)) for name in TICK_COLUMNS}
+        lengths = {len(getattr(self, name)) for name in self.COLUMNS}
         if len(lengths) != 1:
             raise ValueError(f"every column needs the same number of rows, got lengths {sorted(lengths)}")
         return self
 
     def __len__(self) -> int:
-        return len(self.symbol)
+        return len(getattr(self, self.COLUMNS[0]))
+
+    def columns(self) -> list[list[Any]]:
+        """The columns in :attr:`COLUMNS` order (the lists themselves, not copies)."""
+        return [getattr(self, name) for name in self.COLUMNS]
+
+    @classmethod
+    def of_columns(
+        cls, columns: Sequence[Sequence[Any]], *, event_id: str | None = None, produced_at: datetime | None = None
+    ) -> Self:
+        """A batch from columns in :attr:`COLUMNS` order whose values are valid by construction (validated
+        events' values, or a service's own computation), without validating them again."""
+        fields: dict[str, Any] = {
+            "event_id": event_id or new_event_id(),
+            "schema_version": 1,
+            "produced_at": produced_at or utcnow(),
+        }
+        for name, column in zip(cls.COLUMNS, columns, strict=True):
+            fields[name] = list(column)
+        return trusted(cls, fields)
+
+    def take(self, rows: Sequence[int], *, event_id: str | None = None) -> Self:
+        """The batch of the given rows (in that order)."""
+        return self.of_columns(
+            [[column[i] for i in rows] for column in self.columns()],
+            event_id=event_id,
+            produced_at=self.produced_at,
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence[RowBatch]) -> list[list[Any]]:
+        """The columns of several batches one after the other."""
+        out: list[list[Any]] = [[] for _ in cls.COLUMNS]
+        for batch in batches:
+            for into, column in zip(out, batch.columns(), strict=True):
+                into.extend(column)
+        return out
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
+        """The rows of per-event (v1) events: the edge where a v1 message becomes a row."""
+        raise NotImplementedError
+
+    def to_events(self) -> list[Any]:
+        """The rows as per-event (v1) events: the edge where a consumer or the v1 topic wants events."""
+        raise NotImplementedError
+
+    def row_ids(self) -> list[str]:
+        """Each row's identity (the ``event_id`` its v1 event carries)."""
+        raise NotImplementedError
+
+    def symbols(self) -> list[str]:
+        """Each row's token (every batch has a ``symbol`` column: it places the row in its partition)."""
+        column: list[str] = self.__dict__["symbol"]
+        return column
+
+
+def _rows_to_events(
+    batch: RowBatch, model: type[Event], names: Sequence[str], extra: Iterable[dict[str, Any]]
+) -> list[Any]:
+    fields_set = set(model.model_fields)
+    head = {"schema_version": 1, "produced_at": batch.produced_at}
+    columns = [getattr(batch, name) for name in names]
+    out = []
+    for values, more in zip(zip(*columns, strict=True), extra, strict=True):
+        row = dict(zip(names, values, strict=True)) | head | more
+        out.append(trusted(model, row, fields_set))
+    return out
+
+
+TICK_COLUMNS = ("symbol", "source", "ts_us", "price", "size", "side", "trade_id", "quote")
+
+
+class TickBatch(RowBatch):
+    """Trades of one partition of ``tokenpulse.ticks.v2``, column by column: row ``i`` is the ``i``-th value
+    of every column, one trade as a ``tokenpulse.ticks.v1`` message carries it (``ts_us`` its exchange time in
+    epoch microseconds). Every column has the same length, 1 to 10,000 rows. The batch is valid or not as a
+    whole. A row's identity is ``source:trade_id``, or ``event_id#row`` for a trade without an id."""
+
+    ROW_MODEL: ClassVar[type[Event]] = TickEvent
+    COLUMNS: ClassVar[tuple[str, ...]] = TICK_COLUMNS
+
+    symbol: list[Symbol] = rows()
+    source: list[Source] = rows()
+    ts_us: list[EpochMicros] = rows()
+    price: list[Price] = rows()
+    size: list[Amount] = rows()
+    side: list[Side] = rows()
+    trade_id: list[TradeId | None] = rows()
+    quote: list[Quote] = rows()
 
     def dedup_keys(self) -> list[str]:
         """Each row's identity, as :meth:`TickEvent.dedup_key` gives it for a per-trade message."""
@@ -87,118 +199,217 @@ class TickBatch(Event):
             for i, (source, tid) in enumerate(zip(self.source, self.trade_id, strict=True))
         ]
 
+    def row_ids(self) -> list[str]:
+        return [
+            f"{src}-{sym}-{tid}" if tid else f"{self.event_id}#{i}"
+            for i, (sym, src, tid) in enumerate(zip(self.symbol, self.source, self.trade_id, strict=True))
+        ]
+
     def to_events(self) -> list[TickEvent]:
-        """The rows as per-trade events: the edge where a consumer wants ``tokenpulse.ticks.v1`` events."""
-        fields = set(TickEvent.model_fields)
-        out = []
-        for i, (sym, src, ts_us, price, size, side, tid, quote) in enumerate(
-            zip(*(getattr(self, c) for c in TICK_COLUMNS), strict=True)
-        ):
-            ts = datetime.fromtimestamp(ts_us // 1_000_000, UTC).replace(microsecond=ts_us % 1_000_000)
-            event_id = f"{src}-{sym}-{tid}" if tid else f"{self.event_id}#{i}"
-            row = {"event_id": event_id, "schema_version": 1, "produced_at": self.produced_at, "symbol": sym}
-            row |= {"source": src, "ts": ts, "price": price, "size": size, "side": side}
-            row |= {"trade_id": tid, "quote": quote}
-            out.append(trusted(TickEvent, row, fields))
-        return out
+        names = ("symbol", "source", "price", "size", "side", "trade_id", "quote")
+        extra = ({"event_id": eid, "ts": from_epoch_us(ts)} for eid, ts in zip(self.row_ids(), self.ts_us, strict=True))
+        return _rows_to_events(self, TickEvent, names, extra)
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
+        ticks: Sequence[TickEvent] = events  # type: ignore[assignment]
+        columns: list[list[Any]] = [
+            [t.symbol for t in ticks],
+            [t.source for t in ticks],
+            [epoch_us(t.ts) for t in ticks],
+            [t.price for t in ticks],
+            [t.size for t in ticks],
+            [t.side for t in ticks],
+            [t.trade_id for t in ticks],
+            [t.quote for t in ticks],
+        ]
+        return cls.of_columns(columns, event_id=event_id)
 
 
-def epoch_us(ts: datetime) -> int:
-    """Exact epoch microseconds of an aware datetime (``timestamp()`` is a float and can be off by one)."""
-    delta = ts - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+PRICE_COLUMNS = ("symbol", "ts_us", "price", "volume_24h", "sources", "stale", "prev_price")
 
 
-def tick_batch(columns: Sequence[Sequence[Any]], *, event_id: str, produced_at: datetime) -> TickBatch:
-    """A batch from columns in :data:`TICK_COLUMNS` order whose values are valid by construction (checked per
-    trade where they were parsed), without validating them again."""
-    fields: dict[str, Any] = {"event_id": event_id, "schema_version": 1, "produced_at": produced_at}
-    for name, column in zip(TICK_COLUMNS, columns, strict=True):
-        fields[name] = list(column)
-    return trusted(TickBatch, fields)
+class PriceBatch(RowBatch):
+    """Reconciled reference prices of tokens of one partition of ``tokenpulse.prices.v2``: each row is a
+    ``tokenpulse.prices.v1`` event, with ``ts_us`` the newest exchange time (epoch microseconds) among the
+    token's trades in the batch ingest handled (for a ``stale`` row: the token's clock when it went stale).
+    A row's identity is derived from its content: ``price-SYMBOL-ts_us-digest`` (the v1 event's id)."""
+
+    ROW_MODEL: ClassVar[type[Event]] = PriceEvent
+    COLUMNS: ClassVar[tuple[str, ...]] = PRICE_COLUMNS
+
+    symbol: list[Symbol] = rows()
+    ts_us: list[EpochMicros] = rows()
+    price: list[Price] = rows()
+    volume_24h: list[Amount | None] = rows()
+    sources: list[list[str]] = rows()
+    stale: list[bool] = rows()
+    prev_price: list[Price | None] = rows()
+
+    def row_ids(self) -> list[str]:
+        return [
+            price_row_id(*row)
+            for row in zip(self.symbol, self.ts_us, self.price, self.sources, self.stale, self.prev_price, strict=True)
+        ]
+
+    def to_events(self) -> list[PriceEvent]:
+        names = ("symbol", "price", "volume_24h", "sources", "stale", "prev_price")
+        extra = ({"event_id": eid, "ts": from_epoch_us(ts)} for eid, ts in zip(self.row_ids(), self.ts_us, strict=True))
+        return _rows_to_events(self, PriceEvent, names, extra)
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
+        prices: Sequence[PriceEvent] = events  # type: ignore[assignment]
+        columns: list[list[Any]] = [
+            [p.symbol for p in prices],
+            [epoch_us(p.ts) for p in prices],
+            [p.price for p in prices],
+            [p.volume_24h for p in prices],
+            [p.sources for p in prices],
+            [p.stale for p in prices],
+            [p.prev_price for p in prices],
+        ]
+        return cls.of_columns(columns, event_id=event_id)
 
 
-_encoder = msgspec.json.Encoder()
+CANDLE_COLUMNS = (
+    "row_id",
+    "symbol",
+    "interval",
+    "ts_ms",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "source",
+    "version",
+    "closed",
+)
 
 
-def encode_tick_batch(batch: TickBatch) -> bytes:
-    """The batch's JSON, written by msgspec from the columns: the document ``model_dump_json`` writes (the
-    same values; a float's text may differ, e.g. ``1e308`` for pydantic's ``1e+308``)."""
-    doc = {"event_id": batch.event_id, "schema_version": batch.schema_version, "produced_at": batch.produced_at}
-    doc |= {name: getattr(batch, name) for name in TICK_COLUMNS}
-    return _encoder.encode(doc)
+class CandleBatch(RowBatch):
+    """Candles of one partition of ``tokenpulse.candles.v2``: each row is a ``tokenpulse.candles.v1`` event,
+    with ``ts_ms`` its open time (epoch milliseconds, aligned to its interval) and ``row_id`` its identity
+    (the v1 event's id). Per row, ``high`` is at least ``open``, ``close`` and ``low``, and ``low`` at most
+    ``open`` and ``close``; a row that breaks this fails the batch, the reason naming the row."""
+
+    ROW_MODEL: ClassVar[type[Event]] = CandleEvent
+    COLUMNS: ClassVar[tuple[str, ...]] = CANDLE_COLUMNS
+
+    row_id: list[RowId] = rows()
+    symbol: list[Symbol] = rows()
+    interval: list[Interval] = rows()
+    ts_ms: list[EpochMillis] = rows()
+    open: list[Price] = rows()
+    high: list[Price] = rows()
+    low: list[Price] = rows()
+    close: list[Price] = rows()
+    volume: list[Amount] = rows()
+    trades: list[Count] = rows()
+    source: list[CandleSource] = rows()
+    version: list[Count] = rows()
+    closed: list[bool] = rows()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        rows = zip(self.interval, self.ts_ms, self.open, self.high, self.low, self.close, strict=False)
+        for i, (interval, ts_ms, o, h, lo, c) in enumerate(rows):
+            if h < max(o, c, lo):
+                raise ValueError(f"row {i}: high must be >= open, close and low")
+            if lo > min(o, c):
+                raise ValueError(f"row {i}: low must be <= open and close")
+            if ts_ms % interval.millis:
+                raise ValueError(f"row {i}: ts_ms must be aligned to the {interval.value} interval")
+        return self
+
+    def row_ids(self) -> list[str]:
+        return list(self.row_id)
+
+    def to_events(self) -> list[CandleEvent]:
+        names = ("symbol", "interval", "open", "high", "low", "close", "volume", "trades", "source", "version")
+        extra = (
+            {"event_id": eid, "ts": from_epoch_us(ts * 1000), "closed": closed}
+            for eid, ts, closed in zip(self.row_id, self.ts_ms, self.closed, strict=True)
+        )
+        return _rows_to_events(self, CandleEvent, names, extra)
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
+        candles: Sequence[CandleEvent] = events  # type: ignore[assignment]
+        columns: list[list[Any]] = [
+            [c.event_id for c in candles],
+            [c.symbol for c in candles],
+            [c.interval for c in candles],
+            [epoch_us(c.ts) // 1000 for c in candles],
+            *([getattr(c, name) for c in candles] for name in CANDLE_COLUMNS[4:]),
+        ]
+        return cls.of_columns(columns, event_id=event_id)
 
 
-# --- the fast decoder --------------------------------------------------------------------------------------
-
-_MAX = sys.float_info.max  # bounds a float above: 1e400 decodes to inf, which no model accepts
-_SYMBOL = re.compile(SYMBOL_PATTERN.replace("$", r"\Z"))  # Python's `$` also matches before a final newline
-_QUOTE = re.compile(QUOTE_PATTERN.replace("$", r"\Z"))
-_PRODUCED_AT: TypeAdapter[datetime] = TypeAdapter(UtcDatetime)
-
-
-class _TickColumns(Struct, forbid_unknown_fields=True, gc=False):
-    event_id: Annotated[str, Meta(min_length=8, max_length=128)]
-    produced_at: msgspec.Raw  # one per batch: pydantic's own datetime parser reads it, so times mean the same
-    symbol: list[str]
-    source: list[Annotated[str, Meta(min_length=1, max_length=64)]]
-    ts_us: list[Annotated[int, Meta(ge=0, le=MAX_TS_US)]]
-    price: list[Annotated[float, Meta(gt=0, le=_MAX)]]
-    size: list[Annotated[float, Meta(ge=0, le=_MAX)]]
-    side: list[Side]
-    trade_id: list[Annotated[str, Meta(max_length=128)] | None]
-    quote: list[str]
-    schema_version: Annotated[int, Meta(ge=1)] = 1
+INDICATOR_NAMES = (
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "ema_20",
+    "ema_50",
+    "sma_200",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "atr_14",
+)
+INDICATOR_COLUMNS = ("row_id", "symbol", "interval", "ts_ms", *INDICATOR_NAMES, "candle_version")
 
 
-if set(_TickColumns.__struct_fields__) != set(TickBatch.model_fields):
-    raise TypeError("the fast decoder of TickBatch is out of date with the model's fields")
-_decoder = msgspec.json.Decoder(_TickColumns)
-_MATCHED: dict[re.Pattern[str], set[str]] = {_SYMBOL: set(), _QUOTE: set()}
-_MATCHED_MAX = 100_000  # strings remembered per pattern; a universe holds a few thousand symbols
+class IndicatorBatch(RowBatch):
+    """Indicators of tokens of one partition of ``tokenpulse.indicators.v2``: each row is a
+    ``tokenpulse.indicators.v1`` event, ``ts_ms`` the open time (epoch milliseconds) of the candle the values
+    are computed at, ``row_id`` its identity (the v1 event's id); ``null`` while warming up."""
+
+    ROW_MODEL: ClassVar[type[Event]] = IndicatorEvent
+    COLUMNS: ClassVar[tuple[str, ...]] = INDICATOR_COLUMNS
+
+    row_id: list[RowId] = rows()
+    symbol: list[Symbol] = rows()
+    interval: list[Interval] = rows()
+    ts_ms: list[EpochMillis] = rows()
+    rsi_14: list[Indicator] = rows()
+    macd: list[Indicator] = rows()
+    macd_signal: list[Indicator] = rows()
+    macd_hist: list[Indicator] = rows()
+    ema_20: list[Indicator] = rows()
+    ema_50: list[Indicator] = rows()
+    sma_200: list[Indicator] = rows()
+    bb_upper: list[Indicator] = rows()
+    bb_middle: list[Indicator] = rows()
+    bb_lower: list[Indicator] = rows()
+    atr_14: list[Indicator] = rows()
+    candle_version: list[Count] = rows()
+
+    def row_ids(self) -> list[str]:
+        return list(self.row_id)
+
+    def to_events(self) -> list[IndicatorEvent]:
+        names = ("symbol", "interval", *INDICATOR_NAMES, "candle_version")
+        extra = (
+            {"event_id": eid, "ts": from_epoch_us(ts * 1000)} for eid, ts in zip(self.row_id, self.ts_ms, strict=True)
+        )
+        return _rows_to_events(self, IndicatorEvent, names, extra)
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event], *, event_id: str | None = None) -> Self:
+        rows: Sequence[IndicatorEvent] = events  # type: ignore[assignment]
+        columns: list[list[Any]] = [
+            [r.event_id for r in rows],
+            [r.symbol for r in rows],
+            [r.interval for r in rows],
+            [epoch_us(r.ts) // 1000 for r in rows],
+            *([getattr(r, name) for r in rows] for name in INDICATOR_COLUMNS[4:]),
+        ]
+        return cls.of_columns(columns, event_id=event_id)
 
 
-def _all_match(pattern: re.Pattern[str], values: list[str]) -> bool:
-    """Every value matches ``pattern``: each distinct one not seen before is matched once (a batch repeats
-    its symbols, and a market has far fewer symbols than rows)."""
-    known = _MATCHED[pattern]
-    new = set(values) - known
-    if not all(map(pattern.match, new)):
-        return False
-    if len(known) + len(new) > _MATCHED_MAX:
-        known.clear()
-    known |= new
-    return True
-
-
-def _fast(raw: bytes) -> TickBatch:
-    try:
-        cols = _decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(str(exc)) from exc
-    c = cols
-    lengths = {len(c.symbol), len(c.source), len(c.ts_us), len(c.price), len(c.size), len(c.side), len(c.trade_id)}
-    lengths.add(len(c.quote))
-    if len(lengths) != 1 or not 1 <= len(c.symbol) <= MAX_BATCH_ROWS:
-        raise ValueError("ragged or empty columns")
-    if not _all_match(_SYMBOL, c.symbol) or not _all_match(_QUOTE, c.quote):
-        raise ValueError("a symbol or quote does not match its pattern")
-    fields = msgspec.structs.asdict(cols)
-    try:
-        fields["produced_at"] = _PRODUCED_AT.validate_json(bytes(c.produced_at), strict=True)
-    except ValidationError as exc:
-        raise ValueError(str(exc)) from exc
-    return trusted(TickBatch, fields)
-
-
-def decode_tick_batch(raw: bytes) -> TickBatch:
-    """Parse and validate one ``tokenpulse.ticks.v2`` message; raise ``ValueError`` with pydantic's reasons."""
-    try:
-        return _fast(raw)
-    except ValueError:
-        pass  # pydantic decides, with its own reasons
-    try:
-        return TickBatch.model_validate_json(raw)
-    except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:5])
-        raise ValueError(f"schema validation failed for TickBatch: {detail}") from exc
+BATCH_MODELS: tuple[type[RowBatch], ...] = (TickBatch, PriceBatch, CandleBatch, IndicatorBatch)

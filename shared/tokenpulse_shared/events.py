@@ -15,7 +15,7 @@ import math
 import os
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -27,6 +27,9 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+# re-exported: events are built with it; the pydantic internals it writes stay in that one module
+from tokenpulse_shared.fastmodel import trusted as trusted
 
 SYMBOL_PATTERN = r"^[A-Z0-9]{1,15}$"
 
@@ -59,29 +62,6 @@ def new_event_id() -> str:
     restart or a redelivery carry ids derived from what they describe (docs/reliability.md, "Output event
     ids"), so the copy is the same event."""
     return os.urandom(16).hex()
-
-
-# a model's storage slots, set directly: what pydantic's model_construct does through object.__setattr__
-_SLOTS = BaseModel.__dict__
-_set_dict = _SLOTS["__dict__"].__set__
-_set_fields_set = _SLOTS["__pydantic_fields_set__"].__set__
-_set_extra = _SLOTS["__pydantic_extra__"].__set__
-_set_private = _SLOTS["__pydantic_private__"].__set__
-
-
-def trusted(cls: type[E], fields: dict[str, Any], fields_set: set[str] | None = None) -> E:
-    """An event built from values that are valid by construction (taken from validated events, or
-    computed by the service), without validating them again: pydantic's ``model_construct`` minus its
-    per-field default resolution, which cost more than the work of the hot paths that use this.
-    ``fields`` must hold every field of ``cls``; unit tests check the result equals the validated event.
-    ``fields_set`` (every field name) may be one set shared by all events of a hot path: the models are
-    frozen, nothing adds to it in place (``model_copy(update=...)`` copies it first)."""
-    m = cls.__new__(cls)
-    _set_dict(m, fields)
-    _set_fields_set(m, set(fields) if fields_set is None else fields_set)
-    _set_extra(m, None)
-    _set_private(m, None)
-    return m
 
 
 def content_digest(*values: object) -> str:
@@ -377,7 +357,7 @@ class AlertChannel(BaseModel):
 
 ChangeWindow = Literal["5m", "15m", "1h", "4h", "24h"]
 CHANGE_WINDOWS_S: dict[str, int] = {"5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "24h": 86400}
-LEAF_KINDS = (
+LeafKind = Literal[
     "price_above",
     "price_below",
     "change_above",
@@ -388,7 +368,8 @@ LEAF_KINDS = (
     "investor_grade_below",
     "grade_change",
     "signal",
-)
+]
+LEAF_KINDS: tuple[str, ...] = get_args(LeafKind)
 MAX_CONDITION_LEAVES = 10
 # Levels of a condition, a single check being one: an ``any`` of ``all``s of checks (3) writes any boolean
 # formula (its disjunctive normal form); a fourth level lets a rule be written as one thinks of it. Its JSON
@@ -431,20 +412,7 @@ class AlertCondition(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal[
-        "price_above",
-        "price_below",
-        "change_above",
-        "change_below",
-        "trader_grade_above",
-        "trader_grade_below",
-        "investor_grade_above",
-        "investor_grade_below",
-        "grade_change",
-        "signal",
-        "all",
-        "any",
-    ]
+    kind: Literal[LeafKind, "all", "any"]
     value: float | None = Field(None, allow_inf_nan=False)
     window: ChangeWindow | None = None
     grade: Literal["trader", "investor"] | None = None
@@ -533,6 +501,29 @@ class AlertRuleEvent(Event):
         return self.rule_id
 
 
+VenueName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", description="venue name, e.g. binance")]
+VenuePair = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,39}$", description="pair as the venue spells it")
+]
+
+
+class UniverseTokenEvent(Event):
+    """A token of the tracked universe, added or changed, or removed (``tokenpulse.universe.v1``, compacted).
+
+    The message key is the symbol; a removal is published as ``deleted=True`` followed by a tombstone on
+    Kafka. ``pairs`` holds what is known per venue: a pair where it is listed, ``null`` where it is known
+    not to be; a venue left out takes the venue's default naming (``{symbol}USDT`` and so on)."""
+
+    symbol: Symbol
+    name: str = Field(min_length=1, max_length=100)
+    rank: int | None = Field(default=None, ge=1, le=1_000_000, description="1 = first of the universe")
+    pairs: dict[VenueName, VenuePair | None] = Field(default_factory=dict, max_length=32)
+    deleted: bool = False
+
+    def partition_key(self) -> str:
+        return self.symbol
+
+
 class AlertFiredEvent(Event):
     """An alert fired, and its deliveries (``tokenpulse.alerts.v1``).
 
@@ -555,6 +546,28 @@ class AlertFiredEvent(Event):
 
     def partition_key(self) -> str:
         return self.rule_id
+
+
+class MarketStateEvent(Event):
+    """The market state of the tracked market (``tokenpulse.market-state.v1``), published when it changes.
+
+    ``ts`` is the day it is the state of (00:00 UTC); ``event_id`` is ``market-state-<day>-<state>``, the
+    same from every publisher, so a consumer drops the copies that replicas or a restart publish again."""
+
+    ts: UtcDatetime = Field(description="the day the state is of, 00:00 UTC")
+    state: Literal["bullish", "neutral", "bearish"]
+    previous_state: Literal["bullish", "neutral", "bearish"] | None = Field(
+        None, description="the state this publisher published before (null: the first since it started)"
+    )
+    score: Score
+    breadth: Unit | None = Field(None, description="share of the tracked market cap whose daily signal is bullish")
+    components: dict[str, float | None] = Field(default_factory=dict)
+    total_market_cap: float | None = Field(None, ge=0, allow_inf_nan=False)
+    btc_dominance: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+
+    def partition_key(self) -> str:
+        """One key for the whole market: its states stay in order."""
+        return "MARKET"
 
 
 class DeadLetterEvent(Event):

@@ -11,9 +11,47 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tokenpulse_shared.topics import ALL_TOPICS, Topic
+from tokenpulse_shared.topics import ALL_TOPICS, TICKS, Topic
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "docs" / "schemas"
+
+PARTITIONING = (
+    "A token's partition is the Java client's: murmur2(symbol as UTF-8) & 0x7fffffff % partitions, what the "
+    "Java client, kafka-python, aiokafka and franz-go do for a message keyed by the symbol. librdkafka "
+    "(confluent-kafka) defaults to consistent_random (CRC32): set partitioner=murmur2_random. A record on "
+    "another partition is still counted, once: ingest moves it to the right one."
+)
+OUTSIDE_PRODUCERS = (
+    "The input for programs outside Tokenpulse (a feed handler of your own, another team's collector): publish "
+    "one trade per message in this schema, keyed by the symbol; ingest consumes it with its own feeds' "
+    "tokenpulse.ticks.v2. " + PARTITIONING
+)
+
+
+def _key(topic: Topic) -> dict[str, Any]:
+    if topic.batched:
+        return {"type": "null", "description": "no key: a batch holds the rows of one partition and is sent to it"}
+    what = "the alert rule id" if topic.name.endswith(("alert-rules.v1", "alerts.v1")) else "the token symbol"
+    return {"type": "string", "description": f"message key: {what}"}
+
+
+def _operations(topic: Topic, cid: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        f"consume_{cid}": {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{cid}"},
+            "summary": f"Subscribe to {topic.name}",
+        }
+    }
+    if topic is TICKS:
+        out[f"consume_{cid}"]["description"] = "ingest consumes it (with tokenpulse.ticks.v2) and builds candles"
+        out[f"produce_{cid}"] = {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{cid}"},
+            "summary": "Outside producers send trades here, one per message",
+            "description": OUTSIDE_PRODUCERS,
+        }
+    return out
 
 
 def message_name(topic: Topic) -> str:
@@ -39,7 +77,6 @@ def asyncapi_document() -> dict[str, Any]:
     for topic in ALL_TOPICS:
         cid = topic.name.replace(".", "_").replace("-", "_")
         name = message_name(topic)
-        key = "the alert rule id" if topic.name.endswith(("alert-rules.v1", "alerts.v1")) else "the token symbol"
         messages[name] = {
             "name": name,
             "title": name,
@@ -53,11 +90,11 @@ def asyncapi_document() -> dict[str, Any]:
                     "content-type": {"type": "string", "const": "application/json"},
                 },
             },
-            "bindings": {"kafka": {"key": {"type": "string", "description": f"message key: {key}"}}},
+            "bindings": {"kafka": {"key": _key(topic)}},
         }
         channels[cid] = {
             "address": topic.name,
-            "description": topic.description,
+            "description": topic.description + (f" ({PARTITIONING})" if topic.batched or topic is TICKS else ""),
             "messages": {name: {"$ref": f"#/components/messages/{name}"}},
             "bindings": {
                 "kafka": {
@@ -67,18 +104,17 @@ def asyncapi_document() -> dict[str, Any]:
                 }
             },
         }
-        operations[f"consume_{cid}"] = {
-            "action": "receive",
-            "channel": {"$ref": f"#/channels/{cid}"},
-            "summary": f"Subscribe to {topic.name}",
-        }
+        operations |= _operations(topic, cid)
     return {
         "asyncapi": "3.0.0",
         "info": {
             "title": "Tokenpulse topics",
             "version": "1.0.0",
             "description": "Typed events on Kafka. Every event carries event_id, schema_version and produced_at; "
-            "a message that fails validation goes to tokenpulse.dead-letter.v1 with the reason.",
+            "a message that fails validation goes to tokenpulse.dead-letter.v1 with the reason. The v2 topics "
+            "carry batches: the rows of one partition in columns, times as integers (ts_us, ts_ms); a batch is "
+            "valid or not as a whole. While TOKENPULSE_PUBLISH_V1 is true (the default for one release) the "
+            "v1 prices, candles and indicators are published too; tokenpulse.ticks.v1 stays for good.",
         },
         "defaultContentType": "application/json",
         "channels": channels,

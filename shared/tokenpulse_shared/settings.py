@@ -2,7 +2,8 @@
 
 :class:`Settings` composes the sections: the common ones (``runtime``, ``bus``, ``store``,
 ``telemetry``, ``http``), one per service (``ingest``, ``scoring``, ``alerts``, ``gateway``) and one
-per data source (``binance``, ``coinbase``, ``kraken``, ``marketcap``). Every section is a
+per data source (``binance``, ``coinbase``, ``kraken``, ``okx``, ``bybit``, ``coinbase_advanced``, ``ccxt``,
+``marketcap``). Every section is a
 pydantic-settings class with an ``env_prefix``: a field's variable is the prefix plus its name in
 upper case (``settings.gateway.max_body_bytes`` is ``TOKENPULSE_MAX_BODY_BYTES``,
 ``settings.binance.ws_url`` is ``TOKENPULSE_BINANCE_WS_URL``), so the names stay the public ones
@@ -83,7 +84,15 @@ class RuntimeSettings(Section):
     )
     symbols: UpperList = Field(
         default_factory=lambda: ["BTC", "ETH", "BNB", "XRP", "ADA", "DOGE", "SOL", "LTC"],
-        description="Tracked tokens, comma separated.",
+        description="Tracked tokens, comma separated (the short form of a universe; UNIVERSE, when set, wins).",
+    )
+    universe: Path | None = Field(
+        None,
+        description="Universe file: CSV `symbol,name[,venue...]` (one column per venue, its pair there; blank = "
+        "not listed), file order = rank; e.g. `data/universe/top1000.csv`. Ingest re-reads it while running.",
+    )
+    universe_top_n: int = Field(
+        0, ge=0, le=100_000, description="Track only the first N tokens of the universe by rank; 0 = all of them."
     )
     bundle_dir: Path = Field(DEFAULT_BUNDLE, description="Folder of the bundled real market history.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
@@ -238,12 +247,14 @@ class IngestSettings(Section):
     )
     feed_exchanges: LowerList = Field(
         default_factory=lambda: ["binance", "coinbase", "kraken"],
-        description="Exchanges whose public trade streams feed live prices, comma separated.",
+        description="Exchanges whose public trade streams feed live prices, comma separated: binance, coinbase, "
+        "kraken, okx, bybit, coinbase_advanced, or `ccxt:<id>` for any exchange ccxt knows (e.g. `ccxt:gate`).",
     )
     feed_pairs: TextList = Field(
         default_factory=list,
         description="Symbol mapping overrides `exchange:SYMBOL=PAIR` (comma separated; PAIR `-` drops the "
-        "token there), e.g. `binance:BTC=BTCFDUSD,kraken:DOGE=-`. Default pairs: BTCUSDT, BTC-USD, BTC/USD.",
+        "token there), e.g. `binance:BTC=BTCFDUSD,kraken:DOGE=-,ccxt:gate:BTC=BTC/USDC`. Default pairs: BTCUSDT "
+        "(binance, bybit), BTC-USD (coinbase, coinbase_advanced), BTC/USD (kraken), BTC-USDT (okx), BTC/USDT (ccxt).",
     )
     feed_connect_timeout_s: float = Field(
         10.0,
@@ -256,6 +267,21 @@ class IngestSettings(Section):
     )
     feed_backoff_s: float = Field(0.5, gt=0, description="First reconnect delay; doubles per failed attempt, jittered.")
     feed_backoff_max_s: float = Field(30.0, gt=0, description="Longest reconnect delay.")
+    universe_refresh_s: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds between two reads of the universe file: a token added is followed, one removed "
+        "stops, without a restart; 0 = read once at start.",
+    )
+    universe_discovery: bool = Field(
+        True,
+        description="While the live feed may use the exchanges (LIVE_FEED auto or live), check the universe's pairs "
+        "against each feed exchange's listing endpoint (Binance exchangeInfo, Coinbase products, Kraken "
+        "AssetPairs): delisted pairs dropped, listed ones added; an exchange that does not answer keeps the file's.",
+    )
+    universe_discovery_s: float = Field(
+        3600.0, ge=1, description="Seconds between two reads of the exchanges' listing endpoints."
+    )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic generator.")
     candle_idle_close_s: float = Field(
@@ -457,6 +483,55 @@ class KrakenSettings(VenueSettings):
     requests_per_s: float = Field(0.5, gt=0, description="REST requests per second (public endpoints allow about 1/s).")
 
 
+class OkxSettings(VenueSettings):
+    """OKX spot: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}OKX_")
+
+    ws_url: str = Field("wss://ws.okx.com:8443/ws/v5/public", description="WebSocket (v5 public channels).")
+    rest_url: str = Field("https://www.okx.com", description="REST base URL (gap backfill).")
+    requests_per_s: float = Field(
+        5.0, gt=0, description="REST requests per second (history-candles allows 20 per 2 s per IP)."
+    )
+
+
+class BybitSettings(VenueSettings):
+    """Bybit spot: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}BYBIT_")
+
+    ws_url: str = Field("wss://stream.bybit.com/v5/public/spot", description="WebSocket (v5 public, spot).")
+    rest_url: str = Field("https://api.bybit.com", description="REST base URL (gap backfill).")
+    requests_per_s: float = Field(5.0, gt=0, description="REST requests per second (the IP limit is 600 per 5 s).")
+
+
+class CoinbaseAdvancedSettings(VenueSettings):
+    """Coinbase Advanced Trade: live trades and candle history (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}COINBASE_ADVANCED_")
+
+    ws_url: str = Field("wss://advanced-trade-ws.coinbase.com", description="WebSocket (public market data).")
+    rest_url: str = Field(
+        "https://api.coinbase.com/api/v3/brokerage", description="REST base URL (public market endpoints)."
+    )
+    requests_per_s: float = Field(5.0, gt=0, description="REST requests per second (public limit 10/s per IP).")
+
+
+class CcxtSettings(VenueSettings):
+    """Any exchange ccxt knows (``ccxt:<id>`` in TOKENPULSE_FEED_EXCHANGES): history and live trades (ingest)."""
+
+    model_config = SettingsConfigDict(env_prefix=f"{PREFIX}CCXT_")
+
+    ws_url: str = Field(
+        "", description="Replaces every ccxt.pro WebSocket URL of the exchange (a mirror); empty: ccxt's."
+    )
+    rest_url: str = Field("", description="Replaces every ccxt REST API URL of the exchange (a mirror); empty: ccxt's.")
+    poll_s: float = Field(
+        2.0, gt=0, description="Seconds between `fetch_trades` polls, for exchanges without `watch_trades`."
+    )
+    watch: bool = Field(True, description="Use ccxt.pro `watch_trades` where the exchange has it; false: poll.")
+
+
 class MarketCapSettings(Section):
     """Market caps from a CoinGecko-compatible API (ingest): per token, total market, BTC dominance."""
 
@@ -499,14 +574,20 @@ class Settings(BaseModel):
     binance: BinanceSettings = Field(default_factory=BinanceSettings)
     coinbase: CoinbaseSettings = Field(default_factory=CoinbaseSettings)
     kraken: KrakenSettings = Field(default_factory=KrakenSettings)
+    okx: OkxSettings = Field(default_factory=OkxSettings)
+    bybit: BybitSettings = Field(default_factory=BybitSettings)
+    coinbase_advanced: CoinbaseAdvancedSettings = Field(default_factory=CoinbaseAdvancedSettings)
+    ccxt: CcxtSettings = Field(default_factory=CcxtSettings)
     marketcap: MarketCapSettings = Field(default_factory=MarketCapSettings)
 
     @model_validator(mode="after")
     def _backfill_from_a_known_venue(self) -> Settings:
         name = self.ingest.rest_backfill_exchange
-        venues = [n for n, section in self if isinstance(section, VenueSettings)]
-        if name is not None and name not in venues:
-            raise ValueError(f"TOKENPULSE_REST_BACKFILL_EXCHANGE={name!r}: choose one of {', '.join(venues)}")
+        venues = [n for n, section in self if isinstance(section, VenueSettings) and n != "ccxt"]
+        if name is not None and name not in venues and not name.startswith("ccxt:"):
+            raise ValueError(
+                f"TOKENPULSE_REST_BACKFILL_EXCHANGE={name!r}: choose one of {', '.join(venues)} or ccxt:<id>"
+            )
         return self
 
     def require_admin_token(self) -> SecretStr | None:

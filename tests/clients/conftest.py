@@ -8,18 +8,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.security.conftest import ADMIN, RELAXED, UpServer
+from tests.security.conftest import ADMIN, RELAXED, UpServer, serving
 
 
 @pytest.fixture(scope="session")
 def sdk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
-    up = UpServer(tmp_path_factory.mktemp("clients"), {**RELAXED, "TOKENPULSE_LIVE_FEED": "synthetic"}).start()
-    try:
-        yield up
-    finally:
-        code = up.stop()
-    assert code == 0, up.proc.tail(80)
-    assert not up.leaked_keys(), "API keys in the server's log"
+    env = {**RELAXED, "TOKENPULSE_LIVE_FEED": "synthetic"}
+    yield from serving(UpServer(tmp_path_factory.mktemp("clients"), env), "the server's log")
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ answers ever fill: the two directions in which the SDK and the API can drift apa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,34 +23,30 @@ def unknown_fields(value: Any, path: str = "$") -> list[str]:
     return []
 
 
+def models(value: Any) -> Iterator[BaseModel]:
+    """Every model in ``value``, nested ones too (through lists, tuples and dicts)."""
+    if isinstance(value, BaseModel):
+        yield value
+        for name in type(value).model_fields:
+            yield from models(getattr(value, name))
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from models(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from models(item)
+
+
 def filled_fields(value: Any, into: set[tuple[str, str]] | None = None) -> set[tuple[str, str]]:
     """(model, field) of every field an answer set, through the whole tree."""
     into = set() if into is None else into
-    if isinstance(value, BaseModel):
-        into.update((type(value).__name__, name) for name in value.model_fields_set)
-        for name in type(value).model_fields:
-            filled_fields(getattr(value, name), into)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            filled_fields(item, into)
-    elif isinstance(value, dict):
-        for item in value.values():
-            filled_fields(item, into)
+    into.update((type(m).__name__, name) for m in models(value) for name in m.model_fields_set)
     return into
 
 
 def models_in(value: Any, into: set[type[BaseModel]] | None = None) -> set[type[BaseModel]]:
     into = set() if into is None else into
-    if isinstance(value, BaseModel):
-        into.add(type(value))
-        for name in type(value).model_fields:
-            models_in(getattr(value, name), into)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            models_in(item, into)
-    elif isinstance(value, dict):
-        for item in value.values():
-            models_in(item, into)
+    into.update(type(m) for m in models(value))
     return into
 
 

@@ -1,6 +1,7 @@
-"""``tokenpulse mcp`` over stdio, driven by the official ``mcp`` client against a real ``tokenpulse up``: it lists
-its tools with input schemas, each tool answers with the numbers REST gives, and bad input is a tool error
-carrying the API's message while the server keeps serving."""
+"""The MCP tools over both transports, driven by the official ``mcp`` client against a real ``tokenpulse up``:
+``tokenpulse mcp`` over stdio, and the gateway's ``/mcp`` over streamable HTTP. Each lists its tools with input
+schemas, each tool answers with the numbers REST gives, and bad input is a tool error carrying the API's
+message while the server keeps serving."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
-from tests.e2e.procs import TOKENPULSE, fetch_all
+from testkit.procs import TOKENPULSE, fetch_all
 from tests.security.conftest import UpServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]  # a real tokenpulse up, MCP over stdio
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]  # a real tokenpulse up, MCP over stdio and HTTP
 
 TOOLS = {
     "list_tokens",
@@ -29,13 +32,31 @@ TOOLS = {
     "get_levels",
     "get_prediction",
     "get_cycles",
+    "get_quant",
+    "get_market_state",
+    "get_report",
     "create_alert",
     "list_alerts",
-}  # get_quant joins them once GET /v1/quant/{symbol} exists
+}
+
+
+@pytest.fixture(params=["stdio", "http"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @asynccontextmanager
-async def mcp_session(up: UpServer, key: str) -> AsyncIterator[ClientSession]:
+async def mcp_session(up: UpServer, key: str, transport: str) -> AsyncIterator[ClientSession]:
+    """An initialized MCP session: ``tokenpulse mcp`` started over stdio, or the gateway's ``/mcp``."""
+    if transport == "http":
+        async with (
+            httpx2.AsyncClient(headers={"X-API-Key": key}, timeout=60) as http,
+            streamable_http_client(f"{up.base}/mcp", http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+        return
     params = StdioServerParameters(
         command=TOKENPULSE, args=["mcp", "--base-url", up.base], env={"TOKENPULSE_API_KEY": key}
     )
@@ -61,8 +82,8 @@ def text_of(result: CallToolResult) -> str:
     return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
-async def test_lists_every_tool_with_an_input_schema(sdk_server: UpServer, free_key: str) -> None:
-    async with mcp_session(sdk_server, free_key) as session:
+async def test_lists_every_tool_with_an_input_schema(sdk_server: UpServer, free_key: str, transport: str) -> None:
+    async with mcp_session(sdk_server, free_key, transport) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
     assert set(tools) == TOOLS
     assert all(t.input_schema["type"] == "object" and t.description for t in tools.values())
@@ -72,8 +93,8 @@ async def test_lists_every_tool_with_an_input_schema(sdk_server: UpServer, free_
     assert "price_above" in str(tools["create_alert"].input_schema)
 
 
-async def test_market_tools_give_the_numbers_rest_gives(sdk_server: UpServer, free_key: str) -> None:
-    async with mcp_session(sdk_server, free_key) as session:
+async def test_market_tools_give_the_numbers_rest_gives(sdk_server: UpServer, free_key: str, transport: str) -> None:
+    async with mcp_session(sdk_server, free_key, transport) as session:
         tokens = await call(session, "list_tokens")
         token = await call(session, "get_token", symbol="btc")
         fixed = await call(session, "get_candles", symbol="ETH", interval="1d", start="2024-01-01", limit=5)
@@ -107,11 +128,16 @@ async def test_market_tools_give_the_numbers_rest_gives(sdk_server: UpServer, fr
     assert grades["trader_grade"] == all_grades[-1]["trader_grade"]
 
 
-async def test_analytics_and_alert_tools_give_the_numbers_rest_gives(sdk_server: UpServer, free_key: str) -> None:
-    async with mcp_session(sdk_server, free_key) as session:
+async def test_analytics_and_alert_tools_give_the_numbers_rest_gives(
+    sdk_server: UpServer, free_key: str, transport: str
+) -> None:
+    async with mcp_session(sdk_server, free_key, transport) as session:
         levels = await call(session, "get_levels", symbol="BTC")
         prediction = await call(session, "get_prediction", symbol="ETH")
         cycles = await call(session, "get_cycles")
+        quant = await call(session, "get_quant", symbol="ETH", window="30d")
+        market = await call(session, "get_market_state")
+        report = await call(session, "get_report", symbol="ETH")
         created = await call(
             session, "create_alert", symbol="ETH", condition={"kind": "price_below", "value": 10}, name="crash"
         )
@@ -127,17 +153,26 @@ async def test_analytics_and_alert_tools_give_the_numbers_rest_gives(sdk_server:
     assert [s["btc_price_target_usd"] for s in cycles["scenarios"]] == [
         s["btc_price_target"] for s in rest_cycles["projection"]["scenarios"]
     ]
+    rest_quant = rest(sdk_server, free_key, "/v1/quant/ETH", window="30d")
+    assert quant["sharpe"] == rest_quant["sharpe"] and quant["volatility_annual_pct"] == pytest.approx(
+        rest_quant["volatility"] * 100
+    )
+    rest_market = rest(sdk_server, free_key, "/v1/market")
+    assert (market["state"], market["score_0_100"]) == (rest_market["state"], rest_market["score"])
+    assert report["markdown"].startswith("# ETH") and "## Quant metrics" in report["markdown"]
     rules = rest(sdk_server, free_key, "/v1/alerts", symbol="ETH")["data"]
     assert created["id"] in [r["id"] for r in rules]
     assert created["condition"] == next(r["description"] for r in rules if r["id"] == created["id"])
     assert created["id"] in [r["id"] for r in listed["rules"]]
 
 
-async def test_bad_input_is_a_tool_error_with_the_apis_message(sdk_server: UpServer, free_key: str) -> None:
+async def test_bad_input_is_a_tool_error_with_the_apis_message(
+    sdk_server: UpServer, free_key: str, transport: str
+) -> None:
     unknown = rest_error(sdk_server, free_key, "/v1/tokens/FOO")
     bad_time = rest_error(sdk_server, free_key, "/v1/candles/BTC", start="yesterday")
     intraday = rest_error(sdk_server, free_key, "/v1/signals", symbol="BTC", interval="1h")
-    async with mcp_session(sdk_server, free_key) as session:
+    async with mcp_session(sdk_server, free_key, transport) as session:
         cases = {
             unknown: await session.call_tool("get_token", {"symbol": "FOO"}),
             bad_time: await session.call_tool("get_candles", {"symbol": "BTC", "start": "yesterday"}),

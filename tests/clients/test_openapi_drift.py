@@ -110,6 +110,8 @@ def example_answer(op: dict[str, Any], first_page: bool) -> httpx.Response:
         return httpx.Response(
             200, text=content["text/event-stream"]["example"], headers={"content-type": "text/event-stream"}
         )
+    if "text/markdown" in content:  # the research report
+        return httpx.Response(200, text=content["text/markdown"]["example"], headers={"content-type": "text/markdown"})
     body = content["application/json"]["example"]
     if isinstance(body, dict) and "data" in body:  # a list (its null next_cursor is not in the document)
         body = {**body, "next_cursor": CURSOR if first_page else None}
@@ -124,7 +126,9 @@ def sdk_calls(c: Client) -> dict[str, Callable[[], Any]]:
     return {
         "create_key": lambda: c.create_key("bot", email="me@example.com"),
         "usage": c.usage,
-        "tokens": lambda: c.tokens(limit=10).to_list(),
+        "tokens": lambda: c.tokens(
+            limit=10, sort="-market_cap", q="bit", min_trader_grade=50, signal="bullish"
+        ).to_list(),
         "token": lambda: c.token("BTC"),
         "candles": lambda: c.candles("BTC", "1h", start=day, end=moment, limit=10).to_list(),
         "indicators": lambda: c.indicators("BTC", "4h", start="2024-01-01", end=moment, limit=10).to_list(),
@@ -134,6 +138,13 @@ def sdk_calls(c: Client) -> dict[str, Callable[[], Any]]:
         "predictions": lambda: c.predictions("BTC", history=True, horizon="7d", limit=5),
         "track_record": c.track_record,
         "cycles_btc": lambda: c.cycles_btc(**overrides),
+        "quant": lambda: c.quant("ETH", window="365d"),
+        "correlation": lambda: c.correlation(["BTC", "ETH"], window="30d"),
+        "market": lambda: c.market(history=True, start=day, end=moment),
+        "indices": c.indices,
+        "index": lambda: c.index("mcap-top5"),
+        "scenarios": lambda: c.scenarios("ETH", targets=[5000, 10000], price=10000),
+        "report": lambda: c.report("ETH"),
         "create_alert": lambda: c.create_alert(
             "BTC", condition, [AlertChannel(type="webhook", target="https://example.com/h")], 600, "big"
         ),

@@ -30,9 +30,9 @@ from tokenpulse_client import (
 )
 from tokenpulse_client import models as m
 
+from testkit.procs import fetch_all
 from tests.clients.drift import never_filled, unknown_fields
 from tests.clients.proxy import CuttableProxy
-from tests.e2e.procs import fetch_all
 from tests.security.conftest import UpServer
 
 pytestmark = pytest.mark.e2e  # a real tokenpulse up
@@ -95,6 +95,13 @@ def test_every_method_answers_with_the_models_fields_exactly(sdk_server: UpServe
             "track_record": c.track_record(),
             "cycles_btc": c.cycles_btc(),
             "cycles_custom": c.cycles_btc(basis="bottom", scenario=["bear"]),
+            "quant": c.quant("ETH", window="30d"),
+            "correlation": c.correlation(["BTC", "ETH"]),
+            "market": c.market(history=True, start="2026-01-01"),
+            "indices": c.indices(),
+            "index": c.index("grade-60"),
+            "scenarios": c.scenarios("ETH", targets=[5000, 10000], price=10000),
+            "report": c.report("ETH"),
             "create_alert": rule,
             "alerts": c.alerts().to_list(),
             "alert": c.alert(rule.id),
@@ -104,6 +111,7 @@ def test_every_method_answers_with_the_models_fields_exactly(sdk_server: UpServe
         }
     assert answers["delete_alert"] == m.AlertDeleted(id=rule.id, deleted=True)
     assert answers["cycles_custom"].projection.basis == "bottom"
+    assert answers["report"].startswith("# ETH") and answers["quant"].window == "30d"
     assert [s.name for s in answers["cycles_custom"].projection.scenarios] == ["bear"]
     unknown = {name: unknown_fields(answer) for name, answer in answers.items()}
     assert not {k: v for k, v in unknown.items() if v}, unknown

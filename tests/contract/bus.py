@@ -14,6 +14,7 @@ own and looks only at those.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,7 +24,9 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.bus import Assignment, Bus, Delivery, RawMessage, TransientError
+from tokenpulse_shared.bus.base import ROW_LINGER_ROWS
 from tokenpulse_shared.events import (
     AlertCondition,
     AlertRuleEvent,
@@ -32,7 +35,7 @@ from tokenpulse_shared.events import (
     PriceEvent,
     TickEvent,
 )
-from tokenpulse_shared.topics import ALERT_RULES, DEAD_LETTER, PRICES, TICKS
+from tokenpulse_shared.topics import ALERT_RULES, DEAD_LETTER, PRICES, TICKS, TICKS_V2
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 MakeBus = Callable[..., Bus]
@@ -73,6 +76,26 @@ def prices_of(sym: str, into: list[PriceEvent]) -> Callable[[list[Any]], Any]:
 def prices_of_prefix(prefix: str, into: list[PriceEvent]) -> Callable[[list[Any]], Any]:
     async def handler(events: list[Event]) -> None:
         into.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol.startswith(prefix))
+
+    return handler
+
+
+def tick(sym: str, i: int) -> TickEvent:
+    return TickEvent(symbol=sym, source="contract", ts=T0.replace(second=i % 60), price=float(i + 1), trade_id=str(i))
+
+
+def rows_of(prefix: str, into: list[tuple[str, str]], batches: list[int] | None = None) -> Callable[[list[Any]], Any]:
+    """Collects (symbol, trade id) of every row of ``prefix``'s tokens, v1 events and v2 batches alike."""
+
+    async def handler(events: list[Event]) -> None:
+        for e in events:
+            if isinstance(e, TickBatch):
+                mine = [(s, t or "") for s, t in zip(e.symbol, e.trade_id, strict=True) if s.startswith(prefix)]
+                into.extend(mine)
+                if batches is not None and mine:
+                    batches.append(len(e))
+            elif isinstance(e, TickEvent) and e.symbol.startswith(prefix):
+                into.append((e.symbol, e.trade_id or ""))
 
     return handler
 
@@ -132,6 +155,15 @@ class BusContract:
         await self.quiet(bus)
         assert [len(v) for v in got.values()] == [50, 50]
 
+    async def ten_prices_handled(self, bus: Bus, sym: str, handled: list[str]) -> list[PriceEvent]:
+        """Start ``bus``, publish ten prices of ``sym``, wait until the handler recorded every one, then quiet."""
+        await bus.start()
+        events = [price(sym, i) for i in range(10)]
+        await bus.publish(PRICES, events)
+        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
+        await self.quiet(bus)
+        return events
+
     async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
         """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
         bus = make_bus(retries=3)
@@ -151,11 +183,7 @@ class BusContract:
 
         bus.subscribe(PRICES, "hiccup", fails_once)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        await bus.start()
-        events = [price(sym, i) for i in range(10)]
-        await bus.publish(PRICES, events)
-        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
-        await self.quiet(bus)
+        events = await self.ten_prices_handled(bus, sym, handled)
         assert calls >= 2 and sorted(handled) == sorted(e.event_id for e in events)
         assert dead == []
 
@@ -176,11 +204,7 @@ class BusContract:
 
         bus.subscribe(PRICES, "flaky", flaky)
         bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        await bus.start()
-        events = [price(sym, i) for i in range(10)]
-        await bus.publish(PRICES, events)
-        await wait_for(lambda: set(handled) >= {e.event_id for e in events})
-        await self.quiet(bus)
+        events = await self.ten_prices_handled(bus, sym, handled)
         assert failures == 3
         assert sorted(handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
         assert dead == []
@@ -476,6 +500,118 @@ class BusContract:
         for n in (1, 2):
             assert all(current[n].holds(e.symbol) for e in got[n])
         assert got[1] and got[2]
+
+    # --- batch topics -------------------------------------------------------------------------------
+
+    async def test_rows_are_buffered_and_sent_one_message_per_partition(self, make_bus: MakeBus) -> None:
+        """Many small publishes within the linger become a few messages, each of one partition's tokens, and
+        every row arrives once."""
+        bus = make_bus()
+        prefix = symbol("R")
+        seen: list[tuple[str, str]] = []
+        sizes: list[int] = []
+        bus.subscribe(TICKS_V2, "rows", rows_of(prefix, seen, sizes))
+        await bus.start()
+        await self.warm_up(bus, TICKS_V2, prefix, seen)
+        seen.clear()
+        sizes.clear()
+        syms = [f"{prefix}{k}" for k in range(20)]
+        sent = [tick(s, i) for i in range(5) for s in syms]
+        await asyncio.gather(*(bus.publish_rows(TICKS_V2, TickBatch.from_events([t])) for t in sent))
+        await wait_for(lambda: len(seen) >= len(sent))
+        await self.quiet(bus)
+        assert sorted(seen) == sorted((t.symbol, t.trade_id or "") for t in sent)
+        assert len(sizes) <= 8, f"{len(sent)} rows in {len(sizes)} messages: not batched"
+
+    async def test_a_full_buffer_goes_out_without_waiting_for_the_linger(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        sym = symbol("F")
+        seen: list[tuple[str, str]] = []
+        bus.subscribe(TICKS_V2, "full", rows_of(sym, seen))
+        await bus.start()
+        await self.warm_up(bus, TICKS_V2, sym, seen)
+        sent = TickBatch.from_events([tick(sym, i) for i in range(ROW_LINGER_ROWS)])
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await bus.publish_rows(TICKS_V2, sent)
+        await wait_for(lambda: len(seen) >= ROW_LINGER_ROWS + 1)
+        assert loop.time() - started < 30
+
+    async def test_a_token_rows_and_keyed_events_reach_the_same_member(self, make_bus: MakeBus) -> None:
+        """A co-partitioned group: ticks.v1 keyed by the symbol and ticks.v2 rows of the same symbol go to one
+        member of the group. Four members: with six partitions round-robin would split the pair there."""
+        members = [make_bus() for _ in range(4)]
+        prefix = symbol("P")
+        seen: list[list[tuple[str, str]]] = [[] for _ in members]
+        for bus, into in zip(members, seen, strict=True):
+            bus.subscribe(TICKS, "copart", rows_of(prefix, into), co_partitioned=True)
+            bus.subscribe(TICKS_V2, "copart", rows_of(prefix, into), co_partitioned=True)
+        for bus in members:
+            await bus.start()
+        warm = 0
+        while not all(seen):
+            assert warm < 90, "the group never shared the topics out"
+            await members[0].publish(TICKS, [tick(f"{prefix}W{k}", warm) for k in range(40)])
+            warm += 1
+            await asyncio.sleep(0.5)
+        await self.quiet(members[0])
+        for into in seen:
+            into.clear()
+        syms = [f"{prefix}K{k}" for k in range(60)]
+        await members[0].publish(TICKS, [tick(s, 1) for s in syms])
+        await members[0].publish_rows(TICKS_V2, TickBatch.from_events([tick(s, 2) for s in syms]))
+        await wait_for(lambda: sum(map(len, seen)) >= 2 * len(syms))
+        await self.quiet(members[0])
+        got = sorted(row for into in seen for row in into)
+        assert got == sorted((s, t) for s in syms for t in ("1", "2"))  # each once
+        held = [{s for s, _ in into} for into in seen]
+        assert all(not a & b for i, a in enumerate(held) for b in held[i + 1 :]), "a token's rows on two members"
+
+    async def test_a_misplaced_v1_event_goes_to_the_misplaced_handler(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        sym = symbol("M")
+        good: list[tuple[str, str]] = []
+        moved: list[tuple[str, str]] = []
+        bus.subscribe(TICKS, "placed", rows_of(sym, good), on_misplaced=rows_of(sym, moved))
+        await bus.start()
+        await self.warm_up(bus, TICKS, sym, good)
+        good.clear()
+        right, wrong = tick(sym, 1), tick(sym, 2)
+        await bus.publish(TICKS, [right])
+        await bus.publish_raw(TICKS, [RawMessage(wrong.model_dump_json().encode(), key=f"not-{sym}")])
+        await wait_for(lambda: bool(good) and bool(moved))
+        await self.quiet(bus)
+        assert good == [(sym, "1")] and moved == [(sym, "2")]
+
+    async def test_a_bad_row_dead_letters_its_batch_naming_the_row(self, make_bus: MakeBus) -> None:
+        bus = make_bus()
+        sym = symbol("D")
+        seen: list[tuple[str, str]] = []
+        dead: list[DeadLetterEvent] = []
+        bus.subscribe(TICKS_V2, "victim", rows_of(sym, seen))
+        bus.subscribe(DEAD_LETTER, "dlq-watch", dead_letters_of(sym, dead), delivery=Delivery.TAIL)
+        await bus.start()
+        doc = TickBatch.from_events([tick(sym, 1), tick(sym, 2)]).model_dump(mode="json")
+        doc["price"][1] = -1.0
+        await bus.publish_raw(TICKS_V2, [RawMessage(json.dumps(doc).encode(), key=None)])
+        await bus.publish_rows(TICKS_V2, TickBatch.from_events([tick(sym, 3)]))
+        await wait_for(lambda: bool(seen) and bool(dead))
+        await self.quiet(bus)
+        assert seen == [(sym, "3")]
+        assert dead[0].topic == TICKS_V2.name and dead[0].consumer == "victim"
+        assert "price.1" in dead[0].reason
+
+    async def warm_up(self, bus: Bus, topic: Any, sym: str, seen: list[tuple[str, str]]) -> None:
+        """Until the subscription receives (on Kafka a new group takes a moment to get its partitions)."""
+        for i in range(120):
+            if seen:
+                return
+            if topic is TICKS_V2:
+                await bus.publish_rows(topic, TickBatch.from_events([tick(sym, 1000 + i)]))
+            else:
+                await bus.publish(topic, [tick(sym, 1000 + i)])
+            await asyncio.sleep(0.5)
+        raise AssertionError("the subscription never received")
 
     # --- the log --------------------------------------------------------------------------------------
 

@@ -26,8 +26,8 @@ from tokenpulse_shared.events import Interval, PriceEvent
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.topics import PRICES
 
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
-from tests.receivers import HttpReceiver, SmtpReceiver, verify_signature
+from testkit.procs import Proc, api_key, distributed_env, free_port, wait_until
+from testkit.receivers import HttpReceiver, SmtpReceiver, verify_signature
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -82,19 +82,18 @@ def test_every_firing_is_delivered_once_across_a_kill_and_restart(kafka_bootstra
     base = f"http://127.0.0.1:{port}"
     sym = "A" + uuid.uuid4().hex[:7].upper()
     with HttpReceiver() as hooks, SmtpReceiver() as smtp:
-        env = {
-            "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-            "TOKENPULSE_DATA_DIR": str(tmp_path / "gateway"),
-            "TOKENPULSE_PORT": str(port),
-            "TOKENPULSE_LIVE_FEED": "off",
-            "TOKENPULSE_SYMBOLS": sym,
-            "TOKENPULSE_WEBHOOK_ALLOWLIST": "127.0.0.1",
-            "TOKENPULSE_ALERTS_SIGNING_KEY": SIGNING_KEY,
-            "TOKENPULSE_SMTP_URL": smtp.url,
-            "TOKENPULSE_DELIVERY_BACKOFF_S": "0.2",
-            "TOKENPULSE_MAX_RULES_PER_KEY": "50",
-        }
+        env = distributed_env(
+            kafka_bootstrap,
+            f"e2e-{uuid.uuid4().hex[:8]}",
+            tmp_path / "gateway",
+            sym,
+            port=str(port),
+            webhook_allowlist="127.0.0.1",
+            alerts_signing_key=SIGNING_KEY,
+            smtp_url=smtp.url,
+            delivery_backoff_s="0.2",
+            max_rules_per_key="50",
+        )
         gateway = Proc(["run", "gateway"], env, tmp_path / "gateway.log")
         alerts = Proc(["run", "alerts"], env, tmp_path / "alerts-1.log")
         procs = [gateway, alerts]

@@ -39,7 +39,7 @@ from schemathesis.checks import (
 )
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
-from tests.e2e.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
+from testkit.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
 
 pytestmark = pytest.mark.e2e
 

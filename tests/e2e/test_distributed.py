@@ -43,8 +43,8 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import ALERT_RULES, TICKS
 
-from tests.e2e.procs import TOKENPULSE, Proc, api_key, fetch_all, free_port, wait_until
-from tests.receivers import HttpReceiver, OtlpReceiver, SpanRecord
+from testkit.procs import TOKENPULSE, Proc, api_key, distributed_env, fetch_all, free_port, wait_until
+from testkit.receivers import HttpReceiver, OtlpReceiver, SpanRecord
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -228,19 +228,16 @@ def run_four_processes(kafka_bootstrap: str, tmp_path: Path, otlp: OtlpReceiver,
     ops_ports = {svc: free_port() for svc in ("ingest", "scoring", "alerts")}
     pair: list[TickEvent] = []  # the traced ticks
     dlq_metric = -1.0
-    env = {
-        "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOKENPULSE_CONSUMER_GROUP_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
-        "TOKENPULSE_DATA_DIR": str(tmp_path / "gateway"),
-        "TOKENPULSE_PORT": str(port),
-        "TOKENPULSE_LIVE_FEED": "off",
-        "TOKENPULSE_SYMBOLS": "BTC",
-        "TOKENPULSE_LOG_FORMAT": "json",
-        "TOKENPULSE_OTEL_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "TOKENPULSE_WEBHOOK_ALLOWLIST": "127.0.0.1",
-    }
+    env = distributed_env(
+        kafka_bootstrap,
+        f"e2e-{uuid.uuid4().hex[:8]}",
+        tmp_path / "gateway",
+        "BTC",
+        port=str(port),
+        log_format="json",
+        otel_exporter="otlp",
+        webhook_allowlist="127.0.0.1",
+    ) | {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url, "OTEL_BSP_SCHEDULE_DELAY": "200"}
     procs = [
         Proc(["run", svc], {**env, "TOKENPULSE_METRICS_PORT": str(ops_ports.get(svc, 0))}, tmp_path / f"{svc}.log")
         for svc in ("ingest", "scoring", "alerts", "gateway")

@@ -13,7 +13,7 @@ import pytest
 from tokenpulse_gateway.keys import ApiKey, KeyStore, hash_key
 from tokenpulse_shared.store import Store
 
-from tests.e2e.procs import Proc, free_port, wait_until
+from testkit.procs import Proc, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 LIMIT = 10

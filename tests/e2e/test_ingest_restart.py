@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 import time
 import uuid
 from collections import Counter
@@ -34,8 +33,10 @@ from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 from tokenpulse_shared.topics import CANDLES, TICKS
 
+from testkit.procs import Proc, distributed_env, free_port, wait_until
+from testkit.publisher import PacedPublisher
+from testkit.ticks import random_walk, with_resends
 from tests.e2e.kafka_tools import wait_caught_up
-from tests.e2e.procs import Proc, free_port, wait_until
 from tests.e2e.test_distributed import metrics, sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -50,24 +51,10 @@ Key = tuple[str, Interval, datetime]
 def feed(run: str) -> list[TickEvent]:
     rng = random.Random(run)
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    price = {f"A{run}": 100.0, f"B{run}": 5.0}
-    out: list[TickEvent] = []
-    for i in range(PER_SYMBOL):
-        for symbol in price:
-            price[symbol] *= 1 + rng.uniform(-0.004, 0.004)
-            out.append(
-                TickEvent(
-                    symbol=symbol,
-                    source="e2e",
-                    ts=day + timedelta(seconds=3 * i, milliseconds=rng.randrange(1000)),
-                    price=price[symbol],
-                    size=rng.uniform(0.01, 3.0),
-                    trade_id=f"{symbol}-{i}",
-                )
-            )
-    for j in range(0, len(out), 12):  # re-sent trades, up to ~1,000 ticks later (some across a restart)
-        out.insert(min(len(out), j + rng.randrange(2, 1000)), out[j].model_copy(update={"event_id": f"re-{run}-{j}"}))
-    return out
+    prices = {f"A{run}": 100.0, f"B{run}": 5.0}
+    out = random_walk(rng, prices, PER_SYMBOL, start=day, step_s=3, move=0.004, sizes=(0.01, 3.0), source="e2e")
+    # re-sent trades, up to ~1,000 ticks later (some across a restart)
+    return with_resends(rng, out, 12, 1000, lambda j: f"re-{run}-{j}")
 
 
 def reference(ticks: list[TickEvent]) -> dict[Key, tuple[float | int, ...]]:
@@ -83,31 +70,6 @@ def final(candles: list[CandleEvent]) -> dict[Key, tuple[float | int, ...]]:
         if k not in best or c.version >= best[k].version:
             best[k] = c
     return {k: (c.open, c.high, c.low, c.close, c.volume, c.trades) for k, c in best.items()}
-
-
-class Feeder(threading.Thread):
-    def __init__(self, bootstrap: str, ticks: list[TickEvent]) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.ticks = bootstrap, ticks
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._publish())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _publish(self) -> None:
-        bus = KafkaBus(self.bootstrap, client_id="e2e-ingest-feeder")
-        await bus.start()
-        try:
-            for i in range(0, len(self.ticks), CHUNK):
-                await bus.publish(TICKS, self.ticks[i : i + CHUNK])
-                self.sent = min(i + CHUNK, len(self.ticks))
-                await asyncio.sleep(PAUSE_S)
-        finally:
-            await bus.stop()
 
 
 async def candles_since(bootstrap: str, since_ms: int, symbols: set[str]) -> list[CandleEvent]:
@@ -126,17 +88,16 @@ def test_ingest_stopped_and_killed_mid_candle_publishes_the_candles_of_no_restar
     assert len(want) > 500 and {k[1] for k in want} == set(Interval)
     port = free_port()
     prefix = f"e2e-irestart-{run.lower()}"
-    env = {
-        "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOKENPULSE_CONSUMER_GROUP_PREFIX": prefix,
-        "TOKENPULSE_DATA_DIR": str(tmp_path / "data"),
-        "TOKENPULSE_METRICS_PORT": str(port),
-        "TOKENPULSE_LIVE_FEED": "off",
-        "TOKENPULSE_SYMBOLS": ",".join(sorted(symbols)),
-        "TOKENPULSE_LOG_FORMAT": "json",
+    env = distributed_env(
+        kafka_bootstrap,
+        prefix,
+        tmp_path / "data",
+        ",".join(sorted(symbols)),
+        metrics_port=str(port),
+        log_format="json",
         # the trades are yesterday's: read the ticks from yesterday's start, as after a restart gap of a day
-        "TOKENPULSE_INGEST_RESTORE_LOOKBACK_S": str(2 * 86400),
-    }
+        ingest_restore_lookback_s=str(2 * 86400),
+    )
     since_ms = int(time.time() * 1000)
 
     def consumed() -> float:
@@ -151,7 +112,9 @@ def test_ingest_stopped_and_killed_mid_candle_publishes_the_candles_of_no_restar
     exits: dict[str, int] = {}
     try:
         wait_until(lambda: started(ingest), 120, "ingest ready", procs)
-        feeder = Feeder(kafka_bootstrap, ticks)
+        feeder = PacedPublisher(
+            kafka_bootstrap, TICKS, ticks, chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-ingest-feeder"
+        )
         feeder.start()
 
         wait_until(lambda: consumed() >= 2000, 60, "ingest under way", procs)

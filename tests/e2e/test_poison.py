@@ -64,8 +64,8 @@ from tokenpulse_shared.topics import (
     Topic,
 )
 
+from testkit.procs import Proc, api_key, distributed_env, free_port, wait_until
 from tests.e2e.kafka_tools import read_topic, wait_caught_up
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -78,7 +78,7 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 READERS: dict[str, set[str]] = {
     TICKS.name: {"ingest", "writer"},
     CANDLES.name: {"scoring", "writer", "gateway-live"},  # the gateway drops cached candle pages on a new candle
-    MARKETCAPS.name: {"scoring", "writer"},
+    MARKETCAPS.name: {"scoring", "writer", "gateway-live"},  # the token list shows market caps
     METRICS.name: {"scoring", "writer"},
     PRICES.name: {"alerts", "writer", "gateway-live"},
     GRADES.name: {"alerts", "writer", "gateway-live"},
@@ -225,15 +225,9 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     prefix = f"poison-{run}"
-    env = {
-        "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "TOKENPULSE_CONSUMER_GROUP_PREFIX": prefix,
-        "TOKENPULSE_DATA_DIR": str(tmp_path / "gateway"),
-        "TOKENPULSE_PORT": str(port),
-        "TOKENPULSE_LIVE_FEED": "off",
-        "TOKENPULSE_SYMBOLS": f"BTC,{sym}",
-        "TOKENPULSE_LOG_FORMAT": "json",
-    }
+    env = distributed_env(
+        kafka_bootstrap, prefix, tmp_path / "gateway", f"BTC,{sym}", port=str(port), log_format="json"
+    )
     topics = list(READERS)
     by_name = {t.name: t for t in (TICKS, PRICES, CANDLES, MARKETCAPS, METRICS, INDICATORS, GRADES, SIGNALS)}
     by_name |= {t.name: t for t in (PREDICTIONS, ALERT_RULES, ALERTS, DEAD_LETTER)}

@@ -37,8 +37,8 @@ from tokenpulse_shared.events import (
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS
 
+from testkit.procs import Proc, wait_until
 from tests.e2e.kafka_tools import read_topic, wait_caught_up
-from tests.e2e.procs import Proc, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

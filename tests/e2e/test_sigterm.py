@@ -17,7 +17,6 @@ producer, close the store. So afterwards
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 import uuid
 from collections import Counter
@@ -33,7 +32,8 @@ from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, SIGNALS, Topic
 
-from tests.e2e.procs import Proc, api_key, fetch_all, free_port, wait_until
+from testkit.procs import Proc, api_key, fetch_all, free_port, wait_until
+from testkit.publisher import PacedPublisher
 from tests.e2e.test_distributed import metrics, sample
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -47,33 +47,6 @@ def history(run: str) -> list[CandleEvent]:
     for symbol, interval, bars in plan(Path(__file__).resolve().parents[2] / "data", ["BTC", "ETH"], [Interval.D1]):
         out += [bar_to_event(f"{symbol[0]}{run}", interval, b) for b in bars]
     return out
-
-
-class Replay(threading.Thread):
-    """Publishes the candles in chunks at a steady pace, on its own event loop."""
-
-    def __init__(self, bootstrap: str, candles: list[CandleEvent]) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.candles = bootstrap, candles
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._publish())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _publish(self) -> None:
-        bus = KafkaBus(self.bootstrap, client_id="e2e-replay")
-        await bus.start()
-        try:
-            for i in range(0, len(self.candles), CHUNK):
-                await bus.publish(CANDLES, self.candles[i : i + CHUNK])
-                self.sent = min(i + CHUNK, len(self.candles))
-                await asyncio.sleep(PAUSE_S)
-        finally:
-            await bus.stop()
 
 
 OUTPUTS = (INDICATORS, GRADES, SIGNALS)
@@ -121,7 +94,7 @@ def test_sigterm_mid_replay_loses_and_duplicates_nothing(kafka_bootstrap: str, t
     try:
         wait_until(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, 180, "gateway ready", procs)
         wait_until(lambda: httpx.get(f"{scoring_url}/readyz", timeout=5).status_code == 200, 60, "scoring", procs)
-        replay = Replay(kafka_bootstrap, candles)
+        replay = PacedPublisher(kafka_bootstrap, CANDLES, candles, chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-replay")
         replay.start()
 
         def consumed(url: str, group: str) -> float:

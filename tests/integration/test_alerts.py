@@ -25,7 +25,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import PRICES
 
-from tests.receivers import HttpReceiver, SmtpReceiver, verify_signature
+from testkit.receivers import HttpReceiver, SmtpReceiver, verify_signature
+from testkit.wiring import keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -169,8 +170,7 @@ async def system(
     await ctx.bus.start()
     await alerts.start(ctx)
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "alerts"})).json()["key"]
+    async with keyed_client(gateway.app, "alerts") as client:
         yield client, ctx, alerts
     await alerts.stop()
     await ctx.bus.stop()

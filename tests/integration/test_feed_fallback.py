@@ -17,7 +17,7 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import TICKS
 
-from tests.fake_exchange import FakeExchange, wait_for
+from testkit.fake_exchange import FakeExchange, wait_for
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 

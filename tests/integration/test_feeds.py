@@ -1,5 +1,5 @@
 """Exchange connectors against fake exchanges: real WebSocket servers on loopback replaying recorded real
-messages (tests/fake_exchange.py), with scripted faults. Offline; no real exchange is reached."""
+messages (testkit/fake_exchange.py), with scripted faults. Offline; no real exchange is reached."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tokenpulse_ingest.venues.connector import Connector, Pair
 from tokenpulse_ingest.venues.registry import VENUES, quote_of
 from tokenpulse_shared.events import TickEvent
 
-from tests.fake_exchange import FakeExchange, wait_for
+from testkit.fake_exchange import FakeExchange, wait_for
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
 
@@ -75,7 +75,8 @@ async def test_trades_are_normalised_with_exchange_time_side_and_quote(any_rig: 
     r = any_rig
     sent = await r.fake.emit(3)
     await wait_for(lambda: len(r.ticks) == len(sent), what="ticks")
-    quote = "USDT" if r.fake.kind == "binance" else "USD"
+    spec = VENUES[r.fake.kind]
+    quote = quote_of(spec.name, spec.default_pair("BTC"))
     by_key = {(t.symbol, int(t.trade_id or 0)): t for t in r.ticks}
     for s in sent:
         tick = by_key[(s.symbol, s.trade_id)]
@@ -134,32 +135,31 @@ async def test_duplicates_and_reconnect_overlap_never_publish_a_tick_twice(any_r
     assert len(r.gaps) == gaps_before + len(PRICES)
 
 
+def bad_messages_counted(exchange: str) -> float:
+    """tokenpulse_feed_bad_messages_total of one exchange, over every reason."""
+    return sum(
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "tokenpulse_feed_bad_messages"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels["exchange"] == exchange
+    )
+
+
 async def test_garbage_frames_are_counted_and_skipped_and_the_connector_survives(any_rig: Rig) -> None:
     r = any_rig
     kind = r.fake.kind
-    before = sum(
-        s.value
-        for m in REGISTRY.collect()
-        if m.name == "tokenpulse_feed_bad_messages"
-        for s in m.samples
-        if s.name.endswith("_total") and s.labels["exchange"] == kind
-    )
+    before = bad_messages_counted(kind)
     n = await r.fake.garbage()
     await wait_for(lambda: r.conn.health.bad_messages == n, what="bad messages counted")
-    after = sum(
-        s.value
-        for m in REGISTRY.collect()
-        if m.name == "tokenpulse_feed_bad_messages"
-        for s in m.samples
-        if s.name.endswith("_total") and s.labels["exchange"] == kind
-    )
+    after = bad_messages_counted(kind)
     assert after - before == n
     sent = await r.fake.emit(1)
     await wait_for(lambda: len(r.ticks) == len(sent), what="a good trade after the junk")
     assert r.fake.connections == 1 and r.conn.health.reconnects == 0 and r.conn.health.connected
 
 
-@pytest.mark.parametrize("kind", ["binance", "coinbase", "kraken"])
+@pytest.mark.parametrize("kind", ["binance", "coinbase", "kraken", "okx", "coinbase_advanced"])
 async def test_a_trade_id_jump_calls_on_gap_with_the_missing_window(kind: str) -> None:
     r = await rig(kind)
     task = asyncio.create_task(r.conn.run())
@@ -201,7 +201,7 @@ async def test_coinbase_heartbeat_reveals_missed_trades_without_a_later_trade() 
         await r.fake.stop()
 
 
-@pytest.mark.parametrize("kind", ["coinbase", "kraken"])
+@pytest.mark.parametrize("kind", ["coinbase", "kraken", "okx", "bybit", "coinbase_advanced"])
 async def test_a_silent_stall_is_detected_and_the_connector_reconnects(kind: str) -> None:
     r = await rig(kind, heartbeat_s=0.1, stall_s=3.0)
     task = asyncio.create_task(r.conn.run())
@@ -304,3 +304,32 @@ async def test_a_failing_publish_is_reported_as_a_gap_and_the_connector_goes_on(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await fake.stop()
+
+
+async def test_coinbase_advanced_sequence_jump_reports_every_pair_once() -> None:
+    """Coinbase dropped messages (its sequence_num jumps): each pair is reported from its last trade, and the
+    trade-id jump that follows is not a second report."""
+    r = await rig("coinbase_advanced")
+    task = asyncio.create_task(r.conn.run())
+    try:
+        await wait_for(lambda: r.conn.health.connected and r.fake.subscriptions, what="subscribe")
+        before = await r.fake.emit(1)
+        await wait_for(lambda: len(r.ticks) == len(PRICES), what="ticks")
+        (ws,) = r.fake.clients
+        r.fake.sequence_of[ws] += 3  # three messages Coinbase never sent us ...
+        r.fake.skip("BTC", 2)  # ... two of them BTC trades
+        after = await r.fake.emit(1)
+        await wait_for(lambda: len(r.ticks) == 2 * len(PRICES), what="ticks after the drop")
+        await asyncio.sleep(0.1)
+        assert sorted(g[1] for g in r.gaps) == sorted(PRICES)
+        last = {s.symbol: s.ts for s in before}
+        for _exchange, symbol, since, until in r.gaps:
+            assert abs((since - last[symbol]).total_seconds()) < 0.002 and until >= since
+        assert metric("tokenpulse_feed_gaps_total", exchange="coinbase_advanced", cause="sequence") >= len(PRICES)
+        assert {(t.symbol, int(t.trade_id or 0)) for t in r.ticks[len(PRICES) :]} == {
+            (s.symbol, s.trade_id) for s in after
+        }
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await r.fake.stop()

@@ -23,20 +23,19 @@ import httpx
 import pytest
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.service import IngestService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import CANDLES
 
-from tests.fake_exchange import FakeExchange as FakeWsExchange
-from tests.fake_exchange import wait_for
-from tests.fakes.rest_exchange import FakeExchange as FakeRestExchange
-from tests.fakes.rest_exchange import load_series
-from tests.fakes.server import ThreadedServer
+from testkit.fake_exchange import FakeExchange as FakeWsExchange
+from testkit.fake_exchange import wait_for
+from testkit.rest_exchange import FakeExchange as FakeRestExchange
+from testkit.rest_exchange import load_series
+from testkit.server import ThreadedServer
+from testkit.wiring import collected, embedded
 
-DAY_MS = 86_400_000
 MIN = timedelta(minutes=1)
 
 
@@ -103,17 +102,9 @@ async def rig(store: Store) -> AsyncIterator[Rig]:
             },
             binance={"ws_url": ws.url, "rest_url": server.url},
         )
-        bus = InMemoryBus()
-        ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
         ingest, gateway = IngestService(), GatewayService()
-        ingest.register(ctx)
-        gateway.register(ctx)
-        published: list[CandleEvent] = []
-
-        async def tap(events: list[CandleEvent]) -> None:
-            published.extend(events)
-
-        bus.subscribe(CANDLES, "test-tap", tap)
+        bus, ctx = embedded(settings, store, ingest, gateway)
+        published: list[CandleEvent] = collected(bus, CANDLES, "test-tap")
         gaps: list[tuple[str, str, datetime, datetime]] = []
         backfill = ingest.gap_hook
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,11 +12,11 @@ from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+
+from testkit.wiring import embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -33,12 +34,8 @@ async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 300}
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    gateway = GatewayService()
-    gateway.register(ctx)
-    scoring = ScoringService()
-    scoring.register(ctx)
+    gateway, scoring = GatewayService(), ScoringService()
+    bus, ctx = embedded(settings, store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
@@ -64,16 +61,21 @@ async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store
     assert key not in str(stored) and len(stored[0][0]) == 64
 
 
-async def test_candles_page_through_the_whole_real_history(api: httpx.AsyncClient) -> None:
-    expected = next(bars for s, i, bars in iter_bundle(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1]))
-    got, cursor = [], None
+async def every_page(api: httpx.AsyncClient, path: str) -> list[dict[str, Any]]:
+    """The daily rows of ``path``, following next_cursor through pages of 1,000."""
+    rows, cursor = [], None
     while True:
         params = {"interval": "1d", "limit": 1000, **({"cursor": cursor} if cursor else {})}
-        page = (await api.get("/v1/candles/BTC", params=params)).json()
-        got += page["data"]
+        page = (await api.get(path, params=params)).json()
+        rows += page["data"]
         cursor = page["next_cursor"]
         if not cursor:
-            break
+            return rows
+
+
+async def test_candles_page_through_the_whole_real_history(api: httpx.AsyncClient) -> None:
+    expected = next(bars for s, i, bars in iter_bundle(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1]))
+    got = await every_page(api, "/v1/candles/BTC")
     assert len(got) == len(expected)
     assert got[0]["ts"] == "2011-01-01T00:00:00Z"
     assert [(c["open"], c["high"], c["low"], c["close"]) for c in got] == [
@@ -212,14 +214,7 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
 
     bars = next(b for s, i, b in iter_bundle(Settings().runtime.bundle_dir, ["BTC"], [Interval.D1]))
     close = np.array([b.close for b in bars])
-    served, cursor = [], None
-    while True:
-        params = {"interval": "1d", "limit": 1000, **({"cursor": cursor} if cursor else {})}
-        page = (await api.get("/v1/indicators/BTC", params=params)).json()
-        served += page["data"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    served = await every_page(api, "/v1/indicators/BTC")
     assert len(served) == len(bars)
     assert served[0]["rsi_14"] is None and served[0]["sma_200"] is None  # warm-up is null, not 0
     rsi = np.array([np.nan if r["rsi_14"] is None else r["rsi_14"] for r in served])

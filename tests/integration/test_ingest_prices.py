@@ -13,6 +13,8 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import PRICES, TICKS
 
+from testkit.wiring import collected
+
 
 async def wait_for(got: list[PriceEvent], pred, timeout: float = 30.0) -> PriceEvent:
     loop = asyncio.get_running_loop()
@@ -31,12 +33,7 @@ async def test_outlier_out_stale_on_timer_then_cleared() -> None:
     ctx = Context(settings=settings, bus=bus, embedded=True)
     ingest = IngestService()
     ingest.register(ctx)
-    got: list[PriceEvent] = []
-
-    async def sink(events: list[PriceEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(PRICES, "test", sink)
+    got: list[PriceEvent] = collected(bus, PRICES, "test")
     await bus.start()
     await ingest.start(ctx)
     try:

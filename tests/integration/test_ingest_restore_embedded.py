@@ -20,6 +20,8 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import TICKS
 
+from testkit.wiring import embedded
+
 
 def memory(builder: CandleBuilder) -> list[tuple[object, ...]]:
     return [
@@ -44,11 +46,8 @@ async def test_embedded_restart_restores_the_open_candles_from_the_store(store: 
         for symbol, base in (("BTC", 100.0), ("ETH", 10.0))
     ]
 
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     first, writer = IngestService(), GatewayService()
-    first.register(ctx)
-    writer.register(ctx)
+    bus, ctx = embedded(settings, store, first, writer)
     await bus.start()
     await first.start(ctx)
     assert first.restored is not None and first.restored.ticks == 0  # a fresh store: nothing to restore

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.bus import Delivery, TransientError
 from tokenpulse_shared.bus.kafka import KafkaBus, _KeyPartitions, ensure_topics
-from tokenpulse_shared.events import Event, PriceEvent
+from tokenpulse_shared.events import Event, PriceEvent, TickEvent
 from tokenpulse_shared.topics import PRICES, SIGNALS, TICKS, Topic
+
+from tests.contract.bus import wait_for
 
 pytestmark = pytest.mark.kafka
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -23,14 +25,6 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 def price(symbol: str, i: int) -> PriceEvent:
     return PriceEvent(symbol=symbol, ts=T0.replace(minute=i % 60, hour=i // 60 % 24), price=float(i + 1))
-
-
-async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def fresh_topic(bootstrap: str) -> Topic:
@@ -276,3 +270,57 @@ async def test_a_transient_error_rewinds_its_topics_part_of_a_batch_holding_both
     assert failures == 2
     assert sorted(seen[first.name]) == sorted(e.event_id for e in one)  # each once
     assert sorted(seen[second.name]) == sorted(e.event_id for e in two)
+
+
+async def test_batch_rows_go_keyless_to_the_partition_a_keyed_message_of_their_token_goes(
+    kafka_bootstrap: str,
+) -> None:
+    """A v2 batch holds the rows of one partition, sent there without a key, placed by murmur2 of the symbol."""
+    topic = Topic(f"test.rows.{uuid.uuid4().hex[:10]}", TickBatch, "test")
+    await ensure_topics(kafka_bootstrap, [topic])
+    bus = new_bus(kafka_bootstrap, "rows")
+    syms = [f"R{i}" for i in range(40)]
+    ticks = [TickEvent(symbol=s, source="t", ts=T0, price=1.0 + i, trade_id=f"{s}-{i}") for i in range(3) for s in syms]
+    await bus.start()
+    try:
+        await bus.publish_rows(topic, TickBatch.from_events(ticks))
+    finally:
+        await bus.stop()
+    reader = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    await reader.start()
+    rows: dict[str, set[int]] = {}
+    messages = 0
+    try:
+        reader.assign([TopicPartition(topic.name, p) for p in range(6)])
+        while sum(len(v) for v in rows.values()) < len(ticks) or sum(map(len, rows.values())) == 0:
+            for tp, records in (await reader.getmany(timeout_ms=1000)).items():
+                for r in records:
+                    assert r.key is None
+                    messages += 1
+                    for s in TickBatch.model_validate_json(r.value).symbol:
+                        rows.setdefault(s, set()).add(tp.partition)
+            if sum(len(v) for v in rows.values()) >= len(syms):
+                break
+    finally:
+        await reader.stop()
+    assert messages <= 6  # one message per partition
+    for s in syms:
+        assert rows[s] == {DefaultPartitioner()(s.encode(), list(range(6)), [])}, s
+
+
+async def test_a_co_partitioned_group_refuses_topics_of_different_partition_counts(kafka_bootstrap: str) -> None:
+    name = f"test.copart.{uuid.uuid4().hex[:10]}"
+    six, three = Topic(name, TickEvent, "test"), Topic(name + "-3", TickBatch, "test", partitions=3)
+    await ensure_topics(kafka_bootstrap, [six, three])
+    bus = new_bus(kafka_bootstrap, "copart")
+
+    async def nothing(events: list[Event]) -> None:
+        return None
+
+    bus.subscribe(six, "g", nothing, co_partitioned=True)
+    bus.subscribe(three, "g", nothing, co_partitioned=True)
+    try:
+        with pytest.raises(RuntimeError, match="equal partition counts"):
+            await bus.start()
+    finally:
+        await bus.stop()

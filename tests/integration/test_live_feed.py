@@ -1,6 +1,7 @@
-"""Embedded mode (the app `tokenpulse up` runs: all four services, in-process bus, chDB) against three fake
-exchanges on loopback replaying recorded real trades: live prices with their sources in /v1/tokens and
-`feed: live` in /readyz; with the exchanges unreachable, `auto` falls back to synthetic ticks and says so."""
+"""Embedded mode (the app `tokenpulse up` runs: all four services, in-process bus, chDB) against fake
+exchanges on loopback (recorded real trades, or frames crafted from the documented formats), every venue
+and ccxt: live prices with their sources in /v1/tokens and `feed: live` in /readyz; with the exchanges
+unreachable, `auto` falls back to synthetic ticks and says so."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from typing import Any
 import httpx
 from tokenpulse_shared.settings import Settings
 
-from tests.fake_exchange import FakeExchange
+from testkit.fake_exchange import FakeExchange
+from testkit.rest_exchange import FakeExchange as RestFake
+from testkit.rest_exchange import load_series
+from testkit.server import ThreadedServer
 from tokenpulse.runtime import SERVICES, Runtime, ops_app
 
 PRICES = {"BTC": 97_000.0, "ETH": 3_500.0}
@@ -241,3 +245,44 @@ async def test_auto_switches_back_to_live_when_the_exchange_becomes_reachable(tm
     finally:
         if fake is not None:
             await fake.stop()
+
+
+NATIVE = ["binance", "coinbase", "kraken", "okx", "bybit", "coinbase_advanced"]
+CCXT_PAIRS = [f"ccxt:kraken:{s}={s}/USD" for s in PRICES]  # the fake Kraken lists USD pairs
+
+
+async def test_six_venues_and_ccxt_feed_the_reference_price(tmp_path: Path) -> None:
+    """Issue #25: every native venue and a ccxt one (ccxt's Kraken against the fake Kraken REST API and
+    WebSocket) stream their trades into the reference price of each token, all of them kept."""
+    fakes = {name: FakeExchange(name, PRICES, heartbeat_s=1.0) for name in NATIVE}
+    fakes["ccxt:kraken"] = FakeExchange("kraken", PRICES, heartbeat_s=1.0)
+    for f in fakes.values():
+        await f.start()
+        f.stream(0.1)
+    rest = RestFake(load_series(), ccxt_pairs=True)
+    with ThreadedServer(rest.app()) as rest_server:
+        settings = Settings(
+            runtime={"symbols": list(PRICES), "backfill_on_start": False},
+            store={"data_dir": tmp_path / "data"},
+            gateway={"free_limit_per_minute": 1000},
+            ingest={"live_feed": "live", "feed_exchanges": [*NATIVE, "ccxt:kraken"], "feed_pairs": CCXT_PAIRS},
+            ccxt={"ws_url": fakes["ccxt:kraken"].url, "rest_url": rest_server.url},
+            **{name: {"ws_url": fakes[name].url} for name in NATIVE},
+        )
+        try:
+            async with embedded(settings) as (_runtime, api):
+
+                async def every_venue_in_every_price() -> dict[str, Any] | None:
+                    rows = {t["symbol"]: t for t in (await api.get("/v1/tokens")).json()["data"]}
+                    ok = all(set(rows.get(s, {}).get("sources") or []) == set(fakes) for s in PRICES)
+                    return rows if ok else None
+
+                rows = await until(every_venue_in_every_price, 90, "all seven sources in /v1/tokens")
+                for symbol, target in PRICES.items():
+                    assert 0.5 * target < rows[symbol]["price"] < 1.6 * target and rows[symbol]["stale"] is False
+                body = (await api.get("/readyz")).json()
+                assert set(body["feeds"]) == set(fakes) and body["feed"] == "live"
+                assert all(f["connected"] and f["ticks"] > 0 and f["bad_messages"] == 0 for f in body["feeds"].values())
+        finally:
+            for f in fakes.values():
+                await f.stop()

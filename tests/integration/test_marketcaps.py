@@ -22,8 +22,9 @@ from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKETCAPS
 
-from tests.fakes.coingecko import FakeCoinGecko, load_caps
-from tests.fakes.server import ThreadedServer
+from testkit.coingecko import FakeCoinGecko, load_caps
+from testkit.server import ThreadedServer
+from testkit.wiring import collected
 
 DAY = date(2025, 5, 10)
 KEY = "cg-demo-key-0123456789"
@@ -57,12 +58,7 @@ def make(url: str, bus: InMemoryBus, clock: Clock, tmp_path: Path, **marketcap: 
 
 
 async def collect(bus: InMemoryBus) -> list[MarketCapEvent]:
-    got: list[MarketCapEvent] = []
-
-    async def sink(events: list[MarketCapEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(MARKETCAPS, "test", sink)
+    got: list[MarketCapEvent] = collected(bus, MARKETCAPS, "test")
     await bus.start()
     return got
 
@@ -206,7 +202,7 @@ async def test_the_ingest_service_runs_the_poller_when_enabled(server, fake, sto
     )
     bus = InMemoryBus()
     ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    got = await collect_on(bus)
+    got: list[MarketCapEvent] = collected(bus, MARKETCAPS, "test")
     ingest = IngestService()
     ingest.register(ctx)
     await bus.start()
@@ -226,13 +222,3 @@ async def test_the_ingest_service_runs_the_poller_when_enabled(server, fake, sto
     finally:
         await ingest.stop()
         await bus.stop()
-
-
-async def collect_on(bus: InMemoryBus) -> list[MarketCapEvent]:
-    got: list[MarketCapEvent] = []
-
-    async def sink(events: list[MarketCapEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(MARKETCAPS, "test", sink)
-    return got

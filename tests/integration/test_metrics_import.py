@@ -14,11 +14,11 @@ from tokenpulse_shared.events import MetricsEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
 from typer.testing import CliRunner
 
 from tokenpulse.cli import app
 
-DAY = 86_400_000
 JAN10 = 1704844800000  # 2024-01-10T00:00Z
 
 

@@ -18,12 +18,14 @@ from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
 from tokenpulse_shared.predictions import HORIZONS, MIN_HISTORY_DAYS
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
+
+from testkit.wiring import embedded, keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DAY = 86_400_000
+
 CUT = "2023-01-01"  # the fixture's history ends the day before
 
 
@@ -47,12 +49,8 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         scoring={"predictions": True},
         store={"data_dir": root},
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    gateway = GatewayService()
-    gateway.register(ctx)
-    scoring = ScoringService()
-    scoring.register(ctx)
+    gateway, scoring = GatewayService(), ScoringService()
+    bus, ctx = embedded(settings, store, gateway, scoring)
     assert scoring.forecaster is not None
     scoring.forecaster.config = WalkConfig(
         eval_start="2022-01-01", warm_start="2021-06-01", models=("naive", "theta"), min_calib=20, step=3
@@ -65,8 +63,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
     assert await scoring.forecaster.retrain()
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
+    async with keyed_client(gateway.app, "tests") as client:
         yield Env(client, bus, scoring, settings)
     await scoring.stop()
     await bus.stop()

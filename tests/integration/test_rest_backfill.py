@@ -13,13 +13,15 @@ import httpx
 import pytest
 from tokenpulse_ingest.rest.client import RestError
 from tokenpulse_ingest.rest_backfill import REST_VERSION, RestBackfiller, plan_windows
+from tokenpulse_ingest.venues.registry import VENUES
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import CANDLES
 
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
+from testkit.wiring import collected
 
 SERIES = load_series()
 
@@ -37,12 +39,13 @@ def exchange(fake: tuple[FakeExchange, str]) -> FakeExchange:
     ex.faults.clear()
     ex.hits.clear()
     ex.weight_offset = 0
+    ex.mangle = None
     return ex
 
 
 def settings_for(url: str, **venues: dict[str, Any]) -> Settings:
     """Every venue's REST base at ``url``, with these settings of their sections (limits) on top."""
-    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in ("binance", "coinbase", "kraken")}
+    sections = {name: {"rest_url": url, **venues.get(name, {})} for name in [*VENUES, "ccxt"]}
     return Settings(ingest={"rest_backfill_max_bars": 10_000}, **sections)
 
 
@@ -50,12 +53,7 @@ async def run_backfill(
     url: str, exchange: str, since: datetime, until: datetime, intervals: list[Interval], **venues: dict[str, Any]
 ) -> tuple[list[CandleEvent], RestBackfiller]:
     bus = InMemoryBus()
-    got: list[CandleEvent] = []
-
-    async def sink(events: list[CandleEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(CANDLES, "test", sink)
+    got: list[CandleEvent] = collected(bus, CANDLES, "test")
     await bus.start()
     backfiller = RestBackfiller(bus, settings_for(url, **venues), intervals=intervals)
     try:
@@ -127,12 +125,7 @@ async def test_slow_answers_time_out_and_are_retried(fake: tuple[FakeExchange, s
     bus = InMemoryBus()
     backfiller = RestBackfiller(bus, settings_for(fake[1]), intervals=[Interval.H1])
     backfiller.exchange("coinbase").client.http.timeout = httpx.Timeout(1.0)
-    got: list[CandleEvent] = []
-
-    async def sink(events: list[CandleEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(CANDLES, "test", sink)
+    got: list[CandleEvent] = collected(bus, CANDLES, "test")
     await bus.start()
     await backfiller.backfill_gap("coinbase", "BTC", since, until, now=until)
     await bus.drain()
@@ -243,3 +236,128 @@ async def test_concurrent_gaps_on_one_exchange_run_one_at_a_time(fake, exchange)
     await backfiller.aclose()
     await bus.stop()
     assert ra.total == rb.total == len(expected(Interval.H1, SINCE, UNTIL))
+
+
+async def test_okx_pages_of_100_back_in_time_and_its_rate_limit_answer_is_retried(fake, exchange) -> None:
+    exchange.script(("okx-rate",))
+    since, until = datetime(2024, 12, 19, 20, 30, tzinfo=UTC), datetime(2024, 12, 20, 4, 10, tzinfo=UTC)
+    intervals = [Interval.M1, Interval.H4, Interval.D1]
+    got, backfiller = await run_backfill(fake[1], "okx", since, until, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, since, until), interval
+    pages = [h for h in exchange.requests("/api/v5/market/history-candles") if h.status == 200]
+    assert len(expected(Interval.M1, since, until)) == 460
+    assert len(pages) == 5 + 1 + 1 + 1  # 1m in pages of 100, 4H, 1Dutc, and the rate-limited answer (HTTP 200)
+    assert {h.params["bar"] for h in pages} == {"1m", "4H", "1Dutc"}
+    assert backfiller.exchanges["okx"].client.stats.retries == 1
+
+
+async def test_bybit_pages_of_1000_back_in_time_and_its_rate_limit_answer_is_retried(fake, exchange) -> None:
+    exchange.script(("bybit-rate",))
+    intervals = [Interval.M1, Interval.H4, Interval.D1]
+    got, backfiller = await run_backfill(fake[1], "bybit", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    minutes = [h for h in exchange.requests("/v5/market/kline") if h.params["interval"] == "1"]
+    assert len(expected(Interval.M1, SINCE, UNTIL)) == 3083
+    assert len(minutes) == 4 + 1  # four pages of at most 1,000, and the rate-limited answer (HTTP 200)
+    assert backfiller.exchanges["bybit"].client.stats.retries == 1
+
+
+async def test_coinbase_advanced_pages_of_350_and_4h_rolled_up(fake: tuple[FakeExchange, str], exchange) -> None:
+    exchange.script(("500",))
+    intervals = [Interval.M1, Interval.H4]
+    got, backfiller = await run_backfill(fake[1], "coinbase_advanced", SINCE, UNTIL, intervals)
+    for interval in intervals:
+        assert as_rows(got, interval) == expected(interval, SINCE, UNTIL), interval
+    pages = [h for h in exchange.requests("/market/products/BTC-USD/candles") if h.status == 200]
+    assert {h.params["granularity"] for h in pages} == {"ONE_MINUTE", "ONE_HOUR"}  # no native 4h
+    assert len([h for h in pages if h.params["granularity"] == "ONE_MINUTE"]) == -(-3083 // 350)
+    assert backfiller.exchanges["coinbase_advanced"].client.stats.retries == 1
+
+
+# where each part of a candle sits in each venue's answer row
+ROW_FIELDS = {
+    "binance": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5, "trades": 8},
+    "coinbase": {"time": 0, "low": 1, "high": 2, "open": 3, "close": 4, "volume": 5},
+    "kraken": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 6, "trades": 7},
+    "okx": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5},
+    "bybit": {"time": 0, "open": 1, "high": 2, "low": 3, "close": 4, "volume": 5},
+}
+MANGLES = {"missing": None, "null": None, "text": "abc", "bool": True, "nested": [1]}
+ROW_CASES = [
+    (venue, part, how)
+    for venue, parts in ROW_FIELDS.items()
+    for part in parts
+    for how in (MANGLES if part in ("time", "close") else ("missing", "null"))
+]
+
+
+def mangle_once(venue: str, index: int, how: str) -> Any:
+    """Spoil one field of the fourth row of the venue's first answer."""
+    done: list[bool] = []
+
+    def mangle(name: str, rows: list[Any]) -> list[Any]:
+        if name != venue or done or len(rows) < 4:
+            return rows
+        done.append(True)
+        row = list(rows[3])
+        rows[3] = row[:index] if how == "missing" else [*row[:index], MANGLES[how], *row[index + 1 :]]
+        return rows
+
+    return mangle
+
+
+async def backfill_last_minutes(url: str, venue: str, end_ms: int, minutes: int = 60) -> tuple[list[CandleEvent], Any]:
+    bus = InMemoryBus()
+    got: list[CandleEvent] = []
+
+    async def sink(events: list[CandleEvent]) -> None:
+        got.extend(events)
+
+    bus.subscribe(CANDLES, "test", sink)
+    await bus.start()
+    fast = {"requests_per_s": 100}  # these tests are about rows, not rate limits
+    backfiller = RestBackfiller(bus, settings_for(url, kraken=fast, coinbase=fast), intervals=[Interval.M1])
+    until = datetime.fromtimestamp(end_ms / 1000, UTC)
+    try:
+        result = await backfiller.backfill_gap(venue, "BTC", until - timedelta(minutes=minutes), until, now=until)
+        await bus.drain()
+    finally:
+        await backfiller.aclose()
+        await bus.stop()
+    return got, result
+
+
+@pytest.mark.parametrize(("venue", "part", "how"), ROW_CASES, ids=[f"{v}-{p}-{h}" for v, p, h in ROW_CASES])
+async def test_a_candle_row_missing_or_garbling_a_field_is_rejected_never_defaulted(
+    fake: tuple[FakeExchange, str], exchange: FakeExchange, venue: str, part: str, how: str
+) -> None:
+    clean, clean_result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    exchange.mangle = mangle_once(venue, ROW_FIELDS[venue][part], how)
+    got, result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    assert clean_result.rejected == 0 and result.rejected == 1  # the spoilt row, counted
+    assert len(got) == len(clean) - 1  # and only it is missing: nothing stands in for it
+    assert {values(e) for e in got} <= {values(e) for e in clean}
+
+
+def values(e: CandleEvent) -> tuple[Any, ...]:
+    return e.event_id, e.ts, e.open, e.high, e.low, e.close, e.volume, e.trades
+
+
+@pytest.mark.parametrize("venue", list(ROW_FIELDS))
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+async def test_a_candle_row_with_a_bad_price_is_rejected(
+    fake: tuple[FakeExchange, str], exchange: FakeExchange, venue: str, value: str
+) -> None:
+    clean, _ = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    index = ROW_FIELDS[venue]["low"]
+
+    def mangle(name: str, rows: list[Any]) -> list[Any]:
+        if len(rows) > 3:
+            rows[3] = [*rows[3][:index], value, *rows[3][index + 1 :]]
+        return rows
+
+    exchange.mangle = mangle
+    got, result = await backfill_last_minutes(fake[1], venue, exchange.end_ms)
+    assert result.rejected >= 1 and len(got) == len(clean) - result.rejected

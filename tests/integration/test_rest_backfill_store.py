@@ -11,15 +11,14 @@ import httpx
 import pytest
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.service import IngestService
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval, TickEvent
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import TICKS
 
-from tests.fakes.rest_exchange import FakeExchange, load_series
-from tests.fakes.server import ThreadedServer
+from testkit.rest_exchange import FakeExchange, load_series
+from testkit.server import ThreadedServer
+from testkit.wiring import embedded, keyed_client
 
 NOON = datetime(2024, 12, 10, 12, tzinfo=UTC)
 
@@ -33,16 +32,12 @@ async def pipeline(store: Store) -> AsyncIterator[tuple[IngestService, httpx.Asy
             ingest={"live_feed": "off"},
             binance={"rest_url": server.url},
         )
-        bus = InMemoryBus()
-        ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
         ingest, gateway = IngestService(), GatewayService()
-        ingest.register(ctx)
-        gateway.register(ctx)
+        bus, ctx = embedded(settings, store, ingest, gateway)
         await bus.start()
         await ingest.start(ctx)
         assert gateway.app is not None
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-            client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "t"})).json()["key"]
+        async with keyed_client(gateway.app, "t") as client:
             yield ingest, client, fake
         await ingest.stop()
         await bus.stop()

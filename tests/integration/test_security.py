@@ -91,7 +91,7 @@ async def new_key(gw: Gw) -> str:
 
 def operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """(method, concrete path) of every /v1 operation in the OpenAPI document."""
-    fill = {"{symbol}": "BTC", "{key_id}": "k_nothing", "{rule_id}": "rule_nothing"}
+    fill = {"{symbol}": "BTC", "{key_id}": "k_nothing", "{rule_id}": "rule_nothing", "{index_id}": "mcap-top5"}
     out = []
     for path, ops in spec["paths"].items():
         if not path.startswith("/v1/"):

@@ -17,10 +17,11 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval, SignalEvent
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, SIGNALS
+
+from testkit.wiring import collected, embedded
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 ADMIN = "signals-admin-token-5b2e"
@@ -45,18 +46,9 @@ async def env(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Env]:
         ingest={"live_feed": "off"},
         gateway={"admin_token": ADMIN, "free_limit_per_minute": 600},
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
-    gateway = GatewayService()
-    gateway.register(ctx)
-    scoring = ScoringService()
-    scoring.register(ctx)
-    published: list[SignalEvent] = []
-
-    async def collect(events: list[SignalEvent]) -> None:
-        published.extend(events)
-
-    bus.subscribe(SIGNALS, "test-observer", collect)
+    gateway, scoring = GatewayService(), ScoringService()
+    bus, ctx = embedded(settings, store, gateway, scoring)
+    published: list[SignalEvent] = collected(bus, SIGNALS, "test-observer")
     await bus.start()
     await scoring.start(ctx)
     series = plan(settings.runtime.bundle_dir, ["BTC"], [Interval.D1, Interval.H4])

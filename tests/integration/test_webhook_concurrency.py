@@ -12,7 +12,7 @@ from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_shared.events import AlertChannel
 from tokenpulse_shared.settings import Settings
 
-from tests.receivers import HttpReceiver
+from testkit.receivers import HttpReceiver
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
 
-from tests.e2e.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
+from testkit.procs import Proc, api_key, free_port, trimmed_bundle, wait_until
 
 ADMIN = "security-suite-admin-token-7c1f"
 RELAXED = {
@@ -126,13 +126,18 @@ class LoopProbe:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
-    up = UpServer(tmp_path_factory.mktemp("hostile"), RELAXED).start()
+    yield from serving(UpServer(tmp_path_factory.mktemp("hostile"), RELAXED), "the log of the hostile session")
+
+
+def serving(up: UpServer, log_name: str) -> Iterator[UpServer]:
+    """A session's server, started; after the session it must exit cleanly with no API key in its log."""
+    up.start()
     try:
         yield up
     finally:
         code = up.stop()
     assert code == 0, up.proc.tail(80)
-    assert not up.leaked_keys(), "API keys in the log of the hostile session"
+    assert not up.leaked_keys(), f"API keys in {log_name}"
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.procs import Proc, api_key, free_port, wait_until
+from testkit.procs import Proc, api_key, free_port, wait_until
 from tests.security.conftest import LoopProbe, UpServer, leaked
 from tests.security.failing_gateway import BROKEN
 

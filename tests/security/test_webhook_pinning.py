@@ -27,7 +27,7 @@ from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import ALERT_RULES, ALERTS, PRICES
 
-from tests.receivers import HttpReceiver
+from testkit.receivers import HttpReceiver, LoopbackServer
 
 pytestmark = pytest.mark.asyncio
 
@@ -90,7 +90,7 @@ async def test_a_host_rebinding_after_the_check_is_still_reached_at_the_checked_
     assert internal.attempts == []
 
 
-class TlsReceiver:
+class TlsReceiver(LoopbackServer):
     """An HTTPS server on 127.0.0.1 with a certificate for ``names`` only."""
 
     def __init__(self, ca: trustme.CA, *names: str) -> None:
@@ -114,14 +114,6 @@ class TlsReceiver:
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> TlsReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 async def test_tls_is_verified_on_the_host_name_and_never_shared_between_names(

@@ -57,7 +57,7 @@ def test_every_bench_on_the_page_has_rows_and_a_plot_and_no_other_bench_has_rows
     in_file = {row["bench"] for row in history_rows()}
     assert on_page == in_file, f"only on the page: {on_page - in_file}; only in history.csv: {in_file - on_page}"
     unplotted = [b for b in on_page if not (ROOT / "docs" / "bench" / f"history-{b}.png").exists()]
-    assert unplotted == [], "run `.venv/bin/python bench/plot.py history`"
+    assert unplotted == [], "run `.venv/bin/python -m bench.plot history`"
 
 
 @pytest.mark.parametrize("source", ["docs/benchmarks.md", "README.md"])

@@ -15,6 +15,8 @@ import pytest
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 
+from testkit.ticks import random_walk, with_resends
+
 T0 = datetime(2024, 12, 5, tzinfo=UTC)
 BATCH = 40
 
@@ -23,25 +25,10 @@ def feed_ticks(n: int, seed: int) -> list[TickEvent]:
     """Two tokens, one trade every 7 s each (~6 h), and about one in 15 trades sent again later (same trade id,
     new event id: an exchange's re-send), some of them across any cut."""
     rng = random.Random(seed)
-    out: list[TickEvent] = []
-    price = {"BTC": 100.0, "ETH": 10.0}
-    for i in range(n):
-        for symbol in price:
-            price[symbol] *= 1 + rng.uniform(-0.01, 0.01)
-            out.append(
-                TickEvent(
-                    symbol=symbol,
-                    source="test",
-                    ts=T0 + timedelta(seconds=i * 7, milliseconds=rng.randrange(1000)),
-                    price=price[symbol],
-                    size=rng.uniform(0.1, 2.0),
-                    trade_id=f"{symbol}-{i}",
-                )
-            )
-    for j in range(0, len(out), 15):
-        again = out[j].model_copy(update={"event_id": f"resent-{j:08d}"})
-        out.insert(min(len(out), j + rng.randrange(2, 300)), again)
-    return out
+    out = random_walk(
+        rng, {"BTC": 100.0, "ETH": 10.0}, n, start=T0, step_s=7, move=0.01, sizes=(0.1, 2.0), source="test"
+    )
+    return with_resends(rng, out, 15, 300, lambda j: f"resent-{j:08d}")
 
 
 def wall_of(batch: list[TickEvent]) -> float:

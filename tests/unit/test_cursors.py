@@ -16,25 +16,31 @@ from tokenpulse_gateway.cursors import (
     Cursor,
     FiringCursor,
     RuleCursor,
-    SymbolCursor,
     TimeCursor,
+    TokenCursor,
     decode,
     encode,
 )
 from tokenpulse_gateway.errors import ApiError
 
-KINDS: list[type[Cursor]] = [TimeCursor, SymbolCursor, RuleCursor, FiringCursor]
+KINDS: list[type[Cursor]] = [TimeCursor, TokenCursor, RuleCursor, FiringCursor]
 ROW_MS = st.integers(0, STORE_MAX_MS)
 ISSUED = st.one_of(
     st.builds(TimeCursor, ts=ROW_MS),
-    st.builds(SymbolCursor, symbol=st.from_regex(r"[A-Z0-9]{1,15}", fullmatch=True)),
+    st.builds(
+        TokenCursor,
+        v=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+        symbol=st.from_regex(r"[A-Z0-9]{1,15}", fullmatch=True),
+        f=st.from_regex(r"[0-9a-f]{12}", fullmatch=True),
+    ),
     st.builds(RuleCursor, rule_id=st.text(min_size=1, max_size=64)),
     st.builds(FiringCursor, ts=ROW_MS, id=st.text(max_size=64)),
 )
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=10),
     lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["ts", "id", "symbol", "rule_id"]), inner)
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["ts", "id", "symbol", "rule_id", "v", "f"]), inner)
     ),
     max_leaves=10,
 )

@@ -111,8 +111,20 @@ def test_topic_registry_covers_the_contract() -> None:
         "tokenpulse.marketcaps.v1",
         "tokenpulse.indicators.v1",
         "tokenpulse.metrics.v1",
+        "tokenpulse.market-state.v1",
+        "tokenpulse.ticks.v2",
+        "tokenpulse.prices.v2",
+        "tokenpulse.candles.v2",
+        "tokenpulse.indicators.v2",
+        "tokenpulse.universe.v1",
     }
-    assert [t for t in ALL_TOPICS if t.compacted] == [BY_NAME["tokenpulse.alert-rules.v1"]]
+    batched = [t for t in ALL_TOPICS if t.batched]
+    assert [t.name for t in batched] == [
+        t.name.replace(".v1", ".v2") for t in map(BY_NAME.get, (t.pairs_with for t in batched))
+    ]
+    assert all(BY_NAME[t.pairs_with or ""].partitions == t.partitions for t in batched)
+    compacted = [t.name for t in ALL_TOPICS if t.compacted]
+    assert compacted == ["tokenpulse.alert-rules.v1", "tokenpulse.universe.v1"]
     assert CANDLES.model is CandleEvent
 
 

@@ -19,7 +19,7 @@ from tokenpulse_ingest.venues.registry import pairs_for
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.settings import Settings
 
-from tests.fake_exchange import SAMPLES, received_frames
+from testkit.fake_exchange import SAMPLES, received_frames
 
 
 async def _sink(ticks: list[TickEvent]) -> None:

@@ -6,7 +6,7 @@ refuses goes to pydantic (``decode_message``), so dead-letter reasons do not cha
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,8 @@ from tokenpulse_shared.bus.fastdecode import FAST
 from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, TickEvent
 from tokenpulse_shared.topics import CANDLES, PRICES, TICKS
 
+from testkit.strategies import HOSTILE, json_values, times
+
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 
 VALID: dict[type[Event], Event] = {
@@ -27,48 +29,6 @@ VALID: dict[type[Event], Event] = {
         symbol="SOL", interval=Interval.H1, ts=T0, open=10, high=12, low=9, close=11, volume=5, trades=3, version=2
     ),
 }
-
-HOSTILE: list[Any] = [
-    None,
-    True,
-    0,
-    -1,
-    1,
-    1.5,
-    -0.0,
-    1e308,
-    1e400,
-    -1e400,
-    2**64,
-    "1",
-    "",
-    "BTC",
-    "BTC\n",
-    "btc",
-    "ÄBC",
-    "A" * 16,
-    "x" * 129,
-    "\ud800",
-    "NaN",
-    "Infinity",
-    "2026-11-03T12:00:00Z",
-    "2026-11-03T12:00:00",
-    "2026-11-03T12:00:00+02:00",
-    "2026-11-03 12:00:00Z",
-    "2026-11-03T12:00:00.123456789Z",
-    "2026-11-03T23:59:60Z",
-    "2026-11-03",
-    "1h",
-    "1d",
-    "buy",
-    "sideways",
-    "USDT",
-    [],
-    ["a"],
-    [1],
-    {},
-    {"a": 1},
-]
 
 
 def both(model: type[Event], raw: bytes) -> tuple[Event | None, Event | None]:
@@ -150,19 +110,6 @@ def test_refusals_keep_pydantic_reasons() -> None:
     assert both(TickEvent, lenient)[0] is None
     assert decode_message(TICKS, RawMessage(lenient)) == VALID[TickEvent]
     assert decode_message(PRICES, RawMessage(encode_event(VALID[PriceEvent]))) == VALID[PriceEvent]
-
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
-    max_leaves=6,
-)
-offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
-times = st.builds(
-    lambda dt, tz: dt.replace(tzinfo=tz).isoformat(),
-    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
-    offsets,
-)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])

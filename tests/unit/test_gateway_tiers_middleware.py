@@ -73,3 +73,25 @@ def test_the_stream_buffer_keeps_increasing_ids_and_knows_what_it_dropped() -> N
     assert lagging not in slow.subscribers  # fell behind: ended (None last), it resumes by id
     items = [lagging.get_nowait() for _ in range(lagging.qsize())]
     assert items[-1] is None
+
+
+def test_a_stream_of_some_symbols_is_handed_only_their_events() -> None:
+    """At 1,000 tokens a price event reaches only the streams that asked for its symbol (or for all): the cost
+    of an event is the streams that want it, not every open stream."""
+    from tokenpulse_gateway.live import StreamHub
+
+    hub = StreamHub(capacity=100, queue_size=10)
+    narrow = [hub.subscribe({f"T{i}", "BTC"}) for i in range(1000)]
+    everything = hub.subscribe()
+    hub.publish("price", "T7", {"price": 1.0})
+    assert [q.qsize() for q in narrow].count(1) == 1 and narrow[7].qsize() == 1 and everything.qsize() == 1
+    hub.publish("price", "BTC", {"price": 2.0})
+    assert all(q.qsize() >= 1 for q in narrow) and everything.qsize() == 2
+    hub.unsubscribe(narrow[7])
+    hub.publish("price", "T7", {"price": 3.0})
+    assert narrow[7].qsize() == 2 and "T7" not in hub.by_symbol  # no stream wants T7 any more
+    for _ in range(10):  # narrow streams that fall behind are ended like any other
+        hub.publish("price", "BTC", {"price": 4.0})
+    assert "BTC" not in hub.by_symbol and everything not in hub.subscribers
+    ended = [narrow[0].get_nowait() for _ in range(narrow[0].qsize())]
+    assert ended[-1] is None

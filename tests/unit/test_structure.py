@@ -69,3 +69,71 @@ def test_no_first_party_import_cycle() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycle_through({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert cycle_through({"a": {"b"}, "b": set()}) is None
+
+
+MAX_FUNCTION_LINES = 80
+PRODUCTION = [ROOT / "services", ROOT / "shared", ROOT / "tokenpulse", ROOT / "clients"]
+
+
+def function_lengths(source: str) -> dict[str, int]:
+    """Qualified name -> line count (decorators to last line) of every function and method in ``source``."""
+    lengths: dict[str, int] = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    first = min([child.lineno, *(d.lineno for d in child.decorator_list)])
+                    lengths[name] = (child.end_lineno or child.lineno) - first + 1
+                visit(child, f"{name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return lengths
+
+
+def production_function_lengths() -> dict[str, int]:
+    found = {}
+    for folder in PRODUCTION:
+        for path in folder.rglob("*.py"):
+            if ".venv" in path.parts or "node_modules" in path.parts:
+                continue
+            where = path.relative_to(ROOT)
+            found |= {f"{where}:{name}": n for name, n in function_lengths(path.read_text()).items()}
+    return found
+
+
+def test_no_production_function_over_80_lines() -> None:
+    lengths = production_function_lengths()
+    assert len(lengths) > 500  # the walk reached the packages
+    too_long = {name: n for name, n in lengths.items() if n > MAX_FUNCTION_LINES}
+    assert not too_long, too_long
+
+
+def test_function_lengths_counts_nested_functions_and_decorators() -> None:
+    source = "class A:\n    @staticmethod\n    def f():\n        x = 1\n        def g():\n            pass\n"
+    assert function_lengths(source) == {"A.f": 5, "A.f.g": 2}
+
+
+def imported_roots(folder: Path) -> dict[str, set[str]]:
+    """File -> the top-level names it imports (absolute imports, at the top or inside a function)."""
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def test_bench_and_testkit_never_import_tests() -> None:
+    """tests -> bench -> testkit, one way: the helpers both use live in testkit/, and nothing edits sys.path."""
+    wrong = {f: n & {"tests"} for f, n in imported_roots(ROOT / "bench").items() if "tests" in n}
+    wrong |= {f: n & {"tests", "bench"} for f, n in imported_roots(ROOT / "testkit").items() if n & {"tests", "bench"}}
+    assert not wrong, wrong
+    assert not [p for p in (ROOT / "bench").rglob("*.py") if "sys.path.insert" in p.read_text()]

@@ -73,6 +73,14 @@ class Call(Generic[M]):
         return adapter(self.answer).validate_json(body)  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True)
+class TextCall(Call[str]):
+    """A request whose answer is text (a Markdown report), not JSON."""
+
+    def decode(self, body: bytes) -> str:
+        return body.decode("utf-8")
+
+
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from typing_extensions import TypedDict
 
 from tokenpulse_client import models as m
-from tokenpulse_client._core import Call, segment
+from tokenpulse_client._core import Call, TextCall, segment
 
 TimeLike = str | date | datetime | None
 
@@ -45,8 +45,14 @@ def usage() -> Call[m.Usage]:
     return Call("GET", "/v1/usage", m.Usage)
 
 
-def tokens() -> Call[m.Page[m.Token]]:
-    return Call("GET", "/v1/tokens", m.Page[m.Token])
+def tokens(
+    sort: m.TokenSort | None = None,
+    q: str | None = None,
+    min_trader_grade: float | None = None,
+    signal: m.Direction | None = None,
+) -> Call[m.Page[m.Token]]:
+    params = {"sort": sort, "q": q, "min_trader_grade": min_trader_grade, "signal": signal}
+    return Call("GET", "/v1/tokens", m.Page[m.Token], params)
 
 
 def token(symbol: str) -> Call[m.TokenDetail]:
@@ -88,6 +94,36 @@ def track_record() -> Call[m.TrackRecord]:
 def cycles_btc(params: CycleQuery) -> Call[m.Cycles]:
     query: dict[str, Any] = dict(params)
     return Call("GET", "/v1/cycles/btc", m.Cycles, query)
+
+
+def quant(symbol: str, window: str | None) -> Call[m.Quant]:
+    return Call("GET", f"/v1/quant/{segment(symbol)}", m.Quant, {"window": window})
+
+
+def correlation(symbols: Sequence[str] | str, window: str | None) -> Call[m.Correlation]:
+    joined = symbols if isinstance(symbols, str) else ",".join(symbols)
+    return Call("GET", "/v1/correlation", m.Correlation, {"symbols": joined, "window": window})
+
+
+def market(history: bool, start: TimeLike, end: TimeLike) -> Call[m.MarketState]:
+    return Call("GET", "/v1/market", m.MarketState, {"history": history or None, "start": start, "end": end})
+
+
+def indices() -> Call[m.Page[m.IndexSummary]]:
+    return Call("GET", "/v1/indices", m.Page[m.IndexSummary])
+
+
+def index(index_id: str) -> Call[m.IndexDetail]:
+    return Call("GET", f"/v1/indices/{segment(index_id)}", m.IndexDetail)
+
+
+def scenarios(symbol: str, targets: Sequence[float] | None, price: float | None) -> Call[m.Scenarios]:
+    joined = None if targets is None else ",".join(repr(float(t)) for t in targets)
+    return Call("GET", f"/v1/scenarios/{segment(symbol)}", m.Scenarios, {"targets": joined, "price": price})
+
+
+def report(symbol: str) -> TextCall:
+    return TextCall("GET", f"/v1/reports/{segment(symbol)}", str)
 
 
 def create_alert(

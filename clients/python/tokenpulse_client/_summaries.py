@@ -109,6 +109,7 @@ def token_row(t: m.Token) -> dict[str, Any]:
         "price_usd": t.price,
         "change_24h_pct": t.change_24h,
         "volume_24h_usd": t.volume_24h,
+        "market_cap_usd": t.market_cap,
         "trader_grade": t.trader_grade,
         "investor_grade": t.investor_grade,
         "signal": t.signal.direction if t.signal else None,
@@ -303,3 +304,46 @@ def rule_row(rule: m.AlertRule) -> dict[str, Any]:
 
 def alerts_summary(rules: Sequence[m.AlertRule]) -> dict[str, Any]:
     return {"count": len(rules), "rules": [rule_row(r) for r in rules]}
+
+
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else round(fraction * 100, 4)
+
+
+def quant_summary(q: m.Quant) -> dict[str, Any]:
+    return {
+        "symbol": q.symbol,
+        "window": q.window,
+        "from": day(q.start),
+        "as_of": day(q.as_of),
+        "volatility_annual_pct": _pct(q.volatility),
+        "sharpe": q.sharpe,
+        "sortino": q.sortino,
+        "max_drawdown_pct": _pct(q.max_drawdown),
+        "cagr_pct": _pct(q.cagr),
+        "beta_btc": q.beta_btc,
+        "corr_btc": q.corr_btc,
+        "daily_returns_used": q.n,
+    }
+
+
+def market_summary(ms: m.MarketState) -> dict[str, Any]:
+    return {
+        "as_of": day(ms.as_of),
+        "state": ms.state,
+        "score_0_100": ms.score,
+        "breadth_pct": _pct(ms.breadth),
+        "components_0_100": ms.components,
+        "total_market_cap_usd": ms.total_market_cap,
+        "total_market_cap_date": day(ms.total_market_cap_date),
+        "btc_dominance_pct": ms.btc_dominance,
+        "forward_30d_total_market_return_by_state": [
+            {
+                "state": r.state,
+                "days": r.days,
+                "mean_pct": _pct(r.mean_forward_return),
+                "share_positive_pct": _pct(r.share_positive),
+            }
+            for r in ms.track_record
+        ],
+    }

@@ -107,9 +107,19 @@ class Client:
         """Your key's tier, limits and use this minute and month."""
         return self._send(r.usage())
 
-    def tokens(self, limit: int | None = None) -> Pages[m.Token]:
-        """Every tracked token: price (USD), 24 h change (%) and volume (USD), grades, signal."""
-        return self._pages(r.tokens(), m.Token, limit)
+    def tokens(
+        self,
+        limit: int | None = None,
+        *,
+        sort: m.TokenSort | None = None,
+        q: str | None = None,
+        min_trader_grade: float | None = None,
+        signal: m.Direction | None = None,
+    ) -> Pages[m.Token]:
+        """Every tracked token: price (USD), 24 h change (%) and volume (USD), market cap, grades, signal;
+        ``sort`` by a field (``-market_cap``: descending), ``q`` in the symbol or name, only tokens graded at
+        least ``min_trader_grade`` or with this daily ``signal``."""
+        return self._pages(r.tokens(sort, q, min_trader_grade, signal), m.Token, limit)
 
     def token(self, symbol: str) -> m.TokenDetail:
         """One token: its row plus ROI by window (%), key levels and the latest forecasts."""
@@ -174,6 +184,37 @@ class Client:
         """Bitcoin halving cycles: past runs, the bear/base/moon projection, its track record, altcoin
         seasons; keyword arguments override the model's parameters (docs/cycles.md)."""
         return self._send(r.cycles_btc(params))
+
+    def quant(self, symbol: str, window: str | None = None) -> m.Quant:
+        """Volatility, Sharpe, Sortino, max drawdown, CAGR, beta and correlation to BTC over ``window``
+        (``30d``, ``90d`` or ``365d``; default 90d)."""
+        return self._send(r.quant(symbol, window))
+
+    def correlation(self, symbols: Sequence[str] | str, window: str | None = None) -> m.Correlation:
+        """Pearson correlation of 2 to 20 tokens' daily returns on their common dates."""
+        return self._send(r.correlation(symbols, window))
+
+    def market(self, history: bool = False, start: r.TimeLike = None, end: r.TimeLike = None) -> m.MarketState:
+        """The market state (bullish / neutral / bearish) with its components and track record; ``history=True``
+        adds every day's (from ``start`` to ``end``)."""
+        return self._send(r.market(history, start, end))
+
+    def indices(self) -> m.Page[m.IndexSummary]:
+        """The rule-based indices with their latest NAV, constituents and statistics (one page holds all)."""
+        return self._send(r.indices())
+
+    def index(self, index_id: str) -> m.IndexDetail:
+        """One index: daily NAV vs BTC and the equal-weight basket, rebalances and weights."""
+        return self._send(r.index(index_id))
+
+    def scenarios(self, symbol: str, targets: Sequence[float] | None = None, price: float | None = None) -> m.Scenarios:
+        """What price targets imply in market cap and share of the market, the cycle projection's targets for
+        the token, and with ``price`` what that price requires."""
+        return self._send(r.scenarios(symbol, targets, price))
+
+    def report(self, symbol: str) -> str:
+        """The token's generated research report, as Markdown."""
+        return self._send(r.report(symbol))
 
     def create_alert(
         self,

@@ -124,11 +124,21 @@ def _market_tools(server: MCPServer, source: ClientSource) -> None:
     @server.tool(annotations=READ_ONLY)
     async def list_tokens(
         limit: Annotated[int, Field(ge=1, le=1000, description="at most this many tokens")] = 100,
+        sort: Annotated[
+            m.TokenSort | None, Field(description="order, e.g. -market_cap (largest first) or -change_24h")
+        ] = None,
+        query: Annotated[
+            str | None, Field(max_length=50, description="only tokens whose symbol or name contains this")
+        ] = None,
+        min_trader_grade: Annotated[float | None, Field(ge=0, le=100, description="only grades at least this")] = None,
+        signal: Annotated[m.Direction | None, Field(description="only tokens with this daily signal")] = None,
     ) -> CallToolResult:
-        """Every tracked token with its price (USD), 24 h change (%) and volume (USD), Trader and Investor
-        Grades (0..100) and current signal."""
+        """Tracked tokens (up to 1,000 and more) with price (USD), 24 h change (%) and volume (USD), market cap
+        (USD), Trader and Investor Grades (0..100) and current signal; sort, search and filter them here
+        rather than reading the whole list."""
         async with api_call():
-            tokens = await source().tokens(limit=limit).to_list()
+            pages = source().tokens(limit=limit, sort=sort, q=query, min_trader_grade=min_trader_grade, signal=signal)
+            tokens = await pages.to_list()
         return result("Tracked tokens", s.tokens_summary(tokens))
 
     @server.tool(annotations=READ_ONLY)
@@ -223,9 +233,35 @@ def _analytics_tools(server: MCPServer, source: ClientSource) -> None:
             cycles = await source().cycles_btc()
         return result("Bitcoin halving cycles", s.cycles_summary(cycles))
 
-    # get_quant goes here once GET /v1/quant/{symbol} exists: add AsyncClient.quant() (and Client.quant())
-    # to the SDK, then a read-only tool `get_quant(symbol, window)` summarising volatility, Sharpe, Sortino,
-    # max drawdown, CAGR and beta/correlation to BTC with their units (tests/clients/test_mcp.py lists it).
+    @server.tool(annotations=READ_ONLY)
+    async def get_quant(
+        symbol: Symbol,
+        window: Annotated[Literal["30d", "90d", "365d"], Field(description="trailing window")] = "90d",
+    ) -> CallToolResult:
+        """Risk and return over a trailing window of daily closes: annualised volatility (%), Sharpe and Sortino
+        (risk-free 0), max drawdown (%), CAGR (%), beta and correlation to BTC."""
+        async with api_call():
+            quant = await source().quant(symbol, window)
+        return result(f"{quant.symbol} quant metrics ({quant.window})", s.quant_summary(quant))
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_market_state() -> CallToolResult:
+        """The crypto market's state (bullish / neutral / bearish) with its 0..100 score and components, the
+        total market cap (USD), BTC dominance (%) and the state's track record (next-30-day market return)."""
+        async with api_call():
+            state = await source().market()
+        return result("Market state", s.market_summary(state))
+
+    @server.tool(annotations=READ_ONLY)
+    async def get_report(symbol: Symbol) -> CallToolResult:
+        """A token's generated research report (Markdown): grades, signal and its track record, key levels,
+        predictions, quant metrics and price scenarios, each number with its method; dated, no advice."""
+        async with api_call():
+            markdown = await source().report(symbol)
+        return CallToolResult(
+            content=[TextContent(type="text", text=markdown)],
+            structured_content={"symbol": symbol.upper(), "markdown": markdown},
+        )
 
 
 def _alert_tools(server: MCPServer, source: ClientSource) -> None:

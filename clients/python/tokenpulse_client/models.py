@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 Day = date  # a calendar day; an alias so a field may be called `date`
 Direction = Literal["bullish", "bearish"]
+TokenSort = Literal[
+    "symbol", "-symbol", "market_cap", "-market_cap", "volume_24h", "-volume_24h", "change_24h", "-change_24h",
+    "trader_grade", "-trader_grade", "investor_grade", "-investor_grade",
+]  # fmt: skip
 
 
 class ApiModel(BaseModel):
@@ -91,6 +95,7 @@ class Token(ApiModel):
     stale: bool | None = None
     change_24h: float | None = Field(None, description="percent")
     volume_24h: float | None = Field(None, description="USD")
+    market_cap: float | None = Field(None, description="USD")
     trader_grade: float | None = None
     investor_grade: float | None = None
     signal: TokenSignal | None = None
@@ -357,6 +362,165 @@ class TrackRecord(ApiModel):
     signals_overall: dict[str, float | None]
     grades: list[GradeIC]
     intraday: list[SignalRecord]
+
+
+# ------------------------------------------------------------------------------------ market analytics
+
+
+class Quant(ApiModel):
+    """``GET /v1/quant/{symbol}``: risk and return over a trailing window (docs/methodology.md, Quant metrics)."""
+
+    symbol: str
+    window: str
+    as_of: Day
+    start: Day
+    volatility: float | None = None
+    sharpe: float | None = None
+    sortino: float | None = None
+    max_drawdown: float
+    cagr: float | None = None
+    beta_btc: float | None = None
+    corr_btc: float | None = None
+    n: int
+    n_btc: int
+
+
+class Correlation(ApiModel):
+    """``GET /v1/correlation``: Pearson correlation of daily returns on common dates, in ``symbols``' order."""
+
+    symbols: list[str]
+    window: str
+    as_of: Day
+    matrix: list[list[float | None]]
+    n: int
+
+
+class StateRecord(ApiModel):
+    state: str
+    days: int
+    mean_forward_return: float | None = None
+    median_forward_return: float | None = None
+    share_positive: float | None = None
+
+
+class MarketDay(ApiModel):
+    date: Day
+    state: str | None = None
+    score: float | None = None
+    breadth: float | None = None
+    total_market_cap: float | None = None
+    btc_dominance: float | None = None
+
+
+class MarketState(ApiModel):
+    """``GET /v1/market``: bullish / neutral / bearish, its score, components and track record."""
+
+    state: str | None = None
+    score: float | None = None
+    as_of: Day
+    breadth: float | None = None
+    components: dict[str, float | None]
+    tracked_market_cap: float | None = None
+    tokens: list[str]
+    total_market_cap: float | None = None
+    total_market_cap_date: Day | None = None
+    btc_dominance: float | None = None
+    track_record: list[StateRecord]
+    method: dict[str, float]
+    history: list[MarketDay] | None = Field(None, description="only with history=True")
+
+
+class Constituent(ApiModel):
+    symbol: str
+    weight: float
+
+
+class IndexStats(ApiModel):
+    total_return: float
+    cagr: float | None = None
+    volatility: float | None = None
+    max_drawdown: float
+
+
+class Rebalance(ApiModel):
+    date: Day
+    constituents: list[Constituent]
+    cost: float
+
+
+class IndexPoint(ApiModel):
+    date: Day
+    nav: float
+    btc: float | None = None
+    equal_weight: float
+
+
+class IndexSummary(ApiModel):
+    """An index of ``GET /v1/indices``: its rules, latest NAV, constituents and statistics."""
+
+    id: str
+    name: str
+    rules: str
+    rebalance: str
+    cost_per_unit_traded: float
+    start: Day | None = None
+    as_of: Day | None = None
+    nav: float | None = None
+    constituents: list[Constituent]
+    stats: dict[str, IndexStats]
+
+
+class IndexDetail(IndexSummary):
+    """``GET /v1/indices/{id}``: the above with the NAV history and every rebalance."""
+
+    history: list[IndexPoint]
+    rebalances: list[Rebalance]
+
+
+class ScenarioToday(ApiModel):
+    as_of: Day
+    price: float
+    circulating_supply: float
+    supply_as_of: Day
+    market_cap: float
+    total_market_cap: float | None = None
+    total_market_cap_date: Day | None = None
+    share_of_total: float | None = None
+
+
+class PriceScenario(ApiModel):
+    price: float
+    market_cap: float
+    share_of_total: float | None = None
+    multiple: float
+
+
+class CycleScenario(ApiModel):
+    name: str
+    end_date: Day
+    total_market_cap_target: float
+    market_cap: float
+    price: float
+    multiple: float
+
+
+class Requirement(ApiModel):
+    price: float
+    market_cap: float
+    multiple: float
+    total_market_cap_at_current_share: float | None = None
+    share_of_current_total: float | None = None
+
+
+class Scenarios(ApiModel):
+    """``GET /v1/scenarios/{symbol}``: price targets and cycle targets in market cap, and the reverse."""
+
+    symbol: str
+    today: ScenarioToday
+    scenarios: list[PriceScenario]
+    cycle: list[CycleScenario]
+    requirement: Requirement | None = Field(None, description="only with price=")
+    notes: list[str]
 
 
 # -------------------------------------------------------------------------------------------- alerts

@@ -90,8 +90,8 @@ class Notifier:
         self._locks: dict[str, asyncio.Lock] = {}
         # requests in flight per webhook origin (TOKENPULSE_WEBHOOK_CONCURRENCY): the rest wait here, cheaply,
         # not in httpcore's pool queue, whose request assignment scans every queued request against every
-        # connection (35 % of a 300-delivery burst's CPU with 200 in flight); an origin's entry lives while a
-        # delivery to it is in flight, so the map stays bounded
+        # connection (docs/benchmarks.md, alerts); an origin's entry lives while a delivery to it is in
+        # flight, so the map stays bounded
         self._origins: dict[str, _OriginCap] = {}
         # point apprise's services at the configured API bases (the public ones by default)
         from apprise.plugins.discord import NotifyDiscord

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tokenpulse_shared.events import (
@@ -318,24 +319,11 @@ class RuleBook:
         p1 = ev.price
         st.add_price(ts, p1)
         hits: list[Hit] = []
-        rules = self.rules
-        last_fired = self.last_fired
-        # the cooldown is checked before a hit is built: in a choppy market most crossings are inside it
         if p0 is not None and p1 != p0:
             if p1 > p0 and sym in self.above:  # levels in [p0, p1): price went from <= level to > level
-                for level, rule_id in self.above[sym].between(p0, p1, True, False):
-                    rule = rules[rule_id]
-                    last = last_fired.get(rule_id)
-                    if last is None or ts - last >= rule.cooldown_s:
-                        last_fired[rule_id] = ts
-                        hits.append(Hit(rule, ev.event_id, ts, p1, f"crossed above {level:g} (now {p1:g})"))
+                hits += self._crossed(self.above[sym].between(p0, p1, True, False), ev, ts, partial(_above, p1))
             if p1 < p0 and sym in self.below:  # levels in (p1, p0]: from >= level to < level
-                for level, rule_id in self.below[sym].between(p1, p0, False, True):
-                    rule = rules[rule_id]
-                    last = last_fired.get(rule_id)
-                    if last is None or ts - last >= rule.cooldown_s:
-                        last_fired[rule_id] = ts
-                        hits.append(Hit(rule, ev.event_id, ts, p1, f"crossed below {level:g} (now {p1:g})"))
+                hits += self._crossed(self.below[sym].between(p1, p0, False, True), ev, ts, partial(_below, p1))
         for window in CHANGE_WINDOWS_S:
             key = (sym, window)
             if key not in self.changes:
@@ -345,19 +333,10 @@ class RuleBook:
             if prev is None or cur is None or prev == cur:
                 continue
             if cur > prev and key in self.up:  # thresholds in (prev, cur]: change went from < v to >= v
-                for v, rule_id in self.up[key].between(prev, cur, False, True):
-                    rule = rules[rule_id]
-                    last = last_fired.get(rule_id)
-                    if last is None or ts - last >= rule.cooldown_s:
-                        last_fired[rule_id] = ts
-                        hits.append(Hit(rule, ev.event_id, ts, p1, f"up {cur:.2f}% in {window} (≥ {v:g}%)"))
+                hits += self._crossed(self.up[key].between(prev, cur, False, True), ev, ts, partial(_up, window, cur))
             if cur < prev and key in self.down:  # -v in [cur, prev): change went from > -v to <= -v
-                for v, rule_id in self.down[key].between(cur, prev, True, False):
-                    rule = rules[rule_id]
-                    last = last_fired.get(rule_id)
-                    if last is None or ts - last >= rule.cooldown_s:
-                        last_fired[rule_id] = ts
-                        hits.append(Hit(rule, ev.event_id, ts, p1, f"down {-cur:.2f}% in {window} (≥ {-v:g}%)"))
+                falls = self.down[key].between(cur, prev, True, False)
+                hits += self._crossed(falls, ev, ts, partial(_down, window, cur))
         if sym in self.compound:
             if before is None:  # first price of the token: every combination reading prices is evaluated once
                 candidates: Iterable[str] = [r for r in self.compound[sym] if "price" in self.inputs[r]]
@@ -366,6 +345,21 @@ class RuleBook:
                 crossed = {r for _, r in self.guards[sym].between(lo, hi, True, True)} if sym in self.guards else set()
                 candidates = crossed | set(self.every.get(sym, ()))
             hits.extend(self._cooled(self._evaluate(sym, candidates, ev.event_id, ts, p1)))
+        return hits
+
+    def _crossed(
+        self, crossed: Iterable[tuple[float, str]], ev: PriceEvent, ts: float, reason: Callable[[float], str]
+    ) -> list[Hit]:
+        """Hits of the rules whose level was crossed, past their cooldown: checked before a hit is built, as
+        in a choppy market most crossings are inside it."""
+        hits = []
+        rules, last_fired = self.rules, self.last_fired
+        for level, rule_id in crossed:
+            rule = rules[rule_id]
+            last = last_fired.get(rule_id)
+            if last is None or ts - last >= rule.cooldown_s:
+                last_fired[rule_id] = ts
+                hits.append(Hit(rule, ev.event_id, ts, ev.price, reason(level)))
         return hits
 
     def on_grade(self, ev: GradeEvent) -> list[Hit]:
@@ -430,3 +424,19 @@ class RuleBook:
             "change_thresholds": sum(len(v) for v in self.up.values()) + sum(len(v) for v in self.down.values()),
             "compound": sum(len(v) for v in self.compound.values()),
         }
+
+
+def _above(now: float, level: float) -> str:
+    return f"crossed above {level:g} (now {now:g})"
+
+
+def _below(now: float, level: float) -> str:
+    return f"crossed below {level:g} (now {now:g})"
+
+
+def _up(window: str, cur: float, v: float) -> str:
+    return f"up {cur:.2f}% in {window} (≥ {v:g}%)"
+
+
+def _down(window: str, cur: float, v: float) -> str:
+    return f"down {-cur:.2f}% in {window} (≥ {-v:g}%)"

@@ -33,8 +33,9 @@ import json
 import logging
 import time
 from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from pydantic import ValidationError
@@ -60,6 +61,7 @@ from tokenpulse_shared.topics import ALERT_RULES, ALERTS, DEAD_LETTER, GRADES, P
 from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_alerts.rules import Hit, RuleBook, firing_event_id, firing_id
 
+E = TypeVar("E")
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("tokenpulse.alerts")
 
@@ -254,26 +256,23 @@ class AlertsService:
                 self.book.last_fired[f.rule_id] = ts
 
     async def on_prices(self, prices: list[PriceEvent]) -> None:
-        await self.ready.wait()
-        hits: list[Hit] = []
-        for price in prices:
-            hits.extend(self.book.on_price(price))
+        hits = await self._hits(prices, self.book.on_price)
         self.evaluated += len(prices)
         await self._fire(hits)
 
     async def on_grades(self, grades: list[GradeEvent]) -> None:
-        await self.ready.wait()
-        hits: list[Hit] = []
-        for grade in grades:
-            hits.extend(self.book.on_grade(grade))
-        await self._fire(hits)
+        await self._fire(await self._hits(grades, self.book.on_grade))
 
     async def on_signals(self, signals: list[SignalEvent]) -> None:
+        await self._fire(await self._hits(signals, self.book.on_signal))
+
+    async def _hits(self, events: Sequence[E], on_event: Callable[[E], list[Hit]]) -> list[Hit]:
+        """What the rule book makes of a batch, once the rules are loaded."""
         await self.ready.wait()
         hits: list[Hit] = []
-        for signal in signals:
-            hits.extend(self.book.on_signal(signal))
-        await self._fire(hits)
+        for event in events:
+            hits.extend(on_event(event))
+        return hits
 
     # ---- firing and delivery --------------------------------------------------------------------
     async def _fire(self, hits: list[Hit]) -> None:

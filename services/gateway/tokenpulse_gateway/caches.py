@@ -4,7 +4,8 @@ Hot answers (``/v1/tokens``, ``/v1/tokens/{symbol}``) are kept serialised per ve
 not made once per request; history pages (candles, indicators) for at most
 ``TOKENPULSE_HISTORY_CACHE_TTL_S``, dropped at once when the bus brings a new candle (or indicator) of that
 token and interval; what is derived from the whole stored history (track record, cycles) until the
-store's data version changes.
+store's data version changes (the market analytics: quant, correlation, market state, indices, scenarios,
+with their answers).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from tokenpulse_shared.events import SYMBOL_PATTERN
 
 from tokenpulse_gateway.analytics.cycles import CycleData
+from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import Encoded
 from tokenpulse_gateway.errors import ApiError
 
@@ -81,14 +83,14 @@ class TokenPages:
     def __init__(self, max_pages: int = 64) -> None:
         self.max_pages = max_pages
         self._version: int | None = None
-        self._pages: dict[tuple[int, str | None], Encoded] = {}
+        self._pages: dict[tuple[int, Hashable], Encoded] = {}
 
-    def get(self, version: int, limit: int, cursor: str | None) -> Encoded | None:
+    def get(self, version: int, limit: int, cursor: Hashable) -> Encoded | None:
         if version != self._version:
             self._version, self._pages = version, {}
         return self._pages.get((limit, cursor))
 
-    def put(self, limit: int, cursor: str | None, enc: Encoded) -> None:
+    def put(self, limit: int, cursor: Hashable, enc: Encoded) -> None:
         if len(self._pages) < self.max_pages:
             self._pages[(limit, cursor)] = enc
 
@@ -159,6 +161,33 @@ class CycleHistory(ByVersion[CycleData]):
         self.default_answer = None
 
 
+class MarketHistory(ByVersion[MarketData]):
+    """The market analytics' daily history (closes, market caps, grades, signals), kept until one of them is
+    added; with the answers computed from it (at most ``max_answers``, least recently used dropped first)."""
+
+    def __init__(self, max_answers: int = 256) -> None:
+        super().__init__()
+        self.loading = asyncio.Lock()
+        """one load at a time: requests that find the data changed wait for the first one's load"""
+        self.max_answers = max_answers
+        self._answers: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def put(self, version: Hashable, value: MarketData) -> None:
+        super().put(version, value)
+        self._answers.clear()
+
+    def answer(self, key: Hashable) -> Any | None:
+        hit = self._answers.get(key)
+        if hit is not None:
+            self._answers.move_to_end(key)
+        return hit
+
+    def keep(self, key: Hashable, value: Any) -> None:
+        self._answers[key] = value
+        while len(self._answers) > self.max_answers:
+            self._answers.popitem(last=False)
+
+
 class KnownSymbols:
     """Resolves a client's symbol: tracked live, configured, or with candles in the store. The store's
     symbols are read again at most every ``refresh_s``, and only when asked for one not known yet."""
@@ -201,3 +230,4 @@ class Caches:
     track_record: ByVersion[dict[str, Any]] = field(default_factory=ByVersion)
     """the track record's answer, until a daily candle, a market cap, a grade or a signal is added"""
     cycles: CycleHistory = field(default_factory=CycleHistory)
+    market: MarketHistory = field(default_factory=MarketHistory)

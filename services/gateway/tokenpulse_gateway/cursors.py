@@ -41,10 +41,12 @@ class TimeCursor(Cursor):
     ts: RowMs
 
 
-class SymbolCursor(Cursor):
-    """``/v1/tokens``: after this symbol."""
+class TokenCursor(Cursor):
+    """``/v1/tokens``: after the row with this sort value and symbol, for the query whose fingerprint is ``f``."""
 
+    v: float | None = Field(allow_inf_nan=False)
     symbol: str = Field(pattern=SYMBOL_PATTERN)
+    f: str = Field(pattern=r"^[0-9a-f]{12}$")
 
 
 class RuleCursor(Cursor):

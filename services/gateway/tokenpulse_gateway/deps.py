@@ -107,7 +107,7 @@ API_KEY = APIKeyHeader(
 """documents the key in OpenAPI (a security scheme); the headers themselves are read in :func:`require_key`"""
 
 
-def _request_key(request: Request) -> str | None:
+def request_key(request: Request) -> str | None:
     # read straight from the headers: a declared Header() parameter is validated by FastAPI on every
     # request, which was a tenth of a hot read's time
     headers = request.headers
@@ -116,7 +116,7 @@ def _request_key(request: Request) -> str | None:
 
 async def require_key(request: Request) -> ApiKey:
     """Every /v1 path but POST /v1/keys needs a valid key (X-API-Key or Authorization: Bearer)."""
-    return await _authenticate(request, _request_key(request))
+    return await _authenticate(request, request_key(request))
 
 
 async def require_key_or_query(
@@ -127,7 +127,7 @@ async def require_key_or_query(
     ] = None,
 ) -> ApiKey:
     """The stream also takes ``?api_key=`` because a browser's EventSource cannot set headers."""
-    return await _authenticate(request, _request_key(request) or api_key)
+    return await _authenticate(request, request_key(request) or api_key)
 
 
 async def require_admin(

@@ -23,6 +23,7 @@ TOKEN = {
     "stale": False,
     "change_24h": 1.8421,
     "volume_24h": 31_250_000_000.0,
+    "market_cap": 1_921_000_000_000.0,
     "trader_grade": 71.2,
     "investor_grade": 64.8,
     "signal": {"direction": "bullish", "strength": 0.62, "ts": "2026-11-20T00:00:00Z"},
@@ -166,7 +167,7 @@ SUCCESS: dict[str, Any] = {
         "limits": FREE_TIER,
         "note": "store this key now: it is shown only once",
     },
-    "tokens": {"data": [TOKEN], "next_cursor": None},
+    "tokens": {"data": [TOKEN], "next_cursor": "eyJ2IjoxLjkyMWUxMiwic3ltYm9sIjoiQlRDIiwiZiI6IjNhN2MwZDFlOWIyNCJ9"},
     "token": {
         **TOKEN,
         "roi": {"24h": 1.84, "7d": -3.1, "30d": 12.4, "1y": 104.2},
@@ -327,6 +328,253 @@ SUCCESS: dict[str, Any] = {
     },
 }
 
+REPORT_MARKDOWN = """# ETH (Ethereum): research report
+
+Generated 2026-06-28T00:05:00Z; data up to 2026-06-27. This report is generated from stored market data by fixed,
+published methods. It describes; it does not recommend. It is not financial advice.
+
+## Quant metrics
+
+| window | volatility | Sharpe | ... |
+|---|---|---|---|
+| 90d to 2026-06-27 | [+52%](#method-quant-metrics) | [-1.47](#method-quant-metrics) | ... |
+"""
+"""the start of a report (``GET /v1/reports/{symbol}``)"""
+
+# the market analytics, as the bundled history answers them (ETH where one token is asked)
+SUCCESS.update(
+    {
+        "quant": {
+            "symbol": "ETH",
+            "window": "90d",
+            "as_of": "2026-06-27",
+            "start": "2026-03-29",
+            "volatility": 0.515684,
+            "sharpe": -1.46922,
+            "sortino": -1.96841,
+            "max_drawdown": -0.351864,
+            "cagr": -0.589756,
+            "beta_btc": 1.25744,
+            "corr_btc": 0.900675,
+            "n": 90,
+            "n_btc": 90,
+        },
+        "correlation": {
+            "symbols": ["BTC", "ETH"],
+            "window": "90d",
+            "as_of": "2026-06-27",
+            "matrix": [[1.0, 0.900675], [0.900675, 1.0]],
+            "n": 90,
+        },
+        "market": {
+            "state": "bearish",
+            "score": 14.6385,
+            "breadth": 0.0263008,
+            "components": {"breadth": 2.63008, "trader_grade": 27.1595, "momentum_30d": 14.1261},
+            "tracked_market_cap": 1434140000000.0,
+            "tokens": ["BTC", "ETH", "SOL"],
+            "total_market_cap": 3387150000000.0,
+            "total_market_cap_date": "2025-05-18",
+            "btc_dominance": 60.5323,
+            "as_of": "2026-06-27",
+            "track_record": [
+                {
+                    "state": "bullish",
+                    "days": 2364,
+                    "mean_forward_return": 0.152538,
+                    "median_forward_return": 0.0606032,
+                    "share_positive": 0.618866,
+                },
+                {
+                    "state": "neutral",
+                    "days": 337,
+                    "mean_forward_return": 0.0380351,
+                    "median_forward_return": 0.014301,
+                    "share_positive": 0.52819,
+                },
+                {
+                    "state": "bearish",
+                    "days": 1661,
+                    "mean_forward_return": 0.0205929,
+                    "median_forward_return": 0.00174911,
+                    "share_positive": 0.505719,
+                },
+                {
+                    "state": "all",
+                    "days": 4362,
+                    "mean_forward_return": 0.0934487,
+                    "median_forward_return": 0.0330731,
+                    "share_positive": 0.568776,
+                },
+            ],
+            "method": {
+                "bullish_at": 60.0,
+                "bearish_at": 40.0,
+                "momentum_days": 30,
+                "momentum_scale": 0.2,
+                "min_components": 2,
+                "forward_days": 30,
+            },
+            "history": [
+                {
+                    "date": "2026-06-26",
+                    "state": "bearish",
+                    "score": 18.4895,
+                    "breadth": 0.0265094,
+                    "total_market_cap": 3387150000000.0,
+                    "btc_dominance": 60.5323,
+                },
+                {
+                    "date": "2026-06-27",
+                    "state": "bearish",
+                    "score": 14.6385,
+                    "breadth": 0.0263008,
+                    "total_market_cap": 3387150000000.0,
+                    "btc_dominance": 60.5323,
+                },
+            ],
+        },
+        "indices": {
+            "data": [
+                {
+                    "id": "mcap-top5",
+                    "name": "Market-cap top 5",
+                    "rules": "Holds the 5 tracked tokens with the largest market cap, weighted by market "
+                    "cap; rebalanced on the first day of each month at the daily close; 0.2% of "
+                    "the value traded as costs.",
+                    "rebalance": "monthly",
+                    "cost_per_unit_traded": 0.002,
+                    "start": "2013-04-28",
+                    "as_of": "2026-06-27",
+                    "nav": 50018.9,
+                    "constituents": [
+                        {"symbol": "BTC", "weight": 0.832755},
+                        {"symbol": "ETH", "weight": 0.142226},
+                        {"symbol": "SOL", "weight": 0.025019},
+                    ],
+                    "stats": {
+                        "index": {
+                            "total_return": 500.191,
+                            "cagr": 0.603139,
+                            "volatility": 0.733608,
+                            "max_drawdown": -0.848579,
+                        },
+                        "equal_weight": {
+                            "total_return": 16108.6,
+                            "cagr": 1.08632,
+                            "volatility": 0.859704,
+                            "max_drawdown": -0.865228,
+                        },
+                        "btc": {
+                            "total_return": 446.5,
+                            "cagr": 0.589408,
+                            "volatility": 0.726538,
+                            "max_drawdown": -0.848579,
+                        },
+                    },
+                }
+            ],
+            "next_cursor": None,
+        },
+        "index": {
+            "id": "mcap-top5",
+            "name": "Market-cap top 5",
+            "rules": "Holds the 5 tracked tokens with the largest market cap, weighted by market cap; "
+            "rebalanced on the first day of each month at the daily close; 0.2% of the value traded "
+            "as costs.",
+            "rebalance": "monthly",
+            "cost_per_unit_traded": 0.002,
+            "start": "2013-04-28",
+            "as_of": "2026-06-27",
+            "nav": 50018.9,
+            "constituents": [
+                {"symbol": "BTC", "weight": 0.832755},
+                {"symbol": "ETH", "weight": 0.142226},
+                {"symbol": "SOL", "weight": 0.025019},
+            ],
+            "stats": {
+                "index": {"total_return": 500.191, "cagr": 0.603139, "volatility": 0.733608, "max_drawdown": -0.848579},
+                "equal_weight": {
+                    "total_return": 16108.6,
+                    "cagr": 1.08632,
+                    "volatility": 0.859704,
+                    "max_drawdown": -0.865228,
+                },
+                "btc": {"total_return": 446.5, "cagr": 0.589408, "volatility": 0.726538, "max_drawdown": -0.848579},
+            },
+            "history": [
+                {"date": "2026-06-26", "nav": 49652.8, "btc": 44424.4, "equal_weight": 1603730.0},
+                {"date": "2026-06-27", "nav": 50018.9, "btc": 44750.0, "equal_weight": 1607740.0},
+            ],
+            "rebalances": [
+                {
+                    "date": "2026-06-01",
+                    "constituents": [
+                        {"symbol": "BTC", "weight": 0.832755},
+                        {"symbol": "ETH", "weight": 0.142226},
+                        {"symbol": "SOL", "weight": 0.025019},
+                    ],
+                    "cost": 3.82305e-19,
+                }
+            ],
+        },
+        "scenarios": {
+            "symbol": "ETH",
+            "today": {
+                "as_of": "2026-06-27",
+                "price": 1593.19,
+                "circulating_supply": 120858000.0,
+                "supply_as_of": "2025-06-05",
+                "market_cap": 192550000000.0,
+                "total_market_cap": 3387150000000.0,
+                "total_market_cap_date": "2025-05-18",
+                "share_of_total": 0.0568473,
+            },
+            "scenarios": [
+                {"price": 5000.0, "market_cap": 604292000000.0, "share_of_total": 0.178407, "multiple": 3.13836},
+                {"price": 10000.0, "market_cap": 1208580000000.0, "share_of_total": 0.356814, "multiple": 6.27672},
+            ],
+            "cycle": [
+                {
+                    "name": "bear",
+                    "end_date": "2026-01-08",
+                    "total_market_cap_target": 12308400000000.0,
+                    "market_cap": 699702000000.0,
+                    "price": 5789.44,
+                    "multiple": 3.63386,
+                },
+                {
+                    "name": "base",
+                    "end_date": "2026-03-03",
+                    "total_market_cap_target": 15385600000000.0,
+                    "market_cap": 874627000000.0,
+                    "price": 7236.8,
+                    "multiple": 4.54233,
+                },
+                {
+                    "name": "moon",
+                    "end_date": "2026-05-24",
+                    "total_market_cap_target": 20514100000000.0,
+                    "market_cap": 1166170000000.0,
+                    "price": 9649.06,
+                    "multiple": 6.05644,
+                },
+            ],
+            "requirement": {
+                "price": 10000.0,
+                "market_cap": 1208580000000.0,
+                "multiple": 6.27672,
+                "total_market_cap_at_current_share": 21260200000000.0,
+                "share_of_current_total": 0.356814,
+            },
+            "notes": [
+                "circulating supply = market cap / price of the 2025-06-05 snapshot, held constant since",
+                "the total crypto market cap is the 2025-05-18 snapshot, older than the price "
+                "(2026-06-27): shares compare today's market cap with that total",
+            ],
+        },
+    }
+)
 
 STREAM = (
     'id: 1763773200123\nevent: price\ndata: {"symbol":"BTC","price":97012.5,"ts":"2026-11-22T01:00:00Z"}\n\n: ping\n\n'

@@ -2,7 +2,9 @@
 
 Every gateway replica follows prices, signals and fired alerts live (a *tail* subscription:
 from its start on, nothing committed) and reads grades and predictions whole (*broadcast*),
-keeps the latest value per token, and answers ``/v1/tokens`` from memory. ClickHouse is read only
+keeps the latest value per token, and answers ``/v1/tokens`` from memory. The token list is the
+universe (``tokenpulse.universe.v1``, read whole): its names, every member even before its first
+price, and no token removed from it. ClickHouse is read only
 on a cold start (nothing in memory yet) and, in the background about once a minute, for
 what the bus does not carry: the price 24 h ago, 24 h volume and slow analytics (ROI
 references, levels) of the token page.
@@ -35,13 +37,16 @@ from tokenpulse_shared.events import (
     GradeEvent,
     IndicatorEvent,
     Interval,
+    MarketCapEvent,
     PredictionEvent,
     PriceEvent,
     SignalEvent,
 )
 from tokenpulse_shared.service import Context
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.tokens import token_name
-from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, PREDICTIONS, PRICES, SIGNALS
+from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, MARKETCAPS, PREDICTIONS, PRICES, SIGNALS
+from tokenpulse_shared.universe import Token, UniverseFollower
 
 from tokenpulse_gateway.caches import PageCache
 from tokenpulse_gateway.queries.common import iso
@@ -50,7 +55,12 @@ from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("price", "signal", "alert")
-FRESH_MS = 5 * 60_000
+LIST_REFRESH_S = 0.5
+"""a large universe's token list is rebuilt at most this often (prices change it many times a second; the
+stream carries each price at once)"""
+LARGE_LIST = 200
+"""from this many tokens on, the list is rebuilt at most every LIST_REFRESH_S"""
+FRESH_MS = 5 * MINUTE_MS
 """events older than this (a broadcast subscription replays the topic) update the state but are not streamed"""
 
 
@@ -84,6 +94,10 @@ class StreamHub:
         self.heartbeat_s = heartbeat_s
         """seconds between two ``: ping`` comments on an open stream"""
         self.subscribers: set[asyncio.Queue[StreamEvent | None]] = set()
+        """streams of every symbol"""
+        self.by_symbol: dict[str, set[asyncio.Queue[StreamEvent | None]]] = {}
+        """streams of some symbols (``?symbols=``), by symbol: an event is handed only to the streams that want it"""
+        self._symbols_of: dict[asyncio.Queue[StreamEvent | None], frozenset[str]] = {}
         self.open_streams: Counter[str] = Counter()
         """open ``/v1/stream`` connections per key id (the tier caps them)"""
 
@@ -99,22 +113,34 @@ class StreamHub:
         if len(self.buffer) == self.buffer.maxlen:
             self.evicted_id = self.buffer[0].id
         self.buffer.append(event)
-        for q in list(self.subscribers):
+        for q in [*self.subscribers, *self.by_symbol.get(symbol, ())]:
             try:
                 q.put_nowait(event)
             except asyncio.QueueFull:  # a client that does not keep up: end its stream, it resumes by id
-                self.subscribers.discard(q)
+                self.unsubscribe(q)
                 q.get_nowait()
                 q.put_nowait(None)
         return event
 
-    def subscribe(self) -> asyncio.Queue[StreamEvent | None]:
+    def subscribe(self, symbols: set[str] | None = None) -> asyncio.Queue[StreamEvent | None]:
+        """A queue of the events of ``symbols`` (None: of every symbol)."""
         q: asyncio.Queue[StreamEvent | None] = asyncio.Queue(self.queue_size)
-        self.subscribers.add(q)
+        if symbols is None:
+            self.subscribers.add(q)
+        else:
+            self._symbols_of[q] = frozenset(symbols)
+            for symbol in symbols:
+                self.by_symbol.setdefault(symbol, set()).add(q)
         return q
 
     def unsubscribe(self, q: asyncio.Queue[StreamEvent | None]) -> None:
         self.subscribers.discard(q)
+        for symbol in self._symbols_of.pop(q, ()):
+            wanting = self.by_symbol.get(symbol)
+            if wanting is not None:
+                wanting.discard(q)
+                if not wanting:
+                    del self.by_symbol[symbol]
 
     def claim_stream(self, key_id: str, cap: int) -> bool:
         """Count one more open stream of ``key_id``; False (nothing counted) when it holds ``cap`` already."""
@@ -156,7 +182,14 @@ class LiveState:
         """bumped whenever the token rows or predictions change: answers built from them are cached per version"""
         self._sync_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._rows: tuple[int, list[dict[str, Any]]] | None = None
+        self._rows_at = 0.0
+        self.list_version = 0
+        """the version the token list was last built from: ``/v1/tokens`` answers are cached per list version"""
         group = "gateway-live"
+        self.universe = UniverseFollower().follow(ctx.bus, f"{group}-universe")
+        self.universe.on_change(self.on_universe)
+        ctx.bus.subscribe(MARKETCAPS, group, self.on_marketcaps, delivery=Delivery.TAIL)
         # every replica follows the busy streams from its start (the store covers what came before) ...
         ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
         ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
@@ -172,15 +205,18 @@ class LiveState:
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)
         if row is None:
+            member = self.universe.tokens.get(symbol)
             row = {
                 "symbol": symbol,
-                "name": token_name(symbol),
+                "name": member.name if member is not None else token_name(symbol),
                 "price": None,
                 "sources": [],
                 "stale": None,
                 "_at_ms": None,
                 "_ref_24h": None,
                 "volume_24h": None,
+                "market_cap": None,
+                "_cap_ms": None,
                 "trader_grade": None,
                 "investor_grade": None,
                 "_grade_ms": None,
@@ -191,6 +227,24 @@ class LiveState:
         return row
 
     # ------------------------------------------------------------------ from the bus
+    async def on_universe(self, changed: list[Token], removed: list[str]) -> None:
+        self.version += 1
+        self._rows = None  # members and names show at once: only price moves wait for the list's next rebuild
+        for token in changed:
+            self._row(token.symbol)["name"] = token.name
+        for symbol in removed:  # its history stays in the store; the list no longer shows it
+            self.tokens.pop(symbol, None)
+
+    async def on_marketcaps(self, events: list[MarketCapEvent]) -> None:
+        self.version += 1
+        for e in events:
+            if e.symbol is None:
+                continue
+            ts = _ms(e.ts)
+            row = self._row(e.symbol)
+            if row["_cap_ms"] is None or ts >= row["_cap_ms"]:
+                row["market_cap"], row["_cap_ms"] = e.market_cap, ts
+
     async def on_prices(self, events: list[PriceEvent]) -> None:
         self.version += 1
         fresh_after = _now_ms() - FRESH_MS
@@ -304,8 +358,10 @@ class LiveState:
 
     async def _sync(self) -> None:
         q = self.queries
-        symbols = sorted(set(self.configured) | await q.known_symbols() | set(self.tokens))
+        members = set(self.universe.tokens) if self.universe.loaded else set(self.configured)
+        symbols = sorted((members | await q.known_symbols() | set(self.tokens)) - self.universe.removed)
         prices = await q.latest_prices(symbols)
+        caps = await q.latest_market_caps(symbols)
         grades = await q.latest_grades(symbols)
         signals = await q.latest_signals(symbols)
         for sym in symbols:
@@ -313,13 +369,19 @@ class LiveState:
             price, at_ms = prices.get(sym, (None, None))
             if price is not None and at_ms is not None and (row["_at_ms"] is None or at_ms > row["_at_ms"]):
                 row["price"], row["_at_ms"] = price, at_ms
-            if row["_at_ms"] is not None:
-                row["_ref_24h"] = await q.price_at(sym, row["_at_ms"] - WINDOWS["24h"], tolerance(WINDOWS["24h"]))
-                row["volume_24h"] = await q.volume_24h_usd(sym, row["_at_ms"])
+            if sym in caps and (row["_cap_ms"] is None or caps[sym][1] > row["_cap_ms"]):
+                row["market_cap"], row["_cap_ms"] = caps[sym]
             if row["_grade_ms"] is None and sym in grades:
                 row.update(grades[sym])
             if row["_signal_ms"] is None and signals.get(sym):
                 row["signal"] = signals[sym]
+        # the 24 h references of every token in a few queries: one query per token took minutes at 1,000 tokens
+        at = {sym: self.tokens[sym]["_at_ms"] for sym in symbols if self.tokens[sym]["_at_ms"] is not None}
+        refs = await q.prices_at({s: t - WINDOWS["24h"] for s, t in at.items()}, tolerance(WINDOWS["24h"]))
+        volumes = await q.volumes_24h_usd(at)
+        for sym in at:
+            self.tokens[sym]["_ref_24h"] = refs.get(sym)
+            self.tokens[sym]["volume_24h"] = volumes.get(sym)
         self.version += 1
         self.synced_at = time.monotonic()
 
@@ -344,9 +406,28 @@ class LiveState:
             self._computing.pop(symbol, None)
 
     # ------------------------------------------------------------------ answers
+    def token_list(self) -> list[dict[str, Any]]:
+        """:meth:`rows` for the list endpoint: at a large universe rebuilt at most every LIST_REFRESH_S (one
+        rebuild and sort per request cost milliseconds at 1,000 tokens, and prices arrive many times a second)."""
+        if (
+            self._rows is not None
+            and len(self.tokens) >= LARGE_LIST
+            and time.monotonic() - self._rows_at < LIST_REFRESH_S
+        ):
+            return self._rows[1]
+        return self.rows()
+
     def rows(self) -> list[dict[str, Any]]:
+        """The answer rows of every token, made once per version of the state (callers must not change them)."""
+        if self._rows is not None and self._rows[0] == self.version:
+            return self._rows[1]
+        self._rows_at = time.monotonic()
+        self.list_version = self.version
         out = []
+        removed = self.universe.removed
         for sym in sorted(self.tokens):
+            if sym in removed:
+                continue
             row = self.tokens[sym]
             ref, price = row["_ref_24h"], row["price"]
             out.append(
@@ -358,6 +439,7 @@ class LiveState:
                     "stale": row["stale"],
                     "change_24h": round((price / ref - 1) * 100, 4) if ref and price is not None else None,
                     "volume_24h": row["volume_24h"],
+                    "market_cap": row["market_cap"],
                     "trader_grade": row["trader_grade"],
                     "investor_grade": row["investor_grade"],
                     "signal": row["signal"],
@@ -365,6 +447,7 @@ class LiveState:
                     "_at_ms": row["_at_ms"],
                 }
             )
+        self._rows = (self.version, out)
         return out
 
     def predictions_of(self, symbol: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from tokenpulse_gateway.caches import Caches, KnownSymbols, PageCache, StoredPre
 from tokenpulse_gateway.keys import KeyStore
 from tokenpulse_gateway.limits import KeyLimiter
 from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.mcp import McpTools
 from tokenpulse_gateway.queries import Queries
 from tokenpulse_gateway.tiers import Tiers
 from tokenpulse_gateway.writer import StoreWriter
@@ -67,6 +68,7 @@ class GatewayState(State):
     webhooks: Webhooks
     admin_token: SecretStr | None
     """None: the admin API is off"""
+    mcp: McpTools
     writer: StoreWriter | None
     """the store writer when this process persists the topics (set by the service)"""
 
@@ -91,6 +93,7 @@ def build_state(ctx: Context) -> GatewayState:
     state.rule_locks = KeyLocks()
     state.webhooks = Webhooks(s.alerts.webhook_allowlist, s.require_signing_key())
     state.admin_token = s.require_admin_token()
+    state.mcp = McpTools(g.max_body_bytes)
     state.writer = None
     return state
 

@@ -30,14 +30,27 @@ class Tier:
     """intraday (shorter than 1d) signals in /v1/signals and the stream; daily signals are for everyone"""
     max_streams: int
     """``/v1/stream`` connections one key may hold open at once on one gateway replica"""
+    max_mcp_calls: int
+    """``/mcp`` requests one key may have in flight at once on one gateway replica"""
 
 
-# streams: a free key gets a dashboard tab and a script; pro a few services; enterprise a fleet of them
+# streams: a free key gets a dashboard tab and a script; pro a few services; enterprise a fleet of them;
+# MCP calls in flight: an agent calling a few tools at once, more agents per key on the higher tiers
 TIERS: dict[str, Tier] = {
-    "free": Tier("free", per_minute=60, per_month=10_000, max_alert_rules=10, intraday=False, max_streams=2),
-    "pro": Tier("pro", per_minute=500, per_month=500_000, max_alert_rules=100, intraday=True, max_streams=10),
+    "free": Tier(
+        "free", per_minute=60, per_month=10_000, max_alert_rules=10, intraday=False, max_streams=2, max_mcp_calls=4
+    ),
+    "pro": Tier(
+        "pro", per_minute=500, per_month=500_000, max_alert_rules=100, intraday=True, max_streams=10, max_mcp_calls=16
+    ),
     "enterprise": Tier(
-        "enterprise", per_minute=5_000, per_month=50_000_000, max_alert_rules=10_000, intraday=True, max_streams=100
+        "enterprise",
+        per_minute=5_000,
+        per_month=50_000_000,
+        max_alert_rules=10_000,
+        intraday=True,
+        max_streams=100,
+        max_mcp_calls=64,
     ),
 }
 TIER_NAMES: tuple[str, ...] = tuple(TIERS)

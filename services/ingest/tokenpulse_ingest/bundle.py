@@ -12,13 +12,12 @@ from __future__ import annotations
 import csv
 import gzip
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from tokenpulse_shared.events import CandleEvent, Interval
-
-DAY_MS = 86_400_000
+from tokenpulse_shared.timeutil import DAY_MS
 
 
 @dataclass(frozen=True)
@@ -88,14 +87,6 @@ class Bar:
     volume: float
     source: str
     trades: int = 0
-
-
-@dataclass
-class LoadStats:
-    files: int = 0
-    rows: int = 0
-    candles: int = 0
-    rejected: list[str] = field(default_factory=list)
 
 
 def _day_ms(iso_date: str) -> int:

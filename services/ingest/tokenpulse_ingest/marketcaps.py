@@ -36,13 +36,13 @@ from typing import Any
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.events import MarketCapEvent, utcnow, validate_many
 from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import MARKETCAPS
 
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
 
 log = logging.getLogger(__name__)
 
-DAY_MS = 86_400_000
 SOURCE = "coingecko"
 COINGECKO_IDS = {
     "BTC": "bitcoin",

@@ -290,6 +290,10 @@ class PriceReconciler:
             )
         ]
 
+    def forget(self, symbol: str) -> None:
+        """Drop a token's sources (it left the universe): no price, not even a stale one, is published for it."""
+        self._tokens.pop(symbol, None)
+
     def is_stale(self, symbol: str) -> bool:
         token = self._tokens.get(symbol)
         return token is None or token.stale

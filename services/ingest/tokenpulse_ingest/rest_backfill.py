@@ -16,7 +16,7 @@ How a candle meets another of the same bucket (the store keeps the highest ``ver
 * bundled history: version 0 — a backfilled candle (version 1) replaces it;
 * tick-built candle: version ``trades x 1000 + n`` ≥ 1001 — it wins over a backfilled one,
   so the REST backfill only fills buckets the ticks left empty (a bucket the feed saw only
-  part of keeps the tick-built candle: see the README).
+  part of keeps the tick-built candle: see docs/ingest.md).
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from datetime import UTC, datetime
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.events import CandleEvent, Interval, utcnow, validate_many
 from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES
 
+from tokenpulse_ingest.bulk import store_bars
 from tokenpulse_ingest.bundle import Bar, bar_row
+from tokenpulse_ingest.columnar import Rejects
 from tokenpulse_ingest.rest.client import Sleep
 from tokenpulse_ingest.venues.history import CandleApi
 from tokenpulse_ingest.venues.registry import venue
@@ -44,7 +47,7 @@ Progress = Callable[[str, int, int], None]  # (label, done, total)
 
 
 def rest_event_id(exchange: str, symbol: str, interval: Interval, ts_ms: int) -> str:
-    return f"rest-{exchange}-{symbol}-{interval.value}-{ts_ms}"
+    return f"{_prefix(exchange)}{symbol}-{interval.value}-{ts_ms}"
 
 
 def bars_to_events(exchange: str, symbol: str, interval: Interval, bars: list[Bar]) -> tuple[list[CandleEvent], int]:
@@ -75,6 +78,10 @@ class GapResult:
         return sum(self.candles.values())
 
 
+def _prefix(exchange: str) -> str:
+    return f"rest-{exchange}-"
+
+
 def plan_windows(
     since_ms: int, until_ms: int, intervals: Iterable[Interval], max_bars: int, now_ms: int | None = None
 ) -> list[tuple[Interval, int, int]]:
@@ -101,8 +108,10 @@ class RestBackfiller:
         sleep: Sleep | None = None,
         exchanges: dict[str, CandleApi] | None = None,
         max_bars: int | None = None,
+        store: Store | None = None,
     ) -> None:
         self.bus = bus
+        self.store = store  # set: candles go straight to the store by the columnar path, none on the bus
         self.settings = settings
         self.intervals = tuple(intervals)
         self.max_bars = max_bars if max_bars is not None else settings.ingest.rest_backfill_max_bars
@@ -114,6 +123,20 @@ class RestBackfiller:
         if name not in self.exchanges:
             self.exchanges[name] = venue(name).candle_api(self.settings, sleep=self._sleep)
         return self.exchanges[name]
+
+    async def _deliver(self, exchange: str, symbol: str, interval: Interval, bars: list[Bar]) -> tuple[int, int]:
+        """(candles delivered, rows rejected): to the store (columnar) when it is given, else as events."""
+        if self.store is not None:
+            rejects = Rejects()
+            stored = await store_bars(self.store, bars, symbol, interval, event_prefix=_prefix(exchange),
+                                      version=REST_VERSION, rejects=rejects)  # fmt: skip
+            for example in rejects.examples:
+                log.warning("skipping %s %s %s candle: %s", exchange, symbol, interval.value, example["reason"])
+            return stored, rejects.count
+        events, rejected = bars_to_events(exchange, symbol, interval, bars)
+        if events:
+            await self.bus.publish(CANDLES, events)
+        return len(events), rejected
 
     async def aclose(self) -> None:
         for ex in self.exchanges.values():
@@ -138,7 +161,7 @@ class RestBackfiller:
         now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
         windows = plan_windows(since_ms, until_ms, intervals or self.intervals, self.max_bars, now_ms)
         result = GapResult(exchange, symbol)
-        requests_before = ex.client.stats.requests
+        requests_before, bad_rows_before = ex.client.stats.requests, ex.bad_rows
         async with self._locks.setdefault(exchange, asyncio.Lock()):
             for interval, start, end in windows:
                 label = f"{exchange} {symbol} {interval.value}"
@@ -152,10 +175,8 @@ class RestBackfiller:
                         progress(label, min(done, expected), expected)
 
                 bars = await ex.fetch(symbol, interval, start, end, on_page)
-                events, rejected = bars_to_events(exchange, symbol, interval, bars)
-                if events:
-                    await self.bus.publish(CANDLES, events)
-                result.candles[interval.value] = len(events)
+                stored, rejected = await self._deliver(exchange, symbol, interval, bars)
+                result.candles[interval.value] = stored
                 result.rejected += rejected
                 if progress:
                     progress(label, expected, expected)
@@ -169,5 +190,6 @@ class RestBackfiller:
                         symbol,
                     )
         result.requests = ex.client.stats.requests - requests_before
+        result.rejected += ex.bad_rows - bad_rows_before  # rows the venue's parser refused
         log.info("backfilled %d candles of %s from %s in %d requests", result.total, symbol, exchange, result.requests)
         return result

@@ -17,6 +17,12 @@ reference price drops its synthetic source (``prices.py``). ``live`` keeps retry
 the exchanges, ``synthetic`` and ``off`` do what they say. Connector health is in
 ``ctx.status["feeds"]``.
 
+Universe: at start ingest publishes the configured universe (``TOKENPULSE_UNIVERSE`` or
+``TOKENPULSE_SYMBOLS``) on ``tokenpulse.universe.v1`` and re-reads the file every
+``TOKENPULSE_UNIVERSE_REFRESH_S``; its feeds follow that topic (:class:`UniverseFollower`), so a token
+added is subscribed and gets synthetic ticks without a restart, and a removed one is unsubscribed, its
+synthetic walk stopped and its ticks no longer taken (its history stays in the store).
+
 Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
 until)`` for every hole a connector detects (a trade-id jump, a heartbeat
 announcing a missed trade, a reconnect). It logs the gap and, with
@@ -53,21 +59,25 @@ from tokenpulse_shared.bus.base import Assignment, TransientError, dead_letter_f
 from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
+from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
+from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
-from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility
+from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
-from tokenpulse_ingest.venues.registry import build_connectors
+from tokenpulse_ingest.venues.registry import build_connectors, fetch_listings, with_listings
+from tokenpulse_ingest.venues.spec import Listings
 
 log = logging.getLogger(__name__)
 
 READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
-RESTORE_SKEW_MS = 5 * 60_000  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
+UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
+RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
 
 
 def _utc(t: datetime) -> datetime:
@@ -101,6 +111,10 @@ class IngestService:
         self._built: set[int] = set()  # partitions whose state is whole here
         self._parked: dict[int, int | None] = {}  # at a revoke: where each partition lost stood
         self._resumed = True  # False after a rebalance until the first batch is handled
+        self.universe = UniverseFollower()
+        self.publisher: UniversePublisher | None = None
+        self._universe_stamp: tuple[float, int] | None = None  # the file's (mtime, size) when last published
+        self.listings: dict[str, Listings] = {}  # what the feed exchanges listed when last asked
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -124,6 +138,8 @@ class IngestService:
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
         )
+        self.universe.follow(ctx.bus, f"{self.name}-universe")
+        self.universe.on_change(self._universe_changed)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
         assert self.ctx is not None
@@ -133,6 +149,9 @@ class IngestService:
             self.builder.touch_all()
             self._resumed = True
         bus = self.ctx.bus
+        removed = self.universe.removed
+        if removed:  # a token taken out of the universe stops here, whoever still sends its trades
+            ticks = [t for t in ticks if t.symbol not in removed]
         ticks = await self._owned_ticks(ticks)
         result = self.builder.add(ticks)
         if result.candles:
@@ -293,7 +312,7 @@ class IngestService:
             last = {(sym, iv): t.replace(tzinfo=UTC) if t.tzinfo is None else t for sym, iv, t in rows}
         ctx.status["rest_backfill"] = "running"
         published = 0
-        for symbol in ctx.settings.runtime.symbols:
+        for symbol in [t.symbol for t in self._tokens(ctx)]:
             for interval in Interval:
                 stored = last.get((symbol, interval.value))
                 since = stored + timedelta(milliseconds=interval.millis) if stored else now - timedelta(days=1)
@@ -445,6 +464,11 @@ class IngestService:
                 log.exception("ingest: open candles not restored from the store; they start empty")
             finally:
                 self.ready.set()
+        await self._publish_universe(ctx, first=True)
+        if ctx.settings.runtime.universe is not None and ctx.settings.ingest.universe_refresh_s > 0:
+            self._tasks.append(asyncio.create_task(self._refresh_universe(ctx), name="ingest-universe"))
+        if ctx.settings.ingest.universe_discovery and ctx.settings.ingest.live_feed in ("auto", "live"):
+            self._tasks.append(asyncio.create_task(self._discover(ctx), name="ingest-universe-discovery"))
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
         if ctx.settings.ingest.rest_backfill_exchange:
             self._tasks.append(
@@ -465,7 +489,7 @@ class IngestService:
             self._start_synthetic(ctx, "synthetic", "synthetic ticks (TOKENPULSE_LIVE_FEED=synthetic)")
             return
         try:
-            self.connectors = build_connectors(ctx.settings, self._publish_ticks, self._on_gap)
+            self.connectors = build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
         except ValueError as exc:
             if mode == "live":
                 raise
@@ -591,29 +615,132 @@ class IngestService:
         self._connector_tasks.clear()
         self._refresh_status()
 
-    def _seed_states(self, ctx: Context) -> list[TokenState]:
+    def _seed_states(self, ctx: Context, tokens: list[Token] | None = None) -> list[TokenState]:
+        """A start for each token's synthetic walk: its bundled history where there is some, else generated."""
+        tokens = self._tokens(ctx) if tokens is None else tokens
+        symbols = [t.symbol for t in tokens]
+        daily = {s: bars for s, i, bars in iter_bundle(ctx.settings.runtime.bundle_dir, symbols, [Interval.D1])}
+        period = ctx.settings.ingest.synthetic_tick_s
         states = []
-        daily = {
-            s: bars
-            for s, i, bars in iter_bundle(ctx.settings.runtime.bundle_dir, ctx.settings.runtime.symbols, [Interval.D1])
-        }
-        for symbol in ctx.settings.runtime.symbols:
-            bars = daily.get(symbol)
+        for token in tokens:
+            bars = daily.get(token.symbol)
             if not bars:
-                log.warning("no bundled history for %s: not generating synthetic ticks", symbol)
+                states.append(generated_state(token.symbol, token.rank, period))
                 continue
             recent = bars[-90:]
             avg_volume = sum(b.volume for b in recent) / len(recent)
-            period = ctx.settings.ingest.synthetic_tick_s
             states.append(
                 TokenState(
-                    symbol,
+                    token.symbol,
                     bars[-1].close,
                     daily_volatility([b.close for b in recent]),
                     typical_size=max(avg_volume * period / 86400.0, 1e-6),
                 )
             )
         return states
+
+    # --- the universe -------------------------------------------------------------------------
+
+    def _tokens(self, ctx: Context) -> list[Token]:
+        """The universe the feeds follow: the topic's once it delivered, else the configured one."""
+        if self.universe.loaded:
+            return sorted(self.universe.tokens.values(), key=lambda t: (t.rank or 0, t.symbol))
+        return configured(ctx.settings)
+
+    def _file_stamp(self, ctx: Context) -> tuple[float, int] | None:
+        path = ctx.settings.runtime.universe
+        if path is None:
+            return None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    async def _publish_universe(self, ctx: Context, *, first: bool = False) -> None:
+        """Publish the configured universe's changes; at start also wait until the topic gave it back."""
+        stamp = self._file_stamp(ctx)
+        try:
+            tokens = with_listings(configured(ctx.settings), self.listings)
+        except UniverseError:
+            if first:
+                raise  # a broken universe at start is a configuration error
+            log.exception("universe: the file could not be read; keeping the universe as it was")
+            self._universe_stamp = stamp  # report a broken file once, not at every refresh
+            return
+        if self.publisher is None:
+            self.publisher = UniversePublisher(ctx.bus)
+        await self.publisher.publish(tokens)
+        self._universe_stamp = stamp
+        ctx.status["universe"] = f"{len(tokens)} tokens"
+        if first:
+            await self.universe.wait_for({t.symbol for t in tokens}, UNIVERSE_WAIT_S)
+
+    async def _refresh_universe(self, ctx: Context) -> None:
+        """Re-read the universe file whenever it changed (mtime or size)."""
+        while True:
+            await asyncio.sleep(ctx.settings.ingest.universe_refresh_s)
+            if self._file_stamp(ctx) != self._universe_stamp:
+                try:
+                    await self._publish_universe(ctx)
+                except Exception:
+                    log.exception("universe: publishing a change failed; trying again at the next refresh")
+
+    async def _discover(self, ctx: Context) -> None:
+        """Check the universe's pairs against the exchanges' listings, now and every UNIVERSE_DISCOVERY_S."""
+        while True:
+            try:
+                found = await fetch_listings(ctx.settings)
+                if found:
+                    self.listings = {**self.listings, **found}
+                    await self._publish_universe(ctx)
+                ctx.status["universe_listings"] = ", ".join(sorted(found)) or "no exchange answered"
+            except Exception:
+                log.exception("universe: discovery failed; trying again at the next round")
+            await asyncio.sleep(ctx.settings.ingest.universe_discovery_s)
+
+    async def _universe_changed(self, changed: list[Token], removed: list[str]) -> None:
+        """The topic changed the universe: follow it with the synthetic walk and the venues' subscriptions."""
+        if self.ctx is None:
+            return
+        for symbol in removed:
+            self.reconciler.forget(symbol)
+            if self.feed is not None:
+                self.feed.remove(symbol)
+        if self.feed is not None and changed:
+            for state in self._seed_states(self.ctx, [t for t in changed if t.symbol not in self.feed.states]):
+                self.feed.add(state)
+        if self.connectors:
+            await self._resubscribe(self.ctx)
+        if changed or removed:
+            log.info("universe: following %d tokens (%d added or changed, %d removed)",
+                     len(self.universe.tokens), len(changed), len(removed))  # fmt: skip
+
+    async def _resubscribe(self, ctx: Context) -> None:
+        """Restart the connectors whose pairs changed with the universe (each resubscribes as on a reconnect)."""
+        try:
+            fresh = {
+                c.name: c for c in build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
+            }
+        except ValueError as exc:
+            log.error("universe: the venues' pairs cannot follow it (%s); keeping the current subscriptions", exc)
+            return
+        current = {c.name: (c, t) for c, t in zip(self.connectors, self._connector_tasks, strict=True)}
+        for name in sorted(set(current) | set(fresh)):
+            old, new = current.get(name), fresh.get(name)
+            if old is not None and new is not None and old[0].pairs == new.pairs:
+                continue
+            if old is not None:
+                old[1].cancel()
+                with suppress(asyncio.CancelledError):
+                    await old[1]
+                await old[0].close()
+                del current[name]
+            if new is not None:
+                current[name] = (new, asyncio.create_task(new.run(), name=f"feed-{name}"))
+        self.connectors = [c for c, _ in current.values()]
+        self._connector_tasks = [t for _, t in current.values()]
+        self._refresh_status()
 
     async def _synthetic(self) -> None:
         assert self.ctx is not None and self.feed is not None

@@ -2,7 +2,10 @@
 
 Each token follows a geometric random walk started from its last real close,
 with the daily volatility measured on its last 90 real daily closes (so DOGE
-moves more than BTC), scaled to the tick period. Ticks are marked
+moves more than BTC), scaled to the tick period. A token without bundled history
+(most of a 1,000-token universe) gets a start price, volatility and trade size
+drawn from a generator seeded by its symbol (:func:`generated_state`): the same
+in every process and every run, shaped by its rank like a real market. Ticks are marked
 ``source="synthetic"`` (:data:`SYNTHETIC`) everywhere they appear; candles and the reference
 price never mix them with live trades (live ones supersede them, see ``candles.py`` and
 ``prices.py``).
@@ -13,6 +16,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,12 +42,33 @@ def daily_volatility(closes: list[float]) -> float:
     return math.sqrt(sum((r - mean) ** 2 for r in rets) / (len(rets) - 1))
 
 
+def generated_state(symbol: str, rank: int | None, period_s: float) -> TokenState:
+    """A plausible start for a token with no history, the same on every run (seeded by the symbol, not by
+    Python's salted ``hash``). The further down the ranking, the smaller the token: prices spread
+    log-uniformly over 0.0001-1,000 USD (cheaper ones likelier lower down), daily volatility grows from
+    about 3 % at the top to about 12 % at rank 1,000, and the traded value falls with rank as a power
+    law (Zipf), from about 2 billion USD a day at rank 1."""
+    rng = random.Random(zlib.crc32(symbol.encode()))
+    depth = min(max(rank or 500, 1), 1000) / 1000
+    price = 10 ** rng.uniform(-4.0, 3.0 - 2.0 * depth)
+    daily_vol = (0.03 + 0.09 * depth) * rng.uniform(0.8, 1.25)
+    daily_value_usd = 2e9 * max(rank or 500, 1) ** -1.1
+    return TokenState(symbol, price, daily_vol, typical_size=max(daily_value_usd / price * period_s / 86400.0, 1e-6))
+
+
 class SyntheticFeed:
     def __init__(self, states: list[TokenState], *, period_s: float, seed: int) -> None:
         self.states = {s.symbol: s for s in states}
         self.period_s = period_s
         self.rng = random.Random(seed)
         self.seq = 0
+
+    def add(self, state: TokenState) -> None:
+        """Follow one more token (a token already followed keeps its walk)."""
+        self.states.setdefault(state.symbol, state)
+
+    def remove(self, symbol: str) -> None:
+        self.states.pop(symbol, None)
 
     def step(self, now: datetime | None = None) -> list[TickEvent]:
         now = now or datetime.now(UTC)

@@ -93,41 +93,63 @@ class IndicatorState:
 
     def update(self, high: float, low: float, close: float) -> dict[str, float | None]:
         count = self.count = self.count + 1
-        rsi = atr = macd = sig = hist = sma = bbm = bbu = bbl = None
         prev = self.prev_close
         self.prev_close = close
-        # RSI and ATR need the previous close
-        if prev is not None:
-            change = close - prev
-            up = change if change > 0 else 0.0
-            down = -change if change < 0 else 0.0
-            tr = high - low
-            a, b = high - prev, low - prev
-            if a < 0:
-                a = -a
-            if b < 0:
-                b = -b
-            if a > tr:
-                tr = a
-            if b > tr:
-                tr = b
-            g = self.gain
-            if g is None:
-                n = self.changes = self.changes + 1
-                self.gain_sum += up
-                self.loss_sum += down
-                self.tr_sum += tr
-                if n == 14:
-                    g = self.gain = self.gain_sum / 14
-                    lo = self.loss = self.loss_sum / 14
-                    atr = self.atr = self.tr_sum / 14
-            else:
-                g = self.gain = g + (up - g) * _W
-                lo = self.loss = self.loss + (down - self.loss) * _W  # type: ignore[operator]
-                atr = self.atr = self.atr + (tr - self.atr) * _W  # type: ignore[operator]
-            if g is not None:
-                rsi = (100.0 if g > 0 else 50.0) if lo == 0 else 100.0 - 100.0 / (1.0 + g / lo)
-        # EMAs, seeded by the mean of their first n closes
+        rsi, atr = self._rsi_atr(high, low, close, prev) if prev is not None else (None, None)
+        e20, e50, macd, sig, hist = self._emas_macd(close, count)
+        sma = self._sma200(close, count)
+        bbu, bbm, bbl = self._bollinger(close, count)
+        return {
+            "rsi_14": rsi,
+            "macd": macd,
+            "macd_signal": sig,
+            "macd_hist": hist,
+            "ema_20": e20,
+            "ema_50": e50,
+            "sma_200": sma,
+            "bb_upper": bbu,
+            "bb_middle": bbm,
+            "bb_lower": bbl,
+            "atr_14": atr,
+        }
+
+    def _rsi_atr(self, high: float, low: float, close: float, prev: float) -> tuple[float | None, float | None]:
+        """RSI(14) and ATR(14), Wilder-smoothed after the mean of their first 14 changes."""
+        rsi = atr = None
+        change = close - prev
+        up = change if change > 0 else 0.0
+        down = -change if change < 0 else 0.0
+        tr = high - low
+        a, b = high - prev, low - prev
+        if a < 0:
+            a = -a
+        if b < 0:
+            b = -b
+        if a > tr:
+            tr = a
+        if b > tr:
+            tr = b
+        g = self.gain
+        if g is None:
+            n = self.changes = self.changes + 1
+            self.gain_sum += up
+            self.loss_sum += down
+            self.tr_sum += tr
+            if n == 14:
+                g = self.gain = self.gain_sum / 14
+                lo = self.loss = self.loss_sum / 14
+                atr = self.atr = self.tr_sum / 14
+        else:
+            g = self.gain = g + (up - g) * _W
+            lo = self.loss = self.loss + (down - self.loss) * _W  # type: ignore[operator]
+            atr = self.atr = self.atr + (tr - self.atr) * _W  # type: ignore[operator]
+        if g is not None:
+            rsi = (100.0 if g > 0 else 50.0) if lo == 0 else 100.0 - 100.0 / (1.0 + g / lo)
+        return rsi, atr
+
+    def _emas_macd(self, close: float, count: int) -> tuple[float | None, ...]:
+        """EMA 20 and 50, MACD(12, 26, 9): each EMA seeded by the mean of its first n closes."""
+        macd = sig = hist = None
         e12, e26, e20, e50 = self.ema12, self.ema26, self.ema20, self.ema50
         if e50 is None:
             ws = self.warm_sum = self.warm_sum + close
@@ -152,7 +174,9 @@ class IndicatorState:
                 sig = self.sig = sig + (macd - sig) * _A9
             if sig is not None:
                 hist = macd - sig
-        # SMA200
+        return e20, e50, macd, sig, hist
+
+    def _sma200(self, close: float, count: int) -> float | None:
         w200 = self.window200
         if len(w200) == 200:
             self.sum200 -= w200[0]
@@ -160,13 +184,13 @@ class IndicatorState:
             self.sum200 += close
             if count % 1000 == 0:  # re-sum exactly now and then so the running sum cannot drift
                 self.sum200 = _fsum(w200)
-            sma = self.sum200 / 200
-        else:
-            w200.append(close)
-            self.sum200 += close
-            if len(w200) == 200:
-                sma = self.sum200 / 200
-        # Bollinger(20, 2)
+            return self.sum200 / 200
+        w200.append(close)
+        self.sum200 += close
+        return self.sum200 / 200 if len(w200) == 200 else None
+
+    def _bollinger(self, close: float, count: int) -> tuple[float | None, float | None, float | None]:
+        """Bollinger(20, 2) as (upper, middle, lower), from running sums around a reference close."""
         w20 = self.window20
         if len(w20) == 20:
             d = w20[0] - self.k20
@@ -176,29 +200,17 @@ class IndicatorState:
         d = close - self.k20
         s1 = self.s1 = self.s1 + d
         s2 = self.s2 = self.s2 + d * d
-        if len(w20) == 20:
-            if count % 20 == 0:  # re-sum exactly around the window's mean
-                k = self.k20 = _fsum(w20) / 20
-                s1 = self.s1 = _fsum([x - k for x in w20])
-                s2 = self.s2 = _fsum([(x - k) * (x - k) for x in w20])
-            m1 = s1 / 20
-            var = s2 / 20 - m1 * m1
-            sd = _sqrt(var) if var > 0 else 0.0
-            bbm = self.k20 + m1
-            bbu, bbl = bbm + 2 * sd, bbm - 2 * sd
-        return {
-            "rsi_14": rsi,
-            "macd": macd,
-            "macd_signal": sig,
-            "macd_hist": hist,
-            "ema_20": e20,
-            "ema_50": e50,
-            "sma_200": sma,
-            "bb_upper": bbu,
-            "bb_middle": bbm,
-            "bb_lower": bbl,
-            "atr_14": atr,
-        }
+        if len(w20) < 20:
+            return None, None, None
+        if count % 20 == 0:  # re-sum exactly around the window's mean
+            k = self.k20 = _fsum(w20) / 20
+            s1 = self.s1 = _fsum([x - k for x in w20])
+            s2 = self.s2 = _fsum([(x - k) * (x - k) for x in w20])
+        m1 = s1 / 20
+        var = s2 / 20 - m1 * m1
+        sd = _sqrt(var) if var > 0 else 0.0
+        bbm = self.k20 + m1
+        return bbm + 2 * sd, bbm, bbm - 2 * sd
 
     def snapshot(self) -> Any:
         """The whole state as plain values (equal snapshots = identical state)."""

@@ -46,6 +46,7 @@ from tokenpulse_shared.events import (
     utcnow,
 )
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
 
 from tokenpulse_scoring.forecast.live import Forecaster
@@ -54,7 +55,6 @@ from tokenpulse_scoring.grades import METHOD, GradeResult, GradeState, IntradayS
 from tokenpulse_scoring.indicators import IndicatorState
 
 log = logging.getLogger(__name__)
-DAY_MS = 86_400_000
 
 
 Entry = tuple[int, float, float, float, float, float, int]  # ts_ms, open, high, low, close, volume, version
@@ -212,9 +212,6 @@ class ScoringService:
 
     def daily_symbols(self) -> list[str]:
         return sorted(sym for sym, interval in self.series if interval is Interval.D1)
-
-    def btc_return_at(self, ts_ms: int) -> float | None:
-        return self.btc_ret30.get(ts_ms)
 
     def apply(
         self,
@@ -396,16 +393,7 @@ class ScoringService:
         ``model_construct`` (no re-validation of values this code computed: every number is
         checked finite here, a non-finite one is published as ``None``); signals, rare, are
         validated as usual."""
-        by_series: dict[tuple[str, Interval], list[Entry]] = {}
-        for c in candles:
-            if c.closed:
-                entry = (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
-                key = (c.symbol, c.interval)
-                group = by_series.get(key)
-                if group is None:
-                    by_series[key] = [entry]
-                else:
-                    group.append(entry)
+        by_series = _closed_by_series(candles)
         indicators: list[IndicatorEvent] = []
         grades: list[GradeEvent] = []
         signals: list[SignalEvent] = []
@@ -447,53 +435,9 @@ class ScoringService:
                 )
                 g = update.grade
                 if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
-                    trader, investor = g.trader_grade, g.investor_grade
-                    grades.append(
-                        trusted(
-                            GradeEvent,
-                            {
-                                "event_id": "grade-" + ids_key,
-                                "schema_version": 1,
-                                "produced_at": now,
-                                "symbol": symbol,
-                                "ts": ts,
-                                "trader_grade": trader if trader is None or isfinite(trader) else None,
-                                "investor_grade": investor if investor is None or isfinite(investor) else None,
-                                "components": {
-                                    k: v if v is None or isfinite(v) else None for k, v in g.components.items()
-                                },
-                                "method": METHOD,
-                            },
-                            _GRADE_SET,
-                        )
-                    )
-                if update.signal is not None:
-                    direction, strength, reasons = update.signal
-                    signals.append(
-                        SignalEvent(
-                            event_id="sig-" + ids_key,
-                            symbol=symbol,
-                            ts=ts,
-                            interval=interval,
-                            direction=Direction(direction),
-                            strength=strength,
-                            reasons=reasons,
-                        )
-                    )
-                elif update.retracted is not None:
-                    direction, strength = update.retracted
-                    signals.append(
-                        SignalEvent(
-                            event_id=f"sig-{ids_key}-retracted",
-                            symbol=symbol,
-                            ts=ts,
-                            interval=interval,
-                            direction=Direction(direction),
-                            strength=strength,
-                            reasons=[RETRACTED_REASON],
-                            retracted=True,
-                        )
-                    )
+                    grades.append(_grade_event(g, "grade-" + ids_key, symbol, ts, now))
+                if update.signal is not None or update.retracted is not None:
+                    signals.append(_signal_event(update, ids_key, symbol, interval, ts))
         return indicators, grades, signals
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -562,3 +506,66 @@ class ScoringService:
     async def stop(self) -> None:
         if self.forecaster is not None:
             await self.forecaster.stop()
+
+
+def _closed_by_series(candles: list[CandleEvent]) -> dict[tuple[str, Interval], list[Entry]]:
+    """The closed candles of a batch as entries per series, in arrival order (the bus keeps each symbol's)."""
+    by_series: dict[tuple[str, Interval], list[Entry]] = {}
+    for c in candles:
+        if c.closed:
+            entry = (int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version)
+            key = (c.symbol, c.interval)
+            group = by_series.get(key)
+            if group is None:
+                by_series[key] = [entry]
+            else:
+                group.append(entry)
+    return by_series
+
+
+def _grade_event(g: GradeResult, event_id: str, symbol: str, ts: datetime, now: datetime) -> GradeEvent:
+    """A grade computed here, trusted: a non-finite number is published as ``None``."""
+    isfinite = math.isfinite
+    trader, investor = g.trader_grade, g.investor_grade
+    return trusted(
+        GradeEvent,
+        {
+            "event_id": event_id,
+            "schema_version": 1,
+            "produced_at": now,
+            "symbol": symbol,
+            "ts": ts,
+            "trader_grade": trader if trader is None or isfinite(trader) else None,
+            "investor_grade": investor if investor is None or isfinite(investor) else None,
+            "components": {k: v if v is None or isfinite(v) else None for k, v in g.components.items()},
+            "method": METHOD,
+        },
+        _GRADE_SET,
+    )
+
+
+def _signal_event(update: Update, ids_key: str, symbol: str, interval: Interval, ts: datetime) -> SignalEvent:
+    """The update's signal, or the retraction of an earlier one (signals are rare: validated as usual)."""
+    if update.signal is not None:
+        direction, strength, reasons = update.signal
+        return SignalEvent(
+            event_id="sig-" + ids_key,
+            symbol=symbol,
+            ts=ts,
+            interval=interval,
+            direction=Direction(direction),
+            strength=strength,
+            reasons=reasons,
+        )
+    assert update.retracted is not None
+    direction, strength = update.retracted
+    return SignalEvent(
+        event_id=f"sig-{ids_key}-retracted",
+        symbol=symbol,
+        ts=ts,
+        interval=interval,
+        direction=Direction(direction),
+        strength=strength,
+        reasons=[RETRACTED_REASON],
+        retracted=True,
+    )

@@ -8,6 +8,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,14 +16,32 @@ from opentelemetry import trace
 from opentelemetry.trace import TracerProvider
 from pydantic import ValidationError
 
+from tokenpulse_shared.batches import MAX_BATCH_ROWS, RowBatch
 from tokenpulse_shared.bus.fastdecode import FAST
-from tokenpulse_shared.events import DeadLetterEvent, Event
+from tokenpulse_shared.events import DeadLetterEvent, Event, utcnow
 from tokenpulse_shared.telemetry import BATCH_SECONDS, DEAD_LETTERS, EVENT_AGE_SECONDS, EVENTS_CONSUMED
-from tokenpulse_shared.topics import DEAD_LETTER, Topic
+from tokenpulse_shared.topics import BY_NAME, DEAD_LETTER, Topic
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[list[Any]], Awaitable[None]]
+RowPlacer = Callable[[str], int]  # a token symbol -> its partition
+
+ROW_LINGER_S = 0.005  # how long rows wait for others of their topic before they are sent (replaces linger_ms)
+ROW_LINGER_ROWS = 1000  # rows that make a topic's buffer go out at once
+
+
+def publish_span(tracer: trace.Tracer, system: str, topic: Topic, count: int) -> AbstractContextManager[trace.Span]:
+    """The producer span of one publish, with OpenTelemetry's messaging attributes."""
+    return tracer.start_as_current_span(
+        f"{topic.name} publish",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": system,
+            "messaging.destination.name": topic.name,
+            "messaging.batch.message_count": count,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,18 @@ class Subscription:
     finish_batch_on_rebalance: bool = False
     on_assign: PartitionHook | None = None
     on_revoke: PartitionHook | None = None
+    co_partitioned: bool = False
+    on_misplaced: Handler | None = None
+
+
+@dataclass
+class _RowBuffer:
+    """Rows of one topic waiting to be sent, and the publishers waiting for them."""
+
+    batches: list[RowBatch] = field(default_factory=list)
+    rows: int = 0
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
 
 
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
@@ -176,6 +207,8 @@ class Bus(abc.ABC):
         self.max_batch = max_batch
         self.subscriptions: list[Subscription] = []
         self.dead_letters = 0
+        self._row_buffers: dict[str, _RowBuffer] = {}
+        self._row_sends: set[asyncio.Task[None]] = set()
 
     def subscribe(
         self,
@@ -188,6 +221,8 @@ class Bus(abc.ABC):
         finish_batch_on_rebalance: bool = False,
         on_assign: PartitionHook | None = None,
         on_revoke: PartitionHook | None = None,
+        co_partitioned: bool = False,
+        on_misplaced: Handler | None = None,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
@@ -225,6 +260,8 @@ class Bus(abc.ABC):
                 finish_batch_on_rebalance=finish_batch_on_rebalance,
                 on_assign=on_assign,
                 on_revoke=on_revoke,
+                co_partitioned=co_partitioned or on_misplaced is not None,
+                on_misplaced=on_misplaced,
             )
         )
 
@@ -235,6 +272,87 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
         """Publish wire messages as they are (bridges, tests of bad input)."""
+
+    async def publish_rows(self, topic: Topic, batch: RowBatch, *, linger: bool = True) -> None:
+        """Publish the rows of ``batch`` (of any tokens) on a batch topic; returns once the bus has them.
+
+        The rows wait up to :data:`ROW_LINGER_S` for other rows of the topic (until :data:`ROW_LINGER_ROWS`
+        are buffered), then go out split by partition, one message per partition sent there without a key, a
+        row placed where a message keyed by its symbol goes. ``linger=False`` sends them at once: rows made
+        together (the candles and prices of one handled batch) are already one message per partition."""
+        if not topic.batched or not isinstance(batch, topic.model):
+            raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(batch).__name__}")
+        if not len(batch):
+            return
+        if not linger:
+            await self._send_rows(topic, [batch])
+            return
+        buffer = self._row_buffers.setdefault(topic.name, _RowBuffer())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        buffer.batches.append(batch)
+        buffer.rows += len(batch)
+        buffer.waiters.append(done)
+        if buffer.rows >= ROW_LINGER_ROWS:
+            self._flush_rows(topic)
+        elif buffer.timer is None:
+            buffer.timer = asyncio.get_running_loop().call_later(ROW_LINGER_S, self._flush_rows, topic)
+        await done
+
+    def _flush_rows(self, topic: Topic) -> None:
+        """Send what ``topic``'s buffer holds, in a task of its own (a timer calls this), and answer its waiters."""
+        buffer = self._row_buffers.pop(topic.name, None)
+        if buffer is None:
+            return
+        if buffer.timer is not None:
+            buffer.timer.cancel()
+
+        async def send() -> None:
+            try:
+                await self._send_rows(topic, buffer.batches)
+            except Exception as exc:
+                for waiter in buffer.waiters:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                return
+            for waiter in buffer.waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+        task = asyncio.create_task(send(), name=f"rows:{topic.name}")
+        self._row_sends.add(task)
+        task.add_done_callback(self._row_sends.discard)
+
+    async def flush_rows(self) -> None:
+        """Send every buffered row now and wait for the sends in flight (before the bus stops)."""
+        for name in list(self._row_buffers):
+            self._flush_rows(BY_NAME[name])
+        while self._row_sends:
+            await asyncio.gather(*self._row_sends, return_exceptions=True)
+
+    async def _send_rows(self, topic: Topic, batches: Sequence[RowBatch]) -> None:
+        """The rows of ``batches`` as one message per partition (more past MAX_BATCH_ROWS), sent there."""
+        model: type[RowBatch] = topic.model  # type: ignore[assignment]
+        columns = batches[0].columns() if len(batches) == 1 else model.concat(batches)
+        place = await self._row_placer(topic)
+        by_partition: dict[int, list[int]] = {}
+        for i, symbol in enumerate(columns[model.COLUMNS.index("symbol")]):
+            by_partition.setdefault(place(symbol), []).append(i)
+        produced_at = utcnow()
+        out: list[tuple[int, RowBatch]] = []
+        for partition, rows in by_partition.items():
+            for k in range(0, len(rows), MAX_BATCH_ROWS):
+                chunk = rows[k : k + MAX_BATCH_ROWS]
+                part = [[column[i] for i in chunk] for column in columns]
+                out.append((partition, model.of_columns(part, produced_at=produced_at)))
+        await self._send_batches(topic, out)
+
+    async def _row_placer(self, topic: Topic) -> RowPlacer:
+        """symbol -> partition of ``topic``, as a message keyed by the symbol is placed."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry batch topics")
+
+    async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
+        """Send each batch to its partition, without a key; returns once the bus has them all."""
+        raise NotImplementedError(f"{type(self).__name__} does not carry batch topics")
 
     async def publish_tombstone(self, topic: Topic, key: str) -> None:
         """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""

@@ -48,6 +48,8 @@ from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker, KafkaPublishMessage
@@ -59,17 +61,20 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 
+from tokenpulse_shared.batches import RowBatch
 from tokenpulse_shared.bus.base import (
     Assignment,
     Bus,
     Delivery,
     RawMessage,
     Rejected,
+    RowPlacer,
     Subscription,
     TransientError,
     dead_letter_for,
     decode_message,
     encode_event,
+    publish_span,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import CONSUMER_LAG, EVENTS_PUBLISHED
@@ -94,6 +99,10 @@ HEARTBEAT_MS = 1000
 
 _Record: TypeAlias = Any  # aiokafka's ConsumerRecord; aiokafka ships no type information
 _Outgoing: TypeAlias = tuple[bytes | None, bytes | None, dict[str, str]]  # value, key, headers
+# co-partitioned groups: range lines up the same partitions of each topic on one member; round-robin second, so a
+# member of the previous release (round-robin only) and a new one agree on it during a rolling upgrade
+CO_PARTITIONED_ASSIGNORS = (RangePartitionAssignor, RoundRobinPartitionAssignor)
+DEFAULT_ASSIGNORS = (RoundRobinPartitionAssignor,)  # aiokafka's and FastStream's default: the best balance
 
 
 def _headers(record: Any) -> dict[str, str]:
@@ -270,6 +279,7 @@ class _Subscriber:
         self.idle = asyncio.Event()
         self.idle.set()
         self.subscriber: Any = None
+        self.co_partitioned = self.shared and any(s.co_partitioned for s in subs)
 
     def register(self, broker: KafkaBroker) -> None:
         bus, first = self.bus, self.subs[0]
@@ -293,6 +303,7 @@ class _Subscriber:
             parser=_tolerant_parser,
             decoder=_no_body,
             no_reply=True,
+            partition_assignment_strategy=CO_PARTITIONED_ASSIGNORS if self.co_partitioned else DEFAULT_ASSIGNORS,
         )
         self.subscriber(self._handler())
 
@@ -407,6 +418,11 @@ def _key_placer(partitions: list[int]) -> Any:
         return int(partitioner(key.encode(), partitions, partitions))
 
     return partition_of
+
+
+def _misplaced(record: _Record, key: str, place: RowPlacer) -> bool:
+    """The record is not keyed by its event's partition key, or not in that key's partition."""
+    return record.key is None or record.key != key.encode() or record.partition != place(key)
 
 
 def _records(message: Any) -> tuple[_Record, ...]:
@@ -526,7 +542,11 @@ class KafkaBus(Bus):
         await ensure_topics(self.bootstrap, replication=self.replication, partitions=self.partitions)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin")
         await self._admin.start()
-        self._subscribers = [_Subscriber(self, subs) for subs in self._consumers()]
+        subscribers = [_Subscriber(self, subs) for subs in self._consumers()]
+        for subscriber in subscribers:
+            if subscriber.co_partitioned:
+                await self._check_co_partitioned(subscriber)
+        self._subscribers = subscribers
         for subscriber in self._subscribers:
             subscriber.register(self.broker)
         await self.broker.start()  # the producer, then every subscriber
@@ -539,8 +559,19 @@ class KafkaBus(Bus):
         running, self._subscribers = self._subscribers, []
         await asyncio.gather(*(s.stop() for s in running))
 
+    async def _check_co_partitioned(self, subscriber: _Subscriber) -> None:
+        """A co-partitioned group's topics must have as many partitions each: a token's partition number is
+        its symbol's hash modulo the count, the same member owning one number in every topic."""
+        counts = {s.topic.name: len(await self._partitions(s.topic.name)) for s in subscriber.subs}
+        if len(set(counts.values())) > 1:
+            raise RuntimeError(
+                f"{subscriber.name}: the topics of a co-partitioned group need equal partition counts, got {counts}"
+                " (a v1 topic and its v2 are created together; add partitions to both)"
+            )
+
     async def stop(self) -> None:
         await self.stop_consuming()  # consumers first: a handler still running may publish
+        await self.flush_rows()
         if self._started:
             await self.broker.stop()  # flushes what the producer holds
             self._started = False
@@ -651,7 +682,9 @@ class KafkaBus(Bus):
         events: list[Event] = []
         dead: list[DeadLetterEvent] = []
         kept: list[_Record] = []
+        misplaced: list[Event] = []
         own = (ORIGIN, self.origin)
+        place = await self._row_placer(sub.topic) if sub.on_misplaced is not None else None
         for record in records:
             if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                 continue
@@ -659,11 +692,18 @@ class KafkaBus(Bus):
                 continue
             kept.append(record)
             try:
-                events.append(decode_message(sub.topic, RawMessage(value=record.value)))
+                event = decode_message(sub.topic, RawMessage(value=record.value))
             except ValueError as exc:
                 dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=_raw(record)))
+                continue
+            if place is not None and _misplaced(record, event.partition_key(), place):
+                misplaced.append(event)
+            else:
+                events.append(event)
         if not kept:
             return
+        if misplaced and sub.on_misplaced is not None:  # before the handler: the rows join their partition
+            await sub.on_misplaced(misplaced)
         parent, links = _trace_parent(kept)
         with self.tracer.start_as_current_span(
             f"{sub.topic.name} process",
@@ -681,33 +721,25 @@ class KafkaBus(Bus):
             for k in range(0, max(len(events), 1), step):
                 await self.deliver(sub, events[k : k + step], dead if k == 0 else [])
 
-    async def _send(self, topic: Topic, messages: list[_Outgoing]) -> None:
+    async def _send(self, topic: Topic, messages: list[_Outgoing], partitions: list[int] | None = None) -> None:
         """Publish (value, key, headers) messages under one PRODUCER span, one run of FastStream batches per
         partition (in publishing order within it); returns once the broker has them all."""
         if not messages:
             return
         if not self._started:
             raise RuntimeError("the Kafka bus is not started")
-        with self.tracer.start_as_current_span(
-            f"{topic.name} publish",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": len(messages),
-            },
-        ):
+        with publish_span(self.tracer, "kafka", topic, len(messages)):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             partition_of = self._keys.of(topic.name, await self._partition_list(topic.name))
             stamped: dict[int, dict[str, str]] = {}
             # per partition, runs of messages with the same headers (FastStream's batch carries one set)
             runs: dict[int, list[tuple[dict[str, str], list[tuple[bytes | None, bytes | None]]]]] = {}
-            for value, key, headers in messages:
+            for i, (value, key, headers) in enumerate(messages):
                 hdrs = stamped.get(id(headers))
                 if hdrs is None:
                     hdrs = stamped[id(headers)] = {**headers, **carrier, ORIGIN: self.origin.decode()}
-                partition_runs = runs.setdefault(partition_of(key), [])
+                partition_runs = runs.setdefault(partition_of(key) if partitions is None else partitions[i], [])
                 if not partition_runs or partition_runs[-1][0] is not hdrs:
                     partition_runs.append((hdrs, []))
                 partition_runs[-1][1].append((value, key))
@@ -726,7 +758,7 @@ class KafkaBus(Bus):
         FastStream would send it as an empty value."""
         futures: list[Any] = []
         per_record = sum(len(k) + len(v) for k, v in headers.items()) + 64 + RECORD_OVERHEAD_BYTES  # + its id
-        batch: list[KafkaPublishMessage] = []
+        batch: list[KafkaPublishMessage | bytes] = []
         size = 0
         for value, key in records:
             n = len(value or b"") + len(key or b"") + per_record
@@ -740,14 +772,15 @@ class KafkaBus(Bus):
                     )
                 )
                 continue
-            batch.append(KafkaPublishMessage(value, key=key))
+            # FastStream unwraps its message objects only in a batch where one has a key: a keyless one is the body
+            batch.append(KafkaPublishMessage(value, key=key) if key is not None else value)
             size += n
         if batch:
             futures += await self._publish_batch(topic, partition, headers, batch)
         return futures
 
     async def _publish_batch(
-        self, topic: str, partition: int, headers: dict[str, str], batch: list[KafkaPublishMessage]
+        self, topic: str, partition: int, headers: dict[str, str], batch: list[KafkaPublishMessage | bytes]
     ) -> list[Any]:
         futures = []
         while batch:
@@ -764,7 +797,28 @@ class KafkaBus(Bus):
                 batch = batch[cut:]
         return futures
 
+    async def _row_placer(self, topic: Topic) -> RowPlacer:
+        by_key = self._keys.of(topic.name, await self._partition_list(topic.name))
+        by_symbol: dict[str, int] = {}
+
+        def place(symbol: str) -> int:
+            p = by_symbol.get(symbol)
+            if p is None:
+                p = by_symbol[symbol] = by_key(symbol.encode())
+            return p
+
+        return place
+
+    async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
+        await self._send(
+            topic, [(encode_event(b), None, JSON_HEADERS) for _, b in batches], partitions=[p for p, _ in batches]
+        )
+
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
+        if topic.batched:  # each batch's rows, placed by their tokens
+            for batch in events:
+                await self.publish_rows(topic, batch, linger=False)  # type: ignore[arg-type]
+            return
         for event in events:
             if not isinstance(event, topic.model):
                 raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}")

@@ -25,15 +25,18 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
+from tokenpulse_shared.batches import RowBatch
 from tokenpulse_shared.bus.base import (
     Assignment,
     Bus,
     Delivery,
     RawMessage,
+    RowPlacer,
     Subscription,
     TransientError,
     dead_letter_for,
     decode_message,
+    publish_span,
 )
 from tokenpulse_shared.events import DeadLetterEvent, Event
 from tokenpulse_shared.telemetry import EVENTS_PUBLISHED
@@ -92,12 +95,17 @@ class _Consumer:
         sub = self.sub
         events: list[Event] = []
         dead: list[DeadLetterEvent] = []
+        misplaced: list[Event] = []
         for message in batch:
             if isinstance(message, RawMessage):
                 try:
-                    events.append(decode_message(sub.topic, message))
+                    event = decode_message(sub.topic, message)
                 except ValueError as exc:
                     dead.append(dead_letter_for(sub.topic, sub.group, str(exc), raw=message))
+                    continue
+                # placed by its key: another key than its token's may have put it in another partition
+                into = misplaced if sub.on_misplaced and message.key != event.partition_key() else events
+                into.append(event)
             else:
                 events.append(message)
         parent = propagate.extract(carrier)
@@ -116,6 +124,9 @@ class _Consumer:
                     },
                 ):
                     try:
+                        if misplaced and sub.on_misplaced is not None:
+                            await sub.on_misplaced(misplaced)
+                            misplaced = []
                         await self.bus.deliver(sub, events, dead)
                         return
                     except TransientError as exc:
@@ -186,12 +197,17 @@ class InMemoryBus(Bus):
         return partition_for(key, self.partitions)
 
     async def stop(self) -> None:
+        await self.flush_rows()
         for consumer in self._own:
             self._topics.consumers[consumer.sub.topic.name].remove(consumer)
             await consumer.stop()
         self._own.clear()
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
+        if topic.batched:  # each batch's rows, placed by their tokens
+            for batch in events:
+                await self.publish_rows(topic, batch, linger=False)  # type: ignore[arg-type]
+            return
         model = topic.model
         for event in events:
             if not isinstance(event, model):
@@ -200,6 +216,27 @@ class InMemoryBus(Bus):
 
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
         await self._fanout(topic, messages, [m.key or "" for m in messages])
+
+    async def _row_placer(self, topic: Topic) -> RowPlacer:
+        known: dict[str, int] = {}
+        partitions = self.partitions
+
+        def place(symbol: str) -> int:
+            p = known.get(symbol)
+            if p is None:
+                p = known[symbol] = partition_for(symbol, partitions)
+            return p
+
+        return place
+
+    async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
+        EVENTS_PUBLISHED.labels(topic.name).inc(len(batches))
+        if not self._topics.consumers.get(topic.name) or not batches:
+            return
+        chunks: dict[int, list[_Message]] = {}
+        for p, batch in batches:
+            chunks.setdefault(p, []).append(batch)
+        await self._deliver_chunks(topic, chunks, len(batches))
 
     async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str]) -> None:
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
@@ -212,15 +249,10 @@ class InMemoryBus(Bus):
             if p is None:
                 p = partition_of[key] = partition_for(key, self.partitions)
             chunks.setdefault(p, []).append(message)
-        with self.tracer.start_as_current_span(
-            f"{topic.name} publish",
-            kind=trace.SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "in-process",
-                "messaging.destination.name": topic.name,
-                "messaging.batch.message_count": len(messages),
-            },
-        ):
+        await self._deliver_chunks(topic, chunks, len(messages))
+
+    async def _deliver_chunks(self, topic: Topic, chunks: dict[int, list[_Message]], count: int) -> None:
+        with publish_span(self.tracer, "in-process", topic, count):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for p, chunk in chunks.items():

@@ -140,6 +140,14 @@ class Store:
                 raise StoreUnavailable(str(exc)) from exc
             raise
 
+    async def insert_arrow(self, table: str, data: Any, *, dedup: str | None = None) -> None:
+        """Insert a pyarrow Table as it is (Arrow all the way to the engine, no Python object per row);
+        ``dedup`` makes a repeated insert of the same block a no-op."""
+        if not data.num_rows:
+            return
+        settings = {"insert_deduplication_token": dedup} if dedup else None
+        await self._run(self.client.insert_arrow, table, data, settings=settings)
+
     async def ping(self) -> bool:
         try:
             return bool(await self._run(self.client.ping, read=True))

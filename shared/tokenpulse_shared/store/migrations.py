@@ -1,6 +1,6 @@
 """Versioned, idempotent ClickHouse schema migrations.
 
-Ownership (which process writes which table) is documented in the README:
+Ownership (which process writes which table) is documented in docs/operations.md:
 the store writer (part of the gateway target, consumer group
 ``tokenpulse-writer``) writes every event table; the gateway API writes
 ``api_keys``. Tables that hold events are replacing engines keyed by the

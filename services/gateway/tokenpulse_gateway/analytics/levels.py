@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-DAY_MS = 86_400_000
+from tokenpulse_shared.timeutil import DAY_MS
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,13 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from pydantic import BaseModel
+from tokenpulse_shared.timeutil import DAY_MS, HOUR_MS
 
-DAY_MS = 86_400_000
+from tokenpulse_gateway.analytics.series import max_drawdown
+
 YEAR_MS = 365 * DAY_MS
 COST_PER_CHANGE = 0.001  # 0.1 % per position change (taker fee plus slippage on a liquid pair, roughly)
-INTRADAY = {"1h": 3_600_000, "4h": 14_400_000}
+INTRADAY = {"1h": HOUR_MS, "4h": 4 * HOUR_MS}
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,7 @@ def _sharpe(returns: list[float], periods_per_year: float = 365) -> float | None
 
 
 def _max_drawdown(equity: list[float]) -> float:
-    peak, worst = equity[0], 0.0
-    for e in equity:
-        peak = max(peak, e)
-        worst = min(worst, e / peak - 1)
-    return round(worst, 4)
+    return round(max_drawdown(equity), 4)
 
 
 def signal_record(

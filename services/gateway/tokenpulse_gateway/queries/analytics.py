@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from tokenpulse_shared.store import Store
 
+from tokenpulse_gateway.analytics.series import MarketData, Series
 from tokenpulse_gateway.analytics.track_record import SignalPoint
+from tokenpulse_gateway.queries.common import iso
 
 
 @dataclass(frozen=True)
@@ -32,16 +35,70 @@ class AnalyticsQueries:
         rows = await self.store.query(
             "SELECT symbol, toDate(ts), close FROM candles FINAL WHERE interval = '1d' ORDER BY symbol, ts"
         )
-        out: dict[str, list[tuple[date, float]]] = {}
-        for symbol, day, close in rows:
-            out.setdefault(symbol, []).append((day, close))
-        return out
+        return _by_symbol(rows)
 
     async def total_market_caps(self) -> list[tuple[date, float]]:
         rows = await self.store.query(
             "SELECT toDate(ts), market_cap FROM market_caps FINAL WHERE symbol = '' ORDER BY ts"
         )
         return [(d, v) for d, v in rows]
+
+    async def token_market_caps(self) -> dict[str, Series]:
+        """Every token's market-cap snapshots (the total market's, symbol '', left out), oldest first."""
+        rows = await self.store.query(
+            "SELECT symbol, toDate(ts), market_cap FROM market_caps FINAL WHERE symbol != '' ORDER BY symbol, ts"
+        )
+        return _by_symbol(rows)
+
+    async def daily_trader_grades(self) -> dict[str, Series]:
+        rows = await self.store.query(
+            "SELECT symbol, toDate(ts), trader_grade FROM grades FINAL "
+            "WHERE trader_grade IS NOT NULL ORDER BY symbol, ts"
+        )
+        return _by_symbol(rows)
+
+    async def daily_signals(self) -> dict[str, list[tuple[date, str]]]:
+        """The standing daily signals' directions by day (withdrawn ones left out)."""
+        rows = await self.store.query(
+            "SELECT symbol, toDate(ts), direction FROM signals FINAL "
+            "WHERE interval = '1d' AND retracted = 0 ORDER BY symbol, ts"
+        )
+        out: dict[str, list[tuple[date, str]]] = {}
+        for symbol, day, direction in rows:
+            out.setdefault(symbol, []).append((day, direction))
+        return out
+
+    async def market_data(self) -> MarketData:
+        """What the market analytics read (quant, correlation, market state, indices, scenarios)."""
+        return MarketData(
+            closes=await self.daily_closes(),
+            caps=await self.token_market_caps(),
+            total_caps=await self.total_market_caps(),
+            trader=await self.daily_trader_grades(),
+            signals=await self.daily_signals(),
+        )
+
+    async def latest_grade(self, symbol: str) -> dict[str, Any] | None:
+        rows = await self.store.query(
+            "SELECT toUnixTimestamp64Milli(ts), trader_grade, investor_grade, components FROM grades FINAL "
+            "WHERE symbol = {s:String} ORDER BY ts DESC LIMIT 1",
+            {"s": symbol},
+        )
+        if not rows:
+            return None
+        ts, trader, investor, components = rows[0]
+        return {"ts": iso(ts), "trader_grade": trader, "investor_grade": investor, "components": json.loads(components)}
+
+    async def latest_daily_signal(self, symbol: str) -> dict[str, Any] | None:
+        rows = await self.store.query(
+            "SELECT toUnixTimestamp64Milli(ts), direction, strength, reasons FROM signals FINAL "
+            "WHERE symbol = {s:String} AND interval = '1d' AND retracted = 0 ORDER BY ts DESC LIMIT 1",
+            {"s": symbol},
+        )
+        if not rows:
+            return None
+        ts, direction, strength, reasons = rows[0]
+        return {"ts": iso(ts), "direction": direction, "strength": strength, "reasons": list(reasons)}
 
     async def daily_version(self) -> tuple[Any, ...]:
         """Changes whenever a daily candle or a market cap is added: the cache key of derived analytics."""
@@ -100,3 +157,10 @@ class AnalyticsQueries:
             {"s": symbol, "i": interval},
         )
         return [(ts, close) for ts, close in rows]
+
+
+def _by_symbol(rows: list[tuple[str, date, float]]) -> dict[str, Series]:
+    out: dict[str, Series] = {}
+    for symbol, day, value in rows:
+        out.setdefault(symbol, []).append((day, value))
+    return out

@@ -5,9 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-HOUR = 3_600_000
-DAY = 86_400_000
-
 
 def iso(ms: int | None) -> str | None:
     if ms is None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
+from tokenpulse_shared.timeutil import HOUR_MS as HOUR
 
 from tokenpulse_gateway.analytics.levels import Bar
-from tokenpulse_gateway.queries.common import DAY, HOUR, iso, time_filters
+from tokenpulse_gateway.queries.common import iso, time_filters
 
 CLOSE_MS = (
     "toUnixTimestamp64Milli(ts) + multiIf(interval = '1m', 60000, interval = '5m', 300000, "
@@ -127,6 +129,73 @@ class MarketQueries:
             {"s": symbol, "lo": at_ms - 2 * DAY, "t": at_ms},
         )
         return float(rows[0][0]) if rows else None
+
+    async def prices_at(self, at_ms: dict[str, int], tol_ms: int) -> dict[str, float]:
+        """:meth:`price_at` of many tokens in two queries, each at its own time (``at_ms``: symbol → ms)."""
+        if not at_ms:
+            return {}
+        syms, times = list(at_ms), list(at_ms.values())
+        params = {"s": syms, "t": times, "tol": tol_ms, "day": DAY}
+        at = "transform(symbol, {s:Array(String)}, {t:Array(Int64)}, toInt64(0))"
+        rows = await self.store.query(
+            f"SELECT symbol, argMax(price, ts) FROM prices WHERE symbol IN {{s:Array(String)}} "
+            f"AND toUnixTimestamp64Milli(ts) <= {at} AND toUnixTimestamp64Milli(ts) >= {at} - {{tol:Int64}} "
+            "GROUP BY symbol",
+            params,
+        )
+        out = {sym: float(price) for sym, price in rows}
+        missing = [s for s in syms if s not in out]
+        if missing:
+            rows = await self.store.query(
+                f"SELECT symbol, argMax(close, (close_ms, ts)) FROM (SELECT symbol, ts, close, {CLOSE_MS} AS close_ms "
+                f"FROM candles FINAL WHERE symbol IN {{m:Array(String)}} "
+                f"AND toUnixTimestamp64Milli(ts) >= {at} - {{tol:Int64}} - {{day:Int64}} "
+                f"AND toUnixTimestamp64Milli(ts) <= {at}) "
+                f"WHERE close_ms <= {at} AND close_ms >= {at} - {{tol:Int64}} GROUP BY symbol",
+                {**params, "m": missing},
+            )
+            out.update((sym, float(close)) for sym, close in rows)
+        return out
+
+    async def volumes_24h_usd(self, at_ms: dict[str, int]) -> dict[str, float]:
+        """:meth:`volume_24h_usd` of many tokens in two queries, each over the day before its own time."""
+        if not at_ms:
+            return {}
+        params = {"s": list(at_ms), "t": list(at_ms.values()), "day": DAY}
+        at = "transform(symbol, {s:Array(String)}, {t:Array(Int64)}, toInt64(0))"
+        rows = await self.store.query(
+            "SELECT symbol, interval, sum(volume * close) FROM candles FINAL WHERE symbol IN {s:Array(String)} "
+            f"AND interval IN ('1m', '1h', '1d') AND toUnixTimestamp64Milli(ts) < {at} "
+            f"AND toUnixTimestamp64Milli(ts) >= {at} - if(interval = '1d', 2, 1) * {{day:Int64}} "
+            "GROUP BY symbol, interval",
+            params,
+        )
+        by: dict[str, dict[str, float]] = {}
+        for sym, interval, total in rows:
+            by.setdefault(sym, {})[interval] = float(total)
+        last_day = await self.store.query(
+            "SELECT symbol, argMax(volume * close, ts) FROM candles FINAL WHERE symbol IN {s:Array(String)} "
+            f"AND interval = '1d' AND toUnixTimestamp64Milli(ts) < {at} "
+            f"AND toUnixTimestamp64Milli(ts) >= {at} - 2 * {{day:Int64}} GROUP BY symbol",
+            params,
+        )
+        days = {sym: float(v) for sym, v in last_day}
+        out = {}
+        for sym in at_ms:  # the finest interval that has candles in the window, else the last day
+            found = by.get(sym, {})
+            value = found.get("1m", found.get("1h", days.get(sym)))
+            if value is not None:
+                out[sym] = value
+        return out
+
+    async def latest_market_caps(self, symbols: list[str]) -> dict[str, tuple[float, int]]:
+        """Each token's latest market cap and its time (Unix ms)."""
+        rows = await self.store.query(
+            "SELECT symbol, argMax(market_cap, ts), toUnixTimestamp64Milli(max(ts)) FROM market_caps "
+            "WHERE symbol IN {s:Array(String)} GROUP BY symbol",
+            {"s": symbols},
+        )
+        return {r[0]: (float(r[1]), int(r[2])) for r in rows}
 
     async def latest_grades(self, symbols: list[str]) -> dict[str, dict[str, Any]]:
         rows = await self.store.query(

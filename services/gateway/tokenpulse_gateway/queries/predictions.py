@@ -11,8 +11,9 @@ from typing import Any
 
 from tokenpulse_shared.predictions import HORIZONS
 from tokenpulse_shared.store import Store
+from tokenpulse_shared.timeutil import DAY_MS as DAY
 
-from tokenpulse_gateway.queries.common import DAY, iso
+from tokenpulse_gateway.queries.common import iso
 
 COLS = (
     "horizon, toUnixTimestamp64Milli(made_at), toUnixTimestamp64Milli(target_ts), point, lower, upper, "

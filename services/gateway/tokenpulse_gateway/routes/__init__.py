@@ -10,7 +10,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tokenpulse_gateway.routes import alerts, analytics, cycles, history, keys, ops, predictions, stream, tokens, usage
+from tokenpulse_gateway.routes import (
+    alerts,
+    analytics,
+    cycles,
+    history,
+    indices,
+    keys,
+    market,
+    mcp,
+    ops,
+    predictions,
+    quant,
+    reports,
+    scenarios,
+    stream,
+    tokens,
+    usage,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     ops.router,
@@ -19,9 +36,15 @@ ROUTERS: tuple[APIRouter, ...] = (
     history.router,
     analytics.router,
     cycles.router,
+    quant.router,
+    market.router,
+    indices.router,
+    scenarios.router,
+    reports.router,
     keys.admin,
     usage.router,
     stream.router,
     alerts.router,
     predictions.router,
+    mcp.router,
 )

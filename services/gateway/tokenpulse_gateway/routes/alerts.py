@@ -137,7 +137,7 @@ async def create_rule(
     symbols: SymbolsDep,
     locks: RuleLocksDep,
 ) -> dict[str, Any]:
-    """Rule syntax (README → *Alerts*): `condition.kind` is one of `price_above`, `price_below`
+    """Rule syntax (docs/alerts.md): `condition.kind` is one of `price_above`, `price_below`
     (`value`), `change_above`, `change_below` (`value` percent, `window` 5m|15m|1h|4h|24h),
     `trader_grade_above`/`_below`, `investor_grade_above`/`_below` (`value` 0..100), `grade_change`
     (`grade`, `value` points), `signal` (`direction` bullish|bearish|any), or `all`/`any` with a list.

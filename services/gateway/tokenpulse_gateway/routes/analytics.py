@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -11,7 +12,9 @@ from tokenpulse_gateway.analytics.levels import key_levels
 from tokenpulse_gateway.analytics.track_record import track_record
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
+from tokenpulse_gateway.caches import Caches
 from tokenpulse_gateway.deps import Authed, CachesDep, QueriesDep, SymbolsDep
+from tokenpulse_gateway.queries import Queries
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["analytics"])
 
@@ -28,6 +31,11 @@ async def track_record_endpoint(request: Request, _: Authed, queries: QueriesDep
     """Measured track record of the published signals and grades on the stored history: daily signals
     followed long/flat vs buy-and-hold, the same for the intraday (1h, 4h) signals (`intraday`), and the
     grades' rank information coefficient. Withdrawn (retracted) signals are left out."""
+    return answer(request, encode(await track_record_body(queries, caches)), 300)
+
+
+async def track_record_body(queries: Queries, caches: Caches) -> dict[str, Any]:
+    """The track record of the stored history, computed again only when that history has changed."""
     version = await queries.analytics.track_record_version()
     body = caches.track_record.get(version)
     if body is None:
@@ -35,4 +43,4 @@ async def track_record_endpoint(request: Request, _: Authed, queries: QueriesDep
         report = await asyncio.to_thread(track_record, i.closes, i.signals, i.trader, i.investor, 30, i.intraday)
         body = report.model_dump(mode="json")
         caches.track_record.put(version, body)
-    return answer(request, encode(body), 300)
+    return body

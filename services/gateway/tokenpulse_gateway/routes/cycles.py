@@ -26,6 +26,7 @@ from tokenpulse_gateway.analytics.cycles import (
     CycleData,
     CycleInputError,
     CycleParams,
+    Halving,
     report,
 )
 from tokenpulse_gateway.bodies import JsonBodyRoute
@@ -117,14 +118,18 @@ async def cycles(
     history = await cycle_data(queries.analytics, caches.cycles)
     if not history.btc:
         raise ApiError(503, "no_history", "no BTC daily history loaded yet; retry after the backfill")
-    is_default = params == CycleParams()
-    if is_default and caches.cycles.default_answer is not None:
-        return caches.cycles.default_answer
     try:
+        if params == CycleParams():
+            return await default_answer(history, caches.cycles, halvings)
         result = await asyncio.to_thread(report, halvings, history, params)
     except CycleInputError as exc:
         raise ApiError(400, "invalid_parameters", str(exc)) from exc
-    body = result.model_dump(mode="json")
-    if is_default:
-        caches.cycles.default_answer = body
-    return body
+    return result.model_dump(mode="json")
+
+
+async def default_answer(history: CycleData, cache: CycleHistory, halvings: list[Halving]) -> dict[str, Any]:
+    """The answer for the default parameters, kept until the daily data changes (scenarios read it too)."""
+    if cache.default_answer is None:
+        result = await asyncio.to_thread(report, halvings, history, CycleParams())
+        cache.default_answer = result.model_dump(mode="json")
+    return cache.default_answer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -11,12 +11,11 @@ from tokenpulse_gateway import examples as ex
 from tokenpulse_gateway.analytics.levels import key_levels
 from tokenpulse_gateway.answers import Page, answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
-from tokenpulse_gateway.cursors import SymbolCursor, decode
-from tokenpulse_gateway.cursors import encode as encode_cursor
 from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 from tokenpulse_gateway.state import GatewayState, state_of
+from tokenpulse_gateway.token_list import MAX_Q, TokenQuery, page
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["tokens"])
 
@@ -29,30 +28,41 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def tokens_page(rows: list[dict[str, Any]], limit: int, cursor: str | None) -> dict[str, Any]:
-    if cursor:
-        after = decode(SymbolCursor, cursor).symbol
-        rows = [r for r in rows if r["symbol"] > after]
-    page = rows[:limit]
-    nxt = encode_cursor(SymbolCursor(symbol=page[-1]["symbol"])) if len(rows) > limit else None
-    return {"data": [public(r) for r in page], "next_cursor": nxt}
-
-
-@router.get("/v1/tokens", response_model=Page, responses=ex.responses("tokens", 200, 400, 401, 429))
+@router.get("/v1/tokens", response_model=Page, responses=ex.responses("tokens", 200, 400, 401, 422, 429))
 async def list_tokens(
     request: Request,
     _: Authed,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
+    sort: Annotated[
+        str,
+        Query(
+            max_length=20,
+            description="symbol (default), market_cap, volume_24h, change_24h, trader_grade or investor_grade; "
+            "a leading - for descending (e.g. -market_cap). Tokens without the value come last.",
+        ),
+    ] = "symbol",
+    q: Annotated[
+        str | None, Query(max_length=MAX_Q, description="Only tokens whose symbol or name contains this (any case).")
+    ] = None,
+    min_trader_grade: Annotated[
+        float | None, Query(ge=0, le=100, allow_inf_nan=False, description="Only tokens graded at least this.")
+    ] = None,
+    signal: Annotated[
+        Literal["bullish", "bearish"] | None, Query(description="Only tokens whose daily signal is this.")
+    ] = None,
 ) -> Response:
-    """Every tracked token: latest price, 24 h change and volume, grades and signal, answered from memory
-    (kept current from the event bus)."""
+    """Every tracked token (the universe): latest price, 24 h change and volume, market cap, grades and signal,
+    answered from memory (kept current from the event bus); sorted, filtered and paged (``next_cursor``)."""
+    query = TokenQuery.parse(sort, q, min_trader_grade, signal)
     state = state_of(request)
     await state.live.ensure()
-    enc = state.caches.tokens.get(state.live.version, limit, cursor)
+    live, cache_key = state.live, (query, cursor)
+    rows = live.token_list()
+    enc = state.caches.tokens.get(live.list_version, limit, cache_key)
     if enc is None:
-        enc = encode(tokens_page(state.live.rows(), limit, cursor))
-        state.caches.tokens.put(limit, cursor, enc)
+        enc = encode(page(rows, query, limit, cursor))
+        state.caches.tokens.put(limit, cache_key, enc)
     return answer(request, enc, 1)
 
 

@@ -12,7 +12,7 @@ const when = (iso) => (iso || "").replace("T", " ").slice(0, 19);
 const badge = (s) => s ? `<span class="badge ${esc(s.direction)}">${esc(s.direction)} ${s.strength != null ? s.strength.toFixed(2) : ""}</span>` : "—";
 const rows = (id, list) => { $(id).querySelector("tbody").innerHTML = list.map(r => `<tr>${r.map(c => `<td>${c}</td>`).join("")}</tr>`).join(""); };
 const secs = (iso) => Math.floor(Date.parse(iso) / 1000);
-const state = {key: null, tokens: new Map(), page: null, symbol: null, charts: [], priceSeries: null, stream: null};
+const state = {key: null, tokens: new Map(), page: null, symbol: null, charts: [], priceSeries: null, stream: null, streamQuery: ""};
 
 class HttpError extends Error { constructor(status, message) { super(message); this.status = status; } }
 
@@ -42,27 +42,79 @@ async function call(method, path, body) {
 const get = (path) => call("GET", path);
 
 // ------------------------------------------------------------------ tokens table
+// A page of the universe at a time, sorted and searched by the server (/v1/tokens): 50 rows in the DOM
+// whatever the universe holds, and the stream follows only the tokens on screen.
+const PAGE_ROWS = 50;
+const table = {sort: "-market_cap", q: "", signal: "", cursors: [null], index: 0, next: null, shown: []};
 function tokenRow(t) {
   return [`<a href="#/token/${esc(t.symbol)}">${esc(t.symbol)}</a> <span class="muted">${esc(t.name)}</span>`, money(t.price), pct(t.change_24h),
-    money(t.volume_24h), grade(t.trader_grade), grade(t.investor_grade), badge(t.signal), when(t.updated_at)];
+    money(t.volume_24h), money(t.market_cap), grade(t.trader_grade), grade(t.investor_grade), badge(t.signal), when(t.updated_at)];
 }
 function renderTokens() {
-  const list = [...state.tokens.values()];
+  const list = table.shown.map(s => state.tokens.get(s)).filter(Boolean);
   $("tokens").querySelector("tbody").innerHTML = list.map(t =>
     `<tr data-symbol="${esc(t.symbol)}">${tokenRow(t).map(c => `<td>${c}</td>`).join("")}</tr>`).join("");
-  const sel = $("alert-symbol");
-  if (!sel.options.length) sel.innerHTML = list.map(t => `<option>${esc(t.symbol)}</option>`).join("");
+  const first = table.index * PAGE_ROWS;
+  $("tokens-range").textContent = list.length ? `${first + 1}–${first + list.length}` : "no tokens match";
+  $("tokens-prev").disabled = table.index === 0;
+  $("tokens-next").disabled = !table.next;
+  const field = table.sort.replace(/^-/, "");
+  for (const th of document.querySelectorAll("#tokens th[data-sort]")) {
+    if (th.dataset.sort === field) th.setAttribute("aria-sort", table.sort.startsWith("-") ? "descending" : "ascending");
+    else th.removeAttribute("aria-sort");
+  }
+  document.body.dataset.rows = String(list.length);
 }
 async function loadTokens() {
-  const body = await get("/v1/tokens");
+  const params = new URLSearchParams({limit: String(PAGE_ROWS), sort: table.sort});
+  if (table.q) params.set("q", table.q);
+  if (table.signal) params.set("signal", table.signal);
+  if (table.cursors[table.index]) params.set("cursor", table.cursors[table.index]);
+  const body = await get(`/v1/tokens?${params}`);
+  table.next = body.next_cursor;
+  table.shown = body.data.map(t => t.symbol);
   for (const t of body.data) state.tokens.set(t.symbol, t);
   renderTokens();
+  followStream();
+}
+async function reloadTokens(reset) {
+  if (reset) { table.cursors = [null]; table.index = 0; }
+  document.body.dataset.ready = "false";
+  try { await loadTokens(); document.body.dataset.ready = "true"; }
+  catch (e) { $("status").innerHTML = `<span class="err">${esc(e.message)}</span>`; document.body.dataset.ready = "error"; }
+}
+function tableControls() {
+  let typing = null;
+  $("token-search").addEventListener("input", (ev) => {
+    clearTimeout(typing);  // one request once the typing pauses, not one per key
+    typing = setTimeout(() => { table.q = ev.target.value.trim(); reloadTokens(true); }, 250);
+  });
+  $("token-signal").addEventListener("change", (ev) => { table.signal = ev.target.value; reloadTokens(true); });
+  $("tokens-next").addEventListener("click", () => {
+    if (!table.next) return;
+    table.cursors[table.index + 1] = table.next; table.index += 1; reloadTokens(false);
+  });
+  $("tokens-prev").addEventListener("click", () => { if (table.index > 0) { table.index -= 1; reloadTokens(false); } });
+  for (const th of document.querySelectorAll("#tokens th[data-sort]")) {
+    th.addEventListener("click", () => {
+      const field = th.dataset.sort, current = table.sort.replace(/^-/, "");
+      // a new column starts with its largest values (symbols A to Z); a second click turns it round
+      table.sort = field === current ? (table.sort.startsWith("-") ? field : `-${field}`) : (field === "symbol" ? field : `-${field}`);
+      reloadTokens(true);
+    });
+  }
 }
 function patchToken(symbol) {
   const t = state.tokens.get(symbol), tr = document.querySelector(`#tokens tr[data-symbol="${CSS.escape(symbol)}"]`);
   if (!t || !tr) return;
   tr.innerHTML = tokenRow(t).map(c => `<td>${c}</td>`).join("");
   tr.classList.remove("flash"); void tr.offsetWidth; tr.classList.add("flash");
+}
+async function fillAlertSymbols() {
+  const sel = $("alert-symbol");
+  if (sel.options.length) return;
+  const body = await get("/v1/tokens?limit=1000&sort=symbol");
+  sel.innerHTML = body.data.map(t => `<option>${esc(t.symbol)}</option>`).join("");
 }
 
 // ------------------------------------------------------------------ token page
@@ -185,6 +237,7 @@ async function showCycles() {
 // ------------------------------------------------------------------ alerts
 const describe = (c) => c.kind === "price_above" ? `price > ${money(c.value)}` : c.kind === "price_below" ? `price < ${money(c.value)}` : esc(c.kind);
 async function showAlerts() {
+  await fillAlertSymbols();
   try {
     const list = (await get("/v1/alerts")).data || [];
     rows("alerts", list.map(a => [esc(a.symbol), describe(a.condition || {}), esc((a.channels || []).map(c => c.type).join(", ") || "—"),
@@ -220,14 +273,24 @@ async function createAlert(form) {
 }
 
 // ------------------------------------------------------------------ live stream
+function streamQuery() {
+  // the tokens on screen only: a universe of 1,000 would otherwise send every price of every token here
+  if (state.page === "token" && state.symbol) return `&symbols=${encodeURIComponent(state.symbol)}`;
+  if (state.page === "tokens") return table.shown.length ? `&symbols=${encodeURIComponent(table.shown.join(","))}` : "&types=alert";
+  return "&types=alert";
+}
+function followStream() {
+  if (state.stream && state.streamQuery !== streamQuery()) { state.stream.close(); state.stream = null; connectStream(); }
+}
 function connectStream() {
-  const es = new EventSource(`/v1/stream?api_key=${encodeURIComponent(state.key)}`);  // EventSource cannot send headers
+  state.streamQuery = streamQuery();
+  const es = new EventSource(`/v1/stream?api_key=${encodeURIComponent(state.key)}${state.streamQuery}`);  // EventSource cannot send headers
   state.stream = es;
   es.onopen = () => { $("live").textContent = "● live"; $("live").className = "up"; };
   es.onerror = () => {
     $("live").textContent = "reconnecting…"; $("live").className = "muted";
     // an answer that is not a stream (429: the key's streams are all open in other tabs) ends an EventSource
-    if (es.readyState === EventSource.CLOSED && state.stream === es) setTimeout(connectStream, 10000);
+    if (es.readyState === EventSource.CLOSED && state.stream === es) setTimeout(() => state.stream === es && connectStream(), 10000);
   };
   es.addEventListener("price", (m) => {
     const d = JSON.parse(m.data), t = state.tokens.get(d.symbol);
@@ -251,17 +314,23 @@ function connectStream() {
 // ------------------------------------------------------------------ routing
 async function route() {
   const hash = location.hash || "#/";
-  const m = hash.match(/^#\/token\/([A-Za-z0-9]+)/);
-  const page = m ? "token" : hash.startsWith("#/cycles") ? "cycles" : hash.startsWith("#/alerts") ? "alerts" : "tokens";
-  state.page = page; state.symbol = m ? m[1].toUpperCase() : null;
+  if (hash.startsWith("#method-")) return;  // a report's link to its methods: the browser scrolls there
+  const m = hash.match(/^#\/(token|report)\/([A-Za-z0-9]+)/);
+  const named = ["cycles", "alerts", "market", "indices"].find(p => hash.startsWith(`#/${p}`));
+  const page = m ? m[1] : named || "tokens";
+  state.page = page; state.symbol = m ? m[2].toUpperCase() : null;
   document.body.dataset.ready = "false"; document.body.dataset.page = page;
   for (const el of document.querySelectorAll(".page")) el.classList.toggle("hidden", el.id !== `page-${page}`);
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.nav === page || (page === "token" && a.dataset.nav === "tokens"));
   try {
-    if (page === "token") await showToken(state.symbol);
+    if (page === "token") { await showToken(state.symbol); await showTokenAnalytics(state.symbol); }
+    else if (page === "report") await showReport(state.symbol);
+    else if (page === "market") await showMarket();
+    else if (page === "indices") await showIndices();
     else if (page === "cycles") await showCycles();
     else if (page === "alerts") await showAlerts();
     else await loadTokens();
+    followStream();
     $("status").textContent = `updated ${new Date().toISOString().slice(0, 19).replace("T", " ")} UTC`;
     document.body.dataset.ready = "true";
   } catch (e) {
@@ -285,7 +354,9 @@ async function route() {
     await showAlerts();
   });
   $("token-interval").addEventListener("change", () => state.symbol && route());
+  $("scenario-form").addEventListener("submit", (ev) => { ev.preventDefault(); showScenarios(state.symbol, ev.target.price.value).catch(() => {}); });
+  tableControls();
   window.addEventListener("hashchange", route);
-  connectStream();
   await route();
+  connectStream();  // after the first route: it subscribes to what that page shows
 })();

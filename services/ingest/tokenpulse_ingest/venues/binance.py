@@ -23,20 +23,23 @@ from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 
 class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
-    e: str = ""
-    s: str = ""
-    a: int | None = None  # aggTrade id
+    """A trade's fields, all required: a frame without one is refused by the decoder (``missing_field``),
+    never completed with a default (a lost ``T`` once made a tick dated 1970-01-01)."""
+
+    e: str
+    s: str
+    p: float  # quoted decimals, read as floats by msgspec (strict=False)
+    q: float
+    T: int  # trade time, epoch ms
+    m: bool  # buyer is the maker: the taker sold
+    a: int | None = None  # aggTrade id; which id is required depends on `e`, checked in parse
     t: int | None = None  # trade id
-    p: float = 0.0  # quoted decimals, read as floats by msgspec (strict=False)
-    q: float = 0.0
-    T: int = 0
-    m: bool = False
 
 
 class _Frame(msgspec.Struct, gc=False):  # only what parse reads: msgspec skips the other keys
@@ -47,6 +50,7 @@ class _Frame(msgspec.Struct, gc=False):  # only what parse reads: msgspec skips 
 
 
 _BUY, _SELL = Side.BUY, Side.SELL
+_MAX_MS = 253_402_300_800_000  # 10000-01-01 in epoch ms: beyond it datetime cannot hold the time
 _DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
@@ -66,12 +70,7 @@ class BinanceConnector(Connector):
         return []  # in the URL
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            frame = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        frame = decode_frame(_DECODE, raw)
         data = frame.data
         if data is None:
             if frame.code is not None or frame.msg is not None:
@@ -90,7 +89,9 @@ class BinanceConnector(Connector):
         if maker is None:
             raise BadMessage("unknown_symbol", data.s[:32])
         if ident is None:
-            raise BadMessage("no_trade_id")
+            raise BadMessage("missing_field", "trade id")
+        if not 0 < data.T < _MAX_MS:
+            raise BadMessage("bad_time", str(data.T))
         ts = self._ms_to_utc(data.T)
         tick = maker.make(ts, data.p, data.q, _SELL if data.m else _BUY, str(ident), self.produced_at())
         # trade-id bookkeeping; the common case (the next id of a pair in step) without the call
@@ -123,18 +124,19 @@ class BinanceCandles(CandleApi):
             rows = await self.client.get("/api/v3/klines", query, weight=self.weight)
             if not isinstance(rows, list):
                 raise RestError(f"binance klines: unexpected answer {str(rows)[:200]}")
-            page = [
-                Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), self.name, int(r[8]))
-                for r in rows
-                if int(r[0]) < end_ms
-            ]
+            page = [bar for bar in self.bars(rows, self._bar) if bar.ts_ms < end_ms]
             out.extend(page)
             if on_page:
                 on_page(len(page))
-            if len(rows) < self.page_limit or not page:
+            if len(rows) < self.page_limit or not page:  # a full page of refused rows ends the paging too
                 break
             cursor = page[-1].ts_ms + interval.millis
         return out
+
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 9)  # [open_ms, o, h, l, c, v, close_ms, quote_volume, trades, ...]
+        prices = number(r[1]), number(r[2]), number(r[3]), number(r[4])
+        return Bar(integer(r[0]), *prices, number(r[5]), self.name, integer(r[8]))
 
 
 def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
@@ -146,8 +148,21 @@ def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None
     )  # fmt: skip
 
 
+LISTING_QUOTES = ("USDT", "USDC", "FDUSD", "USD")
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /api/v3/exchangeInfo`` (weight 20): the spot pairs whose ``status`` is ``TRADING`` now."""
+    info = await client.get("/api/v3/exchangeInfo", weight=20)
+    rows = info.get("symbols", []) if isinstance(info, dict) else []
+    trading = (r for r in rows if isinstance(r, dict) and r.get("status") == "TRADING")
+    return by_base(
+        ((str(r.get("baseAsset")), str(r.get("quoteAsset")), str(r.get("symbol"))) for r in trading), LISTING_QUOTES
+    )
+
+
 VENUE = Venue(
     "binance", connector=BinanceConnector, candles=BinanceCandles, rest_client=rest_client,
-    section=lambda s: s.binance,
+    section=lambda s: s.binance, listings=listings,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -33,9 +33,9 @@ from tokenpulse_shared.settings import CoinbaseSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, utc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -43,6 +43,8 @@ OUT_OF_ORDER = Counter(
 
 
 class _Msg(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
+    """Every type's fields in one struct, so optional here; a trade's required ones are checked in ``_trade``."""
+
     type: str = ""
     product_id: str = ""
     trade_id: int | None = None
@@ -83,12 +85,7 @@ class CoinbaseConnector(Connector):
         ]
 
     def parse(self, raw: str | bytes) -> list[TickEvent]:
-        try:
-            m = _DECODE(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        m = decode_frame(_DECODE, raw)
         kind = m.type
         if kind in ("match", "last_match", "ticker"):
             return self._trade(m, kind)
@@ -117,26 +114,29 @@ class CoinbaseConnector(Connector):
         maker = self.makers.get(m.product_id)
         if maker is None:
             raise BadMessage("unknown_symbol", m.product_id[:32])
-        if m.trade_id is None or m.price is None or m.time is None:
-            raise BadMessage(f"incomplete_{kind}")
         size = m.last_size if kind == "ticker" else m.size
-        side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side, Side.UNKNOWN)
+        side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side)
+        if m.trade_id is None or m.price is None or m.time is None or size is None or not m.side:
+            raise BadMessage("missing_field", f"{kind} without {_missing(m, size)}")
+        if side is None:
+            raise BadMessage("bad_side", m.side[:16])
         ts = utc(m.time)
-        tick = maker.make(ts, m.price, size or 0.0, side, str(m.trade_id), self.produced_at())
+        tick = maker.make(ts, m.price, size, side, str(m.trade_id), self.produced_at())
         self._order(m)
         self.trade_seen(maker.symbol, m.trade_id, ts)
         return [tick]
+
+
+def _missing(m: _Msg, size: float | None) -> str:
+    parts = {"trade_id": m.trade_id, "price": m.price, "time": m.time, "size": size, "side": m.side or None}
+    return ", ".join(name for name, value in parts.items() if value is None)
 
 
 class CoinbaseCandles(CandleApi):
     name = "coinbase"
     quote = "USD"
     native: ClassVar[dict[Interval, Any]] = {
-        Interval.M1: 60,
-        Interval.M5: 300,
-        Interval.M15: 900,
-        Interval.H1: 3600,
-        Interval.D1: 86400,
+        i: i.seconds for i in (Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.D1)
     }
     page_limit = 300
 
@@ -158,16 +158,17 @@ class CoinbaseCandles(CandleApi):
             )
             if not isinstance(rows, list):
                 raise RestError(f"coinbase candles: unexpected answer {str(rows)[:200]}")
-            page = [
-                Bar(int(r[0]) * 1000, float(r[3]), float(r[2]), float(r[1]), float(r[4]), float(r[5]), self.name)
-                for r in rows
-                if cursor <= int(r[0]) * 1000 < stop
-            ]
+            page = [bar for bar in self.bars(rows, self._bar) if cursor <= bar.ts_ms < stop]
             out.extend(page)
             if on_page:
                 on_page(len(page))
             cursor = stop
         return out
+
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 6)  # [time_s, low, high, open, close, volume]
+        open_, high, low, close = number(r[3]), number(r[2]), number(r[1]), number(r[4])
+        return Bar(integer(r[0]) * 1000, open_, high, low, close, number(r[5]), self.name)
 
 
 def _iso(ms: int) -> str:
@@ -178,8 +179,23 @@ def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | Non
     return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
 
 
+LISTING_QUOTES = ("USD", "USDT", "USDC")
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /products``: the products ``online`` and not ``trading_disabled``."""
+    rows = await client.get("/products")
+    online = (
+        r for r in (rows if isinstance(rows, list) else [])
+        if isinstance(r, dict) and r.get("status") == "online" and not r.get("trading_disabled")
+    )  # fmt: skip
+    return by_base(
+        ((str(r.get("base_currency")), str(r.get("quote_currency")), str(r.get("id"))) for r in online), LISTING_QUOTES
+    )
+
+
 VENUE = Venue(
-    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client,
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client, listings=listings,
     section=lambda s: s.coinbase,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

@@ -4,7 +4,8 @@ A connector owns one WebSocket connection to one exchange for a list of
 :class:`Pair` s. :meth:`Connector.run` connects, subscribes, reads, and on any
 failure (refused, reset, closed, or *stalled*: nothing at all received for
 ``stall_s`` seconds, heartbeats included) reconnects with jittered exponential
-backoff and subscribes again. Protocol pings are the ``websockets`` library's.
+backoff and subscribes again. Protocol pings are the ``websockets`` library's; a venue
+that wants an application-level ping as well (OKX, Bybit) names it in ``keepalive``.
 
 Each received frame goes through the exchange's :meth:`Connector.parse` into
 :class:`TickEvent` s. A frame that cannot be understood raises
@@ -18,8 +19,8 @@ Frames and ticks are counted per connector and added to ``tokenpulse_feed_messag
 on a frame a second after the last flush, on disconnect, and from the ingest service's 1 s clock),
 not per frame.
 
-Gaps: a trade id that skips ahead (ids are consecutive per pair on all three
-exchanges), an exchange heartbeat announcing a trade we never received, and
+Gaps: a trade id that skips ahead (on the venues whose ids are consecutive per
+pair; each venue module says whether it does), an exchange heartbeat announcing a trade we never received, and
 every reconnect call the ``on_gap(exchange, symbol, since, until)`` hook, which
 the REST backfiller plugs into. Gap hooks run as background tasks, so a slow
 backfill never holds up the live stream. After a reconnect (its gap already
@@ -39,8 +40,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from prometheus_client import Counter, Gauge
 from tokenpulse_shared.events import Side, TickEvent, trusted
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
@@ -71,6 +73,25 @@ class BadMessage(Exception):
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+
+
+def shape_error(message: str) -> BadMessage:
+    """A decoder's refusal as a bad message: ``missing_field`` when a required field is absent (a trade is
+    never completed with a default), ``unexpected_shape`` for any other type or shape mismatch."""
+    kind = "missing_field" if "missing required field" in message else "unexpected_shape"
+    return BadMessage(kind, message)
+
+
+def epoch_seconds(value: object) -> float:
+    """A trade time given in epoch seconds (number or decimal string); zero, negative, non-finite or
+    unreadable is a bad message, never a tick dated 1970."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadMessage("bad_time", repr(value)[:40]) from None
+    if not 0 < seconds < _MAX_EPOCH_S:  # also false for NaN
+        raise BadMessage("bad_time", repr(value)[:40])
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -145,8 +166,31 @@ class Health:
 # to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
 _FIELDS = set(TickEvent.model_fields)
 _INF = float("inf")
+_MAX_EPOCH_S = 253_402_300_800.0  # 10000-01-01: beyond it datetime cannot hold the time
 _time = time.time
 _fromtimestamp = datetime.fromtimestamp
+F = TypeVar("F")
+
+
+def decode_frame(decode: Callable[[str | bytes], F], raw: str | bytes) -> F:
+    """A frame through a venue's msgspec decoder; what it refuses becomes a BadMessage saying why."""
+    try:
+        return decode(raw)
+    except msgspec.ValidationError as exc:
+        raise shape_error(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadMessage("not_json", str(exc)) from None
+
+
+def _check_trade(price: float, size: float, trade_id: str) -> None:
+    """What a trade cannot be: a price or size not finite and > 0 (a size of zero means a field was lost, not a
+    trade of nothing), a long trade id."""
+    if not 0 < price < _INF:  # also false for NaN
+        raise BadMessage("bad_price", repr(price))
+    if not 0 < size < _INF:
+        raise BadMessage("bad_size", repr(size))
+    if len(trade_id) > 100:
+        raise BadMessage("bad_trade_id", trade_id[:40])
 
 
 def make_tick(
@@ -162,18 +206,14 @@ def make_tick(
 ) -> TickEvent:
     """A TickEvent from already-checked parts, without pydantic's per-field validation (the hot path).
 
-    Guaranteed here what the model would check: price finite and > 0, size finite and >= 0, a
+    Guaranteed here what the model would check, and stricter on size: price finite and > 0, size finite
+    and > 0 (a trade of nothing is a parser's invention, never an exchange's), a
     timezone-aware UTC ``ts``, a bounded trade id. ``symbol`` and ``quote`` come from the pair
     configuration, validated once when the connector is built. ``event_id`` is derived from the
     trade (source, symbol, trade id), so a trade published twice is the same event downstream.
     tests/unit/test_exchange_parsers.py checks that every tick made here re-validates unchanged.
     """
-    if not 0 < price < _INF:  # also false for NaN
-        raise BadMessage("bad_price", repr(price))
-    if not 0 <= size < _INF:
-        raise BadMessage("bad_size", repr(size))
-    if len(trade_id) > 100:
-        raise BadMessage("bad_trade_id", trade_id[:40])
+    _check_trade(price, size, trade_id)
     return trusted(
         TickEvent,
         {
@@ -198,7 +238,7 @@ class TickMaker:
 
     Checked once here by pydantic (a ``ValueError`` for a bad symbol, source or quote): symbol,
     source, quote. Checked per tick in :meth:`make`, as :func:`make_tick` does: price finite and
-    > 0, size finite and >= 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
+    > 0, size finite and > 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
     fields are a copy of the pair's prototype dict with the trade's parts set (cheaper than
     building the dict), the ``event_id`` the prefix ``source-symbol-`` plus the trade id.
     """
@@ -227,12 +267,7 @@ class TickMaker:
     def make(
         self, ts: datetime, price: float, size: float, side: Side, trade_id: str, produced_at: datetime
     ) -> TickEvent:
-        if not 0 < price < _INF:  # also false for NaN
-            raise BadMessage("bad_price", repr(price))
-        if not 0 <= size < _INF:
-            raise BadMessage("bad_size", repr(size))
-        if len(trade_id) > 100:
-            raise BadMessage("bad_trade_id", trade_id[:40])
+        _check_trade(price, size, trade_id)
         fields = self._proto.copy()
         fields["event_id"] = self._prefix + trade_id
         fields["produced_at"] = produced_at
@@ -304,6 +339,8 @@ class Connector(ABC):
     """One exchange's WebSocket stream: connect, subscribe, read, normalise, reconnect."""
 
     name: str = "exchange"
+    # (every seconds, text frame): an application-level ping for venues that close a connection without one
+    keepalive: tuple[float, str] | None = None
 
     def __init__(
         self,
@@ -343,6 +380,7 @@ class Connector(ABC):
         self._pending_gaps: list[tuple[str, datetime, datetime]] = []
         self._gap_tasks: set[asyncio.Task[None]] = set()
         self._disconnected_at: datetime | None = None
+        self._next_ping = 0.0
         self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
         self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
@@ -371,15 +409,17 @@ class Connector(ABC):
         """Normalise one frame: trades → ticks, control frames → []; ``BadMessage`` for what is not understood."""
 
     # ------------------------------------------------------------------ shared bookkeeping
-    def trade_seen(self, symbol: str, trade_id: int, ts: datetime) -> None:
-        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times."""
+    def trade_seen(self, symbol: str, trade_id: int, ts: datetime, count: int = 1) -> None:
+        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times.
+
+        ``count`` > 1: the frame aggregates that many trades, ``trade_id`` being the last of them (OKX)."""
         last = self._last_id.get(symbol)
         if last is not None and symbol in self._resync and trade_id <= last and ts <= self._last_ts.get(symbol, ts):
             return  # a reconnect's replay of trades we had: the first newer trade is the new baseline
         if last is None or symbol in self._resync:
             self._resync.discard(symbol)
             self._last_id[symbol] = trade_id
-        elif trade_id > last + 1:
+        elif trade_id - count + 1 > last + 1:
             since = self._last_ts.get(symbol, ts)
             self._gap(symbol, since, ts, "trade_id")
             self._last_id[symbol] = trade_id
@@ -444,6 +484,10 @@ class Connector(ABC):
             ticks = []
         if self._pending_gaps:
             self._flush_gaps()
+        return await self.deliver(ticks)
+
+    async def deliver(self, ticks: list[TickEvent]) -> int:
+        """Drop the ticks seen before, publish the rest; returns how many were published."""
         if not ticks:
             return 0
         fresh = []
@@ -504,10 +548,8 @@ class Connector(ABC):
                     self._on_connected()
                     got_data = False
                     while True:
-                        try:
-                            async with asyncio.timeout(self.stall_s):
-                                raw = await ws.recv()
-                        except TimeoutError:
+                        raw = await self._recv(ws)
+                        if raw is None:
                             reason = "stall"
                             self.health.stalls += 1
                             log.warning("%s: nothing received for %.0fs: reconnecting", self.name, self.stall_s)
@@ -542,10 +584,34 @@ class Connector(ABC):
             )
             await asyncio.sleep(delay)
 
+    async def _recv(self, ws: Any) -> str | bytes | None:
+        """The next frame, or None once nothing at all came for ``stall_s``; sends the venue's keepalive meanwhile."""
+        if self.keepalive is None:
+            try:
+                async with asyncio.timeout(self.stall_s):
+                    return await ws.recv()  # type: ignore[no-any-return]
+            except TimeoutError:
+                return None
+        every, frame = min(self.keepalive[0], self.stall_s / 2), self.keepalive[1]  # answered well before a stall
+        while True:
+            now = time.monotonic()
+            if now >= self._next_ping:
+                await ws.send(frame)
+                self._next_ping = now + every
+            quiet = now - (self.health.last_message or now)
+            if quiet >= self.stall_s:
+                return None
+            try:
+                async with asyncio.timeout(min(self.stall_s - quiet, self._next_ping - now)):
+                    return await ws.recv()  # type: ignore[no-any-return]
+            except TimeoutError:
+                continue
+
     def _on_connected(self) -> None:
         self.health.connected = True
         self.health.connects += 1
         self.health.last_message = time.monotonic()
+        self._next_ping = self.health.last_message + (min(self.keepalive[0], self.stall_s / 2) if self.keepalive else 0)
         CONNECTED.labels(self.name).set(1)
         set_connector_health(self.name, True)
         self.connected.set()

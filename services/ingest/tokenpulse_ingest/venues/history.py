@@ -4,11 +4,17 @@ A venue module subclasses :class:`CandleApi` with its endpoint (``_fetch_native`
 intervals and its page size; :meth:`CandleApi.fetch` returns the closed bars whose open time is in
 ``[start_ms, end_ms)``, sorted, without duplicates whatever the pages overlap, and rolls up the
 intervals the venue lacks from a finer one it has.
+
+Each answer row goes through the venue's row parser (:meth:`CandleApi.bars`): a row missing a field, or
+holding ``null``, a boolean or an unreadable text where a number belongs, is refused and counted in
+``bad_rows`` (the backfill reports it as rejected), never completed with a default. Values the row does
+hold (a zero or negative price, a high below the low) are judged by the candle validation after it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from tokenpulse_shared.events import Interval
@@ -16,7 +22,41 @@ from tokenpulse_shared.events import Interval
 from tokenpulse_ingest.bundle import Bar, rollup
 from tokenpulse_ingest.rest.client import RestClient
 
+log = logging.getLogger(__name__)
+
 PageHook = Callable[[int], None]  # called with the number of bars each page added
+RowParser = Callable[[Any], Bar]
+
+
+class BadRow(ValueError):
+    """An answer row the venue's parser cannot turn into a bar without guessing."""
+
+
+def number(value: object) -> float:
+    """A JSON number or a decimal text as a float; anything else (null, a boolean, a list) is a :class:`BadRow`."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise BadRow(f"not a number: {value!r}"[:80])
+    try:
+        return float(value)
+    except ValueError:
+        raise BadRow(f"not a number: {value!r}"[:80]) from None
+
+
+def integer(value: object) -> int:
+    """A JSON integer or an integer text; anything else (null, a boolean, a fraction) is a :class:`BadRow`."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise BadRow(f"not an integer: {value!r}"[:80])
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRow(f"not an integer: {value!r}"[:80]) from None
+
+
+def fields(row: object, count: int) -> Sequence[Any]:
+    """The row as a list of at least ``count`` fields, else a :class:`BadRow`."""
+    if not isinstance(row, list) or len(row) < count:
+        raise BadRow(f"expected {count} fields: {row!r}"[:80])
+    return row
 
 
 class CandleApi:
@@ -30,6 +70,18 @@ class CandleApi:
     def __init__(self, client: RestClient, pair_of: Callable[[str], str]) -> None:
         self.client = client
         self.pair_of = pair_of  # symbol -> the venue's pair (its default, or TOKENPULSE_FEED_PAIRS' override)
+        self.bad_rows = 0  # answer rows refused by the row parser, since this endpoint was made
+
+    def bars(self, rows: list[Any], parse: RowParser) -> list[Bar]:
+        """The rows the parser accepts, as bars; each refused row is counted in ``bad_rows`` and logged."""
+        out = []
+        for row in rows:
+            try:
+                out.append(parse(row))
+            except BadRow as exc:
+                self.bad_rows += 1
+                log.warning("%s: refusing a candle row it cannot read without guessing: %s", self.name, exc)
+        return out
 
     def pair(self, symbol: str) -> str:
         """The pair as the REST endpoint names it (a venue whose REST names differ from its stream's overrides this)."""

@@ -33,27 +33,37 @@ from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, Pair, utc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.connector import (
+    BadMessage,
+    Connector,
+    Pair,
+    decode_frame,
+    epoch_seconds,
+    shape_error,
+    utc,
+)
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
-    symbol: str = ""
-    side: str = ""
-    price: float = 0.0
-    qty: float = 0.0
-    trade_id: int | None = None
-    timestamp: datetime | None = None  # RFC 3339, decoded by msgspec
+    """A v2 trade, every field required: a trade missing one is refused (``missing_field``), never defaulted."""
+
+    symbol: str
+    side: str
+    price: float
+    qty: float
+    trade_id: int
+    timestamp: datetime  # RFC 3339, decoded by msgspec
 
 
 class _V2(msgspec.Struct, gc=False):
     channel: str = ""
     type: str = ""
-    data: list[_Trade] | None = None
+    data: msgspec.Raw = msgspec.Raw()  # decoded as trades only on the trade channel (status frames carry other objects)
     method: str | None = None
     success: bool | None = None
     error: str | None = None
@@ -68,11 +78,11 @@ class _V1Event(msgspec.Struct, gc=False):
 
 
 _DECODE_V2 = msgspec.json.Decoder(_V2).decode
+_DECODE_TRADES = msgspec.json.Decoder(list[_Trade]).decode
 _DECODE_V1_EVENT = msgspec.json.Decoder(_V1Event).decode
 _DECODE_ANY = msgspec.json.Decoder().decode
 # heartbeats are most of a quiet connection's frames (about one a second per connection), always these bytes
 _HEARTBEATS = ('{"event":"heartbeat"}', '{"channel":"heartbeat"}', b'{"event":"heartbeat"}', b'{"channel":"heartbeat"}')
-_BUY, _SELL, _UNKNOWN = Side.BUY, Side.SELL, Side.UNKNOWN
 _fromtimestamp = datetime.fromtimestamp
 
 
@@ -108,12 +118,7 @@ class KrakenConnector(Connector):
             return self._v1_trades(raw)
         if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
             return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
-        try:
-            m = _DECODE_V2(raw)
-        except msgspec.ValidationError as exc:
-            raise BadMessage("unexpected_shape", str(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise BadMessage("not_json", str(exc)) from None
+        m = decode_frame(_DECODE_V2, raw)
         if m.channel == "trade":
             return self._v2_trades(m)
         if m.channel in ("heartbeat", "status"):
@@ -128,16 +133,19 @@ class KrakenConnector(Connector):
         out = []
         now = self.produced_at()
         makers = self.makers
-        for t in m.data or []:
+        try:
+            trades = _DECODE_TRADES(m.data) if m.data else []
+        except msgspec.ValidationError as exc:
+            raise shape_error(str(exc)) from None
+        for t in trades:
             maker = makers.get(t.symbol)
             if maker is None:
                 raise BadMessage("unknown_symbol", t.symbol[:32])
-            if t.trade_id is None:
-                raise BadMessage("no_trade_id")
-            if t.timestamp is None:
-                raise BadMessage("no_time")
+            side = _SIDES.get(t.side)
+            if side is None:
+                raise BadMessage("bad_side", t.side[:16])
             ts = utc(t.timestamp)
-            out.append(maker.make(ts, t.price, t.qty, _SIDES.get(t.side, _UNKNOWN), str(t.trade_id), now))
+            out.append(maker.make(ts, t.price, t.qty, side, str(t.trade_id), now))
             self.trade_seen(maker.symbol, t.trade_id, ts)
         return out
 
@@ -173,14 +181,29 @@ class KrakenConnector(Connector):
         now = self.produced_at()
         make = maker.make
         for row in m[1]:
-            price, volume, when, side = row[0], row[1], row[2], row[3]
-            ts = _fromtimestamp(float(when), UTC)
-            ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
-            trade_id = str(ident) if ident is not None else f"{when}-{price}-{volume}"
-            out.append(make(ts, float(price), float(volume), _SIDES.get(side, _UNKNOWN), trade_id, now))
+            price, volume, when, side, ident = _v1_row(row)
+            ts = _fromtimestamp(when, UTC)
+            trade_id = str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}"
+            out.append(make(ts, price, volume, side, trade_id, now))
             if ident is not None:
                 self.trade_seen(maker.symbol, ident, ts)
         return out
+
+
+def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
+    """(price, volume, epoch seconds, side, trade id or None) of a v1 trade row ``[price, volume, time, side,
+    ...]``; a row missing one of the four or holding an unreadable one is a bad message, never defaulted."""
+    if not isinstance(row, list) or len(row) < 4:
+        raise BadMessage("missing_field", f"v1 trade row {str(row)[:60]}")
+    try:
+        price, volume = float(row[0]), float(row[1])
+    except (TypeError, ValueError):
+        raise BadMessage("unexpected_shape", f"v1 price or volume {str(row[:2])[:60]}") from None
+    side = _SIDES.get(row[3]) if isinstance(row[3], str) else None
+    if side is None:
+        raise BadMessage("bad_side", str(row[3])[:16])
+    ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
+    return price, volume, epoch_seconds(row[2]), side, ident
 
 
 def _check(body: Any) -> None:
@@ -222,20 +245,7 @@ class KrakenCandles(CandleApi):
             rows: list[Any] = next((v for k, v in result.items() if k != "last"), [])
             last = int(result.get("last") or 0)
             closed = rows[:-1]  # the last row is the candle still open
-            page = [
-                Bar(
-                    int(r[0]) * 1000,
-                    float(r[1]),
-                    float(r[2]),
-                    float(r[3]),
-                    float(r[4]),
-                    float(r[6]),
-                    self.name,
-                    int(r[7]),
-                )
-                for r in closed
-                if start_ms <= int(r[0]) * 1000 < end_ms
-            ]
+            page = [bar for bar in self.bars(closed, self._bar) if start_ms <= bar.ts_ms < end_ms]
             out.extend(page)
             if on_page:
                 on_page(len(page))
@@ -244,6 +254,11 @@ class KrakenCandles(CandleApi):
             since_s = last
         return out
 
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 8)  # [time_s, o, h, l, c, vwap, volume, count]
+        prices = number(r[1]), number(r[2]), number(r[3]), number(r[4])
+        return Bar(integer(r[0]) * 1000, *prices, number(r[6]), self.name, integer(r[7]))
+
 
 def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
     """Requests per second; rate-limit refusals come as HTTP 200 with an error list (``_check``)."""
@@ -251,8 +266,32 @@ def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None)
     return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
+LISTING_QUOTES = ("USD", "USDT", "USDC")
+_OURS = {v1: ours for ours, v1 in V1_ALIASES.items()}
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /0/public/AssetPairs``: the pairs ``online`` (no status: online), by their WebSocket name, with
+    Kraken's XBT/XDG read as BTC/DOGE (the v2 names the feed uses)."""
+    body = await client.get("/0/public/AssetPairs")
+    pairs = body.get("result", {}) if isinstance(body, dict) else {}
+    rows = []
+    for info in pairs.values() if isinstance(pairs, dict) else []:
+        wsname = info.get("wsname") if isinstance(info, dict) else None
+        if not isinstance(wsname, str) or "/" not in wsname or info.get("status", "online") != "online":
+            continue
+        base, quote = (_OURS.get(part, part) for part in wsname.split("/", 1))
+        rows.append((base, quote, f"{base}/{quote}"))
+    return by_base(rows, LISTING_QUOTES)
+
+
 VENUE = Venue(
-    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client,
+    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client, listings=listings,
     section=lambda s: s.kraken,
-    pairs=PairNaming("{symbol}/USD", r"^[A-Z0-9]+/([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+    pairs=PairNaming(
+        "{symbol}/USD",
+        r"^[A-Z0-9]+/([A-Z0-9]+)$",
+        not_listed=frozenset({"BNB"}),
+        aliases=tuple((v1, ours) for ours, v1 in V1_ALIASES.items()),
+    ),
 )  # fmt: skip

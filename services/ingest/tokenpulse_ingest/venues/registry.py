@@ -1,30 +1,48 @@
 """The venues Tokenpulse speaks, by name: adding one is a module of its own plus one line here.
 
 ``build_connectors(settings, sink, on_gap)`` makes one live connector per configured venue
-(``TOKENPULSE_FEED_EXCHANGES``) for the tracked tokens (``TOKENPULSE_SYMBOLS``), with the pairs
-given by :func:`pairs_for` (each venue's defaults, overridden by ``TOKENPULSE_FEED_PAIRS``); the
+(``TOKENPULSE_FEED_EXCHANGES``) for the tracked tokens (the universe), with the pairs
+given by :func:`pairs_for` (the universe's, else each venue's defaults, overridden by ``TOKENPULSE_FEED_PAIRS``); the
 REST backfill takes a venue's candle endpoint from :func:`venue`.
 """
 
 from __future__ import annotations
 
-from tokenpulse_shared.settings import Settings
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
 
-from tokenpulse_ingest.venues import binance, coinbase, kraken
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.universe import Token, configured
+
+from tokenpulse_ingest.venues import binance, bybit, ccxt_venue, coinbase, coinbase_advanced, kraken, okx
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
-from tokenpulse_ingest.venues.spec import AnyVenue, feed_pair_overrides
+from tokenpulse_ingest.venues.spec import AnyVenue, Listings, feed_pair_overrides
+
+log = logging.getLogger(__name__)
 
 VENUES: dict[str, AnyVenue] = {
     binance.VENUE.name: binance.VENUE,
     coinbase.VENUE.name: coinbase.VENUE,
     kraken.VENUE.name: kraken.VENUE,
+    okx.VENUE.name: okx.VENUE,
+    bybit.VENUE.name: bybit.VENUE,
+    coinbase_advanced.VENUE.name: coinbase_advanced.VENUE,
 }
 
 
+def _no_options(settings: Settings) -> dict[str, Any]:
+    return {}
+
+
 def venue(name: str) -> AnyVenue:
+    """A native venue by name, or ``ccxt:<id>``: any exchange ccxt knows."""
+    if name.startswith(ccxt_venue.PREFIX):
+        return ccxt_venue.venue_for(name)
     found = VENUES.get(name)
     if found is None:
-        raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(VENUES)}")
+        raise ValueError(f"unknown exchange {name!r}; choose one of {', '.join(VENUES)} or ccxt:<id>")
     return found
 
 
@@ -37,19 +55,40 @@ def quote_of(name: str, pair: str) -> str:
     return quote
 
 
-def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
-    """Per configured venue, the pairs to subscribe to: defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
+def universe_pairs(spec: AnyVenue, tokens: Sequence[Token]) -> dict[str, str]:
+    """A venue's pair of each token: the universe's where it names one (none where it says "not listed"),
+    the venue's default naming where it says nothing about the venue."""
+    pairs: dict[str, str] = {}
+    for token in tokens:
+        if spec.name in token.pairs:
+            listed = token.pairs[spec.name]
+            if listed is not None:
+                pairs[token.symbol] = spec.pairs.canonical(listed)
+        elif token.symbol not in spec.not_listed:
+            pairs[token.symbol] = spec.default_pair(token.symbol)
+    return pairs
+
+
+def pairs_for(settings: Settings, tokens: Sequence[Token] | None = None) -> dict[str, list[Pair]]:
+    """Per configured venue, the pairs to subscribe to for ``tokens`` (default: the configured universe):
+    the universe's pairs or the venue's defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
+    tokens = configured(settings) if tokens is None else tokens
+    specs = {}
     for name in settings.ingest.feed_exchanges:
-        if name not in VENUES:
-            raise ValueError(f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(VENUES)}")
+        try:
+            specs[name] = venue(name)
+        except ValueError:
+            raise ValueError(
+                f"TOKENPULSE_FEED_EXCHANGES names {name!r}; supported exchanges: {', '.join(VENUES)}, ccxt:<id>"
+            ) from None
     overrides = feed_pair_overrides(settings)
-    unknown = sorted(set(overrides) - set(VENUES))
+    unknown = sorted(n for n in overrides if n not in VENUES and not n.startswith(ccxt_venue.PREFIX))
     if unknown:
         raise ValueError(f"TOKENPULSE_FEED_PAIRS names unknown exchange {unknown[0]!r}; use {', '.join(VENUES)}")
     chosen: dict[str, dict[str, str]] = {}
     for name in settings.ingest.feed_exchanges:
-        spec = VENUES[name]
-        pairs = {s: spec.default_pair(s) for s in settings.runtime.symbols if s not in spec.not_listed}
+        spec = specs[name]
+        pairs = universe_pairs(spec, tokens)
         for symbol, pair in overrides.get(name, {}).items():
             if pair == "-":
                 pairs.pop(symbol, None)
@@ -63,10 +102,12 @@ def pairs_for(settings: Settings) -> dict[str, list[Pair]]:
     }
 
 
-def build_connectors(settings: Settings, sink: TickSink, on_gap: GapHook | None = None) -> list[Connector]:
+def build_connectors(
+    settings: Settings, sink: TickSink, on_gap: GapHook | None = None, tokens: Sequence[Token] | None = None
+) -> list[Connector]:
     return [
-        VENUES[name].connector(
-            VENUES[name].ws_url(settings),
+        venue(name).connector(
+            venue(name).ws_url(settings),
             pairs,
             sink,
             on_gap=on_gap,
@@ -74,6 +115,44 @@ def build_connectors(settings: Settings, sink: TickSink, on_gap: GapHook | None 
             backoff_s=settings.ingest.feed_backoff_s,
             backoff_max_s=settings.ingest.feed_backoff_max_s,
             open_timeout_s=min(10.0, settings.ingest.feed_connect_timeout_s),
+            **(venue(name).options or _no_options)(settings),
         )
-        for name, pairs in pairs_for(settings).items()
+        for name, pairs in pairs_for(settings, tokens).items()
     ]
+
+
+async def fetch_listings(settings: Settings, timeout_s: float = 15.0) -> dict[str, Listings]:
+    """What each feed exchange lists now (its listing endpoint), for those that answer within ``timeout_s``."""
+
+    async def one(spec: AnyVenue) -> Listings | None:
+        assert spec.listings is not None
+        client = spec.rest_client(spec.section(settings), settings.ingest.rest_max_wait_s, None)
+        try:
+            return await asyncio.wait_for(spec.listings(client), timeout_s)
+        except Exception as exc:  # unreachable, refused, malformed: the universe keeps the file's pairs there
+            log.warning("universe: %s listings not read (%s); keeping the configured pairs there", spec.name, exc)
+            return None
+        finally:
+            await client.aclose()
+
+    specs = [VENUES[n] for n in settings.ingest.feed_exchanges if n in VENUES and VENUES[n].listings is not None]
+    found = await asyncio.gather(*(one(spec) for spec in specs))
+    return {spec.name: listed for spec, listed in zip(specs, found, strict=True) if listed}
+
+
+def with_listings(tokens: Sequence[Token], listings: dict[str, Listings]) -> list[Token]:
+    """The universe's pairs checked against what the venues list now: a configured pair still listed stays; one
+    no longer listed (delisted, or its quote renamed) gives way to the venue's preferred pair of the token, or
+    to "not listed there"; a token the file says nothing or "not listed" about gets the listed pair."""
+    out = []
+    for token in tokens:
+        pairs = dict(token.pairs)
+        for name, listed in listings.items():
+            spec = VENUES[name]
+            current = pairs.get(name)
+            offered = listed.get(token.symbol, [])
+            if current is not None and spec.pairs.canonical(current) in offered:
+                continue
+            pairs[name] = offered[0] if offered else None
+        out.append(Token(token.symbol, token.name, token.rank, pairs))
+    return out

@@ -8,7 +8,7 @@ find a venue there by name, never by building attribute names.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -22,6 +22,18 @@ from tokenpulse_ingest.venues.history import CandleApi
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 S = TypeVar("S", bound=VenueSettings)
 RestClientFactory = Callable[[S, float, "Sleep | None"], RestClient]  # (section, longest Retry-After, sleep)
+Listings = dict[str, list[str]]
+"""a venue's pairs trading now against a dollar quote, by our symbol of the base asset, the preferred quote first"""
+ListingsFetch = Callable[[RestClient], Awaitable[Listings]]
+
+
+def by_base(pairs: Iterable[tuple[str, str, str]], quotes: tuple[str, ...]) -> Listings:
+    """(base, quote, pair) rows as :data:`Listings`: only the ``quotes``, in their order of preference."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for base, quote, pair in pairs:
+        if quote in quotes:
+            found.setdefault(base, []).append((quotes.index(quote), pair))
+    return {base: [pair for _, pair in sorted(ranked)] for base, ranked in found.items()}
 
 
 @dataclass(frozen=True)
@@ -33,6 +45,9 @@ class PairNaming:
     format: str
     pattern: str
     not_listed: frozenset[str] = frozenset()
+    aliases: tuple[tuple[str, str], ...] = ()
+    """(other name, our name) of assets a venue also spells differently (Kraken's v1 ``XBT`` for BTC):
+    a universe file may use either, the feed uses ours"""
     _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -40,6 +55,12 @@ class PairNaming:
 
     def default(self, symbol: str) -> str:
         return self.format.format(symbol=symbol)
+
+    def canonical(self, pair: str) -> str:
+        """``pair`` in the venue's own current spelling (a universe file may hold an older one)."""
+        for other, ours in self.aliases:
+            pair = re.sub(rf"(?<![A-Z0-9]){other}(?![A-Z0-9])", ours, pair)
+        return pair
 
     def quote(self, pair: str) -> str | None:
         m = self._compiled.match(pair)
@@ -50,7 +71,7 @@ class PairNaming:
 class Venue(Generic[S]):
     """Everything Tokenpulse knows about one venue: its live connector, its candle endpoint, its settings
     section (WebSocket and REST URLs, limits), how it builds its REST client, how it names pairs. A
-    venue's listing endpoint (pair discovery) belongs here too, as one more field, when it is built."""
+    venue's listing endpoint (``listings``: which pairs trade there now) is how the universe discovers pairs."""
 
     name: str
     connector: type[Connector]
@@ -58,6 +79,9 @@ class Venue(Generic[S]):
     section: Callable[[Settings], S]
     rest_client: RestClientFactory[S]
     pairs: PairNaming
+    # the connector's own keyword arguments from the settings (ccxt: poll period, watch or poll)
+    options: Callable[[Settings], dict[str, Any]] | None = None
+    listings: ListingsFetch | None = None
 
     @property
     def not_listed(self) -> frozenset[str]:
@@ -84,11 +108,13 @@ AnyVenue = Venue[Any]
 
 
 def feed_pair_overrides(settings: Settings) -> dict[str, dict[str, str]]:
-    """``TOKENPULSE_FEED_PAIRS`` (``exchange:SYMBOL=PAIR``, PAIR ``-`` drops the token) per venue name."""
+    """``TOKENPULSE_FEED_PAIRS`` (``exchange:SYMBOL=PAIR``, PAIR ``-`` drops the token) per venue name.
+
+    The venue name may hold a colon (``ccxt:gate:BTC=BTC/USDC``): the symbol is what follows the last one."""
     out: dict[str, dict[str, str]] = {}
     for item in settings.ingest.feed_pairs:
-        ex, sep, rest = item.partition(":")
-        symbol, eq, pair = rest.partition("=")
+        head, eq, pair = item.partition("=")
+        ex, sep, symbol = head.rpartition(":")  # the venue may hold a colon itself (ccxt:gate)
         ex, symbol, pair = ex.strip().lower(), symbol.strip().upper(), pair.strip().upper()
         if not sep or not eq or not symbol or not pair:
             raise ValueError(f"TOKENPULSE_FEED_PAIRS entry {item!r} is not `exchange:SYMBOL=PAIR`")

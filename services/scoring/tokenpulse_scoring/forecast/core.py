@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from tokenpulse_shared.timeutil import DAY_MS
 
-DAY_MS = 86_400_000
 Z80 = 1.2815515655446004
 Z95 = 1.959963984540054
 QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)
@@ -59,11 +59,6 @@ class Series:
     @property
     def days(self) -> np.ndarray:
         return self.day0 + np.arange(len(self.close))
-
-    def upto(self, day: int) -> Series:
-        """The same series cut after ``day`` (inclusive): what was known at that close."""
-        n = max(0, day - self.day0 + 1)
-        return Series(self.symbol, self.day0, self.close[:n], self.high[:n], self.low[:n], self.volume[:n])
 
     def last_ms(self) -> int:
         return (self.day0 + len(self.close) - 1) * DAY_MS

@@ -32,13 +32,13 @@ from pathlib import Path
 from tokenpulse_shared.events import PredictionEvent
 from tokenpulse_shared.predictions import LEVELS, MIN_HISTORY_DAYS
 from tokenpulse_shared.service import Context
+from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import PREDICTIONS
 
-from tokenpulse_scoring.forecast.registry import Bars, InsufficientHistory, Prediction, Predictor, default_root
+from tokenpulse_scoring.forecast.registry import Bars, InsufficientHistory, Prediction, Predictor
 from tokenpulse_scoring.forecast.walkforward import WalkConfig
 
 log = logging.getLogger(__name__)
-DAY_MS = 86_400_000
 RECENT_MS = 2 * DAY_MS
 QUIET_S = 20.0
 CHECK_S = 30.0
@@ -227,7 +227,3 @@ class Forecaster:
                 await self._task
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
-
-
-def registry_root(data_dir: Path) -> Path:
-    return default_root(data_dir)

@@ -270,7 +270,7 @@ class Predictor:
                 fc = self._lgbm[horizon].predict(feats[t], scale, t)
             elif model in ("ets", "theta"):
                 fitted = self._stat.get((model, symbol))
-                if fitted is None:  # a token the registry has not seen: fit now (tens of ms)
+                if fitted is None:  # a token the registry has not seen: fit now
                     fitted = self._stat[(model, symbol)] = stat_fit(model, s.log_close)
                 fc = vol_band(t, np.array(stat_point(fitted, s.log_close, [h])), scale)
             else:

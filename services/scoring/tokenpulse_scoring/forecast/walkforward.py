@@ -38,7 +38,7 @@ from tokenpulse_scoring.forecast.core import (
 )
 
 Progress = Callable[[str, int, int], None]
-# A model "beats naive" when its MASE is at most this: a 1% lower absolute error over ~22,000
+# A model "beats naive" when its MASE is at most this: a 1% lower absolute error over the walk's
 # forecasts, not a tie decided by noise.
 BEAT_NAIVE = 0.99
 

@@ -19,9 +19,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tokenpulse_ingest.bundle import MARKETCAP_FILES, read_marketcaps
 from tokenpulse_shared.settings import DEFAULT_BUNDLE
+from tokenpulse_shared.timeutil import DAY_MS
 
 IDS = {"bitcoin": "BTC", "ethereum": "ETH", "solana": "SOL"}
-DAY_MS = 86_400_000
 
 
 def load_caps(bundle_dir: Path = DEFAULT_BUNDLE) -> dict[str | None, dict[int, tuple[float, float | None]]]:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 from aiosmtpd.controller import Controller
 
@@ -28,7 +28,37 @@ class Request:
         return json.loads(self.body)
 
 
-class HttpReceiver:
+class _QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that logs nothing and reads a request's whole body."""
+
+    def read_body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    # the default listen backlog (5) resets connections when many deliveries arrive at once
+    request_queue_size = 128
+
+
+class LoopbackServer:
+    """A server on a thread of its own: ``with`` starts it, and shuts it down after."""
+
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class HttpReceiver(LoopbackServer):
     """Records every POST; answers from a per-path-prefix script of (status, headers, body), else 200."""
 
     def __init__(self, hold_s: float = 0.0, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -43,10 +73,9 @@ class HttpReceiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
+                body = self.read_body()
                 if receiver.hold_s:
                     with receiver.lock:
                         receiver.in_flight += 1
@@ -68,14 +97,7 @@ class HttpReceiver:
                 self.end_headers()
                 self.wfile.write(payload)
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        class Server(ThreadingHTTPServer):
-            # the default listen backlog (5) resets connections when many deliveries arrive at once
-            request_queue_size = 128
-
-        self.server = Server((host, port), Handler)
+        self.server = _Server((host, port), Handler)
         self.port = self.server.server_address[1]
         self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -96,14 +118,6 @@ class HttpReceiver:
     def received(self, prefix: str = "") -> list[Request]:
         with self.lock:
             return [r for r in self.requests if r.path.startswith(prefix)]
-
-    def __enter__(self) -> HttpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def verify_signature(secret: str, header: str, body: bytes, tolerance_s: int = 300) -> bool:
@@ -161,7 +175,7 @@ def _value(v: Any) -> Any:
     return getattr(v, kind) if kind else None
 
 
-class OtlpReceiver:
+class OtlpReceiver(LoopbackServer):
     """An OTLP/HTTP trace receiver on loopback: decodes every ``ExportTraceServiceRequest`` (protobuf, as the
     OpenTelemetry SDK's ``OTLPSpanExporter`` sends it to ``$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces``)."""
 
@@ -170,10 +184,9 @@ class OtlpReceiver:
         self.lock = threading.Lock()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(_QuietHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
+                body = self.read_body()
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
                 ok = self.path == "/v1/traces"
@@ -184,14 +197,7 @@ class OtlpReceiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        class Server(ThreadingHTTPServer):
-            # the default listen backlog (5) resets connections when many deliveries arrive at once
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -224,11 +230,3 @@ class OtlpReceiver:
     def trace(self, trace_id: str) -> list[SpanRecord]:
         with self.lock:
             return [s for s in self.spans if s.trace_id == trace_id]
-
-    def __enter__(self) -> OtlpReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

@@ -37,6 +37,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def distributed_env(bootstrap: str, prefix: str, data_dir: Path, symbols: str, **settings: str) -> dict[str, str]:
+    """The environment of a process in distributed mode on a test broker: its consumer-group prefix, data
+    directory and symbols, no live feed; ``settings`` add TOKENPULSE_NAME variables (name upper-cased)."""
+    env = {
+        "TOKENPULSE_KAFKA_BOOTSTRAP": bootstrap,
+        "TOKENPULSE_CONSUMER_GROUP_PREFIX": prefix,
+        "TOKENPULSE_DATA_DIR": str(data_dir),
+        "TOKENPULSE_LIVE_FEED": "off",
+        "TOKENPULSE_SYMBOLS": symbols,
+    }
+    return env | {f"TOKENPULSE_{name.upper()}": value for name, value in settings.items()}
+
+
 class Proc:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log

@@ -1,4 +1,4 @@
-"""A fake exchange for tests: a real WebSocket server on loopback speaking Binance, Coinbase or Kraken.
+"""A fake exchange for tests: a real WebSocket server on loopback speaking any venue of the registry.
 
 It replays *recorded real messages* (``data/exchange-samples/``, captured by cryptofeed against the
 live endpoints in 2021; see that folder's README): each trade it sends is a recorded trade frame
@@ -12,7 +12,10 @@ the other fields) as recorded:
 * trade ids are renumbered consecutively per token, continuing across connections, and
   times are restamped to now (so prices are fresh), or to ``clock()`` when one is given (a
   scripted timeline: a gap test makes minutes pass without waiting for them);
-* Kraken v2 frames are built from the recorded v1 trade rows (no v2 recording exists).
+* Kraken v2 frames are built from the recorded v1 trade rows (no v2 recording exists);
+* OKX, Bybit and Coinbase Advanced Trade frames are crafted from their documented formats
+  (``testkit/venues/``, one module each with its documentation URL): the documented
+  example trades stand in for a recording.
 
 Scripted faults: :meth:`drop` (abrupt TCP abort, no close frame), :meth:`stall` (the open
 connections go silent: no trades, no heartbeats), :meth:`garbage` (junk frames), :meth:`skip`
@@ -40,12 +43,18 @@ from tokenpulse_ingest.venues.registry import VENUES
 from tokenpulse_shared.settings import REPO_ROOT
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from testkit.venues import Dialect, Trade
+from testkit.venues.bybit import Bybit
+from testkit.venues.coinbase_advanced import CoinbaseAdvanced
+from testkit.venues.okx import Okx
+
 SAMPLES = REPO_ROOT / "data" / "exchange-samples"
 RECORDINGS = {
     "binance": ["BINANCE.ws.1.0.aggTrade", "BINANCE_FUTURES.ws.1.0.aggTrade"],
     "coinbase": ["COINBASE.ws.28.0.trades"],
     "kraken": ["KRAKEN.ws.48.0"],
 }
+DIALECTS: dict[str, Dialect] = {d.kind: d for d in (Okx(), Bybit(), CoinbaseAdvanced())}
 
 
 def received_frames(path: Path) -> list[str]:
@@ -68,6 +77,8 @@ class Template:
 
 
 def load_templates(kind: str) -> list[Template]:
+    if kind in DIALECTS:  # crafted from the documented examples: (size, side) ride in ``raw``
+        return [Template("DOC", price, (size, side)) for price, size, side in DIALECTS[kind].samples]
     out: list[Template] = []
     for name in RECORDINGS[kind]:
         for text in received_frames(SAMPLES / name):
@@ -103,6 +114,8 @@ class FakeExchange:
         port: int = 0,
     ) -> None:
         self.kind = kind
+        self.dialect = DIALECTS.get(kind)
+        self.sequence_of: dict[ServerConnection, int] = {}  # messages sent per connection (Coinbase Advanced)
         self.bind_port = port  # 0: any free port; a fixed one lets a test start the exchange "later"
         self.clock = clock or (lambda: datetime.now(UTC))
         self.prices = prices
@@ -141,6 +154,8 @@ class FakeExchange:
     def url(self) -> str:
         """The WebSocket URL to configure (``TOKENPULSE_<KIND>_WS_URL``)."""
         base = f"ws://127.0.0.1:{self.port}"
+        if self.dialect is not None:
+            return base + self.dialect.path
         return f"{base}/v2" if self.kind == "kraken" else base
 
     async def stop(self) -> None:
@@ -191,10 +206,14 @@ class FakeExchange:
             pass
         finally:
             self.clients.pop(ws, None)
+            self.sequence_of.pop(ws, None)
             self.stalled.discard(ws)
             self.v1_clients.discard(ws)
 
     async def _on_client_frame(self, ws: ServerConnection, number: int, frame: str | bytes, v1: bool) -> None:
+        if self.dialect is not None:
+            await self._on_dialect_frame(ws, number, frame if isinstance(frame, str) else frame.decode())
+            return
         msg = json.loads(frame)
         if self.kind == "coinbase" and msg.get("type") == "subscribe":
             venues = list(msg["product_ids"])
@@ -217,9 +236,30 @@ class FakeExchange:
                 ack = {"channelID": 100 + i, "channelName": "trade", "event": "subscriptionStatus", "pair": v}
                 await ws.send(json.dumps({**ack, "status": "subscribed", "subscription": {"name": "trade"}}))
 
+    async def _on_dialect_frame(self, ws: ServerConnection, number: int, text: str) -> None:
+        assert self.dialect is not None
+        answer = self.dialect.answer(text)
+        if answer is not None:
+            await self._send(ws, answer)
+            return
+        subscribed = self.dialect.subscribed(json.loads(text))
+        if subscribed is None:
+            return
+        venues, answers = subscribed
+        self.clients.setdefault(ws, set()).update(venues)
+        if venues:
+            self.subscriptions.append((number, venues))
+        for a in answers:
+            await self._send(ws, a)
+
     async def _send(self, ws: ServerConnection, text: str | bytes) -> None:
         if ws in self.stalled:
             return
+        if self.dialect is not None and isinstance(text, str):
+            stamped = self.dialect.stamp(text, self.sequence_of.get(ws, -1) + 1)
+            if stamped != text:  # a numbered message: the connection's next number
+                self.sequence_of[ws] = self.sequence_of.get(ws, -1) + 1
+                text = stamped
         with contextlib.suppress(Exception):
             await ws.send(text)
 
@@ -229,7 +269,13 @@ class FakeExchange:
             await asyncio.sleep(self.heartbeat_s)
             now = datetime.now(UTC)
             for ws, venues in list(self.clients.items()):
-                if self.kind == "coinbase":
+                if self.dialect is not None:
+                    for v in sorted(venues):
+                        sym = self.symbol_of(v)
+                        beat = None if sym is None else self.dialect.heartbeat(v, self.next_id[sym] - 1, now)
+                        if beat is not None:
+                            await self._send(ws, beat)
+                elif self.kind == "coinbase":
                     for v in sorted(venues):
                         sym = self.symbol_of(v)
                         if sym is None:
@@ -253,6 +299,9 @@ class FakeExchange:
         ms = int(ts.timestamp() * 1000)
         iso = ts.isoformat().replace("+00:00", "Z")
         self.sequence += 7  # other channels' messages take sequence numbers too
+        if self.dialect is not None:
+            size, side = t.raw
+            return self.dialect.trades([Trade(self.venue(symbol), trade_id, ts, price, size, side)]), price
         if self.kind == "binance":
             venue = self.venue(symbol)
             data = {**t.raw["data"], "s": venue, "a": trade_id, "p": f"{price:.8f}", "T": ms, "E": ms}
@@ -327,6 +376,8 @@ class FakeExchange:
         symbol = next(iter(self.prices))
         good, _ = self._frame(symbol, 1, datetime.now(UTC), v1=False)
         broken = {"binance": ('"p": "', '"p": "abc'), "coinbase": ('"price": "', '"price": "-')}
+        if self.dialect is not None:
+            broken[self.kind] = self.dialect.broken
         old, new = broken.get(self.kind, ('"price": ', '"price": -'))
         assert old in good
         frames.append(good.replace(old, new))  # a trade with an unusable price

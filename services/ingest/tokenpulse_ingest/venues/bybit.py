@@ -1,0 +1,173 @@
+"""Bybit spot: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: the v5 public WebSocket for spot (``wss://stream.bybit.com/v5/public/spot``), topic
+``publicTrade.<SYMBOL>``; one ``{"op": "subscribe", "args": ["publicTrade.BTCUSDT", ...]}``
+(spot takes at most 10 args per request, so larger lists are split). Trades arrive as
+``{"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts", "data": [{"T", "s", "S", "v", "p",
+"L", "i", "BT", "seq"}]}`` (``T`` epoch ms, ``S`` the taker's side ``Buy``/``Sell``, numbers as
+strings). Bybit asks for ``{"op": "ping"}`` every 20 s (answered with ``"op": "pong"`` or
+``"ret_msg": "pong"``). Docs: https://bybit-exchange.github.io/docs/v5/websocket/public/trade
+
+Gaps: the trade id ``i`` is documented as an opaque string (a UUID on derivatives) and ``seq``
+is a cross sequence shared by the trades of one match, neither consecutive per trade: a hole
+is noticed only as a reconnect or a stall (both reported as gaps); ``i`` still dedupes.
+
+History: ``GET /v5/market/kline`` (``category=spot``, ``symbol``, ``interval`` 1/5/15/60/240/D,
+``start``/``end`` ms inclusive, ``limit`` ≤ 1000; newest first, the open candle included). Rows
+``[start_ms, o, h, l, c, volume, turnover]``. Errors come as HTTP 200 with ``retCode`` non-zero
+(``10006``: rate limit). Quote USDT. Limits: 600 requests per 5 s per IP.
+Docs: https://bybit-exchange.github.io/docs/v5/market/kline
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import BybitSettings
+
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
+
+ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
+
+
+class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
+    T: int | None = None
+    s: str = ""
+    S: str = ""
+    v: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
+    p: float | None = None
+    i: str | None = None
+
+
+class _Frame(msgspec.Struct, gc=False):
+    topic: str | None = None
+    data: list[_Trade] | None = None
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
+_SIDES = {"Buy": Side.BUY, "Sell": Side.SELL}
+
+
+class BybitConnector(Connector):
+    name = "bybit"
+    keepalive = (20.0, '{"op":"ping"}')
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ms_to_utc = MillisToUtc().convert
+
+    def endpoint(self) -> str:
+        return self.url
+
+    def subscriptions(self) -> list[str]:
+        topics = [f"publicTrade.{p.venue}" for p in self.pairs]
+        return [
+            msgspec.json.encode({"op": "subscribe", "args": topics[i : i + ARGS_PER_SUBSCRIBE]}).decode()
+            for i in range(0, len(topics), ARGS_PER_SUBSCRIBE)
+        ]
+
+    def parse(self, raw: str | bytes) -> list[TickEvent]:
+        frame = decode_frame(_DECODE, raw)
+        if frame.topic is None:
+            if frame.success is False:
+                raise BadMessage("error", str(frame.ret_msg)[:200])
+            if frame.op in ("subscribe", "ping", "pong"):
+                return []
+            raise BadMessage("unknown", str(raw)[:80])
+        if not frame.topic.startswith("publicTrade.") or frame.data is None:
+            raise BadMessage(f"unknown_topic:{frame.topic[:32]}")
+        return [self._trade(t) for t in frame.data]
+
+    def _trade(self, t: _Trade) -> TickEvent:
+        maker = self.makers.get(t.s)
+        if maker is None:
+            raise BadMessage("unknown_symbol", t.s[:32])
+        if not t.i:
+            raise BadMessage("no_trade_id")
+        if t.T is None or t.T <= 0:
+            raise BadMessage("no_time")
+        if t.p is None or t.v is None or not t.v > 0:
+            raise BadMessage("no_price_or_size")
+        side = _SIDES.get(t.S)
+        if side is None:
+            raise BadMessage("no_side", t.S[:16])
+        ts = self._ms_to_utc(t.T)
+        tick = maker.make(ts, t.p, t.v, side, t.i, self.produced_at())
+        last = self._last_ts.get(maker.symbol)
+        if last is None or ts > last:
+            self._last_ts[maker.symbol] = ts  # where a reconnect's gap starts
+        return tick
+
+
+def _check(body: Any) -> None:
+    if not isinstance(body, dict) or "retCode" not in body:
+        raise RestError(f"bybit: unexpected answer {str(body)[:200]}")
+    if body["retCode"] == 10006:
+        raise RateLimited(f"bybit: {body.get('retMsg')}")
+    if body["retCode"] != 0:
+        raise RestError(f"bybit: {body['retCode']} {body.get('retMsg')}")
+
+
+class BybitCandles(CandleApi):
+    name = "bybit"
+    quote = "USDT"
+    native: ClassVar[dict[Interval, Any]] = {
+        Interval.M1: "1",
+        Interval.M5: "5",
+        Interval.M15: "15",
+        Interval.H1: "60",
+        Interval.H4: "240",
+        Interval.D1: "D",
+    }
+    page_limit = 1000
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        end = end_ms - 1  # Bybit's end is inclusive; pages go back in time from it
+        while end >= start_ms:
+            query = {"category": "spot", "symbol": self.pair(symbol), "interval": self.native[interval]}
+            query |= {"start": start_ms, "end": end, "limit": self.page_limit}
+            body = await self.client.get("/v5/market/kline", query)
+            rows = (body.get("result") or {}).get("list")
+            if not isinstance(rows, list):
+                raise RestError(f"bybit kline: unexpected answer {str(body)[:200]}")
+            bars = self.bars(rows, self._bar)
+            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
+                break
+            oldest = min(b.ts_ms for b in bars)
+            if oldest > end:
+                raise RestError("bybit kline: the page did not go back in time")
+            end = oldest - 1
+        return out
+
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 6)  # [startTime, open, high, low, close, volume, turnover]
+        return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
+
+
+def rest_client(section: BybitSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``retCode``."""
+    rate = section.requests_per_s
+    return per_second_client("bybit", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+
+
+VENUE = Venue(
+    "bybit", connector=BybitConnector, candles=BybitCandles, rest_client=rest_client,
+    section=lambda s: s.bybit,
+    pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|USDE|EUR|BTC|ETH)$"),
+)  # fmt: skip

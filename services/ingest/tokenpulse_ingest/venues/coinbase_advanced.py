@@ -1,0 +1,180 @@
+"""Coinbase Advanced Trade: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: ``wss://advanced-trade-ws.coinbase.com`` (public market data needs no key), one
+``{"type": "subscribe", "product_ids": [...], "channel": "market_trades"}`` and one for the
+``heartbeats`` channel, which keeps a quiet connection open (Coinbase closes one that sends
+nothing for a minute) and feeds the stall detection. Every message is ``{"channel", "client_id",
+"timestamp", "sequence_num", "events": [...]}``; a ``market_trades`` event is ``{"type": "snapshot"
+| "update", "trades": [{"trade_id", "product_id", "price", "size", "side", "time"}]}`` (the
+snapshot: the latest trades, newest first). ``side`` (``BUY``/``SELL``) is read as the taker's, as
+ccxt reads it; the documentation does not say whose. Docs:
+https://docs.cdp.coinbase.com/advanced-trade/docs/ws-channels#market-trades-channel
+
+Gaps: ``trade_id`` is consecutive per product (the Exchange's trade ids), so a jump is a gap;
+``sequence_num`` counts every message of the connection, all channels, so a jump means Coinbase
+dropped messages (it does for slow readers): every pair is reported from its last trade to now
+and re-baselined, so the trade-id jump that follows is not reported a second time.
+
+History: ``GET /market/products/BTC-USD/candles`` (public; ``start``/``end`` epoch seconds,
+``granularity`` ONE_MINUTE .. ONE_DAY, no 4 h: rolled up from 1 h; ≤ 350 candles per answer,
+newest first) answering ``{"candles": [{"start", "low", "high", "open", "close", "volume"}]}``.
+Quote USD. Limits: requests per second (public limit 10/s per IP).
+Docs: https://docs.cdp.coinbase.com/advanced-trade/reference/retailbrokerageapi_getpublicproductcandles
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+import msgspec
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import CoinbaseAdvancedSettings
+
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
+from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, integer, number
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
+
+
+class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
+    trade_id: str | None = None
+    product_id: str = ""
+    price: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
+    size: float | None = None
+    side: str = ""
+    time: datetime | None = None  # RFC 3339, decoded by msgspec
+
+
+class _Event(msgspec.Struct, gc=False):
+    type: str = ""
+    trades: list[_Trade] | None = None
+
+
+class _Frame(msgspec.Struct, gc=False):
+    channel: str = ""
+    sequence_num: int | None = None
+    events: list[_Event] | None = None
+    type: str | None = None
+    message: str | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
+_SIDES = {"BUY": Side.BUY, "SELL": Side.SELL}
+
+
+class CoinbaseAdvancedConnector(Connector):
+    name = "coinbase_advanced"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sequence: int | None = None  # the connection's last sequence_num
+
+    def endpoint(self) -> str:
+        return self.url
+
+    def subscriptions(self) -> list[str]:
+        trades = {"type": "subscribe", "product_ids": [p.venue for p in self.pairs], "channel": "market_trades"}
+        beats = {"type": "subscribe", "channel": "heartbeats"}
+        return [msgspec.json.encode(trades).decode(), msgspec.json.encode(beats).decode()]
+
+    def _on_connected(self) -> None:
+        self._sequence = None  # numbering starts again on every connection
+        super()._on_connected()
+
+    def parse(self, raw: str | bytes) -> list[TickEvent]:
+        frame = decode_frame(_DECODE, raw)
+        if frame.type == "error":
+            raise BadMessage("error", str(frame.message)[:200])
+        if frame.channel not in ("market_trades", "heartbeats", "subscriptions"):
+            raise BadMessage(f"unknown_channel:{frame.channel[:32]}")
+        if frame.sequence_num is None:
+            raise BadMessage("no_sequence")
+        self._follow(frame.sequence_num)
+        if frame.channel != "market_trades":
+            return []
+        trades = [t for e in frame.events or [] for t in e.trades or []]
+        ticks = [self._tick(t) for t in trades]
+        for tick in sorted(ticks, key=lambda t: int(t.trade_id or 0)):  # snapshots come newest first
+            self.trade_seen(tick.symbol, int(tick.trade_id or 0), tick.ts)
+        return ticks
+
+    def _follow(self, sequence: int) -> None:
+        """A jump in the connection's numbering: messages were dropped; every pair may miss trades."""
+        last, self._sequence = self._sequence, sequence
+        if last is None or sequence <= last + 1:
+            return
+        now = self._now()
+        for pair in self.pairs:
+            since = self._last_ts.get(pair.symbol)
+            if since is not None:
+                self._gap(pair.symbol, since, now, "sequence")
+                self._resync.add(pair.symbol)
+
+    def _tick(self, t: _Trade) -> TickEvent:
+        maker = self.makers.get(t.product_id)
+        if maker is None:
+            raise BadMessage("unknown_symbol", t.product_id[:32])
+        if t.trade_id is None or not t.trade_id.isdigit():
+            raise BadMessage("no_trade_id")
+        if t.time is None:
+            raise BadMessage("no_time")
+        if t.price is None or t.size is None or not t.size > 0:
+            raise BadMessage("no_price_or_size")
+        side = _SIDES.get(t.side)
+        if side is None:
+            raise BadMessage("no_side", t.side[:16])
+        return maker.make(utc(t.time), t.price, t.size, side, t.trade_id, self.produced_at())
+
+
+class CoinbaseAdvancedCandles(CandleApi):
+    name = "coinbase_advanced"
+    quote = "USD"
+    native: ClassVar[dict[Interval, Any]] = {
+        Interval.M1: "ONE_MINUTE",
+        Interval.M5: "FIVE_MINUTE",
+        Interval.M15: "FIFTEEN_MINUTE",
+        Interval.H1: "ONE_HOUR",
+        Interval.D1: "ONE_DAY",
+    }
+    page_limit = 350
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        span = self.page_limit * interval.millis
+        cursor = start_ms
+        while cursor < end_ms:
+            stop = min(cursor + span, end_ms)
+            query = {"start": cursor // 1000, "end": (stop - interval.millis) // 1000}  # end is inclusive
+            query |= {"granularity": self.native[interval], "limit": self.page_limit}
+            body = await self.client.get(f"/market/products/{self.pair(symbol)}/candles", query)
+            rows = body.get("candles") if isinstance(body, dict) else None
+            if not isinstance(rows, list):
+                raise RestError(f"coinbase_advanced candles: unexpected answer {str(body)[:200]}")
+            page = [b for b in self.bars(rows, self._bar) if cursor <= b.ts_ms < stop]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            cursor = stop
+        return out
+
+    def _bar(self, row: Any) -> Bar:
+        if not isinstance(row, dict) or not {"start", "open", "high", "low", "close", "volume"} <= row.keys():
+            raise BadRow(f"expected start, open, high, low, close, volume: {row!r}"[:80])
+        prices = number(row["open"]), number(row["high"]), number(row["low"]), number(row["close"])
+        return Bar(integer(row["start"]) * 1000, *prices, number(row["volume"]), self.name)
+
+
+def rest_client(section: CoinbaseAdvancedSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    rate = section.requests_per_s
+    return per_second_client("coinbase_advanced", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep)
+
+
+VENUE = Venue(
+    "coinbase_advanced", connector=CoinbaseAdvancedConnector, candles=CoinbaseAdvancedCandles,
+    rest_client=rest_client, section=lambda s: s.coinbase_advanced,
+    pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
+)  # fmt: skip

@@ -1,0 +1,178 @@
+"""OKX spot: live trades, candle history and limits — the venue in one place (``VENUE`` at the end).
+
+Live: the v5 public WebSocket (``wss://ws.okx.com:8443/ws/v5/public``), ``trades`` channel; one
+``{"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}, ...]}`` for every pair.
+Trades arrive as ``{"arg": {"channel": "trades", "instId": ...}, "data": [{"instId", "tradeId",
+"px", "sz", "side", "ts", "count"}]}`` (numbers as strings, ``ts`` epoch ms, ``side`` the taker's).
+OKX closes a connection that received nothing for 30 s unless the client sends the text ``ping``
+(answered ``pong``): sent every 20 s here. Docs: https://www.okx.com/docs-v5/en/#public-data-websocket-trades-channel
+
+Gaps: ``tradeId`` is consecutive per instrument; the ``trades`` channel may aggregate several
+fills of one taker order into one push, ``tradeId`` being the last and ``count`` how many, so the
+push covers ids ``tradeId - count + 1 .. tradeId``; a jump beyond that is a gap.
+
+History: ``GET /api/v5/market/history-candles`` (``instId``, ``bar`` 1m/5m/15m/1H/4H/1Dutc,
+``after`` = before this ms, ``before`` = after this ms, ``limit`` ≤ 100; newest first). Rows
+``[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]`` (``confirm`` 0: the candle still open).
+Errors come as ``{"code": "<non-zero>", "msg"}`` (``50011``: rate limit). Quote USDT. Limits:
+20 requests per 2 s per IP. Docs: https://www.okx.com/docs-v5/en/#public-data-rest-api-get-candlesticks-history
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import msgspec
+from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.settings import OkxSettings
+
+from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.spec import PairNaming, Venue
+
+
+class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
+    instId: str = ""
+    tradeId: str | None = None
+    px: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
+    sz: float | None = None
+    side: str = ""
+    ts: int | None = None  # epoch ms, quoted
+    count: int = 1
+
+
+class _Arg(msgspec.Struct, gc=False):
+    channel: str = ""
+    instId: str = ""
+
+
+class _Frame(msgspec.Struct, gc=False):
+    arg: _Arg | None = None
+    data: list[_Trade] | None = None
+    event: str | None = None
+    code: str | None = None
+    msg: str | None = None
+
+
+_DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
+_SIDES = {"buy": Side.BUY, "sell": Side.SELL}
+
+
+class OkxConnector(Connector):
+    name = "okx"
+    keepalive = (20.0, "ping")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ms_to_utc = MillisToUtc().convert
+
+    def endpoint(self) -> str:
+        return self.url
+
+    def subscriptions(self) -> list[str]:
+        args = [{"channel": "trades", "instId": p.venue} for p in self.pairs]
+        return [msgspec.json.encode({"op": "subscribe", "args": args}).decode()]
+
+    def parse(self, raw: str | bytes) -> list[TickEvent]:
+        if raw in ("pong", b"pong"):
+            return []
+        frame = decode_frame(_DECODE, raw)
+        if frame.event is not None:
+            if frame.event == "error":
+                raise BadMessage("error", f"{frame.code} {frame.msg}")
+            if frame.event in ("subscribe", "unsubscribe", "notice"):
+                return []
+            raise BadMessage(f"unknown_event:{frame.event[:32]}")
+        if frame.arg is None or frame.arg.channel != "trades" or frame.data is None:
+            raise BadMessage("unknown", str(raw)[:80])
+        return [self._trade(t) for t in frame.data]
+
+    def _trade(self, t: _Trade) -> TickEvent:
+        maker = self.makers.get(t.instId)
+        if maker is None:
+            raise BadMessage("unknown_symbol", t.instId[:32])
+        if t.tradeId is None or not t.tradeId.isdigit():
+            raise BadMessage("no_trade_id")
+        if t.ts is None or t.ts <= 0:
+            raise BadMessage("no_time")
+        if t.px is None or t.sz is None or not t.sz > 0:
+            raise BadMessage("no_price_or_size")
+        side = _SIDES.get(t.side)
+        if side is None:
+            raise BadMessage("no_side", t.side[:16])
+        ts = self._ms_to_utc(t.ts)
+        tick = maker.make(ts, t.px, t.sz, side, t.tradeId, self.produced_at())
+        self.trade_seen(maker.symbol, int(t.tradeId), ts, max(1, t.count))
+        return tick
+
+
+def _check(body: Any) -> None:
+    if not isinstance(body, dict) or "code" not in body:
+        raise RestError(f"okx: unexpected answer {str(body)[:200]}")
+    if body["code"] == "50011":
+        raise RateLimited(f"okx: {body.get('msg')}")
+    if body["code"] != "0":
+        raise RestError(f"okx: {body['code']} {body.get('msg')}")
+
+
+class OkxCandles(CandleApi):
+    name = "okx"
+    quote = "USDT"
+    native: ClassVar[dict[Interval, Any]] = {
+        Interval.M1: "1m",
+        Interval.M5: "5m",
+        Interval.M15: "15m",
+        Interval.H1: "1H",
+        Interval.H4: "4H",  # OKX's hours count from Hong Kong midnight, 16:00 UTC: a multiple of 4 h
+        Interval.D1: "1Dutc",  # plain "1D" starts at Hong Kong midnight
+    }
+    page_limit = 100
+
+    async def _fetch_native(
+        self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
+    ) -> list[Bar]:
+        out: list[Bar] = []
+        before = end_ms  # pages go back in time: each asks for the candles older than the oldest so far
+        while before > start_ms:
+            query = {"instId": self.pair(symbol), "bar": self.native[interval], "after": before}
+            query |= {"before": start_ms - 1, "limit": self.page_limit}
+            body = await self.client.get("/api/v5/market/history-candles", query)
+            rows = body.get("data")
+            if not isinstance(rows, list):
+                raise RestError(f"okx history-candles: unexpected answer {str(body)[:200]}")
+            bars = self.bars([r for r in rows if not _still_open(r)], self._bar)
+            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
+            out.extend(page)
+            if on_page:
+                on_page(len(page))
+            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
+                break
+            oldest = min(b.ts_ms for b in bars)
+            if oldest >= before:
+                raise RestError("okx history-candles: the page did not go back in time")
+            before = oldest
+        return out
+
+    def _bar(self, row: Any) -> Bar:
+        r = fields(row, 9)  # [ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]
+        return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
+
+
+def _still_open(row: Any) -> bool:
+    """OKX marks the candle still forming with ``confirm`` "0"; it is not history yet."""
+    return isinstance(row, list) and len(row) > 8 and row[8] == "0"
+
+
+def rest_client(section: OkxSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``code``."""
+    rate = section.requests_per_s
+    return per_second_client("okx", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+
+
+VENUE = Venue(
+    "okx", connector=OkxConnector, candles=OkxCandles, rest_client=rest_client,
+    section=lambda s: s.okx,
+    pairs=PairNaming("{symbol}-USDT", r"^[A-Z0-9]+-(USDT|USDC|USD|EUR|BTC|ETH)$"),
+)  # fmt: skip

@@ -1,0 +1,50 @@
+"""Synthetic trade feeds for the candle tests: random walks, with some trades sent again later."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from tokenpulse_shared.events import TickEvent
+
+
+def random_walk(
+    rng: random.Random,
+    prices: dict[str, float],
+    n: int,
+    *,
+    start: datetime,
+    step_s: float,
+    move: float,
+    sizes: tuple[float, float],
+    source: str,
+) -> list[TickEvent]:
+    """``n`` trades per symbol, one every ``step_s`` (plus under a second), each price within ``move`` of the last."""
+    prices = dict(prices)
+    out: list[TickEvent] = []
+    for i in range(n):
+        for symbol in prices:
+            prices[symbol] *= 1 + rng.uniform(-move, move)
+            out.append(
+                TickEvent(
+                    symbol=symbol,
+                    source=source,
+                    ts=start + timedelta(seconds=step_s * i, milliseconds=rng.randrange(1000)),
+                    price=prices[symbol],
+                    size=rng.uniform(*sizes),
+                    trade_id=f"{symbol}-{i}",
+                )
+            )
+    return out
+
+
+def with_resends(
+    rng: random.Random, ticks: list[TickEvent], every: int, max_delay: int, event_id: Callable[[int], str]
+) -> list[TickEvent]:
+    """Every ``every``-th trade sent again up to ``max_delay`` ticks later: same trade id, a new event id (an
+    exchange's re-send)."""
+    for j in range(0, len(ticks), every):
+        again = ticks[j].model_copy(update={"event_id": event_id(j)})
+        ticks.insert(min(len(ticks), j + rng.randrange(2, max_delay)), again)
+    return ticks

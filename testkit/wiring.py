@@ -1,0 +1,43 @@
+"""Services wired in-process, as embedded mode wires them, for tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from tokenpulse_shared.bus import Bus
+from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.service import Context, Service
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.store import Store
+from tokenpulse_shared.topics import Topic
+
+
+def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMemoryBus, Context]:
+    """A new in-memory bus and an embedded Context on it, with ``services`` registered in order."""
+    bus = InMemoryBus()
+    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
+    for service in services:
+        service.register(ctx)
+    return bus, ctx
+
+
+@contextlib.asynccontextmanager
+async def keyed_client(app: Any, name: str = "tests") -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the gateway's ASGI app (no socket) that sends a new free key of its own."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": name})).json()["key"]
+        yield client
+
+
+def collected(bus: Bus, topic: Topic, group: str) -> list[Any]:
+    """A list that fills with every event ``topic`` delivers to ``group`` (subscribed before the bus starts)."""
+    got: list[Any] = []
+
+    async def collect(events: list[Any]) -> None:
+        got.extend(events)
+
+    bus.subscribe(topic, group, collect)
+    return got
