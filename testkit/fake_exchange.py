@@ -31,6 +31,7 @@ import gzip
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -168,6 +169,10 @@ class FakeExchange:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
+
+    def open_subscriptions(self) -> Counter[str]:
+        """Venue pair -> how many open connections are subscribed to it now (closed ones no longer count)."""
+        return Counter(venue for venues in list(self.clients.values()) for venue in venues)
 
     def venue(self, symbol: str, v1: bool = False) -> str:
         pair = VENUES[self.kind].default_pair(symbol)

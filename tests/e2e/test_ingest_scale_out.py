@@ -42,8 +42,8 @@ from tokenpulse_shared.bus.kafka import ORIGIN, KafkaBus
 from tokenpulse_shared.events import CandleEvent, TickEvent
 from tokenpulse_shared.topics import CANDLES, PRICES, TICKS, Topic
 
+from testkit.procs import Proc, free_port, wait_until
 from tests.e2e.kafka_tools import wait_caught_up
-from tests.e2e.procs import Proc, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 

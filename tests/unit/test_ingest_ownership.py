@@ -20,7 +20,7 @@ from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import DeadLetterEvent, Event, TickEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.topics import DEAD_LETTER, TICKS
+from tokenpulse_shared.topics import DEAD_LETTER, TICKS, UNIVERSE
 
 T0 = datetime(2024, 12, 5, tzinfo=UTC)
 
@@ -121,3 +121,29 @@ async def test_a_partition_lost_takes_its_symbols_and_their_ticks_are_dead_lette
     assert len(letters) == 2 and all("not keyed by its symbol" in d.reason for d in letters)
     assert service.builder.symbols() == {"AAA"}
     await service.stop()
+
+
+async def test_the_synthetic_walk_covers_the_tokens_of_the_feed_partitions_assigned() -> None:
+    """Feed ownership, synthetic feed: on Kafka a replica walks no token before the ingest-feeds group assigns
+    it universe partitions, then exactly the tokens of those; a new assignment moves the walk with it."""
+    bus = InMemoryBus()
+    settings = Settings(runtime={"symbols": ["AAA", "ABC", "BBB", "BCD"]}, ingest={"live_feed": "synthetic"})
+    ctx = Context(settings=settings, bus=bus, embedded=False)
+    service = IngestService()
+    service.register(ctx)
+    await bus.start()
+    service.feed_share = None  # the in-process bus assigned everything at start: Kafka has not yet
+    await service.start(ctx)
+    try:
+        assert service.feed is not None and set(service.feed.states) == set()
+        for partitions, walked in (
+            ({0}, {"AAA", "ABC"}),
+            ({1}, {"BBB", "BCD"}),
+            ({0, 1}, {"AAA", "ABC", "BBB", "BCD"}),
+        ):
+            await service.on_feeds_assign(Assignment(UNIVERSE, frozenset(partitions), partition_of))
+            await asyncio.wait_for(asyncio.gather(*service._follows), 5)
+            assert set(service.feed.states) == walked
+            assert ctx.status["feed_share"] == f"{len(walked)} of 4 tokens"
+    finally:
+        await service.stop()

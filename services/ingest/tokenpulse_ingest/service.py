@@ -60,7 +60,7 @@ from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.timeutil import MINUTE_MS
-from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS
+from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS, UNIVERSE
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -70,11 +70,13 @@ from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
-from tokenpulse_ingest.venues.registry import build_connectors, fetch_listings, with_listings
+from tokenpulse_ingest.venues.registry import build_connectors, fetch_listings, pairs_for, with_listings
 from tokenpulse_ingest.venues.spec import Listings
 
 log = logging.getLogger(__name__)
 
+FEEDS_GROUP = "ingest-feeds"  # the consumer group sharing the universe's partitions (the feeds) among replicas
+LIVE_POLL_S = 0.05  # how often the start of the live feed looks for a connected exchange
 READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
 RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
@@ -115,6 +117,11 @@ class IngestService:
         self.publisher: UniversePublisher | None = None
         self._universe_stamp: tuple[float, int] | None = None  # the file's (mtime, size) when last published
         self.listings: dict[str, Listings] = {}  # what the feed exchanges listed when last asked
+        self.feed_share: Assignment | None = None  # the universe partitions whose tokens' feeds run here
+        self._live = False  # the venues' connectors follow this replica's share (LIVE_FEED auto or live)
+        self._feeds_lock = asyncio.Lock()  # one change of the feeds at a time (an assignment, the universe)
+        self._follows: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -140,6 +147,8 @@ class IngestService:
         )
         self.universe.follow(ctx.bus, f"{self.name}-universe")
         self.universe.on_change(self._universe_changed)
+        # the feeds' share: the same topic as a consumer group, its partitions (tokens) split among the replicas
+        ctx.bus.subscribe(UNIVERSE, FEEDS_GROUP, self._feed_share_events, on_assign=self.on_feeds_assign)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
         assert self.ctx is not None
@@ -488,39 +497,47 @@ class IngestService:
         if mode == "synthetic":
             self._start_synthetic(ctx, "synthetic", "synthetic ticks (TOKENPULSE_LIVE_FEED=synthetic)")
             return
+        await self._start_live(ctx, mode)
+
+    async def _start_live(self, ctx: Context, mode: str) -> None:
+        """The venues' connectors of this replica's share of the universe's pairs (the configuration is checked
+        against every pair: on Kafka the share comes with the group's first assignment)."""
         try:
-            self.connectors = build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
+            every = pairs_for(ctx.settings, self._tokens(ctx))
         except ValueError as exc:
             if mode == "live":
                 raise
             log.error("live feed: bad exchange configuration (%s); using synthetic ticks", exc)
             self._start_synthetic(ctx, "synthetic-fallback", f"bad exchange configuration: {exc}")
             return
-        if not self.connectors:
+        if not every:
             if mode == "live":
                 raise ValueError("TOKENPULSE_LIVE_FEED=live but no exchange is configured (TOKENPULSE_FEED_EXCHANGES)")
             self._start_synthetic(ctx, "synthetic-fallback", "no exchange configured")
             return
-        for c in self.connectors:
-            self._connector_tasks.append(asyncio.create_task(c.run(), name=f"feed-{c.name}"))
+        self._live = True
+        await self._follow_feeds()
         ctx.status["feed"] = "connecting"
-        ctx.status["feed_detail"] = "connecting to " + ", ".join(f"{c.name} ({c.url})" for c in self.connectors)
+        ctx.status["feed_detail"] = (
+            "connecting to " + ", ".join(f"{c.name} ({c.url})" for c in self.connectors)
+            if self.connectors
+            else f"waiting for this replica's share of the universe (consumer group {FEEDS_GROUP})"
+        )
         self._refresh_status()
         log.info("live feed: %s", ctx.status["feed_detail"])
         self._tasks.append(asyncio.create_task(self._await_live(ctx, mode), name="ingest-feed-watch"))
 
     async def _await_live(self, ctx: Context, mode: str) -> None:
-        """``auto``: the first exchange to connect makes the feed live; none within the timeout → synthetic."""
-        waits = [asyncio.ensure_future(c.connected.wait()) for c in self.connectors]
-        try:
-            done, _ = await asyncio.wait(
-                waits,
-                timeout=None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for w in waits:
-                w.cancel()
+        """``auto``: the first exchange to connect makes the feed live; none within the timeout → synthetic. The
+        connectors change with the replica's share, so they are looked at again every poll; time without any
+        (no share yet) does not count against the timeout."""
+        timeout = None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s
+        waited = 0.0
+        while not (done := any(c.connected.is_set() for c in self.connectors)):
+            if timeout is not None and waited >= timeout:
+                break
+            await asyncio.sleep(LIVE_POLL_S)
+            waited += LIVE_POLL_S if self.connectors else 0.0
         if done:
             up = [c.name for c in self.connectors if c.connected.is_set()]
             ctx.status["feed"] = "live"
@@ -546,7 +563,7 @@ class IngestService:
         else:
             log.info("live feed: %s", why)
         self.feed = SyntheticFeed(
-            self._seed_states(ctx),
+            self._seed_states(ctx, self._feed_tokens(ctx)),
             period_s=ctx.settings.ingest.synthetic_tick_s,
             seed=ctx.settings.ingest.synthetic_seed,
         )
@@ -705,22 +722,63 @@ class IngestService:
             return
         for symbol in removed:
             self.reconciler.forget(symbol)
-            if self.feed is not None:
-                self.feed.remove(symbol)
-        if self.feed is not None and changed:
-            for state in self._seed_states(self.ctx, [t for t in changed if t.symbol not in self.feed.states]):
-                self.feed.add(state)
-        if self.connectors:
-            await self._resubscribe(self.ctx)
+        await self._follow_feeds()
         if changed or removed:
             log.info("universe: following %d tokens (%d added or changed, %d removed)",
                      len(self.universe.tokens), len(changed), len(removed))  # fmt: skip
+
+    # --- feed ownership: the tokens of the universe partitions the ingest-feeds group assigns to this replica --
+
+    async def _feed_share_events(self, events: list[Any]) -> None:
+        """The feeds group's deliveries: nothing to do, the broadcast follower applies the universe; this group
+        is there for Kafka to share the universe's partitions out."""
+        return None
+
+    async def on_feeds_assign(self, got: Assignment) -> None:
+        """The feeds group's new assignment: run the feeds of these partitions' tokens from now on, stop the
+        others'. In the background: the group's heartbeats pause until this callback returns (aiokafka)."""
+        self.feed_share = got
+        log.info("ingest: universe partitions %s assigned: the feeds of their tokens run here", sorted(got.partitions))
+        task = asyncio.create_task(self._follow_feeds(), name="ingest-feeds-follow")
+        self._follows.add(task)
+        task.add_done_callback(self._follows.discard)
+
+    def _owns_feed(self, symbol: str) -> bool:
+        """Embedded: every feed; on Kafka: the symbols of the universe partitions assigned (none before)."""
+        if self.ctx is not None and self.ctx.embedded:
+            return True
+        return self.feed_share is not None and self.feed_share.holds(symbol)
+
+    def _feed_tokens(self, ctx: Context) -> list[Token]:
+        return [t for t in self._tokens(ctx) if self._owns_feed(t.symbol)]
+
+    async def _follow_feeds(self) -> None:
+        """Make the running feeds those of this replica's share of the universe: the synthetic walk's tokens and
+        the venues' subscriptions (a connector whose pairs changed resubscribes; the others go on untouched)."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        async with self._feeds_lock:
+            if self._stopping:
+                return
+            owned = self._feed_tokens(ctx)
+            if self.feed is not None:
+                want = {t.symbol for t in owned}
+                for symbol in [s for s in self.feed.states if s not in want]:
+                    self.feed.remove(symbol)
+                for state in self._seed_states(ctx, [t for t in owned if t.symbol not in self.feed.states]):
+                    self.feed.add(state)
+            if self._live:
+                await self._resubscribe(ctx)
+            ctx.status["feed_share"] = f"{len(owned)} of {len(self._tokens(ctx))} tokens"
 
     async def _resubscribe(self, ctx: Context) -> None:
         """Restart the connectors whose pairs changed with the universe (each resubscribes as on a reconnect)."""
         try:
             fresh = {
-                c.name: c for c in build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
+                c.name: c
+                for c in build_connectors(
+                    ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx), owns=self._owns_feed
+                )
             }
         except ValueError as exc:
             log.error("universe: the venues' pairs cannot follow it (%s); keeping the current subscriptions", exc)
@@ -776,7 +834,10 @@ class IngestService:
 
     async def stop(self) -> None:
         await self._cancel_restore()
-        await self._stop_connectors()
+        self._stopping = True  # no feed starts from here (an assignment or a universe change arriving late)
+        await asyncio.gather(*self._follows, return_exceptions=True)
+        async with self._feeds_lock:
+            await self._stop_connectors()
         for t in [*self._tasks, *self._gap_tasks]:
             t.cancel()
         for t in [*self._tasks, *self._gap_tasks]:
