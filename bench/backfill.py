@@ -27,16 +27,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tokenpulse_gateway.writer import StoreWriter
-from tokenpulse_ingest.backfill import plan, publish_history
+from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bulk import bundle_series, history_table, insert_history
 from tokenpulse_ingest.columnar import Rejects
-from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
 from bench import plot
+from testkit.wiring import chdb_store, store_history
 
 GOAL = 250_000  # rows/s end to end, embedded (issue 22)
 
@@ -46,30 +44,18 @@ async def _count(store: Store) -> int:
 
 
 async def events_path(work: Path) -> dict[str, float]:
-    shutil.rmtree(work, ignore_errors=True)
     settings = Settings()
-    store = await Store(f"chdb://{work}").open()
-    try:
+    async with chdb_store(work, fresh=True) as store:
         await store.query("SELECT 1")
         t0, c0 = time.perf_counter(), time.process_time()
-        series = plan(settings.runtime.bundle_dir)
-        bus = InMemoryBus()
-        StoreWriter(store).register(Context(settings=settings, bus=bus, store=store))
-        await bus.start()
-        await publish_history(bus, series)
-        await bus.drain()
-        await bus.stop()
+        await store_history(store, settings, plan(settings.runtime.bundle_dir))
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         return {"rows": await _count(store), "seconds": seconds, "cpu": cpu}
-    finally:
-        await store.close()
 
 
 async def columnar_path(work: Path) -> dict[str, float]:
-    shutil.rmtree(work, ignore_errors=True)
     settings = Settings()
-    store = await Store(f"chdb://{work}").open()
-    try:
+    async with chdb_store(work, fresh=True) as store:
         await store.query("SELECT 1")
         t0, c0 = time.perf_counter(), time.process_time()
         rejects = Rejects()
@@ -86,8 +72,6 @@ async def columnar_path(work: Path) -> dict[str, float]:
             "rows": rows, "seconds": t3 - t0, "cpu": cpu, "read_validate": t1 - t0, "table": t2 - t1, "insert": t3 - t2,
             "rerun_added": again, "rejected": rejects.count,
         }  # fmt: skip
-    finally:
-        await store.close()
 
 
 def median_of(runs: list[dict[str, float]], key: str) -> float:

@@ -84,6 +84,8 @@ from tokenpulse_shared.events import (
 )
 from tokenpulse_shared.topics import PRICES
 
+from bench.broker import send_batches
+
 ROOT = Path(__file__).resolve().parents[1]
 BARS = ROOT / "data" / "intraday" / "btcusdt_binance_1m_2024-12.csv.gz"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -991,24 +993,6 @@ def messages_by_partition(fmt: Format, trades: list[Trade], size: int) -> dict[i
     return out
 
 
-async def produce(producer: Any, topic: str, by_partition: dict[int, list[tuple[bytes | None, bytes]]]) -> None:
-    futures = []
-    for p, messages in by_partition.items():
-        batch = producer.create_batch()
-        for key, value in messages:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                futures.append(await producer.send_batch(batch, topic, partition=p))
-                batch = producer.create_batch()
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send(topic, value, key=key, partition=p))
-                    batch = producer.create_batch()
-        if batch.record_count():
-            batch.close()
-            futures.append(await producer.send_batch(batch, topic, partition=p))
-    await asyncio.gather(*futures)
-
-
 async def consume(
     bootstrap: str, topic: str, messages: int, decode: Callable[[list[bytes]], Any] | None
 ) -> tuple[float, float]:
@@ -1053,7 +1037,7 @@ async def round_trip(bootstrap: str, fmt: Format, trades: list[Trade], size: int
     try:
         cpu, wall = time.process_time(), time.perf_counter()
         by_partition = messages_by_partition(fmt, trades, size)
-        await produce(producer, topic, by_partition)
+        await asyncio.gather(*await send_batches(producer, topic, by_partition))
         produced = time.process_time() - cpu, time.perf_counter() - wall
         count = sum(len(m) for m in by_partition.values())
         raw, decoded = await consume_both(bootstrap, topic, count, fmt)

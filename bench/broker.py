@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "kafka-local.sh"
 
@@ -24,3 +25,25 @@ def kafka(work: Path, *, fresh: bool = False) -> Iterator[str]:
         yield out.stdout.strip().splitlines()[-1]
     finally:
         subprocess.run([str(SCRIPT), "stop", str(work / "kafka"), "--clean"], check=False)
+
+
+async def send_batches(
+    producer: Any, topic: str, by_partition: dict[int, list[tuple[bytes | None, bytes]]]
+) -> list[Any]:
+    """Sends each partition's messages as record batches (aiokafka's batch API: a per-message send costs
+    several times more); a message too large for an empty batch goes alone. Returns the send futures."""
+    futures = []
+    for partition, messages in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in messages:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                batch.close()
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    futures.append(await producer.send(topic, value, key=key, partition=partition))
+                    batch = producer.create_batch()
+        if batch.record_count():
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures

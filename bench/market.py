@@ -58,6 +58,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenpulse_shared.events import Interval
 
 from bench import broker, plot
+from bench.broker import send_batches
 from bench.observer import Observer
 from bench.procs import ServiceProc, wait_ready
 
@@ -199,22 +200,6 @@ class SendStats:
     behind_s: float = 0.0  # most the producer fell behind its schedule
 
 
-async def send_batches(producer: AIOKafkaProducer, by_partition: dict[int, list[tuple[bytes, bytes]]]) -> list[Any]:
-    """One record batch per partition (aiokafka's batch API: a per-message send costs several times more)."""
-    futures = []
-    for partition, records in by_partition.items():
-        batch = producer.create_batch()
-        for key, value in records:
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                batch.close()
-                futures.append(await producer.send_batch(batch, TICKS_TOPIC, partition=partition))
-                batch = producer.create_batch()
-                batch.append(key=key, value=value, timestamp=None)
-        batch.close()
-        futures.append(await producer.send_batch(batch, TICKS_TOPIC, partition=partition))
-    return futures
-
-
 async def produce(
     producer: AIOKafkaProducer, market: Market, rate: int, seconds: float, on_sent: Callable[[int], None]
 ) -> SendStats:
@@ -226,7 +211,7 @@ async def produce(
         due = min(total, int((time.monotonic() - start) * rate) + 1)
         n = due - stats.sent
         if n > 0:
-            pending += await send_batches(producer, market.trades(n, time.time()))
+            pending += await send_batches(producer, TICKS_TOPIC, market.trades(n, time.time()))
             stats.sent += n
             on_sent(n)
         if len(pending) > 200:

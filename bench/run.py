@@ -26,37 +26,28 @@ from pathlib import Path
 
 import httpx
 from tokenpulse_gateway.writer import TABLES, StoreWriter
-from tokenpulse_ingest.backfill import gc_paused, plan, publish_history
+from tokenpulse_ingest.backfill import gc_paused, plan
 from tokenpulse_ingest.bundle import bar_to_event
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import utcnow
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.store import Store
 
 from bench import plot
+from testkit.wiring import chdb_store, store_history
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 async def pipeline(kind: str, work: Path) -> tuple[int, float, float]:
     """Returns (rows, seconds reading files, seconds publishing and storing)."""
-    shutil.rmtree(work, ignore_errors=True)
     settings = Settings()
-    store = await Store(f"chdb://{work}").open()
-    try:
+    async with chdb_store(work, fresh=True) as store:
         await store.query("SELECT 1")
         t0 = time.perf_counter()
         series = plan(settings.runtime.bundle_dir)
         t1 = time.perf_counter()
         rows = sum(len(b) for _, _, b in series)
         if kind == "pipeline":
-            bus = InMemoryBus()
-            StoreWriter(store).register(Context(settings=settings, bus=bus, store=store))
-            await bus.start()
-            await publish_history(bus, series)
-            await bus.drain()
-            await bus.stop()
+            await store_history(store, settings, series)
         elif kind == "no-bus":
             writer = StoreWriter(store)
             now = utcnow()
@@ -78,8 +69,6 @@ async def pipeline(kind: str, work: Path) -> tuple[int, float, float]:
         stored = (await store.query("SELECT count() FROM candles"))[0][0]
         assert stored == rows, (stored, rows)
         return rows, t1 - t0, t2 - t1
-    finally:
-        await store.close()
 
 
 def stages() -> list[tuple[str, float]]:

@@ -19,7 +19,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -149,10 +149,15 @@ class FakeExchange:
     def _log(self, request: Request, status: int) -> None:
         self.hits.append(Hit(request.url.path, dict(request.query_params), time.monotonic(), status))
 
-    async def binance(self, request: Request) -> Response:
-        response = await self._fault(request) or self._binance(request)
-        self._log(request, response.status_code)
-        return response
+    def _faultable(self, answer: Callable[[Request], Response]) -> Callable[[Request], Awaitable[Response]]:
+        """The endpoint ``answer`` serves, giving way to the next scripted fault; every request logged."""
+
+        async def endpoint(request: Request) -> Response:
+            response = await self._fault(request) or answer(request)
+            self._log(request, response.status_code)
+            return response
+
+        return endpoint
 
     def _binance(self, request: Request) -> Response:
         q = request.query_params
@@ -181,11 +186,6 @@ class FakeExchange:
         ]  # fmt: skip
         return JSONResponse(self._mangled("binance", rows), headers=headers)
 
-    async def coinbase(self, request: Request) -> Response:
-        response = await self._fault(request) or self._coinbase(request)
-        self._log(request, response.status_code)
-        return response
-
     def _coinbase(self, request: Request) -> Response:
         if request.path_params["product"] != "BTC-USD":
             return JSONResponse({"message": "NotFound"}, 404)
@@ -200,11 +200,6 @@ class FakeExchange:
         bars = self._slice(interval, start, end + 1)  # Coinbase's end is inclusive
         rows = [[b.ts_ms // 1000, b.low, b.high, b.open, b.close, b.volume] for b in reversed(bars) if b.volume > 0]
         return JSONResponse(self._mangled("coinbase", rows))
-
-    async def kraken(self, request: Request) -> Response:
-        response = await self._fault(request) or self._kraken(request)
-        self._log(request, response.status_code)
-        return response
 
     def _kraken(self, request: Request) -> Response:
         q = request.query_params
@@ -227,11 +222,6 @@ class FakeExchange:
     def _mangled(self, venue: str, rows: list[Any]) -> list[Any]:
         return self.mangle(venue, rows) if self.mangle else rows
 
-    async def okx(self, request: Request) -> Response:
-        response = await self._fault(request) or self._okx(request)
-        self._log(request, response.status_code)
-        return response
-
     def _okx(self, request: Request) -> Response:
         q = request.query_params
         if q.get("instId") != "BTC-USDT":
@@ -249,11 +239,6 @@ class FakeExchange:
         ]  # newest first
         return JSONResponse({"code": "0", "msg": "", "data": self._mangled("okx", rows)})
 
-    async def bybit(self, request: Request) -> Response:
-        response = await self._fault(request) or self._bybit(request)
-        self._log(request, response.status_code)
-        return response
-
     def _bybit(self, request: Request) -> Response:
         q = request.query_params
         if q.get("category") != "spot" or q.get("symbol") != "BTCUSDT":
@@ -266,11 +251,6 @@ class FakeExchange:
         rows = [[str(b.ts_ms), f"{b.open}", f"{b.high}", f"{b.low}", f"{b.close}", f"{b.volume}", "0"] for b in bars]
         result = {"symbol": "BTCUSDT", "category": "spot", "list": self._mangled("bybit", rows[::-1])}  # newest first
         return JSONResponse({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 0})
-
-    async def coinbase_advanced(self, request: Request) -> Response:
-        response = await self._fault(request) or self._coinbase_advanced(request)
-        self._log(request, response.status_code)
-        return response
 
     def _coinbase_advanced(self, request: Request) -> Response:
         if request.path_params["product"] != "BTC-USD":
@@ -315,23 +295,19 @@ class FakeExchange:
         }  # fmt: skip
         return JSONResponse({"error": [], "result": result})
 
-    async def kraken_trades(self, request: Request) -> Response:
+    def _kraken_trades(self, request: Request) -> Response:
         """Kraken's recent trades (https://docs.kraken.com/api/docs/rest-api/get-recent-trades): the scripted
         ``trades`` rows ``[price, volume, time_s, side, type, misc, trade_id]`` from ``since`` (seconds or
         nanoseconds) on, oldest first; with ``trades_latest`` the newest ``count`` whatever ``since`` (as the
         exchanges without a ``since`` parameter answer)."""
-        response = await self._fault(request)
-        if response is None:
-            q = request.query_params
-            since = int(q.get("since", 0))
-            since_s = since / 1e9 if since > 10**12 else since
-            rows = [r for r in self.trades.get(q.get("pair", ""), []) if float(r[2]) >= since_s]
-            count = int(q.get("count", 1000))
-            rows = rows[-count:] if self.trades_latest else rows[:count]
-            last = str(int(float(rows[-1][2]) * 1e9)) if rows else q.get("since", "0")
-            response = JSONResponse({"error": [], "result": {q.get("pair", ""): rows, "last": last}})
-        self._log(request, response.status_code)
-        return response
+        q = request.query_params
+        since = int(q.get("since", 0))
+        since_s = since / 1e9 if since > 10**12 else since
+        rows = [r for r in self.trades.get(q.get("pair", ""), []) if float(r[2]) >= since_s]
+        count = int(q.get("count", 1000))
+        rows = rows[-count:] if self.trades_latest else rows[:count]
+        last = str(int(float(rows[-1][2]) * 1e9)) if rows else q.get("since", "0")
+        return JSONResponse({"error": [], "result": {q.get("pair", ""): rows, "last": last}})
 
     def listing(self, venue: str) -> Any:
         async def answer(request: Request) -> Response:
@@ -345,15 +321,15 @@ class FakeExchange:
         self.index()
         return Starlette(
             routes=[
-                Route("/api/v3/klines", self.binance),
-                Route("/products/{product}/candles", self.coinbase),
-                Route("/0/public/OHLC", self.kraken),
+                Route("/api/v3/klines", self._faultable(self._binance)),
+                Route("/products/{product}/candles", self._faultable(self._coinbase)),
+                Route("/0/public/OHLC", self._faultable(self._kraken)),
                 Route("/0/public/Assets", self.kraken_assets),
                 Route("/0/public/AssetPairs", self.kraken_asset_pairs),
-                Route("/0/public/Trades", self.kraken_trades),
-                Route("/api/v5/market/history-candles", self.okx),
-                Route("/v5/market/kline", self.bybit),
-                Route("/market/products/{product}/candles", self.coinbase_advanced),
+                Route("/0/public/Trades", self._faultable(self._kraken_trades)),
+                Route("/api/v5/market/history-candles", self._faultable(self._okx)),
+                Route("/v5/market/kline", self._faultable(self._bybit)),
+                Route("/market/products/{product}/candles", self._faultable(self._coinbase_advanced)),
                 Route("/api/v3/exchangeInfo", self.listing("binance")),
                 Route("/products", self.listing("coinbase")),
             ]

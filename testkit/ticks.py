@@ -6,7 +6,8 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from tokenpulse_shared.events import TickEvent
+from tokenpulse_ingest.venues.connector import BadMessage, Connector
+from tokenpulse_shared.events import Side, TickEvent
 
 
 def random_walk(
@@ -48,3 +49,32 @@ def with_resends(
         again = ticks[j].model_copy(update={"event_id": event_id(j)})
         ticks.insert(min(len(ticks), j + rng.randrange(2, max_delay)), again)
     return ticks
+
+
+async def discard(ticks: list[TickEvent]) -> None:
+    """A connector's sink for tests that only call ``parse``."""
+
+
+def trade_of(tick: TickEvent) -> tuple[str, str, str, float, float, Side]:
+    """What a venue's trade normalises to: symbol, source, quote, price, size and taker side."""
+    return tick.symbol, tick.source, tick.quote, tick.price, tick.size, tick.side
+
+
+def ohlcv(trades: list[TickEvent]) -> tuple[float, float, float, float, float]:
+    """Open, high, low, close and volume of trades already in time order: what their candle must hold."""
+    return (
+        trades[0].price,
+        max(t.price for t in trades),
+        min(t.price for t in trades),
+        trades[-1].price,
+        sum(t.size for t in trades),
+    )
+
+
+def refusal(connector: Connector, raw: str | bytes) -> str:
+    """The kind of :class:`BadMessage` the connector refuses ``raw`` with; a frame it accepts fails the test."""
+    try:
+        connector.parse(raw)
+    except BadMessage as exc:
+        return exc.kind
+    raise AssertionError(f"accepted {raw!r}"[:200])

@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
+from tokenpulse_gateway.writer import StoreWriter
+from tokenpulse_ingest.backfill import publish_history
+from tokenpulse_ingest.bundle import Bar
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
+from tokenpulse_shared.events import Interval
 from tokenpulse_shared.service import Context, Service
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import Topic
+
+
+@contextlib.asynccontextmanager
+async def chdb_store(path: Path, fresh: bool = False) -> AsyncIterator[Store]:
+    """A real ClickHouse engine (chDB) at ``path`` (emptied first if ``fresh``), migrated; closed on leaving."""
+    if fresh:
+        shutil.rmtree(path, ignore_errors=True)
+    store = await Store(f"chdb://{path}").open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMemoryBus, Context]:
@@ -30,6 +48,16 @@ async def keyed_client(app: Any, name: str = "tests") -> AsyncIterator[httpx.Asy
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
         client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": name})).json()["key"]
         yield client
+
+
+async def store_history(store: Store, settings: Settings, series: list[tuple[str, Interval, list[Bar]]]) -> None:
+    """The history published on an in-memory bus to the store writer, as embedded mode stores it."""
+    bus = InMemoryBus()
+    StoreWriter(store).register(Context(settings=settings, bus=bus, store=store))
+    await bus.start()
+    await publish_history(bus, series)
+    await bus.drain()
+    await bus.stop()
 
 
 def collected(bus: Bus, topic: Topic, group: str) -> list[Any]:

@@ -5,17 +5,26 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from tokenpulse_shared.store import Store
+
+from testkit.wiring import chdb_store
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     """A real ClickHouse engine (chDB) on a fresh data path, migrated."""
-    s = await Store(f"chdb://{tmp_path / 'ch'}").open()
-    try:
+    async with chdb_store(tmp_path / "ch") as s:
         yield s
-    finally:
-        await s.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def module_store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Store]:
+    """One engine for a module whose fixtures load the history once and whose tests only read it (or add keys)."""
+    async with chdb_store(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "ch") as s:
+        yield s
 
 
 @pytest.fixture

@@ -383,34 +383,36 @@ def cycles(
     render(result, Console())
 
 
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON here.")]
+
+
+def write_json(path: Path | None, text: str) -> None:
+    """Writes a command's report where ``--json`` asked, and says so."""
+    if path:
+        path.write_text(text)
+        console.print(f"wrote {path}")
+
+
 @app.command("track-record")
-def track_record_cmd(
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.")] = None,
-) -> None:
+def track_record_cmd(json_out: JsonOut = None) -> None:
     """Replay the bundled daily history through scoring and measure signals and grades (walk-forward)."""
     from tokenpulse.track_cli import render, replay
 
     settings = load_settings()
     report = replay(settings.runtime.bundle_dir, settings.runtime.symbols)
     render(report, Console())
-    if json_out:
-        json_out.write_text(report.model_dump_json(indent=2))
-        console.print(f"wrote {json_out}")
+    write_json(json_out, report.model_dump_json(indent=2))
 
 
 @app.command("market-record")
-def market_record_cmd(
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the record as JSON here.")] = None,
-) -> None:
+def market_record_cmd(json_out: JsonOut = None) -> None:
     """Replay the bundled daily history, compute every day's market state (walk-forward) and measure it."""
     from tokenpulse.market_cli import market_record, render
 
     settings = load_settings()
     records = market_record(settings.runtime.bundle_dir, settings.runtime.symbols)
     render(records, Console())
-    if json_out:
-        json_out.write_text(json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+    write_json(json_out, json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n")
 
 
 @app.command()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
-from tests.security.conftest import ADMIN, RELAXED, UpServer, serving
+from tests.security.conftest import RELAXED, UpServer, serving
 
 
 @pytest.fixture(scope="session")
@@ -24,10 +23,4 @@ def free_key(sdk_server: UpServer) -> str:
 
 @pytest.fixture(scope="session")
 def pro_key(sdk_server: UpServer) -> str:
-    r = httpx.post(
-        f"{sdk_server.base}/v1/admin/keys", json={"name": "sdk tests", "tier": "pro"}, headers={"X-Admin-Token": ADMIN}
-    )
-    r.raise_for_status()
-    key = str(r.json()["key"])
-    sdk_server.issued.append(key)
-    return key
+    return sdk_server.tier_key("sdk tests", "pro")

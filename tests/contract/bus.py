@@ -107,6 +107,25 @@ def dead_letters_of(marker: str, into: list[DeadLetterEvent]) -> Callable[[list[
     return handler
 
 
+class FailsFirst:
+    """A handler of ``sym``'s prices that raises ``error`` on its first ``times`` calls holding any, then records
+    their ids in ``handled``; ``calls`` counts the calls holding any, ``failures`` the ones it failed."""
+
+    def __init__(self, sym: str, times: int, error: Exception) -> None:
+        self.sym, self.times, self.error = sym, times, error
+        self.calls = self.failures = 0
+        self.handled: list[str] = []
+
+    async def __call__(self, events: list[Event]) -> None:
+        mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == self.sym]
+        if mine:
+            self.calls += 1
+            if self.failures < self.times:
+                self.failures += 1
+                raise self.error
+        self.handled.extend(e.event_id for e in mine)
+
+
 class BusContract:
     """The behaviours; a subclass provides ``make_bus`` (a fixture) and :meth:`quiet`."""
 
@@ -164,50 +183,25 @@ class BusContract:
         await self.quiet(bus)
         return events
 
+    async def each_handled_once_none_dead(self, bus: Bus, group: str, handler: FailsFirst) -> None:
+        """``handler`` subscribed as ``group``: ten prices of its token, each recorded once, none dead-lettered."""
+        dead: list[DeadLetterEvent] = []
+        bus.subscribe(PRICES, group, handler)
+        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(handler.sym, dead))
+        events = await self.ten_prices_handled(bus, handler.sym, handler.handled)
+        assert sorted(handler.handled) == sorted(e.event_id for e in events)
+        assert dead == []
+
     async def test_a_batch_is_handed_again_after_a_handler_error(self, make_bus: MakeBus) -> None:
         """At least once: a handler that fails (not for good) gets the batch again; nothing is dead-lettered."""
-        bus = make_bus(retries=3)
-        sym = symbol("E")
-        calls = 0
-        handled: list[str] = []
-        dead: list[DeadLetterEvent] = []
-
-        async def fails_once(events: list[Event]) -> None:
-            nonlocal calls
-            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
-            if mine:
-                calls += 1
-                if calls == 1:
-                    raise RuntimeError("a hiccup")
-            handled.extend(e.event_id for e in mine)
-
-        bus.subscribe(PRICES, "hiccup", fails_once)
-        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, handled)
-        assert calls >= 2 and sorted(handled) == sorted(e.event_id for e in events)
-        assert dead == []
+        hiccup = FailsFirst(symbol("E"), 1, RuntimeError("a hiccup"))
+        await self.each_handled_once_none_dead(make_bus(retries=3), "hiccup", hiccup)
+        assert hiccup.calls >= 2
 
     async def test_a_transient_error_redelivers_the_batch_and_never_dead_letters_it(self, make_bus: MakeBus) -> None:
-        bus = make_bus()
-        sym = symbol("T")
-        failures = 0
-        handled: list[str] = []
-        dead: list[DeadLetterEvent] = []
-
-        async def flaky(events: list[Event]) -> None:
-            nonlocal failures
-            mine = [e for e in events if isinstance(e, PriceEvent) and e.symbol == sym]
-            if mine and failures < 3:
-                failures += 1
-                raise TransientError("store unavailable")
-            handled.extend(e.event_id for e in mine)
-
-        bus.subscribe(PRICES, "flaky", flaky)
-        bus.subscribe(DEAD_LETTER, "audit", dead_letters_of(sym, dead))
-        events = await self.ten_prices_handled(bus, sym, handled)
-        assert failures == 3
-        assert sorted(handled) == sorted(e.event_id for e in events)  # each once, once it succeeded
-        assert dead == []
+        flaky = FailsFirst(symbol("T"), 3, TransientError("store unavailable"))
+        await self.each_handled_once_none_dead(make_bus(), "flaky", flaky)
+        assert flaky.failures == 3
 
     async def test_a_transient_error_redelivers_only_the_failing_topic(self, make_bus: MakeBus) -> None:
         """A group's subscriptions to two topics: the second one's handler fails transiently; only its

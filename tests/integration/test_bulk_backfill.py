@@ -102,6 +102,7 @@ async def test_rest_history_into_the_store_equals_the_event_path(store: Store) -
 
     from testkit.rest_exchange import FakeExchange, load_series
     from testkit.server import ThreadedServer
+    from testkit.wiring import collected
 
     exchange = FakeExchange(load_series())
 
@@ -116,12 +117,7 @@ async def test_rest_history_into_the_store_equals_the_event_path(store: Store) -
         until = datetime.fromtimestamp(exchange.end_ms / 1000, UTC)
         since = until - timedelta(hours=6)
         bus = InMemoryBus()
-        events: list[CandleEvent] = []
-
-        async def sink(batch: list[CandleEvent]) -> None:
-            events.extend(batch)
-
-        bus.subscribe(CANDLES, "test", sink)
+        events: list[CandleEvent] = collected(bus, CANDLES, "test")
         await bus.start()
         by_events = RestBackfiller(bus, settings, intervals=[Interval.M1, Interval.H1])
         by_store = RestBackfiller(InMemoryBus(), settings, intervals=[Interval.M1, Interval.H1], store=store)

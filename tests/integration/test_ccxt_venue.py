@@ -5,9 +5,10 @@ API (testkit/rest_exchange.py, through ccxt's URL override) and ccxt.pro's Krake
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,16 +88,30 @@ async def test_watch_trades_through_ccxt_pro_dedupes_and_reconnects_with_a_gap(r
         await ws.stop()
 
 
-async def test_polling_fetch_trades_walks_forward_from_the_last_trade_without_loss(rest, monkeypatch) -> None:
-    exchange, url = rest
-    now = time.time()
-    exchange.trades_latest = False
-    exchange.trades["XXBTZUSD"] = [kraken_row(i, now - 60 + i) for i in (1, 2, 3)]
+@contextlib.asynccontextmanager
+async def polling(
+    exchange: FakeExchange, url: str, monkeypatch: pytest.MonkeyPatch, now: float, ids: tuple[int, ...], latest: bool
+) -> AsyncIterator[Rig]:
+    """A rig polling Kraken in pages of 3, BTC's first trades ``ids`` (ETH none), running while the block runs;
+    ``latest``: the exchange answers its newest trades whatever ``since``."""
+    exchange.trades_latest = latest
+    exchange.trades["XXBTZUSD"] = [kraken_row(i, now - 60 + i) for i in ids]
     exchange.trades["XETHZUSD"] = []
     monkeypatch.setattr(ccxt_venue, "POLL_LIMIT", 3)
     r = Rig(url, watch=False, poll_s=0.1)
     task = asyncio.create_task(r.conn.run())
     try:
+        yield r
+    finally:
+        exchange.trades_latest = False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_polling_fetch_trades_walks_forward_from_the_last_trade_without_loss(rest, monkeypatch) -> None:
+    exchange, url = rest
+    now = time.time()
+    async with polling(exchange, url, monkeypatch, now, (1, 2, 3), latest=False) as r:
         await wait_for(lambda: len(r.ticks) == 3, 60, what="the first page")
         assert r.conn.mode == "poll" and [t.trade_id for t in r.ticks] == ["1", "2", "3"]
         exchange.trades["XXBTZUSD"] += [kraken_row(i, now - 50 + i) for i in range(4, 12)]  # 8 new, pages of 3
@@ -105,21 +120,13 @@ async def test_polling_fetch_trades_walks_forward_from_the_last_trade_without_lo
         assert r.conn.health.duplicates > 0  # each page starts at the last trade seen: dropped again
         polls = [h for h in exchange.requests("/0/public/Trades") if h.params["pair"] == "XXBTZUSD"]
         assert "since" not in polls[0].params and all("since" in h.params for h in polls[1:])
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_polling_a_full_page_that_stops_short_of_the_last_trade_is_a_gap(rest, monkeypatch) -> None:
     exchange, url = rest
     now = time.time()
-    exchange.trades_latest = True  # the exchange answers its newest trades, whatever `since`
-    exchange.trades["XXBTZUSD"] = [kraken_row(i, now - 60 + i) for i in (1, 2)]
-    exchange.trades["XETHZUSD"] = []
-    monkeypatch.setattr(ccxt_venue, "POLL_LIMIT", 3)
-    r = Rig(url, watch=False, poll_s=0.1)
-    task = asyncio.create_task(r.conn.run())
-    try:
+    # the exchange answers its newest trades, whatever `since`
+    async with polling(exchange, url, monkeypatch, now, (1, 2), latest=True) as r:
         await wait_for(lambda: len(r.ticks) == 2, 60, what="the first page")
         exchange.trades["XXBTZUSD"] += [kraken_row(i, now - 50 + i) for i in range(3, 9)]  # 6 new: 3..5 never seen
         await wait_for(lambda: r.gaps, 60, what="the gap")
@@ -128,10 +135,6 @@ async def test_polling_a_full_page_that_stops_short_of_the_last_trade_is_a_gap(r
         assert abs(since.timestamp() - (now - 58)) < 0.002  # the last trade we have ...
         assert abs(until.timestamp() - (now - 44)) < 0.002  # ... to the oldest of the page (trade 6)
         assert [t.trade_id for t in r.ticks] == ["1", "2", "6", "7", "8"]
-    finally:
-        exchange.trades_latest = False
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_history_through_fetch_ohlcv_with_ccxt_rate_limiting(rest, monkeypatch) -> None:

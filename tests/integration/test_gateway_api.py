@@ -12,44 +12,34 @@ from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.events import Interval
+from tokenpulse_shared.events import INDICATOR_FIELDS, Interval
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 
-from testkit.wiring import embedded
+from testkit.wiring import embedded, keyed_client
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    """One real engine for the module: the history is loaded once, tests only read (and add keys)."""
-    s = await Store(f"chdb://{tmp_path_factory.mktemp('api') / 'ch'}").open()
-    yield s
-    await s.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def api(module_store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": ["BTC", "ETH"]}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 300}
     )
     gateway, scoring = GatewayService(), ScoringService()
-    bus, ctx = embedded(settings, store, gateway, scoring)
+    bus, ctx = embedded(settings, module_store, gateway, scoring)
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, ["BTC", "ETH"], [Interval.D1]))
     await publish_marketcaps(bus, settings.runtime.bundle_dir, ["BTC", "ETH"])
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        key = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
-        client.headers["X-API-Key"] = key
+    async with keyed_client(gateway.app) as client:
         yield client
     await bus.stop()
 
 
-async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store: Store) -> None:
+async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, module_store: Store) -> None:
     key = api.headers["X-API-Key"]
     no_key = await api.get("/v1/tokens", headers={"X-API-Key": ""})
     assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "missing_api_key"
@@ -57,7 +47,7 @@ async def test_keys_are_required_and_stored_hashed(api: httpx.AsyncClient, store
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
     bearer = await api.get("/v1/tokens", headers={"X-API-Key": "", "Authorization": f"Bearer {key}"})
     assert bearer.status_code == 200
-    stored = await store.query("SELECT key_hash FROM api_keys")
+    stored = await module_store.query("SELECT key_hash FROM api_keys")
     assert key not in str(stored) and len(stored[0][0]) == 64
 
 
@@ -221,20 +211,7 @@ async def test_indicators_served_through_the_pipeline_match_talib(api: httpx.Asy
     sma = np.array([np.nan if r["sma_200"] is None else r["sma_200"] for r in served])
     np.testing.assert_allclose(rsi[14:], talib.RSI(close, 14)[14:], rtol=1e-6)
     np.testing.assert_allclose(sma[199:], talib.SMA(close, 200)[199:], rtol=1e-6)
-    assert set(served[-1]) == {
-        "ts",
-        "rsi_14",
-        "macd",
-        "macd_signal",
-        "macd_hist",
-        "ema_20",
-        "ema_50",
-        "sma_200",
-        "bb_upper",
-        "bb_middle",
-        "bb_lower",
-        "atr_14",
-    }
+    assert set(served[-1]) == {"ts", *INDICATOR_FIELDS}
 
 
 async def test_a_grades_components_are_an_object_of_numbers(api: httpx.AsyncClient) -> None:

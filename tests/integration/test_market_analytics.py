@@ -24,13 +24,12 @@ from tokenpulse_gateway.writer import TABLES, StoreWriter
 from tokenpulse_ingest.backfill import plan, publish_history, publish_marketcaps
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_scoring.service import ScoringService
-from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import CandleEvent, Direction, GradeEvent, Interval, MarketStateEvent, SignalEvent
-from tokenpulse_shared.service import Context
+from tokenpulse_shared.events import CandleEvent, Direction, GradeEvent, Interval, SignalEvent
 from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import MARKET_STATE
 
+from testkit.wiring import collected, embedded, keyed_client
 from tokenpulse.market_cli import market_record
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -62,36 +61,20 @@ def window(closes: pd.Series, days: int, as_of: pd.Timestamp | None = None) -> p
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def store(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Store]:
-    s = await Store(f"chdb://{tmp_path_factory.mktemp('analytics') / 'ch'}").open()
-    yield s
-    await s.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def api(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+async def api(module_store: Store) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         runtime={"symbols": SYMBOLS}, ingest={"live_feed": "off"}, gateway={"free_limit_per_minute": 10_000}
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, store=store, embedded=True)
     gateway, scoring = GatewayService(), ScoringService()
-    gateway.register(ctx)
-    scoring.register(ctx)
-    RUN.update(gateway=gateway, bus=bus, states=[])
-
-    async def collect(events: list[MarketStateEvent]) -> None:
-        RUN["states"].extend(events)
-
-    bus.subscribe(MARKET_STATE, "test-market-state", collect)
+    bus, ctx = embedded(settings, module_store, gateway, scoring)
+    RUN.update(gateway=gateway, bus=bus, states=collected(bus, MARKET_STATE, "test-market-state"))
     await bus.start()
     await scoring.start(ctx)
     await publish_history(bus, plan(settings.runtime.bundle_dir, SYMBOLS, [Interval.D1]))
     await publish_marketcaps(bus, settings.runtime.bundle_dir, SYMBOLS)
     await bus.drain()
     assert gateway.app is not None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway.app), base_url="http://t") as client:
-        client.headers["X-API-Key"] = (await client.post("/v1/keys", json={"name": "tests"})).json()["key"]
+    async with keyed_client(gateway.app) as client:
         yield client
     await bus.stop()
 
@@ -140,14 +123,14 @@ async def test_correlation_matches_pandas_on_common_dates(api: httpx.AsyncClient
     np.testing.assert_allclose(np.array(got["matrix"]), returns.corr().to_numpy(), rtol=1e-9)
 
 
-async def test_too_little_history_is_a_422_with_the_reason(api: httpx.AsyncClient, store: Store) -> None:
+async def test_too_little_history_is_a_422_with_the_reason(api: httpx.AsyncClient, module_store: Store) -> None:
     """A token listed ten days ago (candles in the store, nothing else): no number, a 422 that says why."""
     first = datetime(2026, 6, 18, tzinfo=UTC)
     candles = [
         CandleEvent(symbol="NEWC", interval=Interval.D1, ts=first + timedelta(days=i), open=1, high=2, low=1, close=1.5)
         for i in range(10)
     ]
-    await StoreWriter(store).write(TABLES["candles"], candles)
+    await StoreWriter(module_store).write(TABLES["candles"], candles)
     r = await api.get("/v1/quant/NEWC", params={"window": "30d"})
     assert r.status_code == 422, r.text
     error = r.json()["error"]
@@ -239,10 +222,10 @@ def with_future_changed(data: MarketData, cutoff: date) -> MarketData:
 
 
 @pytest.mark.parametrize("index_id", ["mcap-top5", "grade-60"])
-async def test_indices_do_not_look_ahead(api: httpx.AsyncClient, store: Store, index_id: str) -> None:
+async def test_indices_do_not_look_ahead(api: httpx.AsyncClient, module_store: Store, index_id: str) -> None:
     """Changing every day after a cutoff leaves every NAV up to it as it was; the cutoffs are rebalance days
     (a Monday, the first of a month), where a rule reading even one day ahead would trade differently."""
-    data = await AnalyticsQueries(store).market_data()
+    data = await AnalyticsQueries(module_store).market_data()
     rules = BY_ID[index_id]
     before = simulate(data, rules, weights_of(rules))
     for cutoff in (date(2022, 11, 7), date(2021, 6, 1), date(2024, 3, 15)):
@@ -339,3 +322,18 @@ async def test_the_market_state_is_published_when_it_changes(api: httpx.AsyncCli
     assert (changed.state, changed.previous_state) == ("bullish", current["state"])
     assert changed.event_id == f"market-state-{current['as_of']}-bullish" and changed.breadth == 1.0
     assert (await api.get("/v1/market")).json()["state"] == "bullish"
+
+
+async def test_the_latest_grade_and_daily_signal_are_the_newest_rows(
+    api: httpx.AsyncClient, module_store: Store
+) -> None:
+    """What a report quotes: the token's newest grade and newest standing daily signal, not an older one."""
+    queries = AnalyticsQueries(module_store)
+    ((grade_ms,),) = await module_store.query("SELECT toUnixTimestamp64Milli(max(ts)) FROM grades WHERE symbol = 'BTC'")
+    signals = "SELECT toUnixTimestamp64Milli(max(ts)) FROM signals FINAL WHERE symbol = 'BTC' AND interval = '1d'"
+    ((signal_ms,),) = await module_store.query(signals + " AND retracted = 0")
+    grade, signal = await queries.latest_grade("BTC"), await queries.latest_daily_signal("BTC")
+    assert grade is not None and signal is not None
+    assert grade["ts"] == datetime.fromtimestamp(grade_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert signal["ts"] == datetime.fromtimestamp(signal_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    assert signal["direction"] in ("bullish", "bearish") and isinstance(grade["components"], dict)

@@ -310,12 +310,7 @@ def mangle_once(venue: str, index: int, how: str) -> Any:
 
 async def backfill_last_minutes(url: str, venue: str, end_ms: int, minutes: int = 60) -> tuple[list[CandleEvent], Any]:
     bus = InMemoryBus()
-    got: list[CandleEvent] = []
-
-    async def sink(events: list[CandleEvent]) -> None:
-        got.extend(events)
-
-    bus.subscribe(CANDLES, "test", sink)
+    got: list[CandleEvent] = collected(bus, CANDLES, "test")
     await bus.start()
     fast = {"requests_per_s": 100}  # these tests are about rows, not rate limits
     backfiller = RestBackfiller(bus, settings_for(url, kraken=fast, coinbase=fast), intervals=[Interval.M1])

@@ -76,6 +76,15 @@ class UpServer:
         self.issued.append(key)
         return key
 
+    def tier_key(self, name: str, tier: str) -> str:
+        """A key of ``tier``, issued through the admin API."""
+        admin = {"X-Admin-Token": ADMIN}
+        r = httpx.post(f"{self.base}/v1/admin/keys", json={"name": name, "tier": tier}, headers=admin)
+        r.raise_for_status()
+        key = str(r.json()["key"])
+        self.issued.append(key)
+        return key
+
     def logs(self) -> str:
         return "\n".join(p.log.read_text(errors="replace") for p in self.runs)
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.security.conftest import ADMIN, RELAXED, LoopProbe, UpServer
+from tests.security.conftest import RELAXED, LoopProbe, UpServer, serving
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -26,25 +26,14 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 def mcp_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpServer]:
     """A free tier of :data:`MINUTE_LIMIT` requests a minute; everything else relaxed."""
     env = {**RELAXED, "TOKENPULSE_FREE_LIMIT_PER_MINUTE": str(MINUTE_LIMIT)}
-    up = UpServer(tmp_path_factory.mktemp("mcp"), env).start()
-    try:
-        yield up
-    finally:
-        code = up.stop()
-    assert code == 0, up.proc.tail(80)
-    assert not up.leaked_keys(), "API keys in the log of the MCP server"
+    up = UpServer(tmp_path_factory.mktemp("mcp"), env)
+    yield from serving(up, "the log of the MCP server")
     assert "unhandled error" not in up.logs()
 
 
 @pytest.fixture(scope="module")
 def pro_key(mcp_up: UpServer) -> str:
-    r = httpx.post(
-        f"{mcp_up.base}/v1/admin/keys", json={"name": "mcp", "tier": "pro"}, headers={"X-Admin-Token": ADMIN}
-    )
-    r.raise_for_status()
-    key = str(r.json()["key"])
-    mcp_up.issued.append(key)
-    return key
+    return mcp_up.tier_key("mcp", "pro")
 
 
 def message(method: str, params: dict[str, Any] | None = None, id_: int = 1) -> dict[str, Any]:

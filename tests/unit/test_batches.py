@@ -29,6 +29,8 @@ from tokenpulse_shared.bus.base import RawMessage, decode_message
 from tokenpulse_shared.events import CandleEvent, Event, IndicatorEvent, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.topics import ALL_TOPICS, BY_NAME
 
+from testkit.strategies import HOSTILE
+
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
 TIME_COLUMNS = {"ts_us", "ts_ms"}
 
@@ -129,35 +131,8 @@ def doc_of(model: type[RowBatch]) -> dict[str, Any]:
     return json.loads(encode(model.from_events(v1_samples()[model], event_id="batch-0001")))
 
 
-VALUES: list[Any] = [
-    None,
-    True,
-    0,
-    -1,
-    1,
-    1.5,
-    -0.0,
-    1e308,
-    2**63,
-    "",
-    "BTC",
-    "BTC\n",
-    "btc",
-    "A" * 16,
-    "x" * 65,
-    "x" * 129,
-    "buy",
-    "sideways",
-    "1m",
-    "USDT",
-    [],
-    ["a"],
-    {},
-]
-
-
 @pytest.mark.parametrize("model", BATCH_MODELS, ids=lambda m: m.__name__)
-@pytest.mark.parametrize("value", VALUES, ids=repr)
+@pytest.mark.parametrize("value", HOSTILE, ids=repr)
 def test_a_cell_is_valid_exactly_when_the_v1_field_is(model: type[RowBatch], value: Any) -> None:
     """The same JSON value, in row 0 of a column or in the v1 event's field (both strict): the same verdict."""
     doc = doc_of(model)

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 
+from testkit.ticks import ohlcv
+
 T0 = datetime(2024, 12, 5, tzinfo=UTC)
 
 
@@ -42,14 +44,7 @@ def reference(ticks: list[TickEvent], interval: Interval) -> dict[int, tuple[flo
     out = {}
     for b, ts in buckets.items():
         ts.sort(key=lambda t: (t.ts, int(t.trade_id or 0)))
-        out[b] = (
-            ts[0].price,
-            max(t.price for t in ts),
-            min(t.price for t in ts),
-            ts[-1].price,
-            sum(t.size for t in ts),
-            len(ts),
-        )
+        out[b] = (*ohlcv(ts), len(ts))
     return out
 
 

@@ -138,12 +138,24 @@ class ByVersion(Generic[T]):
     def __init__(self) -> None:
         self._version: Hashable = None
         self._value: T | None = None
+        self.loading = asyncio.Lock()
+        """one load at a time: requests that find the data changed wait for the first one's load"""
 
     def get(self, version: Hashable) -> T | None:
         return self._value if version == self._version else None
 
     def put(self, version: Hashable, value: T) -> None:
         self._version, self._value = version, value
+
+    async def current(self, version_of: Callable[[], Awaitable[Hashable]], load: Callable[[], Awaitable[T]]) -> T:
+        """The value for the store's current data version, loaded with ``load`` only when that version changed."""
+        async with self.loading:
+            version = await version_of()
+            value = self.get(version)
+            if value is None:
+                value = await load()
+                self.put(version, value)
+            return value
 
 
 class CycleHistory(ByVersion[CycleData]):
@@ -152,8 +164,6 @@ class CycleHistory(ByVersion[CycleData]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.loading = asyncio.Lock()
-        """one load at a time: requests that find the data changed wait for the first one's load"""
         self.default_answer: dict[str, Any] | None = None
 
     def put(self, version: Hashable, value: CycleData) -> None:
@@ -167,8 +177,6 @@ class MarketHistory(ByVersion[MarketData]):
 
     def __init__(self, max_answers: int = 256) -> None:
         super().__init__()
-        self.loading = asyncio.Lock()
-        """one load at a time: requests that find the data changed wait for the first one's load"""
         self.max_answers = max_answers
         self._answers: OrderedDict[Hashable, Any] = OrderedDict()
 

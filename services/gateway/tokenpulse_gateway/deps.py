@@ -25,6 +25,7 @@ from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.keys import ApiKey, KeyStore
 from tokenpulse_gateway.limits import KeyLimiter, LimiterUnavailable, Verdict
 from tokenpulse_gateway.live import StreamHub
+from tokenpulse_gateway.market_data import MarketAnalytics
 from tokenpulse_gateway.queries import Queries
 from tokenpulse_gateway.state import GatewayState, KeyLocks, Webhooks, state_of
 from tokenpulse_gateway.tiers import Tier, Tiers
@@ -176,3 +177,11 @@ CachesDep = Annotated[Caches, _state_part("caches")]
 HalvingsDep = Annotated[list[Halving], _state_part("halvings")]
 RuleLocksDep = Annotated[KeyLocks, _state_part("rule_locks")]
 WebhooksDep = Annotated[Webhooks, _state_part("webhooks")]
+
+
+async def market_analytics(request: Request) -> MarketAnalytics:
+    state = state_of(request)
+    return MarketAnalytics(state.queries.analytics, state.caches.market)
+
+
+MarketDep = Annotated[MarketAnalytics, Depends(market_analytics)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tokenpulse_gateway.analytics.series import MarketData
@@ -19,13 +20,7 @@ T = TypeVar("T")
 
 
 async def market_data(queries: AnalyticsQueries, history: MarketHistory) -> MarketData:
-    async with history.loading:
-        version = await queries.track_record_version()
-        data = history.get(version)
-        if data is None:
-            data = await queries.market_data()
-            history.put(version, data)
-        return data
+    return await history.current(queries.track_record_version, queries.market_data)
 
 
 async def computed(history: MarketHistory, key: Hashable, compute: Callable[..., T], *args: Any) -> T:
@@ -35,3 +30,17 @@ async def computed(history: MarketHistory, key: Hashable, compute: Callable[...,
         hit = await asyncio.to_thread(compute, *args)
         history.keep(key, hit)
     return hit
+
+
+@dataclass(frozen=True)
+class MarketAnalytics:
+    """What a market-analytics route reads: the stored history (:func:`market_data`) and the answers kept with it."""
+
+    queries: AnalyticsQueries
+    history: MarketHistory
+
+    async def data(self) -> MarketData:
+        return await market_data(self.queries, self.history)
+
+    async def computed(self, key: Hashable, compute: Callable[..., T], *args: Any) -> T:
+        return await computed(self.history, key, compute, *args)

@@ -21,6 +21,7 @@ from tokenpulse_shared.topics import MARKET_STATE
 
 from tokenpulse_gateway.caches import MarketHistory
 from tokenpulse_gateway.errors import ApiError
+from tokenpulse_gateway.market_data import MarketAnalytics
 from tokenpulse_gateway.queries.analytics import AnalyticsQueries
 from tokenpulse_gateway.routes.market import current_record
 
@@ -71,7 +72,7 @@ class MarketStateWatch:
     async def check(self) -> MarketStateEvent | None:
         """Publish the latest day's state if it is not the one published last; the event published, if any."""
         try:
-            record = await current_record(self.queries, self.cache)
+            record = await current_record(MarketAnalytics(self.queries, self.cache))
         except ApiError:  # no history yet
             return None
         latest = record["days"][-1]

@@ -16,6 +16,15 @@ DEDUP = "non_replicated_deduplication_window = 10000"
 TS = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
 
 
+def event_table(name: str, columns: str, engine: str, *, partition: str, order: str, ttl_days: int = 0) -> str:
+    """The DDL of a table of events: its own columns, then the event's id and time; inserts deduplicated."""
+    ttl = f"TTL toDateTime(produced_at) + INTERVAL {ttl_days} DAY " if ttl_days else ""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {name} ({columns}, event_id String, produced_at {TS}) ENGINE = {engine} "
+        f"PARTITION BY {partition} ORDER BY {order} {ttl}SETTINGS {DEDUP}"
+    )
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -28,118 +37,75 @@ MIGRATIONS: tuple[Migration, ...] = (
         1,
         "event tables",
         (
-            f"""CREATE TABLE IF NOT EXISTS candles (
-                symbol LowCardinality(String),
-                interval LowCardinality(String),
-                ts {TS},
-                open Float64, high Float64, low Float64, close Float64,
-                volume Float64,
-                trades UInt32,
-                source LowCardinality(String),
-                version UInt64,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(version)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, interval, ts)
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS ticks (
-                symbol LowCardinality(String),
-                source LowCardinality(String),
-                ts {TS},
-                price Float64,
-                size Float64,
-                side LowCardinality(String),
-                dedup_key String,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree
-            PARTITION BY toYYYYMM(ts)
-            ORDER BY (symbol, ts, source, dedup_key)
-            TTL toDateTime(produced_at) + INTERVAL 30 DAY
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS prices (
-                symbol LowCardinality(String),
-                ts {TS},
-                price Float64,
-                volume_24h Nullable(Float64),
-                sources Array(LowCardinality(String)),
-                stale UInt8,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree
-            PARTITION BY toYYYYMM(ts)
-            ORDER BY (symbol, ts)
-            TTL toDateTime(produced_at) + INTERVAL 400 DAY
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS grades (
-                symbol LowCardinality(String),
-                ts {TS},
-                trader_grade Nullable(Float64),
-                investor_grade Nullable(Float64),
-                components String,
-                method LowCardinality(String),
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, ts)
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS signals (
-                symbol LowCardinality(String),
-                interval LowCardinality(String),
-                ts {TS},
-                direction LowCardinality(String),
-                strength Float64,
-                reasons Array(String),
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, interval, ts)
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS predictions (
-                symbol LowCardinality(String),
-                horizon LowCardinality(String),
-                made_at {TS},
-                target_ts {TS},
-                point Float64, lower Float64, upper Float64,
-                interval Float64,
-                model LowCardinality(String),
-                backtest String,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYear(made_at)
-            ORDER BY (symbol, horizon, model, made_at)
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS alerts_fired (
-                rule_id String,
-                owner String,
-                symbol LowCardinality(String),
-                ts {TS},
-                price Nullable(Float64),
-                message String,
-                deliveries String,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYYYYMM(ts)
-            ORDER BY (owner, rule_id, ts, event_id)
-            SETTINGS {DEDUP}""",
-            f"""CREATE TABLE IF NOT EXISTS dead_letters (
-                topic LowCardinality(String),
-                consumer LowCardinality(String),
-                reason String,
-                payload String,
-                msg_key Nullable(String),
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree
-            PARTITION BY toYYYYMM(produced_at)
-            ORDER BY (topic, produced_at, event_id)
-            TTL toDateTime(produced_at) + INTERVAL 90 DAY
-            SETTINGS {DEDUP}""",
+            event_table(
+                "candles",
+                f"""symbol LowCardinality(String), interval LowCardinality(String), ts {TS}, open Float64,
+                    high Float64, low Float64, close Float64, volume Float64, trades UInt32,
+                    source LowCardinality(String), version UInt64""",
+                "ReplacingMergeTree(version)",
+                partition="toYear(ts)",
+                order="(symbol, interval, ts)",
+            ),
+            event_table(
+                "ticks",
+                f"""symbol LowCardinality(String), source LowCardinality(String), ts {TS}, price Float64,
+                    size Float64, side LowCardinality(String), dedup_key String""",
+                "ReplacingMergeTree",
+                partition="toYYYYMM(ts)",
+                order="(symbol, ts, source, dedup_key)",
+                ttl_days=30,
+            ),
+            event_table(
+                "prices",
+                f"""symbol LowCardinality(String), ts {TS}, price Float64, volume_24h Nullable(Float64),
+                    sources Array(LowCardinality(String)), stale UInt8""",
+                "ReplacingMergeTree",
+                partition="toYYYYMM(ts)",
+                order="(symbol, ts)",
+                ttl_days=400,
+            ),
+            event_table(
+                "grades",
+                f"""symbol LowCardinality(String), ts {TS}, trader_grade Nullable(Float64),
+                    investor_grade Nullable(Float64), components String, method LowCardinality(String)""",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYear(ts)",
+                order="(symbol, ts)",
+            ),
+            event_table(
+                "signals",
+                f"""symbol LowCardinality(String), interval LowCardinality(String), ts {TS},
+                    direction LowCardinality(String), strength Float64, reasons Array(String)""",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYear(ts)",
+                order="(symbol, interval, ts)",
+            ),
+            event_table(
+                "predictions",
+                f"""symbol LowCardinality(String), horizon LowCardinality(String), made_at {TS}, target_ts {TS},
+                    point Float64, lower Float64, upper Float64, interval Float64, model LowCardinality(String),
+                    backtest String""",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYear(made_at)",
+                order="(symbol, horizon, model, made_at)",
+            ),
+            event_table(
+                "alerts_fired",
+                f"""rule_id String, owner String, symbol LowCardinality(String), ts {TS}, price Nullable(Float64),
+                    message String, deliveries String""",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYYYYMM(ts)",
+                order="(owner, rule_id, ts, event_id)",
+            ),
+            event_table(
+                "dead_letters",
+                """topic LowCardinality(String), consumer LowCardinality(String), reason String, payload String,
+                    msg_key Nullable(String)""",
+                "ReplacingMergeTree",
+                partition="toYYYYMM(produced_at)",
+                order="(topic, produced_at, event_id)",
+                ttl_days=90,
+            ),
         ),
     ),
     Migration(
@@ -163,56 +129,44 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "market caps",
         (
-            f"""CREATE TABLE IF NOT EXISTS market_caps (
-                symbol LowCardinality(String),
-                ts {TS},
-                market_cap Float64,
-                volume_24h Nullable(Float64),
-                source LowCardinality(String),
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, ts)
-            SETTINGS {DEDUP}""",
+            event_table(
+                "market_caps",
+                f"""symbol LowCardinality(String), ts {TS}, market_cap Float64, volume_24h Nullable(Float64),
+                    source LowCardinality(String)""",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYear(ts)",
+                order="(symbol, ts)",
+            ),
         ),
     ),
     Migration(
         4,
         "indicators",
         (
-            f"""CREATE TABLE IF NOT EXISTS indicators (
-                symbol LowCardinality(String),
-                interval LowCardinality(String),
-                ts {TS},
-                rsi_14 Nullable(Float64), macd Nullable(Float64), macd_signal Nullable(Float64),
-                macd_hist Nullable(Float64), ema_20 Nullable(Float64), ema_50 Nullable(Float64),
-                sma_200 Nullable(Float64), bb_upper Nullable(Float64), bb_middle Nullable(Float64),
-                bb_lower Nullable(Float64), atr_14 Nullable(Float64),
-                candle_version UInt64,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(candle_version)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, interval, ts)
-            SETTINGS {DEDUP}""",
+            event_table(
+                "indicators",
+                f"""symbol LowCardinality(String), interval LowCardinality(String), ts {TS},
+                    rsi_14 Nullable(Float64), macd Nullable(Float64), macd_signal Nullable(Float64),
+                    macd_hist Nullable(Float64), ema_20 Nullable(Float64), ema_50 Nullable(Float64),
+                    sma_200 Nullable(Float64), bb_upper Nullable(Float64), bb_middle Nullable(Float64),
+                    bb_lower Nullable(Float64), atr_14 Nullable(Float64), candle_version UInt64""",
+                "ReplacingMergeTree(candle_version)",
+                partition="toYear(ts)",
+                order="(symbol, interval, ts)",
+            ),
         ),
     ),
     Migration(
         5,
         "fundamental metrics",
         (
-            f"""CREATE TABLE IF NOT EXISTS metrics (
-                symbol LowCardinality(String),
-                ts {TS},
-                metrics String,
-                source LowCardinality(String),
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(produced_at)
-            PARTITION BY toYear(ts)
-            ORDER BY (symbol, ts, source)
-            SETTINGS {DEDUP}""",
+            event_table(
+                "metrics",
+                f"symbol LowCardinality(String), ts {TS}, metrics String, source LowCardinality(String)",
+                "ReplacingMergeTree(produced_at)",
+                partition="toYear(ts)",
+                order="(symbol, ts, source)",
+            ),
         ),
     ),
     Migration(
@@ -230,24 +184,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) ENGINE = ReplacingMergeTree(version)
             ORDER BY rule_id""",
             "DROP TABLE IF EXISTS alerts_fired",
-            f"""CREATE TABLE IF NOT EXISTS alert_firings (
-                firing_id String,
-                rule_id String,
-                owner String,
-                symbol LowCardinality(String),
-                ts {TS},
-                price Nullable(Float64),
-                message String,
-                trigger_event_id String,
-                status LowCardinality(String),
-                deliveries String,
-                version UInt64,
-                event_id String,
-                produced_at {TS}
-            ) ENGINE = ReplacingMergeTree(version)
-            PARTITION BY toYYYYMM(ts)
-            ORDER BY (owner, firing_id)
-            SETTINGS {DEDUP}""",
+            event_table(
+                "alert_firings",
+                f"""firing_id String, rule_id String, owner String, symbol LowCardinality(String), ts {TS},
+                    price Nullable(Float64), message String, trigger_event_id String, status LowCardinality(String),
+                    deliveries String, version UInt64""",
+                "ReplacingMergeTree(version)",
+                partition="toYYYYMM(ts)",
+                order="(owner, firing_id)",
+            ),
         ),
     ),
     Migration(

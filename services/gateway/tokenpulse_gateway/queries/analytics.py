@@ -78,26 +78,29 @@ class AnalyticsQueries:
             signals=await self.daily_signals(),
         )
 
-    async def latest_grade(self, symbol: str) -> dict[str, Any] | None:
+    async def _latest(self, columns: str, table_and_filter: str, symbol: str) -> list[Any] | None:
+        """The token's newest row of ``columns`` (after its time in ms), or None when it has none."""
         rows = await self.store.query(
-            "SELECT toUnixTimestamp64Milli(ts), trader_grade, investor_grade, components FROM grades FINAL "
-            "WHERE symbol = {s:String} ORDER BY ts DESC LIMIT 1",
+            f"SELECT toUnixTimestamp64Milli(ts), {columns} FROM {table_and_filter} ORDER BY ts DESC LIMIT 1",
             {"s": symbol},
         )
-        if not rows:
+        return list(rows[0]) if rows else None
+
+    async def latest_grade(self, symbol: str) -> dict[str, Any] | None:
+        row = await self._latest(
+            "trader_grade, investor_grade, components", "grades FINAL WHERE symbol = {s:String}", symbol
+        )
+        if row is None:
             return None
-        ts, trader, investor, components = rows[0]
+        ts, trader, investor, components = row
         return {"ts": iso(ts), "trader_grade": trader, "investor_grade": investor, "components": json.loads(components)}
 
     async def latest_daily_signal(self, symbol: str) -> dict[str, Any] | None:
-        rows = await self.store.query(
-            "SELECT toUnixTimestamp64Milli(ts), direction, strength, reasons FROM signals FINAL "
-            "WHERE symbol = {s:String} AND interval = '1d' AND retracted = 0 ORDER BY ts DESC LIMIT 1",
-            {"s": symbol},
-        )
-        if not rows:
+        where = "signals FINAL WHERE symbol = {s:String} AND interval = '1d' AND retracted = 0"
+        row = await self._latest("direction, strength, reasons", where, symbol)
+        if row is None:
             return None
-        ts, direction, strength, reasons = rows[0]
+        ts, direction, strength, reasons = row
         return {"ts": iso(ts), "direction": direction, "strength": strength, "reasons": list(reasons)}
 
     async def daily_version(self) -> tuple[Any, ...]:

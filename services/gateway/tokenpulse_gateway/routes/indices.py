@@ -13,9 +13,8 @@ from tokenpulse_gateway.analytics.indices import BY_ID, INDICES, IndexDetail, In
 from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
-from tokenpulse_gateway.deps import Authed, CachesDep, QueriesDep
+from tokenpulse_gateway.deps import Authed, MarketDep
 from tokenpulse_gateway.errors import ApiError
-from tokenpulse_gateway.market_data import computed, market_data
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["analytics"])
 SUMMARY_FIELDS = ("history", "rebalances")
@@ -36,13 +35,13 @@ def detail_body(data: MarketData, rules: IndexRules) -> dict[str, Any]:
     summary="The indices: rules, latest NAV, constituents and statistics",
     responses=ex.responses("indices", 200, 304, 401, 429),
 )
-async def indices(request: Request, _: Authed, queries: QueriesDep, caches: CachesDep) -> Response:
+async def indices(request: Request, _: Authed, market: MarketDep) -> Response:
     """Every index with its rules (fixed in advance), start, latest NAV (100 at the start), current
     constituents and return / volatility / max drawdown vs BTC and the equal-weight basket."""
-    data = await market_data(queries.analytics, caches.market)
+    data = await market.data()
     items = []
     for rules in INDICES:
-        body = await computed(caches.market, ("index", rules.id), detail_body, data, rules)
+        body = await market.computed(("index", rules.id), detail_body, data, rules)
         items.append({k: v for k, v in body.items() if k not in SUMMARY_FIELDS})
     return answer(request, encode({"data": items, "next_cursor": None}), 300)
 
@@ -53,13 +52,13 @@ async def indices(request: Request, _: Authed, queries: QueriesDep, caches: Cach
     summary="One index: NAV history vs BTC and the equal-weight basket, rebalances and weights",
     responses=ex.responses("index", 200, 304, 401, 404, 429),
 )
-async def index(request: Request, _: Authed, index_id: str, queries: QueriesDep, caches: CachesDep) -> Response:
+async def index(request: Request, _: Authed, index_id: str, market: MarketDep) -> Response:
     """The index's daily NAV with BTC and the equal-weight basket on the same base, every rebalance with the
     weights it set and the costs it paid, and the statistics. Walk-forward: a day's weights use data up to
     that day only."""
     rules = BY_ID.get(index_id)
     if rules is None:
         raise ApiError(404, "unknown_index", f"no index {index_id[:40]!r}; see GET /v1/indices ({', '.join(BY_ID)})")
-    data = await market_data(queries.analytics, caches.market)
-    body = await computed(caches.market, ("index", rules.id), detail_body, data, rules)
+    data = await market.data()
+    body = await market.computed(("index", rules.id), detail_body, data, rules)
     return answer(request, encode(body), 300)

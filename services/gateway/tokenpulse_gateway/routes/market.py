@@ -15,11 +15,9 @@ from tokenpulse_gateway.analytics import market_state as ms
 from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
-from tokenpulse_gateway.caches import MarketHistory
-from tokenpulse_gateway.deps import Authed, CachesDep, QueriesDep
+from tokenpulse_gateway.deps import Authed, MarketDep
 from tokenpulse_gateway.errors import ApiError
-from tokenpulse_gateway.market_data import computed, market_data
-from tokenpulse_gateway.queries.analytics import AnalyticsQueries
+from tokenpulse_gateway.market_data import MarketAnalytics
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["analytics"])
 
@@ -73,9 +71,8 @@ def market_record(data: MarketData) -> dict[str, Any]:
     }
 
 
-async def current_record(queries: AnalyticsQueries, cache: MarketHistory) -> dict[str, Any]:
-    data = await market_data(queries, cache)
-    record: dict[str, Any] = await computed(cache, ("market",), market_record, data)
+async def current_record(market: MarketAnalytics) -> dict[str, Any]:
+    record: dict[str, Any] = await market.computed(("market",), market_record, await market.data())
     if not record["days"]:
         raise ApiError(503, "no_history", "no market-cap history loaded yet; retry after the backfill")
     return record
@@ -93,16 +90,14 @@ def history_rows(days: list[dict[str, Any]], start: date | None, end: date | Non
     summary="Market state: bullish, neutral or bearish, with its components and track record",
     responses=ex.responses("market", 200, 304, 400, 401, 422, 429, 503),
 )
-async def market(
-    request: Request, _: Authed, q: Annotated[MarketQuery, Query()], queries: QueriesDep, caches: CachesDep
-) -> Response:
+async def market(request: Request, _: Authed, q: Annotated[MarketQuery, Query()], market: MarketDep) -> Response:
     """The latest day's state of the tracked market: `score` = mean of `components` (breadth, market-cap-weighted
     Trader Grade, 30-day momentum; 0..100), bullish at 60+, bearish at 40 or less. `breadth` = share of the
     tracked market cap whose daily signal is bullish. `track_record`: the total market cap's next-30-day return
     by state. `history=true` adds every day's state (`start`, `end` narrow it)."""
     if q.start and q.end and q.start > q.end:
         raise ApiError(400, "invalid_range", "start must not be after end")
-    record = await current_record(queries.analytics, caches.market)
+    record = await current_record(market)
     latest = record["days"][-1]
     body = {**{k: v for k, v in latest.items() if k != "date"}, "as_of": latest["date"]}
     body |= {"track_record": record["track_record"], "method": METHOD}

@@ -3,6 +3,7 @@ and the correlation of several tokens' daily returns (definitions in ``analytics
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -20,9 +21,9 @@ from tokenpulse_gateway.analytics.series import MarketData
 from tokenpulse_gateway.answers import answer, encode
 from tokenpulse_gateway.bodies import JsonBodyRoute
 from tokenpulse_gateway.caches import KnownSymbols
-from tokenpulse_gateway.deps import Authed, CachesDep, QueriesDep, SymbolsDep
+from tokenpulse_gateway.deps import Authed, MarketDep, SymbolsDep
 from tokenpulse_gateway.errors import ApiError
-from tokenpulse_gateway.market_data import computed, market_data
+from tokenpulse_gateway.market_data import MarketAnalytics
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["analytics"])
 
@@ -38,8 +39,16 @@ def quant_body(data: MarketData, symbol: str, window: str) -> dict[str, Any]:
     return quant(symbol, window, closes, data.daily.get("BTC")).model_dump(mode="json")
 
 
-def insufficient(exc: InsufficientHistory) -> ApiError:
-    return ApiError(422, "insufficient_history", str(exc))
+async def analysed(
+    request: Request, market: MarketAnalytics, key: Hashable, body_of: Callable[..., dict[str, Any]], *args: Any
+) -> Response:
+    """``body_of(data, *args)`` as an answer (kept per data version), or a 422 when the history is too short."""
+    data = await market.data()
+    try:
+        body = await market.computed(key, body_of, data, *args)
+    except InsufficientHistory as exc:
+        raise ApiError(422, "insufficient_history", str(exc)) from exc
+    return answer(request, encode(body), 300)
 
 
 @router.get(
@@ -53,20 +62,14 @@ async def quant_endpoint(
     _: Authed,
     symbol: str,
     symbols: SymbolsDep,
-    queries: QueriesDep,
-    caches: CachesDep,
+    market: MarketDep,
     window: Window = "90d",
 ) -> Response:
     """Daily closes from `as_of - window` to `as_of` (the latest close), simple returns between consecutive
     closes, annualised with √365, risk-free rate 0; beta and correlation to BTC on the dates both have a
     return. Fewer returns than half the window's days: 422 `insufficient_history`."""
     symbol = await symbols.resolve(symbol)
-    data = await market_data(queries.analytics, caches.market)
-    try:
-        body = await computed(caches.market, ("quant", symbol, window), quant_body, data, symbol, window)
-    except InsufficientHistory as exc:
-        raise insufficient(exc) from exc
-    return answer(request, encode(body), 300)
+    return await analysed(request, market, ("quant", symbol, window), quant_body, symbol, window)
 
 
 async def symbol_list(raw: str, known: KnownSymbols) -> list[str]:
@@ -99,17 +102,10 @@ async def correlation_endpoint(
     _: Authed,
     symbols: Annotated[str, Query(max_length=400, description="2 to 20 comma-separated symbols, e.g. BTC,ETH,SOL")],
     known: SymbolsDep,
-    queries: QueriesDep,
-    caches: CachesDep,
+    market: MarketDep,
     window: Window = "90d",
 ) -> Response:
     """Pearson correlation of the tokens' simple daily returns on the dates every one of them has a return,
     over the window ending at the latest day all of them have a close (`as_of`); `n` = those dates."""
     names = await symbol_list(symbols, known)
-    data = await market_data(queries.analytics, caches.market)
-    key = ("correlation", tuple(names), window)
-    try:
-        body = await computed(caches.market, key, correlation_body, data, names, window)
-    except InsufficientHistory as exc:
-        raise insufficient(exc) from exc
-    return answer(request, encode(body), 300)
+    return await analysed(request, market, ("correlation", tuple(names), window), correlation_body, names, window)

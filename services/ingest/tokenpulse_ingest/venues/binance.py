@@ -22,9 +22,9 @@ from tokenpulse_shared.events import Interval, Side, TickEvent
 from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
-from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.rest.client import RestClient, Sleep
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, kept, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 
@@ -58,10 +58,6 @@ class BinanceConnector(Connector):
     name = "binance"
     channel = "aggTrade"  # or "trade"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ms_to_utc = MillisToUtc().convert
-
     def endpoint(self) -> str:
         streams = "/".join(f"{p.venue.lower()}@{self.channel}" for p in self.pairs)
         return f"{self.url.rstrip('/')}/stream?streams={streams}"
@@ -85,14 +81,12 @@ class BinanceConnector(Connector):
             ident = data.t
         else:
             raise BadMessage(f"unknown_event:{kind[:32]}")
-        maker = self.makers.get(data.s)
-        if maker is None:
-            raise BadMessage("unknown_symbol", data.s[:32])
+        maker = self.maker_for(data.s)
         if ident is None:
             raise BadMessage("missing_field", "trade id")
         if not 0 < data.T < _MAX_MS:
             raise BadMessage("bad_time", str(data.T))
-        ts = self._ms_to_utc(data.T)
+        ts = self.ms_to_utc(data.T)
         tick = maker.make(ts, data.p, data.q, _SELL if data.m else _BUY, str(ident), self.produced_at())
         # trade-id bookkeeping; the common case (the next id of a pair in step) without the call
         symbol = maker.symbol
@@ -121,13 +115,10 @@ class BinanceCandles(CandleApi):
         while cursor < end_ms:
             query = {"symbol": self.pair(symbol), "interval": self.native[interval], "startTime": cursor}
             query |= {"endTime": end_ms - 1, "limit": self.page_limit}
-            rows = await self.client.get("/api/v3/klines", query, weight=self.weight)
-            if not isinstance(rows, list):
-                raise RestError(f"binance klines: unexpected answer {str(rows)[:200]}")
+            body = await self.client.get("/api/v3/klines", query, weight=self.weight)
+            rows = answer_rows(body, body, "binance klines")
             page = [bar for bar in self.bars(rows, self._bar) if bar.ts_ms < end_ms]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
+            kept(page, out, on_page)
             if len(rows) < self.page_limit or not page:  # a full page of refused rows ends the paging too
                 break
             cursor = page[-1].ts_ms + interval.millis

@@ -29,8 +29,8 @@ from tokenpulse_shared.settings import BybitSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
-from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
@@ -61,13 +61,6 @@ class BybitConnector(Connector):
     name = "bybit"
     keepalive = (20.0, '{"op":"ping"}')
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ms_to_utc = MillisToUtc().convert
-
-    def endpoint(self) -> str:
-        return self.url
-
     def subscriptions(self) -> list[str]:
         topics = [f"publicTrade.{p.venue}" for p in self.pairs]
         return [
@@ -88,19 +81,15 @@ class BybitConnector(Connector):
         return [self._trade(t) for t in frame.data]
 
     def _trade(self, t: _Trade) -> TickEvent:
-        maker = self.makers.get(t.s)
-        if maker is None:
-            raise BadMessage("unknown_symbol", t.s[:32])
+        maker = self.maker_for(t.s)
         if not t.i:
             raise BadMessage("no_trade_id")
         if t.T is None or t.T <= 0:
             raise BadMessage("no_time")
         if t.p is None or t.v is None or not t.v > 0:
             raise BadMessage("no_price_or_size")
-        side = _SIDES.get(t.S)
-        if side is None:
-            raise BadMessage("no_side", t.S[:16])
-        ts = self._ms_to_utc(t.T)
+        side = side_of(_SIDES, t.S)
+        ts = self.ms_to_utc(t.T)
         tick = maker.make(ts, t.p, t.v, side, t.i, self.produced_at())
         last = self._last_ts.get(maker.symbol)
         if last is None or ts > last:
@@ -133,27 +122,14 @@ class BybitCandles(CandleApi):
     async def _fetch_native(
         self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
     ) -> list[Bar]:
-        out: list[Bar] = []
-        end = end_ms - 1  # Bybit's end is inclusive; pages go back in time from it
-        while end >= start_ms:
+        async def older(before: int) -> tuple[int, list[Bar]]:
             query = {"category": "spot", "symbol": self.pair(symbol), "interval": self.native[interval]}
-            query |= {"start": start_ms, "end": end, "limit": self.page_limit}
+            query |= {"start": start_ms, "end": before - 1, "limit": self.page_limit}  # Bybit's end is inclusive
             body = await self.client.get("/v5/market/kline", query)
-            rows = (body.get("result") or {}).get("list")
-            if not isinstance(rows, list):
-                raise RestError(f"bybit kline: unexpected answer {str(body)[:200]}")
-            bars = self.bars(rows, self._bar)
-            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
-            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
-                break
-            oldest = min(b.ts_ms for b in bars)
-            if oldest > end:
-                raise RestError("bybit kline: the page did not go back in time")
-            end = oldest - 1
-        return out
+            rows = answer_rows((body.get("result") or {}).get("list"), body, "bybit kline")
+            return len(rows), self.bars(rows, self._bar)
+
+        return await self.page_back(start_ms, end_ms, on_page, older, "bybit kline")
 
     def _bar(self, row: Any) -> Bar:
         r = fields(row, 6)  # [startTime, open, high, low, close, volume, turnover]

@@ -35,7 +35,7 @@ from tokenpulse_shared.settings import CcxtSettings, Settings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import CallStats, RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import RECONNECTS, BadMessage, Connector, MillisToUtc
+from tokenpulse_ingest.venues.connector import RECONNECTS, BadMessage, Connector
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
 from tokenpulse_ingest.venues.spec import AnyVenue, PairNaming, Venue
 
@@ -93,7 +93,6 @@ class CcxtConnector(Connector):
     ) -> None:
         super().__init__(url, pairs, sink, **kw)
         self.poll_s, self.watch, self.rest_url = poll_s, watch, rest_url
-        self._ms_to_utc = MillisToUtc().convert
         self._since: dict[str, int] = {}  # per venue pair: the newest trade time seen (ms), where a poll resumes
         self.mode = ""
 
@@ -132,7 +131,7 @@ class CcxtConnector(Connector):
         side = _SIDES.get(str(t.get("side")))
         if side is None:
             raise BadMessage("no_side", str(t.get("side"))[:16])
-        ts = self._ms_to_utc(ms)
+        ts = self.ms_to_utc(ms)
         venue = str(t["symbol"])
         self._since[venue] = max(ms, self._since.get(venue, 0))
         if ts > self._last_ts.get(maker.symbol, ts) or maker.symbol not in self._last_ts:
@@ -197,8 +196,8 @@ class CcxtConnector(Connector):
         full = len(trades) >= POLL_LIMIT
         if since is not None and full and min(t.get("timestamp") or 0 for t in trades) > since:
             maker = self.makers[venue]
-            first = self._ms_to_utc(min(t["timestamp"] for t in trades))
-            self._gap(maker.symbol, self._ms_to_utc(since), first, "poll_page")  # the page stops short of ours
+            first = self.ms_to_utc(min(t["timestamp"] for t in trades))
+            self._gap(maker.symbol, self.ms_to_utc(since), first, "poll_page")  # the page stops short of ours
         return trades
 
 

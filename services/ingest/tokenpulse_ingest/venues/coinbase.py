@@ -32,9 +32,9 @@ from tokenpulse_shared.events import Interval, Side, TickEvent
 from tokenpulse_shared.settings import CoinbaseSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
-from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 OUT_OF_ORDER = Counter(
@@ -73,9 +73,6 @@ class CoinbaseConnector(Connector):
         self._sequence: dict[str, int] = {}
         self._out_of_order = OUT_OF_ORDER.labels(self.name)
 
-    def endpoint(self) -> str:
-        return self.url
-
     def subscriptions(self) -> list[str]:
         return [
             msgspec.json.encode(
@@ -111,9 +108,7 @@ class CoinbaseConnector(Connector):
             self._sequence[m.product_id] = m.sequence
 
     def _trade(self, m: _Msg, kind: str) -> list[TickEvent]:
-        maker = self.makers.get(m.product_id)
-        if maker is None:
-            raise BadMessage("unknown_symbol", m.product_id[:32])
+        maker = self.maker_for(m.product_id)
         size = m.last_size if kind == "ticker" else m.size
         side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side)
         if m.trade_id is None or m.price is None or m.time is None or size is None or not m.side:
@@ -143,27 +138,13 @@ class CoinbaseCandles(CandleApi):
     async def _fetch_native(
         self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
     ) -> list[Bar]:
-        out: list[Bar] = []
-        span = self.page_limit * interval.millis
-        cursor = start_ms
-        while cursor < end_ms:
-            stop = min(cursor + span, end_ms)
-            rows = await self.client.get(
-                f"/products/{self.pair(symbol)}/candles",
-                {
-                    "granularity": self.native[interval],
-                    "start": _iso(cursor),
-                    "end": _iso(stop - interval.millis),  # Coinbase's end is inclusive
-                },
-            )
-            if not isinstance(rows, list):
-                raise RestError(f"coinbase candles: unexpected answer {str(rows)[:200]}")
-            page = [bar for bar in self.bars(rows, self._bar) if cursor <= bar.ts_ms < stop]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
-            cursor = stop
-        return out
+        async def window(start: int, stop: int) -> list[Bar]:
+            query = {"granularity": self.native[interval], "start": _iso(start)}
+            query["end"] = _iso(stop - interval.millis)  # Coinbase's end is inclusive
+            rows = await self.client.get(f"/products/{self.pair(symbol)}/candles", query)
+            return self.bars(answer_rows(rows, rows, "coinbase candles"), self._bar)
+
+        return await self.page_windows(interval, start_ms, end_ms, on_page, window)
 
     def _bar(self, row: Any) -> Bar:
         r = fields(row, 6)  # [time_s, low, high, open, close, volume]

@@ -32,9 +32,9 @@ from tokenpulse_shared.events import Interval, Side, TickEvent
 from tokenpulse_shared.settings import CoinbaseAdvancedSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
-from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, integer, number
+from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of, utc
+from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, answer_rows, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
@@ -70,9 +70,6 @@ class CoinbaseAdvancedConnector(Connector):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sequence: int | None = None  # the connection's last sequence_num
-
-    def endpoint(self) -> str:
-        return self.url
 
     def subscriptions(self) -> list[str]:
         trades = {"type": "subscribe", "product_ids": [p.venue for p in self.pairs], "channel": "market_trades"}
@@ -113,18 +110,14 @@ class CoinbaseAdvancedConnector(Connector):
                 self._resync.add(pair.symbol)
 
     def _tick(self, t: _Trade) -> TickEvent:
-        maker = self.makers.get(t.product_id)
-        if maker is None:
-            raise BadMessage("unknown_symbol", t.product_id[:32])
+        maker = self.maker_for(t.product_id)
         if t.trade_id is None or not t.trade_id.isdigit():
             raise BadMessage("no_trade_id")
         if t.time is None:
             raise BadMessage("no_time")
         if t.price is None or t.size is None or not t.size > 0:
             raise BadMessage("no_price_or_size")
-        side = _SIDES.get(t.side)
-        if side is None:
-            raise BadMessage("no_side", t.side[:16])
+        side = side_of(_SIDES, t.side)
         return maker.make(utc(t.time), t.price, t.size, side, t.trade_id, self.produced_at())
 
 
@@ -143,23 +136,14 @@ class CoinbaseAdvancedCandles(CandleApi):
     async def _fetch_native(
         self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
     ) -> list[Bar]:
-        out: list[Bar] = []
-        span = self.page_limit * interval.millis
-        cursor = start_ms
-        while cursor < end_ms:
-            stop = min(cursor + span, end_ms)
-            query = {"start": cursor // 1000, "end": (stop - interval.millis) // 1000}  # end is inclusive
+        async def window(start: int, stop: int) -> list[Bar]:
+            query = {"start": start // 1000, "end": (stop - interval.millis) // 1000}  # end is inclusive
             query |= {"granularity": self.native[interval], "limit": self.page_limit}
             body = await self.client.get(f"/market/products/{self.pair(symbol)}/candles", query)
             rows = body.get("candles") if isinstance(body, dict) else None
-            if not isinstance(rows, list):
-                raise RestError(f"coinbase_advanced candles: unexpected answer {str(body)[:200]}")
-            page = [b for b in self.bars(rows, self._bar) if cursor <= b.ts_ms < stop]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
-            cursor = stop
-        return out
+            return self.bars(answer_rows(rows, body, "coinbase_advanced candles"), self._bar)
+
+        return await self.page_windows(interval, start_ms, end_ms, on_page, window)
 
     def _bar(self, row: Any) -> Bar:
         if not isinstance(row, dict) or not {"start", "open", "high", "low", "close", "volume"} <= row.keys():

@@ -326,6 +326,14 @@ class MillisToUtc:
         return self._at
 
 
+def side_of(sides: dict[str, Side], raw: str, bad: str = "no_side") -> Side:
+    """The taker side a venue's word names, or the venue's ``bad`` kind of :class:`BadMessage`."""
+    side = sides.get(raw)
+    if side is None:
+        raise BadMessage(bad, raw[:16])
+    return side
+
+
 def utc(ts: datetime) -> datetime:
     """A decoded exchange time as UTC; a time without an offset is refused (never guessed)."""
     if ts.tzinfo is UTC:
@@ -384,6 +392,7 @@ class Connector(ABC):
         self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
         self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
+        self.ms_to_utc = MillisToUtc().convert
         self._messages = MESSAGES.labels(self.name)
         self._ticks = TICKS.labels(self.name)
         # frames and ticks counted here and added to the metrics at most every METRICS_FLUSH_S (a counter
@@ -396,9 +405,9 @@ class Connector(ABC):
         LAST_AGE.labels(self.name).set_function(lambda: self.health.age() or 0.0)
 
     # ------------------------------------------------------------------ per exchange
-    @abstractmethod
     def endpoint(self) -> str:
         """The URL to connect to (Binance puts its subscriptions in it)."""
+        return self.url
 
     @abstractmethod
     def subscriptions(self) -> list[str]:
@@ -407,6 +416,13 @@ class Connector(ABC):
     @abstractmethod
     def parse(self, raw: str | bytes) -> list[TickEvent]:
         """Normalise one frame: trades → ticks, control frames → []; ``BadMessage`` for what is not understood."""
+
+    def maker_for(self, venue_pair: str) -> TickMaker:
+        """The tick constructor of a pair the frame names, or ``unknown_symbol`` for one not subscribed to."""
+        maker = self.makers.get(venue_pair)
+        if maker is None:
+            raise BadMessage("unknown_symbol", venue_pair[:32])
+        return maker
 
     # ------------------------------------------------------------------ shared bookkeeping
     def trade_seen(self, symbol: str, trade_id: int, ts: datetime, count: int = 1) -> None:

@@ -14,18 +14,22 @@ hold (a zero or negative price, a high below the low) are judged by the candle v
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 from tokenpulse_shared.events import Interval
 
 from tokenpulse_ingest.bundle import Bar, rollup
-from tokenpulse_ingest.rest.client import RestClient
+from tokenpulse_ingest.rest.client import RestClient, RestError
 
 log = logging.getLogger(__name__)
 
 PageHook = Callable[[int], None]  # called with the number of bars each page added
 RowParser = Callable[[Any], Bar]
+OlderPage = Callable[[int], Awaitable[tuple[int, list[Bar]]]]
+"""``page(before)``: how many rows the venue answered, and the bars read from them, older than ``before``"""
+WindowPage = Callable[[int, int], Awaitable[list[Bar]]]
+"""``page(start, stop)``: the bars of the window ``[start, stop)``"""
 
 
 class BadRow(ValueError):
@@ -50,6 +54,13 @@ def integer(value: object) -> int:
         return int(value)
     except ValueError:
         raise BadRow(f"not an integer: {value!r}"[:80]) from None
+
+
+def answer_rows(rows: object, body: object, what: str) -> list[Any]:
+    """The answer's list of candle rows, or a :class:`RestError` quoting the answer when it holds none."""
+    if not isinstance(rows, list):
+        raise RestError(f"{what}: unexpected answer {str(body)[:200]}")
+    return rows
 
 
 def fields(row: object, count: int) -> Sequence[Any]:
@@ -83,6 +94,37 @@ class CandleApi:
                 log.warning("%s: refusing a candle row it cannot read without guessing: %s", self.name, exc)
         return out
 
+    async def page_back(
+        self, start_ms: int, end_ms: int, on_page: PageHook | None, page: OlderPage, what: str
+    ) -> list[Bar]:
+        """Pages going back in time from ``end_ms``, each older than the oldest bar so far, until ``start_ms``,
+        a short page, or a page of refused rows."""
+        out: list[Bar] = []
+        before = end_ms
+        while before > start_ms:
+            rows, bars = await page(before)
+            kept([b for b in bars if start_ms <= b.ts_ms < end_ms], out, on_page)
+            if rows < self.page_limit or not bars:
+                break
+            oldest = min(b.ts_ms for b in bars)
+            if oldest >= before:
+                raise RestError(f"{what}: the page did not go back in time")
+            before = oldest
+        return out
+
+    async def page_windows(
+        self, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None, page: WindowPage
+    ) -> list[Bar]:
+        """Consecutive windows of ``page_limit`` candles from ``start_ms`` to ``end_ms``, one request each."""
+        out: list[Bar] = []
+        span = self.page_limit * interval.millis
+        cursor = start_ms
+        while cursor < end_ms:
+            stop = min(cursor + span, end_ms)
+            kept([b for b in await page(cursor, stop) if cursor <= b.ts_ms < stop], out, on_page)
+            cursor = stop
+        return out
+
     def pair(self, symbol: str) -> str:
         """The pair as the REST endpoint names it (a venue whose REST names differ from its stream's overrides this)."""
         return self.pair_of(symbol)
@@ -103,6 +145,13 @@ class CandleApi:
         finer = max((i for i in self.native if interval.millis % i.millis == 0), key=lambda i: i.millis)
         bars = _clean(await self._fetch_native(symbol, finer, start_ms, end_ms, on_page), start_ms, end_ms)
         return rollup(bars, interval)
+
+
+def kept(page: list[Bar], out: list[Bar], on_page: PageHook | None) -> None:
+    """Adds the page's bars to ``out`` and tells ``on_page`` how many."""
+    out.extend(page)
+    if on_page:
+        on_page(len(page))
 
 
 def _clean(bars: list[Bar], start_ms: int, end_ms: int) -> list[Bar]:

@@ -40,9 +40,10 @@ from tokenpulse_ingest.venues.connector import (
     decode_frame,
     epoch_seconds,
     shape_error,
+    side_of,
     utc,
 )
-from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
@@ -100,9 +101,6 @@ class KrakenConnector(Connector):
         self.by_v1: dict[str, Pair] = {v1_name(p.venue): p for p in self.pairs}
         self.makers_v1 = {v1_name(p.venue): self.makers[p.venue] for p in self.pairs}
 
-    def endpoint(self) -> str:
-        return self.url
-
     def subscriptions(self) -> list[str]:
         if self.v2:
             params = {"channel": "trade", "symbol": [p.venue for p in self.pairs], "snapshot": False}
@@ -141,9 +139,7 @@ class KrakenConnector(Connector):
             maker = makers.get(t.symbol)
             if maker is None:
                 raise BadMessage("unknown_symbol", t.symbol[:32])
-            side = _SIDES.get(t.side)
-            if side is None:
-                raise BadMessage("bad_side", t.side[:16])
+            side = side_of(_SIDES, t.side, "bad_side")
             ts = utc(t.timestamp)
             out.append(maker.make(ts, t.price, t.qty, side, str(t.trade_id), now))
             self.trade_seen(maker.symbol, t.trade_id, ts)
@@ -246,9 +242,7 @@ class KrakenCandles(CandleApi):
             last = int(result.get("last") or 0)
             closed = rows[:-1]  # the last row is the candle still open
             page = [bar for bar in self.bars(closed, self._bar) if start_ms <= bar.ts_ms < end_ms]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
+            kept(page, out, on_page)
             if not closed or last <= since_s or last * 1000 >= end_ms - interval.millis:
                 break  # reached the end, or nothing newer: older candles than Kraken keeps are unavailable
             since_s = last

@@ -28,8 +28,8 @@ from tokenpulse_shared.settings import OkxSettings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, MillisToUtc, decode_frame
-from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, number
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
+from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import PairNaming, Venue
 
 
@@ -64,13 +64,6 @@ class OkxConnector(Connector):
     name = "okx"
     keepalive = (20.0, "ping")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._ms_to_utc = MillisToUtc().convert
-
-    def endpoint(self) -> str:
-        return self.url
-
     def subscriptions(self) -> list[str]:
         args = [{"channel": "trades", "instId": p.venue} for p in self.pairs]
         return [msgspec.json.encode({"op": "subscribe", "args": args}).decode()]
@@ -90,19 +83,15 @@ class OkxConnector(Connector):
         return [self._trade(t) for t in frame.data]
 
     def _trade(self, t: _Trade) -> TickEvent:
-        maker = self.makers.get(t.instId)
-        if maker is None:
-            raise BadMessage("unknown_symbol", t.instId[:32])
+        maker = self.maker_for(t.instId)
         if t.tradeId is None or not t.tradeId.isdigit():
             raise BadMessage("no_trade_id")
         if t.ts is None or t.ts <= 0:
             raise BadMessage("no_time")
         if t.px is None or t.sz is None or not t.sz > 0:
             raise BadMessage("no_price_or_size")
-        side = _SIDES.get(t.side)
-        if side is None:
-            raise BadMessage("no_side", t.side[:16])
-        ts = self._ms_to_utc(t.ts)
+        side = side_of(_SIDES, t.side)
+        ts = self.ms_to_utc(t.ts)
         tick = maker.make(ts, t.px, t.sz, side, t.tradeId, self.produced_at())
         self.trade_seen(maker.symbol, int(t.tradeId), ts, max(1, t.count))
         return tick
@@ -133,27 +122,14 @@ class OkxCandles(CandleApi):
     async def _fetch_native(
         self, symbol: str, interval: Interval, start_ms: int, end_ms: int, on_page: PageHook | None
     ) -> list[Bar]:
-        out: list[Bar] = []
-        before = end_ms  # pages go back in time: each asks for the candles older than the oldest so far
-        while before > start_ms:
+        async def older(before: int) -> tuple[int, list[Bar]]:
             query = {"instId": self.pair(symbol), "bar": self.native[interval], "after": before}
             query |= {"before": start_ms - 1, "limit": self.page_limit}
             body = await self.client.get("/api/v5/market/history-candles", query)
-            rows = body.get("data")
-            if not isinstance(rows, list):
-                raise RestError(f"okx history-candles: unexpected answer {str(body)[:200]}")
-            bars = self.bars([r for r in rows if not _still_open(r)], self._bar)
-            page = [b for b in bars if start_ms <= b.ts_ms < end_ms]
-            out.extend(page)
-            if on_page:
-                on_page(len(page))
-            if len(rows) < self.page_limit or not bars:  # a full page of refused rows ends the paging too
-                break
-            oldest = min(b.ts_ms for b in bars)
-            if oldest >= before:
-                raise RestError("okx history-candles: the page did not go back in time")
-            before = oldest
-        return out
+            rows = answer_rows(body.get("data"), body, "okx history-candles")
+            return len(rows), self.bars([r for r in rows if not _still_open(r)], self._bar)
+
+        return await self.page_back(start_ms, end_ms, on_page, older, "okx history-candles")
 
     def _bar(self, row: Any) -> Bar:
         r = fields(row, 9)  # [ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]
