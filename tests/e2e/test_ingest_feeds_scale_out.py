@@ -10,9 +10,7 @@ after the kill, exactly one each again, all on the survivor, within the session 
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from testkit.fake_exchange import FakeExchange
+from testkit.fake_exchange import FakeExchanges
 from testkit.procs import Proc, free_port, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -48,41 +46,14 @@ def run_symbols(run: str) -> list[str]:
     return sorted(s for v in by_partition.values() for s in v)
 
 
-class Exchanges:
-    """The fake exchanges on an event loop of their own (a thread), streaming a trade per token every 0.2 s."""
+def subscribed(exchanges: FakeExchanges, symbols: list[str]) -> dict[tuple[str, str], int]:
+    """(venue, pair) -> open connections subscribed to it, for every pair of ``symbols`` (0 included)."""
 
-    def __init__(self, prices: dict[str, float]) -> None:
-        self.fakes = {name: FakeExchange(name, prices, heartbeat_s=1.0) for name in VENUES}
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+    async def snapshot() -> dict[str, Counter[str]]:
+        return {name: fake.open_subscriptions() for name, fake in exchanges.fakes.items()}
 
-    def __enter__(self) -> Exchanges:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        return self
-
-    async def _start(self) -> None:
-        for fake in self.fakes.values():
-            await fake.start()
-            fake.stream(0.2)
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    async def _stop(self) -> None:
-        for fake in self.fakes.values():
-            await fake.stop()
-
-    def subscribed(self, symbols: list[str]) -> dict[tuple[str, str], int]:
-        """(venue, pair) -> open connections subscribed to it, for every pair of ``symbols`` (0 included)."""
-
-        async def snapshot() -> dict[str, Counter[str]]:
-            return {name: fake.open_subscriptions() for name, fake in self.fakes.items()}
-
-        now = asyncio.run_coroutine_threadsafe(snapshot(), self.loop).result(10)
-        return {(n, f.venue(s)): now[n][f.venue(s)] for n, f in self.fakes.items() for s in symbols}
+    now = exchanges.call(snapshot)
+    return {(n, f.venue(s)): now[n][f.venue(s)] for n, f in exchanges.fakes.items() for s in symbols}
 
 
 def shares(p: Proc) -> list[list[int]]:
@@ -97,7 +68,7 @@ def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
     run = uuid.uuid4().hex[:5].upper()
     symbols = run_symbols(run)
     prefix = f"e2e-feeds-{run.lower()}"
-    with Exchanges(dict.fromkeys(symbols, 100.0)) as exchanges:
+    with FakeExchanges({v: v for v in VENUES}, dict.fromkeys(symbols, 100.0), stream_s=0.2) as exchanges:
 
         def env(n: int) -> dict[str, str]:
             return {
@@ -120,11 +91,11 @@ def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
             def split_once() -> bool:
                 last = [s[-1] if s else [] for s in map(shares, procs)]
                 split = all(last) and sorted(last[0] + last[1]) == list(range(UNIVERSE_PARTITIONS))
-                return split and set(exchanges.subscribed(symbols).values()) == {1}
+                return split and set(subscribed(exchanges, symbols).values()) == {1}
 
             wait_until(split_once, 120, "each pair subscribed once, the replicas sharing them", procs)
             time.sleep(3)  # and it stays so: no late subscription of a pair by the other replica
-            counts = exchanges.subscribed(symbols)
+            counts = subscribed(exchanges, symbols)
             assert set(counts.values()) == {1}, f"pairs not subscribed exactly once: {counts}"
 
             victim, survivor = procs
@@ -132,7 +103,7 @@ def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
             victim.p.wait()
             killed = time.monotonic()
             wait_until(
-                lambda: set(exchanges.subscribed(symbols).values()) == {1},
+                lambda: set(subscribed(exchanges, symbols).values()) == {1},
                 SESSION_TIMEOUT_S + REBALANCE_SLACK_S + 30,
                 "the survivor to subscribe every pair",
                 [survivor],
@@ -141,7 +112,7 @@ def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
             assert took <= SESSION_TIMEOUT_S + REBALANCE_SLACK_S, f"the takeover took {took:.1f} s"
             assert shares(survivor)[-1] == list(range(UNIVERSE_PARTITIONS))
             time.sleep(3)
-            counts = exchanges.subscribed(symbols)
+            counts = subscribed(exchanges, symbols)
             assert set(counts.values()) == {1}, f"after the takeover, pairs not subscribed exactly once: {counts}"
             print(f"takeover of the killed replica's pairs: {took:.1f} s after the kill")
         finally:
