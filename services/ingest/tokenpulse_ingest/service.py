@@ -111,7 +111,9 @@ class IngestService:
         self._state_lock = asyncio.Lock()  # a rebalance never drops state the clock is closing and publishing
         self._restoring: asyncio.Task[None] | None = None
         self._built: set[int] = set()  # partitions whose state is whole here
-        self._parked: dict[int, int | None] = {}  # at a revoke: where each partition lost stood
+        self._parked: dict[tuple[str, int], int | None] = {}  # at a revoke: where each (topic, partition) stood
+        self._hooked = {TICKS.name}  # the ticks topics whose assignments make one round (co-partitioned)
+        self._round: dict[str, Assignment] = {}  # this rebalance's assignments so far, by topic
         self._resumed = True  # False after a rebalance until the first batch is handled
         self.universe = UniverseFollower()
         self.publisher: UniversePublisher | None = None
@@ -213,18 +215,32 @@ class IngestService:
         :meth:`on_assign`, and remember where each partition lost stood (the group may give it back)."""
         self.ready.clear()
         await self._cancel_restore()
-        self._parked = {p: lost.offsets.get(p) for p in lost.partitions}
+        self._parked.update({(lost.topic.name, p): lost.offsets.get(p) for p in lost.partitions})
+        self._round = {}
+
+    def _unmoved(self, round_: dict[str, Assignment], parked: dict[tuple[str, int], int | None]) -> set[int]:
+        """The partitions given back at the offsets this replica left them at, in every ticks topic (no one
+        handled them in between), whose state was whole here."""
+        partitions = set.intersection(*(set(a.partitions) for a in round_.values())) & self._built
+        return {
+            p
+            for p in partitions
+            if all(parked.get((t, p)) is not None and a.offsets.get(p) == parked[(t, p)] for t, a in round_.items())
+        }
 
     async def on_assign(self, got: Assignment) -> None:
         """The rebalance's new assignment. State is kept for a partition given back at the offset this replica
         left it at (no one handled it in between); every other symbol's state goes, and the partitions gained
         are rebuilt from the ticks topic (as a restart does) before their ticks are handled. Embedded: the one
-        call at start, before start() restores everything."""
+        call at start, before start() restores everything. The ticks topics of the group (co-partitioned: the
+        same partition numbers) each report theirs; the replica acts once all of them have."""
         assert self.ctx is not None
+        self._round[got.topic.name] = got
+        if set(self._round) < self._hooked:
+            return
+        round_, self._round = self._round, {}
         parked, self._parked = self._parked, {}
-        keep = {
-            p for p in got.partitions & self._built if parked.get(p) is not None and got.offsets.get(p) == parked[p]
-        }
+        keep = self._unmoved(round_, parked)
         async with self._state_lock:
             gone = {s for s in self.builder.symbols() | self.reconciler.symbols() if got.partition_of(s) not in keep}
             self.builder.drop(gone)
