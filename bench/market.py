@@ -16,7 +16,7 @@ Measured per rate (``bench/observer.py`` stamps arrivals in a process of its own
 * offered ticks/s (what the producer sent per second) and sustained ticks/s (what ingest's consumer group
   committed per second over the same window), then how long the backlog took to drain;
 * max consumer lag per group (committed offsets against the partitions' ends, sampled every second);
-* tick → price event: arrival on ``tokenpulse.prices.v1`` minus the event's ``ts`` (the newest tick time of the
+* tick → price event: arrival on ``tokenpulse.prices.v2`` minus the row's ``ts_us`` (the newest tick time of the
   token in the batch ingest handled, i.e. that tick's send time);
 * tick → price alert delivered: ``price_above``/``price_below`` rules created through the gateway API with webhook
   channels to the observer's receiver (``TOKENPULSE_WEBHOOK_ALLOWLIST``); the prices of ``ALERT_TOKENS`` tokens
@@ -255,6 +255,7 @@ def start_cluster(bootstrap: str, replicas: int, symbols: list[str], work: Path)
         "TOKENPULSE_ADMIN_TOKEN": cluster.admin_token,
         "TOKENPULSE_KAFKA_PARTITIONS": str(PARTITIONS),
         "TOKENPULSE_LOG_LEVEL": "INFO",
+        "TOKENPULSE_PUBLISH_V1": "false",  # the batch topics only: the v1 copies are a migration cost
         **tracked_env(symbols),
     }
     work.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """The market benchmark's observer, in a process of its own so that the load generator's CPU use does not delay
-its clock: it tails the output topics (prices, candles, indicators, signals) from their end and runs the local
-webhook receiver, stamping each arrival with the wall clock (``time.time()``, the clock the ticks' ``ts`` is
-taken from). The parent asks it for what arrived with ``collect(start, end)``.
+its clock: it tails the output topics (the prices, candles and indicators batch topics, and signals) from their
+end, each batch row counted as its event would be, and runs the local webhook receiver, stamping each arrival
+with the wall clock (``time.time()``, the clock the ticks' ``ts`` is taken from).
+The parent asks it for what arrived with ``collect(start, end)``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import threading
 import time
 from array import array
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from typing import Any
@@ -21,22 +22,44 @@ from typing import Any
 import msgspec
 
 TOPICS = {
-    "prices": "tokenpulse.prices.v1",
-    "candles": "tokenpulse.candles.v1",
-    "indicators": "tokenpulse.indicators.v1",
+    "prices": "tokenpulse.prices.v2",
+    "candles": "tokenpulse.candles.v2",
+    "indicators": "tokenpulse.indicators.v2",
     "signals": "tokenpulse.signals.v1",
 }
 BY_TOPIC = {v: k for k, v in TOPICS.items()}
 
 
 class Head(msgspec.Struct):
-    """The fields the observer needs of any of those events (the others are skipped undecoded)."""
+    """The fields the observer needs of a signal event (the others are skipped undecoded)."""
 
     symbol: str
     ts: datetime
     interval: str = ""
     version: int = 0
     retracted: bool = False
+
+
+class Rows(msgspec.Struct):
+    """The columns the observer needs of a batch (prices: ``ts_us``; candles and indicators: ``ts_ms``)."""
+
+    symbol: list[str]
+    interval: list[str] = []
+    ts_us: list[int] = []
+    ts_ms: list[int] = []
+    version: list[int] = []
+
+
+def heads(rows: Rows) -> list[Head]:
+    """A batch's rows as the heads of their per-event form (times in seconds)."""
+    n = len(rows.symbol)
+    ts = [t / 1e6 for t in rows.ts_us] if rows.ts_us else [t / 1e3 for t in rows.ts_ms]
+    interval = rows.interval or [""] * n
+    version = rows.version or [0] * n
+    return [
+        Head(s, datetime.fromtimestamp(t, UTC), i, v)
+        for s, t, i, v in zip(rows.symbol, ts, interval, version, strict=True)
+    ]
 
 
 @dataclass
@@ -118,7 +141,7 @@ async def _consume(bootstrap: str, partitions: int, conn: Connection) -> None:
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         conn.send(("ready", server.server_address[1]))
-        decoder = msgspec.json.Decoder(Head)
+        decoder, batch_decoder = msgspec.json.Decoder(Head), msgspec.json.Decoder(Rows)
         while True:
             batches = await consumer.getmany(timeout_ms=20, max_records=20000)
             at = time.time()
@@ -126,8 +149,13 @@ async def _consume(bootstrap: str, partitions: int, conn: Connection) -> None:
                 for tp, records in batches.items():
                     kind = BY_TOPIC[tp.topic]
                     for r in records:
-                        if r.value:
+                        if not r.value:
+                            continue
+                        if kind == "signals":
                             holder.arrivals.add(kind, decoder.decode(r.value), at)
+                        else:
+                            for head in heads(batch_decoder.decode(r.value)):
+                                holder.arrivals.add(kind, head, at)
             if conn.poll():
                 command, *window = conn.recv()
                 if command == "stop":

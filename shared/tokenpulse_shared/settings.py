@@ -143,6 +143,12 @@ class BusSettings(Section):
         "a consumer at ~11k events/s here, 5,000 reach ~35k).",
     )
     bus_retries: int = Field(3, ge=0, le=20, description="Handler attempts before an event is dead-lettered.")
+    publish_v1: bool = Field(
+        True,
+        description="Ingest and scoring also publish tokenpulse.prices.v1, candles.v1 and indicators.v1 (one event "
+        "per row of their v2 batch topics, same ids) for readers of the v1 topics; true for this release, then "
+        "false. Our own consumers read the v2 topics and skip these copies.",
+    )
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap:

@@ -110,3 +110,6 @@ ALL_TOPICS: tuple[Topic, ...] = (
     INDICATORS_V2,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
+
+# a v1 topic -> its batch (v2) topic
+V2_OF: dict[str, Topic] = {t.pairs_with: t for t in ALL_TOPICS if t.pairs_with}

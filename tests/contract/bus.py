@@ -595,6 +595,28 @@ class BusContract:
         assert dead[0].topic == TICKS_V2.name and dead[0].consumer == "victim"
         assert "price.1" in dead[0].reason
 
+    async def test_v1_copies_skip_groups_that_read_the_rows(self, make_bus: MakeBus) -> None:
+        """publish_v1_copy: a group reading v1 alone gets the copies; one reading v1 and v2 only the rows."""
+        bus = make_bus()
+        sym = symbol("C")
+        both: list[tuple[str, str]] = []
+        v1_only: list[tuple[str, str]] = []
+        bus.subscribe(TICKS, "both", rows_of(sym, both))
+        bus.subscribe(TICKS_V2, "both", rows_of(sym, both))
+        bus.subscribe(TICKS, "v1-only", rows_of(sym, v1_only))
+        await bus.start()
+        await self.warm_up(bus, TICKS, sym, v1_only)
+        await wait_for(lambda: bool(both))
+        await self.quiet(bus)
+        both.clear()
+        v1_only.clear()
+        events = [tick(sym, i) for i in range(5)]
+        await bus.publish_rows(TICKS_V2, TickBatch.from_events(events))
+        await bus.publish_v1_copy(TICKS, events)
+        await wait_for(lambda: len(both) >= 5 and len(v1_only) >= 5)
+        await self.quiet(bus)
+        assert sorted(both) == sorted(v1_only) == sorted((sym, str(i)) for i in range(5))
+
     async def warm_up(self, bus: Bus, topic: Any, sym: str, seen: list[tuple[str, str]]) -> None:
         """Until the subscription receives (on Kafka a new group takes a moment to get its partitions)."""
         for i in range(120):

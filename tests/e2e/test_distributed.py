@@ -196,19 +196,20 @@ def check_trace(spans: list[SpanRecord], feeder_span: str, rule_id: str) -> None
     assert ingest, "no ingest span in the trace"
     for span_id in ingest:  # CONSUMER spans, children of the connector's PRODUCER span
         assert by_id[span_id].parent_span_id == feeder_span and by_id[span_id].kind == 5
-    candles_out = one("tokenpulse-ingest", "tokenpulse.candles.v1 publish")
-    prices_out = one("tokenpulse-ingest", "tokenpulse.prices.v1 publish")
+    # ingest's outputs are rows of the v2 topics (the v1 copies are for outside readers: ours skip them)
+    candles_out = one("tokenpulse-ingest", "tokenpulse.candles.v2 publish")
+    prices_out = one("tokenpulse-ingest", "tokenpulse.prices.v2 publish")
     assert parent(candles_out).span_id in ingest and parent(prices_out).span_id in ingest
     assert candles_out.kind == prices_out.kind == 4  # PRODUCER
-    scoring = one("tokenpulse-scoring", "tokenpulse.candles.v1 process")
-    assert parent(scoring).name == "tokenpulse.candles.v1 publish" and parent(scoring).service == "tokenpulse-ingest"
-    assert parent(one("tokenpulse-scoring", "tokenpulse.indicators.v1 publish")) is scoring
-    alerts = one("tokenpulse-alerts", "tokenpulse.prices.v1 process")
-    assert parent(alerts).name == "tokenpulse.prices.v1 publish" and parent(alerts).service == "tokenpulse-ingest"
+    scoring = one("tokenpulse-scoring", "tokenpulse.candles.v2 process")
+    assert parent(scoring).name == "tokenpulse.candles.v2 publish" and parent(scoring).service == "tokenpulse-ingest"
+    assert parent(one("tokenpulse-scoring", "tokenpulse.indicators.v2 publish")) is scoring
+    alerts = one("tokenpulse-alerts", "tokenpulse.prices.v2 process")
+    assert parent(alerts).name == "tokenpulse.prices.v2 publish" and parent(alerts).service == "tokenpulse-ingest"
     deliver = one("tokenpulse-alerts", "alert deliver", **{"tokenpulse.rule_id": rule_id})
     firing = one("tokenpulse-alerts", "tokenpulse.alerts.v1 publish")
     assert parent(firing) is parent(deliver)  # the firing and its delivery, both from handling the price
-    assert parent(deliver).name == "tokenpulse.prices.v1 process" and deliver.attributes[
+    assert parent(deliver).name == "tokenpulse.prices.v2 process" and deliver.attributes[
         "tokenpulse.delivery.statuses"
     ] == ("delivered",)
     gateway = [s for s in spans if s.service == "tokenpulse-gateway" and s.name == "tokenpulse.alerts.v1 process"]
@@ -356,9 +357,11 @@ def run_four_processes(kafka_bootstrap: str, tmp_path: Path, otlp: OtlpReceiver,
         assert dlq_metric >= 3
         assert sample(ingest_m, "tokenpulse_batch_processing_seconds_count", **ticks_in) > 0
         assert sample(ingest_m, "tokenpulse_batch_processing_seconds_sum", **ticks_in) > 0
+        # every candle as a v2 row (messages counted: one or more rows each) and as its v1 copy
         assert sample(ingest_m, "tokenpulse_events_published_total", topic="tokenpulse.candles.v1") >= sum(
             len(expected_candles(ticks, i)) for i in Interval
         )
+        assert sample(ingest_m, "tokenpulse_events_published_total", topic="tokenpulse.candles.v2") > 0
         assert {
             dict(ls)["partition"] for n, ls in ingest_m if n == "tokenpulse_consumer_lag" and ("group", "ingest") in ls
         }
@@ -393,7 +396,7 @@ def run_four_processes(kafka_bootstrap: str, tmp_path: Path, otlp: OtlpReceiver,
             procs,
         )
         alerts_m = metrics(f"http://127.0.0.1:{ops_ports['alerts']}/metrics")
-        assert sample(alerts_m, "tokenpulse_events_consumed_total", group="alerts", topic="tokenpulse.prices.v1") > 0
+        assert sample(alerts_m, "tokenpulse_events_consumed_total", group="alerts", topic="tokenpulse.prices.v2") > 0
         for svc, p in ops_ports.items():
             assert httpx.get(f"http://127.0.0.1:{p}/readyz", timeout=5).json()["bus"] is True, svc
         gateway_m = metrics(f"{base}/metrics")

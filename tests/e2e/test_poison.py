@@ -61,6 +61,7 @@ from tokenpulse_shared.topics import (
     PRICES,
     SIGNALS,
     TICKS,
+    V2_OF,
     Topic,
 )
 
@@ -69,7 +70,7 @@ from tests.e2e.kafka_tools import read_topic, wait_caught_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
-PER_TOPIC = 150  # 12 topics: 1,800 poison messages
+PER_TOPIC = 150  # 16 topics: 2,400 poison messages
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 # Which consumer groups read each topic (the wiring of services/*/service.py, gateway/live.py, writer.py);
@@ -89,10 +90,17 @@ READERS: dict[str, set[str]] = {
     ALERTS.name: {"writer", "alerts", "gateway-live"},
     DEAD_LETTER.name: set(),
 }
+# the batch topics: read by the readers of their v1 topic (a poison batch is refused whole, as one message)
+READERS |= {V2_OF[name].name: set(readers) for name, readers in READERS.items() if name in V2_OF}
+BATCHED_TICKS = V2_OF[TICKS.name].name
+BATCHED = {V2_OF[name].name: V2_OF[name] for name in (TICKS.name, PRICES.name, CANDLES.name, INDICATORS.name)}
 
 
 def sample(topic: Topic, sym: str, i: int) -> Event:
-    """A valid event of ``topic`` (the i-th of a run)."""
+    """A valid event of ``topic`` (the i-th of a run); on a batch topic, a batch of that one row."""
+    if topic.batched:
+        v1 = next(t for t in (TICKS, PRICES, CANDLES, INDICATORS) if t.name == topic.pairs_with)
+        return topic.model.from_events([sample(v1, sym, i)])  # type: ignore[attr-defined,no-any-return]
     ts = T0 + timedelta(days=i)
     if topic is TICKS:
         return TickEvent(symbol=sym, source="poison", ts=T0 + timedelta(seconds=20 * i), price=50.0 + i % 3, size=1.0)
@@ -222,6 +230,8 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
     sym = "P" + run[:6].upper()  # this run's token; its ticks and candles under tokens of their own, so that
     tsym, csym = "T" + run[:6].upper(), "C" + run[:6].upper()  # what ingest and scoring derive stays apart
     symbols = {TICKS.name: tsym, CANDLES.name: csym}
+    # the batch topics' valid rows under tokens of their own too: what they make is counted apart
+    symbols |= {name: f"{name.split('.')[1][0].upper()}V{run[:6].upper()}" for name in BATCHED}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     prefix = f"poison-{run}"
@@ -230,7 +240,7 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
     )
     topics = list(READERS)
     by_name = {t.name: t for t in (TICKS, PRICES, CANDLES, MARKETCAPS, METRICS, INDICATORS, GRADES, SIGNALS)}
-    by_name |= {t.name: t for t in (PREDICTIONS, ALERT_RULES, ALERTS, DEAD_LETTER)}
+    by_name |= {t.name: t for t in (PREDICTIONS, ALERT_RULES, ALERTS, DEAD_LETTER)} | BATCHED
     keys: dict[str, tuple[str, bytes]] = {}  # message key -> (topic, payload)
 
     procs = [Proc(["run", svc], env, tmp_path / f"{svc}.log") for svc in ("ingest", "scoring", "alerts", "gateway")]
@@ -264,7 +274,8 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
                     keys[k] = (name, value)
                     raws.append(RawMessage(value=value, key=k))
                 batches.append((topic, raws))
-                event = sample(topic, symbols.get(name, sym), start // 10 + (1 if topic is TICKS else 0))
+                first_tick = 1 if name in (TICKS.name, BATCHED_TICKS) else 0
+                event = sample(topic, symbols.get(name, sym), start // 10 + first_tick)
                 valid[name].append(event)
                 batches.append((topic, [event]))
         asyncio.run(publish(kafka_bootstrap, batches))
@@ -287,10 +298,11 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
         reasons = Counter(d.reason.split(":")[0] for d in letters)
 
         groups = {
-            f"{prefix}-ingest": [TICKS],
-            f"{prefix}-scoring": [CANDLES, MARKETCAPS, METRICS],
-            f"{prefix}-alerts": [PRICES, GRADES, SIGNALS],
+            f"{prefix}-ingest": [TICKS, BATCHED[BATCHED_TICKS]],
+            f"{prefix}-scoring": [CANDLES, MARKETCAPS, METRICS, V2_OF[CANDLES.name]],
+            f"{prefix}-alerts": [PRICES, GRADES, SIGNALS, V2_OF[PRICES.name]],
             f"{prefix}-writer": [
+                *BATCHED.values(),
                 TICKS,
                 CANDLES,
                 PRICES,
@@ -340,6 +352,13 @@ def test_poison_on_every_topic_is_dead_lettered_and_valid_events_around_it_are_p
         assert asyncio.run(count(table.format(t=t) + where)) == (ids(name), ids(name)), t
     ticks = asyncio.run(count(table.format(t="ticks").replace("{s:String}", "{t:String}")))
     assert ticks == (ids(TICKS.name), ids(TICKS.name))
+    # the valid rows of the batch topics, stored once each (a batch of one row: one row per batch)
+    for name, t in [(BATCHED_TICKS, "ticks"), (V2_OF[PRICES.name].name, "prices")]:
+        rows = asyncio.run(count(table.format(t=t).replace("{s:String}", f"'{symbols[name]}'")))
+        assert rows == (ids(name), ids(name)), name
+    v2_ind = V2_OF[INDICATORS.name].name
+    rows = asyncio.run(count(table.format(t="indicators").replace("{s:String}", f"'{symbols[v2_ind]}'")))
+    assert rows == (ids(v2_ind), ids(v2_ind))
     # ticks -> ingest's 1m candles (every minute but the last is closed); candles -> scoring's indicators
     minutes = len({int(e.ts.timestamp()) // 60 for e in valid[TICKS.name]})  # type: ignore[attr-defined]
     n_1m = asyncio.run(count("SELECT count() FROM candles FINAL WHERE symbol = {t:String} AND interval = '1m'"))

@@ -1,4 +1,4 @@
-"""docs/topics.md "Consuming the topics": the plain-aiokafka example reads signals from the real broker.
+"""docs/topics.md "Consuming the topics": the plain-aiokafka example reads signals and price rows from the real broker.
 
 The example (``docs/examples/read_signals.py``, shown verbatim in docs/topics.md) runs as its own process
 with only ``KAFKA`` and ``GROUP`` set; signals of a symbol unique to this run are published with
@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tokenpulse_shared.batches import PriceBatch
 from tokenpulse_shared.bus.kafka import KafkaBus
-from tokenpulse_shared.events import Direction, Interval, SignalEvent
-from tokenpulse_shared.topics import SIGNALS
+from tokenpulse_shared.events import Direction, Interval, PriceEvent, SignalEvent
+from tokenpulse_shared.topics import PRICES_V2, SIGNALS
 
 pytestmark = pytest.mark.kafka
 
@@ -35,11 +36,12 @@ def test_the_topics_doc_shows_the_example_verbatim() -> None:
     assert body in page
 
 
-async def publish(bootstrap: str, signals: list[SignalEvent]) -> None:
+async def publish(bootstrap: str, signals: list[SignalEvent], prices: list[PriceEvent]) -> None:
     bus = KafkaBus(bootstrap, client_id="e2e-signals")
     await bus.start()
     try:
         await bus.publish(SIGNALS, signals)
+        await bus.publish_rows(PRICES_V2, PriceBatch.from_events(prices))
     finally:
         await bus.stop()
 
@@ -58,7 +60,11 @@ def test_a_plain_aiokafka_consumer_reads_the_signals(kafka_bootstrap: str) -> No
         )
         for i in range(3)
     ]
-    asyncio.run(publish(kafka_bootstrap, signals))
+    prices = [
+        PriceEvent(symbol=symbol, ts=t0 + timedelta(microseconds=7 + i), price=100.5 + i, stale=i == 1)
+        for i in range(2)
+    ]
+    asyncio.run(publish(kafka_bootstrap, signals, prices))
     env = {**os.environ, "KAFKA": kafka_bootstrap, "GROUP": f"example-{uuid.uuid4().hex[:8]}"}
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLE)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -74,14 +80,18 @@ def test_a_plain_aiokafka_consumer_reads_the_signals(kafka_bootstrap: str) -> No
     reader.start()
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(symbol in line for line in lines) < len(signals):
+        while time.monotonic() < deadline and sum(symbol in line for line in lines) < len(signals) + len(prices):
             assert proc.poll() is None, "\n".join(lines)
             time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(10)
-    ours = [line for line in lines if symbol in line]
+    ours = [line for line in lines if symbol in line and " price " not in line]
     assert ours == [
         f"{s.ts.isoformat().replace('+00:00', 'Z')} {symbol} 1d {s.direction.value} {s.strength} reason {i}; trend"
         for i, s in enumerate(signals)
     ], "\n".join(lines[-20:])
+    rows = [line for line in lines if symbol in line and " price " in line]
+    assert rows == [f"{p.ts.isoformat()} {symbol} price {p.price} {'stale' if p.stale else 'fresh'}" for p in prices], (
+        "\n".join(lines[-20:])
+    )

@@ -11,11 +11,12 @@ from collections import defaultdict
 
 import pytest
 from tokenpulse_ingest.service import IngestService
+from tokenpulse_shared.bus import rows_as_events
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import TickEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.topics import TICKS
+from tokenpulse_shared.topics import TICKS_V2
 
 from testkit.fake_exchange import FakeExchange, wait_for
 
@@ -54,7 +55,7 @@ async def test_ingest_switches_back_to_live_and_stops_the_synthetic_ticks(caplog
         for t in events:
             seen[t.symbol].append(t.source)
 
-    bus.subscribe(TICKS, "test", ticks)
+    bus.subscribe(TICKS_V2, "test", rows_as_events(ticks))
     await bus.start()
     await ingest.start(ctx)
     fake = FakeExchange("binance", PRICES, port=port)

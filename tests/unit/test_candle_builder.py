@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent
 
 from testkit.ticks import ohlcv
@@ -188,3 +189,23 @@ def test_candle_event_ids_are_derived_from_the_candle_so_a_rebuild_gives_the_sam
     # the same bucket built without one of its trades (a rebuild that missed it): other content, other ids
     partial, _ = run(CandleBuilder(idle_close_s=0), stream[1:], batch=1)
     assert not {c.event_id for c in partial if c.ts == T0} & set(ids)
+
+
+def test_the_rows_of_batches_build_what_the_events_build() -> None:
+    """Columns in (ticks.v2), events in (ticks.v1): the same candles, the same late trades, across many tokens."""
+    ticks = [t.model_copy(update={"symbol": f"T{i % 7}"}) for i, t in enumerate(make_ticks(700, seed=5, spacing_s=2))]
+    ticks.append(ticks[10].model_copy(update={"trade_id": "late", "ts": T0}))  # far behind its token's watermark
+    by_events, by_rows = CandleBuilder(), CandleBuilder()
+    wall = (T0 + timedelta(days=1)).timestamp()
+    for i in range(0, len(ticks), 25):
+        chunk = ticks[i : i + 25]
+        a = by_events.add(chunk, wall=wall)
+        b = by_rows.add_batch(TickBatch.from_events(chunk), wall=wall)
+        assert [c.model_dump(exclude={"produced_at"}) for c in a.candles] == [
+            c.model_dump(exclude={"produced_at"}) for c in b.candles
+        ]
+        assert [chunk[j] for j in b.late_rows] == a.late
+    assert by_events.open_buckets() != [] and [c.event_id for c in by_events.open_buckets()] == [
+        c.event_id for c in by_rows.open_buckets()
+    ]
+    assert [t.trade_id for t in a.late] == ["late"]  # the last chunk holds the late trade

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from tokenpulse_gateway import caches, limits
 from tokenpulse_gateway.analytics.cycles import CycleData
 from tokenpulse_gateway.answers import answer, encode
-from tokenpulse_gateway.caches import CycleHistory, KnownSymbols, PageCache, StoredPredictions, TokenDetails, TokenPages
+from tokenpulse_gateway.caches import CycleHistory, KnownSymbols, PageCache, StoredPredictions, TokenDetails
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_gateway.window_storage import WindowMemoryStorage
@@ -230,18 +230,6 @@ def test_an_unknown_key_is_forgotten_sooner_than_a_known_one() -> None:
         assert (await keys.lookup("tp_known")) is not None and store.queries == queries + 1
 
     asyncio.run(run())
-
-
-def test_token_pages_are_kept_per_live_state_version_and_capped() -> None:
-    pages = TokenPages(max_pages=2)
-    assert pages.get(1, 100, None) is None
-    pages.put(100, None, encode("first"))
-    pages.put(100, "c1", encode("second"))
-    pages.put(100, "c2", encode("third"))  # over the cap: not kept
-    assert pages.get(1, 100, None) == encode("first") and pages.get(1, 100, "c1") == encode("second")
-    assert pages.get(1, 100, "c2") is None
-    assert pages.get(2, 100, None) is None  # the live state changed: every page goes
-    assert pages.get(1, 100, None) is None
 
 
 def test_a_token_detail_lasts_while_its_version_does_and_at_most_max_age(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,10 +17,10 @@ from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.service import IngestService
 from tokenpulse_shared.bus import Assignment
 from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import DeadLetterEvent, Event, TickEvent
+from tokenpulse_shared.events import Event, TickEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.topics import DEAD_LETTER, TICKS, UNIVERSE
+from tokenpulse_shared.topics import DEAD_LETTER, UNIVERSE
 
 T0 = datetime(2024, 12, 5, tzinfo=UTC)
 
@@ -90,8 +90,15 @@ async def started_service() -> tuple[IngestService, list[Event]]:
 
 
 async def assign(service: IngestService, offsets: dict[int, int]) -> None:
-    await service.on_assign(Assignment(TICKS, frozenset(offsets), partition_of, offsets))
+    """A rebalance's new assignment, as the co-partitioned group reports it: once per ticks topic."""
+    for topic in service.ticks_topics:
+        await service.on_assign(Assignment(topic, frozenset(offsets), partition_of, offsets))
     await asyncio.wait_for(service.ready.wait(), 5)
+
+
+async def revoke(service: IngestService, offsets: dict[int, int]) -> None:
+    for topic in service.ticks_topics:
+        await service.on_revoke(Assignment(topic, frozenset(offsets), partition_of, offsets))
 
 
 async def test_a_partition_given_back_at_its_offset_keeps_its_state_another_is_rebuilt() -> None:
@@ -99,7 +106,7 @@ async def test_a_partition_given_back_at_its_offset_keeps_its_state_another_is_r
     await assign(service, {0: 10, 1: 10})
     await service.on_ticks(ticks(("AAA", "BBB"), 20))
     assert service.builder.symbols() == {"AAA", "BBB"}
-    await service.on_revoke(Assignment(TICKS, frozenset({0, 1}), partition_of, {0: 30, 1: 30}))
+    await revoke(service, {0: 30, 1: 30})
     assert not service.ready.is_set()  # ticks wait for the new assignment
     # partition 0 comes back as this replica left it; partition 1 was handled elsewhere meanwhile
     await assign(service, {0: 30, 1: 34})
@@ -108,18 +115,30 @@ async def test_a_partition_given_back_at_its_offset_keeps_its_state_another_is_r
     await service.stop()
 
 
-async def test_a_partition_lost_takes_its_symbols_and_their_ticks_are_dead_lettered() -> None:
-    service, dead = await started_service()
+async def test_a_partition_lost_takes_its_symbols() -> None:
+    service, _ = await started_service()
     await assign(service, {0: 0, 1: 0})
     await service.on_ticks(ticks(("AAA", "BBB"), 20))
-    await service.on_revoke(Assignment(TICKS, frozenset({0, 1}), partition_of, {0: 20, 1: 20}))
+    await revoke(service, {0: 20, 1: 20})
     await assign(service, {0: 20})
     assert service.builder.symbols() == {"AAA"} and service.reconciler.symbols() == {"AAA"}
-    await service.on_ticks(ticks(("AAA", "BBB"), 2, start=20))  # BBB keyed elsewhere: not ours to count
-    await asyncio.sleep(0.1)
-    letters = [d for d in dead if isinstance(d, DeadLetterEvent)]
-    assert len(letters) == 2 and all("not keyed by its symbol" in d.reason for d in letters)
-    assert service.builder.symbols() == {"AAA"}
+    await service.stop()
+
+
+async def test_a_partition_is_kept_only_when_every_ticks_topic_is_given_back_unmoved() -> None:
+    """ticks.v1 and ticks.v2 are one group: the replica acts once both reported, and keeps a partition's state
+    only if neither topic's part of it was handled elsewhere meanwhile."""
+    service, _ = await started_service()
+    assert len(service.ticks_topics) == 2
+    await assign(service, {0: 0, 1: 0})
+    await service.on_ticks(ticks(("AAA", "BBB"), 20))
+    await revoke(service, {0: 20, 1: 20})
+    v1, v2 = service.ticks_topics
+    await service.on_assign(Assignment(v1, frozenset({0, 1}), partition_of, {0: 20, 1: 20}))
+    assert not service.ready.is_set() and service.builder.symbols() == {"AAA", "BBB"}  # waits for ticks.v2's part
+    await service.on_assign(Assignment(v2, frozenset({0, 1}), partition_of, {0: 20, 1: 23}))
+    await asyncio.wait_for(service.ready.wait(), 5)
+    assert service.builder.symbols() == {"AAA"}  # partition 1 of ticks.v2 moved on: BBB rebuilt (empty log)
     await service.stop()
 
 

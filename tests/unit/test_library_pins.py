@@ -24,7 +24,7 @@ PINS = [
         fastmodel.PYDANTIC_VERSION,
         "trusted() (shared/tokenpulse_shared/fastmodel.py)",
         "It writes BaseModel's __dict__, __pydantic_fields_set__, __pydantic_extra__ and __pydantic_private__ slots "
-        "as model_construct does: re-check model_construct in the new release, run tests/unit/test_fastdecode.py, "
+        "as model_construct does: re-check model_construct in the new release, run tests/unit/test_batches.py, "
         "test_scoring_events.py and test_exchange_parsers.py, then set PYDANTIC_VERSION.",
         id="pydantic",
     ),

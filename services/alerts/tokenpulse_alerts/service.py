@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 from opentelemetry import trace
 from pydantic import ValidationError
 from tokenpulse_shared import rule_table
-from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected
+from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected, rows_as_events
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import (
     AlertChannel,
@@ -56,7 +56,7 @@ from tokenpulse_shared.events import (
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.telemetry import DEAD_LETTERS
-from tokenpulse_shared.topics import ALERT_RULES, ALERTS, DEAD_LETTER, GRADES, PRICES, SIGNALS, Topic
+from tokenpulse_shared.topics import ALERT_RULES, ALERTS, DEAD_LETTER, GRADES, PRICES, PRICES_V2, SIGNALS, Topic
 
 from tokenpulse_alerts.delivery import Message, Notifier
 from tokenpulse_alerts.rules import Hit, RuleBook, firing_event_id, firing_id
@@ -124,6 +124,8 @@ class AlertsService:
         # (replaying it whole through a broadcast too cost as much as the prices at 100,000 rules)
         ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, delivery=Delivery.TAIL)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
+        # a price row's event is its v1 event, id included: a firing's trigger_event_id is the same either way
+        ctx.bus.subscribe(PRICES_V2, self.name, rows_as_events(self.on_prices))
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
         # what other replicas fire from now on (the past comes from read_log at start): after a

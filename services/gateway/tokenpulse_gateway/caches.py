@@ -1,7 +1,7 @@
 """What the gateway keeps in memory between requests: each cache says what it keeps and when it drops it.
 
-Hot answers (``/v1/tokens``, ``/v1/tokens/{symbol}``) are kept serialised per version of the live state,
-not made once per request; history pages (candles, indicators) for at most
+Hot answers (``/v1/tokens/{symbol}``; ``/v1/tokens`` in ``token_board.py``) are kept serialised per version
+of the live state, not made once per request; history pages (candles, indicators) for at most
 ``TOKENPULSE_HISTORY_CACHE_TTL_S``, dropped at once when the bus brings a new candle (or indicator) of that
 token and interval; what is derived from the whole stored history (track record, cycles) until the
 store's data version changes (the market analytics: quant, correlation, market state, indices, scenarios,
@@ -74,25 +74,6 @@ class PageCache:
         hit = self._pages.pop(key, None)
         if hit is not None:
             self.size -= len(hit[1].body)
-
-
-class TokenPages:
-    """The serialised ``/v1/tokens`` pages of one live-state version, by (limit, cursor): all dropped when the
-    version changes, and at most ``max_pages`` kept (a client can send many cursors; the useful pages are few)."""
-
-    def __init__(self, max_pages: int = 64) -> None:
-        self.max_pages = max_pages
-        self._version: int | None = None
-        self._pages: dict[tuple[int, Hashable], Encoded] = {}
-
-    def get(self, version: int, limit: int, cursor: Hashable) -> Encoded | None:
-        if version != self._version:
-            self._version, self._pages = version, {}
-        return self._pages.get((limit, cursor))
-
-    def put(self, limit: int, cursor: Hashable, enc: Encoded) -> None:
-        if len(self._pages) < self.max_pages:
-            self._pages[(limit, cursor)] = enc
 
 
 class TokenDetails:
@@ -234,7 +215,6 @@ class Caches:
     history: PageCache
     details: TokenDetails
     predictions: StoredPredictions
-    tokens: TokenPages = field(default_factory=TokenPages)
     track_record: ByVersion[dict[str, Any]] = field(default_factory=ByVersion)
     """the track record's answer, until a daily candle, a market cap, a grade or a signal is added"""
     cycles: CycleHistory = field(default_factory=CycleHistory)

@@ -29,7 +29,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from tokenpulse_shared.bus import Delivery
+from tokenpulse_shared.bus import Delivery, rows_as_events
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
@@ -45,7 +45,19 @@ from tokenpulse_shared.events import (
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.timeutil import MINUTE_MS
 from tokenpulse_shared.tokens import token_name
-from tokenpulse_shared.topics import ALERTS, CANDLES, GRADES, INDICATORS, MARKETCAPS, PREDICTIONS, PRICES, SIGNALS
+from tokenpulse_shared.topics import (
+    ALERTS,
+    CANDLES,
+    CANDLES_V2,
+    GRADES,
+    INDICATORS,
+    INDICATORS_V2,
+    MARKETCAPS,
+    PREDICTIONS,
+    PRICES,
+    PRICES_V2,
+    SIGNALS,
+)
 from tokenpulse_shared.universe import Token, UniverseFollower
 
 from tokenpulse_gateway.caches import PageCache
@@ -56,8 +68,8 @@ log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("price", "signal", "alert")
 LIST_REFRESH_S = 0.5
-"""a large universe's token list is rebuilt at most this often (prices change it many times a second; the
-stream carries each price at once)"""
+"""a large universe's token list is rebuilt at most this often, in the background (prices change it many
+times a second; the stream carries each price at once): ``token_board.py``"""
 LARGE_LIST = 200
 """from this many tokens on, the list is rebuilt at most every LIST_REFRESH_S"""
 FRESH_MS = 5 * MINUTE_MS
@@ -158,6 +170,26 @@ class StreamHub:
         return [e for e in self.buffer if e.id > last_id]
 
 
+def answer_row(symbol: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A token's row as ``/v1/tokens`` shows it (``_at_ms`` kept for the token page), from its live state."""
+    ref, price = row["_ref_24h"], row["price"]
+    return {
+        "symbol": symbol,
+        "name": row["name"],
+        "price": price,
+        "sources": row["sources"],
+        "stale": row["stale"],
+        "change_24h": round((price / ref - 1) * 100, 4) if ref and price is not None else None,
+        "volume_24h": row["volume_24h"],
+        "market_cap": row["market_cap"],
+        "trader_grade": row["trader_grade"],
+        "investor_grade": row["investor_grade"],
+        "signal": row["signal"],
+        "updated_at": iso(row["_at_ms"]),
+        "_at_ms": row["_at_ms"],
+    }
+
+
 class LiveState:
     def __init__(
         self,
@@ -183,15 +215,15 @@ class LiveState:
         self._sync_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._rows: tuple[int, list[dict[str, Any]]] | None = None
-        self._rows_at = 0.0
-        self.list_version = 0
-        """the version the token list was last built from: ``/v1/tokens`` answers are cached per list version"""
+        self.members_version = 0
+        """bumped when the universe adds, renames or removes tokens: the token list shows that at once"""
         group = "gateway-live"
         self.universe = UniverseFollower().follow(ctx.bus, f"{group}-universe")
         self.universe.on_change(self.on_universe)
         ctx.bus.subscribe(MARKETCAPS, group, self.on_marketcaps, delivery=Delivery.TAIL)
         # every replica follows the busy streams from its start (the store covers what came before) ...
         ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
+        ctx.bus.subscribe(PRICES_V2, group, rows_as_events(self.on_prices), delivery=Delivery.TAIL)
         ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
         ctx.bus.subscribe(ALERTS, group, self.on_alerts, delivery=Delivery.TAIL)
         # ... and reads the small ones whole (predictions are kept only here)
@@ -201,6 +233,8 @@ class LiveState:
         if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
             ctx.bus.subscribe(CANDLES, group, self.on_candles, delivery=Delivery.TAIL)
             ctx.bus.subscribe(INDICATORS, group, self.on_indicators, delivery=Delivery.TAIL)
+            ctx.bus.subscribe(CANDLES_V2, group, rows_as_events(self.on_candles), delivery=Delivery.TAIL)
+            ctx.bus.subscribe(INDICATORS_V2, group, rows_as_events(self.on_indicators), delivery=Delivery.TAIL)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)
@@ -229,7 +263,8 @@ class LiveState:
     # ------------------------------------------------------------------ from the bus
     async def on_universe(self, changed: list[Token], removed: list[str]) -> None:
         self.version += 1
-        self._rows = None  # members and names show at once: only price moves wait for the list's next rebuild
+        self.members_version += 1
+        self._rows = None  # members and names show at once (members_version): price moves wait for the next refresh
         for token in changed:
             self._row(token.symbol)["name"] = token.name
         for symbol in removed:  # its history stays in the store; the list no longer shows it
@@ -406,49 +441,19 @@ class LiveState:
             self._computing.pop(symbol, None)
 
     # ------------------------------------------------------------------ answers
-    def token_list(self) -> list[dict[str, Any]]:
-        """:meth:`rows` for the list endpoint: at a large universe rebuilt at most every LIST_REFRESH_S (one
-        rebuild and sort per request cost milliseconds at 1,000 tokens, and prices arrive many times a second)."""
-        if (
-            self._rows is not None
-            and len(self.tokens) >= LARGE_LIST
-            and time.monotonic() - self._rows_at < LIST_REFRESH_S
-        ):
-            return self._rows[1]
-        return self.rows()
-
     def rows(self) -> list[dict[str, Any]]:
         """The answer rows of every token, made once per version of the state (callers must not change them)."""
         if self._rows is not None and self._rows[0] == self.version:
             return self._rows[1]
-        self._rows_at = time.monotonic()
-        self.list_version = self.version
-        out = []
         removed = self.universe.removed
-        for sym in sorted(self.tokens):
-            if sym in removed:
-                continue
-            row = self.tokens[sym]
-            ref, price = row["_ref_24h"], row["price"]
-            out.append(
-                {
-                    "symbol": sym,
-                    "name": row["name"],
-                    "price": price,
-                    "sources": row["sources"],
-                    "stale": row["stale"],
-                    "change_24h": round((price / ref - 1) * 100, 4) if ref and price is not None else None,
-                    "volume_24h": row["volume_24h"],
-                    "market_cap": row["market_cap"],
-                    "trader_grade": row["trader_grade"],
-                    "investor_grade": row["investor_grade"],
-                    "signal": row["signal"],
-                    "updated_at": iso(row["_at_ms"]),
-                    "_at_ms": row["_at_ms"],
-                }
-            )
+        out = [answer_row(sym, self.tokens[sym]) for sym in sorted(self.tokens) if sym not in removed]
         self._rows = (self.version, out)
         return out
+
+    def row_of(self, symbol: str) -> dict[str, Any] | None:
+        """One token's answer row, made now (a token page needs one row, not the whole list)."""
+        row = self.tokens.get(symbol)
+        return None if row is None or symbol in self.universe.removed else answer_row(symbol, row)
 
     def predictions_of(self, symbol: str) -> list[dict[str, Any]]:
         by_h = self.predictions.get(symbol, {})

@@ -48,4 +48,5 @@ class GatewayService:
         if self.market_watch is not None:
             await self.market_watch.stop()
         if self.app is not None:
+            await self.app.state.board.stop()
             await self.app.state.mcp.stop()

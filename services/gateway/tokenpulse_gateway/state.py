@@ -25,6 +25,7 @@ from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_gateway.mcp import McpTools
 from tokenpulse_gateway.queries import Queries
 from tokenpulse_gateway.tiers import Tiers
+from tokenpulse_gateway.token_board import TokenBoard
 from tokenpulse_gateway.writer import StoreWriter
 
 
@@ -61,6 +62,8 @@ class GatewayState(State):
     tiers: Tiers
     hub: StreamHub
     live: LiveState
+    board: TokenBoard
+    """``/v1/tokens``, kept ready from the live state"""
     symbols: KnownSymbols
     caches: Caches
     halvings: list[Halving]
@@ -87,6 +90,7 @@ def build_state(ctx: Context) -> GatewayState:
     pages = PageCache(g.history_cache_ttl_s)
     tracked = s.runtime.symbols
     live = state.live = LiveState(ctx, state.queries.market, state.hub, pages=pages, symbols=tracked)
+    state.board = TokenBoard(live)
     state.symbols = KnownSymbols(tracked, lambda symbol: symbol in live.tokens, state.queries.market.known_symbols)
     state.caches = Caches(pages, TokenDetails(live.sync_every_s), StoredPredictions(live.sync_every_s))
     state.halvings = load_halvings(s.runtime.bundle_dir / "btc_cycles.json")

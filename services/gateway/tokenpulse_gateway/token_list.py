@@ -70,12 +70,18 @@ class TokenQuery:
         return lambda row: self.key(row[name], row["symbol"])
 
 
-def page(rows: list[dict[str, Any]], query: TokenQuery, limit: int, cursor: str | None) -> dict[str, Any]:
-    """One page of ``rows`` (each with every sort field), sorted and filtered by ``query``."""
-    key = query.key_of()
-    chosen = sorted((r for r in rows if query.keep(r)), key=key)
+def rank(rows: list[dict[str, Any]], query: TokenQuery) -> list[dict[str, Any]]:
+    """``rows`` (each with every sort field) in the order of ``query``'s sort, unfiltered."""
+    ranked = sorted(rows, key=query.key_of())
     if query.field == "symbol" and query.descending:
-        chosen.reverse()
+        ranked.reverse()
+    return ranked
+
+
+def page(ranked: list[dict[str, Any]], query: TokenQuery, limit: int, cursor: str | None) -> dict[str, Any]:
+    """One page of ``ranked`` (rows in the order of ``query``'s sort: :func:`rank`), filtered by ``query``."""
+    key = query.key_of()
+    chosen = [r for r in ranked if query.keep(r)]
     if cursor:
         after = decode(TokenCursor, cursor)
         if after.f != query.fingerprint:

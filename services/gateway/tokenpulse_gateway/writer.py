@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from tokenpulse_shared.bus.base import TransientError
+from tokenpulse_shared.bus.base import TransientError, rows_as_events
 from tokenpulse_shared.events import INDICATOR_FIELDS, Event
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.store import Store, StoreUnavailable
@@ -33,6 +33,7 @@ from tokenpulse_shared.topics import (
     PRICES,
     SIGNALS,
     TICKS,
+    V2_OF,
     Topic,
 )
 
@@ -198,6 +199,10 @@ class StoreWriter:
             ctx.bus.subscribe(
                 spec.topic, self.name, self._handler(spec), max_batch=5000, finish_batch_on_rebalance=True
             )
+            v2 = V2_OF.get(spec.topic.name)
+            if v2 is not None:  # the rows, as the v1 events they are (identity included), into the same table
+                handler = rows_as_events(self._handler(spec))
+                ctx.bus.subscribe(v2, self.name, handler, max_batch=5000, finish_batch_on_rebalance=True)
 
     def _handler(self, spec: TableSpec) -> Callable[[list[Event]], Any]:
         async def write(events: list[Event]) -> None:

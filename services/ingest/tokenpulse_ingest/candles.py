@@ -29,10 +29,11 @@ builder and :meth:`~CandleBuilder.adopt`-ed, one given away is :meth:`~CandleBui
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from tokenpulse_shared.batches import TickBatch, epoch_us
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent, content_digest
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
@@ -104,7 +105,8 @@ class RestoreResult:
 @dataclass
 class BuildResult:
     candles: list[CandleEvent] = field(default_factory=list)
-    late: list[TickEvent] = field(default_factory=list)
+    late: list[TickEvent] = field(default_factory=list)  # by :meth:`CandleBuilder.add`: the late events
+    late_rows: list[int] = field(default_factory=list)  # the late trades' indexes in the input
     duplicates: int = 0
     superseded: int = 0  # synthetic ticks dropped (live trades hold their bucket), and vice versa per interval
 
@@ -122,7 +124,8 @@ class CandleBuilder:
         self.lateness_ms = lateness_ms
         self.idle_close_s = idle_close_s
         self.source = source
-        self._buckets: dict[tuple[str, Interval, int], _Acc] = {}
+        # open buckets per token, then per (interval, open time): a batch looks only at its tokens' buckets
+        self._buckets: dict[str, dict[tuple[Interval, int], _Acc]] = {}
         self._watermark: dict[str, int] = {}
         self._last_seen_wall: dict[str, float] = {}
         # after a restore: version counters of published candles whose bucket is not held (yet); a bucket
@@ -137,16 +140,16 @@ class CandleBuilder:
 
     def symbols(self) -> set[str]:
         """The symbols this builder holds state of."""
-        return set(self._watermark) | {key[0] for key in self._buckets} | {key[0] for key in self._version_floor}
+        return set(self._watermark) | set(self._buckets) | {key[0] for key in self._version_floor}
 
     def drop(self, symbols: set[str]) -> None:
         """Forget every state of ``symbols`` (their partition went to another replica)."""
         if not symbols:
             return
-        for table in (self._buckets, self._version_floor):
-            for key in [k for k in table if k[0] in symbols]:
-                del table[key]
+        for key in [k for k in self._version_floor if k[0] in symbols]:
+            del self._version_floor[key]
         for symbol in symbols:
+            self._buckets.pop(symbol, None)
             self._watermark.pop(symbol, None)
             self._last_seen_wall.pop(symbol, None)
 
@@ -168,47 +171,50 @@ class CandleBuilder:
         return max(interval.millis, 60_000) + self.lateness_ms
 
     def add(self, ticks: Iterable[TickEvent], wall: float | None = None) -> BuildResult:
+        """:meth:`add_rows` for per-trade events (``tokenpulse.ticks.v1``, the store's ticks at a restore)."""
+        ticks = list(ticks)
+        result = self.add_rows(
+            [t.symbol for t in ticks],
+            [t.source for t in ticks],
+            [epoch_us(t.ts) for t in ticks],
+            [t.price for t in ticks],
+            [t.size for t in ticks],
+            [t.dedup_key() for t in ticks],
+            wall,
+        )
+        result.late = [ticks[i] for i in result.late_rows]
+        return result
+
+    def add_batch(self, batch: TickBatch, wall: float | None = None) -> BuildResult:
+        """:meth:`add_rows` for the rows of a ``tokenpulse.ticks.v2`` batch (``late_rows`` index them)."""
+        b = batch
+        return self.add_rows(b.symbol, b.source, b.ts_us, b.price, b.size, b.dedup_keys(), wall)
+
+    def add_rows(
+        self,
+        symbols: Sequence[str],
+        sources: Sequence[str],
+        ts_us: Sequence[int],
+        prices: Sequence[float],
+        sizes: Sequence[float],
+        keys: Sequence[str],
+        wall: float | None = None,
+    ) -> BuildResult:
+        """Trades given column by column (``keys``: each one's identity); the rows too late for their candles
+        are returned by index in ``late_rows``."""
         wall = time.time() if wall is None else wall
         result = BuildResult()
         touched: set[str] = set()
-        for tick in ticks:
-            symbol = tick.symbol
-            ts_ms = int(tick.ts.timestamp() * 1000)
-            key = tick.dedup_key()
+        rows = zip(symbols, sources, ts_us, prices, sizes, keys, strict=True)
+        for i, (symbol, source, t_us, price, size, key) in enumerate(rows):
+            buckets = self._buckets.get(symbol)
+            if buckets is None:
+                buckets = self._buckets[symbol] = {}
+            ts_ms = t_us // 1000
             watermark = self._watermark.get(symbol, ts_ms)
-            late = False
-            corrections = []
-            synthetic = tick.source == SYNTHETIC
-            for interval in self.intervals:
-                start = interval.bucket_ms(ts_ms)
-                acc = self._buckets.get((symbol, interval, start))
-                if acc is not None and acc.synthetic != synthetic:
-                    if synthetic or acc.emitted:  # never mixed: see the module docstring
-                        if interval is self.intervals[0]:
-                            result.superseded += 1
-                        continue
-                    acc = None  # live trades supersede the open synthetic candle: start it afresh
-                if acc is None:
-                    if start + interval.millis + self.retention_ms(interval) <= watermark:
-                        late = True
-                        break
-                    acc = _Acc(symbol, interval, start, ts_ms, ts_ms, tick.price, tick.price, tick.price, tick.price)
-                    acc.synthetic = synthetic
-                    self._buckets[(symbol, interval, start)] = acc
-                    acc.trades = 0
-                    if self._version_floor and (floor := self._version_floor.pop((symbol, interval, start), None)):
-                        acc.version, acc.published_trades = floor
-                        acc.emitted = True
-                if key in acc.seen:
-                    if interval is self.intervals[0]:
-                        result.duplicates += 1
-                    continue
-                acc.seen.add(key)
-                acc.add(ts_ms, tick.price, tick.size)
-                if acc.emitted and acc.trades > acc.published_trades:
-                    corrections.append(acc)
-            if late:
-                result.late.append(tick)
+            corrections = self._place(symbol, buckets, ts_ms, price, size, key, source == SYNTHETIC, watermark, result)
+            if corrections is None:
+                result.late_rows.append(i)
                 continue
             result.candles.extend(acc.to_event(self.source) for acc in corrections)
             self._watermark[symbol] = max(watermark, ts_ms)
@@ -217,30 +223,76 @@ class CandleBuilder:
         result.candles.extend(self._close(touched, wall))
         return result
 
+    def _place(
+        self,
+        symbol: str,
+        buckets: dict[tuple[Interval, int], _Acc],
+        ts_ms: int,
+        price: float,
+        size: float,
+        key: str,
+        synthetic: bool,
+        watermark: int,
+        result: BuildResult,
+    ) -> list[_Acc] | None:
+        """One trade into its bucket of every interval; the emitted buckets it corrects, or None: too late."""
+        corrections = []
+        for interval in self.intervals:
+            start = interval.bucket_ms(ts_ms)
+            acc = buckets.get((interval, start))
+            if acc is not None and acc.synthetic != synthetic:
+                if synthetic or acc.emitted:  # never mixed: see the module docstring
+                    if interval is self.intervals[0]:
+                        result.superseded += 1
+                    continue
+                acc = None  # live trades supersede the open synthetic candle: start it afresh
+            if acc is None:
+                if start + interval.millis + self.retention_ms(interval) <= watermark:
+                    return None
+                acc = _Acc(symbol, interval, start, ts_ms, ts_ms, price, price, price, price)
+                acc.synthetic = synthetic
+                buckets[(interval, start)] = acc
+                acc.trades = 0
+                if self._version_floor and (floor := self._version_floor.pop((symbol, interval, start), None)):
+                    acc.version, acc.published_trades = floor
+                    acc.emitted = True
+            if key in acc.seen:
+                if interval is self.intervals[0]:
+                    result.duplicates += 1
+                continue
+            acc.seen.add(key)
+            acc.add(ts_ms, price, size)
+            if acc.emitted and acc.trades > acc.published_trades:
+                corrections.append(acc)
+        return corrections
+
     def tick_clock(self, wall: float | None = None) -> list[CandleEvent]:
         """Close buckets of quiet symbols; call periodically."""
         wall = time.time() if wall is None else wall
         return self._close(set(self._watermark), wall)
 
     def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
+        """Emit the closable buckets of ``symbols`` and forget the final ones: only those tokens' buckets are
+        looked at (the cost of a scan over every token's buckets at every batch was the builder's largest)."""
         out: list[CandleEvent] = []
         now_ms = int(wall * 1000)
-        for key, acc in list(self._buckets.items()):
-            symbol = key[0]
-            if symbol not in symbols:
+        for symbol in symbols:
+            buckets = self._buckets.get(symbol)
+            if not buckets:
                 continue
-            end = acc.start_ms + acc.interval.millis
             watermark = self._watermark[symbol]
             idle = wall - self._last_seen_wall.get(symbol, wall) >= self.idle_close_s
-            closable = watermark >= end + self.lateness_ms or (idle and end <= now_ms)
-            if not acc.emitted and closable:
-                acc.emitted = True
-                out.append(acc.to_event(self.source))
-            if acc.emitted and (
-                watermark >= end + self.retention_ms(acc.interval)
-                or (idle and end + self.retention_ms(acc.interval) <= now_ms)
-            ):
-                del self._buckets[key]
+            for key, acc in list(buckets.items()):
+                end = acc.start_ms + acc.interval.millis
+                closable = watermark >= end + self.lateness_ms or (idle and end <= now_ms)
+                if not acc.emitted and closable:
+                    acc.emitted = True
+                    out.append(acc.to_event(self.source))
+                if acc.emitted and (
+                    watermark >= end + self.retention_ms(acc.interval)
+                    or (idle and end + self.retention_ms(acc.interval) <= now_ms)
+                ):
+                    del buckets[key]
         out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
         return out
 
@@ -292,13 +344,14 @@ class CandleBuilder:
         for key, last in latest.items():
             symbol, interval, start = key
             creatable = start + interval.millis + self.retention_ms(interval) > self._watermark.get(symbol, 0)
-            if key not in self._buckets and symbol in self._watermark and creatable:
+            held = (interval, start) in self._buckets.get(symbol, {})
+            if not held and symbol in self._watermark and creatable:
                 self._version_floor[key] = (last.version - last.trades * 1000, last.trades)
-        for key, acc in list(self._buckets.items()):
+        for key, acc in self._held():
             candle = latest.get(key)
             if complete_from_ms is not None and acc.start_ms < complete_from_ms:
                 if candle is None:
-                    del self._buckets[key]
+                    del self._buckets[acc.symbol][(acc.interval, acc.start_ms)]
                     result.dropped += 1
                     continue
                 # what was read of it is a part; the published candle is the whole (up to its last version)
@@ -314,11 +367,17 @@ class CandleBuilder:
             result.emitted += acc.emitted
         return result
 
+    def _held(self) -> list[tuple[tuple[str, Interval, int], _Acc]]:
+        """Every bucket held, keyed (symbol, interval, open time): a list, so the caller may drop some."""
+        return [
+            ((sym, iv, start), acc) for sym, buckets in self._buckets.items() for (iv, start), acc in buckets.items()
+        ]
+
     def open_buckets(self) -> list[CandleEvent]:
         """The buckets held, as candles (``closed`` False for those not emitted yet; ``version`` the one
         their next emission would carry), counting nothing: for tests and diagnostics."""
         out = []
-        for acc in self._buckets.values():
+        for _, acc in self._held():
             candle = acc.to_event(self.source)
             acc.version -= 1
             out.append(candle.model_copy(update={"closed": acc.emitted}))
@@ -328,7 +387,7 @@ class CandleBuilder:
     def flush_all(self) -> list[CandleEvent]:
         """Emit every bucket not yet emitted (graceful shutdown); open ones go out as they are."""
         out = []
-        for acc in self._buckets.values():
+        for _, acc in self._held():
             if not acc.emitted:
                 acc.emitted = True
                 candle = acc.to_event(self.source)

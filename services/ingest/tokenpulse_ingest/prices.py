@@ -45,11 +45,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tokenpulse_shared.events import PriceEvent, TickEvent, content_digest
+from tokenpulse_shared.batches import TickBatch, epoch_us, from_epoch_us, price_row_id
+from tokenpulse_shared.events import PriceEvent, TickEvent
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
 
@@ -62,8 +63,9 @@ def price_event_id(
     symbol: str, at: datetime, price: float, sources: Iterable[str], stale: bool, prev: float | None
 ) -> str:
     """Deterministic: the same reconciled price published again (ticks redelivered after a restart)
-    is the same event; a different price, source set or staleness at the same time is another."""
-    return f"price-{symbol}-{int(at.timestamp() * 1_000_000)}-{content_digest(price, tuple(sources), stale, prev)}"
+    is the same event; a different price, source set or staleness at the same time is another. The id a
+    ``tokenpulse.prices.v2`` row of it has (:func:`price_row_id`, exact microseconds)."""
+    return price_row_id(symbol, epoch_us(at), price, tuple(sources), stale, prev)
 
 
 @dataclass(slots=True)
@@ -208,39 +210,47 @@ class PriceReconciler:
         return self.assumed_rates.get(quote)
 
     def update(self, ticks: list[TickEvent], wall: float | None = None) -> list[PriceEvent]:
+        """:meth:`update_rows` for per-trade events."""
+        return self.update_rows(
+            [t.symbol for t in ticks],
+            [t.source for t in ticks],
+            [epoch_us(t.ts) for t in ticks],
+            [t.price for t in ticks],
+            [t.size for t in ticks],
+            [t.quote for t in ticks],
+            [(t.trade_id or "", t.event_id) for t in ticks],
+            wall,
+        )
+
+    def update_batch(self, batch: TickBatch, wall: float | None = None) -> list[PriceEvent]:
+        """:meth:`update_rows` for the rows of a ``tokenpulse.ticks.v2`` batch."""
+        b = batch
+        ids = [(tid or "", key) for tid, key in zip(b.trade_id, b.dedup_keys(), strict=True)]
+        return self.update_rows(b.symbol, b.source, b.ts_us, b.price, b.size, b.quote, ids, wall)
+
+    def update_rows(
+        self,
+        symbols: Sequence[str],
+        sources: Sequence[str],
+        ts_us: Sequence[int],
+        prices: Sequence[float],
+        sizes: Sequence[float],
+        quotes: Sequence[str],
+        ids: Sequence[tuple[str, str]],
+        wall: float | None = None,
+    ) -> list[PriceEvent]:
+        """Trades given column by column (``ids``: (trade id, identity), breaking ties of time and source);
+        one price per token touched, at the newest exchange time among its trades here."""
         wall = time.time() if wall is None else wall
-        touched: dict[str, datetime] = {}
+        touched: dict[str, int] = {}
         # in event-time order (ties by trade id): a batch gives the same result whatever its order
-        for tick in sorted(ticks, key=lambda t: (t.ts, t.source, t.trade_id or "", t.event_id)):
-            rate = self.rate(tick.quote, wall)
-            if rate is None:
-                self.rejected_quotes += 1
-                continue
-            token = self._tokens.setdefault(tick.symbol, _Token())
-            if tick.source == SYNTHETIC:
-                if any(source != SYNTHETIC for source in token.sources):
-                    self.superseded += 1
-                    continue
-            elif SYNTHETIC in token.sources:
-                del token.sources[SYNTHETIC]  # live trades flow: the synthetic quote leaves for good
-            ts = tick.ts.timestamp()
-            price_usd = tick.price * rate
-            q = token.sources.get(tick.source)
-            if q is None:
-                token.sources[tick.source] = SourceQuote(price_usd, ts, tick.size * price_usd, ts)
-            else:
-                decay_to = max(q.vol_ts, ts)
-                q.volume_usd = q.volume_usd * math.exp(-(decay_to - q.vol_ts) / self.params["volume_tau_s"])
-                q.volume_usd += tick.size * price_usd * math.exp(-(decay_to - ts) / self.params["volume_tau_s"])
-                q.vol_ts = decay_to
-                if ts >= q.ts:  # an older trade (out of order) adds volume but not a price
-                    q.price_usd, q.ts = price_usd, ts
-            if ts >= token.newest_ts:
-                token.newest_ts, token.newest_wall = ts, wall
-            if tick.symbol not in touched or tick.ts > touched[tick.symbol]:
-                touched[tick.symbol] = tick.ts
+        for i in sorted(range(len(symbols)), key=lambda i: (ts_us[i], sources[i], ids[i])):
+            symbol, t_us = symbols[i], ts_us[i]
+            counted = self._quote(symbol, sources[i], t_us / 1_000_000, prices[i], sizes[i], quotes[i], wall)
+            if counted and t_us > touched.get(symbol, t_us - 1):
+                touched[symbol] = t_us
         out = []
-        for symbol, at in touched.items():
+        for symbol, at_us in touched.items():
             token = self._tokens[symbol]
             ref = reconcile(token.sources, token.now(wall), **self.params)
             if ref is None:  # only old ticks arrived: nothing fresh to publish
@@ -249,9 +259,9 @@ class PriceReconciler:
             self.last[symbol] = ref
             out.append(
                 PriceEvent(
-                    event_id=price_event_id(symbol, at, ref.price, ref.used, False, token.published),
+                    event_id=price_row_id(symbol, at_us, ref.price, ref.used, False, token.published),
                     symbol=symbol,
-                    ts=at.astimezone(UTC),
+                    ts=from_epoch_us(at_us),
                     price=ref.price,
                     sources=list(ref.used),
                     stale=False,
@@ -260,6 +270,35 @@ class PriceReconciler:
             )
             token.published, token.stale = ref.price, False
         return out
+
+    def _quote(self, symbol: str, source: str, ts: float, price: float, size: float, quote: str, wall: float) -> bool:
+        """One trade into its token's quote of ``source``; False when it is not counted (quote, synthetic)."""
+        rate = self.rate(quote, wall)
+        if rate is None:
+            self.rejected_quotes += 1
+            return False
+        token = self._tokens.setdefault(symbol, _Token())
+        if source == SYNTHETIC:
+            if any(name != SYNTHETIC for name in token.sources):
+                self.superseded += 1
+                return False
+        elif SYNTHETIC in token.sources:
+            del token.sources[SYNTHETIC]  # live trades flow: the synthetic quote leaves for good
+        price_usd = price * rate
+        q = token.sources.get(source)
+        if q is None:
+            token.sources[source] = SourceQuote(price_usd, ts, size * price_usd, ts)
+        else:
+            tau = self.params["volume_tau_s"]
+            decay_to = max(q.vol_ts, ts)
+            q.volume_usd = q.volume_usd * math.exp(-(decay_to - q.vol_ts) / tau)
+            q.volume_usd += size * price_usd * math.exp(-(decay_to - ts) / tau)
+            q.vol_ts = decay_to
+            if ts >= q.ts:  # an older trade (out of order) adds volume but not a price
+                q.price_usd, q.ts = price_usd, ts
+        if ts >= token.newest_ts:
+            token.newest_ts, token.newest_wall = ts, wall
+        return True
 
     def sweep(self, wall: float | None = None) -> list[PriceEvent]:
         """Timer: tokens whose every source has gone quiet get one ``stale=True`` price."""

@@ -55,12 +55,22 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
 from tokenpulse_shared.bus.base import Assignment, TransientError, dead_letter_for
-from tokenpulse_shared.events import CandleEvent, Interval, Side, TickEvent
+from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.timeutil import MINUTE_MS
-from tokenpulse_shared.topics import CANDLES, DEAD_LETTER, PRICES, TICKS, UNIVERSE
+from tokenpulse_shared.topics import (
+    CANDLES,
+    CANDLES_V2,
+    DEAD_LETTER,
+    PRICES,
+    PRICES_V2,
+    TICKS,
+    TICKS_V2,
+    UNIVERSE,
+)
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -86,6 +96,24 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
+def _late_events(batches: list[TickBatch], late: list[int]) -> list[TickEvent]:
+    """The trades at the given indexes of the batches' rows one after the other, as events (dead letters)."""
+    out: list[TickEvent] = []
+    offset = 0
+    for batch in batches:
+        mine = [i - offset for i in late if offset <= i < offset + len(batch)]
+        if mine:
+            events = batch.to_events()
+            out += [events[i] for i in mine]
+        offset += len(batch)
+    return out
+
+
+def _select(columns: list[list[Any]], keys: list[str], rows: list[int]) -> tuple[list[list[Any]], list[str]]:
+    """The given rows of the columns and of their dedup keys."""
+    return [[column[i] for i in rows] for column in columns], [keys[i] for i in rows]
+
+
 class IngestService:
     name = "ingest"
     store_access = StoreAccess.NONE  # restores from the ticks topic (embedded: from the store it is given)
@@ -107,12 +135,11 @@ class IngestService:
         self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
         self.restored: RestoreResult | None = None
         self.assignment: Assignment | None = None  # the ticks partitions this replica owns the symbols of
-        self._holds: dict[str, bool] = {}  # symbol -> its partition is ours (the hash is costly per tick)
         self._state_lock = asyncio.Lock()  # a rebalance never drops state the clock is closing and publishing
         self._restoring: asyncio.Task[None] | None = None
         self._built: set[int] = set()  # partitions whose state is whole here
         self._parked: dict[tuple[str, int], int | None] = {}  # at a revoke: where each (topic, partition) stood
-        self._hooked = {TICKS.name}  # the ticks topics whose assignments make one round (co-partitioned)
+        self.ticks_topics = (TICKS, TICKS_V2)  # one group, co-partitioned: their assignments make one round
         self._round: dict[str, Assignment] = {}  # this rebalance's assignments so far, by topic
         self._resumed = True  # False after a rebalance until the first batch is handled
         self.universe = UniverseFollower()
@@ -139,10 +166,23 @@ class IngestService:
             outlier_floor=s.price_outlier_floor,
             usdt_usd_rate=s.usdt_usd_rate,
         )
+        # one group over both forms of the trades, a token's v1 and v2 partitions on the same member; its
+        # assignment says which tokens' candles and prices this replica holds (on_assign, on_revoke)
         ctx.bus.subscribe(
             TICKS,
             self.name,
             self.on_ticks,
+            co_partitioned=True,
+            on_misplaced=self.on_misplaced,
+            finish_batch_on_rebalance=True,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+        )
+        ctx.bus.subscribe(
+            TICKS_V2,
+            self.name,
+            self.on_tick_batches,
+            co_partitioned=True,
             finish_batch_on_rebalance=True,
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
@@ -153,33 +193,74 @@ class IngestService:
         ctx.bus.subscribe(UNIVERSE, FEEDS_GROUP, self._feed_share_events, on_assign=self.on_feeds_assign)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
-        assert self.ctx is not None
-        if not self.ready.is_set():
-            await self._wait_ready()
-        if not self._resumed:  # the rebalance's pause is no quiet spell of the symbols held (idle close)
-            self.builder.touch_all()
-            self._resumed = True
-        bus = self.ctx.bus
+        """Trades of ``tokenpulse.ticks.v1`` (outside producers), one event each."""
+        await self._until_ready()
         removed = self.universe.removed
         if removed:  # a token taken out of the universe stops here, whoever still sends its trades
             ticks = [t for t in ticks if t.symbol not in removed]
-        ticks = await self._owned_ticks(ticks)
         result = self.builder.add(ticks)
-        if result.candles:
-            await bus.publish(CANDLES, result.candles)
-        late = {id(t) for t in result.late}
-        prices = self.reconciler.update([t for t in ticks if id(t) not in late])
+        late = set(result.late_rows)
+        prices = self.reconciler.update([t for i, t in enumerate(ticks) if i not in late])
+        await self._emit(result.candles, prices, result.late)
+
+    async def on_tick_batches(self, batches: list[TickBatch]) -> None:
+        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
+        await self._until_ready()
+        if len(batches) == 1:
+            batch = batches[0]
+            columns, keys = batch.columns(), batch.dedup_keys()
+        else:
+            columns = TickBatch.concat(batches)
+            keys = [key for b in batches for key in b.dedup_keys()]
+        rows = list(range(len(keys)))  # each kept row's index among the batches' rows
+        removed = self.universe.removed
+        if removed:  # a token taken out of the universe stops here, whoever still sends its trades
+            rows = [i for i, sym in enumerate(columns[0]) if sym not in removed]
+            columns, keys = _select(columns, keys, rows)
+        symbol, source, ts_us, price, size, _side, trade_id, quote = columns
+        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
+        late = set(result.late_rows)
+        if late:  # rare: keep the others only
+            kept = [i for i in range(len(keys)) if i not in late]
+            columns, keys = _select(columns, keys, kept)
+            symbol, source, ts_us, price, size, _side, trade_id, quote = columns
+        ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
+        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids)
+        await self._emit(result.candles, prices, _late_events(batches, sorted(rows[i] for i in late)))
+
+    async def on_misplaced(self, ticks: list[TickEvent]) -> None:
+        """``ticks.v1`` events not in their token's partition (an outside producer's other partitioner): moved
+        to ``ticks.v2`` as rows, which reach the member holding the token; their identity stays."""
+        assert self.ctx is not None
+        log.info("ingest: %d ticks.v1 events outside their token's partition moved to ticks.v2", len(ticks))
+        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks), linger=False)
+
+    async def _emit(self, candles: list[CandleEvent], prices: list[PriceEvent], late: list[TickEvent]) -> None:
+        """Publish what a handled batch made: candles and prices as rows (one message per partition, no wait),
+        their v1 events too while TOKENPULSE_PUBLISH_V1; late ticks to the dead-letter topic."""
+        assert self.ctx is not None
+        bus, v1 = self.ctx.bus, self.ctx.settings.bus.publish_v1
+        if candles:
+            await bus.publish_rows(CANDLES_V2, CandleBatch.from_events(candles), linger=False)
+            if v1:
+                await bus.publish_v1_copy(CANDLES, candles)
         if prices:
-            await bus.publish(PRICES, prices)
-        if result.late:
-            DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(result.late))
-            await bus.publish(
-                DEAD_LETTER,
-                [
-                    dead_letter_for(TICKS, self.name, "late tick: its candles are already final", event=t)
-                    for t in result.late
-                ],
-            )
+            await bus.publish_rows(PRICES_V2, PriceBatch.from_events(prices), linger=False)
+            if v1:
+                await bus.publish_v1_copy(PRICES, prices)
+        if late:
+            DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(late))
+            reason = "late tick: its candles are already final"
+            await bus.publish(DEAD_LETTER, [dead_letter_for(TICKS, self.name, reason, event=t) for t in late])
+
+    async def _until_ready(self) -> None:
+        """Hold a batch until this replica's partitions are rebuilt; the first batch after a rebalance restarts
+        the idle timers (the pause said nothing about the tokens' trading)."""
+        if not self.ready.is_set():
+            await self._wait_ready()
+        if not self._resumed:
+            self.builder.touch_all()
+            self._resumed = True
 
     async def _wait_ready(self) -> None:
         """Wait for the partitions' state; on Kafka only briefly, then give the batch back (redelivered): a
@@ -190,30 +271,14 @@ class IngestService:
         except TimeoutError:
             raise TransientError("the state of this replica's ticks partitions is still being rebuilt") from None
 
-    def _owns(self, symbol: str) -> bool:
-        held = self._holds.get(symbol)
-        if held is None:
-            held = self._holds[symbol] = self.assignment is None or self.assignment.holds(symbol)
-        return held
-
-    async def _owned_ticks(self, ticks: list[TickEvent]) -> list[TickEvent]:
-        """The ticks whose symbol's partition this replica owns; the others (a producer that did not key them
-        by symbol) are dead-lettered: that symbol's candles may belong to another replica."""
-        foreign = [t for t in ticks if not self._owns(t.symbol)]
-        if not foreign:
-            return ticks
-        assert self.ctx is not None
-        reason = "tick not keyed by its symbol: its symbol's candles belong to another partition's owner"
-        DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(foreign))
-        await self.ctx.bus.publish(DEAD_LETTER, [dead_letter_for(TICKS, self.name, reason, event=t) for t in foreign])
-        return [t for t in ticks if self._owns(t.symbol)]
-
     # --- ownership: the symbols of the ticks partitions the consumer group assigns to this replica ----------
 
     async def on_revoke(self, lost: Assignment) -> None:
         """A rebalance begins (the batch in hand is finished and committed): hold the ticks and the clock until
         :meth:`on_assign`, and remember where each partition lost stood (the group may give it back)."""
         self.ready.clear()
+        async with self._state_lock:  # a clock emission under way (rows, then their v1 copies) ends first
+            pass
         await self._cancel_restore()
         self._parked.update({(lost.topic.name, p): lost.offsets.get(p) for p in lost.partitions})
         self._round = {}
@@ -236,7 +301,7 @@ class IngestService:
         same partition numbers) each report theirs; the replica acts once all of them have."""
         assert self.ctx is not None
         self._round[got.topic.name] = got
-        if set(self._round) < self._hooked:
+        if set(self._round) < {t.name for t in self.ticks_topics}:
             return
         round_, self._round = self._round, {}
         parked, self._parked = self._parked, {}
@@ -245,7 +310,7 @@ class IngestService:
             gone = {s for s in self.builder.symbols() | self.reconciler.symbols() if got.partition_of(s) not in keep}
             self.builder.drop(gone)
             self.reconciler.drop(gone)
-        self.assignment, self._holds, self._built = got, {}, keep
+        self.assignment, self._built = got, keep
         if self.ctx.embedded:
             return
         gained = Assignment(TICKS, got.partitions - keep, got.partition_of)
@@ -369,7 +434,7 @@ class IngestService:
 
     async def restore(self, now_ms: int | None = None, partitions: Assignment | None = None) -> RestoreResult:
         """Rebuild the open candles and reference prices from the ticks counted before (see the module doc):
-        those of ``partitions`` (a rebalance gave them to this replica), or all (embedded mode)."""
+        those of ``partitions`` (a rebalance gave them to this replica), or all."""
         assert self.ctx is not None
         ctx = self.ctx
         started = time.monotonic()
@@ -377,10 +442,10 @@ class IngestService:
         lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
-        if ctx.embedded or partitions is None:
+        if ctx.embedded:
             ticks, candles = await self._stored_since(since_ms, first_bucket)
         else:
-            ticks, candles = await self._counted_since(since_ms, partitions)
+            ticks, candles = await self._logged_since(since_ms, partitions)
         builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
         # off the event loop (a day of ticks); the state is adopted in one step, so the clock never sees it half done
         result = await asyncio.to_thread(builder.restore, ticks, candles, complete_from_ms=first_bucket)
@@ -411,17 +476,38 @@ class IngestService:
             )
         return result
 
-    async def _counted_since(self, since_ms: int, part: Assignment) -> tuple[list[TickEvent], list[CandleEvent]]:
-        """Kafka: the ticks of ``part``'s partitions up to the offsets the group committed, and the candles
-        published for their symbols, since ``since_ms``."""
+    async def _logged_since(self, since_ms: int, part: Assignment | None) -> tuple[list[TickEvent], list[CandleEvent]]:
+        """Kafka: the ticks of ``part``'s partitions (default: all) the group counted (both topics, up to its
+        committed offsets) in about the order it counted them (by the time each message was made), and the
+        candles published of the tokens ``part`` holds (both topics)."""
         assert self.ctx is not None
         bus = self.ctx.bus
-        counted = await bus.read_log(TICKS, since_ms=since_ms, until_group=self.name, partitions=part.partitions)
-        ticks = [e for e in counted if isinstance(e, TickEvent) and part.holds(e.symbol)]
-        symbols = {t.symbol for t in ticks}  # a candle of a symbol without counted ticks restores nothing
-        published = await bus.read_log(CANDLES, since_ms=since_ms, keys=symbols) if symbols else []
-        candles = [e for e in published if isinstance(e, CandleEvent) and part.holds(e.symbol)]
-        return ticks, candles
+        held = part.holds if part is not None else lambda symbol: True
+        partitions = part.partitions if part is not None else None
+        messages: list[Event] = []
+        for topic in self.ticks_topics:
+            messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name, partitions=partitions)
+        messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
+        ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
+        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice
+        rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
+        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
+        v1 = [c for c in v1 if held(c.symbol)]
+        v2 = [c for b in rows for c in b.to_events() if held(c.symbol)]
+        await self._repair_v1_copies(v1, v2)
+        return [t for t in ticks if isinstance(t, TickEvent) and held(t.symbol)], v1 + v2
+
+    async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
+        """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
+        only: publish their copies now, as no later batch will (the restore counts them as published)."""
+        assert self.ctx is not None
+        if not self.ctx.settings.bus.publish_v1:
+            return
+        copied = {c.event_id for c in v1}
+        missing = [c for c in v2 if c.source == self.builder.source and c.event_id not in copied]
+        if missing:
+            log.warning("ingest: %d candles of candles.v2 lacked their v1 copy; published it now", len(missing))
+            await self.ctx.bus.publish_v1_copy(CANDLES, missing)
 
     async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
         """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
@@ -591,7 +677,7 @@ class IngestService:
         assert self.ctx is not None
         if self._fallback_since is not None:
             await self._back_to_live(ticks)
-        await self.ctx.bus.publish(TICKS, ticks)
+        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
 
     async def _back_to_live(self, ticks: list[TickEvent]) -> None:
         """Stop the synthetic fallback for good (never mixed with live trades) and say so."""
@@ -821,7 +907,7 @@ class IngestService:
         while True:
             try:
                 ticks = self.feed.step(datetime.now(UTC))
-                await self.ctx.bus.publish(TICKS, ticks)
+                await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
                 set_connector_health("synthetic", True)
                 connector_delivered("synthetic", len(ticks))
             except Exception:
@@ -840,11 +926,8 @@ class IngestService:
             try:
                 async with self._state_lock:  # what it closes is published before a rebalance moves the symbol
                     closed = self.builder.tick_clock()
-                    if closed:
-                        await self.ctx.bus.publish(CANDLES, closed)
                     stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
-                    if stale:
-                        await self.ctx.bus.publish(PRICES, stale)
+                    await self._emit(closed, stale, [])
             except Exception:
                 log.exception("candle clock failed")
 

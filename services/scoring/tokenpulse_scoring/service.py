@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from tokenpulse_shared.batches import CandleBatch, IndicatorBatch
+from tokenpulse_shared.bus import rows_as_events
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
@@ -47,7 +49,16 @@ from tokenpulse_shared.events import (
 )
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.timeutil import DAY_MS
-from tokenpulse_shared.topics import CANDLES, GRADES, INDICATORS, MARKETCAPS, METRICS, SIGNALS
+from tokenpulse_shared.topics import (
+    CANDLES,
+    CANDLES_V2,
+    GRADES,
+    INDICATORS,
+    INDICATORS_V2,
+    MARKETCAPS,
+    METRICS,
+    SIGNALS,
+)
 
 from tokenpulse_scoring.forecast.live import Forecaster
 from tokenpulse_scoring.forecast.registry import default_root
@@ -154,6 +165,7 @@ class ScoringService:
                 ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
+        ctx.bus.subscribe(CANDLES_V2, self.name, rows_as_events(self.on_candles), max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
         ctx.bus.subscribe(METRICS, self.name, self.on_metrics, max_batch=5000)
 
@@ -373,7 +385,9 @@ class ScoringService:
         async with self._lock:
             indicators, grades, signals = await asyncio.to_thread(self._process, candles)
         if indicators:
-            await self.ctx.bus.publish(INDICATORS, indicators)
+            await self.ctx.bus.publish_rows(INDICATORS_V2, IndicatorBatch.from_events(indicators), linger=False)
+            if self.ctx.settings.bus.publish_v1:
+                await self.ctx.bus.publish_v1_copy(INDICATORS, indicators)
         if grades:
             await self.ctx.bus.publish(GRADES, grades)
         if signals:
@@ -480,7 +494,10 @@ class ScoringService:
         for e in sorted(metrics, key=lambda m: m.ts):
             self.add_metrics(e.symbol, int(e.ts.timestamp() * 1000), e.metrics)
         latest: dict[tuple[str, str, int], CandleEvent] = {}  # the highest version of each candle, as FINAL keeps
-        for e in await bus.read_log(CANDLES, until_group=self.name):
+        logged = await bus.read_log(CANDLES, until_group=self.name)
+        for batch in await bus.read_log(CANDLES_V2, until_group=self.name):
+            logged += batch.to_events() if isinstance(batch, CandleBatch) else []
+        for e in logged:
             if isinstance(e, CandleEvent) and e.closed:
                 k = (e.symbol, e.interval.value, int(e.ts.timestamp() * 1000))
                 if k not in latest or e.version >= latest[k].version:

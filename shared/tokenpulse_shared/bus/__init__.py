@@ -33,6 +33,7 @@ from tokenpulse_shared.bus.base import (
     Subscription,
     TransientError,
     decode_message,
+    rows_as_events,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "Subscription",
     "TransientError",
     "decode_message",
+    "rows_as_events",
 ]

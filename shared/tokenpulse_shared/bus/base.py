@@ -17,10 +17,9 @@ from opentelemetry.trace import TracerProvider
 from pydantic import ValidationError
 
 from tokenpulse_shared.batches import MAX_BATCH_ROWS, RowBatch
-from tokenpulse_shared.bus.fastdecode import FAST
 from tokenpulse_shared.events import DeadLetterEvent, Event, utcnow
 from tokenpulse_shared.telemetry import BATCH_SECONDS, DEAD_LETTERS, EVENT_AGE_SECONDS, EVENTS_CONSUMED
-from tokenpulse_shared.topics import BY_NAME, DEAD_LETTER, Topic
+from tokenpulse_shared.topics import BY_NAME, DEAD_LETTER, V2_OF, Topic
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,17 @@ RowPlacer = Callable[[str], int]  # a token symbol -> its partition
 
 ROW_LINGER_S = 0.005  # how long rows wait for others of their topic before they are sent (replaces linger_ms)
 ROW_LINGER_ROWS = 1000  # rows that make a topic's buffer go out at once
+
+
+def rows_as_events(handler: Handler) -> Handler:
+    """A handler of per-event (v1) events as a handler of a batch topic: each batch's rows become the events
+    of its v1 topic at the edge, so a consumer reads both forms with the same code."""
+
+    async def handle(batches: list[Any]) -> None:
+        await handler([event for batch in batches for event in batch.to_events()])
+
+    handle.__name__ = getattr(handler, "__name__", "handle") + "_rows"
+    return handle
 
 
 def publish_span(tracer: trace.Tracer, system: str, topic: Topic, count: int) -> AbstractContextManager[trace.Span]:
@@ -137,16 +147,10 @@ class _RowBuffer:
 def decode_message(topic: Topic, raw: RawMessage) -> Event:
     """Parse and validate one wire message into its topic's model; raise ValueError with the reason.
 
-    The busiest topics first try a stricter msgspec decoder (:mod:`.fastdecode`, 3-5x faster); what it
-    refuses, and every other topic, is one pass of pydantic-core over the bytes."""
+    One pass of pydantic-core over the bytes, for every topic (a msgspec decoder in front of the busiest v1
+    topics was removed: with pydantic 2.14 it cost more than pydantic alone, docs/design/0001)."""
     if raw.value is None:
         raise ValueError("empty message (tombstone)")
-    fast = FAST.get(topic.model)
-    if fast is not None:
-        try:
-            return fast(raw.value)
-        except ValueError:
-            pass  # pydantic decides, with its own reasons
     try:
         return topic.model.model_validate_json(raw.value)
     except RecursionError as exc:  # the models bound their nesting; this is the belt to those braces
@@ -272,6 +276,17 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
         """Publish wire messages as they are (bridges, tests of bad input)."""
+
+    async def publish_v1_copy(self, topic: Topic, events: Sequence[Event]) -> None:
+        """Publish events of a v1 topic that are also published as rows of its v2 topic, for outside readers
+        of v1 (``TOKENPULSE_PUBLISH_V1``): a consumer group of ours that reads both topics never receives
+        these copies (it has the rows)."""
+        await self.publish(topic, events)
+
+    def reads_rows_instead(self, group: str, topic: Topic) -> bool:
+        """``group`` of this bus also reads ``topic``'s v2 topic, so it skips the v1 copies."""
+        v2 = V2_OF.get(topic.name)
+        return v2 is not None and any(s.group == group and s.topic is v2 for s in self.subscriptions)
 
     async def publish_rows(self, topic: Topic, batch: RowBatch, *, linger: bool = True) -> None:
         """Publish the rows of ``batch`` (of any tokens) on a batch topic; returns once the bus has them.

@@ -85,6 +85,8 @@ log = logging.getLogger(__name__)
 JSON_HEADERS = {"content-type": "application/json"}
 MAX_LINKS = 16
 ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_OTHERS)
+COPY = "tp-copy"  # header: a v1 event also published as a v2 row (see Bus.publish_v1_copy)
+COPY_HEADERS = {**JSON_HEADERS, COPY: "v2"}
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
 RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
@@ -685,10 +687,13 @@ class KafkaBus(Bus):
         misplaced: list[Event] = []
         own = (ORIGIN, self.origin)
         place = await self._row_placer(sub.topic) if sub.on_misplaced is not None else None
+        skip_copies = self.reads_rows_instead(sub.group, sub.topic)
         for record in records:
             if record.value is None:  # tombstone on a compacted topic: the deletion event came first
                 continue
             if sub.delivery is Delivery.TAIL_OTHERS and own in (record.headers or ()):
+                continue
+            if skip_copies and (COPY, b"v2") in (record.headers or ()):
                 continue
             kept.append(record)
             try:
@@ -823,6 +828,9 @@ class KafkaBus(Bus):
             if not isinstance(event, topic.model):
                 raise TypeError(f"{topic.name} carries {topic.model.__name__}, not {type(event).__name__}")
         await self._send(topic, [(encode_event(e), e.partition_key().encode(), JSON_HEADERS) for e in events])
+
+    async def publish_v1_copy(self, topic: Topic, events: Sequence[Event]) -> None:
+        await self._send(topic, [(encode_event(e), e.partition_key().encode(), COPY_HEADERS) for e in events])
 
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
         await self._send(topic, [(m.value or b"", m.key.encode() if m.key else None, m.headers) for m in messages])

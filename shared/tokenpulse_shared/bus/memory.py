@@ -149,12 +149,14 @@ class _Topics:
     def __init__(self) -> None:
         self.consumers: dict[str, list[_Consumer]] = {}
 
-    def targets(self, topic: Topic, partition: int, publisher: InMemoryBus) -> list[_Consumer]:
+    def targets(self, topic: Topic, partition: int, publisher: InMemoryBus, copy: bool = False) -> list[_Consumer]:
         """The consumers a message of ``partition`` goes to: one per shared group (the partition's owner among
         the group's consumers), every other consumer, except the publisher's own tail-others ones."""
         out: list[_Consumer] = []
         groups: dict[str, list[_Consumer]] = {}
         for consumer in self.consumers.get(topic.name, []):
+            if copy and consumer.bus.reads_rows_instead(consumer.sub.group, topic):
+                continue
             delivery = consumer.sub.delivery
             if delivery is Delivery.SHARED:
                 groups.setdefault(consumer.sub.group, []).append(consumer)
@@ -214,6 +216,9 @@ class InMemoryBus(Bus):
                 raise TypeError(f"{topic.name} carries {model.__name__}, not {type(event).__name__}")
         await self._fanout(topic, events, [e.partition_key() for e in events])
 
+    async def publish_v1_copy(self, topic: Topic, events: Sequence[Event]) -> None:
+        await self._fanout(topic, events, [e.partition_key() for e in events], copy=True)
+
     async def publish_raw(self, topic: Topic, messages: Sequence[RawMessage]) -> None:
         await self._fanout(topic, messages, [m.key or "" for m in messages])
 
@@ -238,7 +243,7 @@ class InMemoryBus(Bus):
             chunks.setdefault(p, []).append(batch)
         await self._deliver_chunks(topic, chunks, len(batches))
 
-    async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str]) -> None:
+    async def _fanout(self, topic: Topic, messages: Sequence[_Message], keys: list[str], copy: bool = False) -> None:
         EVENTS_PUBLISHED.labels(topic.name).inc(len(messages))
         if not self._topics.consumers.get(topic.name) or not messages:
             return
@@ -249,14 +254,16 @@ class InMemoryBus(Bus):
             if p is None:
                 p = partition_of[key] = partition_for(key, self.partitions)
             chunks.setdefault(p, []).append(message)
-        await self._deliver_chunks(topic, chunks, len(messages))
+        await self._deliver_chunks(topic, chunks, len(messages), copy)
 
-    async def _deliver_chunks(self, topic: Topic, chunks: dict[int, list[_Message]], count: int) -> None:
+    async def _deliver_chunks(
+        self, topic: Topic, chunks: dict[int, list[_Message]], count: int, copy: bool = False
+    ) -> None:
         with publish_span(self.tracer, "in-process", topic, count):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)
             for p, chunk in chunks.items():
-                for consumer in self._topics.targets(topic, p, self):
+                for consumer in self._topics.targets(topic, p, self, copy):
                     await consumer.put(p, (chunk, carrier))
 
     async def drain(self, timeout: float = 60.0) -> None:

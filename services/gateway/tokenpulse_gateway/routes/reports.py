@@ -38,7 +38,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 async def token_part(state: GatewayState, symbol: str) -> dict[str, Any]:
     """The token's live row with its ROI, as ``/v1/tokens/{symbol}`` shows them (404 when not tracked live)."""
     await state.live.ensure()
-    row = next((r for r in state.live.rows() if r["symbol"] == symbol), None)
+    row = state.live.row_of(symbol)
     if row is None:
         raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked")
     parts = await state.live.slow_parts(symbol, lambda: slow_parts(state.queries.market, symbol, row["_at_ms"]))

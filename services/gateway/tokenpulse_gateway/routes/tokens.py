@@ -15,7 +15,7 @@ from tokenpulse_gateway.deps import Authed
 from tokenpulse_gateway.errors import ApiError
 from tokenpulse_gateway.queries.market import WINDOWS, MarketQueries, tolerance
 from tokenpulse_gateway.state import GatewayState, state_of
-from tokenpulse_gateway.token_list import MAX_Q, TokenQuery, page
+from tokenpulse_gateway.token_list import MAX_Q, TokenQuery
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["tokens"])
 
@@ -57,13 +57,7 @@ async def list_tokens(
     query = TokenQuery.parse(sort, q, min_trader_grade, signal)
     state = state_of(request)
     await state.live.ensure()
-    live, cache_key = state.live, (query, cursor)
-    rows = live.token_list()
-    enc = state.caches.tokens.get(live.list_version, limit, cache_key)
-    if enc is None:
-        enc = encode(page(rows, query, limit, cursor))
-        state.caches.tokens.put(limit, cache_key, enc)
-    return answer(request, enc, 1)
+    return answer(request, state.board.page(query, limit, cursor), 1)
 
 
 @router.get("/v1/tokens/{symbol}", responses=ex.responses("token", 200, 400, 401, 404, 429))
@@ -78,7 +72,7 @@ async def token_detail(request: Request, _: Authed, symbol: str) -> Response:
     if cached is not None:
         return answer(request, cached, 1)
     version, made = live.version, time.monotonic()
-    row = next((r for r in live.rows() if r["symbol"] == symbol), None)
+    row = live.row_of(symbol)
     if row is None:
         raise ApiError(404, "unknown_symbol", f"{symbol} is not tracked")
 
