@@ -23,6 +23,11 @@ Universe: at start ingest publishes the configured universe (``TOKENPULSE_UNIVER
 added is subscribed and gets synthetic ticks without a restart, and a removed one is unsubscribed, its
 synthetic walk stopped and its ticks no longer taken (its history stays in the store).
 
+Replicas (docs/design/0003-ingest-scale-out.md): each ticks partition's tokens (candles, reference prices)
+belong to the replica the ``ingest`` group assigns it (:meth:`IngestService.on_assign`), each universe
+partition's feeds (venue subscriptions, synthetic walk) to the replica the ``ingest-feeds`` group assigns
+it (:meth:`IngestService.on_feeds_assign`); embedded mode owns everything.
+
 Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
 until)`` for every hole a connector detects (a trade-id jump, a heartbeat
 announcing a missed trade, a reconnect). It logs the gap and, with
@@ -35,8 +40,8 @@ candles of a gap from an exchange's REST API; ``TOKENPULSE_REST_BACKFILL_EXCHANG
 backfills from the last stored candle at start. ``TOKENPULSE_MARKETCAP_POLL`` runs the
 market-cap poller.
 
-Restart: the candles ingest has open live only in its memory, so at start
-(:meth:`IngestService.restore`, before a tick is handled or the feed starts) they are rebuilt from the
+Restart: the candles ingest has open live only in its memory, so at start (:meth:`IngestService.restore`,
+before a tick is handled; on Kafka for the partitions each assignment gives this replica) they are rebuilt from the
 ticks the previous instance had counted: on Kafka the ticks topic read up to the offsets the ``ingest``
 consumer group committed (a batch is committed only after its candles were published), from the start
 of the UTC day of ``now - TOKENPULSE_INGEST_RESTORE_LOOKBACK_S``; the ticks after those offsets are then
@@ -487,15 +492,22 @@ class IngestService:
         messages: list[Event] = []
         for topic in self.ticks_topics:
             messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name, partitions=partitions)
-        messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
-        ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
-        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice
-        rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
-        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
-        v1 = [c for c in v1 if held(c.symbol)]
-        v2 = [c for b in rows for c in b.to_events() if held(c.symbol)]
+        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice;
+        # the candle topics are placed as the ticks topics (keyed by symbol, TOKENPULSE_KAFKA_PARTITIONS each)
+        rows = await bus.read_log(CANDLES_V2, since_ms=since_ms, partitions=partitions)
+        copies = await bus.read_log(CANDLES, since_ms=since_ms, partitions=partitions)
+
+        def held_only() -> tuple[list[TickEvent], list[CandleEvent], list[CandleEvent]]:
+            """Off the event loop (a day of events): a loop held for seconds misses the group's heartbeats."""
+            messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
+            ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
+            v1 = [c for c in copies if isinstance(c, CandleEvent) and held(c.symbol)]
+            v2 = [c for b in rows if isinstance(b, CandleBatch) for c in b.to_events() if held(c.symbol)]
+            return [t for t in ticks if isinstance(t, TickEvent) and held(t.symbol)], v1, v2
+
+        ticks, v1, v2 = await asyncio.to_thread(held_only)
         await self._repair_v1_copies(v1, v2)
-        return [t for t in ticks if isinstance(t, TickEvent) and held(t.symbol)], v1 + v2
+        return ticks, v1 + v2
 
     async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
         """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
