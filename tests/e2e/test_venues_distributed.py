@@ -41,6 +41,7 @@ def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap
             "TOKENPULSE_PORT": str(port),
             "TOKENPULSE_SYMBOLS": ",".join(prices),
             "TOKENPULSE_BACKFILL_ON_START": "false",
+            "TOKENPULSE_FREE_LIMIT_PER_MINUTE": "10000",  # the wait below polls twice a second for up to 2 minutes
             "TOKENPULSE_LIVE_FEED": "live",
             "TOKENPULSE_FEED_EXCHANGES": ",".join([*NATIVE, "ccxt:kraken"]),
             "TOKENPULSE_FEED_PAIRS": ",".join(f"ccxt:kraken:{s}={s}/USD" for s in prices),
@@ -56,6 +57,7 @@ def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap
 
             def every_venue_in_every_price() -> dict[str, Any] | None:
                 r = httpx.get(f"{base}/v1/tokens", headers={"X-API-Key": key}, timeout=10)
+                assert r.status_code == 200, f"/v1/tokens {r.status_code}: {r.text[:200]}"
                 rows = {t["symbol"]: t for t in r.json()["data"]}
                 ok = all(set(rows.get(s, {}).get("sources") or []) == set(exchanges.fakes) for s in prices)
                 return rows if ok else None
