@@ -30,12 +30,14 @@ import contextlib
 import gzip
 import itertools
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from tokenpulse_ingest.venues.kraken import v1_name
@@ -47,6 +49,8 @@ from testkit.venues import Dialect, Trade
 from testkit.venues.bybit import Bybit
 from testkit.venues.coinbase_advanced import CoinbaseAdvanced
 from testkit.venues.okx import Okx
+
+T = TypeVar("T")
 
 SAMPLES = REPO_ROOT / "data" / "exchange-samples"
 RECORDINGS = {
@@ -168,6 +172,10 @@ class FakeExchange:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 5)
+
+    def open_subscriptions(self) -> Counter[str]:
+        """Venue pair -> how many open connections are subscribed to it now (closed ones no longer count)."""
+        return Counter(venue for venues in list(self.clients.values()) for venue in venues)
 
     def venue(self, symbol: str, v1: bool = False) -> str:
         pair = VENUES[self.kind].default_pair(symbol)
@@ -409,6 +417,41 @@ class FakeExchange:
                 await asyncio.sleep(interval_s)
 
         self._tasks.append(asyncio.create_task(loop()))
+
+
+class FakeExchanges:
+    """Fake exchanges on an event loop of their own (a thread), each streaming a trade per token every
+    ``stream_s``, for tests driving ``tokenpulse`` processes; ``kinds`` maps a feed name (``ccxt:kraken``)
+    to the venue the fake speaks."""
+
+    def __init__(self, kinds: dict[str, str], prices: dict[str, float], stream_s: float = 0.1) -> None:
+        self.fakes = {name: FakeExchange(kind, prices, heartbeat_s=1.0) for name, kind in kinds.items()}
+        self.stream_s = stream_s
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> FakeExchanges:
+        self.thread.start()
+        self.call(self._start)
+        return self
+
+    async def _start(self) -> None:
+        for fake in self.fakes.values():
+            await fake.start()
+            fake.stream(self.stream_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self.call(self._stop)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _stop(self) -> None:
+        for fake in self.fakes.values():
+            await fake.stop()
+
+    def call(self, work: Callable[[], Coroutine[Any, Any, T]], timeout: float = 30) -> T:
+        """Run ``work()`` on the fakes' loop (their state is that loop's) and return its result."""
+        return asyncio.run_coroutine_threadsafe(work(), self.loop).result(timeout)
 
 
 async def wait_for(check: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -97,6 +97,7 @@ def make_kafka_bus(settings: Settings, service: str) -> Bus:
         replication=settings.bus.kafka_replication,
         graceful_timeout_s=settings.runtime.shutdown_grace_s,
         partitions=settings.bus.kafka_partitions,
+        session_timeout_s=settings.bus.kafka_session_timeout_s,
     )
 
 

@@ -133,6 +133,14 @@ class BusSettings(Section):
         "topic's work (existing topics keep theirs; see Operate it).",
     )
     consumer_group_prefix: str = Field("tokenpulse", description="Kafka consumer groups are PREFIX-SERVICE.")
+    kafka_session_timeout_s: float = Field(
+        10.0,
+        ge=1.0,
+        le=300.0,
+        description="How long a consumer may go silent before its group gives its partitions to the other "
+        "replicas: the takeover time after a kill -9 (the broker's group.min.session.timeout.ms, 6 s by "
+        "default, is the floor).",
+    )
     bus_max_batch: int = Field(
         5000,
         ge=1,
@@ -293,6 +301,12 @@ class IngestSettings(Section):
     )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic generator.")
+    candle_idle_close_s: float = Field(
+        5.0,
+        gt=0,
+        description="A token without a trade for this many seconds (wall time) has its candles that ended closed "
+        "and published; trades that come later correct them (a higher version).",
+    )
     ingest_restore_lookback_s: float = Field(
         3600.0,
         ge=0,

@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tokenpulse_shared.batches import TickBatch
-from tokenpulse_shared.bus import Bus, Delivery, RawMessage, TransientError
+from tokenpulse_shared.bus import Assignment, Bus, Delivery, RawMessage, TransientError
 from tokenpulse_shared.bus.base import ROW_LINGER_ROWS
 from tokenpulse_shared.events import (
     AlertCondition,
@@ -69,6 +69,13 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 60.0) -> None:
 def prices_of(sym: str, into: list[PriceEvent]) -> Callable[[list[Any]], Any]:
     async def handler(events: list[Event]) -> None:
         into.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol == sym)
+
+    return handler
+
+
+def prices_of_prefix(prefix: str, into: list[PriceEvent]) -> Callable[[list[Any]], Any]:
+    async def handler(events: list[Event]) -> None:
+        into.extend(e for e in events if isinstance(e, PriceEvent) and e.symbol.startswith(prefix))
 
     return handler
 
@@ -123,6 +130,8 @@ class BusContract:
     """The behaviours; a subclass provides ``make_bus`` (a fixture) and :meth:`quiet`."""
 
     keeps_history: ClassVar[bool]
+    rebalances: ClassVar[bool] = False
+    """The adapter moves partitions between the instances of a group as they come and go."""
     """The adapter keeps a log: a broadcast re-reads it at every start and :meth:`Bus.read_log` returns it."""
 
     async def quiet(self, bus: Bus) -> None:
@@ -419,6 +428,72 @@ class BusContract:
         bus = make_bus()
         with pytest.raises(ValueError, match="SHARED"):
             bus.subscribe(PRICES, "g", prices_of("X", []), delivery=Delivery.TAIL, finish_batch_on_rebalance=True)
+
+        async def hook(a: Assignment) -> None:
+            return None
+
+        for kw in ({"on_assign": hook}, {"on_revoke": hook}):
+            with pytest.raises(ValueError, match="SHARED"):
+                bus.subscribe(PRICES, "g", prices_of("X", []), delivery=Delivery.BROADCAST, **kw)  # type: ignore[arg-type]
+
+    # --- partition ownership (state owned per partition) -----------------------------------------------
+
+    async def test_one_instance_is_assigned_every_partition_and_every_key(self, make_bus: MakeBus) -> None:
+        """``on_assign`` names the topic, every partition, and maps each key into them (as the messages go)."""
+        bus = make_bus()
+        sym = symbol("H")
+        got: list[PriceEvent] = []
+        assigns: list[Assignment] = []
+
+        async def on_assign(a: Assignment) -> None:
+            assigns.append(a)
+
+        bus.subscribe(PRICES, "hooks", prices_of_prefix(sym, got), on_assign=on_assign)
+        await bus.start()
+        await wait_for(lambda: bool(assigns))
+        await bus.publish(PRICES, [price(f"{sym}{k}", 1) for k in range(40)])
+        await wait_for(lambda: len(got) == 40)
+        await self.quiet(bus)
+        assert len(assigns) == 1 and assigns[0].topic is PRICES
+        whole = assigns[0].partitions
+        assert len(whole) >= 2 and {assigns[0].partition_of(e.symbol) for e in got} <= whole
+        assert len({assigns[0].partition_of(e.symbol) for e in got}) >= 2  # keys spread over partitions
+
+    async def test_a_joining_instance_takes_the_partitions_the_first_gives_up(self, make_bus: MakeBus) -> None:
+        """Two instances of a group: after the rebalance their assignments split the partitions, each message
+        reaches the instance whose assignment holds its key, and the first was told what it lost."""
+        if not self.rebalances:
+            pytest.skip("this adapter assigns every partition once and never rebalances")
+        one, two = make_bus(), make_bus()
+        sym = symbol("J")
+        current: dict[int, Assignment] = {}
+        revoked: dict[int, list[frozenset[int]]] = {1: [], 2: []}
+        got: dict[int, list[PriceEvent]] = {1: [], 2: []}
+        for n, bus in ((1, one), (2, two)):
+
+            async def on_assign(a: Assignment, n: int = n) -> None:
+                current[n] = a
+
+            async def on_revoke(a: Assignment, n: int = n) -> None:
+                revoked[n].append(a.partitions)
+                current.pop(n, None)
+
+            bus.subscribe(PRICES, "hooks2", prices_of_prefix(sym, got[n]), on_assign=on_assign, on_revoke=on_revoke)
+        await one.start()
+        await wait_for(lambda: 1 in current)
+        whole = current[1].partitions
+        await two.start()
+        await wait_for(lambda: 1 in current and 2 in current and current[1].partitions | current[2].partitions == whole)
+        assert current[1].partitions and current[2].partitions and not current[1].partitions & current[2].partitions
+        assert whole in revoked[1]  # the eager protocol: everything back first, then the new split
+        await self.quiet(one)
+        got[1].clear()
+        got[2].clear()
+        await one.publish(PRICES, [price(f"{sym}{k}", 1) for k in range(40)])
+        await wait_for(lambda: len(got[1]) + len(got[2]) == 40)
+        for n in (1, 2):
+            assert all(current[n].holds(e.symbol) for e in got[n])
+        assert got[1] and got[2]
 
     # --- batch topics -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.kafka
 
 class TestKafkaBus(BusContract):
     keeps_history = True
+    rebalances = True
 
     @pytest.fixture
     async def make_bus(self, kafka_bootstrap: str) -> AsyncIterator[MakeBus]:

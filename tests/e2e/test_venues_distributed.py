@@ -6,8 +6,6 @@ The tokens are this run's own, so reruns against one broker stay independent."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from testkit.fake_exchange import FakeExchange
+from testkit.fake_exchange import FakeExchanges
 from testkit.procs import Proc, api_key, distributed_env, free_port, wait_until
 from testkit.rest_exchange import FakeExchange as RestFake
 from testkit.rest_exchange import load_series
@@ -26,40 +24,14 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 NATIVE = ["binance", "coinbase", "kraken", "okx", "bybit", "coinbase_advanced"]
 
 
-class Exchanges:
-    """The fake exchanges, streaming a trade per token every 0.1 s, on an event loop of their own (a thread)."""
-
-    def __init__(self, prices: dict[str, float]) -> None:
-        self.fakes = {name: FakeExchange(name, prices, heartbeat_s=1.0) for name in NATIVE}
-        self.fakes["ccxt:kraken"] = FakeExchange("kraken", prices, heartbeat_s=1.0)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def __enter__(self) -> Exchanges:
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        return self
-
-    async def _start(self) -> None:
-        for f in self.fakes.values():
-            await f.start()
-            f.stream(0.1)
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-    async def _stop(self) -> None:
-        for f in self.fakes.values():
-            await f.stop()
-
-
 def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:6].upper()
     prices = {f"V{run}A": 97_000.0, f"V{run}B": 3_500.0}
     rest = RestFake(load_series(), kraken_extra=list(prices), ccxt_pairs=True)
-    with ThreadedServer(rest.app()) as rest_server, Exchanges(prices) as exchanges:
+    with (
+        ThreadedServer(rest.app()) as rest_server,
+        FakeExchanges({**{n: n for n in NATIVE}, "ccxt:kraken": "kraken"}, prices) as exchanges,
+    ):
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = distributed_env(

@@ -129,13 +129,13 @@ def candles_of(sym: str, minute: datetime, n: int) -> list[CandleEvent]:
 
 
 async def restore_ingest(bus: KafkaBus, sym: str) -> None:
-    """Run a fresh ingest member's restore of ``sym`` on ``bus`` (a restart's first step)."""
+    """Start a fresh ingest member on ``bus`` and wait for its restore of ``sym`` (a restart's first step)."""
     settings = Settings(runtime={"symbols": [sym]}, ingest={"live_feed": "off"})
     ingest = IngestService()
     ingest.register(Context(settings=settings, bus=bus, embedded=False))
     await bus.start()
-    try:
-        await ingest.restore()
+    try:  # the group's first assignment restores (on Kafka a replica restores the partitions it is given)
+        await asyncio.wait_for(ingest.ready.wait(), 60)
     finally:
         await bus.stop()
 

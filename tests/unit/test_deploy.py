@@ -274,6 +274,21 @@ def test_every_deployment_has_probes_resources_and_a_disruption_budget(build: st
 
 
 @pytest.mark.parametrize("build", BUILDS)
+def test_ingest_runs_two_replicas_that_may_overlap_in_a_rollout(build: str) -> None:
+    """Ingest's state and feeds are owned per partition (docs/design/0003): two replicas share them, and a
+    rolling update (one replica moving its share to the other) is safe, so no Recreate outage."""
+    ingest = of(rendered(build), "Deployment")["tokenpulse-ingest"]["spec"]
+    assert ingest["replicas"] == 2
+    assert ingest["strategy"]["type"] == "RollingUpdate"
+
+
+def test_compose_can_scale_ingest() -> None:
+    """`docker compose up --scale ingest=2`: no fixed container name or host port for two replicas to share."""
+    ingest = compose()["services"]["ingest"]
+    assert "container_name" not in ingest and "ports" not in ingest
+
+
+@pytest.mark.parametrize("build", BUILDS)
 def test_autoscalers_scoring_on_consumer_lag_and_gateway_on_cpu(build: str) -> None:
     docs = rendered(build)
     hpas = of(docs, "HorizontalPodAutoscaler")

@@ -21,7 +21,9 @@ buckets). A synthetic tick for a bucket that holds live trades is dropped
 (``BuildResult.superseded``).
 
 After a restart :meth:`CandleBuilder.restore` rebuilds this state from the ticks already counted and
-the candles already published (see the ingest service).
+the candles already published (see the ingest service); with several ingest replicas each holds the
+symbols of its ticks partitions: a partition taken over is restored into an :meth:`~CandleBuilder.empty_like`
+builder and :meth:`~CandleBuilder.adopt`-ed, one given away is :meth:`~CandleBuilder.drop`-ped.
 """
 
 from __future__ import annotations
@@ -129,6 +131,41 @@ class CandleBuilder:
         # after a restore: version counters of published candles whose bucket is not held (yet); a bucket
         # created again for one of them (a redelivered batch) continues from it
         self._version_floor: dict[tuple[str, Interval, int], tuple[int, int]] = {}
+
+    def empty_like(self) -> CandleBuilder:
+        """A builder with this one's parameters and no state (to restore a partition's symbols into)."""
+        return CandleBuilder(
+            self.intervals, lateness_ms=self.lateness_ms, idle_close_s=self.idle_close_s, source=self.source
+        )
+
+    def symbols(self) -> set[str]:
+        """The symbols this builder holds state of."""
+        return set(self._watermark) | set(self._buckets) | {key[0] for key in self._version_floor}
+
+    def drop(self, symbols: set[str]) -> None:
+        """Forget every state of ``symbols`` (their partition went to another replica)."""
+        if not symbols:
+            return
+        for key in [k for k in self._version_floor if k[0] in symbols]:
+            del self._version_floor[key]
+        for symbol in symbols:
+            self._buckets.pop(symbol, None)
+            self._watermark.pop(symbol, None)
+            self._last_seen_wall.pop(symbol, None)
+
+    def touch_all(self, wall: float | None = None) -> None:
+        """Count every symbol held as seen now: after a pause in the handling (a rebalance), which says
+        nothing about the symbols' trading, the idle close waits its full ``idle_close_s`` again."""
+        wall = time.time() if wall is None else wall
+        for symbol in self._last_seen_wall:
+            self._last_seen_wall[symbol] = wall
+
+    def adopt(self, other: CandleBuilder) -> None:
+        """Take over ``other``'s state (symbols this builder does not hold: a partition restored apart)."""
+        self._buckets.update(other._buckets)
+        self._watermark.update(other._watermark)
+        self._last_seen_wall.update(other._last_seen_wall)
+        self._version_floor.update(other._version_floor)
 
     def retention_ms(self, interval: Interval) -> int:
         return max(interval.millis, 60_000) + self.lateness_ms

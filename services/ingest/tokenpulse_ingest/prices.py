@@ -27,7 +27,13 @@ volume. On every update (a batch of ticks) and on a timer it computes:
    tick publishes a normal price again (``stale=False``).
 
 ``prev_price`` is always the previously published reference price of the token, so the
-alerts service decides a crossing from one event.
+alerts service decides a crossing from one event (after a restart or a takeover by another
+ingest replica, :meth:`PriceReconciler.replay` rebuilds the quotes from the ticks counted;
+``prev_price`` is then the last price computed in that replay).
+
+Each ingest replica holds the tokens of its ticks partitions. A USDT- or USDC-quoted tick
+is converted with the stablecoin's reconciled price only where that stablecoin's own ticks
+are held (its partition's owner); elsewhere with the configured assumption.
 
 Live and synthetic quotes are never mixed: the first live tick of a token drops its
 ``synthetic`` source (``auto`` mode switching back from its synthetic fallback), and a
@@ -155,6 +161,42 @@ class PriceReconciler:
         self.rejected_quotes = 0
         self.superseded = 0  # synthetic ticks ignored because the token has live sources
         self.last: dict[str, Reference] = {}  # the latest reference per token (sources used, outliers)
+
+    def empty_like(self) -> PriceReconciler:
+        """A reconciler with this one's parameters and no tokens (to restore a partition's symbols into)."""
+        other = PriceReconciler(self.stale_after_s)
+        other.params, other.assumed_rates = dict(self.params), dict(self.assumed_rates)
+        return other
+
+    def symbols(self) -> set[str]:
+        return set(self._tokens)
+
+    def drop(self, symbols: set[str]) -> None:
+        """Forget ``symbols`` (their partition went to another replica)."""
+        for symbol in symbols:
+            self._tokens.pop(symbol, None)
+            self.last.pop(symbol, None)
+
+    def adopt(self, other: PriceReconciler) -> None:
+        """Take over ``other``'s tokens (a partition restored apart)."""
+        self._tokens.update(other._tokens)
+        self.last.update(other.last)
+
+    def replay(self, ticks: Iterable[TickEvent], wall: float | None = None, batch: int = 500) -> int:
+        """Rebuild the quotes from ticks already counted, in their order on the bus, publishing nothing: the
+        sources, volumes and last reference come out as the previous owner left them. Returns the ticks."""
+        wall = time.time() if wall is None else wall
+        chunk: list[TickEvent] = []
+        n = 0
+        for tick in ticks:
+            chunk.append(tick)
+            if len(chunk) >= batch:
+                self.update(chunk, wall)
+                n, chunk = n + len(chunk), []
+        if chunk:
+            self.update(chunk, wall)
+            n += len(chunk)
+        return n
 
     def rate(self, quote: str, wall: float) -> float | None:
         """USD per unit of ``quote``: the reconciled stablecoin price when fresh, else the assumption."""

@@ -23,6 +23,11 @@ Universe: at start ingest publishes the configured universe (``TOKENPULSE_UNIVER
 added is subscribed and gets synthetic ticks without a restart, and a removed one is unsubscribed, its
 synthetic walk stopped and its ticks no longer taken (its history stays in the store).
 
+Replicas (docs/design/0003-ingest-scale-out.md): each ticks partition's tokens (candles, reference prices)
+belong to the replica the ``ingest`` group assigns it (:meth:`IngestService.on_assign`), each universe
+partition's feeds (venue subscriptions, synthetic walk) to the replica the ``ingest-feeds`` group assigns
+it (:meth:`IngestService.on_feeds_assign`); embedded mode owns everything.
+
 Gap seam: ``IngestService.gap_hook`` is awaited as ``(exchange, symbol, since,
 until)`` for every hole a connector detects (a trade-id jump, a heartbeat
 announcing a missed trade, a reconnect). It logs the gap and, with
@@ -35,8 +40,8 @@ candles of a gap from an exchange's REST API; ``TOKENPULSE_REST_BACKFILL_EXCHANG
 backfills from the last stored candle at start. ``TOKENPULSE_MARKETCAP_POLL`` runs the
 market-cap poller.
 
-Restart: the candles ingest has open live only in its memory, so at start
-(:meth:`IngestService.restore`, before a tick is handled or the feed starts) they are rebuilt from the
+Restart: the candles ingest has open live only in its memory, so at start (:meth:`IngestService.restore`,
+before a tick is handled; on Kafka for the partitions each assignment gives this replica) they are rebuilt from the
 ticks the previous instance had counted: on Kafka the ticks topic read up to the offsets the ``ingest``
 consumer group committed (a batch is committed only after its candles were published), from the start
 of the UTC day of ``now - TOKENPULSE_INGEST_RESTORE_LOOKBACK_S``; the ticks after those offsets are then
@@ -56,12 +61,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
-from tokenpulse_shared.bus.base import dead_letter_for
+from tokenpulse_shared.bus.base import Assignment, TransientError, dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.timeutil import MINUTE_MS
-from tokenpulse_shared.topics import CANDLES, CANDLES_V2, DEAD_LETTER, PRICES, PRICES_V2, TICKS, TICKS_V2
+from tokenpulse_shared.topics import (
+    CANDLES,
+    CANDLES_V2,
+    DEAD_LETTER,
+    PRICES,
+    PRICES_V2,
+    TICKS,
+    TICKS_V2,
+    UNIVERSE,
+)
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
 from tokenpulse_ingest.bundle import iter_bundle
@@ -72,10 +86,13 @@ from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
-from tokenpulse_ingest.venues.registry import build_connectors
+from tokenpulse_ingest.venues.registry import build_connectors, pairs_for
 
 log = logging.getLogger(__name__)
 
+FEEDS_GROUP = "ingest-feeds"  # the consumer group sharing the universe's partitions (the feeds) among replicas
+LIVE_POLL_S = 0.05  # how often the start of the live feed looks for a connected exchange
+READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
 RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
 
@@ -122,10 +139,23 @@ class IngestService:
         self.gap_hook: GapHook = self.backfill_on_gap
         self.ready = asyncio.Event()  # set once the open candles are restored: ticks wait for it
         self.restored: RestoreResult | None = None
+        self.assignment: Assignment | None = None  # the ticks partitions this replica owns the symbols of
+        self._state_lock = asyncio.Lock()  # a rebalance never drops state the clock is closing and publishing
+        self._restoring: asyncio.Task[None] | None = None
+        self._built: set[int] = set()  # partitions whose state is whole here
+        self._parked: dict[tuple[str, int], int | None] = {}  # at a revoke: where each (topic, partition) stood
+        self.ticks_topics = (TICKS, TICKS_V2)  # one group, co-partitioned: their assignments make one round
+        self._round: dict[str, Assignment] = {}  # this rebalance's assignments so far, by topic
+        self._resumed = True  # False after a rebalance until the first batch is handled
         self.universe = UniverseFollower()
         self.publisher: UniversePublisher | None = None
         self._universe_stamp: tuple[float, int] | None = None  # the file's (mtime, size) when last published
         self.discovery = Discovery()  # what the listing endpoints and the top-N figures said when last asked
+        self.feed_share: Assignment | None = None  # the universe partitions whose tokens' feeds run here
+        self._live = False  # the venues' connectors follow this replica's share (LIVE_FEED auto or live)
+        self._feeds_lock = asyncio.Lock()  # one change of the feeds at a time (an assignment, the universe)
+        self._follows: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -133,6 +163,7 @@ class IngestService:
     def register(self, ctx: Context) -> None:
         self.ctx = ctx
         s = ctx.settings.ingest
+        self.builder = CandleBuilder(idle_close_s=s.candle_idle_close_s)
         self.reconciler = PriceReconciler(
             s.price_stale_after_s,
             half_life_s=s.price_half_life_s,
@@ -140,15 +171,35 @@ class IngestService:
             outlier_floor=s.price_outlier_floor,
             usdt_usd_rate=s.usdt_usd_rate,
         )
-        # one group over both forms of the trades, a token's v1 and v2 partitions on the same member
-        ctx.bus.subscribe(TICKS, self.name, self.on_ticks, co_partitioned=True, on_misplaced=self.on_misplaced)
-        ctx.bus.subscribe(TICKS_V2, self.name, self.on_tick_batches, co_partitioned=True)
+        # one group over both forms of the trades, a token's v1 and v2 partitions on the same member; its
+        # assignment says which tokens' candles and prices this replica holds (on_assign, on_revoke)
+        ctx.bus.subscribe(
+            TICKS,
+            self.name,
+            self.on_ticks,
+            co_partitioned=True,
+            on_misplaced=self.on_misplaced,
+            finish_batch_on_rebalance=True,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+        )
+        ctx.bus.subscribe(
+            TICKS_V2,
+            self.name,
+            self.on_tick_batches,
+            co_partitioned=True,
+            finish_batch_on_rebalance=True,
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+        )
         self.universe.follow(ctx.bus, f"{self.name}-universe")
         self.universe.on_change(self._universe_changed)
+        # the feeds' share: the same topic as a consumer group, its partitions (tokens) split among the replicas
+        ctx.bus.subscribe(UNIVERSE, FEEDS_GROUP, self._feed_share_events, on_assign=self.on_feeds_assign)
 
     async def on_ticks(self, ticks: list[TickEvent]) -> None:
         """Trades of ``tokenpulse.ticks.v1`` (outside producers), one event each."""
-        await self.ready.wait()
+        await self._until_ready()
         removed = self.universe.removed
         if removed:  # a token taken out of the universe stops here, whoever still sends its trades
             ticks = [t for t in ticks if t.symbol not in removed]
@@ -159,7 +210,7 @@ class IngestService:
 
     async def on_tick_batches(self, batches: list[TickBatch]) -> None:
         """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
-        await self.ready.wait()
+        await self._until_ready()
         if len(batches) == 1:
             batch = batches[0]
             columns, keys = batch.columns(), batch.dedup_keys()
@@ -206,6 +257,103 @@ class IngestService:
             DEAD_LETTERS.labels(self.name, TICKS.name).inc(len(late))
             reason = "late tick: its candles are already final"
             await bus.publish(DEAD_LETTER, [dead_letter_for(TICKS, self.name, reason, event=t) for t in late])
+
+    async def _until_ready(self) -> None:
+        """Hold a batch until this replica's partitions are rebuilt; the first batch after a rebalance restarts
+        the idle timers (the pause said nothing about the tokens' trading)."""
+        if not self.ready.is_set():
+            await self._wait_ready()
+        if not self._resumed:
+            self.builder.touch_all()
+            self._resumed = True
+
+    async def _wait_ready(self) -> None:
+        """Wait for the partitions' state; on Kafka only briefly, then give the batch back (redelivered): a
+        batch held here would hold up the next rebalance, which waits for the batch in hand."""
+        assert self.ctx is not None
+        try:
+            await asyncio.wait_for(self.ready.wait(), None if self.ctx.embedded else READY_WAIT_S)
+        except TimeoutError:
+            raise TransientError("the state of this replica's ticks partitions is still being rebuilt") from None
+
+    # --- ownership: the symbols of the ticks partitions the consumer group assigns to this replica ----------
+
+    async def on_revoke(self, lost: Assignment) -> None:
+        """A rebalance begins (the batch in hand is finished and committed): hold the ticks and the clock until
+        :meth:`on_assign`, and remember where each partition lost stood (the group may give it back)."""
+        self.ready.clear()
+        async with self._state_lock:  # a clock emission under way (rows, then their v1 copies) ends first
+            pass
+        await self._cancel_restore()
+        self._parked.update({(lost.topic.name, p): lost.offsets.get(p) for p in lost.partitions})
+        self._round = {}
+
+    def _unmoved(self, round_: dict[str, Assignment], parked: dict[tuple[str, int], int | None]) -> set[int]:
+        """The partitions given back at the offsets this replica left them at, in every ticks topic (no one
+        handled them in between), whose state was whole here."""
+        partitions = set.intersection(*(set(a.partitions) for a in round_.values())) & self._built
+        return {
+            p
+            for p in partitions
+            if all(parked.get((t, p)) is not None and a.offsets.get(p) == parked[(t, p)] for t, a in round_.items())
+        }
+
+    async def on_assign(self, got: Assignment) -> None:
+        """The rebalance's new assignment. State is kept for a partition given back at the offset this replica
+        left it at (no one handled it in between); every other symbol's state goes, and the partitions gained
+        are rebuilt from the ticks topic (as a restart does) before their ticks are handled. Embedded: the one
+        call at start, before start() restores everything. The ticks topics of the group (co-partitioned: the
+        same partition numbers) each report theirs; the replica acts once all of them have."""
+        assert self.ctx is not None
+        self._round[got.topic.name] = got
+        if set(self._round) < {t.name for t in self.ticks_topics}:
+            return
+        round_, self._round = self._round, {}
+        parked, self._parked = self._parked, {}
+        keep = self._unmoved(round_, parked)
+        async with self._state_lock:
+            gone = {s for s in self.builder.symbols() | self.reconciler.symbols() if got.partition_of(s) not in keep}
+            self.builder.drop(gone)
+            self.reconciler.drop(gone)
+        self.assignment, self._built = got, keep
+        if self.ctx.embedded:
+            return
+        gained = Assignment(TICKS, got.partitions - keep, got.partition_of)
+        log.info(
+            "ingest: ticks partitions %s assigned (%s kept, state of %d symbols dropped)",
+            sorted(got.partitions),
+            sorted(keep),
+            len(gone),
+        )
+        await self._cancel_restore()
+        # in the background: the group's heartbeats pause until this callback returns (aiokafka)
+        self._restoring = asyncio.create_task(self._restore_until_done(gained), name="ingest-restore")
+
+    async def _cancel_restore(self) -> None:
+        task, self._restoring = self._restoring, None
+        if task is not None and not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _restore_until_done(self, gained: Assignment) -> None:
+        """Restore the partitions gained, then let their ticks through; a failed read is tried again (their
+        ticks wait meanwhile)."""
+        for attempt in range(10**9):
+            try:
+                if gained.partitions:
+                    await self.restore(partitions=gained)
+                self._built |= gained.partitions
+                self.builder.touch_all()  # the clock runs from here; the first batch touches them again
+                self._resumed = False
+                self.ready.set()
+                return
+            except Exception as exc:
+                delay = min(30.0, 2.0**attempt)
+                log.warning(
+                    "ingest: restoring partitions %s failed (%r); again in %.0fs", sorted(gained.partitions), exc, delay
+                )
+                await asyncio.sleep(delay)
 
     # --- REST backfill ------------------------------------------------------------------------
 
@@ -289,8 +437,9 @@ class IngestService:
 
     # --- restart ------------------------------------------------------------------------------
 
-    async def restore(self, now_ms: int | None = None) -> RestoreResult:
-        """Rebuild the open candles from the ticks the previous instance had counted (see the module doc)."""
+    async def restore(self, now_ms: int | None = None, partitions: Assignment | None = None) -> RestoreResult:
+        """Rebuild the open candles and reference prices from the ticks counted before (see the module doc):
+        those of ``partitions`` (a rebalance gave them to this replica), or all."""
         assert self.ctx is not None
         ctx = self.ctx
         started = time.monotonic()
@@ -301,18 +450,26 @@ class IngestService:
         if ctx.embedded:
             ticks, candles = await self._stored_since(since_ms, first_bucket)
         else:
-            ticks, candles = await self._logged_since(since_ms)
-        # off the event loop (a day of ticks); nothing else touches the builder until `ready` is set
-        result = await asyncio.to_thread(self.builder.restore, ticks, candles, complete_from_ms=first_bucket)
+            ticks, candles = await self._logged_since(since_ms, partitions)
+        builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
+        # off the event loop (a day of ticks); the state is adopted in one step, so the clock never sees it half done
+        result = await asyncio.to_thread(builder.restore, ticks, candles, complete_from_ms=first_bucket)
+        await asyncio.to_thread(reconciler.replay, ticks)
+        async with self._state_lock:
+            self.builder.adopt(builder)
+            self.reconciler.adopt(reconciler)
         self.restored = result
+        where = f" of ticks partitions {sorted(partitions.partitions)}" if partitions is not None else ""
         log.info(
-            "ingest: %d open or recent candles restored from %d ticks counted since %s (%d already published, "
-            "%d taken from their published candle) in %.1fs",
+            "ingest: %d open or recent candles%s restored from %d ticks counted since %s (%d already published, "
+            "%d taken from their published candle; %d reference prices) in %.1fs",
             result.buckets,
+            where,
             result.ticks,
             datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
             result.emitted,
             result.from_candles,
+            len(reconciler.symbols()),
             time.monotonic() - started,
         )
         if result.dropped:
@@ -324,22 +481,33 @@ class IngestService:
             )
         return result
 
-    async def _logged_since(self, since_ms: int) -> tuple[list[TickEvent], list[CandleEvent]]:
-        """Kafka: the ticks the group counted (both topics, up to its committed offsets) in about the order it
-        counted them (by the time each message was made), and the candles published (both topics)."""
+    async def _logged_since(self, since_ms: int, part: Assignment | None) -> tuple[list[TickEvent], list[CandleEvent]]:
+        """Kafka: the ticks of ``part``'s partitions (default: all) the group counted (both topics, up to its
+        committed offsets) in about the order it counted them (by the time each message was made), and the
+        candles published of the tokens ``part`` holds (both topics)."""
         assert self.ctx is not None
         bus = self.ctx.bus
+        held = part.holds if part is not None else lambda symbol: True
+        partitions = part.partitions if part is not None else None
         messages: list[Event] = []
-        for topic in (TICKS, TICKS_V2):
-            messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name)
-        messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
-        ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
-        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice
-        rows = [b for b in await bus.read_log(CANDLES_V2, since_ms=since_ms) if isinstance(b, CandleBatch)]
-        v1 = [c for c in await bus.read_log(CANDLES, since_ms=since_ms) if isinstance(c, CandleEvent)]
-        v2 = [c for b in rows for c in b.to_events()]
+        for topic in self.ticks_topics:
+            messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name, partitions=partitions)
+        # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice;
+        # the candle topics are placed as the ticks topics (keyed by symbol, TOKENPULSE_KAFKA_PARTITIONS each)
+        rows = await bus.read_log(CANDLES_V2, since_ms=since_ms, partitions=partitions)
+        copies = await bus.read_log(CANDLES, since_ms=since_ms, partitions=partitions)
+
+        def held_only() -> tuple[list[TickEvent], list[CandleEvent], list[CandleEvent]]:
+            """Off the event loop (a day of events): a loop held for seconds misses the group's heartbeats."""
+            messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
+            ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
+            v1 = [c for c in copies if isinstance(c, CandleEvent) and held(c.symbol)]
+            v2 = [c for b in rows if isinstance(b, CandleBatch) for c in b.to_events() if held(c.symbol)]
+            return [t for t in ticks if isinstance(t, TickEvent) and held(t.symbol)], v1, v2
+
+        ticks, v1, v2 = await asyncio.to_thread(held_only)
         await self._repair_v1_copies(v1, v2)
-        return [t for t in ticks if isinstance(t, TickEvent)], v1 + v2
+        return ticks, v1 + v2
 
     async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
         """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
@@ -412,14 +580,13 @@ class IngestService:
         return ticks, candles
 
     async def start(self, ctx: Context) -> None:
-        try:
-            await self.restore()
-        except Exception:
-            if not ctx.embedded:
-                raise  # on Kafka a failed read is a failed start: the orchestrator tries again
-            log.exception("ingest: open candles not restored from the store; they start empty")
-        finally:
-            self.ready.set()
+        if ctx.embedded:  # on Kafka each rebalance's on_assign restores the partitions it gives this replica
+            try:
+                await self.restore()
+            except Exception:
+                log.exception("ingest: open candles not restored from the store; they start empty")
+            finally:
+                self.ready.set()
         await self._publish_universe(ctx, first=True)
         if ctx.settings.runtime.universe is not None and ctx.settings.ingest.universe_refresh_s > 0:
             self._tasks.append(asyncio.create_task(self._refresh_universe(ctx), name="ingest-universe"))
@@ -444,39 +611,47 @@ class IngestService:
         if mode == "synthetic":
             self._start_synthetic(ctx, "synthetic", "synthetic ticks (TOKENPULSE_LIVE_FEED=synthetic)")
             return
+        await self._start_live(ctx, mode)
+
+    async def _start_live(self, ctx: Context, mode: str) -> None:
+        """The venues' connectors of this replica's share of the universe's pairs (the configuration is checked
+        against every pair: on Kafka the share comes with the group's first assignment)."""
         try:
-            self.connectors = build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
+            every = pairs_for(ctx.settings, self._tokens(ctx))
         except ValueError as exc:
             if mode == "live":
                 raise
             log.error("live feed: bad exchange configuration (%s); using synthetic ticks", exc)
             self._start_synthetic(ctx, "synthetic-fallback", f"bad exchange configuration: {exc}")
             return
-        if not self.connectors:
+        if not every:
             if mode == "live":
                 raise ValueError("TOKENPULSE_LIVE_FEED=live but no exchange is configured (TOKENPULSE_FEED_EXCHANGES)")
             self._start_synthetic(ctx, "synthetic-fallback", "no exchange configured")
             return
-        for c in self.connectors:
-            self._connector_tasks.append(asyncio.create_task(c.run(), name=f"feed-{c.name}"))
+        self._live = True
+        await self._follow_feeds()
         ctx.status["feed"] = "connecting"
-        ctx.status["feed_detail"] = "connecting to " + ", ".join(f"{c.name} ({c.url})" for c in self.connectors)
+        ctx.status["feed_detail"] = (
+            "connecting to " + ", ".join(f"{c.name} ({c.url})" for c in self.connectors)
+            if self.connectors
+            else f"waiting for this replica's share of the universe (consumer group {FEEDS_GROUP})"
+        )
         self._refresh_status()
         log.info("live feed: %s", ctx.status["feed_detail"])
         self._tasks.append(asyncio.create_task(self._await_live(ctx, mode), name="ingest-feed-watch"))
 
     async def _await_live(self, ctx: Context, mode: str) -> None:
-        """``auto``: the first exchange to connect makes the feed live; none within the timeout → synthetic."""
-        waits = [asyncio.ensure_future(c.connected.wait()) for c in self.connectors]
-        try:
-            done, _ = await asyncio.wait(
-                waits,
-                timeout=None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for w in waits:
-                w.cancel()
+        """``auto``: the first exchange to connect makes the feed live; none within the timeout → synthetic. The
+        connectors change with the replica's share, so they are looked at again every poll; time without any
+        (no share yet) does not count against the timeout."""
+        timeout = None if mode == "live" else ctx.settings.ingest.feed_connect_timeout_s
+        waited = 0.0
+        while not (done := any(c.connected.is_set() for c in self.connectors)):
+            if timeout is not None and waited >= timeout:
+                break
+            await asyncio.sleep(LIVE_POLL_S)
+            waited += LIVE_POLL_S if self.connectors else 0.0
         if done:
             up = [c.name for c in self.connectors if c.connected.is_set()]
             ctx.status["feed"] = "live"
@@ -502,7 +677,7 @@ class IngestService:
         else:
             log.info("live feed: %s", why)
         self.feed = SyntheticFeed(
-            self._seed_states(ctx),
+            self._seed_states(ctx, self._feed_tokens(ctx)),
             period_s=ctx.settings.ingest.synthetic_tick_s,
             seed=ctx.settings.ingest.synthetic_seed,
         )
@@ -660,22 +835,63 @@ class IngestService:
             return
         for symbol in removed:
             self.reconciler.forget(symbol)
-            if self.feed is not None:
-                self.feed.remove(symbol)
-        if self.feed is not None and changed:
-            for state in self._seed_states(self.ctx, [t for t in changed if t.symbol not in self.feed.states]):
-                self.feed.add(state)
-        if self.connectors:
-            await self._resubscribe(self.ctx)
+        await self._follow_feeds()
         if changed or removed:
             log.info("universe: following %d tokens (%d added or changed, %d removed)",
                      len(self.universe.tokens), len(changed), len(removed))  # fmt: skip
+
+    # --- feed ownership: the tokens of the universe partitions the ingest-feeds group assigns to this replica --
+
+    async def _feed_share_events(self, events: list[Any]) -> None:
+        """The feeds group's deliveries: nothing to do, the broadcast follower applies the universe; this group
+        is there for Kafka to share the universe's partitions out."""
+        return None
+
+    async def on_feeds_assign(self, got: Assignment) -> None:
+        """The feeds group's new assignment: run the feeds of these partitions' tokens from now on, stop the
+        others'. In the background: the group's heartbeats pause until this callback returns (aiokafka)."""
+        self.feed_share = got
+        log.info("ingest: universe partitions %s assigned: the feeds of their tokens run here", sorted(got.partitions))
+        task = asyncio.create_task(self._follow_feeds(), name="ingest-feeds-follow")
+        self._follows.add(task)
+        task.add_done_callback(self._follows.discard)
+
+    def _owns_feed(self, symbol: str) -> bool:
+        """Embedded: every feed; on Kafka: the symbols of the universe partitions assigned (none before)."""
+        if self.ctx is not None and self.ctx.embedded:
+            return True
+        return self.feed_share is not None and self.feed_share.holds(symbol)
+
+    def _feed_tokens(self, ctx: Context) -> list[Token]:
+        return [t for t in self._tokens(ctx) if self._owns_feed(t.symbol)]
+
+    async def _follow_feeds(self) -> None:
+        """Make the running feeds those of this replica's share of the universe: the synthetic walk's tokens and
+        the venues' subscriptions (a connector whose pairs changed resubscribes; the others go on untouched)."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        async with self._feeds_lock:
+            if self._stopping:
+                return
+            owned = self._feed_tokens(ctx)
+            if self.feed is not None:
+                want = {t.symbol for t in owned}
+                for symbol in [s for s in self.feed.states if s not in want]:
+                    self.feed.remove(symbol)
+                for state in self._seed_states(ctx, [t for t in owned if t.symbol not in self.feed.states]):
+                    self.feed.add(state)
+            if self._live:
+                await self._resubscribe(ctx)
+            ctx.status["feed_share"] = f"{len(owned)} of {len(self._tokens(ctx))} tokens"
 
     async def _resubscribe(self, ctx: Context) -> None:
         """Restart the connectors whose pairs changed with the universe (each resubscribes as on a reconnect)."""
         try:
             fresh = {
-                c.name: c for c in build_connectors(ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx))
+                c.name: c
+                for c in build_connectors(
+                    ctx.settings, self._publish_ticks, self._on_gap, self._tokens(ctx), owns=self._owns_feed
+                )
             }
         except ValueError as exc:
             log.error("universe: the venues' pairs cannot follow it (%s); keeping the current subscriptions", exc)
@@ -716,15 +932,22 @@ class IngestService:
         while True:
             await asyncio.sleep(1.0)
             self._refresh_status()
+            if not self.ready.is_set():
+                continue  # a rebalance: the symbols held may be another replica's by now
             try:
-                closed = self.builder.tick_clock()
-                stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
-                await self._emit(closed, stale, [])
+                async with self._state_lock:  # what it closes is published before a rebalance moves the symbol
+                    closed = self.builder.tick_clock()
+                    stale = self.reconciler.sweep()  # a source that went quiet ages without ticks
+                    await self._emit(closed, stale, [])
             except Exception:
                 log.exception("candle clock failed")
 
     async def stop(self) -> None:
-        await self._stop_connectors()
+        await self._cancel_restore()
+        self._stopping = True  # no feed starts from here (an assignment or a universe change arriving late)
+        await asyncio.gather(*self._follows, return_exceptions=True)
+        async with self._feeds_lock:
+            await self._stop_connectors()
         for t in [*self._tasks, *self._gap_tasks]:
             t.cancel()
         for t in [*self._tasks, *self._gap_tasks]:

@@ -23,9 +23,11 @@ The contract tests (``tests/contract/``) run the same behaviours against both.
 from __future__ import annotations
 
 from tokenpulse_shared.bus.base import (
+    Assignment,
     Bus,
     Delivery,
     Handler,
+    PartitionHook,
     RawMessage,
     Rejected,
     Subscription,
@@ -35,9 +37,11 @@ from tokenpulse_shared.bus.base import (
 )
 
 __all__ = [
+    "Assignment",
     "Bus",
     "Delivery",
     "Handler",
+    "PartitionHook",
     "RawMessage",
     "Rejected",
     "Subscription",

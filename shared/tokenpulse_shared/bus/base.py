@@ -7,7 +7,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +52,28 @@ def publish_span(tracer: trace.Tracer, system: str, topic: Topic, count: int) ->
             "messaging.batch.message_count": count,
         },
     )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Partitions of one topic that a :attr:`Delivery.SHARED` subscription gains or loses at a rebalance.
+
+    ``partition_of`` maps a message key to its partition as this bus places keys, so a handler that keeps
+    state per key (ingest: per symbol) knows which of it a partition holds. ``offsets`` (Kafka): at a
+    revoke, this instance's position per partition lost (after the batch in hand was committed); at an
+    assign, the group's committed offset per partition gained: a partition revoked and assigned back at the
+    same offset was handled by no one in between, so state built from it is still whole."""
+
+    topic: Topic
+    partitions: frozenset[int]
+    partition_of: Callable[[str], int]
+    offsets: Mapping[int, int] = field(default_factory=dict)
+
+    def holds(self, key: str) -> bool:
+        return self.partition_of(key) in self.partitions
+
+
+PartitionHook = Callable[[Assignment], Awaitable[None]]
 
 
 class TransientError(Exception):
@@ -106,6 +128,8 @@ class Subscription:
     delivery: Delivery = Delivery.SHARED
     max_batch: int = 5000
     finish_batch_on_rebalance: bool = False
+    on_assign: PartitionHook | None = None
+    on_revoke: PartitionHook | None = None
     co_partitioned: bool = False
     on_misplaced: Handler | None = None
 
@@ -199,6 +223,8 @@ class Bus(abc.ABC):
         delivery: Delivery = Delivery.SHARED,
         max_batch: int | None = None,
         finish_batch_on_rebalance: bool = False,
+        on_assign: PartitionHook | None = None,
+        on_revoke: PartitionHook | None = None,
         co_partitioned: bool = False,
         on_misplaced: Handler | None = None,
     ) -> None:
@@ -213,11 +239,21 @@ class Bus(abc.ABC):
         owner). For handlers whose redelivery costs more than a delayed rebalance: the store writer, whose
         batch fetched again with other boundaries would be inserted again. It is a parameter of its own, not
         a :class:`Delivery`, because it does not change which messages an instance receives, only how a
-        rebalance treats the one batch in hand; reactions to partitions gained or lost (state owned per
-        partition) will be parameters beside it for the same reason.
+        rebalance treats the one batch in hand.
+
+        ``on_revoke`` / ``on_assign`` (:attr:`Delivery.SHARED` only; state owned per partition): a rebalance
+        first awaits ``on_revoke`` with the partitions this instance loses — after the batch in hand finished
+        and was committed — then ``on_assign`` with those it holds from then on; on Kafka every rebalance
+        calls both (the group's eager protocol takes every partition back first, so ``on_revoke`` may come
+        with none). Batches of an assigned partition may already be fetched while ``on_assign`` runs: a
+        handler whose state ``on_assign`` builds waits for it. The in-process bus calls ``on_assign`` once,
+        with every partition, before it delivers anything.
         """
-        if finish_batch_on_rebalance and delivery is not Delivery.SHARED:
-            raise ValueError("finish_batch_on_rebalance applies to Delivery.SHARED only (the others never rebalance)")
+        if (finish_batch_on_rebalance or on_assign or on_revoke) and delivery is not Delivery.SHARED:
+            raise ValueError(
+                "finish_batch_on_rebalance, on_assign and on_revoke apply to Delivery.SHARED only "
+                "(the others never rebalance)"
+            )
         self.subscriptions.append(
             Subscription(
                 topic,
@@ -226,6 +262,8 @@ class Bus(abc.ABC):
                 delivery=delivery,
                 max_batch=max_batch or self.max_batch,
                 finish_batch_on_rebalance=finish_batch_on_rebalance,
+                on_assign=on_assign,
+                on_revoke=on_revoke,
                 co_partitioned=co_partitioned or on_misplaced is not None,
                 on_misplaced=on_misplaced,
             )
@@ -340,11 +378,15 @@ class Bus(abc.ABC):
         since_ms: int | None = None,
         until_group: str | None = None,
         rejected: list[Rejected] | None = None,
+        partitions: Collection[int] | None = None,
+        keys: Collection[str] | None = None,
     ) -> list[Event]:
         """Read ``topic`` from its beginning (or from ``since_ms``) up to its current end: how a service
         rebuilds state that Kafka holds (rules, its own firing log) before it processes new events.
         ``until_group``: only up to what that consumer group (of this bus) has committed — the events
         a service had fully processed, so that what it then consumes continues exactly from there.
+        ``partitions``: only these partitions of the topic (state owned per partition; default all); ``keys``:
+        only the partitions these keys are placed on (their events, and the others those partitions hold).
         Invalid messages and tombstones are skipped; ``rejected``, when given, receives the invalid ones
         that no later tombstone of their key deleted (what a service quarantines). The in-process bus
         keeps no log: embedded mode rebuilds such state from the store instead."""

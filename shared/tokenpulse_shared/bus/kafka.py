@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -63,6 +63,7 @@ from opentelemetry.trace import Link, SpanKind
 
 from tokenpulse_shared.batches import RowBatch
 from tokenpulse_shared.bus.base import (
+    Assignment,
     Bus,
     Delivery,
     RawMessage,
@@ -95,7 +96,7 @@ BATCH_TIMEOUT_MS = 10
 REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
 SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's start positions
 # A service's subscriptions join one group; a member joining makes the others rejoin at their next heartbeat,
-# so a short interval (1/10 of the 10 s session timeout) lets a service start consuming sooner.
+# so a short interval (1/10 of the default 10 s session timeout) lets a service start consuming sooner.
 HEARTBEAT_MS = 1000
 
 _Record: TypeAlias = Any  # aiokafka's ConsumerRecord; aiokafka ships no type information
@@ -246,23 +247,25 @@ def _rewind(consumer: Any, parts: Sequence[dict[tuple[str, int], list[_Record]]]
                 consumer.seek(TopicPartition(topic, partition), records[0].offset)
 
 
-class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """When a rebalance takes partitions away (a replica joins or leaves, a restart), wait for the batch in hand
-    and its commit (made in the handler), which the group still accepts from this member until the callback
-    returns. Without it, a batch finished during the rebalance fails to commit and is handled again by the
-    partitions' next owner. (Hooks for state owned per partition would be called here too.)"""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka's rebalance listener on one subscriber's consumer. When a rebalance takes partitions away (a
+    replica joins or leaves, a restart), wait for the batch in hand and its commit (made in the handler), which
+    the group still accepts from this member until the callback returns; without it, a batch finished during
+    the rebalance fails to commit and is handled again by the partitions' next owner. Then the subscriptions'
+    ``on_revoke`` hooks; once the new assignment is in, their ``on_assign`` hooks (state owned per partition)."""
 
-    def __init__(self, idle: asyncio.Event, group: str, wait_s: float) -> None:
-        self.idle, self.group, self.wait_s = idle, group, wait_s
+    def __init__(self, subscriber: _Subscriber, wait_s: float) -> None:
+        self.subscriber, self.wait_s = subscriber, wait_s
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         try:
-            await asyncio.wait_for(self.idle.wait(), self.wait_s)
+            await asyncio.wait_for(self.subscriber.idle.wait(), self.wait_s)
         except TimeoutError:
-            log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.group)
+            log.info("%s: a batch is still running at a rebalance; it may be redelivered", self.subscriber.name)
+        await self.subscriber.call_hooks("on_revoke", revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        await self.subscriber.call_hooks("on_assign", assigned)
 
 
 class _Subscriber:
@@ -286,7 +289,7 @@ class _Subscriber:
         if self.shared:
             finish = any(s.finish_batch_on_rebalance for s in self.subs)
             wait_s = bus.graceful_timeout_s if finish else REBALANCE_WAIT_S
-            listener = _FinishBatchOnRevoke(self.idle, bus.group_id(first.group), wait_s)
+            listener = _Rebalance(self, wait_s)
         self.subscriber = broker.subscriber(
             # created by ensure_topics (compaction where the contract says so), never by FastStream
             *(KafkaTopic(s.topic.name, declare=False) for s in self.subs),
@@ -294,7 +297,8 @@ class _Subscriber:
             batch=True,
             max_records=max(s.max_batch for s in self.subs),
             batch_timeout_ms=BATCH_TIMEOUT_MS,
-            heartbeat_interval_ms=HEARTBEAT_MS,
+            heartbeat_interval_ms=min(HEARTBEAT_MS, bus.session_timeout_ms // 3),
+            session_timeout_ms=bus.session_timeout_ms,
             auto_offset_reset=bus.offset_reset(first),
             ack_policy=AckPolicy.MANUAL,
             listener=listener,
@@ -304,6 +308,23 @@ class _Subscriber:
             partition_assignment_strategy=CO_PARTITIONED_ASSIGNORS if self.co_partitioned else DEFAULT_ASSIGNORS,
         )
         self.subscriber(self._handler())
+
+    async def call_hooks(self, hook: Literal["on_assign", "on_revoke"], tps: Any) -> None:
+        """Each subscription's ``hook`` with its topic's part of ``tps``, keys placed as the producer places
+        them (murmur2 over the topic's partitions, as the cluster metadata lists them)."""
+        for sub in self.subs:
+            call = getattr(sub, hook)
+            if call is None:
+                continue
+            name = sub.topic.name
+            consumer = self.subscriber.consumer
+            every = sorted(consumer.partitions_for_topic(name) or ())
+            mine = [tp for tp in tps if tp.topic == name]
+            try:
+                offsets = await _offsets(consumer, mine, at_revoke=hook == "on_revoke")
+                await call(Assignment(sub.topic, frozenset(tp.partition for tp in mine), _key_placer(every), offsets))
+            except Exception:  # aiokafka would only log it too; the group goes on either way
+                log.exception("%s: %s(%s) failed", self.name, hook, sorted(tp.partition for tp in mine))
 
     def _handler(self) -> Any:
         async def handle_batch(message: KafkaMessage) -> None:
@@ -380,6 +401,27 @@ class _Subscriber:
         await self.subscriber.stop()
 
 
+async def _offsets(consumer: Any, tps: list[TopicPartition], *, at_revoke: bool) -> dict[int, int]:
+    """At a revoke the consumer's positions (what it handled), at an assign the group's committed offsets."""
+    out: dict[int, int] = {}
+    for tp in tps:
+        with contextlib.suppress(KafkaError, AssertionError):  # no longer assigned: no offset to compare
+            offset = await consumer.position(tp) if at_revoke else await consumer.committed(tp)
+            if offset is not None:
+                out[tp.partition] = int(offset)
+    return out
+
+
+def _key_placer(partitions: list[int]) -> Any:
+    """key -> partition as :class:`KafkaBus` (aiokafka's ``DefaultPartitioner``) places it on ``partitions``."""
+    partitioner = DefaultPartitioner()
+
+    def partition_of(key: str) -> int:
+        return int(partitioner(key.encode(), partitions, partitions))
+
+    return partition_of
+
+
 def _misplaced(record: _Record, key: str, place: RowPlacer) -> bool:
     """The record is not keyed by its event's partition key, or not in that key's partition."""
     return record.key is None or record.key != key.encode() or record.partition != place(key)
@@ -436,9 +478,11 @@ class KafkaBus(Bus):
         replication: int = 1,
         graceful_timeout_s: float = 25.0,
         partitions: int | None = None,
+        session_timeout_s: float = 10.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.session_timeout_ms = int(session_timeout_s * 1000)
         self.bootstrap = bootstrap
         self.client_id = client_id
         self.group_prefix = group_prefix
@@ -580,6 +624,8 @@ class KafkaBus(Bus):
         since_ms: int | None = None,
         until_group: str | None = None,
         rejected: list[Rejected] | None = None,
+        partitions: Collection[int] | None = None,
+        keys: Collection[str] | None = None,
     ) -> list[Event]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
@@ -593,20 +639,28 @@ class KafkaBus(Bus):
         events: list[Event] = []
         unread: dict[Any, Rejected] = {}
         try:
-            partitions = [TopicPartition(topic.name, p) for p in await self._partitions(topic.name)]
-            consumer.assign(partitions)
-            end = await consumer.end_offsets(partitions)
+            every = await self._partitions(topic.name)
+            wanted = every if partitions is None else [p for p in every if p in partitions]
+            if keys is not None:
+                place = self._keys.of(topic.name, every)
+                held = {place(key.encode()) for key in keys}
+                wanted = [p for p in wanted if p in held]
+            if not wanted:
+                return []
+            tps = [TopicPartition(topic.name, p) for p in wanted]
+            consumer.assign(tps)
+            end = await consumer.end_offsets(tps)
             if until_group is not None:  # what the group has processed, nothing on a partition it never committed
                 committed = await self._committed(until_group, topic)
-                end = {tp: min(end[tp], committed.get(tp.partition, 0)) for tp in partitions}
+                end = {tp: min(end[tp], committed.get(tp.partition, 0)) for tp in tps}
             # explicit offsets (not seek_to_beginning, whose lazy reset can race with the assignment)
-            start = await consumer.beginning_offsets(partitions)
+            start = await consumer.beginning_offsets(tps)
             if since_ms is not None:
-                found = await consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-                start = {tp: (hit.offset if (hit := found.get(tp)) is not None else end[tp]) for tp in partitions}
-            for tp in partitions:
+                found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+                start = {tp: (hit.offset if (hit := found.get(tp)) is not None else end[tp]) for tp in tps}
+            for tp in tps:
                 consumer.seek(tp, start[tp])
-            remaining = {tp for tp in partitions if start[tp] < end[tp]}
+            remaining = {tp for tp in tps if start[tp] < end[tp]}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
                 in_range = [r for tp, records in batch.items() for r in records if r.offset < end[tp]]

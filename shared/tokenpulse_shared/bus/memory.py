@@ -10,7 +10,8 @@ headers, exactly as Kafka headers carry it.
 
 Instances made with :meth:`InMemoryBus.peer` share one set of topics, as the replicas of a service share a
 broker: a :attr:`~Delivery.SHARED` group's partitions are split among its consumers, the other deliveries
-give each consumer every message (:attr:`~Delivery.TAIL_OTHERS` leaves out its own instance's).
+give each consumer every message (:attr:`~Delivery.TAIL_OTHERS` leaves out its own instance's). There is no
+rebalance: a subscription's ``on_assign`` is called once at start with every partition.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from opentelemetry import propagate, trace
 
 from tokenpulse_shared.batches import RowBatch
 from tokenpulse_shared.bus.base import (
+    Assignment,
     Bus,
     Delivery,
     RawMessage,
@@ -184,11 +186,17 @@ class InMemoryBus(Bus):
         return other
 
     async def start(self) -> None:
+        for sub in self.subscriptions:  # state owned per partition is built before anything is delivered
+            if sub.on_assign is not None:
+                await sub.on_assign(Assignment(sub.topic, frozenset(range(self.partitions)), self.partition_of))
         for sub in self.subscriptions:
             consumer = _Consumer(self, sub, self.partitions, self.capacity)
             self._topics.consumers.setdefault(sub.topic.name, []).append(consumer)
             self._own.append(consumer)
             consumer.start()
+
+    def partition_of(self, key: str) -> int:
+        return partition_for(key, self.partitions)
 
     async def stop(self) -> None:
         await self.flush_rows()

@@ -71,9 +71,12 @@ def universe_pairs(spec: AnyVenue, tokens: Sequence[Token]) -> dict[str, str]:
     return pairs
 
 
-def pairs_for(settings: Settings, tokens: Sequence[Token] | None = None) -> dict[str, list[Pair]]:
+def pairs_for(
+    settings: Settings, tokens: Sequence[Token] | None = None, owns: Callable[[str], bool] | None = None
+) -> dict[str, list[Pair]]:
     """Per configured venue, the pairs to subscribe to for ``tokens`` (default: the configured universe):
-    the universe's pairs or the venue's defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides."""
+    the universe's pairs or the venue's defaults, then ``TOKENPULSE_FEED_PAIRS`` overrides; with ``owns``, only
+    the pairs of the symbols it owns (an ingest replica's share of the feeds)."""
     tokens = configured(settings) if tokens is None else tokens
     specs = {}
     for name in settings.ingest.feed_exchanges:
@@ -96,7 +99,7 @@ def pairs_for(settings: Settings, tokens: Sequence[Token] | None = None) -> dict
                 pairs.pop(symbol, None)
             else:
                 pairs[symbol] = pair
-        chosen[name] = pairs
+        chosen[name] = {symbol: pair for symbol, pair in pairs.items() if owns is None or owns(symbol)}
     return {
         name: [Pair(symbol, pair, quote_of(name, pair)) for symbol, pair in sorted(pairs.items())]
         for name, pairs in chosen.items()
@@ -105,7 +108,11 @@ def pairs_for(settings: Settings, tokens: Sequence[Token] | None = None) -> dict
 
 
 def build_connectors(
-    settings: Settings, sink: TickSink, on_gap: GapHook | None = None, tokens: Sequence[Token] | None = None
+    settings: Settings,
+    sink: TickSink,
+    on_gap: GapHook | None = None,
+    tokens: Sequence[Token] | None = None,
+    owns: Callable[[str], bool] | None = None,
 ) -> list[Connector]:
     return [
         venue(name).connector(
@@ -119,7 +126,7 @@ def build_connectors(
             open_timeout_s=min(10.0, settings.ingest.feed_connect_timeout_s),
             **(venue(name).options or _no_options)(settings),
         )
-        for name, pairs in pairs_for(settings, tokens).items()
+        for name, pairs in pairs_for(settings, tokens, owns).items()
     ]
 
 
