@@ -46,6 +46,8 @@ class FakeCoinGecko:
     as_of: date
     require_key: str | None = None
     hits: list[Seen] = field(default_factory=list)
+    ranking: list[dict[str, object]] | None = None
+    """rows ``/coins/markets`` answers without ``ids`` (ordered by market cap, paged); None: the bundled coins"""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -69,6 +71,8 @@ class FakeCoinGecko:
         if refused:
             return refused
         ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+        if not ids:
+            return self._ranked(request)
         rows = []
         for coin in ids:
             symbol = IDS.get(coin)
@@ -85,6 +89,17 @@ class FakeCoinGecko:
                 }
             )
         return JSONResponse(rows)
+
+    def _ranked(self, request: Request) -> Response:
+        """The largest coins first, ``per_page`` a page (the form a top-N by market cap reads)."""
+        rows = self.ranking
+        if rows is None:
+            rows = [{"id": coin, "symbol": s.lower(), "market_cap": self.caps[s][self.day_ms][0]}
+                    for coin, s in IDS.items() if self.day_ms in self.caps[s]]  # fmt: skip
+        if all(isinstance(r, dict) and isinstance(r.get("market_cap"), int | float | None) for r in rows):
+            rows = sorted(rows, key=lambda r: -float(r.get("market_cap") or 0))  # type: ignore[arg-type]
+        per_page, page = int(request.query_params.get("per_page", 100)), int(request.query_params.get("page", 1))
+        return JSONResponse(rows[(page - 1) * per_page : page * per_page])
 
     async def global_(self, request: Request) -> Response:
         refused = self._record(request)

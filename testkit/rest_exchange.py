@@ -39,8 +39,15 @@ LISTINGS = {
         ("binance", "binance_exchange_info.json"),
         ("coinbase", "coinbase_products.json"),
         ("kraken", "kraken_asset_pairs.json"),
+        ("okx", "okx_instruments.json"),
+        ("bybit", "bybit_instruments.json"),
+        ("coinbase_advanced", "coinbase_advanced_products.json"),
+        ("binance_tickers", "binance_ticker_24hr.json"),
+        ("okx_tickers", "okx_tickers.json"),
+        ("bybit_tickers", "bybit_tickers.json"),
     )
 }
+"""each venue's listing answer, and its 24-hour tickers under ``<venue>_tickers``"""
 
 
 def read_listings() -> dict[str, Any]:
@@ -94,7 +101,7 @@ class FakeExchange:
     _keys: dict[Interval, list[int]] = field(default_factory=dict)
     mangle: Callable[[str, list[Any]], list[Any]] | None = None  # (venue, answer rows) -> the rows sent instead
     listings: dict[str, Any] = field(default_factory=lambda: read_listings())
-    """each venue's listing answer (its documented format); a test edits them, None answers 503"""
+    """each venue's listing and ticker answers (their documented formats); a test edits them, None answers 503"""
     ccxt_pairs: bool = False  # AssetPairs answers the generated pairs ccxt loads, not the listing fixture
 
     @property
@@ -332,5 +339,11 @@ class FakeExchange:
                 Route("/market/products/{product}/candles", self._faultable(self._coinbase_advanced)),
                 Route("/api/v3/exchangeInfo", self.listing("binance")),
                 Route("/products", self.listing("coinbase")),
+                Route("/api/v5/public/instruments", self.listing("okx")),
+                Route("/v5/market/instruments-info", self.listing("bybit")),
+                Route("/market/products", self.listing("coinbase_advanced")),
+                Route("/api/v3/ticker/24hr", self.listing("binance_tickers")),
+                Route("/api/v5/market/tickers", self.listing("okx_tickers")),
+                Route("/v5/market/tickers", self.listing("bybit_tickers")),
             ]
         )

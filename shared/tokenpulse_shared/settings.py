@@ -92,7 +92,13 @@ class RuntimeSettings(Section):
         "not listed), file order = rank; e.g. `data/universe/top1000.csv`. Ingest re-reads it while running.",
     )
     universe_top_n: int = Field(
-        0, ge=0, le=100_000, description="Track only the first N tokens of the universe by rank; 0 = all of them."
+        0, ge=0, le=100_000, description="Track only the first N tokens of the universe (by UNIVERSE_RANK_BY); 0 = all."
+    )
+    universe_rank_by: Literal["rank", "quote_volume", "market_cap"] = Field(
+        "rank",
+        description="What UNIVERSE_TOP_N ranks by: `rank` (file order), `quote_volume` (24 h dollar volume summed "
+        "over the feed exchanges' tickers) or `market_cap` (CoinGecko `/coins/markets` at MARKETCAP_URL); "
+        "re-read every UNIVERSE_DISCOVERY_S, by rank until figures arrive, the last figures while unreachable.",
     )
     bundle_dir: Path = Field(DEFAULT_BUNDLE, description="Folder of the bundled real market history.")
     backfill_on_start: bool = Field(True, description="Embedded mode: load the bundled history on a first start.")
@@ -275,10 +281,15 @@ class IngestSettings(Section):
         True,
         description="While the live feed may use the exchanges (LIVE_FEED auto or live), check the universe's pairs "
         "against each feed exchange's listing endpoint (Binance exchangeInfo, Coinbase products, Kraken "
-        "AssetPairs): delisted pairs dropped, listed ones added; an exchange that does not answer keeps the file's.",
+        "AssetPairs, OKX instruments, Bybit instruments-info, Coinbase Advanced products, ccxt load_markets): "
+        "delisted pairs dropped, listed ones added; an exchange that does not answer, or not in its documented "
+        "shape, keeps its previous pairs.",
     )
     universe_discovery_s: float = Field(
-        3600.0, ge=1, description="Seconds between two reads of the exchanges' listing endpoints."
+        3600.0,
+        ge=1,
+        description="Seconds between two reads of the exchanges' listing endpoints (and of the figures "
+        "UNIVERSE_RANK_BY ranks by).",
     )
     synthetic_tick_s: float = Field(1.0, gt=0, description="Seconds between synthetic ticks per token.")
     synthetic_seed: int = Field(7, description="Seed of the synthetic generator.")

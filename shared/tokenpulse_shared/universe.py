@@ -139,12 +139,17 @@ def top_n(tokens: Sequence[Token], n: int, score: Mapping[str, float] | None = N
     return sorted(tokens, key=lambda t: (-score.get(t.symbol, -1.0), t.rank or 0))[:n]
 
 
-def configured(settings: Settings) -> list[Token]:
-    """The universe the settings name: the file when TOKENPULSE_UNIVERSE is set, else TOKENPULSE_SYMBOLS;
-    cut to TOKENPULSE_UNIVERSE_TOP_N by rank."""
+def source(settings: Settings) -> list[Token]:
+    """The whole universe the settings name, uncut: the file when TOKENPULSE_UNIVERSE is set, else
+    TOKENPULSE_SYMBOLS."""
     path = settings.runtime.universe
-    tokens = load_file(path) if path is not None else from_symbols(settings.runtime.symbols)
-    return top_n(tokens, settings.runtime.universe_top_n)
+    return load_file(path) if path is not None else from_symbols(settings.runtime.symbols)
+
+
+def configured(settings: Settings) -> list[Token]:
+    """:func:`source` cut to TOKENPULSE_UNIVERSE_TOP_N by rank (ingest's discovery may cut by volume or market
+    cap instead, once it read those figures)."""
+    return top_n(source(settings), settings.runtime.universe_top_n)
 
 
 def configured_symbols(settings: Settings) -> list[str]:

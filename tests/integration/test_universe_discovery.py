@@ -5,11 +5,15 @@ publishes the discovered pairs on the universe topic."""
 
 from __future__ import annotations
 
+import copy
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.service import IngestService
 from tokenpulse_ingest.venues.registry import fetch_listings, with_listings
 from tokenpulse_shared.bus.memory import InMemoryBus
@@ -37,9 +41,13 @@ def fake(served: tuple[FakeExchange, str]) -> Iterator[tuple[FakeExchange, str]]
     exchange.listings = saved
 
 
-def settings_for(url: str, **ingest: object) -> Settings:
-    venues = {name: {"rest_url": url} for name in ("binance", "coinbase", "kraken")}
-    return Settings(ingest={"feed_exchanges": ["binance", "coinbase", "kraken"], **ingest}, **venues)  # type: ignore[arg-type]
+FIRST_THREE = ("binance", "coinbase", "kraken")
+NEW_THREE = ("okx", "bybit", "coinbase_advanced")
+
+
+def settings_for(url: str, exchanges: tuple[str, ...] = FIRST_THREE, **ingest: object) -> Settings:
+    venues = {name: {"rest_url": url} for name in (*FIRST_THREE, *NEW_THREE)}
+    return Settings(ingest={"feed_exchanges": list(exchanges), **ingest}, **venues)  # type: ignore[arg-type]
 
 
 async def test_what_each_venue_lists_now(fake: tuple[FakeExchange, str]) -> None:
@@ -73,6 +81,47 @@ async def test_listed_delisted_renamed_and_unreachable(fake: tuple[FakeExchange,
     assert got["DOGE"] == {"binance": None, "coinbase": None, "kraken": "XDG/USD"}  # delisted; kraken unread: kept
     assert got["LUNA"] == {"binance": None, "coinbase": None}  # trading halted, not listed on coinbase
     assert got["HYPE"] == {"binance": "HYPEUSDC", "coinbase": None}  # listed against USDC only
+
+
+async def test_what_the_new_venues_list_now(fake: tuple[FakeExchange, str]) -> None:
+    _, url = fake
+    listed = await fetch_listings(settings_for(url, NEW_THREE))
+    # OKX: state live only (SOL suspended, HYPE pre-open), dollar quotes only (ETH-BTC left out), USDT first
+    assert listed["okx"] == {"BTC": ["BTC-USDT", "BTC-USDC"], "ETH": ["ETH-USDT"], "DOGE": ["DOGE-USDT"]}
+    # Bybit: status Trading only (DOGE closed, HYPE pre-launch)
+    assert listed["bybit"] == {"BTC": ["BTCUSDT", "BTCUSDC"], "ETH": ["ETHUSDT"], "SOL": ["SOLUSDT"]}
+    # Coinbase Advanced: SPOT online only (SOL trading disabled, DOGE delisted, the BTC future left out)
+    assert listed["coinbase_advanced"] == {"BTC": ["BTC-USD", "BTC-USDC"], "ETH": ["ETH-USD"]}
+
+
+async def test_discovery_maps_the_new_venues_onto_the_universe(fake: tuple[FakeExchange, str]) -> None:
+    _, url = fake
+    tokens = [
+        Token("BTC", "Bitcoin", 1, {"okx": "BTC-USDC"}),  # still listed: kept, though USDT is preferred
+        Token("SOL", "Solana", 2, {"okx": "SOL-USDT", "coinbase_advanced": "SOL-USD"}),  # both halted
+        Token("DOGE", "Dogecoin", 3, {"bybit": None}),  # the file says "not listed"; it is still not
+        Token("ETH", "Ethereum", 4, {}),
+    ]
+    got = {t.symbol: dict(t.pairs) for t in with_listings(tokens, await fetch_listings(settings_for(url, NEW_THREE)))}
+    assert got == {
+        "BTC": {"okx": "BTC-USDC", "bybit": "BTCUSDT", "coinbase_advanced": "BTC-USD"},
+        "SOL": {"okx": None, "bybit": "SOLUSDT", "coinbase_advanced": None},
+        "DOGE": {"okx": "DOGE-USDT", "bybit": None, "coinbase_advanced": None},
+        "ETH": {"okx": "ETH-USDT", "bybit": "ETHUSDT", "coinbase_advanced": "ETH-USD"},
+    }
+
+
+async def test_ccxt_venues_list_through_load_markets(fake: tuple[FakeExchange, str]) -> None:
+    exchange, url = fake
+    exchange.ccxt_pairs = True  # AssetPairs answers what ccxt's kraken loads
+    try:
+        settings = Settings(ingest={"feed_exchanges": ["ccxt:kraken"]}, ccxt={"rest_url": url})  # type: ignore[arg-type]
+        listed = await fetch_listings(settings)
+    finally:
+        exchange.ccxt_pairs = False
+    assert listed == {"ccxt:kraken": {"BTC": ["BTC/USD"], "ETH": ["ETH/USD"]}}  # ccxt's unified names
+    token = Token("BTC", "Bitcoin", 1, {"ccxt:kraken": "BTC/USDT"})  # not listed there: the listed pair instead
+    assert with_listings([token], listed)[0].pairs == {"ccxt:kraken": "BTC/USD"}
 
 
 def free_port() -> int:
@@ -109,3 +158,98 @@ async def test_ingest_publishes_the_discovered_pairs(fake: tuple[FakeExchange, s
     finally:
         await ingest.stop()
         await bus.stop()
+
+
+ALL_SIX = (*FIRST_THREE, *NEW_THREE)
+
+
+def rows_of(venue: str, body: Any) -> list[dict[str, Any]]:
+    """The rows of a venue's listing answer (a test corrupts one of them)."""
+    match venue:
+        case "binance":
+            return list(body["symbols"])
+        case "coinbase":
+            return list(body)
+        case "kraken":
+            return list(body["result"].values())
+        case "okx":
+            return list(body["data"])
+        case "bybit":
+            return list(body["result"]["list"])
+        case _:
+            return list(body["products"])
+
+
+BASE_FIELD = {"binance": "baseAsset", "coinbase": "base_currency", "kraken": "wsname", "okx": "baseCcy",
+              "bybit": "baseCoin", "coinbase_advanced": "base_currency_id"}  # fmt: skip
+
+
+def wrong_type(venue: str, body: Any) -> Any:
+    rows_of(venue, body)[1][BASE_FIELD[venue]] = 5  # one row in the middle: the others are fine
+    return body
+
+
+def missing_field(venue: str, body: Any) -> Any:
+    for row in rows_of(venue, body)[1:2]:
+        row.pop("status" if venue == "kraken" else BASE_FIELD[venue])  # Kraken: every field is optional but status
+        row.pop("wsname", None) if venue == "kraken" else None
+        if venue == "kraken":
+            row["status"] = ["online"]
+    return body
+
+
+LIMIT = 100_000  # rows a listing may hold (spec.MAX_LISTED; the largest venue lists a few thousand)
+SMALL_ROW: dict[str, dict[str, Any]] = {
+    "binance": {"symbol": "XUSDT", "status": "TRADING", "baseAsset": "X", "quoteAsset": "USDT"},
+    "coinbase": {"id": "X-USD", "base_currency": "X", "quote_currency": "USD", "status": "online"},
+    "kraken": {"wsname": "X/USD"},
+    "okx": {"instType": "SPOT", "instId": "X-USDT", "baseCcy": "X", "quoteCcy": "USDT", "state": "live"},
+    "bybit": {"symbol": "XUSDT", "baseCoin": "X", "quoteCoin": "USDT", "status": "Trading"},
+    "coinbase_advanced": {"product_id": "X-USD", "base_currency_id": "X", "quote_currency_id": "USD",
+                          "status": "online", "product_type": "SPOT"},
+}  # fmt: skip
+
+
+def huge(venue: str, body: Any) -> Any:
+    row = SMALL_ROW[venue]  # a small row in shape keeps the test quick; only the count is wrong
+    many = [row] * (LIMIT + 1)
+    match venue:
+        case "binance":
+            body["symbols"] = many
+        case "coinbase":
+            return many
+        case "kraken":
+            body["result"] = {f"P{i}": row for i in range(LIMIT + 1)}
+        case "okx":
+            body["data"] = many
+        case "bybit":
+            body["result"]["list"] = many
+        case _:
+            body["products"] = many
+    return body
+
+
+def not_a_listing(venue: str, body: Any) -> Any:
+    return {"error": "<html>maintenance</html>"} if venue != "coinbase" else {"message": "maintenance"}
+
+
+@pytest.mark.parametrize("hostile", [wrong_type, missing_field, huge, not_a_listing])
+async def test_a_hostile_listing_is_refused_whole_and_the_old_pairs_kept(
+    fake: tuple[FakeExchange, str], hostile: Callable[[str, Any], Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    exchange, url = fake
+    settings = settings_for(url, ALL_SIX, live_feed="auto")
+    discovery = Discovery()
+    assert await discovery.refresh(settings)
+    before = {t.symbol: dict(t.pairs) for t in discovery.universe(settings)}
+    listed_before = dict(discovery.listed)
+    assert set(listed_before) == set(ALL_SIX)
+    for venue in ALL_SIX:
+        exchange.listings[venue] = hostile(venue, copy.deepcopy(exchange.listings[venue]))
+    with caplog.at_level(logging.WARNING, logger="tokenpulse_ingest.venues.registry"):
+        assert await fetch_listings(settings) == {}  # none of them half-applied
+        assert not await discovery.refresh(settings)
+    assert discovery.listed == listed_before
+    assert {t.symbol: dict(t.pairs) for t in discovery.universe(settings)} == before
+    for venue in ALL_SIX:  # refused by the shape, or earlier by the venue's own error check: either way, said
+        assert f"universe: {venue} listing" in caplog.text, caplog.text

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.events import MarketCapEvent, utcnow, validate_many
 from tokenpulse_shared.settings import Settings
@@ -94,6 +96,59 @@ class MonthlyBudget:
             self.path.write_text(json.dumps({"month": self.month, "calls": self.used}))
 
 
+def coingecko_client(settings: Settings, sleep: Sleep | None = None) -> RestClient:
+    """A client of the CoinGecko-compatible API, within its calls per minute, with the API key when one is set."""
+    key = settings.marketcap.api_key.get_secret_value() if settings.marketcap.api_key else ""
+    header = "x-cg-pro-api-key" if "pro-api." in settings.marketcap.url else "x-cg-demo-api-key"
+    return RestClient(
+        "coingecko",
+        settings.marketcap.url,
+        capacity=settings.marketcap.calls_per_minute,
+        period=60.0,
+        max_attempts=3,
+        max_wait_s=settings.ingest.rest_max_wait_s,
+        headers={header: key} if key else None,
+        sleep=sleep,
+    )
+
+
+class _Coin(msgspec.Struct, gc=False):
+    id: str
+    symbol: str
+    market_cap: float | None = None  # null for coins CoinGecko has no supply figure of
+
+
+RANKING_PAGE = 250  # /coins/markets' largest page
+RANKING_PAGES = 4  # the top 1,000 coins: enough for a 1,000-token universe, 4 calls a round
+
+
+async def market_cap_ranking(settings: Settings, symbols: list[str]) -> dict[str, float]:
+    """Market caps by symbol from ``/coins/markets?order=market_cap_desc`` (the largest coins, enough pages for
+    ``symbols``): a symbol's configured CoinGecko id decides between coins sharing a ticker, else the largest of
+    them. Raises RestError (unreachable, refused) or ValueError (an answer out of shape)."""
+    ids = {**COINGECKO_IDS, **settings.marketcap.ids}
+    wanted = {ids[s]: s for s in symbols if s in ids}
+    pages = min(RANKING_PAGES, max(1, -(-len(symbols) // RANKING_PAGE)))
+    caps: dict[str, float] = {}
+    client = coingecko_client(settings)
+    try:
+        for page in range(1, pages + 1):
+            query = {"vs_currency": "usd", "order": "market_cap_desc", "per_page": RANKING_PAGE, "page": page}
+            body = await client.get("/coins/markets", query)
+            try:
+                coins = msgspec.convert(body, list[_Coin], strict=False)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"coingecko /coins/markets: {exc}") from None
+            for coin in coins:
+                symbol = wanted.get(coin.id) or coin.symbol.upper()
+                cap = coin.market_cap or 0.0
+                if math.isfinite(cap) and cap >= 0 and (coin.id in wanted or symbol not in caps):
+                    caps[symbol] = cap
+    finally:
+        await client.aclose()
+    return caps
+
+
 @dataclass
 class Figure:
     market_cap: float
@@ -126,18 +181,7 @@ class MarketCapPoller:
             log.warning("no CoinGecko id for %s: set TOKENPULSE_MARKETCAP_IDS=SYMBOL:id", ", ".join(unknown))
         self.symbols = [s for s in wanted if s in self.ids]
         self.ttl = settings.marketcap.cache_ttl_s
-        key = settings.marketcap.api_key.get_secret_value() if settings.marketcap.api_key else ""
-        header = "x-cg-pro-api-key" if "pro-api." in settings.marketcap.url else "x-cg-demo-api-key"
-        self.client = RestClient(
-            "coingecko",
-            settings.marketcap.url,
-            capacity=settings.marketcap.calls_per_minute,
-            period=60.0,
-            max_attempts=3,
-            max_wait_s=settings.ingest.rest_max_wait_s,
-            headers={header: key} if key else None,
-            sleep=sleep,
-        )
+        self.client = coingecko_client(settings, sleep)
         self.budget = MonthlyBudget(settings.marketcap.calls_per_month, budget_path, clock)
         self.cache: dict[str | None, tuple[float, Figure]] = {}  # None: the total market
         self.published: dict[str | None, Figure] = {}
@@ -295,4 +339,11 @@ async def last_stored_caps(store: Any) -> dict[str, int]:
     return {symbol: int(ms) for symbol, ms in rows}
 
 
-__all__ = ["BudgetExhausted", "MarketCapPoller", "MonthlyBudget", "RestError", "last_stored_caps"]
+__all__ = [
+    "BudgetExhausted",
+    "MarketCapPoller",
+    "MonthlyBudget",
+    "RestError",
+    "last_stored_caps",
+    "market_cap_ranking",
+]

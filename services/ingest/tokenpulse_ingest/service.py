@@ -66,13 +66,13 @@ from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, U
 
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
+from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
-from tokenpulse_ingest.venues.registry import build_connectors, fetch_listings, with_listings
-from tokenpulse_ingest.venues.spec import Listings
+from tokenpulse_ingest.venues.registry import build_connectors
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class IngestService:
         self.universe = UniverseFollower()
         self.publisher: UniversePublisher | None = None
         self._universe_stamp: tuple[float, int] | None = None  # the file's (mtime, size) when last published
-        self.listings: dict[str, Listings] = {}  # what the feed exchanges listed when last asked
+        self.discovery = Discovery()  # what the listing endpoints and the top-N figures said when last asked
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -423,7 +423,7 @@ class IngestService:
         await self._publish_universe(ctx, first=True)
         if ctx.settings.runtime.universe is not None and ctx.settings.ingest.universe_refresh_s > 0:
             self._tasks.append(asyncio.create_task(self._refresh_universe(ctx), name="ingest-universe"))
-        if ctx.settings.ingest.universe_discovery and ctx.settings.ingest.live_feed in ("auto", "live"):
+        if Discovery.wanted(ctx.settings):
             self._tasks.append(asyncio.create_task(self._discover(ctx), name="ingest-universe-discovery"))
         self._tasks.append(asyncio.create_task(self._clock(), name="ingest-clock"))
         if ctx.settings.ingest.rest_backfill_exchange:
@@ -617,7 +617,7 @@ class IngestService:
         """Publish the configured universe's changes; at start also wait until the topic gave it back."""
         stamp = self._file_stamp(ctx)
         try:
-            tokens = with_listings(configured(ctx.settings), self.listings)
+            tokens = self.discovery.universe(ctx.settings)
         except UniverseError:
             if first:
                 raise  # a broken universe at start is a configuration error
@@ -643,14 +643,13 @@ class IngestService:
                     log.exception("universe: publishing a change failed; trying again at the next refresh")
 
     async def _discover(self, ctx: Context) -> None:
-        """Check the universe's pairs against the exchanges' listings, now and every UNIVERSE_DISCOVERY_S."""
+        """Check the universe's pairs against the exchanges' listings and re-cut its top N, now and every
+        UNIVERSE_DISCOVERY_S."""
         while True:
             try:
-                found = await fetch_listings(ctx.settings)
-                if found:
-                    self.listings = {**self.listings, **found}
+                if await self.discovery.refresh(ctx.settings):
                     await self._publish_universe(ctx)
-                ctx.status["universe_listings"] = ", ".join(sorted(found)) or "no exchange answered"
+                ctx.status["universe_listings"] = self.discovery.said
             except Exception:
                 log.exception("universe: discovery failed; trying again at the next round")
             await asyncio.sleep(ctx.settings.ingest.universe_discovery_s)

@@ -15,7 +15,7 @@ USDT. Limits: a request weight budget per minute, and the ``X-MBX-USED-WEIGHT-1M
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
@@ -25,7 +25,17 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, Sleep
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, kept, number
-from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
+from tokenpulse_ingest.venues.spec import (
+    MAX_LISTED,
+    Listings,
+    PairNaming,
+    Venue,
+    Volumes,
+    by_base,
+    strict,
+    strict_rows,
+    volume,
+)
 
 
 class _Data(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles, so the GC need not track it
@@ -142,18 +152,39 @@ def rest_client(section: BinanceSettings, max_wait_s: float, sleep: Sleep | None
 LISTING_QUOTES = ("USDT", "USDC", "FDUSD", "USD")
 
 
+class _Symbol(msgspec.Struct, gc=False):
+    symbol: str
+    status: str
+    baseAsset: str
+    quoteAsset: str
+
+
+class _ExchangeInfo(msgspec.Struct, gc=False):
+    symbols: Annotated[list[_Symbol], msgspec.Meta(max_length=MAX_LISTED)]
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    symbol: str
+    quoteVolume: float
+
+
 async def listings(client: RestClient) -> Listings:
     """``GET /api/v3/exchangeInfo`` (weight 20): the spot pairs whose ``status`` is ``TRADING`` now."""
-    info = await client.get("/api/v3/exchangeInfo", weight=20)
-    rows = info.get("symbols", []) if isinstance(info, dict) else []
-    trading = (r for r in rows if isinstance(r, dict) and r.get("status") == "TRADING")
-    return by_base(
-        ((str(r.get("baseAsset")), str(r.get("quoteAsset")), str(r.get("symbol"))) for r in trading), LISTING_QUOTES
-    )
+    body = await client.get("/api/v3/exchangeInfo", {"showPermissionSets": "false"}, weight=20)
+    info = strict(body, _ExchangeInfo, "binance exchangeInfo")
+    trading = (r for r in info.symbols if r.status == "TRADING")
+    return by_base(((r.baseAsset, r.quoteAsset, r.symbol) for r in trading), LISTING_QUOTES)
+
+
+async def volumes(client: RestClient) -> Volumes:
+    """``GET /api/v3/ticker/24hr?type=MINI`` (every pair, weight 80): ``quoteVolume`` per pair."""
+    body = await client.get("/api/v3/ticker/24hr", {"type": "MINI"}, weight=80)
+    rows = strict_rows(body, _Ticker, "binance ticker/24hr")
+    return {r.symbol: volume(r.quoteVolume, "binance ticker/24hr") for r in rows}
 
 
 VENUE = Venue(
     "binance", connector=BinanceConnector, candles=BinanceCandles, rest_client=rest_client,
-    section=lambda s: s.binance, listings=listings,
+    section=lambda s: s.binance, listings=listings, volumes=volumes,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|FDUSD|TUSD|BUSD|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

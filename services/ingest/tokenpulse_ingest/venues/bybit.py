@@ -21,7 +21,7 @@ Docs: https://bybit-exchange.github.io/docs/v5/market/kline
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
@@ -31,7 +31,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
 
 ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
 
@@ -142,8 +142,49 @@ def rest_client(section: BybitSettings, max_wait_s: float, sleep: Sleep | None) 
     return per_second_client("bybit", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
+LISTING_QUOTES = ("USDT", "USDC")
+R = TypeVar("R")
+
+
+class _Instrument(msgspec.Struct, gc=False):
+    symbol: str
+    baseCoin: str
+    quoteCoin: str
+    status: str
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    symbol: str
+    turnover24h: float  # the quote currency's volume
+
+
+class _Page(msgspec.Struct, Generic[R], gc=False):
+    rows: Annotated[list[R], msgspec.Meta(max_length=MAX_LISTED)] = msgspec.field(name="list")
+
+
+class _Answer(msgspec.Struct, Generic[R], gc=False):
+    result: _Page[R]
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /v5/market/instruments-info?category=spot`` (spot answers in one page): the pairs whose ``status``
+    is ``Trading``. Docs: https://bybit-exchange.github.io/docs/v5/market/instrument"""
+    body = await client.get("/v5/market/instruments-info", {"category": "spot"})
+    rows = strict(body, _Answer[_Instrument], "bybit instruments-info").result.rows
+    trading = (r for r in rows if r.status == "Trading")
+    return by_base(((r.baseCoin, r.quoteCoin, r.symbol) for r in trading), LISTING_QUOTES)
+
+
+async def volumes(client: RestClient) -> Volumes:
+    """``GET /v5/market/tickers?category=spot``: ``turnover24h`` (quote currency) per pair.
+    Docs: https://bybit-exchange.github.io/docs/v5/market/tickers"""
+    body = await client.get("/v5/market/tickers", {"category": "spot"})
+    rows = strict(body, _Answer[_Ticker], "bybit tickers").result.rows
+    return {r.symbol: volume(r.turnover24h, "bybit tickers") for r in rows}
+
+
 VENUE = Venue(
     "bybit", connector=BybitConnector, candles=BybitCandles, rest_client=rest_client,
-    section=lambda s: s.bybit,
+    section=lambda s: s.bybit, listings=listings, volumes=volumes,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|USDE|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -37,7 +37,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import CallStats, RestClient, RestError, Sleep
 from tokenpulse_ingest.venues.connector import RECONNECTS, BadMessage, Connector
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
-from tokenpulse_ingest.venues.spec import AnyVenue, PairNaming, Venue
+from tokenpulse_ingest.venues.spec import AnyVenue, ListingError, Listings, PairNaming, Venue, by_base
 
 log = logging.getLogger("tokenpulse_ingest.venues")
 PREFIX = "ccxt:"
@@ -243,6 +243,28 @@ def _bar(r: list[Any], name: str) -> Bar:
     return Bar(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), name)
 
 
+LISTING_QUOTES = ("USDT", "USD", "USDC")
+
+
+async def listings(client: RestClient) -> Listings:
+    """ccxt's ``load_markets()`` (the exchange's own listing endpoints, read and unified by ccxt): the spot
+    markets ccxt does not mark inactive, by ccxt's unified base and symbol (``BTC/USDT``)."""
+    exchange = cast(CcxtRest, client).exchange
+    try:
+        markets = await exchange.load_markets()
+    except Exception as exc:
+        raise RestError(f"{exchange.id} load_markets: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    if not isinstance(markets, dict):
+        raise ListingError(f"{exchange.id} load_markets: not a table of markets")
+    rows = [
+        (m["base"], m["quote"], m["symbol"])
+        for m in markets.values()
+        if isinstance(m, dict) and m.get("spot") is True and m.get("active") is not False
+        and all(isinstance(m.get(k), str) for k in ("base", "quote", "symbol"))
+    ]  # fmt: skip
+    return by_base(rows, LISTING_QUOTES)
+
+
 @cache
 def venue_for(name: str) -> AnyVenue:
     """The venue ``ccxt:<id>``; an id ccxt does not know is a configuration error."""
@@ -265,4 +287,5 @@ def venue_for(name: str) -> AnyVenue:
     return Venue(
         name, connector=connector, candles=candles, rest_client=rest_client, section=lambda s: s.ccxt,
         pairs=PairNaming("{symbol}/USDT", r"^[A-Z0-9]+/([A-Z0-9]+)(?::[A-Z0-9]+)?$"), options=options,
+        listings=listings,
     )  # fmt: skip

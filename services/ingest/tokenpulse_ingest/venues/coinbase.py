@@ -35,7 +35,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, strict_rows
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -163,16 +163,20 @@ def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | Non
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 
 
+class _Product(msgspec.Struct, gc=False):
+    id: str
+    base_currency: str
+    quote_currency: str
+    status: str
+    trading_disabled: bool = False
+
+
 async def listings(client: RestClient) -> Listings:
     """``GET /products``: the products ``online`` and not ``trading_disabled``."""
-    rows = await client.get("/products")
-    online = (
-        r for r in (rows if isinstance(rows, list) else [])
-        if isinstance(r, dict) and r.get("status") == "online" and not r.get("trading_disabled")
-    )  # fmt: skip
-    return by_base(
-        ((str(r.get("base_currency")), str(r.get("quote_currency")), str(r.get("id"))) for r in online), LISTING_QUOTES
-    )
+    body = await client.get("/products")
+    rows = strict_rows(body, _Product, "coinbase products")
+    online = (r for r in rows if r.status == "online" and not r.trading_disabled)
+    return by_base(((r.base_currency, r.quote_currency, r.id) for r in online), LISTING_QUOTES)
 
 
 VENUE = Venue(

@@ -25,7 +25,7 @@ Docs: https://docs.cdp.coinbase.com/advanced-trade/reference/retailbrokerageapi_
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
@@ -35,7 +35,17 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of, utc
 from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, answer_rows, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import (
+    MAX_LISTED,
+    ListingError,
+    Listings,
+    PairNaming,
+    Venue,
+    Volumes,
+    by_base,
+    strict,
+    volume,
+)
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
@@ -157,8 +167,53 @@ def rest_client(section: CoinbaseAdvancedSettings, max_wait_s: float, sleep: Sle
     return per_second_client("coinbase_advanced", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep)
 
 
+LISTING_QUOTES = ("USD", "USDT", "USDC")
+
+
+class _Product(msgspec.Struct, gc=False):
+    product_id: str
+    base_currency_id: str
+    quote_currency_id: str
+    status: str
+    product_type: str
+    trading_disabled: bool = False
+    is_disabled: bool = False
+    approximate_quote_24h_volume: str = ""  # a decimal string, empty where Coinbase has no figure
+
+
+class _Products(msgspec.Struct, gc=False):
+    products: Annotated[list[_Product], msgspec.Meta(max_length=MAX_LISTED)]
+
+
+async def _products(client: RestClient) -> list[_Product]:
+    body = await client.get("/market/products", {"product_type": "SPOT"})
+    rows = strict(body, _Products, "coinbase_advanced products").products
+    return [r for r in rows if r.product_type == "SPOT" and r.status == "online" and not r.trading_disabled
+            and not r.is_disabled]  # fmt: skip
+
+
+async def listings(client: RestClient) -> Listings:
+    """Public ``GET /api/v3/brokerage/market/products?product_type=SPOT``: the spot products ``online`` and
+    neither ``trading_disabled`` nor ``is_disabled``.
+    Docs: https://docs.cdp.coinbase.com/advanced-trade/reference/retailbrokerageapi_getpublicproducts"""
+    rows = await _products(client)
+    return by_base(((r.base_currency_id, r.quote_currency_id, r.product_id) for r in rows), LISTING_QUOTES)
+
+
+async def volumes(client: RestClient) -> Volumes:
+    """The same answer's ``approximate_quote_24h_volume`` (Coinbase has no separate ticker list)."""
+    out: Volumes = {}
+    for r in await _products(client):
+        try:
+            quoted = float(r.approximate_quote_24h_volume or 0)
+        except ValueError:
+            raise ListingError(f"coinbase_advanced products: volume {r.approximate_quote_24h_volume!r}") from None
+        out[r.product_id] = volume(quoted, "coinbase_advanced products")
+    return out
+
+
 VENUE = Venue(
     "coinbase_advanced", connector=CoinbaseAdvancedConnector, candles=CoinbaseAdvancedCandles,
-    rest_client=rest_client, section=lambda s: s.coinbase_advanced,
+    rest_client=rest_client, listings=listings, volumes=volumes, section=lambda s: s.coinbase_advanced,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

@@ -25,7 +25,7 @@ candle). Rows ``[time_s, o, h, l, c, vwap, volume, count]``. Errors come as HTTP
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
@@ -44,7 +44,7 @@ from tokenpulse_ingest.venues.connector import (
     utc,
 )
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
-from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, strict
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -264,17 +264,24 @@ LISTING_QUOTES = ("USD", "USDT", "USDC")
 _OURS = {v1: ours for ours, v1 in V1_ALIASES.items()}
 
 
+class _AssetPair(msgspec.Struct, gc=False):
+    wsname: str | None = None  # absent on pairs without a WebSocket feed (dark pools)
+    status: str = "online"
+
+
+class _AssetPairs(msgspec.Struct, gc=False):
+    result: Annotated[dict[str, _AssetPair], msgspec.Meta(max_length=MAX_LISTED)]
+
+
 async def listings(client: RestClient) -> Listings:
     """``GET /0/public/AssetPairs``: the pairs ``online`` (no status: online), by their WebSocket name, with
     Kraken's XBT/XDG read as BTC/DOGE (the v2 names the feed uses)."""
-    body = await client.get("/0/public/AssetPairs")
-    pairs = body.get("result", {}) if isinstance(body, dict) else {}
+    body = strict(await client.get("/0/public/AssetPairs"), _AssetPairs, "kraken AssetPairs")
     rows = []
-    for info in pairs.values() if isinstance(pairs, dict) else []:
-        wsname = info.get("wsname") if isinstance(info, dict) else None
-        if not isinstance(wsname, str) or "/" not in wsname or info.get("status", "online") != "online":
+    for info in body.result.values():
+        if info.wsname is None or "/" not in info.wsname or info.status != "online":
             continue
-        base, quote = (_OURS.get(part, part) for part in wsname.split("/", 1))
+        base, quote = (_OURS.get(part, part) for part in info.wsname.split("/", 1))
         rows.append((base, quote, f"{base}/{quote}"))
     return by_base(rows, LISTING_QUOTES)
 

@@ -20,7 +20,7 @@ Errors come as ``{"code": "<non-zero>", "msg"}`` (``50011``: rate limit). Quote 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side, TickEvent
@@ -30,7 +30,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import PairNaming, Venue
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
@@ -147,8 +147,48 @@ def rest_client(section: OkxSettings, max_wait_s: float, sleep: Sleep | None) ->
     return per_second_client("okx", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
+LISTING_QUOTES = ("USDT", "USDC", "USD")
+
+
+class _Instrument(msgspec.Struct, gc=False):
+    instType: str
+    instId: str
+    baseCcy: str
+    quoteCcy: str
+    state: str
+
+
+class _Instruments(msgspec.Struct, gc=False):
+    data: Annotated[list[_Instrument], msgspec.Meta(max_length=MAX_LISTED)]
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    instId: str
+    volCcy24h: float  # spot: the quote currency's volume
+
+
+class _Tickers(msgspec.Struct, gc=False):
+    data: Annotated[list[_Ticker], msgspec.Meta(max_length=MAX_LISTED)]
+
+
+async def listings(client: RestClient) -> Listings:
+    """``GET /api/v5/public/instruments?instType=SPOT``: the spot instruments whose ``state`` is ``live``
+    (not ``suspend``, ``preopen`` or ``test``). Docs: https://www.okx.com/docs-v5/en/#public-data-rest-api-get-instruments"""
+    body = await client.get("/api/v5/public/instruments", {"instType": "SPOT"})
+    rows = strict(body, _Instruments, "okx instruments").data
+    live = (r for r in rows if r.instType == "SPOT" and r.state == "live")
+    return by_base(((r.baseCcy, r.quoteCcy, r.instId) for r in live), LISTING_QUOTES)
+
+
+async def volumes(client: RestClient) -> Volumes:
+    """``GET /api/v5/market/tickers?instType=SPOT``: ``volCcy24h`` (quote currency) per instrument.
+    Docs: https://www.okx.com/docs-v5/en/#order-book-trading-market-data-get-tickers"""
+    body = await client.get("/api/v5/market/tickers", {"instType": "SPOT"})
+    return {r.instId: volume(r.volCcy24h, "okx tickers") for r in strict(body, _Tickers, "okx tickers").data}
+
+
 VENUE = Venue(
-    "okx", connector=OkxConnector, candles=OkxCandles, rest_client=rest_client,
+    "okx", connector=OkxConnector, candles=OkxCandles, rest_client=rest_client, listings=listings, volumes=volumes,
     section=lambda s: s.okx,
     pairs=PairNaming("{symbol}-USDT", r"^[A-Z0-9]+-(USDT|USDC|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.universe import Token, configured
 
+from tokenpulse_ingest.rest.client import RestClient
 from tokenpulse_ingest.venues import binance, bybit, ccxt_venue, coinbase, coinbase_advanced, kraken, okx
 from tokenpulse_ingest.venues.connector import Connector, GapHook, Pair, TickSink
-from tokenpulse_ingest.venues.spec import AnyVenue, Listings, feed_pair_overrides
+from tokenpulse_ingest.venues.spec import AnyVenue, ListingError, Listings, Volumes, feed_pair_overrides
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VENUES: dict[str, AnyVenue] = {
     binance.VENUE.name: binance.VENUE,
@@ -121,23 +123,75 @@ def build_connectors(
     ]
 
 
+def _listing_venues(settings: Settings) -> list[AnyVenue]:
+    """The feed exchanges with a listing endpoint (every native venue, and ccxt's through load_markets)."""
+    specs = []
+    for name in settings.ingest.feed_exchanges:
+        try:
+            spec = venue(name)
+        except ValueError:
+            continue  # an unknown name is reported where the feeds are built
+        if spec.listings is not None:
+            specs.append(spec)
+    return specs
+
+
+async def _ask(spec: AnyVenue, settings: Settings, fetch: Callable[[RestClient], Awaitable[T]], timeout_s: float) -> T:
+    client = spec.rest_client(spec.section(settings), settings.ingest.rest_max_wait_s, None)
+    try:
+        return await asyncio.wait_for(fetch(client), timeout_s)
+    finally:
+        await client.aclose()
+
+
 async def fetch_listings(settings: Settings, timeout_s: float = 15.0) -> dict[str, Listings]:
-    """What each feed exchange lists now (its listing endpoint), for those that answer within ``timeout_s``."""
+    """What each feed exchange lists now (its listing endpoint), for those that answer within ``timeout_s``
+    in their documented shape; any other answer is left out whole, so that venue keeps its previous pairs."""
 
     async def one(spec: AnyVenue) -> Listings | None:
         assert spec.listings is not None
-        client = spec.rest_client(spec.section(settings), settings.ingest.rest_max_wait_s, None)
         try:
-            return await asyncio.wait_for(spec.listings(client), timeout_s)
-        except Exception as exc:  # unreachable, refused, malformed: the universe keeps the file's pairs there
+            listed = await _ask(spec, settings, spec.listings, timeout_s)
+        except ListingError as exc:
+            log.warning("universe: %s listing refused, none of it applied (%s); keeping its pairs", spec.name, exc)
+            return None
+        except Exception as exc:  # unreachable, refused, timed out: the universe keeps the file's pairs there
             log.warning("universe: %s listings not read (%s); keeping the configured pairs there", spec.name, exc)
             return None
-        finally:
-            await client.aclose()
+        if not listed:  # an empty answer would delist every pair there: not believed
+            log.warning("universe: %s lists no dollar pair; answer ignored, keeping its pairs", spec.name)
+            return None
+        return listed
 
-    specs = [VENUES[n] for n in settings.ingest.feed_exchanges if n in VENUES and VENUES[n].listings is not None]
+    specs = _listing_venues(settings)
     found = await asyncio.gather(*(one(spec) for spec in specs))
     return {spec.name: listed for spec, listed in zip(specs, found, strict=True) if listed}
+
+
+async def fetch_volumes(
+    settings: Settings, listings: dict[str, Listings], timeout_s: float = 15.0
+) -> dict[str, float] | None:
+    """Each token's 24-hour volume in dollars, summed over its listed dollar pairs on every venue with a ticker
+    endpoint that answers (its ``volumes``); None when none of them answers."""
+
+    async def one(spec: AnyVenue) -> Volumes | None:
+        assert spec.volumes is not None
+        try:
+            return await _ask(spec, settings, spec.volumes, timeout_s)
+        except Exception as exc:  # unreachable or out of shape: that venue's volume is left out of the sums
+            log.warning("universe: %s 24h volumes not read (%s); left out of the ranking", spec.name, exc)
+            return None
+
+    specs = [venue(name) for name in listings if venue(name).volumes is not None]
+    answers = await asyncio.gather(*(one(spec) for spec in specs))
+    if all(a is None for a in answers):
+        return None
+    totals: dict[str, float] = {}
+    for spec, volumes in zip(specs, answers, strict=True):
+        for symbol, pairs in listings[spec.name].items():
+            if volumes is not None:
+                totals[symbol] = totals.get(symbol, 0.0) + sum(volumes.get(pair, 0.0) for pair in pairs)
+    return totals
 
 
 def with_listings(tokens: Sequence[Token], listings: dict[str, Listings]) -> list[Token]:
@@ -148,7 +202,7 @@ def with_listings(tokens: Sequence[Token], listings: dict[str, Listings]) -> lis
     for token in tokens:
         pairs = dict(token.pairs)
         for name, listed in listings.items():
-            spec = VENUES[name]
+            spec = venue(name)
             current = pairs.get(name)
             offered = listed.get(token.symbol, [])
             if current is not None and spec.pairs.canonical(current) in offered:

@@ -7,11 +7,13 @@ find a venue there by name, never by building attribute names.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
+import msgspec
 from tokenpulse_shared.events import SYMBOL_PATTERN
 from tokenpulse_shared.settings import Settings, VenueSettings
 
@@ -25,6 +27,40 @@ RestClientFactory = Callable[[S, float, "Sleep | None"], RestClient]  # (section
 Listings = dict[str, list[str]]
 """a venue's pairs trading now against a dollar quote, by our symbol of the base asset, the preferred quote first"""
 ListingsFetch = Callable[[RestClient], Awaitable[Listings]]
+Volumes = dict[str, float]
+"""a venue's 24-hour traded volume in its quote currency (dollars for a dollar quote), by pair"""
+VolumesFetch = Callable[[RestClient], Awaitable[Volumes]]
+MAX_LISTED = 100_000
+"""rows a listing or ticker answer may hold (the largest venue lists a few thousand): more is refused whole"""
+T = TypeVar("T")
+
+
+class ListingError(ValueError):
+    """A listing or ticker answer not in the venue's documented shape: refused whole, never half-applied."""
+
+
+def strict(body: Any, shape: type[T], where: str) -> T:
+    """``body`` (decoded JSON) as ``shape`` (msgspec Structs; numbers may come quoted, as the venues send
+    them), or ListingError naming the first field out of shape."""
+    try:
+        return msgspec.convert(body, shape, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ListingError(f"{where}: {exc}") from None
+
+
+def strict_rows(body: Any, row: type[T], where: str) -> list[T]:
+    """``body`` as a list of at most :data:`MAX_LISTED` ``row``, as :func:`strict` does."""
+    try:
+        return msgspec.convert(body, Annotated[list[row], msgspec.Meta(max_length=MAX_LISTED)], strict=False)  # type: ignore[valid-type]
+    except msgspec.ValidationError as exc:
+        raise ListingError(f"{where}: {exc}") from None
+
+
+def volume(value: float, where: str) -> float:
+    """A 24-hour volume: finite and not negative, else the answer is out of shape."""
+    if not math.isfinite(value) or value < 0:
+        raise ListingError(f"{where}: volume {value!r} is not a finite non-negative number")
+    return value
 
 
 def by_base(pairs: Iterable[tuple[str, str, str]], quotes: tuple[str, ...]) -> Listings:
@@ -82,6 +118,8 @@ class Venue(Generic[S]):
     # the connector's own keyword arguments from the settings (ccxt: poll period, watch or poll)
     options: Callable[[Settings], dict[str, Any]] | None = None
     listings: ListingsFetch | None = None
+    volumes: VolumesFetch | None = None
+    """the venue's 24-hour volumes per pair (its ticker endpoint), for TOKENPULSE_UNIVERSE_RANK_BY=quote_volume"""
 
     @property
     def not_listed(self) -> frozenset[str]:
