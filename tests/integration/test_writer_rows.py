@@ -3,6 +3,7 @@ as the batches' rows converted to v1 events give (real chDB engine)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,3 +105,22 @@ async def test_the_hooks_hear_the_series_stored(store: Store) -> None:
         ("indicators", {("BTC", "1m"), ("ETH", "1d")}),
         ("ticks", set()),
     ]
+
+
+async def test_on_a_broker_a_table_gets_one_insert_per_interval(store: Store) -> None:
+    writer = StoreWriter(store, insert_every_s=0.4)
+    inserted: list[tuple[str, float]] = []
+    real_insert = store.insert
+
+    async def timed_insert(table: str, *args: Any, **kwargs: Any) -> None:
+        await real_insert(table, *args, **kwargs)
+        inserted.append((table, time.monotonic()))
+
+    store.insert = timed_insert  # type: ignore[method-assign]
+    rows = batches()
+    await writer.write_rows(TABLES["ticks"], [rows["ticks"]])
+    await writer.write_rows(TABLES["prices"], [rows["prices"]])  # another table: not held back
+    await writer.write_rows(TABLES["ticks"], [rows["ticks"]])
+    (t1, at1), (t2, at2), (t3, at3) = inserted
+    assert (t1, t2, t3) == ("ticks", "prices", "ticks")
+    assert at2 - at1 < 0.4 <= at3 - at1

@@ -10,7 +10,9 @@ carries a deduplication token from the event ids, so redelivery is harmless.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -259,11 +261,18 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
+INSERT_EVERY_S = 0.5
+"""on a broker, a table gets at most one insert this often: a chDB insert costs milliseconds of CPU whatever its
+size, and the consumer fetches what arrived meanwhile, so the next insert holds it all"""
+
+
 class StoreWriter:
     name = "writer"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, insert_every_s: float = 0.0) -> None:
         self.store = store
+        self.insert_every_s = insert_every_s
+        self._inserted_at: dict[str, float] = {}
         self.written: dict[str, int] = dict.fromkeys(TABLES, 0)
         # called with (table, series) once a batch is in the store: the gateway's page cache drops the
         # pages of those series then (dropping them when the events arrive on the bus is not enough:
@@ -271,6 +280,8 @@ class StoreWriter:
         self.on_stored: list[Callable[[str, Series], None]] = []
 
     def register(self, ctx: Context) -> None:
+        if not ctx.embedded:  # the in-process bus hands over what queued already: pacing would only slow it
+            self.insert_every_s = self.insert_every_s or INSERT_EVERY_S
         for spec in TABLES.values():
             # a batch redelivered after a rebalance comes with other boundaries, so another deduplication
             # token: finishing (and committing) it before giving up the partitions keeps it stored once
@@ -311,10 +322,15 @@ class StoreWriter:
         await self._insert(spec, columns, ids, series)
 
     async def _insert(self, spec: TableSpec, columns: list[list[Any]], ids: list[str], series: Series) -> None:
+        # the consumer's topics are handled one after the other: waiting here lets every topic's rows gather
+        wait = self._inserted_at.get(spec.table, float("-inf")) + self.insert_every_s - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         try:
             await self.store.insert(spec.table, columns, spec.columns, dedup=dedup_token(ids))
         except StoreUnavailable as exc:
             raise TransientError(str(exc)) from exc
+        self._inserted_at[spec.table] = time.monotonic()
         self.written[spec.table] += len(ids)
         for hook in self.on_stored:
             hook(spec.table, series)
