@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import Phase, given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from tokenpulse_alerts.rules import RuleBook, firing_event_id, firing_id
 from tokenpulse_alerts.service import AlertsService
+from tokenpulse_shared.batches import PriceBatch, epoch_us, from_epoch_us
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.channels import sign, validate_channel, webhook_secret
 from tokenpulse_shared.events import (
@@ -407,3 +410,50 @@ def test_a_stored_rule_that_cannot_be_read_is_described_not_raised() -> None:
         assert isinstance(got, UnreadableRule) and words in got.reason, got
         assert (got.rule_id, got.owner, got.symbol, got.created_at, got.payload) == ("r-old", "k1", "BTC", T0, text)
         assert got.raw().key == "r-old" and got.raw().value == text.encode()
+
+
+async def _firings(conds: list[dict], batch: PriceBatch, as_rows: bool) -> list[tuple[Any, ...]]:
+    bus = InMemoryBus()
+    fired: list[AlertFiredEvent] = []
+
+    async def sink(events: list[Event]) -> None:
+        fired.extend(events)  # type: ignore[arg-type]
+
+    service = AlertsService()
+    ctx = Context(settings=Settings(), bus=bus)
+    service.register(ctx)
+    bus.subscribe(ALERTS, "test", sink)
+    await bus.start()
+    await service.start(ctx)
+    await service.on_rules([rule(f"r{i}", c, symbol=("BTC", "ETH")[i % 2]) for i, c in enumerate(conds)])
+    if as_rows:
+        await service.on_price_rows([batch])
+    else:
+        await service.on_prices(batch.to_events())
+    await bus.drain()
+    await service.stop()
+    await bus.stop()
+    return [(f.event_id, f.firing_id, f.trigger_event_id, f.ts, f.price, f.message) for f in fired]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    conds=st.lists(CONDITIONS, min_size=1, max_size=8),
+    steps=st.lists(
+        st.tuples(st.booleans(), st.floats(-0.03, 0.03), st.integers(0, 9 * 10**7)), min_size=1, max_size=60
+    ),
+)
+def test_price_rows_fire_exactly_as_their_v1_events(conds: list[dict], steps: list[tuple[bool, float, int]]) -> None:
+    """A v2 price batch evaluated from its columns fires the same firings (ids, triggers, times, prices) as
+    its rows converted to v1 events: a firing's identity does not depend on the form its trigger came in."""
+    level = {"BTC": 100.0, "ETH": 100.0}
+    ts_us = epoch_us(T0) + 123_457
+    events = []
+    for eth, step, gap_us in steps:
+        symbol = "ETH" if eth else "BTC"
+        prev = level[symbol]
+        level[symbol] = prev * (1 + step)
+        ts_us += gap_us
+        events.append(PriceEvent(symbol=symbol, ts=from_epoch_us(ts_us), price=level[symbol], prev_price=prev))
+    batch = PriceBatch.from_events(events)
+    assert asyncio.run(_firings(conds, batch, as_rows=True)) == asyncio.run(_firings(conds, batch, as_rows=False))

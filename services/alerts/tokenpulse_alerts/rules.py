@@ -154,6 +154,25 @@ class Hit:
     detail: str
 
 
+class _Trigger:
+    """The event a rule fires on: its time and price, and its id, made once and only when asked for."""
+
+    __slots__ = ("_id", "_make_id", "price", "ts")
+
+    def __init__(self, make_id: Callable[[], str], ts: float = 0.0, price: float | None = None) -> None:
+        self._make_id, self._id = make_id, ""
+        self.ts, self.price = ts, price
+
+    @classmethod
+    def of(cls, event_id: str) -> _Trigger:
+        return cls(lambda: event_id)
+
+    def event_id(self) -> str:
+        if not self._id:
+            self._id = self._make_id()
+        return self._id
+
+
 class Levels:
     """Rule ids sorted by a number (a price level, a change threshold): two parallel lists and bisection.
     (sortedcontainers' ``irange_key`` cost three times as much per lookup; a token holds ~10^4 levels,
@@ -309,21 +328,26 @@ class RuleBook:
 
     # ---- events -------------------------------------------------------------------------------
     def on_price(self, ev: PriceEvent) -> list[Hit]:
-        sym = ev.symbol
+        return self.on_price_row(ev.symbol, ev.ts.timestamp(), ev.price, ev.prev_price, lambda: ev.event_id)
+
+    def on_price_row(
+        self, sym: str, ts: float, p1: float, prev_price: float | None, event_id: Callable[[], str]
+    ) -> list[Hit]:
+        """One price (``ts`` in epoch seconds); ``event_id`` gives the price's identity, asked for only when a
+        rule fires (a v2 row's id is a digest of its content, too costly to make for every row)."""
         st = self.token(sym)
-        ts = ev.ts.timestamp()
         if st.ts is not None and ts < st.ts:
             return []  # older than what this token's state already holds (redelivery, late copy)
         before = st.price
-        p0 = ev.prev_price if ev.prev_price is not None else before
-        p1 = ev.price
+        p0 = prev_price if prev_price is not None else before
         st.add_price(ts, p1)
+        trigger = _Trigger(event_id, ts, p1)
         hits: list[Hit] = []
         if p0 is not None and p1 != p0:
             if p1 > p0 and sym in self.above:  # levels in [p0, p1): price went from <= level to > level
-                hits += self._crossed(self.above[sym].between(p0, p1, True, False), ev, ts, partial(_above, p1))
+                hits += self._crossed(self.above[sym].between(p0, p1, True, False), trigger, partial(_above, p1))
             if p1 < p0 and sym in self.below:  # levels in (p1, p0]: from >= level to < level
-                hits += self._crossed(self.below[sym].between(p1, p0, False, True), ev, ts, partial(_below, p1))
+                hits += self._crossed(self.below[sym].between(p1, p0, False, True), trigger, partial(_below, p1))
         for window in CHANGE_WINDOWS_S:
             key = (sym, window)
             if key not in self.changes:
@@ -333,10 +357,10 @@ class RuleBook:
             if prev is None or cur is None or prev == cur:
                 continue
             if cur > prev and key in self.up:  # thresholds in (prev, cur]: change went from < v to >= v
-                hits += self._crossed(self.up[key].between(prev, cur, False, True), ev, ts, partial(_up, window, cur))
+                hits += self._crossed(self.up[key].between(prev, cur, False, True), trigger, partial(_up, window, cur))
             if cur < prev and key in self.down:  # -v in [cur, prev): change went from > -v to <= -v
                 falls = self.down[key].between(cur, prev, True, False)
-                hits += self._crossed(falls, ev, ts, partial(_down, window, cur))
+                hits += self._crossed(falls, trigger, partial(_down, window, cur))
         if sym in self.compound:
             if before is None:  # first price of the token: every combination reading prices is evaluated once
                 candidates: Iterable[str] = [r for r in self.compound[sym] if "price" in self.inputs[r]]
@@ -344,22 +368,22 @@ class RuleBook:
                 lo, hi = min(before, p1), max(before, p1)
                 crossed = {r for _, r in self.guards[sym].between(lo, hi, True, True)} if sym in self.guards else set()
                 candidates = crossed | set(self.every.get(sym, ()))
-            hits.extend(self._cooled(self._evaluate(sym, candidates, ev.event_id, ts, p1)))
+            hits.extend(self._cooled(self._evaluate(sym, candidates, trigger, ts, p1)))
         return hits
 
     def _crossed(
-        self, crossed: Iterable[tuple[float, str]], ev: PriceEvent, ts: float, reason: Callable[[float], str]
+        self, crossed: Iterable[tuple[float, str]], trigger: _Trigger, reason: Callable[[float], str]
     ) -> list[Hit]:
         """Hits of the rules whose level was crossed, past their cooldown: checked before a hit is built, as
         in a choppy market most crossings are inside it."""
         hits = []
-        rules, last_fired = self.rules, self.last_fired
+        rules, last_fired, ts = self.rules, self.last_fired, trigger.ts
         for level, rule_id in crossed:
             rule = rules[rule_id]
             last = last_fired.get(rule_id)
             if last is None or ts - last >= rule.cooldown_s:
                 last_fired[rule_id] = ts
-                hits.append(Hit(rule, ev.event_id, ts, ev.price, reason(level)))
+                hits.append(Hit(rule, trigger.event_id(), ts, trigger.price, reason(level)))
         return hits
 
     def on_grade(self, ev: GradeEvent) -> list[Hit]:
@@ -370,7 +394,7 @@ class RuleBook:
         if ev.investor_grade is not None:
             st.investor_delta = None if st.investor is None else ev.investor_grade - st.investor
             st.investor = ev.investor_grade
-        return self._cooled(self._compound(ev.symbol, "grade", ev.event_id, ev.ts.timestamp(), st.price))
+        return self._cooled(self._compound(ev.symbol, "grade", _Trigger.of(ev.event_id), ev.ts.timestamp(), st.price))
 
     def on_signal(self, ev: SignalEvent) -> list[Hit]:
         if ev.interval != "1d":
@@ -385,16 +409,16 @@ class RuleBook:
         for rule_id in self.compound.get(ev.symbol, {}):
             if "signal" in self.inputs[rule_id] and self.was.get(rule_id) is True:
                 self.was[rule_id] = False
-        return self._cooled(self._compound(ev.symbol, "signal", ev.event_id, ev.ts.timestamp(), st.price))
+        return self._cooled(self._compound(ev.symbol, "signal", _Trigger.of(ev.event_id), ev.ts.timestamp(), st.price))
 
-    def _compound(self, symbol: str, stream: str, event_id: str, ts: float, price: float | None) -> list[Hit]:
+    def _compound(self, symbol: str, stream: str, trigger: _Trigger, ts: float, price: float | None) -> list[Hit]:
         rules = self.compound.get(symbol)
         if not rules:
             return []
-        return self._evaluate(symbol, [r for r in rules if stream in self.inputs[r]], event_id, ts, price)
+        return self._evaluate(symbol, [r for r in rules if stream in self.inputs[r]], trigger, ts, price)
 
     def _evaluate(
-        self, symbol: str, rule_ids: Iterable[str], event_id: str, ts: float, price: float | None
+        self, symbol: str, rule_ids: Iterable[str], trigger: _Trigger, ts: float, price: float | None
     ) -> list[Hit]:
         st = self.tokens[symbol]
         hits = []
@@ -404,7 +428,7 @@ class RuleBook:
             before = self.was.get(rule_id)
             self.was[rule_id] = now
             if now is True and before is False:
-                hits.append(Hit(rule, event_id, ts, price, rule.condition.describe()))
+                hits.append(Hit(rule, trigger.event_id(), ts, price, rule.condition.describe()))
         return hits
 
     def _cooled(self, hits: list[Hit]) -> list[Hit]:

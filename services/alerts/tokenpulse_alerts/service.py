@@ -35,12 +35,14 @@ import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from opentelemetry import trace
 from pydantic import ValidationError
 from tokenpulse_shared import rule_table
-from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected, rows_as_events
+from tokenpulse_shared.batches import PriceBatch, price_row_id
+from tokenpulse_shared.bus import Bus, Delivery, RawMessage, Rejected
 from tokenpulse_shared.bus.base import dead_letter_for
 from tokenpulse_shared.events import (
     AlertChannel,
@@ -124,8 +126,8 @@ class AlertsService:
         # (replaying it whole through a broadcast too cost as much as the prices at 100,000 rules)
         ctx.bus.subscribe(ALERT_RULES, self.name, self.on_rules, delivery=Delivery.TAIL)
         ctx.bus.subscribe(PRICES, self.name, self.on_prices)
-        # a price row's event is its v1 event, id included: a firing's trigger_event_id is the same either way
-        ctx.bus.subscribe(PRICES_V2, self.name, rows_as_events(self.on_prices))
+        # a price row's id is its v1 event's: a firing's trigger_event_id is the same either way
+        ctx.bus.subscribe(PRICES_V2, self.name, self.on_price_rows)
         ctx.bus.subscribe(GRADES, self.name, self.on_grades)
         ctx.bus.subscribe(SIGNALS, self.name, self.on_signals)
         # what other replicas fire from now on (the past comes from read_log at start): after a
@@ -260,6 +262,21 @@ class AlertsService:
     async def on_prices(self, prices: list[PriceEvent]) -> None:
         hits = await self._hits(prices, self.book.on_price)
         self.evaluated += len(prices)
+        await self._fire(hits)
+
+    async def on_price_rows(self, batches: list[PriceBatch]) -> None:
+        """Prices of v2 batches, row by row from the columns (each row's ``prev_price`` decides its crossings):
+        no event object per row, and a row's id is made only for a row that fires a rule."""
+        await self.ready.wait()
+        on_row = self.book.on_price_row
+        hits: list[Hit] = []
+        for b in batches:
+            for sym, ts_us, price, sources, stale, prev in zip(
+                b.symbol, b.ts_us, b.price, b.sources, b.stale, b.prev_price, strict=True
+            ):
+                row_id = partial(price_row_id, sym, ts_us, price, sources, stale, prev)
+                hits.extend(on_row(sym, ts_us / 1_000_000, price, prev, row_id))
+            self.evaluated += len(b)
         await self._fire(hits)
 
     async def on_grades(self, grades: list[GradeEvent]) -> None:

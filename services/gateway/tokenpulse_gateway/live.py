@@ -22,18 +22,18 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext
-from tokenpulse_shared.bus import Delivery, rows_as_events
+from tokenpulse_shared.batches import CandleBatch, IndicatorBatch, PriceBatch
+from tokenpulse_shared.bus import Delivery
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     CandleEvent,
-    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
@@ -212,7 +212,7 @@ class LiveState:
         ctx.bus.subscribe(MARKETCAPS, group, self.on_marketcaps, delivery=Delivery.TAIL)
         # every replica follows the busy streams from its start (the store covers what came before) ...
         ctx.bus.subscribe(PRICES, group, self.on_prices, delivery=Delivery.TAIL)
-        ctx.bus.subscribe(PRICES_V2, group, rows_as_events(self.on_prices), delivery=Delivery.TAIL)
+        ctx.bus.subscribe(PRICES_V2, group, self.on_price_rows, delivery=Delivery.TAIL)
         ctx.bus.subscribe(SIGNALS, group, self.on_signals, delivery=Delivery.TAIL)
         ctx.bus.subscribe(ALERTS, group, self.on_alerts, delivery=Delivery.TAIL)
         # ... and reads the small ones whole (predictions are kept only here)
@@ -222,8 +222,8 @@ class LiveState:
         if pages is not None:  # a new candle (or indicator) makes the cached history pages of its series stale
             ctx.bus.subscribe(CANDLES, group, self.on_candles, delivery=Delivery.TAIL)
             ctx.bus.subscribe(INDICATORS, group, self.on_indicators, delivery=Delivery.TAIL)
-            ctx.bus.subscribe(CANDLES_V2, group, rows_as_events(self.on_candles), delivery=Delivery.TAIL)
-            ctx.bus.subscribe(INDICATORS_V2, group, rows_as_events(self.on_indicators), delivery=Delivery.TAIL)
+            ctx.bus.subscribe(CANDLES_V2, group, self.on_series_rows("candles"), delivery=Delivery.TAIL)
+            ctx.bus.subscribe(INDICATORS_V2, group, self.on_series_rows("indicators"), delivery=Delivery.TAIL)
 
     def _row(self, symbol: str) -> dict[str, Any]:
         row = self.tokens.get(symbol)
@@ -273,13 +273,32 @@ class LiveState:
         self.version += 1
         fresh_after = _now_ms() - FRESH_MS
         for e in events:
-            ts = _ms(e.ts)
-            row = self._row(e.symbol)
-            if row["_at_ms"] is None or ts >= row["_at_ms"]:
-                row["price"], row["_at_ms"] = e.price, ts
-                row["sources"], row["stale"] = list(e.sources), e.stale
-            if ts >= fresh_after:
-                self.hub.publish("price", e.symbol, {"symbol": e.symbol, "price": e.price, "ts": iso(ts)})
+            self._apply_price(e.symbol, _ms(e.ts), e.price, e.sources, e.stale, fresh_after)
+
+    async def on_price_rows(self, batches: list[PriceBatch]) -> None:
+        """Prices of v2 batches: only each token's newest row of the batches counts (the list and the
+        stream show a token's latest price; the rows before it in the same batches are history)."""
+        newest: dict[str, tuple[int, float, list[str], bool]] = {}
+        for b in batches:
+            rows = zip(b.symbol, b.ts_us, b.price, b.sources, b.stale, strict=True)
+            for symbol, ts_us, price, sources, stale in rows:
+                held = newest.get(symbol)
+                if held is None or ts_us >= held[0]:
+                    newest[symbol] = (ts_us, price, sources, stale)
+        self.version += 1
+        fresh_after = _now_ms() - FRESH_MS
+        for symbol, (ts_us, price, sources, stale) in newest.items():
+            self._apply_price(symbol, ts_us // 1000, price, sources, stale, fresh_after)
+
+    def _apply_price(
+        self, symbol: str, ts: int, price: float, sources: Sequence[str], stale: bool, fresh_after: int
+    ) -> None:
+        row = self._row(symbol)
+        if row["_at_ms"] is None or ts >= row["_at_ms"]:
+            row["price"], row["_at_ms"] = price, ts
+            row["sources"], row["stale"] = list(sources), stale
+        if ts >= fresh_after:
+            self.hub.publish("price", symbol, {"symbol": symbol, "price": price, "ts": iso(ts)})
 
     async def on_grades(self, events: list[GradeEvent]) -> None:
         self.version += 1
@@ -335,13 +354,23 @@ class LiveState:
         if self.pages is not None:
             self.pages.invalidate("candles", {(e.symbol, e.interval.value) for e in events})
 
-    def on_stored(self, table: str, events: Sequence[Event]) -> None:
-        """This process's store writer has stored ``events``: drop the pages of their series again (a
-        page read after the bus brought them and before the insert holds the rows from before). A
-        replica whose writer does not write a partition relies on the drop on arrival and the TTL."""
+    def on_series_rows(self, table: str) -> Callable[[list[CandleBatch | IndicatorBatch]], Awaitable[None]]:
+        """A handler of v2 candle or indicator batches dropping the cached pages of their series."""
+
+        async def on_rows(batches: list[CandleBatch | IndicatorBatch]) -> None:
+            if self.pages is not None:
+                series = {(s, i.value) for b in batches for s, i in zip(b.symbol, b.interval, strict=True)}
+                self.pages.invalidate(table, series)
+
+        on_rows.__name__ = f"on_{table}_rows"
+        return on_rows
+
+    def on_stored(self, table: str, series: Set[tuple[str, str]]) -> None:
+        """This process's store writer has stored rows of ``series`` ((symbol, interval) pairs): drop their
+        pages again (a page read after the bus brought them and before the insert holds the rows from
+        before). A replica whose writer does not write a partition relies on the drop on arrival and the TTL."""
         if self.pages is not None and table in ("candles", "indicators"):
-            series = {(e.symbol, e.interval.value) for e in events if isinstance(e, CandleEvent | IndicatorEvent)}
-            self.pages.invalidate(table, series)
+            self.pages.invalidate(table, set(series))
 
     async def on_indicators(self, events: list[IndicatorEvent]) -> None:
         if self.pages is not None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Set
 from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
 from tokenpulse_shared.bus import Bus
-from tokenpulse_shared.events import CandleEvent, Event, Interval, MarketStateEvent
+from tokenpulse_shared.events import Interval, MarketStateEvent
 from tokenpulse_shared.topics import MARKET_STATE
 
 from tokenpulse_gateway.caches import MarketHistory
@@ -30,9 +30,10 @@ WATCHED = ("market_caps", "grades", "signals")
 """tables whose rows move the state (and daily candles, picked out of the candles table)"""
 
 
-def moves_state(table: str, events: Sequence[Event]) -> bool:
+def moves_state(table: str, series: Set[tuple[str, str]]) -> bool:
+    """Whether rows stored in ``table`` (of these (symbol, interval) series) can move the market state."""
     if table == "candles":
-        return any(isinstance(e, CandleEvent) and e.interval is Interval.D1 for e in events)
+        return any(interval == Interval.D1.value for _, interval in series)
     return table in WATCHED
 
 
@@ -58,8 +59,8 @@ class MarketStateWatch:
         self.published: tuple[str, str] | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def on_stored(self, table: str, events: Sequence[Event]) -> None:
-        if moves_state(table, events) and (self._task is None or self._task.done()):
+    def on_stored(self, table: str, series: Set[tuple[str, str]]) -> None:
+        if moves_state(table, series) and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._after_delay())
 
     async def _after_delay(self) -> None:
