@@ -102,8 +102,8 @@ def load_universe(n: int) -> list[Token]:
 
 
 def tracked_env(symbols: list[str]) -> dict[str, str]:
-    """How the services are told which tokens to track: today ``TOKENPULSE_SYMBOLS``, later the universe setting."""
-    return {"TOKENPULSE_SYMBOLS": ",".join(symbols)}
+    """The shipped universe file cut to the bench's first ``len(symbols)`` tokens by rank (its file order)."""
+    return {"TOKENPULSE_UNIVERSE": str(UNIVERSE), "TOKENPULSE_UNIVERSE_TOP_N": str(len(symbols))}
 
 
 def start_prices(tokens: list[Token], rng: random.Random) -> dict[str, float]:
