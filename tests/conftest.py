@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,21 @@ def kafka_bootstrap() -> str:
     if not bootstrap:
         pytest.fail("TOKENPULSE_TEST_KAFKA is not set: run the suite with `make test`, which starts Kafka")
     return bootstrap
+
+
+KAFKA_LOCAL = Path(__file__).resolve().parents[1] / "scripts" / "kafka-local.sh"
+
+
+@pytest.fixture
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A broker of the test's own, for tests whose new consumer groups would otherwise first replay (and rebuild
+    state from) everything the rest of the suite left on the shared broker."""
+    work = tmp_path_factory.mktemp("kafka")
+    out = subprocess.run([str(KAFKA_LOCAL), "start", str(work)], capture_output=True, text=True, check=True)
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([str(KAFKA_LOCAL), "stop", str(work), "--clean"], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

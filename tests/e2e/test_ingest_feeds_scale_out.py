@@ -62,9 +62,7 @@ def shares(p: Proc) -> list[list[int]]:
     return [[int(x) for x in f.split(",") if x.strip()] for f in found]
 
 
-def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(own_kafka: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:5].upper()
     symbols = run_symbols(run)
     prefix = f"e2e-feeds-{run.lower()}"
@@ -72,7 +70,7 @@ def test_two_replicas_subscribe_each_pair_once_and_the_survivor_takes_over(
 
         def env(n: int) -> dict[str, str]:
             return {
-                "TOKENPULSE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+                "TOKENPULSE_KAFKA_BOOTSTRAP": own_kafka,
                 "TOKENPULSE_CONSUMER_GROUP_PREFIX": prefix,
                 "TOKENPULSE_DATA_DIR": str(tmp_path / f"data-{n}"),
                 "TOKENPULSE_METRICS_PORT": str(free_port()),

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 NATIVE = ["binance", "coinbase", "kraken", "okx", "bybit", "coinbase_advanced"]
 
 
-def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(own_kafka: str, tmp_path: Path) -> None:
     run = uuid.uuid4().hex[:6].upper()
     prices = {f"V{run}A": 97_000.0, f"V{run}B": 3_500.0}
     rest = RestFake(load_series(), kraken_extra=list(prices), ccxt_pairs=True)
@@ -35,7 +35,7 @@ def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = distributed_env(
-            kafka_bootstrap,
+            own_kafka,
             f"e2e-{uuid.uuid4().hex[:8]}",
             tmp_path / "gateway",
             ",".join(prices),
@@ -63,8 +63,7 @@ def test_six_venues_and_ccxt_feed_the_reference_price_over_kafka(kafka_bootstrap
                 assert all(set(v) == set(exchanges.fakes) for v in seen.values()), f"sources so far: {seen}"
                 return rows
 
-            # A new consumer group replays what earlier tests left on the shared broker's ticks topics first.
-            rows = wait_until(every_venue_in_every_price, 300, "all seven sources in /v1/tokens", procs)
+            rows = wait_until(every_venue_in_every_price, 120, "all seven sources in /v1/tokens", procs)
             for symbol, target in prices.items():
                 assert 0.5 * target < rows[symbol]["price"] < 1.6 * target and rows[symbol]["stale"] is False
             assert "skipping a frame" not in (tmp_path / "ingest.log").read_text()  # no bad message from any venue
