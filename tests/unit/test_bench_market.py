@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 from tokenpulse_shared.events import TickEvent
+from tokenpulse_shared.settings import Settings
+from tokenpulse_shared.universe import configured_symbols
 
 from bench import market
 
@@ -71,5 +74,9 @@ def test_candle_figures_time_each_candle_to_its_indicators_and_count_candles_pub
     assert signals == {} and (corrected, doubled) == (1, 1)
 
 
-def test_the_services_are_told_the_tokens_through_one_setting() -> None:
-    assert market.tracked_env(["BTC", "ETH"]) == {"TOKENPULSE_SYMBOLS": "BTC,ETH"}
+def test_the_services_track_the_bench_tokens_through_the_universe_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = [t.symbol for t in market.load_universe(25)]
+    env = market.tracked_env(tokens)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert configured_symbols(Settings()) == tokens
