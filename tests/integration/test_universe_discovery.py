@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +22,7 @@ from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.universe import Token, UniverseFollower
 
 from testkit.fake_exchange import wait_for
-from testkit.rest_exchange import FakeExchange, load_series
-from testkit.server import ThreadedServer
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeExchange, str]]:
-    exchange = FakeExchange(load_series())
-    with ThreadedServer(exchange.app()) as server:
-        yield exchange, server.url
-
-
-@pytest.fixture
-def fake(served: tuple[FakeExchange, str]) -> Iterator[tuple[FakeExchange, str]]:
-    exchange, url = served
-    saved = dict(exchange.listings)
-    yield exchange, url
-    exchange.listings = saved
-
+from testkit.rest_exchange import FakeExchange
 
 FIRST_THREE = ("binance", "coinbase", "kraken")
 NEW_THREE = ("okx", "bybit", "coinbase_advanced")

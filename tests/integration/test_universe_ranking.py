@@ -21,26 +21,11 @@ from tokenpulse_shared.universe import UniverseFollower
 
 from testkit.coingecko import FakeCoinGecko, load_caps
 from testkit.fake_exchange import wait_for
-from testkit.rest_exchange import FakeExchange, load_series
+from testkit.rest_exchange import FakeExchange
 from testkit.server import ThreadedServer
 
 VENUES = ("binance", "coinbase", "kraken", "okx", "bybit", "coinbase_advanced")
 UNIVERSE = "symbol,name\nSOL,Solana\nDOGE,Dogecoin\nETH,Ethereum\nBTC,Bitcoin\n"  # by rank: SOL, DOGE
-
-
-@pytest.fixture(scope="module")
-def served() -> Iterator[tuple[FakeExchange, str]]:
-    exchange = FakeExchange(load_series())
-    with ThreadedServer(exchange.app()) as server:
-        yield exchange, server.url
-
-
-@pytest.fixture
-def fake(served: tuple[FakeExchange, str]) -> Iterator[tuple[FakeExchange, str]]:
-    exchange, url = served
-    saved = {k: v for k, v in exchange.listings.items()}
-    yield exchange, url
-    exchange.listings = saved
 
 
 @pytest.fixture(scope="module")
