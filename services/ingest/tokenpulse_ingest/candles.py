@@ -269,7 +269,19 @@ class CandleBuilder:
     def tick_clock(self, wall: float | None = None) -> list[CandleEvent]:
         """Close buckets of quiet symbols; call periodically."""
         wall = time.time() if wall is None else wall
+        if self._version_floor:
+            self._forget_spent_floors()
         return self._close(set(self._watermark), wall)
+
+    def _forget_spent_floors(self) -> None:
+        """Drop the version floors of buckets the ticks can no longer create (past their retention)."""
+        spent = [
+            (symbol, interval, start)
+            for symbol, interval, start in self._version_floor
+            if start + interval.millis + self.retention_ms(interval) <= self._watermark.get(symbol, -1)
+        ]
+        for key in spent:
+            del self._version_floor[key]
 
     def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
         """Emit the closable buckets of ``symbols`` and forget the final ones: only those tokens' buckets are
@@ -314,7 +326,8 @@ class CandleBuilder:
         ``published``: candles already on the candles topic. A bucket with one of this builder's source is
         marked emitted (it may have been closed by the idle clock, or by a batch processed but not yet
         committed), and its version counter continues from the highest published version, so what this
-        instance emits for it next is newer (also for a bucket not held now that a redelivered batch creates).
+        instance emits for it next is newer (also for a bucket not held now that a redelivered batch creates,
+        and for a token none of whose ticks were committed).
         A published candle may count ticks after the committed offsets (kill -9 between publishing and
         committing): the bucket publishes no correction until the redelivered ticks take it past that
         candle's trades, so nothing smaller goes out after it.
@@ -343,9 +356,10 @@ class CandleBuilder:
                 latest[key] = c
         for key, last in latest.items():
             symbol, interval, start = key
+            # a token none of whose ticks were committed has no watermark: the redelivered ticks recreate them all
             creatable = start + interval.millis + self.retention_ms(interval) > self._watermark.get(symbol, 0)
             held = (interval, start) in self._buckets.get(symbol, {})
-            if not held and symbol in self._watermark and creatable:
+            if not held and creatable:
                 self._version_floor[key] = (last.version - last.trades * 1000, last.trades)
         for key, acc in self._held():
             candle = latest.get(key)
