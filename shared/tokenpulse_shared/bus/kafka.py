@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -66,6 +66,7 @@ from tokenpulse_shared.bus.base import (
     Assignment,
     Bus,
     Delivery,
+    LogRange,
     RawMessage,
     Rejected,
     RowPlacer,
@@ -91,6 +92,8 @@ PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.byte
 RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
 PARTITIONS_TTL_S = 60.0  # how long a topic's partition list is trusted before it is read again
+LOG_FETCH_EVENTS = 5000  # per-event messages per fetch of a log read
+LOG_FETCH_BATCHES = 50  # row-batch messages per fetch of a log read (each up to 10,000 rows)
 # the subscriber's poll timeout, and its sleep after an empty poll: the most a quiet topic's message waits
 BATCH_TIMEOUT_MS = 10
 REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
@@ -618,15 +621,9 @@ class KafkaBus(Bus):
             tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic.name and meta.offset >= 0
         }
 
-    async def read_log(
-        self,
-        topic: Topic,
-        since_ms: int | None = None,
-        until_group: str | None = None,
-        rejected: list[Rejected] | None = None,
-        partitions: Collection[int] | None = None,
-        keys: Collection[str] | None = None,
-    ) -> list[Event]:
+    async def read_log_chunks(
+        self, topic: Topic, want: LogRange, rejected: list[Rejected] | None = None
+    ) -> AsyncIterator[list[Event]]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -636,47 +633,48 @@ class KafkaBus(Bus):
             client_id="tokenpulse-log",
         )
         await consumer.start()
-        events: list[Event] = []
         unread: dict[Any, Rejected] = {}
         try:
             every = await self._partitions(topic.name)
-            wanted = every if partitions is None else [p for p in every if p in partitions]
-            if keys is not None:
+            wanted = every if want.partitions is None else [p for p in every if p in want.partitions]
+            if want.keys is not None:
                 place = self._keys.of(topic.name, every)
-                held = {place(key.encode()) for key in keys}
+                held = {place(key.encode()) for key in want.keys}
                 wanted = [p for p in wanted if p in held]
             if not wanted:
-                return []
+                return
             tps = [TopicPartition(topic.name, p) for p in wanted]
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
-            if until_group is not None:  # what the group has processed, nothing on a partition it never committed
-                committed = await self._committed(until_group, topic)
+            if want.until_group is not None:  # what the group has processed, nothing on a partition it never committed
+                committed = await self._committed(want.until_group, topic)
                 end = {tp: min(end[tp], committed.get(tp.partition, 0)) for tp in tps}
             # explicit offsets (not seek_to_beginning, whose lazy reset can race with the assignment)
             start = await consumer.beginning_offsets(tps)
-            if since_ms is not None:
-                found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            if want.since_ms is not None:
+                found = await consumer.offsets_for_times(dict.fromkeys(tps, want.since_ms))
                 start = {tp: (hit.offset if (hit := found.get(tp)) is not None else end[tp]) for tp in tps}
             for tp in tps:
                 consumer.seek(tp, start[tp])
             remaining = {tp for tp in tps if start[tp] < end[tp]}
+            # a batch topic's message holds up to 10,000 rows: fewer messages per fetch keep a chunk small
+            per_fetch = LOG_FETCH_BATCHES if topic.batched else LOG_FETCH_EVENTS
             while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=per_fetch)
                 in_range = [r for tp, records in batch.items() for r in records if r.offset < end[tp]]
                 # validation off the event loop: a long read must not starve heartbeats of the running consumers
                 decoded, bad = await asyncio.to_thread(_decode_all, topic, [r for r in in_range if r.value is not None])
-                events.extend(decoded)
                 if rejected is not None:
                     _note_rejects(in_range, bad, unread)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
+                if decoded:
+                    yield decoded
         finally:
             await consumer.stop()
         if rejected is not None:
             rejected.extend(unread.values())
-        return events
 
     async def _consume(self, sub: Subscription, records: list[_Record]) -> None:
         """One topic's part of a fetched batch: decoded (invalid ones dead-lettered), then handed to ``sub``'s
