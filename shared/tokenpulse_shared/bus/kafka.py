@@ -427,6 +427,16 @@ def _misplaced(record: _Record, key: str, place: RowPlacer) -> bool:
     return record.key is None or record.key != key.encode() or record.partition != place(key)
 
 
+def _within_message_size(batch: RowBatch) -> list[bytes]:
+    """The batch as encoded messages of at most PRODUCER_BATCH_BYTES each, in row order: halved until each fits,
+    since a message over the broker's message.max.bytes (1 MB) is refused (10,000 indicator rows are ~2.5 MB)."""
+    body = encode_event(batch)
+    if len(body) <= PRODUCER_BATCH_BYTES or len(batch) == 1:
+        return [body]
+    half = len(batch) // 2
+    return _within_message_size(batch.take(range(half))) + _within_message_size(batch.take(range(half, len(batch))))
+
+
 def _records(message: Any) -> tuple[_Record, ...]:
     raw = message.raw_message
     return raw if isinstance(raw, tuple) else (raw,)
@@ -815,9 +825,8 @@ class KafkaBus(Bus):
         return place
 
     async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
-        await self._send(
-            topic, [(encode_event(b), None, JSON_HEADERS) for _, b in batches], partitions=[p for p, _ in batches]
-        )
+        sized = [(p, body) for p, b in batches for body in _within_message_size(b)]
+        await self._send(topic, [(body, None, JSON_HEADERS) for _, body in sized], partitions=[p for p, _ in sized])
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         if topic.batched:  # each batch's rows, placed by their tokens
