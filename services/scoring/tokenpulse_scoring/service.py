@@ -29,12 +29,12 @@ import itertools
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tokenpulse_shared.batches import CandleBatch, IndicatorBatch
-from tokenpulse_shared.bus import rows_as_events
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
@@ -97,6 +97,14 @@ def output_key(symbol: str, interval: Interval, ts_ms: int, version: int, basis:
     :meth:`ScoringService._process` inlines it (one f-string per candle, the hot path)."""
     suffix = "" if basis is None else f"-r{basis[0]}.{basis[1]}"
     return f"{symbol}-{interval.value}-{ts_ms}-{version}{suffix}"
+
+
+class Outputs(NamedTuple):
+    """What scoring a batch of candles publishes: indicators as rows, grades and signals as events."""
+
+    indicators: IndicatorBatch | None
+    grades: list[GradeEvent]
+    signals: list[SignalEvent]
 
 
 @dataclass
@@ -165,7 +173,7 @@ class ScoringService:
                 ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
-        ctx.bus.subscribe(CANDLES_V2, self.name, rows_as_events(self.on_candles), max_batch=5000)
+        ctx.bus.subscribe(CANDLES_V2, self.name, self.on_candle_rows, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
         ctx.bus.subscribe(METRICS, self.name, self.on_metrics, max_batch=5000)
 
@@ -378,28 +386,57 @@ class ScoringService:
             self.add_metrics(e.symbol, int(e.ts.timestamp() * 1000), e.metrics)
 
     async def on_candles(self, candles: list[CandleEvent]) -> None:
+        """Candle events of ``tokenpulse.candles.v1`` (outside producers, older releases)."""
         assert self.ctx is not None
         await self.ready.wait()
         # The arithmetic runs on a worker thread (one at a time): the GIL's switch interval then
         # lets the event loop answer API requests even while a replay floods scoring.
         async with self._lock:
             indicators, grades, signals = await asyncio.to_thread(self._process, candles)
-        if indicators:
-            await self.ctx.bus.publish_rows(INDICATORS_V2, IndicatorBatch.from_events(indicators), linger=False)
+        batch = IndicatorBatch.from_events(indicators) if indicators else None
+        await self._publish(Outputs(batch, grades, signals), indicators)
+        await self._forecast(c.symbol for c in candles if c.closed and c.interval == Interval.D1)
+
+    async def on_candle_rows(self, batches: list[CandleBatch]) -> None:
+        """Candle rows of ``tokenpulse.candles.v2``, scored column by column (:meth:`score_rows`)."""
+        assert self.ctx is not None
+        await self.ready.wait()
+        async with self._lock:  # on a worker thread, as in on_candles
+            outputs = await asyncio.to_thread(self.score_rows, batches)
+        await self._publish(outputs, None)
+        await self._forecast(
+            symbol
+            for b in batches
+            for symbol, interval, closed in zip(b.symbol, b.interval, b.closed, strict=True)
+            if closed and interval is Interval.D1
+        )
+
+    async def _publish(self, outputs: Outputs, indicator_events: list[IndicatorEvent] | None) -> None:
+        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), then grades and signals."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        if outputs.indicators is not None:
+            await bus.publish_rows(INDICATORS_V2, outputs.indicators, linger=False)
             if self.ctx.settings.bus.publish_v1:
-                await self.ctx.bus.publish_v1_copy(INDICATORS, indicators)
-        if grades:
-            await self.ctx.bus.publish(GRADES, grades)
-        if signals:
-            await self.ctx.bus.publish(SIGNALS, signals)
-        if self.forecaster is not None:
-            latest = {
-                c.symbol: self.series[(c.symbol, Interval.D1)].last_ms
-                for c in candles
-                if c.closed and c.interval == Interval.D1
-            }
-            if latest:
-                await self.forecaster.on_daily_closes(latest)
+                await bus.publish_v1_copy(INDICATORS, indicator_events or outputs.indicators.to_events())
+        if outputs.grades:
+            await bus.publish(GRADES, outputs.grades)
+        if outputs.signals:
+            await bus.publish(SIGNALS, outputs.signals)
+
+    async def _forecast(self, daily_symbols: Iterable[str]) -> None:
+        """Tell the forecaster which tokens' daily candles closed (their latest day kept)."""
+        if self.forecaster is None:
+            return
+        latest = {symbol: self.series[(symbol, Interval.D1)].last_ms for symbol in daily_symbols}
+        if latest:
+            await self.forecaster.on_daily_closes(latest)
+
+    def score_rows(self, batches: Sequence[CandleBatch]) -> Outputs:
+        """Score candle rows: the outputs :meth:`_process` gives for the same candles as events, the
+        indicators as one :class:`IndicatorBatch`."""
+        indicators, grades, signals = self._process([e for b in batches for e in b.to_events()])
+        return Outputs(IndicatorBatch.from_events(indicators) if indicators else None, grades, signals)
 
     def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
         """Score a batch: candles grouped per series (the bus keeps each symbol's order), one
