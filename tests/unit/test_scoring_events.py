@@ -3,6 +3,7 @@ intraday signals; never a non-finite number."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import math
 from datetime import UTC, datetime
@@ -12,8 +13,11 @@ import pytest
 from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
 from tokenpulse_scoring.service import ScoringService, output_key
 from tokenpulse_shared.batches import INDICATOR_NAMES, CandleBatch, IndicatorBatch
+from tokenpulse_shared.bus import TransientError
 from tokenpulse_shared.events import CandleEvent, Interval
-from tokenpulse_shared.settings import DEFAULT_BUNDLE
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
+from tokenpulse_shared.topics import GRADES, INDICATORS, INDICATORS_V2, SIGNALS, Topic
 
 
 def test_trusted_events_equal_validated_ones_and_round_trip_as_json() -> None:
@@ -189,3 +193,54 @@ def test_only_closed_candle_rows_are_scored() -> None:
     out = ScoringService().score_rows(_rows(candles, 40))
     assert out.indicators is not None
     assert out.indicators.ts_ms == [int(c.ts.timestamp() * 1000) for c in candles[:-1]]
+
+
+class _ConcurrentBus:
+    """A bus (unit-test fake) whose sends each wait until every expected topic has started sending: sends made
+    one after the other never get there. ``failing`` names a topic whose send then fails."""
+
+    def __init__(self, topics: int, failing: str | None = None) -> None:
+        self.started: list[str] = []
+        self.done: list[str] = []
+        self.all_started = asyncio.Event()
+        self.topics, self.failing = topics, failing
+
+    async def _send(self, topic: Topic) -> None:
+        self.started.append(topic.name)
+        if len(self.started) == self.topics:
+            self.all_started.set()
+        await asyncio.wait_for(self.all_started.wait(), 2)
+        if topic.name == self.failing:
+            raise TransientError("broker away")
+        self.done.append(topic.name)
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def publish_rows(self, topic: Topic, batch: Any, *, linger: bool = True) -> None:
+        await self._send(topic)
+
+    async def publish_v1_copy(self, topic: Topic, events: Any) -> None:
+        await self._send(topic)
+
+    async def publish(self, topic: Topic, events: Any) -> None:
+        await self._send(topic)
+
+
+async def test_a_batchs_outputs_are_sent_together_and_a_failure_is_raised_once_all_are_done() -> None:
+    """Rows, v1 copies, grades and signals overlap their waits for the broker; a send that fails fails the
+    batch with its own error (a TransientError stays one, so the bus redelivers) after the others finished."""
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:400]]
+    for failing in (None, GRADES.name):
+        bus = _ConcurrentBus(topics=4, failing=failing)
+        service = ScoringService()
+        service.register(Context(settings=Settings(scoring={"predictions": False}), bus=bus))  # type: ignore[arg-type]
+        service.ready.set()
+        if failing is None:
+            await service.on_candle_rows(_rows(candles, 400))
+        else:
+            with pytest.raises(TransientError):
+                await service.on_candle_rows(_rows(candles, 400))
+        assert sorted(bus.started) == sorted([INDICATORS_V2.name, INDICATORS.name, GRADES.name, SIGNALS.name])
+        assert sorted(bus.done) == sorted(n for n in bus.started if n != failing)

@@ -413,17 +413,25 @@ class ScoringService:
         )
 
     async def _publish(self, outputs: Outputs, indicator_events: list[IndicatorEvent] | None) -> None:
-        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), then grades and signals."""
+        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), grades and signals, all at once:
+        each topic's wait for the broker's acknowledgement overlaps the others'. Every send is awaited; the first
+        failure is then raised as it is (a :class:`TransientError` stays one), and the batch is redelivered."""
         assert self.ctx is not None
         bus = self.ctx.bus
+        sends = []
         if outputs.indicators is not None:
-            await bus.publish_rows(INDICATORS_V2, outputs.indicators, linger=False)
+            sends.append(bus.publish_rows(INDICATORS_V2, outputs.indicators, linger=False))
             if self.ctx.settings.bus.publish_v1:
-                await bus.publish_v1_copy(INDICATORS, indicator_events or outputs.indicators.to_events())
+                copies = indicator_events or outputs.indicators.to_events()
+                sends.append(bus.publish_v1_copy(INDICATORS, copies))
         if outputs.grades:
-            await bus.publish(GRADES, outputs.grades)
+            sends.append(bus.publish(GRADES, outputs.grades))
         if outputs.signals:
-            await bus.publish(SIGNALS, outputs.signals)
+            sends.append(bus.publish(SIGNALS, outputs.signals))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _forecast(self, daily_symbols: Iterable[str]) -> None:
         """Tell the forecaster which tokens' daily candles closed (their latest day kept)."""
