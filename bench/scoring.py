@@ -7,8 +7,8 @@
    Rates per second of the process's own CPU time (``time.process_time``): on this shared VM wall-clock rates
    swing several-fold with the other tenants' load; the CPU-time rate is what one dedicated core would do.
 2. Through the real broker (a fresh one, started here with scripts/kafka-local.sh: the topic must hold this
-   run's messages only), the same candles published once on ``tokenpulse.candles.v2`` as ingest publishes them (chunks of
-   :data:`CHUNK` candles, each one ``CandleBatch`` message per partition), then, interleaved round by round:
+   run's messages only), the same candles published once on ``tokenpulse.candles.v2`` as ingest publishes them
+   (chunks of :data:`CHUNK` candles, each one ``CandleBatch`` message per partition), then, round by round:
    - raw aiokafka: a bare consumer reading those messages (no decoding) — the ceiling; candles/s = rows/s;
    - our Kafka bus with a no-op batch handler (validation of the batches included);
    - the scoring service on our Kafka bus, end to end: consumed, scored, and its indicator rows (and their v1
@@ -298,7 +298,7 @@ def print_tables(
     print("|---|---|---|---|---|")
     for (name, total, share, consume, cshare), rates in zip(table, runs.values(), strict=True):
         each = ", ".join(f"{r.total:,.0f}" for r in rates)
-        print(f"| {name} | {total:,.0f} (runs {each}) | {share:.2f} | {consume:,.0f} | {cshare:.2f} |")
+        print(f"| {name} | {total:,.0f} (runs {each}) | {share:.3f} | {consume:,.0f} | {cshare:.3f} |")
 
 
 def record(ips: dict[str, list[float]], table: list[tuple[str, float, float, float, float]], note: str) -> None:
