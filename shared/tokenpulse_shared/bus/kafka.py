@@ -89,6 +89,7 @@ ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_O
 COPY = "tp-copy"  # header: a v1 event also published as a v2 row (see Bus.publish_v1_copy)
 COPY_HEADERS = {**JSON_HEADERS, COPY: "v2"}
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
+SIZE_SAMPLE_ROWS = 256  # rows of a large row batch encoded first to size the messages it is cut into
 RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
 PARTITIONS_TTL_S = 60.0  # how long a topic's partition list is trusted before it is read again
@@ -428,6 +429,32 @@ def _key_placer(partitions: list[int]) -> Any:
 def _misplaced(record: _Record, key: str, place: RowPlacer) -> bool:
     """The record is not keyed by its event's partition key, or not in that key's partition."""
     return record.key is None or record.key != key.encode() or record.partition != place(key)
+
+
+def _within_message_size(batch: RowBatch) -> list[bytes]:
+    """The batch as encoded messages of at most PRODUCER_BATCH_BYTES each, in row order: a message over the
+    broker's message.max.bytes (1 MB) is refused, and 10,000 indicator rows are ~2.5 MB. A large batch is cut
+    by the size of its first SIZE_SAMPLE_ROWS rows (rows vary little in length), so each row is encoded once."""
+    rows = len(batch)
+    if rows > SIZE_SAMPLE_ROWS:
+        sample = len(encode_event(_rows_slice(batch, 0, SIZE_SAMPLE_ROWS)))
+        parts = -(-sample * rows * 5 // (SIZE_SAMPLE_ROWS * PRODUCER_BATCH_BYTES * 4))  # ceil, a fifth to spare
+        if parts > 1:
+            step = -(-rows // parts)
+            return [body for k in range(0, rows, step) for body in _within_message_size(_rows_slice(batch, k, step))]
+    body = encode_event(batch)
+    if len(body) <= PRODUCER_BATCH_BYTES or rows == 1:
+        return [body]
+    half = rows // 2  # longer rows than the sample's: halves until each fits
+    return _within_message_size(_rows_slice(batch, 0, half)) + _within_message_size(
+        _rows_slice(batch, half, rows - half)
+    )
+
+
+def _rows_slice(batch: RowBatch, start: int, count: int) -> RowBatch:
+    """Rows ``start`` to ``start + count`` of the batch."""
+    columns = [c[start : start + count] for c in batch.columns()]
+    return batch.of_columns(columns, produced_at=batch.produced_at)
 
 
 def _records(message: Any) -> tuple[_Record, ...]:
@@ -813,9 +840,8 @@ class KafkaBus(Bus):
         return place
 
     async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
-        await self._send(
-            topic, [(encode_event(b), None, JSON_HEADERS) for _, b in batches], partitions=[p for p, _ in batches]
-        )
+        sized = [(p, body) for p, b in batches for body in _within_message_size(b)]
+        await self._send(topic, [(body, None, JSON_HEADERS) for _, body in sized], partitions=[p for p, _ in sized])
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         if topic.batched:  # each batch's rows, placed by their tokens
