@@ -13,6 +13,7 @@ from tokenpulse_ingest.venues.binance import BinanceConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
 from tokenpulse_ingest.venues.connector import Connector, Pair
 from tokenpulse_ingest.venues.kraken import KrakenConnector
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import TickEvent
 
 BAD_NUMBERS = ["0", "-1.5", "nan", "inf", "-inf", 0, -2]
@@ -37,8 +38,8 @@ def kraken_v1() -> tuple[Connector, list[TickEvent]]:
 def _connector(cls: type[Connector], url: str, pair: Pair) -> tuple[Connector, list[TickEvent]]:
     got: list[TickEvent] = []
 
-    async def sink(ticks: list[TickEvent]) -> None:
-        got.extend(ticks)
+    async def sink(ticks: TickBatch) -> None:
+        got.extend(ticks.to_events())
 
     return cls(url, [pair], sink), got
 

@@ -24,11 +24,11 @@ candle). Rows ``[time_s, o, h, l, c, vwap, volume, count]``. Errors come as HTTP
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.events import Interval, Side
 from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
@@ -39,9 +39,10 @@ from tokenpulse_ingest.venues.connector import (
     Pair,
     decode_frame,
     epoch_seconds,
+    micros,
+    seconds_to_micros,
     shape_error,
     side_of,
-    utc,
 )
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
 from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, strict
@@ -84,7 +85,6 @@ _DECODE_V1_EVENT = msgspec.json.Decoder(_V1Event).decode
 _DECODE_ANY = msgspec.json.Decoder().decode
 # heartbeats are most of a quiet connection's frames (about one a second per connection), always these bytes
 _HEARTBEATS = ('{"event":"heartbeat"}', '{"channel":"heartbeat"}', b'{"event":"heartbeat"}', b'{"channel":"heartbeat"}')
-_fromtimestamp = datetime.fromtimestamp
 
 
 def v1_name(venue: str) -> str:
@@ -108,28 +108,29 @@ class KrakenConnector(Connector):
         body = {"event": "subscribe", "pair": list(self.by_v1), "subscription": {"name": "trade"}}
         return [msgspec.json.encode(body).decode()]
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         if raw in _HEARTBEATS:  # compares lengths first: next to free for every other frame
-            return []
+            return
         head = raw[:1]
         if head in ("[", b"[") or (head.isspace() and raw.lstrip()[:1] in ("[", b"[")):
-            return self._v1_trades(raw)
-        if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
-            return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
+            self._v1_trades(raw)
+        elif not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
+            self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
+        else:
+            self._v2(raw)
+
+    def _v2(self, raw: str | bytes) -> None:
         m = decode_frame(_DECODE_V2, raw)
         if m.channel == "trade":
-            return self._v2_trades(m)
-        if m.channel in ("heartbeat", "status"):
-            return []
-        if m.method is not None:  # subscribe / pong answers
-            if m.success is False:
-                raise BadMessage("error", m.error or "")
-            return []
-        return self._v1_event(raw)
+            self._v2_trades(m)
+        elif m.channel in ("heartbeat", "status"):
+            return
+        elif m.method is None:
+            self._v1_event(raw)
+        elif m.success is False:  # a subscribe or ping answer saying no
+            raise BadMessage("error", m.error or "")
 
-    def _v2_trades(self, m: _V2) -> list[TickEvent]:
-        out = []
-        now = self.produced_at()
+    def _v2_trades(self, m: _V2) -> None:
         makers = self.makers
         try:
             trades = _DECODE_TRADES(m.data) if m.data else []
@@ -139,13 +140,11 @@ class KrakenConnector(Connector):
             maker = makers.get(t.symbol)
             if maker is None:
                 raise BadMessage("unknown_symbol", t.symbol[:32])
-            side = side_of(_SIDES, t.side, "bad_side")
-            ts = utc(t.timestamp)
-            out.append(maker.make(ts, t.price, t.qty, side, str(t.trade_id), now))
-            self.trade_seen(maker.symbol, t.trade_id, ts)
-        return out
+            ts_us = micros(t.timestamp)
+            maker.add(ts_us, t.price, t.qty, side_of(_SIDES, t.side, "bad_side"), str(t.trade_id))
+            self.trade_seen(maker.symbol, t.trade_id, ts_us)
 
-    def _v1_event(self, raw: str | bytes) -> list[TickEvent]:
+    def _v1_event(self, raw: str | bytes) -> None:
         try:
             m = _DECODE_V1_EVENT(raw)
         except msgspec.ValidationError:
@@ -154,14 +153,14 @@ class KrakenConnector(Connector):
             raise BadMessage("not_json", str(exc)) from None
         event = m.event
         if event in ("heartbeat", "systemStatus", "pong"):
-            return []
+            return
         if event == "subscriptionStatus":
             if m.status == "error":
                 raise BadMessage("error", str(m.errorMessage))
-            return []
+            return
         raise BadMessage(f"unknown_event:{str(event)[:32]}")
 
-    def _v1_trades(self, raw: str | bytes) -> list[TickEvent]:
+    def _v1_trades(self, raw: str | bytes) -> None:
         try:
             m = _DECODE_ANY(raw)
         except msgspec.DecodeError as exc:
@@ -173,17 +172,13 @@ class KrakenConnector(Connector):
         maker = self.makers_v1.get(m[-1])
         if maker is None:
             raise BadMessage("unknown_symbol", str(m[-1])[:32])
-        out = []
-        now = self.produced_at()
-        make = maker.make
+        add = maker.add
         for row in m[1]:
             price, volume, when, side, ident = _v1_row(row)
-            ts = _fromtimestamp(when, UTC)
-            trade_id = str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}"
-            out.append(make(ts, price, volume, side, trade_id, now))
+            ts_us = seconds_to_micros(when)
+            add(ts_us, price, volume, side, str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}")
             if ident is not None:
-                self.trade_seen(maker.symbol, ident, ts)
-        return out
+                self.trade_seen(maker.symbol, ident, ts_us)
 
 
 def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
