@@ -95,15 +95,7 @@ class BinanceConnector(Connector):
             raise BadMessage("missing_field", "trade id")
         ts_us = data.T * 1000
         maker.add(ts_us, data.p, data.q, _SELL if data.m else _BUY, str(ident))
-        # trade-id bookkeeping; the common case (the next id of a pair in step) without the call
-        symbol = maker.symbol
-        last = self._last_id.get(symbol)
-        if last is not None and ident == last + 1 and symbol not in self._resync:
-            self._last_id[symbol] = ident
-            if ts_us > self._last_ts[symbol]:
-                self._last_ts[symbol] = ts_us
-        else:
-            self.trade_seen(symbol, ident, ts_us)
+        self.trade_seen(maker.symbol, ident, ts_us)
 
 
 class BinanceCandles(CandleApi):

@@ -94,18 +94,27 @@ class CoinbaseAdvancedConnector(Connector):
 
     def parse(self, raw: str | bytes) -> None:
         frame = decode_frame(_DECODE, raw)
+        if frame.channel != "market_trades":
+            self._control(frame)
+            return
+        if frame.sequence_num is None:
+            raise BadMessage("no_sequence")
+        self._follow(frame.sequence_num)
+        seen = [self._trade(t) for e in frame.events or () for t in e.trades or ()]
+        if len(seen) > 1:
+            seen.sort()  # snapshots come newest first: the gap bookkeeping reads ids in order
+        for ident, symbol, ts_us in seen:
+            self.trade_seen(symbol, ident, ts_us)
+
+    def _control(self, frame: _Frame) -> None:
+        """A frame of another channel: an error, or heartbeats and subscriptions, numbered as trades are."""
         if frame.type == "error":
             raise BadMessage("error", str(frame.message)[:200])
-        if frame.channel not in ("market_trades", "heartbeats", "subscriptions"):
+        if frame.channel not in ("heartbeats", "subscriptions"):
             raise BadMessage(f"unknown_channel:{frame.channel[:32]}")
         if frame.sequence_num is None:
             raise BadMessage("no_sequence")
         self._follow(frame.sequence_num)
-        if frame.channel != "market_trades":
-            return
-        seen = [self._trade(t) for e in frame.events or () for t in e.trades or ()]
-        for ident, symbol, ts_us in sorted(seen) if len(seen) > 1 else seen:  # snapshots come newest first
-            self.trade_seen(symbol, ident, ts_us)
 
     def _follow(self, sequence: int) -> None:
         """A jump in the connection's numbering: messages were dropped; every pair may miss trades."""

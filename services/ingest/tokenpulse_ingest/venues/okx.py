@@ -84,11 +84,12 @@ class OkxConnector(Connector):
             raise BadMessage("unknown", str(raw)[:80])
         for t in frame.data:
             maker = self.maker_for(t.instId)
-            if not t.tradeId.isdigit():  # consecutive integers, read as such by the gap bookkeeping
-                raise BadMessage("bad_trade_id", t.tradeId[:40])
+            ident = t.tradeId
+            if not ident.isdigit():  # consecutive integers, read as such by the gap bookkeeping
+                raise BadMessage("bad_trade_id", ident[:40])
             ts_us = t.ts * 1000
-            maker.add(ts_us, t.px, t.sz, side_of(_SIDES, t.side), t.tradeId)
-            self.trade_seen(maker.symbol, int(t.tradeId), ts_us, max(1, t.count))
+            maker.add(ts_us, t.px, t.sz, side_of(_SIDES, t.side), ident)
+            self.trade_seen(maker.symbol, int(ident), ts_us, t.count if t.count > 1 else 1)
 
 
 def _check(body: Any) -> None:
