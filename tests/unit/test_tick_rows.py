@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from tokenpulse_ingest.venues.binance import BinanceConnector
-from tokenpulse_ingest.venues.connector import BadMessage, Pair, Row, RowMaker, micros, seconds_to_micros, tick_batch
+from tokenpulse_ingest.venues.connector import BadMessage, Pair, Row, RowMaker, epoch_micros, micros, tick_batch
 from tokenpulse_shared.batches import MAX_TS_US, MIN_TS_US, TickBatch, epoch_us, from_epoch_us
 from tokenpulse_shared.events import Side, TickEvent
 
@@ -95,7 +95,8 @@ def test_the_row_path_accepts_exactly_what_the_model_accepts_with_the_same_value
 @settings(max_examples=1000, deadline=None)
 @given(seconds=st.floats(min_value=1e-6, max_value=253_402_300_799.0, allow_nan=False))
 def test_epoch_seconds_become_the_microseconds_fromtimestamp_gives(seconds: float) -> None:
-    assert seconds_to_micros(seconds) == epoch_us(datetime.fromtimestamp(seconds, UTC))
+    expected = epoch_us(datetime.fromtimestamp(seconds, UTC))
+    assert epoch_micros(seconds) == expected and epoch_micros(repr(seconds)) == expected  # number or string
 
 
 @settings(max_examples=1000, deadline=None)

@@ -86,16 +86,18 @@ def shape_error(message: str) -> BadMessage:
     return BadMessage(kind, message)
 
 
-def epoch_seconds(value: object) -> float:
-    """A trade time given in epoch seconds (number or decimal string); zero, negative, non-finite or
-    unreadable is a bad message, never a tick dated 1970."""
+def epoch_micros(value: object) -> int:
+    """A trade time given in epoch seconds (number or decimal string) as epoch microseconds, rounded as
+    ``datetime.fromtimestamp`` rounds them; zero, negative, non-finite or unreadable is a bad message, never a
+    tick dated 1970."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise BadMessage("bad_time", repr(value)[:40]) from None
     if not 0 < seconds < _MAX_EPOCH_S:  # also false for NaN
         raise BadMessage("bad_time", repr(value)[:40])
-    return seconds
+    fraction, whole = math.modf(seconds)
+    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 @dataclass(frozen=True)
@@ -299,12 +301,6 @@ def micros(ts: datetime) -> int:
     if ts.tzinfo is None:
         raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
     return (ts - _EPOCH) // _ONE_US
-
-
-def seconds_to_micros(seconds: float) -> int:
-    """Epoch seconds (a float) as epoch microseconds, rounded as ``datetime.fromtimestamp`` rounds them."""
-    fraction, whole = math.modf(seconds)
-    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 def side_of(sides: dict[str, Side], raw: str, bad: str = "no_side") -> Side:

@@ -38,9 +38,8 @@ from tokenpulse_ingest.venues.connector import (
     Connector,
     Pair,
     decode_frame,
-    epoch_seconds,
+    epoch_micros,
     micros,
-    seconds_to_micros,
     shape_error,
     side_of,
 )
@@ -174,15 +173,14 @@ class KrakenConnector(Connector):
             raise BadMessage("unknown_symbol", str(m[-1])[:32])
         add = maker.add
         for row in m[1]:
-            price, volume, when, side, ident = _v1_row(row)
-            ts_us = seconds_to_micros(when)
+            price, volume, ts_us, side, ident = _v1_row(row)
             add(ts_us, price, volume, side, str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}")
             if ident is not None:
                 self.trade_seen(maker.symbol, ident, ts_us)
 
 
-def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
-    """(price, volume, epoch seconds, side, trade id or None) of a v1 trade row ``[price, volume, time, side,
+def _v1_row(row: Any) -> tuple[float, float, int, Side, int | None]:
+    """(price, volume, epoch microseconds, side, trade id or None) of a v1 trade row ``[price, volume, time, side,
     ...]``; a row missing one of the four or holding an unreadable one is a bad message, never defaulted."""
     if not isinstance(row, list) or len(row) < 4:
         raise BadMessage("missing_field", f"v1 trade row {str(row)[:60]}")
@@ -194,7 +192,7 @@ def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
     if side is None:
         raise BadMessage("bad_side", str(row[3])[:16])
     ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
-    return price, volume, epoch_seconds(row[2]), side, ident
+    return price, volume, epoch_micros(row[2]), side, ident
 
 
 def _check(body: Any) -> None:
