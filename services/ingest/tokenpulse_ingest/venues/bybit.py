@@ -25,13 +25,22 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side
-from tokenpulse_shared.settings import BybitSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
+from tokenpulse_ingest.venues.spec import (
+    MAX_LISTED,
+    Listings,
+    PairNaming,
+    Venue,
+    Volumes,
+    by_base,
+    per_second,
+    strict,
+    volume,
+)
 
 ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
 
@@ -126,10 +135,7 @@ class BybitCandles(CandleApi):
         return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
 
 
-def rest_client(section: BybitSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``retCode``."""
-    rate = section.requests_per_s
-    return per_second_client("bybit", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+rest_client = per_second("bybit", check=_check)  # errors, rate limits included, come as HTTP 200: _check
 
 
 LISTING_QUOTES = ("USDT", "USDC")

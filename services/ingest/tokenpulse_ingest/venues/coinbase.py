@@ -29,13 +29,12 @@ from typing import Any, ClassVar
 import msgspec
 from prometheus_client import Counter
 from tokenpulse_shared.events import Interval, Side
-from tokenpulse_shared.settings import CoinbaseSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RestClient
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, micros
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, strict_rows
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, per_second, strict_rows
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -156,8 +155,7 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
+rest_client = per_second("coinbase")
 
 
 LISTING_QUOTES = ("USD", "USDT", "USDC")

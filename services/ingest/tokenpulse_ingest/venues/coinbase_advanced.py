@@ -29,10 +29,9 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side
-from tokenpulse_shared.settings import CoinbaseAdvancedSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RestClient
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, micros, side_of
 from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, answer_rows, integer, number
 from tokenpulse_ingest.venues.spec import (
@@ -43,6 +42,7 @@ from tokenpulse_ingest.venues.spec import (
     Venue,
     Volumes,
     by_base,
+    per_second,
     strict,
     volume,
 )
@@ -169,9 +169,7 @@ class CoinbaseAdvancedCandles(CandleApi):
         return Bar(integer(row["start"]) * 1000, *prices, number(row["volume"]), self.name)
 
 
-def rest_client(section: CoinbaseAdvancedSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    rate = section.requests_per_s
-    return per_second_client("coinbase_advanced", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep)
+rest_client = per_second("coinbase_advanced")
 
 
 LISTING_QUOTES = ("USD", "USDT", "USDC")

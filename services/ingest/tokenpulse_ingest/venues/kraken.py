@@ -29,10 +29,9 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side
-from tokenpulse_shared.settings import KrakenSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import (
     BadMessage,
     Connector,
@@ -44,7 +43,7 @@ from tokenpulse_ingest.venues.connector import (
     side_of,
 )
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
-from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, strict
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, per_second, strict
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -247,10 +246,7 @@ class KrakenCandles(CandleApi):
         return Bar(integer(r[0]) * 1000, *prices, number(r[6]), self.name, integer(r[7]))
 
 
-def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; rate-limit refusals come as HTTP 200 with an error list (``_check``)."""
-    rate = section.requests_per_s
-    return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+rest_client = per_second("kraken", check=_check)  # rate-limit refusals come as HTTP 200: _check
 
 
 LISTING_QUOTES = ("USD", "USDT", "USDC")

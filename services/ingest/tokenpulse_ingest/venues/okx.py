@@ -24,13 +24,22 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 from tokenpulse_shared.events import Interval, Side
-from tokenpulse_shared.settings import OkxSettings
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
+from tokenpulse_ingest.venues.spec import (
+    MAX_LISTED,
+    Listings,
+    PairNaming,
+    Venue,
+    Volumes,
+    by_base,
+    per_second,
+    strict,
+    volume,
+)
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
@@ -136,10 +145,7 @@ def _still_open(row: Any) -> bool:
     return isinstance(row, list) and len(row) > 8 and row[8] == "0"
 
 
-def rest_client(section: OkxSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``code``."""
-    rate = section.requests_per_s
-    return per_second_client("okx", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
+rest_client = per_second("okx", check=_check)  # errors, rate limits included, come as HTTP 200: _check
 
 
 LISTING_QUOTES = ("USDT", "USDC", "USD")

@@ -17,7 +17,7 @@ import msgspec
 from tokenpulse_shared.events import SYMBOL_PATTERN
 from tokenpulse_shared.settings import Settings, VenueSettings
 
-from tokenpulse_ingest.rest.client import RestClient, Sleep
+from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import Connector
 from tokenpulse_ingest.venues.history import CandleApi
 
@@ -54,6 +54,17 @@ def strict_rows(body: Any, row: type[T], where: str) -> list[T]:
         return msgspec.convert(body, Annotated[list[row], msgspec.Meta(max_length=MAX_LISTED)], strict=False)  # type: ignore[valid-type]
     except msgspec.ValidationError as exc:
         raise ListingError(f"{where}: {exc}") from None
+
+
+def per_second(name: str, check: Callable[[Any], None] | None = None) -> RestClientFactory[Any]:
+    """The REST client of a venue that publishes its limit in requests per second (its section's
+    ``requests_per_s``); ``check`` reads an answer for the errors a venue sends with HTTP 200."""
+
+    def client(section: Any, max_wait_s: float, sleep: Sleep | None) -> RestClient:
+        rate = section.requests_per_s
+        return per_second_client(name, section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=check)
+
+    return client
 
 
 def volume(value: float, where: str) -> float:
