@@ -30,17 +30,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import (
-    MAX_LISTED,
-    Listings,
-    PairNaming,
-    Venue,
-    Volumes,
-    by_base,
-    per_second,
-    strict,
-    volume,
-)
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
 
 ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe request
 
@@ -135,9 +125,6 @@ class BybitCandles(CandleApi):
         return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
 
 
-rest_client = per_second("bybit", check=_check)  # errors, rate limits included, come as HTTP 200: _check
-
-
 LISTING_QUOTES = ("USDT", "USDC")
 R = TypeVar("R")
 
@@ -180,7 +167,7 @@ async def volumes(client: RestClient) -> Volumes:
 
 
 VENUE = Venue(
-    "bybit", connector=BybitConnector, candles=BybitCandles, rest_client=rest_client,
+    "bybit", rest_check=_check, connector=BybitConnector, candles=BybitCandles,
     section=lambda s: s.bybit, listings=listings, volumes=volumes,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|USDE|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -34,7 +34,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RestClient
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, micros
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, per_second, strict_rows
+from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, strict_rows
 
 OUT_OF_ORDER = Counter(
     "tokenpulse_feed_out_of_order_total", "Frames whose exchange sequence number went backwards", ["exchange"]
@@ -155,9 +155,6 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-rest_client = per_second("coinbase")
-
-
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 
 
@@ -178,7 +175,7 @@ async def listings(client: RestClient) -> Listings:
 
 
 VENUE = Venue(
-    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client, listings=listings,
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, listings=listings,
     section=lambda s: s.coinbase,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

@@ -42,7 +42,6 @@ from tokenpulse_ingest.venues.spec import (
     Venue,
     Volumes,
     by_base,
-    per_second,
     strict,
     volume,
 )
@@ -169,9 +168,6 @@ class CoinbaseAdvancedCandles(CandleApi):
         return Bar(integer(row["start"]) * 1000, *prices, number(row["volume"]), self.name)
 
 
-rest_client = per_second("coinbase_advanced")
-
-
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 
 
@@ -219,6 +215,6 @@ async def volumes(client: RestClient) -> Volumes:
 
 VENUE = Venue(
     "coinbase_advanced", connector=CoinbaseAdvancedConnector, candles=CoinbaseAdvancedCandles,
-    rest_client=rest_client, listings=listings, volumes=volumes, section=lambda s: s.coinbase_advanced,
+    listings=listings, volumes=volumes, section=lambda s: s.coinbase_advanced,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

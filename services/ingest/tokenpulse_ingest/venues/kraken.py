@@ -43,7 +43,7 @@ from tokenpulse_ingest.venues.connector import (
     side_of,
 )
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
-from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, per_second, strict
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, strict
 
 V1_ALIASES = {"BTC": "XBT", "DOGE": "XDG"}  # the v1 stream's and the REST API's names
 _SIDES = {"buy": Side.BUY, "sell": Side.SELL, "b": Side.BUY, "s": Side.SELL}
@@ -246,9 +246,6 @@ class KrakenCandles(CandleApi):
         return Bar(integer(r[0]) * 1000, *prices, number(r[6]), self.name, integer(r[7]))
 
 
-rest_client = per_second("kraken", check=_check)  # rate-limit refusals come as HTTP 200: _check
-
-
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 _OURS = {v1: ours for ours, v1 in V1_ALIASES.items()}
 
@@ -276,7 +273,7 @@ async def listings(client: RestClient) -> Listings:
 
 
 VENUE = Venue(
-    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client, listings=listings,
+    "kraken", rest_check=_check, connector=KrakenConnector, candles=KrakenCandles, listings=listings,
     section=lambda s: s.kraken,
     pairs=PairNaming(
         "{symbol}/USD",

@@ -29,17 +29,7 @@ from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
-from tokenpulse_ingest.venues.spec import (
-    MAX_LISTED,
-    Listings,
-    PairNaming,
-    Venue,
-    Volumes,
-    by_base,
-    per_second,
-    strict,
-    volume,
-)
+from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
@@ -145,9 +135,6 @@ def _still_open(row: Any) -> bool:
     return isinstance(row, list) and len(row) > 8 and row[8] == "0"
 
 
-rest_client = per_second("okx", check=_check)  # errors, rate limits included, come as HTTP 200: _check
-
-
 LISTING_QUOTES = ("USDT", "USDC", "USD")
 
 
@@ -189,7 +176,7 @@ async def volumes(client: RestClient) -> Volumes:
 
 
 VENUE = Venue(
-    "okx", connector=OkxConnector, candles=OkxCandles, rest_client=rest_client, listings=listings, volumes=volumes,
+    "okx", rest_check=_check, connector=OkxConnector, candles=OkxCandles, listings=listings, volumes=volumes,
     section=lambda s: s.okx,
     pairs=PairNaming("{symbol}-USDT", r"^[A-Z0-9]+-(USDT|USDC|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -56,17 +56,6 @@ def strict_rows(body: Any, row: type[T], where: str) -> list[T]:
         raise ListingError(f"{where}: {exc}") from None
 
 
-def per_second(name: str, check: Callable[[Any], None] | None = None) -> RestClientFactory[Any]:
-    """The REST client of a venue that publishes its limit in requests per second (its section's
-    ``requests_per_s``); ``check`` reads an answer for the errors a venue sends with HTTP 200."""
-
-    def client(section: Any, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-        rate = section.requests_per_s
-        return per_second_client(name, section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=check)
-
-    return client
-
-
 def volume(value: float, where: str) -> float:
     """A 24-hour volume: finite and not negative, else the answer is out of shape."""
     if not math.isfinite(value) or value < 0:
@@ -124,8 +113,12 @@ class Venue(Generic[S]):
     connector: type[Connector]
     candles: type[CandleApi]
     section: Callable[[Settings], S]
-    rest_client: RestClientFactory[S]
     pairs: PairNaming
+    rest_client: RestClientFactory[S] | None = None
+    """how the venue's REST client is built; None: limited in requests per second (the section's
+    ``requests_per_s``, as most venues publish their limits), each answer read by ``rest_check``"""
+    rest_check: Callable[[Any], None] | None = None
+    """raises for the errors a venue answers with HTTP 200 (a rate limit, a refused request)"""
     # the connector's own keyword arguments from the settings (ccxt: poll period, watch or poll)
     options: Callable[[Settings], dict[str, Any]] | None = None
     listings: ListingsFetch | None = None
@@ -146,10 +139,19 @@ class Venue(Generic[S]):
     def ws_url(self, settings: Settings) -> str:
         return self.section(settings).ws_url
 
+    def rest(self, settings: Settings, sleep: Sleep | None = None) -> RestClient:
+        """The venue's REST client, within the limits of its settings section."""
+        section, max_wait_s = self.section(settings), settings.ingest.rest_max_wait_s
+        if self.rest_client is not None:
+            return self.rest_client(section, max_wait_s, sleep)
+        rate: float = section.requests_per_s  # type: ignore[attr-defined]  # every per-second section has it
+        check = self.rest_check
+        return per_second_client(self.name, section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=check)
+
     def candle_api(self, settings: Settings, *, sleep: Sleep | None = None) -> CandleApi:
         """The venue's candle endpoint within its limits, naming pairs as the live feed does."""
         overrides = {s: p for s, p in feed_pair_overrides(settings).get(self.name, {}).items() if p != "-"}
-        client = self.rest_client(self.section(settings), settings.ingest.rest_max_wait_s, sleep)
+        client = self.rest(settings, sleep)
         return self.candles(client, lambda s: overrides.get(s) or self.default_pair(s))
 
 
