@@ -685,19 +685,20 @@ class IngestService:
         self._synthetic_task = asyncio.create_task(self._synthetic(), name="ingest-synthetic")
         self._tasks.append(self._synthetic_task)
 
-    async def _publish_ticks(self, ticks: list[TickEvent]) -> None:
-        """The connectors' sink. On the synthetic fallback, the first live trades switch back to live."""
+    async def _publish_ticks(self, ticks: TickBatch) -> None:
+        """The connectors' sink: their rows, published as they come. On the synthetic fallback, the first live
+        trades switch back to live."""
         assert self.ctx is not None
         if self._fallback_since is not None:
             await self._back_to_live(ticks)
-        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
+        await self.ctx.bus.publish_rows(TICKS_V2, ticks)
 
-    async def _back_to_live(self, ticks: list[TickEvent]) -> None:
+    async def _back_to_live(self, ticks: TickBatch) -> None:
         """Stop the synthetic fallback for good (never mixed with live trades) and say so."""
         assert self.ctx is not None
         since, self._fallback_since = self._fallback_since, None
         task, self._synthetic_task = self._synthetic_task, None
-        sources = sorted({t.source for t in ticks})
+        sources = sorted(set(ticks.source))
         status = self.ctx.status
         status["feed"] = "live"
         status["feed_detail"] = "live trades from " + ", ".join(sources)
