@@ -97,6 +97,7 @@ LOG_FETCH_EVENTS = 5000  # per-event messages per fetch of a log read
 LOG_FETCH_BATCHES = 50  # row-batch messages per fetch of a log read (each up to 10,000 rows)
 # the subscriber's poll timeout, and its sleep after an empty poll: the most a quiet topic's message waits
 BATCH_TIMEOUT_MS = 10
+REVOKE_POSITION_WAIT_S = 0.5  # how long a revoke waits for a partition's position before leaving it out
 REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
 SETTLE_S = 30.0  # how long start() waits for a broadcast or tail consumer's start positions
 # A service's subscriptions join one group; a member joining makes the others rejoin at their next heartbeat,
@@ -406,14 +407,23 @@ class _Subscriber:
 
 
 async def _offsets(consumer: Any, tps: list[TopicPartition], *, at_revoke: bool) -> dict[int, int]:
-    """At a revoke the consumer's positions (what it handled), at an assign the group's committed offsets."""
-    out: dict[int, int] = {}
-    for tp in tps:
+    """At a revoke the consumer's positions (what it handled), at an assign the group's committed offsets. A
+    partition without a position yet (assigned a moment before) is left out at a revoke: aiokafka would wait for
+    it inside the rebalance, which cannot go on until this callback returns."""
+
+    async def one(tp: TopicPartition) -> int | None:
         with contextlib.suppress(KafkaError, AssertionError):  # no longer assigned: no offset to compare
             offset = await consumer.position(tp) if at_revoke else await consumer.committed(tp)
-            if offset is not None:
-                out[tp.partition] = int(offset)
-    return out
+            return None if offset is None else int(offset)
+        return None
+
+    asks = {tp.partition: asyncio.ensure_future(one(tp)) for tp in tps}
+    if not asks:
+        return {}
+    _, late = await asyncio.wait(asks.values(), timeout=REVOKE_POSITION_WAIT_S if at_revoke else None)
+    for ask in late:
+        ask.cancel()
+    return {p: offset for p, ask in asks.items() if ask not in late and (offset := ask.result()) is not None}
 
 
 def _key_placer(partitions: list[int]) -> Any:
