@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_gateway.writer import StoreWriter
 from tokenpulse_ingest.backfill import publish_history
 from tokenpulse_ingest.bundle import Bar
@@ -51,6 +52,17 @@ async def ingest_and_follower(settings: Settings) -> AsyncIterator[tuple[Context
     finally:
         await ingest.stop()
         await bus.stop()
+
+
+def live_state() -> LiveState:
+    """The gateway's live state on an in-memory bus with no store: answers from memory only (unit tests)."""
+    ctx = Context(
+        settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}),
+        bus=InMemoryBus(),
+        store=None,
+        embedded=True,
+    )
+    return LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]
 
 
 def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMemoryBus, Context]:
