@@ -192,6 +192,16 @@ def dead_letter_for(
     )
 
 
+@dataclass(frozen=True)
+class LogRange:
+    """Which part of a topic's log :meth:`Bus.read_log` reads (its arguments of the same names)."""
+
+    since_ms: int | None
+    until_group: str | None
+    partitions: Collection[int] | None
+    keys: Collection[str] | None
+
+
 class Bus(abc.ABC):
     """Publish typed events; subscribe batch handlers per consumer group."""
 
@@ -390,6 +400,10 @@ class Bus(abc.ABC):
         Invalid messages and tombstones are skipped; ``rejected``, when given, receives the invalid ones
         that no later tombstone of their key deleted (what a service quarantines). The in-process bus
         keeps no log: embedded mode rebuilds such state from the store instead."""
+        return await self._read_log(topic, LogRange(since_ms, until_group, partitions, keys), rejected)
+
+    async def _read_log(self, topic: Topic, want: LogRange, rejected: list[Rejected] | None) -> list[Event]:
+        """:meth:`read_log` on a bus that keeps a log (the in-process one does not: nothing to read)."""
         return []
 
     @abc.abstractmethod

@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -66,6 +66,7 @@ from tokenpulse_shared.bus.base import (
     Assignment,
     Bus,
     Delivery,
+    LogRange,
     RawMessage,
     Rejected,
     RowPlacer,
@@ -618,15 +619,7 @@ class KafkaBus(Bus):
             tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic.name and meta.offset >= 0
         }
 
-    async def read_log(
-        self,
-        topic: Topic,
-        since_ms: int | None = None,
-        until_group: str | None = None,
-        rejected: list[Rejected] | None = None,
-        partitions: Collection[int] | None = None,
-        keys: Collection[str] | None = None,
-    ) -> list[Event]:
+    async def _read_log(self, topic: Topic, want: LogRange, rejected: list[Rejected] | None) -> list[Event]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -640,23 +633,23 @@ class KafkaBus(Bus):
         unread: dict[Any, Rejected] = {}
         try:
             every = await self._partitions(topic.name)
-            wanted = every if partitions is None else [p for p in every if p in partitions]
-            if keys is not None:
+            wanted = every if want.partitions is None else [p for p in every if p in want.partitions]
+            if want.keys is not None:
                 place = self._keys.of(topic.name, every)
-                held = {place(key.encode()) for key in keys}
+                held = {place(key.encode()) for key in want.keys}
                 wanted = [p for p in wanted if p in held]
             if not wanted:
                 return []
             tps = [TopicPartition(topic.name, p) for p in wanted]
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
-            if until_group is not None:  # what the group has processed, nothing on a partition it never committed
-                committed = await self._committed(until_group, topic)
+            if want.until_group is not None:  # what the group has processed, nothing on a partition it never committed
+                committed = await self._committed(want.until_group, topic)
                 end = {tp: min(end[tp], committed.get(tp.partition, 0)) for tp in tps}
             # explicit offsets (not seek_to_beginning, whose lazy reset can race with the assignment)
             start = await consumer.beginning_offsets(tps)
-            if since_ms is not None:
-                found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+            if want.since_ms is not None:
+                found = await consumer.offsets_for_times(dict.fromkeys(tps, want.since_ms))
                 start = {tp: (hit.offset if (hit := found.get(tp)) is not None else end[tp]) for tp in tps}
             for tp in tps:
                 consumer.seek(tp, start[tp])
