@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -209,3 +210,18 @@ def test_the_rows_of_batches_build_what_the_events_build() -> None:
         c.event_id for c in by_rows.open_buckets()
     ]
     assert [t.trade_id for t in a.late] == ["late"]  # the last chunk holds the late trade
+
+
+def test_the_trades_remembered_for_duplicates_span_minutes_not_the_day() -> None:
+    """A day's candle is open all day: the trade ids the builder keeps to tell a re-sent trade must not grow
+    with it. A trade older than the finest bucket's retention is late anyway, so only those few minutes are kept;
+    a re-sent trade inside them is still counted once in every interval."""
+    ticks = make_ticks(2000, 3, spacing_s=3.0)  # 100 minutes, 20 trades a minute
+    builder = CandleBuilder()
+    out = builder.add(ticks).candles
+    kept = sum(len(keys) for window in builder._counted.values() for keys in window.values())
+    assert 0 < kept <= 4 * 20  # the last few minutes' trades, not 2,000
+    out += builder.add(ticks[-30:]).candles  # re-sent: nothing changes
+    out += builder.tick_clock(wall=time.time() + 3600)
+    for interval in Interval:
+        assert final(out, interval) == reference(ticks, interval)

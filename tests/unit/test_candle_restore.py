@@ -136,11 +136,18 @@ def test_without_restore_the_open_candles_of_a_restart_miss_their_first_ticks() 
     assert got[("BTC", *daily)][5] < want[("BTC", *daily)][5]
 
 
-def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep_rising() -> None:
+@pytest.mark.parametrize("case", ["mid-feed", "nothing committed", "a token's first trades uncommitted"])
+def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep_rising(case: str) -> None:
     """kill -9: the last batches' candles were published but their offsets not committed. The restore reads
-    the ticks only up to the commit, the published candles all; the uncommitted batches come again."""
+    the ticks only up to the commit, the published candles all; the uncommitted batches come again. Also when
+    nothing was committed yet, and when a token's first trades all came in the uncommitted batches: the
+    restore then holds no tick of it, only its published candles."""
     ticks = feed_ticks(2000, 6)
-    committed, handled = 1600, 1600 + 3 * BATCH
+    committed = {"mid-feed": 1600, "nothing committed": 0}.get(case)
+    if committed is None:  # ETH trades from the first uncommitted batch on
+        head = [t for t in ticks[:1600] if t.symbol != "ETH"]
+        ticks, committed = head + ticks[1600:], len(head) - len(head) % BATCH
+    handled = committed + 3 * BATCH
     reference: list[CandleEvent] = []
     whole = CandleBuilder()
     run(whole, ticks, reference, pause_every=4)
@@ -149,7 +156,7 @@ def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep
     published: list[CandleEvent] = []
     run(CandleBuilder(), ticks, published, stop=handled, pause_every=4)
     second = CandleBuilder()
-    second.restore(ticks[:committed], published, wall=wall_of(ticks[:committed]))
+    second.restore(ticks[:committed], published, wall=wall_of(ticks[:handled]))
     after: list[CandleEvent] = []
     run(second, ticks, after, start=committed, pause_every=4)  # the redelivered batches, then the rest
     finish(second, after)
@@ -158,6 +165,21 @@ def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep
     assert versions_rise(published + after)  # a candle published again comes with a higher version
     # and none is: the redelivered ticks only bring the restored candles back to what was published
     assert published_per_candle(published + after) == published_per_candle(reference)
+
+
+def test_the_version_floors_of_candles_no_tick_can_reopen_are_forgotten() -> None:
+    """The floors the restore leaves for candles of uncommitted batches go once the watermark is past their
+    retention (their ticks were not redelivered: dead-lettered, or the token left), not kept for ever."""
+    ticks = feed_ticks(2000, 9)
+    published: list[CandleEvent] = []
+    run(CandleBuilder(), ticks, published, stop=3 * BATCH)
+    second = CandleBuilder()
+    second.restore([], published, wall=wall_of(ticks[: 3 * BATCH]))
+    assert second._version_floor  # one per published candle
+    later = ticks[-BATCH:]  # hours of event time later
+    second.add(later, wall=wall_of(later))
+    second.tick_clock(wall=wall_of(later))
+    assert not second._version_floor
 
 
 def test_a_bucket_opened_before_the_read_takes_its_published_candle_or_is_dropped() -> None:

@@ -54,7 +54,6 @@ class _Acc:
     close: float
     volume: float = 0.0
     trades: int = 0
-    seen: set[str] = field(default_factory=set)
     emitted: bool = False
     version: int = 0
     synthetic: bool = False  # made of synthetic ticks (never mixed with live ones)
@@ -128,6 +127,10 @@ class CandleBuilder:
         self._buckets: dict[str, dict[tuple[Interval, int], _Acc]] = {}
         self._watermark: dict[str, int] = {}
         self._last_seen_wall: dict[str, float] = {}
+        # the trades counted per token and bucket of the finest interval: a trade too old for that bucket is late
+        # in every interval, so the duplicates of the coarser buckets are found there too
+        self._finest = min(self.intervals, key=lambda interval: interval.millis)
+        self._counted: dict[str, dict[int, set[str]]] = {}
         # after a restore: version counters of published candles whose bucket is not held (yet); a bucket
         # created again for one of them (a redelivered batch) continues from it
         self._version_floor: dict[tuple[str, Interval, int], tuple[int, int]] = {}
@@ -150,6 +153,7 @@ class CandleBuilder:
             del self._version_floor[key]
         for symbol in symbols:
             self._buckets.pop(symbol, None)
+            self._counted.pop(symbol, None)
             self._watermark.pop(symbol, None)
             self._last_seen_wall.pop(symbol, None)
 
@@ -163,6 +167,7 @@ class CandleBuilder:
     def adopt(self, other: CandleBuilder) -> None:
         """Take over ``other``'s state (symbols this builder does not hold: a partition restored apart)."""
         self._buckets.update(other._buckets)
+        self._counted.update(other._counted)
         self._watermark.update(other._watermark)
         self._last_seen_wall.update(other._last_seen_wall)
         self._version_floor.update(other._version_floor)
@@ -236,6 +241,11 @@ class CandleBuilder:
         result: BuildResult,
     ) -> list[_Acc] | None:
         """One trade into its bucket of every interval; the emitted buckets it corrects, or None: too late."""
+        counted = self._counted_in(symbol, ts_ms)
+        if key in counted:
+            result.duplicates += 1
+            return []
+        counted.add(key)
         corrections = []
         for interval in self.intervals:
             start = interval.bucket_ms(ts_ms)
@@ -256,20 +266,47 @@ class CandleBuilder:
                 if self._version_floor and (floor := self._version_floor.pop((symbol, interval, start), None)):
                     acc.version, acc.published_trades = floor
                     acc.emitted = True
-            if key in acc.seen:
-                if interval is self.intervals[0]:
-                    result.duplicates += 1
-                continue
-            acc.seen.add(key)
             acc.add(ts_ms, price, size)
             if acc.emitted and acc.trades > acc.published_trades:
                 corrections.append(acc)
         return corrections
 
+    def _counted_in(self, symbol: str, ts_ms: int) -> set[str]:
+        """The trades counted in the finest interval's bucket of ``ts_ms``."""
+        window = self._counted.get(symbol)
+        if window is None:
+            window = self._counted[symbol] = {}
+        start = self._finest.bucket_ms(ts_ms)
+        counted = window.get(start)
+        if counted is None:
+            counted = window[start] = set()
+        return counted
+
+    def _forget_counted(self, symbol: str, watermark: int) -> None:
+        """Drop the trade keys of finest buckets past their retention: a trade of theirs is late now."""
+        window = self._counted.get(symbol)
+        if not window:
+            return
+        horizon = watermark - self._finest.millis - self.retention_ms(self._finest)
+        for start in [start for start in window if start <= horizon]:
+            del window[start]
+
     def tick_clock(self, wall: float | None = None) -> list[CandleEvent]:
         """Close buckets of quiet symbols; call periodically."""
         wall = time.time() if wall is None else wall
+        if self._version_floor:
+            self._forget_spent_floors()
         return self._close(set(self._watermark), wall)
+
+    def _forget_spent_floors(self) -> None:
+        """Drop the version floors of buckets the ticks can no longer create (past their retention)."""
+        spent = [
+            (symbol, interval, start)
+            for symbol, interval, start in self._version_floor
+            if start + interval.millis + self.retention_ms(interval) <= self._watermark.get(symbol, -1)
+        ]
+        for key in spent:
+            del self._version_floor[key]
 
     def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
         """Emit the closable buckets of ``symbols`` and forget the final ones: only those tokens' buckets are
@@ -281,6 +318,7 @@ class CandleBuilder:
             if not buckets:
                 continue
             watermark = self._watermark[symbol]
+            self._forget_counted(symbol, watermark)
             idle = wall - self._last_seen_wall.get(symbol, wall) >= self.idle_close_s
             for key, acc in list(buckets.items()):
                 end = acc.start_ms + acc.interval.millis
@@ -314,7 +352,8 @@ class CandleBuilder:
         ``published``: candles already on the candles topic. A bucket with one of this builder's source is
         marked emitted (it may have been closed by the idle clock, or by a batch processed but not yet
         committed), and its version counter continues from the highest published version, so what this
-        instance emits for it next is newer (also for a bucket not held now that a redelivered batch creates).
+        instance emits for it next is newer (also for a bucket not held now that a redelivered batch creates,
+        and for a token none of whose ticks were committed).
         A published candle may count ticks after the committed offsets (kill -9 between publishing and
         committing): the bucket publishes no correction until the redelivered ticks take it past that
         candle's trades, so nothing smaller goes out after it.
@@ -343,9 +382,10 @@ class CandleBuilder:
                 latest[key] = c
         for key, last in latest.items():
             symbol, interval, start = key
+            # a token none of whose ticks were committed has no watermark: the redelivered ticks recreate them all
             creatable = start + interval.millis + self.retention_ms(interval) > self._watermark.get(symbol, 0)
             held = (interval, start) in self._buckets.get(symbol, {})
-            if not held and symbol in self._watermark and creatable:
+            if not held and creatable:
                 self._version_floor[key] = (last.version - last.trades * 1000, last.trades)
         for key, acc in self._held():
             candle = latest.get(key)
