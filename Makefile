@@ -39,6 +39,7 @@ bench: install ## benchmarks (results go to docs/benchmarks.md by hand; each wri
 	@$(VENV)/bin/python -m bench.latency
 	@$(VENV)/bin/python -m bench.market
 	@$(VENV)/bin/python -m bench.embedded_universe
+	@$(VENV)/bin/python -m bench.restore
 
 bench-gateway: install ## gateway reads vs a bare FastAPI endpoint with `hey` (results to docs/benchmarks.md by hand, plot to docs/bench/gateway.png)
 	@$(VENV)/bin/python -m bench.gateway

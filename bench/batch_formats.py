@@ -183,7 +183,7 @@ class PerEvent(Format):
         return [encode_event(self.event(row)) for row in rows]
 
     def event(self, row: Trade) -> TickEvent:
-        """As ``TickMaker.make`` builds it: the model's fields, trusted."""
+        """As ``make_tick`` builds it: the model's fields, trusted."""
         sym, src, ts_us, price, size, side, tid, quote = row
         fields = {"event_id": f"{src}-{sym}-{tid}", "schema_version": 1, "produced_at": self.produced_at}
         fields |= {"symbol": sym, "source": src, "ts": from_us(ts_us), "price": price, "size": size, "side": side}

@@ -7,10 +7,13 @@ Coinbase Advanced Trade (no recording of their current formats) frames crafted f
 documented formats by the fake exchange's dialects (testkit/venues/): one trade per frame,
 four pairs, consecutive ids.
 
-* **tokenpulse** — ``Connector.parse``: msgspec decoding into typed structs, checks, a
-  ``TickEvent`` per trade (the checked fast constructor), trade-id gap tracking.
-* **tokenpulse + pydantic validation** — the same, then every tick validated again by
-  pydantic (``TickEvent.model_validate``): what the fast constructor saves.
+* **tokenpulse** — ``Connector.parse``: msgspec decoding into typed structs, the checks of
+  ``RowMaker.add``, each trade a row of the ``TickBatch`` columns (``ts_us`` an integer, no
+  per-trade object), trade-id gap tracking.
+* **tokenpulse → TickBatch** — ``Connector.handle``, all a frame costs up to the bus: the parse,
+  the dedupe, the frame's rows as one ``TickBatch`` handed to the (empty) sink.
+* **tokenpulse + pydantic validation** — the parse, then each frame's rows validated by pydantic
+  as a ``TickBatch`` (``TickBatch.model_validate``): what building it without validation saves.
 * **cryptofeed 2.4** — the exchange class's ``message_handler`` (its JSON parser with
   Decimal floats, a ``Trade`` object per trade, an async callback), symbol tables filled
   from the recorded pairs (no network).
@@ -41,11 +44,12 @@ from tokenpulse_ingest.venues.binance import BinanceConnector
 from tokenpulse_ingest.venues.bybit import BybitConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
 from tokenpulse_ingest.venues.coinbase_advanced import CoinbaseAdvancedConnector
-from tokenpulse_ingest.venues.connector import Connector, Pair, make_tick
+from tokenpulse_ingest.venues.connector import Connector, Dedupe, Pair, make_tick
 from tokenpulse_ingest.venues.kraken import KrakenConnector
 from tokenpulse_ingest.venues.okx import OkxConnector
 from tokenpulse_ingest.venues.registry import VENUES, quote_of
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.batches import TICK_COLUMNS, TickBatch
+from tokenpulse_shared.events import Side, new_event_id, utcnow
 
 from bench import plot
 from testkit.fake_exchange import DIALECTS, SAMPLES, received_frames
@@ -57,7 +61,7 @@ CLOCK_NAME = os.environ.get("BENCH_CLOCK", "cpu")
 clock = time.perf_counter if CLOCK_NAME == "wall" else time.process_time
 
 
-async def _sink(ticks: list[TickEvent]) -> None:
+async def _sink(ticks: TickBatch) -> None:
     return None
 
 
@@ -165,28 +169,48 @@ def cryptofeed_handler(
     return handle
 
 
+def _fresh_stream(c: Connector) -> None:
+    """Forget the ids, sequence numbers and trades seen: the next pass replays the same trades as a new stream."""
+    c._pending_gaps.clear()
+    c._last_id.clear()
+    c.dedupe = Dedupe(c.dedupe.size)
+    sequence = getattr(c, "_sequence", None)
+    if isinstance(sequence, dict):
+        sequence.clear()
+    else:  # a connection's numbering (Coinbase Advanced): a fresh connection
+        c._sequence = None  # type: ignore[attr-defined]
+
+
+async def _ours(name: str, kind: str, frames: list[str], passes: int) -> tuple[float, int]:
+    c = ours(kind, frames)
+    rows = c.rows
+    n = 0
+    t0 = clock()
+    for _ in range(passes):
+        if name == "tokenpulse → TickBatch":
+            for f in frames:
+                n += await c.handle(f)
+        else:
+            validate = name == "tokenpulse + pydantic validation"
+            for f in frames:
+                c.parse(f)
+                if rows:
+                    n += len(rows)
+                    if validate:
+                        columns = {
+                            name: list(column)
+                            for name, column in zip(TICK_COLUMNS, zip(*rows, strict=True), strict=True)
+                        }
+                        TickBatch.model_validate(columns | {"event_id": new_event_id(), "produced_at": utcnow()})
+                    rows.clear()
+        _fresh_stream(c)
+    return clock() - t0, n
+
+
 async def run_variant(name: str, kind: str, frames: list[str], passes: int) -> tuple[float, int]:
     """Seconds for ``passes`` passes over the frames, and the trades produced."""
     if name.startswith("tokenpulse"):
-        c = ours(kind, frames)
-        validate = "pydantic" in name
-        n = 0
-        t0 = clock()
-        for _ in range(passes):
-            for f in frames:
-                for t in c.parse(f):
-                    if validate:
-                        TickEvent.model_validate(t.__dict__)
-                    n += 1
-            # each pass replays the same trades: forget the ids and sequence numbers seen, as a fresh stream
-            c._pending_gaps.clear()
-            c._last_id.clear()
-            sequence = getattr(c, "_sequence", None)
-            if isinstance(sequence, dict):
-                sequence.clear()
-            else:  # a connection's numbering (Coinbase Advanced): a fresh connection
-                c._sequence = None  # type: ignore[attr-defined]
-        return clock() - t0, n
+        return await _ours(name, kind, frames, passes)
     counter = [0]
     handle = cryptofeed_handler(kind, frames, counter, convert="TickEvent" in name)
     assert handle is not None
@@ -208,7 +232,13 @@ async def main() -> None:
 
     logging.disable(logging.WARNING)
     frames_by_kind = corpus()
-    variants = ["tokenpulse", "tokenpulse + pydantic validation", "cryptofeed", "cryptofeed → TickEvent"]
+    variants = [
+        "tokenpulse",
+        "tokenpulse → TickBatch",
+        "tokenpulse + pydantic validation",
+        "cryptofeed",
+        "cryptofeed → TickEvent",
+    ]
     results: dict[tuple[str, str], list[float]] = {}
     trades: dict[tuple[str, str], int] = {}
     for _ in range(ROUNDS):
@@ -232,7 +262,7 @@ async def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for kind, frames in frames_by_kind.items():
-        bases = [statistics.median(results[(kind, b)]) if (kind, b) in results else None for b in variants[2:]]
+        bases = [statistics.median(results[(kind, b)]) if (kind, b) in results else None for b in variants[3:]]
         for v in variants:
             if (kind, v) not in results:
                 continue

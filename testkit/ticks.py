@@ -6,7 +6,8 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from tokenpulse_ingest.venues.connector import BadMessage, Connector
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, tick_batch
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import Side, TickEvent
 
 
@@ -51,8 +52,20 @@ def with_resends(
     return ticks
 
 
-async def discard(ticks: list[TickEvent]) -> None:
+async def discard(ticks: TickBatch) -> None:
     """A connector's sink for tests that only call ``parse``."""
+
+
+def parsed(connector: Connector, raw: str | bytes) -> list[TickEvent]:
+    """The trades one frame parses into, read from the connector's rows as ``TickBatch.to_events()`` gives them
+    (a refused frame raises its :class:`BadMessage` and leaves no row behind, as :meth:`Connector.handle` does)."""
+    try:
+        connector.parse(raw)
+    except Exception:
+        connector.rows.clear()
+        raise
+    rows = connector.take_rows()
+    return tick_batch(rows).to_events() if rows else []
 
 
 def trade_of(tick: TickEvent) -> tuple[str, str, str, float, float, Side]:
@@ -74,7 +87,7 @@ def ohlcv(trades: list[TickEvent]) -> tuple[float, float, float, float, float]:
 def refusal(connector: Connector, raw: str | bytes) -> str:
     """The kind of :class:`BadMessage` the connector refuses ``raw`` with; a frame it accepts fails the test."""
     try:
-        connector.parse(raw)
+        parsed(connector, raw)
     except BadMessage as exc:
         return exc.kind
     raise AssertionError(f"accepted {raw!r}"[:200])

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from tokenpulse_ingest.venues import ccxt_venue
-from tokenpulse_ingest.venues.connector import Pair
+from tokenpulse_ingest.venues.connector import Pair, tick_batch
 from tokenpulse_ingest.venues.registry import pairs_for, venue
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import Interval, TickEvent
 from tokenpulse_shared.settings import Settings
 
@@ -47,8 +48,8 @@ class Rig:
             rest_url=rest_url, **options,
         )  # fmt: skip
 
-    async def sink(self, ticks: list[TickEvent]) -> None:
-        self.ticks.extend(ticks)
+    async def sink(self, ticks: TickBatch) -> None:
+        self.ticks.extend(ticks.to_events())
 
     async def on_gap(self, exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         self.gaps.append((exchange, symbol, since, until))
@@ -155,7 +156,7 @@ def test_strict_trades_missing_a_field_are_bad_messages_never_ticks(rest) -> Non
     good = {"id": "7", "timestamp": 1_765_000_000_000, "symbol": "BTC/USD", "side": "buy", "price": 97e3, "amount": 0.1}
     broken = [{**good, k: None} for k in ("id", "timestamp", "side", "price", "amount")]
     broken += [{**good, "timestamp": 0}, {**good, "amount": 0.0}, {**good, "symbol": "DOGE/USD"}, {**good, "id": ""}]
-    ticks = r.conn.ticks([*broken, good])
+    ticks = tick_batch(r.conn.ticks([*broken, good])).to_events()
     assert [t.trade_id for t in ticks] == ["7"] and r.conn.health.bad_messages == len(broken)
 
 

@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 from tokenpulse_ingest.venues.connector import Connector, Pair
 from tokenpulse_ingest.venues.registry import VENUES, quote_of
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import TickEvent
 
 from testkit.fake_exchange import FakeExchange, wait_for
@@ -35,8 +36,8 @@ async def rig(kind: str, *, heartbeat_s: float | None = None, stall_s: float = 3
     fake = await FakeExchange(kind, PRICES, heartbeat_s=heartbeat_s).start()
     r = Rig(fake, None)  # type: ignore[arg-type]
 
-    async def sink(ticks: list[TickEvent]) -> None:
-        r.ticks.extend(ticks)
+    async def sink(ticks: TickBatch) -> None:
+        r.ticks.extend(ticks.to_events())
 
     async def on_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         r.gaps.append((exchange, symbol, since, until))
@@ -231,8 +232,8 @@ async def test_an_unreachable_exchange_is_retried_with_backoff_and_reported_down
     await fake.stop()
     ticks: list[TickEvent] = []
 
-    async def sink(t: list[TickEvent]) -> None:
-        ticks.extend(t)
+    async def sink(t: TickBatch) -> None:
+        ticks.extend(t.to_events())
 
     pairs = [Pair(s, VENUES["binance"].default_pair(s), "USDT") for s in PRICES]
     conn = VENUES["binance"].connector(url, pairs, sink, backoff_s=0.05, backoff_max_s=0.4, rng=random.Random(3))
@@ -251,8 +252,8 @@ async def test_kraken_v1_protocol_over_the_wire() -> None:
     fake = await FakeExchange("kraken", PRICES, heartbeat_s=0.2).start()
     ticks: list[TickEvent] = []
 
-    async def sink(t: list[TickEvent]) -> None:
-        ticks.extend(t)
+    async def sink(t: TickBatch) -> None:
+        ticks.extend(t.to_events())
 
     pairs = [Pair(s, VENUES["kraken"].default_pair(s), "USD") for s in PRICES]
     conn = VENUES["kraken"].connector(f"ws://127.0.0.1:{fake.port}", pairs, sink, backoff_s=0.05)
@@ -280,11 +281,11 @@ async def test_a_failing_publish_is_reported_as_a_gap_and_the_connector_goes_on(
     gaps: list[tuple[str, datetime, datetime]] = []
     calls = [0]
 
-    async def sink(t: list[TickEvent]) -> None:
+    async def sink(t: TickBatch) -> None:
         calls[0] += 1
         if calls[0] == 1:
             raise ConnectionError("bus unavailable")
-        ticks.extend(t)
+        ticks.extend(t.to_events())
 
     async def on_gap(exchange: str, symbol: str, since: datetime, until: datetime) -> None:
         gaps.append((symbol, since, until))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -168,17 +168,17 @@ async def test_a_batch_finished_during_the_restore_reads_is_not_copied_twice(kaf
     other = KafkaBus(kafka_bootstrap, client_id="e2e-repair-race")
     await other.start()
     bus = KafkaBus(kafka_bootstrap, group_prefix=f"repair-{sym.lower()}")
-    read_log, reads = bus.read_log, []
+    read_log_chunks, reads = bus.read_log_chunks, []
 
-    async def read_then_publish(topic: Any, **kwargs: Any) -> list[Any]:
-        got = await read_log(topic, **kwargs)
+    async def read_then_publish(topic: Any, *args: Any) -> AsyncIterator[list[Any]]:
+        async for chunk in read_log_chunks(topic, *args):
+            yield chunk
         if topic in (CANDLES, CANDLES_V2) and not reads:  # between the two candle reads
             reads.append(topic)
             await other.publish_rows(CANDLES_V2, CandleBatch.from_events(late), linger=False)
             await other.publish_v1_copy(CANDLES, late)
-        return got
 
-    bus.read_log = read_then_publish  # type: ignore[method-assign]
+    bus.read_log_chunks = read_then_publish  # type: ignore[method-assign]
     await restore_ingest(bus, sym)
     v1 = [e.event_id for e in await other.read_log(CANDLES) if isinstance(e, CandleEvent) and e.symbol == sym]
     await other.stop()

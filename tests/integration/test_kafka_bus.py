@@ -11,10 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
-from tokenpulse_shared.batches import TickBatch
+from tokenpulse_shared.batches import INDICATOR_NAMES, IndicatorBatch, TickBatch
 from tokenpulse_shared.bus import Delivery, TransientError
-from tokenpulse_shared.bus.kafka import KafkaBus, _KeyPartitions, ensure_topics
-from tokenpulse_shared.events import Event, PriceEvent, TickEvent
+from tokenpulse_shared.bus.base import encode_event
+from tokenpulse_shared.bus.kafka import PRODUCER_BATCH_BYTES, KafkaBus, _KeyPartitions, ensure_topics
+from tokenpulse_shared.events import Event, Interval, PriceEvent, TickEvent
 from tokenpulse_shared.topics import PRICES, SIGNALS, TICKS, Topic
 
 from tests.contract.bus import wait_for
@@ -306,6 +307,35 @@ async def test_batch_rows_go_keyless_to_the_partition_a_keyed_message_of_their_t
     assert messages <= 6  # one message per partition
     for s in syms:
         assert rows[s] == {DefaultPartitioner()(s.encode(), list(range(6)), [])}, s
+
+
+async def test_rows_too_many_for_one_message_go_as_several_in_order(kafka_bootstrap: str) -> None:
+    """10,000 indicator rows of one token encode to ~2.5 MB, over the broker's 1 MB message limit: they go out as
+    several messages of that partition, each within the producer's batch size, every row once and in order (a
+    backfill's chunk scored at once). The first rows are short (indicators warming up, null), as in a real series:
+    the messages are sized by the rows' real length, not by the first rows'."""
+    topic = Topic(f"test.bigrows.{uuid.uuid4().hex[:10]}", IndicatorBatch, "test")
+    await ensure_topics(kafka_bootstrap, [topic])
+    n = 10_000
+    hours = [1_704_067_200_000 + i * 3_600_000 for i in range(n)]
+    warm = 300
+    values = [
+        [None] * warm + [43_251.123456789 + i * 0.017 + k for i in range(warm, n)] for k in range(len(INDICATOR_NAMES))
+    ]
+    batch = IndicatorBatch.of_columns(
+        [[f"ind-BTC-1h-{t}-0" for t in hours], ["BTC"] * n, [Interval.H1] * n, hours, *values, [0] * n]
+    )
+    bus = new_bus(kafka_bootstrap, "bigrows")
+    await bus.start()
+    try:
+        await bus.publish_rows(topic, batch, linger=False)
+        logged = await bus.read_log(topic)
+    finally:
+        await bus.stop()
+    assert len(logged) > 2
+    assert all(len(encode_event(b)) <= PRODUCER_BATCH_BYTES for b in logged)
+    assert [r for b in logged for r in b.row_ids()] == batch.row_ids()  # type: ignore[attr-defined]
+    assert [v for b in logged for v in b.macd] == batch.macd  # type: ignore[attr-defined]
 
 
 async def test_a_co_partitioned_group_refuses_topics_of_different_partition_counts(kafka_bootstrap: str) -> None:

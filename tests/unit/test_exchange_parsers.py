@@ -8,22 +8,18 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from tokenpulse_ingest.venues import connector
 from tokenpulse_ingest.venues.binance import BinanceConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
-from tokenpulse_ingest.venues.connector import BadMessage, Dedupe, MillisToUtc, Pair, ProducedClock, TickMaker
+from tokenpulse_ingest.venues.connector import BadMessage, Dedupe, Pair, Row, RowMaker, tick_batch
 from tokenpulse_ingest.venues.kraken import KrakenConnector
 from tokenpulse_ingest.venues.registry import pairs_for
+from tokenpulse_shared.batches import MAX_TS_US, epoch_us
 from tokenpulse_shared.events import Side, TickEvent
 from tokenpulse_shared.settings import Settings
 
 from testkit.fake_exchange import SAMPLES, received_frames
-
-
-async def _sink(ticks: list[TickEvent]) -> None:
-    return None
+from testkit.ticks import discard as _sink
+from testkit.ticks import parsed
 
 
 def frames(name: str) -> list[str]:
@@ -55,7 +51,7 @@ def test_binance_recorded_agg_trades_normalise() -> None:
     lines = frames("BINANCE.ws.1.0.aggTrade") + frames("BINANCE_FUTURES.ws.1.0.aggTrade")
     venues = sorted({json.loads(f)["data"]["s"] for f in lines})
     c = BinanceConnector("ws://x", recorded_pairs("binance", venues), _sink)
-    ticks = [t for f in lines for t in c.parse(f)]
+    ticks = [t for f in lines for t in parsed(c, f)]
     assert len(ticks) == len(lines) == 93
     assert_valid(ticks)
     first = json.loads(lines[0])["data"]  # NKNUSDT 0.3528 x 58, buyer not maker → taker bought
@@ -68,19 +64,19 @@ def test_binance_recorded_agg_trades_normalise() -> None:
 def test_binance_trade_stream_and_error_frames() -> None:
     c = BinanceConnector("ws://x", [Pair("BTC", "BTCUSDT", "USDT")], _sink)
     trade = {"e": "trade", "E": 1, "s": "BTCUSDT", "t": 42, "p": "97000.5", "q": "0.1", "T": 1700000000000, "m": True}
-    (t,) = c.parse(json.dumps({"stream": "btcusdt@trade", "data": trade}))
+    (t,) = parsed(c, json.dumps({"stream": "btcusdt@trade", "data": trade}))
     assert (t.trade_id, t.side, t.price, t.quote) == ("42", Side.SELL, 97000.5, "USDT")
-    assert c.parse('{"result": null, "id": 1}') == []
+    assert parsed(c, '{"result": null, "id": 1}') == []
     with pytest.raises(BadMessage) as e:
-        c.parse('{"code": 2, "msg": "Invalid request"}')
+        parsed(c, '{"code": 2, "msg": "Invalid request"}')
     assert e.value.kind == "error"
     with pytest.raises(BadMessage) as e:
-        c.parse(json.dumps({"stream": "x", "data": {**trade, "e": "depthUpdate"}}))
+        parsed(c, json.dumps({"stream": "x", "data": {**trade, "e": "depthUpdate"}}))
     assert e.value.kind.startswith("unknown_event")
     with pytest.raises(BadMessage):
-        c.parse(json.dumps({"stream": "x", "data": {**trade, "p": "nan"}}))
+        parsed(c, json.dumps({"stream": "x", "data": {**trade, "p": "nan"}}))
     with pytest.raises(BadMessage):
-        c.parse(json.dumps({"stream": "x", "data": {**trade, "s": "DOGEUSDT"}}))
+        parsed(c, json.dumps({"stream": "x", "data": {**trade, "s": "DOGEUSDT"}}))
 
 
 def test_coinbase_recorded_matches_tickers_and_last_matches_normalise() -> None:
@@ -88,7 +84,7 @@ def test_coinbase_recorded_matches_tickers_and_last_matches_normalise() -> None:
     msgs = [json.loads(f) for f in lines]
     venues = sorted({m["product_id"] for m in msgs if "product_id" in m})
     c = CoinbaseConnector("ws://x", recorded_pairs("coinbase", venues), _sink)
-    ticks = [t for f in lines for t in c.parse(f)]
+    ticks = [t for f in lines for t in parsed(c, f)]
     trades = [m for m in msgs if m["type"] in ("match", "last_match", "ticker")]
     assert len(ticks) == len(trades) > 200
     assert_valid(ticks)
@@ -106,7 +102,7 @@ def test_coinbase_recorded_matches_tickers_and_last_matches_normalise() -> None:
 
 def test_coinbase_control_and_error_frames() -> None:
     c = CoinbaseConnector("ws://x", [Pair("BTC", "BTC-USD", "USD")], _sink)
-    assert c.parse('{"type": "subscriptions", "channels": []}') == []
+    assert parsed(c, '{"type": "subscriptions", "channels": []}') == []
     hb = {
         "type": "heartbeat",
         "sequence": 9,
@@ -114,12 +110,12 @@ def test_coinbase_control_and_error_frames() -> None:
         "product_id": "BTC-USD",
         "time": "2026-01-01T00:00:00Z",
     }
-    assert c.parse(json.dumps(hb)) == []
+    assert parsed(c, json.dumps(hb)) == []
     with pytest.raises(BadMessage) as e:
-        c.parse('{"type": "error", "message": "Failed to subscribe", "reason": "BNB-USD is not a valid product"}')
+        parsed(c, '{"type": "error", "message": "Failed to subscribe", "reason": "BNB-USD is not a valid product"}')
     assert e.value.kind == "error"
     with pytest.raises(BadMessage) as e:
-        c.parse('{"type": "l2update", "product_id": "BTC-USD"}')
+        parsed(c, '{"type": "l2update", "product_id": "BTC-USD"}')
     assert e.value.kind == "unknown_type:l2update"
     assert c.subscriptions() == ['{"type":"subscribe","product_ids":["BTC-USD"],"channels":["matches","heartbeat"]}']
 
@@ -130,7 +126,7 @@ def test_kraken_recorded_v1_trades_normalise() -> None:
     venues = sorted({a[-1] for a in arrays})
     c = KrakenConnector("wss://ws.kraken.com", recorded_pairs("kraken", venues), _sink)
     assert not c.v2
-    ticks = [t for f in lines for t in c.parse(f)]  # heartbeats, status and acks parse to nothing
+    ticks = [t for f in lines for t in parsed(c, f)]  # heartbeats, status and acks parse to nothing
     rows = [(a[-1], r) for a in arrays for r in a[1]]
     assert len(ticks) == len(rows) == 10
     assert_valid(ticks)
@@ -173,14 +169,14 @@ def test_kraken_v2_trades_and_subscription() -> None:
             },
         ],
     }
-    a, b = c.parse(json.dumps(frame))
+    a, b = parsed(c, json.dumps(frame))
     assert (a.symbol, a.side, a.trade_id, a.price) == ("BTC", Side.SELL, "77", 97001.2)
     assert a.ts == datetime(2026, 11, 22, 8, 0, 0, 123456, tzinfo=UTC)
     assert (b.symbol, b.side, b.size) == ("DOGE", Side.BUY, 1000.0)
-    assert c.parse('{"channel": "heartbeat"}') == []
-    assert c.parse('{"method": "subscribe", "result": {"channel": "trade"}, "success": true}') == []
+    assert parsed(c, '{"channel": "heartbeat"}') == []
+    assert parsed(c, '{"method": "subscribe", "result": {"channel": "trade"}, "success": true}') == []
     with pytest.raises(BadMessage):
-        c.parse('{"method": "subscribe", "success": false, "error": "Currency pair not supported"}')
+        parsed(c, '{"method": "subscribe", "success": false, "error": "Currency pair not supported"}')
     # v1 names: XBT and XDG stand for BTC and DOGE
     v1 = KrakenConnector("wss://ws.kraken.com", [Pair("BTC", "BTC/USD", "USD"), Pair("DOGE", "DOGE/USD", "USD")], _sink)
     assert json.loads(v1.subscriptions()[0])["pair"] == ["XBT/USD", "XDG/USD"]
@@ -227,46 +223,28 @@ def test_vendored_samples_match_their_manifest() -> None:
         assert f["source"]["repository"] == "bmoscon/cryptofeed" and len(f["source"]["commit"]) == 40
 
 
-@settings(max_examples=300, deadline=None)
-@given(ms=st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=20))
-def test_millis_to_utc_equals_fromtimestamp(ms: list[int]) -> None:
-    convert = MillisToUtc().convert
-    for value in [*ms, *ms]:  # twice: the same-millisecond and same-second shortcuts too
-        assert convert(value) == datetime.fromtimestamp(value / 1000, UTC)
-        assert convert(value).tzinfo is UTC
-
-
-def test_produced_clock_is_never_from_the_future_and_at_most_its_resolution_early(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    now = [1_700_000_000.0]
-    monkeypatch.setattr(connector, "_time", lambda: now[0])
-    clock = ProducedClock(resolution_s=0.001).now
-    first = clock()
-    assert first == datetime.fromtimestamp(now[0], UTC)
-    now[0] += 0.0005
-    assert clock() is first  # within the resolution: shared
-    now[0] += 0.0006
-    assert clock() == datetime.fromtimestamp(now[0], UTC)  # past it: read again
-    now[0] -= 5.0  # the wall clock stepped back
-    assert clock() == datetime.fromtimestamp(now[0], UTC)
-
-
-def test_tick_maker_checks_what_the_model_checks() -> None:
-    maker = TickMaker("binance", Pair("BTC", "BTCUSDT", "USDT"))
-    now = datetime.now(UTC)
-    tick = maker.make(now, 97_000.5, 0.25, Side.SELL, "123456", now)
+def test_row_maker_checks_what_the_model_checks() -> None:
+    rows: list[Row] = []
+    maker = RowMaker("binance", Pair("BTC", "BTCUSDT", "USDT"), rows)
+    now_us = epoch_us(datetime.now(UTC))
+    maker.add(now_us, 97_000.5, 0.25, Side.SELL, "123456")
+    (tick,) = tick_batch(rows).to_events()
     assert TickEvent.model_validate(tick.model_dump()) == tick
     assert (tick.event_id, tick.symbol, tick.quote, tick.source) == ("binance-BTC-123456", "BTC", "USDT", "binance")
-    moved = tick.model_copy(update={"price": 97_001.0})  # a fast-made tick behaves as a validated one
+    moved = tick.model_copy(update={"price": 97_001.0})  # a tick read from rows behaves as a validated one
     assert moved.price == 97_001.0 and tick.price == 97_000.5 and moved.model_fields_set == tick.model_fields_set
     for price in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(BadMessage):
-            maker.make(now, price, 1.0, Side.BUY, "1", now)
-    for size in (-0.1, float("nan"), float("inf")):
+            maker.add(now_us, price, 1.0, Side.BUY, "1")
+    for size in (0.0, -0.1, float("nan"), float("inf")):
         with pytest.raises(BadMessage):
-            maker.make(now, 1.0, size, Side.BUY, "1", now)
-    with pytest.raises(BadMessage):
-        maker.make(now, 1.0, 1.0, Side.BUY, "9" * 101, now)
+            maker.add(now_us, 1.0, size, Side.BUY, "1")
+    for ts_us in (0, -1, MAX_TS_US + 1):
+        with pytest.raises(BadMessage):
+            maker.add(ts_us, 1.0, 1.0, Side.BUY, "1")
+    for trade_id in ("", "9" * 129):
+        with pytest.raises(BadMessage):
+            maker.add(now_us, 1.0, 1.0, Side.BUY, trade_id)
+    assert len(rows) == 1  # a refused trade leaves no row
     with pytest.raises(ValueError):  # a bad constant part is refused when the connector is built
-        TickMaker("binance", Pair("BTC", "BTCUSDT", "usdt!"))
+        RowMaker("binance", Pair("BTC", "BTCUSDT", "usdt!"), rows)

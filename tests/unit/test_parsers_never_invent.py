@@ -10,9 +10,13 @@ from typing import Any
 
 import pytest
 from tokenpulse_ingest.venues.binance import BinanceConnector
+from tokenpulse_ingest.venues.bybit import BybitConnector
 from tokenpulse_ingest.venues.coinbase import CoinbaseConnector
+from tokenpulse_ingest.venues.coinbase_advanced import CoinbaseAdvancedConnector
 from tokenpulse_ingest.venues.connector import Connector, Pair
 from tokenpulse_ingest.venues.kraken import KrakenConnector
+from tokenpulse_ingest.venues.okx import OkxConnector
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import TickEvent
 
 BAD_NUMBERS = ["0", "-1.5", "nan", "inf", "-inf", 0, -2]
@@ -37,8 +41,8 @@ def kraken_v1() -> tuple[Connector, list[TickEvent]]:
 def _connector(cls: type[Connector], url: str, pair: Pair) -> tuple[Connector, list[TickEvent]]:
     got: list[TickEvent] = []
 
-    async def sink(ticks: list[TickEvent]) -> None:
-        got.extend(ticks)
+    async def sink(ticks: TickBatch) -> None:
+        got.extend(ticks.to_events())
 
     return cls(url, [pair], sink), got
 
@@ -171,3 +175,41 @@ async def test_a_refused_frame_is_counted_by_kind() -> None:
     connector, got = binance()
     await connector.handle(binance_frame({k: v for k, v in BINANCE_AGG.items() if k != "T"}))
     assert "missing_field" in connector.health.errors_seen and got == []
+
+
+def okx_push(*trades: dict[str, Any]) -> str:
+    return json.dumps({"arg": {"channel": "trades", "instId": "BTC-USDT"}, "data": list(trades)})
+
+
+def bybit_push(*trades: dict[str, Any]) -> str:
+    return json.dumps({"topic": "publicTrade.BTCUSDT", "type": "snapshot", "ts": 1, "data": list(trades)})
+
+
+def advanced_message(*trades: dict[str, Any]) -> str:
+    events = [{"type": "update", "trades": list(trades)}]
+    return json.dumps({"channel": "market_trades", "sequence_num": 1, "events": events})
+
+
+OKX_TRADE = {"instId": "BTC-USDT", "tradeId": "7", "px": "97000.5", "sz": "0.1", "side": "buy", "ts": "1700000000000"}
+BYBIT_TRADE = {"T": 1_700_000_000_000, "s": "BTCUSDT", "S": "Buy", "v": "0.1", "p": "97000.5", "i": "a-7"}
+ADVANCED_TRADE = {
+    "trade_id": "7", "product_id": "BTC-USD", "price": "97000.5", "size": "0.1", "side": "BUY",
+    "time": "2026-11-22T08:00:00.123Z",
+}  # fmt: skip
+MULTI: dict[str, tuple[type[Connector], str, Callable[..., str], dict[str, Any], str, str]] = {
+    "okx": (OkxConnector, "BTC-USDT", okx_push, OKX_TRADE, "tradeId", "px"),
+    "bybit": (BybitConnector, "BTCUSDT", bybit_push, BYBIT_TRADE, "i", "p"),
+    "coinbase_advanced": (CoinbaseAdvancedConnector, "BTC-USD", advanced_message, ADVANCED_TRADE, "trade_id", "price"),
+}
+
+
+@pytest.mark.parametrize("venue", list(MULTI))
+async def test_a_frame_refused_half_way_publishes_none_of_its_trades(venue: str) -> None:
+    cls, pair, frame, good, ident, price = MULTI[venue]
+    connector, got = _connector(cls, "ws://x", Pair("BTC", pair, "USD"))
+    second = {**good, ident: "8", price: "-1"}  # the frame's second trade is bad: the first must not go out alone
+    await assert_refused(connector, got, frame(good, second))
+    assert connector.rows == []
+    assert await connector.handle(frame(good, {**second, price: "97001"})) == 2  # the same trades, both good
+    assert [t.trade_id for t in got] == [good[ident], "8"]
+    assert await connector.handle(frame(good)) == 0 and connector.health.duplicates == 1  # seen: dropped

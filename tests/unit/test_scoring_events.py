@@ -3,14 +3,21 @@ intraday signals; never a non-finite number."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from tokenpulse_ingest.bundle import bar_to_event, iter_bundle
-from tokenpulse_scoring.service import ScoringService
+from tokenpulse_scoring.service import ScoringService, output_key
+from tokenpulse_shared.batches import INDICATOR_NAMES, CandleBatch, IndicatorBatch
+from tokenpulse_shared.bus import TransientError
 from tokenpulse_shared.events import CandleEvent, Interval
-from tokenpulse_shared.settings import DEFAULT_BUNDLE
+from tokenpulse_shared.service import Context
+from tokenpulse_shared.settings import DEFAULT_BUNDLE, Settings
+from tokenpulse_shared.topics import GRADES, INDICATORS, INDICATORS_V2, SIGNALS, Topic
 
 
 def test_trusted_events_equal_validated_ones_and_round_trip_as_json() -> None:
@@ -97,3 +104,143 @@ def test_a_late_correction_gives_new_ids_to_the_outputs_it_recomputes_and_only_t
     assert _ids(restarted._process([fix])) == _ids(recomputed)
     # and once more (a redelivery): nothing new is published
     assert _ids(restarted._process([fix])) == []
+
+
+def _rows(candles: list[CandleEvent], size: int) -> list[CandleBatch]:
+    return [CandleBatch.from_events(candles[k : k + size]) for k in range(0, len(candles), size)]
+
+
+def _fields(events: list[Any]) -> list[dict[str, Any]]:
+    """The events' fields but ``produced_at`` (a clock read per batch)."""
+    return [{k: v for k, v in e.model_dump().items() if k != "produced_at"} for e in events]
+
+
+def test_candle_rows_are_scored_as_the_arithmetic_says_and_as_candle_events_are() -> None:
+    """``score_rows`` (candles.v2) builds its indicator columns straight from ``apply_batch``'s updates: each row
+    holds the update's values under their own names and the id of ``output_key``; and its outputs are exactly
+    those of the same candles scored as v1 events, a late correction included."""
+    (_, _, bars), (_, _, hours) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.H4, Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:700]] + [
+        bar_to_event("BTC", Interval.H4, b) for b in hours[:1500]
+    ]
+    old = candles[650]
+    fix = old.model_copy(update={"close": old.close * 1.2, "high": max(old.high, old.close * 1.2), "version": 7})
+    rows, events, reference = ScoringService(), ScoringService(), ScoringService()
+
+    expected = []
+    for interval, part in ((Interval.D1, candles[:700]), (Interval.H4, candles[700:])):
+        entries = [(int(c.ts.timestamp() * 1000), c.open, c.high, c.low, c.close, c.volume, c.version) for c in part]
+        expected += [
+            (e, u)
+            for k in range(0, len(entries), 333)
+            for e, u in reference.apply_batch("BTC", interval, entries[k : k + 333])
+        ]
+    chunks = [candles[k : k + 333] for k in range(0, len(candles), 333)]
+    got = [rows.score_rows(_rows(chunk, 333)) for chunk in chunks]
+    batch = IndicatorBatch.of_columns(IndicatorBatch.concat([o.indicators for o in got if o.indicators]))
+    assert len(batch) == len(expected) == len(candles)
+    for i, (entry, update) in enumerate(expected):
+        assert batch.row_id[i] == "ind-" + output_key("BTC", batch.interval[i], entry[0], entry[6], update.basis)
+        assert batch.ts_ms[i] == entry[0] and batch.candle_version[i] == entry[6]
+        assert {name: getattr(batch, name)[i] for name in INDICATOR_NAMES} == update.indicators
+
+    assert {e.event_id for o in got for e in o.signals}  # the comparison below covers signals too
+    for rows_out, events_out in [
+        *zip(got, (events._process(chunk) for chunk in chunks), strict=True),
+        (rows.score_rows(_rows([fix], 1)), events._process([fix])),  # a late correction: 50 candles recomputed
+    ]:
+        assert rows_out.indicators is not None
+        assert _fields(rows_out.indicators.to_events()) == _fields(events_out[0])
+        assert _fields(rows_out.grades) == _fields(events_out[1])
+        assert _fields(rows_out.signals) == _fields(events_out[2])
+
+
+def test_candle_rows_with_absurd_prices_never_give_a_non_finite_indicator() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    candles = []
+    for i in range(60):
+        p = 1e-300 if i % 2 else 1e300
+        ts = t0.replace(day=1 + i % 28, month=1 + i // 28)
+        candles.append(CandleEvent(symbol="X", interval=Interval.D1, ts=ts, open=p, high=p, low=p, close=p, volume=1))
+    out = ScoringService().score_rows(_rows(candles, 60))
+    assert out.indicators is not None
+    values = [v for name in INDICATOR_NAMES for v in getattr(out.indicators, name)]
+    assert any(v is not None for v in values) and all(v is None or math.isfinite(v) for v in values)
+
+
+def test_the_garbage_collector_is_paused_while_a_batch_is_scored_and_resumed_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = ScoringService()
+    during: list[bool] = []
+    apply_batch = service.apply_batch
+
+    def spy(*args: Any) -> Any:
+        during.append(gc.isenabled())
+        return apply_batch(*args)
+
+    monkeypatch.setattr(service, "apply_batch", spy)
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    service.score_rows(_rows([bar_to_event("BTC", Interval.D1, b) for b in bars[:50]], 50))
+    assert during == [False]
+    assert gc.isenabled()
+
+
+def test_only_closed_candle_rows_are_scored() -> None:
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:40]]
+    candles[-1] = candles[-1].model_copy(update={"closed": False})  # the day still running
+    out = ScoringService().score_rows(_rows(candles, 40))
+    assert out.indicators is not None
+    assert out.indicators.ts_ms == [int(c.ts.timestamp() * 1000) for c in candles[:-1]]
+
+
+class _ConcurrentBus:
+    """A bus (unit-test fake) whose sends each wait until every expected topic has started sending: sends made
+    one after the other never get there. ``failing`` names a topic whose send then fails."""
+
+    def __init__(self, topics: int, failing: str | None = None) -> None:
+        self.started: list[str] = []
+        self.done: list[str] = []
+        self.all_started = asyncio.Event()
+        self.topics, self.failing = topics, failing
+
+    async def _send(self, topic: Topic) -> None:
+        self.started.append(topic.name)
+        if len(self.started) == self.topics:
+            self.all_started.set()
+        await asyncio.wait_for(self.all_started.wait(), 2)
+        if topic.name == self.failing:
+            raise TransientError("broker away")
+        self.done.append(topic.name)
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def publish_rows(self, topic: Topic, batch: Any, *, linger: bool = True) -> None:
+        await self._send(topic)
+
+    async def publish_v1_copy(self, topic: Topic, events: Any) -> None:
+        await self._send(topic)
+
+    async def publish(self, topic: Topic, events: Any) -> None:
+        await self._send(topic)
+
+
+async def test_a_batchs_outputs_are_sent_together_and_a_failure_is_raised_once_all_are_done() -> None:
+    """Rows, v1 copies, grades and signals overlap their waits for the broker; a send that fails fails the
+    batch with its own error (a TransientError stays one, so the bus redelivers) after the others finished."""
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:400]]
+    for failing in (None, GRADES.name):
+        bus = _ConcurrentBus(topics=4, failing=failing)
+        service = ScoringService()
+        service.register(Context(settings=Settings(scoring={"predictions": False}), bus=bus))  # type: ignore[arg-type]
+        service.ready.set()
+        if failing is None:
+            await service.on_candle_rows(_rows(candles, 400))
+        else:
+            with pytest.raises(TransientError):
+                await service.on_candle_rows(_rows(candles, 400))
+        assert sorted(bus.started) == sorted([INDICATORS_V2.name, INDICATORS.name, GRADES.name, SIGNALS.name])
+        assert sorted(bus.done) == sorted(n for n in bus.started if n != failing)

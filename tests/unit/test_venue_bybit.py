@@ -12,7 +12,7 @@ from tokenpulse_ingest.venues.bybit import BybitConnector
 from tokenpulse_ingest.venues.connector import Pair
 from tokenpulse_shared.events import Side, TickEvent
 
-from testkit.ticks import discard, refusal, trade_of
+from testkit.ticks import discard, parsed, refusal, trade_of
 
 DOC_TRADE = {
     "T": 1672304486865,
@@ -37,7 +37,7 @@ def push(*trades: dict[str, Any]) -> str:
 
 
 def test_the_documented_trade_normalises() -> None:
-    (t,) = connector().parse(push(DOC_TRADE))
+    (t,) = parsed(connector(), push(DOC_TRADE))
     assert trade_of(t) == ("BTC", "bybit", "USDT", 16578.5, 0.001, Side.BUY)
     assert t.trade_id == DOC_TRADE["i"] and t.ts == datetime.fromtimestamp(1672304486.865, UTC)
     assert TickEvent.model_validate(t.model_dump()) == t
@@ -45,9 +45,9 @@ def test_the_documented_trade_normalises() -> None:
 
 def test_control_frames_errors_and_subscriptions_of_at_most_ten_topics() -> None:
     c = connector()
-    assert c.parse('{"success": true, "ret_msg": "subscribe", "conn_id": "x", "op": "subscribe"}') == []
-    assert c.parse('{"success": true, "ret_msg": "pong", "conn_id": "x", "op": "ping"}') == []
-    assert c.parse('{"op": "pong", "args": ["1675418560633"], "conn_id": "x"}') == []
+    assert parsed(c, '{"success": true, "ret_msg": "subscribe", "conn_id": "x", "op": "subscribe"}') == []
+    assert parsed(c, '{"success": true, "ret_msg": "pong", "conn_id": "x", "op": "ping"}') == []
+    assert parsed(c, '{"op": "pong", "args": ["1675418560633"], "conn_id": "x"}') == []
     assert (
         refusal(c, '{"success": false, "ret_msg": "error:handler not found", "conn_id": "x", "op": "subscribe"}')
         == "error"

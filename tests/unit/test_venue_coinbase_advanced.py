@@ -13,7 +13,7 @@ from tokenpulse_ingest.venues.coinbase_advanced import CoinbaseAdvancedConnector
 from tokenpulse_ingest.venues.connector import Pair
 from tokenpulse_shared.events import Side, TickEvent
 
-from testkit.ticks import discard, refusal, trade_of
+from testkit.ticks import discard, parsed, refusal, trade_of
 
 DOC_TRADE = {
     "trade_id": "12345",
@@ -38,7 +38,7 @@ def message(*trades: dict[str, Any], kind: str = "update", sequence: int = 0) ->
 
 
 def test_the_documented_trade_normalises() -> None:
-    (t,) = connector().parse(message(DOC_TRADE))
+    (t,) = parsed(connector(), message(DOC_TRADE))
     assert trade_of(t) == ("ETH", "coinbase_advanced", "USD", 1260.01, 0.3, Side.BUY)
     assert t.trade_id == "12345" and t.ts == datetime(2019, 8, 14, 20, 42, 27, 265000, tzinfo=UTC)
     assert TickEvent.model_validate(t.model_dump()) == t
@@ -47,10 +47,10 @@ def test_the_documented_trade_normalises() -> None:
 def test_a_snapshot_newest_first_is_no_gap_and_a_later_jump_is() -> None:
     c = connector()
     snapshot = [{**DOC_TRADE, "trade_id": str(i)} for i in (105, 104, 103)]
-    assert len(c.parse(message(*snapshot, kind="snapshot", sequence=1))) == 3
-    c.parse(message({**DOC_TRADE, "trade_id": "106"}, sequence=2))
+    assert len(parsed(c, message(*snapshot, kind="snapshot", sequence=1))) == 3
+    parsed(c, message({**DOC_TRADE, "trade_id": "106"}, sequence=2))
     assert c.health.gaps == 0
-    c.parse(message({**DOC_TRADE, "trade_id": "109"}, sequence=3))
+    parsed(c, message({**DOC_TRADE, "trade_id": "109"}, sequence=3))
     assert c.health.gaps == 1
 
 
@@ -62,7 +62,7 @@ def test_subscriptions_control_frames_and_errors() -> None:
     ]
     events = [{"current_time": "2023-06-23 20:31:56", "heartbeat_counter": "3049"}]
     beat = {"channel": "heartbeats", "timestamp": "2023-06-23T20:31:26.122969572Z", "sequence_num": 0, "events": events}
-    assert c.parse(json.dumps(beat)) == []
+    assert parsed(c, json.dumps(beat)) == []
     assert refusal(c, '{"type": "error", "message": "failure to subscribe"}') == "error"
     refusal(c, json.dumps({**beat, "channel": "level2"}))
 

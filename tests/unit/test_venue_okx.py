@@ -12,7 +12,7 @@ from tokenpulse_ingest.venues.connector import Pair
 from tokenpulse_ingest.venues.okx import OkxConnector
 from tokenpulse_shared.events import Side, TickEvent
 
-from testkit.ticks import discard, refusal, trade_of
+from testkit.ticks import discard, parsed, refusal, trade_of
 
 DOC_TRADE = {
     "instId": "BTC-USDT",
@@ -36,7 +36,7 @@ def push(*trades: dict[str, Any]) -> str:
 
 
 def test_the_documented_trade_normalises() -> None:
-    (t,) = connector().parse(push(DOC_TRADE))
+    (t,) = parsed(connector(), push(DOC_TRADE))
     assert trade_of(t) == ("BTC", "okx", "USDT", 42219.9, 0.12060306, Side.BUY)
     assert t.trade_id == "130639474" and t.ts == datetime.fromtimestamp(1630048897.897, UTC)
     assert TickEvent.model_validate(t.model_dump()) == t
@@ -48,18 +48,18 @@ def test_subscription_control_frames_and_errors() -> None:
         "op": "subscribe",
         "args": [{"channel": "trades", "instId": "BTC-USDT"}, {"channel": "trades", "instId": "ETH-USDT"}],
     }
-    assert c.parse("pong") == []
-    assert c.parse('{"event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "1"}') == []
+    assert parsed(c, "pong") == []
+    assert parsed(c, '{"event": "subscribe", "arg": {"channel": "trades", "instId": "BTC-USDT"}, "connId": "1"}') == []
     assert refusal(c, '{"event": "error", "code": "60018", "msg": "Wrong URL or channel", "connId": "1"}') == "error"
     refusal(c, json.dumps({"arg": {"channel": "books", "instId": "BTC-USDT"}, "data": []}))
 
 
 def test_an_aggregated_push_covers_its_ids_and_a_jump_beyond_is_a_gap() -> None:
     c = connector()
-    c.parse(push({**DOC_TRADE, "tradeId": "100", "count": "1"}))
-    c.parse(push({**DOC_TRADE, "tradeId": "103", "count": "3"}))  # ids 101..103 in one push: no gap
+    parsed(c, push({**DOC_TRADE, "tradeId": "100", "count": "1"}))
+    parsed(c, push({**DOC_TRADE, "tradeId": "103", "count": "3"}))  # ids 101..103 in one push: no gap
     assert c.health.gaps == 0
-    c.parse(push({**DOC_TRADE, "tradeId": "106", "count": "2"}))  # 105..106: 104 is missing
+    parsed(c, push({**DOC_TRADE, "tradeId": "106", "count": "2"}))  # 105..106: 104 is missing
     assert c.health.gaps == 1 and c._pending_gaps[0][0] == "BTC"
 
 

@@ -362,20 +362,43 @@ class CandleBuilder:
         did not reach; logged by the caller).
         """
         wall = time.time() if wall is None else wall
-        result = RestoreResult()
+        replayed = self.replay(ticks, wall, batch)
+        result = self.settle(published, complete_from_ms=complete_from_ms)
+        result.ticks = replayed
+        return result
+
+    def replay(self, ticks: Iterable[TickEvent], wall: float, batch: int = 500) -> int:
+        """Count ticks already counted once before, in batches as the consumer handled them, publishing
+        nothing (the first half of :meth:`restore`); returns how many."""
+        n = 0
         chunk: list[TickEvent] = []
         for tick in ticks:
             chunk.append(tick)
             if len(chunk) >= batch:
                 self.add(chunk, wall)
-                result.ticks += len(chunk)
-                chunk = []
+                n, chunk = n + len(chunk), []
         if chunk:
             self.add(chunk, wall)
-            result.ticks += len(chunk)
+            n += len(chunk)
+        return n
+
+    def wants_published(self, candle: CandleEvent) -> bool:
+        """Whether :meth:`settle` needs this published candle: of this builder's source, for a bucket held or
+        one the ticks can still create (a long read keeps only these)."""
+        if candle.source != self.source or not candle.closed:
+            return False
+        start = int(candle.ts.timestamp() * 1000)
+        if (candle.interval, start) in self._buckets.get(candle.symbol, {}):
+            return True
+        end = start + candle.interval.millis + self.retention_ms(candle.interval)
+        return end > self._watermark.get(candle.symbol, 0)
+
+    def settle(self, published: Iterable[CandleEvent], *, complete_from_ms: int | None = None) -> RestoreResult:
+        """The second half of :meth:`restore`, once the ticks are replayed: mark what was published."""
+        result = RestoreResult()
         latest: dict[tuple[str, Interval, int], CandleEvent] = {}
         for c in published:
-            if c.source != self.source or not c.closed:
+            if not self.wants_published(c):
                 continue
             key = (c.symbol, c.interval, int(c.ts.timestamp() * 1000))
             if key not in latest or c.version >= latest[key].version:

@@ -61,8 +61,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
-from tokenpulse_shared.bus.base import Assignment, TransientError, dead_letter_for
-from tokenpulse_shared.events import CandleEvent, Event, Interval, PriceEvent, Side, TickEvent
+from tokenpulse_shared.bus.base import Assignment, LogRange, TransientError, dead_letter_for
+from tokenpulse_shared.events import CandleEvent, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
 from tokenpulse_shared.timeutil import MINUTE_MS
@@ -83,6 +83,7 @@ from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, select_rows
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
@@ -114,9 +115,8 @@ def _late_events(batches: list[TickBatch], late: list[int]) -> list[TickEvent]:
     return out
 
 
-def _select(columns: list[list[Any]], keys: list[str], rows: list[int]) -> tuple[list[list[Any]], list[str]]:
-    """The given rows of the columns and of their dedup keys."""
-    return [[column[i] for i in rows] for column in columns], [keys[i] for i in rows]
+def _everything(symbol: str) -> bool:
+    return True
 
 
 class IngestService:
@@ -221,13 +221,13 @@ class IngestService:
         removed = self.universe.removed
         if removed:  # a token taken out of the universe stops here, whoever still sends its trades
             rows = [i for i, sym in enumerate(columns[0]) if sym not in removed]
-            columns, keys = _select(columns, keys, rows)
+            columns, keys = select_rows(columns, keys, rows)
         symbol, source, ts_us, price, size, _side, trade_id, quote = columns
         result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
         late = set(result.late_rows)
         if late:  # rare: keep the others only
             kept = [i for i in range(len(keys)) if i not in late]
-            columns, keys = _select(columns, keys, kept)
+            columns, keys = select_rows(columns, keys, kept)
             symbol, source, ts_us, price, size, _side, trade_id, quote = columns
         ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
         prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids)
@@ -447,14 +447,16 @@ class IngestService:
         lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
-        if ctx.embedded:
-            ticks, candles = await self._stored_since(since_ms, first_bucket)
-        else:
-            ticks, candles = await self._logged_since(since_ms, partitions)
         builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
         # off the event loop (a day of ticks); the state is adopted in one step, so the clock never sees it half done
-        result = await asyncio.to_thread(builder.restore, ticks, candles, complete_from_ms=first_bucket)
-        await asyncio.to_thread(reconciler.replay, ticks)
+        if ctx.embedded:
+            ticks, candles = await self._stored_since(since_ms, first_bucket)
+            replayed = await asyncio.to_thread(replay, builder, reconciler, ticks, _everything, time.time())
+        else:
+            replayed = await self._replay_logged(builder, reconciler, since_ms, partitions)
+            candles = await self._published_since(builder, since_ms, partitions)
+        result = await asyncio.to_thread(builder.settle, candles, complete_from_ms=first_bucket)
+        result.ticks = replayed
         async with self._state_lock:
             self.builder.adopt(builder)
             self.reconciler.adopt(reconciler)
@@ -481,45 +483,44 @@ class IngestService:
             )
         return result
 
-    async def _logged_since(self, since_ms: int, part: Assignment | None) -> tuple[list[TickEvent], list[CandleEvent]]:
-        """Kafka: the ticks of ``part``'s partitions (default: all) the group counted (both topics, up to its
-        committed offsets) in about the order it counted them (by the time each message was made), and the
-        candles published of the tokens ``part`` holds (both topics)."""
+    async def _replay_logged(
+        self, builder: CandleBuilder, reconciler: PriceReconciler, since_ms: int, part: Assignment | None
+    ) -> int:
+        """Kafka: count into ``builder`` and ``reconciler`` the ticks of ``part``'s partitions (default: all) the
+        group counted (both topics, up to its committed offsets), merged by the time each message was made."""
+        assert self.ctx is not None
+        bus, wall = self.ctx.bus, time.time()
+        keep = part.holds if part is not None else _everything
+        partitions = part.partitions if part is not None else None
+        logs = [
+            bus.read_log_chunks(topic, LogRange(since_ms, until_group=self.name, partitions=partitions))
+            for topic in self.ticks_topics
+        ]
+        replayed = 0
+        async for chunk in by_time(logs):
+            # off the event loop: a loop held for seconds misses the group's heartbeats
+            replayed += await asyncio.to_thread(replay, builder, reconciler, chunk, keep, wall)  # type: ignore[arg-type]
+        return replayed
+
+    async def _published_since(
+        self, builder: CandleBuilder, since_ms: int, part: Assignment | None
+    ) -> list[CandleEvent]:
+        """Kafka: the published candles (both topics) the rebuilt ``builder`` still needs; a row whose v1 copy
+        is missing (a kill between the two) has it published now, as no later batch will."""
         assert self.ctx is not None
         bus = self.ctx.bus
-        held = part.holds if part is not None else lambda symbol: True
         partitions = part.partitions if part is not None else None
-        messages: list[Event] = []
-        for topic in self.ticks_topics:
-            messages += await bus.read_log(topic, since_ms=since_ms, until_group=self.name, partitions=partitions)
+        published = PublishedCandles(builder)
         # rows before copies: a batch finished between the two reads then has its copy read too, not repaired twice;
         # the candle topics are placed as the ticks topics (keyed by symbol, TOKENPULSE_KAFKA_PARTITIONS each)
-        rows = await bus.read_log(CANDLES_V2, since_ms=since_ms, partitions=partitions)
-        copies = await bus.read_log(CANDLES, since_ms=since_ms, partitions=partitions)
-
-        def held_only() -> tuple[list[TickEvent], list[CandleEvent], list[CandleEvent]]:
-            """Off the event loop (a day of events): a loop held for seconds misses the group's heartbeats."""
-            messages.sort(key=lambda m: m.produced_at)  # stable: each topic's own order holds
-            ticks = [t for m in messages for t in (m.to_events() if isinstance(m, TickBatch) else [m])]
-            v1 = [c for c in copies if isinstance(c, CandleEvent) and held(c.symbol)]
-            v2 = [c for b in rows if isinstance(b, CandleBatch) for c in b.to_events() if held(c.symbol)]
-            return [t for t in ticks if isinstance(t, TickEvent) and held(t.symbol)], v1, v2
-
-        ticks, v1, v2 = await asyncio.to_thread(held_only)
-        await self._repair_v1_copies(v1, v2)
-        return ticks, v1 + v2
-
-    async def _repair_v1_copies(self, v1: list[CandleEvent], v2: list[CandleEvent]) -> None:
-        """A process stopped between a batch's rows and their v1 copies (kill -9) left candles on candles.v2
-        only: publish their copies now, as no later batch will (the restore counts them as published)."""
-        assert self.ctx is not None
-        if not self.ctx.settings.bus.publish_v1:
-            return
-        copied = {c.event_id for c in v1}
-        missing = [c for c in v2 if c.source == self.builder.source and c.event_id not in copied]
-        if missing:
+        for topic, copies in ((CANDLES_V2, False), (CANDLES, True)):
+            async for chunk in bus.read_log_chunks(topic, LogRange(since_ms, partitions=partitions)):
+                await asyncio.to_thread(published.add_messages, chunk, copies)
+        missing = published.without_copy()
+        if missing and self.ctx.settings.bus.publish_v1:
             log.warning("ingest: %d candles of candles.v2 lacked their v1 copy; published it now", len(missing))
-            await self.ctx.bus.publish_v1_copy(CANDLES, missing)
+            await bus.publish_v1_copy(CANDLES, missing)
+        return list(published.latest.values())
 
     async def _stored_since(self, since_ms: int, first_bucket: int) -> tuple[list[TickEvent], list[CandleEvent]]:
         """Embedded mode: the store's ticks (what the writer stored) and tick-built candles since ``since_ms``."""
@@ -684,19 +685,20 @@ class IngestService:
         self._synthetic_task = asyncio.create_task(self._synthetic(), name="ingest-synthetic")
         self._tasks.append(self._synthetic_task)
 
-    async def _publish_ticks(self, ticks: list[TickEvent]) -> None:
-        """The connectors' sink. On the synthetic fallback, the first live trades switch back to live."""
+    async def _publish_ticks(self, ticks: TickBatch) -> None:
+        """The connectors' sink: their rows, published as they come. On the synthetic fallback, the first live
+        trades switch back to live."""
         assert self.ctx is not None
         if self._fallback_since is not None:
             await self._back_to_live(ticks)
-        await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
+        await self.ctx.bus.publish_rows(TICKS_V2, ticks)
 
-    async def _back_to_live(self, ticks: list[TickEvent]) -> None:
+    async def _back_to_live(self, ticks: TickBatch) -> None:
         """Stop the synthetic fallback for good (never mixed with live trades) and say so."""
         assert self.ctx is not None
         since, self._fallback_since = self._fallback_since, None
         task, self._synthetic_task = self._synthetic_task, None
-        sources = sorted({t.source for t in ticks})
+        sources = sorted(set(ticks.source))
         status = self.ctx.status
         status["feed"] = "live"
         status["feed_detail"] = "live trades from " + ", ".join(sources)

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import itertools
 import json
 import logging
 import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from tokenpulse_shared.batches import CandleBatch, IndicatorBatch
-from tokenpulse_shared.bus import rows_as_events
+from tokenpulse_shared.batches import INDICATOR_NAMES, CandleBatch, IndicatorBatch
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
@@ -80,7 +82,6 @@ those candles (finer candles are too noisy to follow; see docs/methodology.md)."
 RETRACTED_REASON = "retracted: a late candle correction recomputed this history and the signal no longer holds"
 
 
-_IND_SET = set(IndicatorEvent.model_fields)
 _GRADE_SET = set(GradeEvent.model_fields)
 PRICE_RANGE = (1e-150, 1e150)
 """Candles with every price inside this range give finite indicators by construction (no square or
@@ -97,6 +98,14 @@ def output_key(symbol: str, interval: Interval, ts_ms: int, version: int, basis:
     :meth:`ScoringService._process` inlines it (one f-string per candle, the hot path)."""
     suffix = "" if basis is None else f"-r{basis[0]}.{basis[1]}"
     return f"{symbol}-{interval.value}-{ts_ms}-{version}{suffix}"
+
+
+class Outputs(NamedTuple):
+    """What scoring a batch of candles publishes: indicators as rows, grades and signals as events."""
+
+    indicators: IndicatorBatch | None
+    grades: list[GradeEvent]
+    signals: list[SignalEvent]
 
 
 @dataclass
@@ -165,7 +174,7 @@ class ScoringService:
                 ctx.settings.scoring.predictions_retrain_hours,
             )
         ctx.bus.subscribe(CANDLES, self.name, self.on_candles, max_batch=5000)
-        ctx.bus.subscribe(CANDLES_V2, self.name, rows_as_events(self.on_candles), max_batch=5000)
+        ctx.bus.subscribe(CANDLES_V2, self.name, self.on_candle_rows, max_batch=5000)
         ctx.bus.subscribe(MARKETCAPS, self.name, self.on_marketcaps, max_batch=5000)
         ctx.bus.subscribe(METRICS, self.name, self.on_metrics, max_batch=5000)
 
@@ -378,81 +387,121 @@ class ScoringService:
             self.add_metrics(e.symbol, int(e.ts.timestamp() * 1000), e.metrics)
 
     async def on_candles(self, candles: list[CandleEvent]) -> None:
+        """Candle events of ``tokenpulse.candles.v1`` (outside producers, older releases)."""
         assert self.ctx is not None
         await self.ready.wait()
         # The arithmetic runs on a worker thread (one at a time): the GIL's switch interval then
         # lets the event loop answer API requests even while a replay floods scoring.
         async with self._lock:
             indicators, grades, signals = await asyncio.to_thread(self._process, candles)
-        if indicators:
-            await self.ctx.bus.publish_rows(INDICATORS_V2, IndicatorBatch.from_events(indicators), linger=False)
+        batch = IndicatorBatch.from_events(indicators) if indicators else None
+        await self._publish(Outputs(batch, grades, signals), indicators)
+        await self._forecast(c.symbol for c in candles if c.closed and c.interval == Interval.D1)
+
+    async def on_candle_rows(self, batches: list[CandleBatch]) -> None:
+        """Candle rows of ``tokenpulse.candles.v2``, scored column by column (:meth:`score_rows`)."""
+        assert self.ctx is not None
+        await self.ready.wait()
+        async with self._lock:  # on a worker thread, as in on_candles
+            outputs = await asyncio.to_thread(self.score_rows, batches)
+        await self._publish(outputs, None)
+        await self._forecast(
+            symbol
+            for b in batches
+            for symbol, interval, closed in zip(b.symbol, b.interval, b.closed, strict=True)
+            if closed and interval is Interval.D1
+        )
+
+    async def _publish(self, outputs: Outputs, indicator_events: list[IndicatorEvent] | None) -> None:
+        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), grades and signals, all at once:
+        each topic's wait for the broker's acknowledgement overlaps the others'. Every send is awaited; the first
+        failure is then raised as it is (a :class:`TransientError` stays one), and the batch is redelivered."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        sends = []
+        if outputs.indicators is not None:
+            sends.append(bus.publish_rows(INDICATORS_V2, outputs.indicators, linger=False))
             if self.ctx.settings.bus.publish_v1:
-                await self.ctx.bus.publish_v1_copy(INDICATORS, indicators)
-        if grades:
-            await self.ctx.bus.publish(GRADES, grades)
-        if signals:
-            await self.ctx.bus.publish(SIGNALS, signals)
-        if self.forecaster is not None:
-            latest = {
-                c.symbol: self.series[(c.symbol, Interval.D1)].last_ms
-                for c in candles
-                if c.closed and c.interval == Interval.D1
-            }
-            if latest:
-                await self.forecaster.on_daily_closes(latest)
+                copies = indicator_events or outputs.indicators.to_events()
+                sends.append(bus.publish_v1_copy(INDICATORS, copies))
+        if outputs.grades:
+            sends.append(bus.publish(GRADES, outputs.grades))
+        if outputs.signals:
+            sends.append(bus.publish(SIGNALS, outputs.signals))
+        results = await asyncio.gather(*sends, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _forecast(self, daily_symbols: Iterable[str]) -> None:
+        """Tell the forecaster which tokens' daily candles closed (their latest day kept)."""
+        if self.forecaster is None:
+            return
+        latest = {symbol: self.series[(symbol, Interval.D1)].last_ms for symbol in daily_symbols}
+        if latest:
+            await self.forecaster.on_daily_closes(latest)
+
+    def score_rows(self, batches: Sequence[CandleBatch]) -> Outputs:
+        """Score candle rows (``tokenpulse.candles.v2``) column to column: the closed rows grouped per series,
+        one :meth:`apply_batch` per series, the indicators built as the columns of one :class:`IndicatorBatch`
+        (no per-candle event on the way in or out: those objects cost more than the arithmetic)."""
+        with _gc_paused():
+            return self._score(_closed_rows_by_series(batches))
 
     def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
-        """Score a batch: candles grouped per series (the bus keeps each symbol's order), one
-        :meth:`apply_batch` per series, then the output events. Those are built with
-        ``model_construct`` (no re-validation of values this code computed: every number is
-        checked finite here, a non-finite one is published as ``None``); signals, rare, are
-        validated as usual."""
-        by_series = _closed_by_series(candles)
-        indicators: list[IndicatorEvent] = []
+        """Score candle events (``tokenpulse.candles.v1``): :meth:`score_rows`' outputs, indicators as events."""
+        with _gc_paused():
+            outputs = self._score(_closed_by_series(candles))
+        indicators = outputs.indicators.to_events() if outputs.indicators is not None else []
+        return indicators, outputs.grades, outputs.signals
+
+    def _score(self, by_series: dict[tuple[str, Interval], list[Entry]]) -> Outputs:
+        """One :meth:`apply_batch` per series (the bus keeps each symbol's order), then the outputs, built
+        without re-validating values this code computed: every number is checked finite here, a non-finite one
+        is published as ``None``; signals, rare, are validated as usual."""
+        ids: list[str] = []
+        symbols: list[str] = []
+        intervals: list[Interval] = []
+        times: list[int] = []
+        versions: list[int] = []
+        values: list[tuple[float | None, ...]] = []
         grades: list[GradeEvent] = []
         signals: list[SignalEvent] = []
         now = utcnow()
         from_ts, isfinite = datetime.fromtimestamp, math.isfinite
         lo_ok, hi_ok = PRICE_RANGE
-        add_indicator = indicators.append
         for (symbol, interval), entries in by_series.items():
             results = self.apply_batch(symbol, interval, entries)
             series_key = f"{symbol}-{interval.value}-"
+            symbols += [symbol] * len(results)
+            intervals += [interval] * len(results)
             for entry, update in results:
-                ts = from_ts(entry[0] / 1000, UTC)
                 basis = update.basis  # output_key(), inlined
                 ids_key = (
                     f"{series_key}{entry[0]}-{entry[6]}"
                     if basis is None
                     else f"{series_key}{entry[0]}-{entry[6]}-r{basis[0]}.{basis[1]}"
                 )
-                values = update.indicators
+                ids.append("ind-" + ids_key)
+                times.append(entry[0])
+                versions.append(entry[6])
+                row = update.indicators
                 if not (lo_ok < entry[3] and entry[2] < hi_ok):
-                    for name, v in values.items():
-                        if v is not None and not isfinite(v):
-                            values[name] = None
-                add_indicator(
-                    trusted(
-                        IndicatorEvent,
-                        {
-                            "event_id": "ind-" + ids_key,
-                            "schema_version": 1,
-                            "produced_at": now,
-                            "symbol": symbol,
-                            "interval": interval,
-                            "ts": ts,
-                            **values,
-                            "candle_version": entry[6],
-                        },
-                        _IND_SET,
-                    )
-                )
+                    row = {k: v if v is None or isfinite(v) else None for k, v in row.items()}
+                values.append(tuple(map(row.__getitem__, INDICATOR_NAMES)))
                 g = update.grade
-                if g is not None and (g.trader_grade is not None or g.investor_grade is not None):
-                    grades.append(_grade_event(g, "grade-" + ids_key, symbol, ts, now))
-                if update.signal is not None or update.retracted is not None:
-                    signals.append(_signal_event(update, ids_key, symbol, interval, ts))
-        return indicators, grades, signals
+                if g is not None and g.trader_grade is None and g.investor_grade is None:
+                    g = None  # nothing to grade yet
+                if g is not None or update.signal is not None or update.retracted is not None:
+                    ts = from_ts(entry[0] / 1000, UTC)
+                    if g is not None:
+                        grades.append(_grade_event(g, "grade-" + ids_key, symbol, ts, now))
+                    if update.signal is not None or update.retracted is not None:
+                        signals.append(_signal_event(update, ids_key, symbol, interval, ts))
+        if not ids:
+            return Outputs(None, grades, signals)
+        columns: list[list[Any]] = [ids, symbols, intervals, times, *map(list, zip(*values, strict=True)), versions]
+        return Outputs(IndicatorBatch.of_columns(columns, produced_at=now), grades, signals)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -523,6 +572,35 @@ class ScoringService:
     async def stop(self) -> None:
         if self.forecaster is not None:
             await self.forecaster.stop()
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch is scored: each candle makes several short-lived acyclic
+    objects (freed by reference counting) and the collector's full passes over the growing series state,
+    which they trigger, cost about as much as the arithmetic (docs/benchmarks.md, "Scoring")."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _closed_rows_by_series(batches: Sequence[CandleBatch]) -> dict[tuple[str, Interval], list[Entry]]:
+    """The closed rows of candle batches as entries per series, in row order (each batch is one partition's)."""
+    by_series: dict[tuple[str, Interval], list[Entry]] = {}
+    for b in batches:
+        entries = zip(b.ts_ms, b.open, b.high, b.low, b.close, b.volume, b.version, strict=True)
+        for symbol, interval, closed, entry in zip(b.symbol, b.interval, b.closed, entries, strict=True):
+            if closed:
+                group = by_series.get((symbol, interval))
+                if group is None:
+                    by_series[(symbol, interval)] = [entry]
+                else:
+                    group.append(entry)
+    return by_series
 
 
 def _closed_by_series(candles: list[CandleEvent]) -> dict[tuple[str, Interval], list[Entry]]:

@@ -7,7 +7,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,10 +196,10 @@ def dead_letter_for(
 class LogRange:
     """Which part of a topic's log :meth:`Bus.read_log` reads (its arguments of the same names)."""
 
-    since_ms: int | None
-    until_group: str | None
-    partitions: Collection[int] | None
-    keys: Collection[str] | None
+    since_ms: int | None = None
+    until_group: str | None = None
+    partitions: Collection[int] | None = None
+    keys: Collection[str] | None = None
 
 
 class Bus(abc.ABC):
@@ -400,11 +400,18 @@ class Bus(abc.ABC):
         Invalid messages and tombstones are skipped; ``rejected``, when given, receives the invalid ones
         that no later tombstone of their key deleted (what a service quarantines). The in-process bus
         keeps no log: embedded mode rebuilds such state from the store instead."""
-        return await self._read_log(topic, LogRange(since_ms, until_group, partitions, keys), rejected)
+        events: list[Event] = []
+        async for chunk in self.read_log_chunks(topic, LogRange(since_ms, until_group, partitions, keys), rejected):
+            events += chunk
+        return events
 
-    async def _read_log(self, topic: Topic, want: LogRange, rejected: list[Rejected] | None) -> list[Event]:
-        """:meth:`read_log` on a bus that keeps a log (the in-process one does not: nothing to read)."""
-        return []
+    async def read_log_chunks(
+        self, topic: Topic, want: LogRange, rejected: list[Rejected] | None = None
+    ) -> AsyncIterator[list[Event]]:
+        """:meth:`read_log` (the part ``want`` says) a fetch at a time, each partition's events in log order:
+        for a log too long to hold whole (a day of ticks). ``rejected`` is filled once the read is done."""
+        return
+        yield
 
     @abc.abstractmethod
     async def start(self) -> None: ...

@@ -43,7 +43,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -89,9 +89,12 @@ ORIGIN = "tp-origin"  # header: the publishing bus instance (see Delivery.TAIL_O
 COPY = "tp-copy"  # header: a v1 event also published as a v2 row (see Bus.publish_v1_copy)
 COPY_HEADERS = {**JSON_HEADERS, COPY: "v2"}
 PRODUCER_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MB)
+SIZE_SAMPLE_ROWS = 256  # rows of a large row batch encoded first to size the messages it is cut into
 RECORD_OVERHEAD_BYTES = 64  # a record's framing in a batch, beyond its key, value and headers (an estimate)
 PARTITION_CACHE_KEYS = 1_000_000  # keys remembered per topic (rule ids, symbols) before the cache restarts
 PARTITIONS_TTL_S = 60.0  # how long a topic's partition list is trusted before it is read again
+LOG_FETCH_EVENTS = 5000  # per-event messages per fetch of a log read
+LOG_FETCH_BATCHES = 50  # row-batch messages per fetch of a log read (each up to 10,000 rows)
 # the subscriber's poll timeout, and its sleep after an empty poll: the most a quiet topic's message waits
 BATCH_TIMEOUT_MS = 10
 REBALANCE_WAIT_S = 2.0  # how long a rebalance waits for a batch in hand (handlers may be blocked on a warm-up)
@@ -428,6 +431,32 @@ def _misplaced(record: _Record, key: str, place: RowPlacer) -> bool:
     return record.key is None or record.key != key.encode() or record.partition != place(key)
 
 
+def _within_message_size(batch: RowBatch) -> list[bytes]:
+    """The batch as encoded messages of at most PRODUCER_BATCH_BYTES each, in row order: a message over the
+    broker's message.max.bytes (1 MB) is refused, and 10,000 indicator rows are ~2.5 MB. A large batch is cut
+    by the size of its first SIZE_SAMPLE_ROWS rows (rows vary little in length), so each row is encoded once."""
+    rows = len(batch)
+    if rows > SIZE_SAMPLE_ROWS:
+        sample = len(encode_event(_rows_slice(batch, 0, SIZE_SAMPLE_ROWS)))
+        parts = -(-sample * rows * 5 // (SIZE_SAMPLE_ROWS * PRODUCER_BATCH_BYTES * 4))  # ceil, a fifth to spare
+        if parts > 1:
+            step = -(-rows // parts)
+            return [body for k in range(0, rows, step) for body in _within_message_size(_rows_slice(batch, k, step))]
+    body = encode_event(batch)
+    if len(body) <= PRODUCER_BATCH_BYTES or rows == 1:
+        return [body]
+    half = rows // 2  # longer rows than the sample's: halves until each fits
+    return _within_message_size(_rows_slice(batch, 0, half)) + _within_message_size(
+        _rows_slice(batch, half, rows - half)
+    )
+
+
+def _rows_slice(batch: RowBatch, start: int, count: int) -> RowBatch:
+    """Rows ``start`` to ``start + count`` of the batch."""
+    columns = [c[start : start + count] for c in batch.columns()]
+    return batch.of_columns(columns, produced_at=batch.produced_at)
+
+
 def _records(message: Any) -> tuple[_Record, ...]:
     raw = message.raw_message
     return raw if isinstance(raw, tuple) else (raw,)
@@ -619,7 +648,9 @@ class KafkaBus(Bus):
             tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic.name and meta.offset >= 0
         }
 
-    async def _read_log(self, topic: Topic, want: LogRange, rejected: list[Rejected] | None) -> list[Event]:
+    async def read_log_chunks(
+        self, topic: Topic, want: LogRange, rejected: list[Rejected] | None = None
+    ) -> AsyncIterator[list[Event]]:
         await ensure_topics(self.bootstrap, [topic], replication=self.replication, partitions=self.partitions)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -629,7 +660,6 @@ class KafkaBus(Bus):
             client_id="tokenpulse-log",
         )
         await consumer.start()
-        events: list[Event] = []
         unread: dict[Any, Rejected] = {}
         try:
             every = await self._partitions(topic.name)
@@ -639,7 +669,7 @@ class KafkaBus(Bus):
                 held = {place(key.encode()) for key in want.keys}
                 wanted = [p for p in wanted if p in held]
             if not wanted:
-                return []
+                return
             tps = [TopicPartition(topic.name, p) for p in wanted]
             consumer.assign(tps)
             end = await consumer.end_offsets(tps)
@@ -654,22 +684,24 @@ class KafkaBus(Bus):
             for tp in tps:
                 consumer.seek(tp, start[tp])
             remaining = {tp for tp in tps if start[tp] < end[tp]}
+            # a batch topic's message holds up to 10,000 rows: fewer messages per fetch keep a chunk small
+            per_fetch = LOG_FETCH_BATCHES if topic.batched else LOG_FETCH_EVENTS
             while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+                batch = await consumer.getmany(*remaining, timeout_ms=1000, max_records=per_fetch)
                 in_range = [r for tp, records in batch.items() for r in records if r.offset < end[tp]]
                 # validation off the event loop: a long read must not starve heartbeats of the running consumers
                 decoded, bad = await asyncio.to_thread(_decode_all, topic, [r for r in in_range if r.value is not None])
-                events.extend(decoded)
                 if rejected is not None:
                     _note_rejects(in_range, bad, unread)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
+                if decoded:
+                    yield decoded
         finally:
             await consumer.stop()
         if rejected is not None:
             rejected.extend(unread.values())
-        return events
 
     async def _consume(self, sub: Subscription, records: list[_Record]) -> None:
         """One topic's part of a fetched batch: decoded (invalid ones dead-lettered), then handed to ``sub``'s
@@ -808,9 +840,8 @@ class KafkaBus(Bus):
         return place
 
     async def _send_batches(self, topic: Topic, batches: Sequence[tuple[int, RowBatch]]) -> None:
-        await self._send(
-            topic, [(encode_event(b), None, JSON_HEADERS) for _, b in batches], partitions=[p for p, _ in batches]
-        )
+        sized = [(p, body) for p, b in batches for body in _within_message_size(b)]
+        await self._send(topic, [(body, None, JSON_HEADERS) for _, body in sized], partitions=[p for p, _ in sized])
 
     async def publish(self, topic: Topic, events: Sequence[Event]) -> None:
         if topic.batched:  # each batch's rows, placed by their tokens

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.events import Interval, Side
 from tokenpulse_shared.settings import BinanceSettings
 
 from tokenpulse_ingest.bundle import Bar
@@ -60,7 +60,6 @@ class _Frame(msgspec.Struct, gc=False):  # only what parse reads: msgspec skips 
 
 
 _BUY, _SELL = Side.BUY, Side.SELL
-_MAX_MS = 253_402_300_800_000  # 10000-01-01 in epoch ms: beyond it datetime cannot hold the time
 _DECODE = msgspec.json.Decoder(_Frame, strict=False).decode
 
 
@@ -75,14 +74,14 @@ class BinanceConnector(Connector):
     def subscriptions(self) -> list[str]:
         return []  # in the URL
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         frame = decode_frame(_DECODE, raw)
         data = frame.data
         if data is None:
             if frame.code is not None or frame.msg is not None:
                 raise BadMessage("error", f"{frame.code} {frame.msg}")
             if frame.id is not None:
-                return []  # the answer to a SUBSCRIBE request
+                return  # the answer to a SUBSCRIBE request
             raise BadMessage("unknown", str(raw)[:80])
         kind = data.e
         if kind == "aggTrade":
@@ -94,20 +93,9 @@ class BinanceConnector(Connector):
         maker = self.maker_for(data.s)
         if ident is None:
             raise BadMessage("missing_field", "trade id")
-        if not 0 < data.T < _MAX_MS:
-            raise BadMessage("bad_time", str(data.T))
-        ts = self.ms_to_utc(data.T)
-        tick = maker.make(ts, data.p, data.q, _SELL if data.m else _BUY, str(ident), self.produced_at())
-        # trade-id bookkeeping; the common case (the next id of a pair in step) without the call
-        symbol = maker.symbol
-        last = self._last_id.get(symbol)
-        if last is not None and ident == last + 1 and symbol not in self._resync:
-            self._last_id[symbol] = ident
-            if ts > self._last_ts[symbol]:
-                self._last_ts[symbol] = ts
-        else:
-            self.trade_seen(symbol, ident, ts)
-        return [tick]
+        ts_us = data.T * 1000
+        maker.add(ts_us, data.p, data.q, _SELL if data.m else _BUY, str(ident))
+        self.trade_seen(maker.symbol, ident, ts_us)
 
 
 class BinanceCandles(CandleApi):

@@ -24,11 +24,10 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import BybitSettings
+from tokenpulse_shared.events import Interval, Side
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
@@ -37,12 +36,14 @@ ARGS_PER_SUBSCRIBE = 10  # the spot stream's limit of topics per subscribe reque
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
-    T: int | None = None
-    s: str = ""
-    S: str = ""
-    v: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
-    p: float | None = None
-    i: str | None = None
+    """A trade's fields, all required: a trade without one is refused (``missing_field``)."""
+
+    T: int  # epoch ms
+    s: str
+    S: str
+    v: float  # quoted decimals, read as floats by msgspec (strict=False)
+    p: float
+    i: str
 
 
 class _Frame(msgspec.Struct, gc=False):
@@ -68,33 +69,21 @@ class BybitConnector(Connector):
             for i in range(0, len(topics), ARGS_PER_SUBSCRIBE)
         ]
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         frame = decode_frame(_DECODE, raw)
         if frame.topic is None:
             if frame.success is False:
                 raise BadMessage("error", str(frame.ret_msg)[:200])
             if frame.op in ("subscribe", "ping", "pong"):
-                return []
+                return
             raise BadMessage("unknown", str(raw)[:80])
         if not frame.topic.startswith("publicTrade.") or frame.data is None:
             raise BadMessage(f"unknown_topic:{frame.topic[:32]}")
-        return [self._trade(t) for t in frame.data]
-
-    def _trade(self, t: _Trade) -> TickEvent:
-        maker = self.maker_for(t.s)
-        if not t.i:
-            raise BadMessage("no_trade_id")
-        if t.T is None or t.T <= 0:
-            raise BadMessage("no_time")
-        if t.p is None or t.v is None or not t.v > 0:
-            raise BadMessage("no_price_or_size")
-        side = side_of(_SIDES, t.S)
-        ts = self.ms_to_utc(t.T)
-        tick = maker.make(ts, t.p, t.v, side, t.i, self.produced_at())
-        last = self._last_ts.get(maker.symbol)
-        if last is None or ts > last:
-            self._last_ts[maker.symbol] = ts  # where a reconnect's gap starts
-        return tick
+        for t in frame.data:
+            maker = self.maker_for(t.s)
+            ts_us = t.T * 1000
+            maker.add(ts_us, t.p, t.v, side_of(_SIDES, t.S), t.i)
+            self.time_seen(maker.symbol, ts_us)  # no consecutive ids: only where a reconnect's gap starts
 
 
 def _check(body: Any) -> None:
@@ -134,12 +123,6 @@ class BybitCandles(CandleApi):
     def _bar(self, row: Any) -> Bar:
         r = fields(row, 6)  # [startTime, open, high, low, close, volume, turnover]
         return Bar(integer(r[0]), number(r[1]), number(r[2]), number(r[3]), number(r[4]), number(r[5]), self.name)
-
-
-def rest_client(section: BybitSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``retCode``."""
-    rate = section.requests_per_s
-    return per_second_client("bybit", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
 
 
 LISTING_QUOTES = ("USDT", "USDC")
@@ -184,7 +167,7 @@ async def volumes(client: RestClient) -> Volumes:
 
 
 VENUE = Venue(
-    "bybit", connector=BybitConnector, candles=BybitCandles, rest_client=rest_client,
+    "bybit", rest_check=_check, connector=BybitConnector, candles=BybitCandles,
     section=lambda s: s.bybit, listings=listings, volumes=volumes,
     pairs=PairNaming("{symbol}USDT", r"^[A-Z0-9]+?(USDT|USDC|USDE|EUR|BTC|ETH)$"),
 )  # fmt: skip

@@ -30,12 +30,13 @@ import time
 from functools import cache
 from typing import Any, ClassVar, cast
 
-from tokenpulse_shared.events import Interval, Side, TickEvent
+from tokenpulse_shared.batches import from_epoch_us
+from tokenpulse_shared.events import Interval, Side
 from tokenpulse_shared.settings import CcxtSettings, Settings
 
 from tokenpulse_ingest.bundle import Bar
 from tokenpulse_ingest.rest.client import CallStats, RestClient, RestError, Sleep
-from tokenpulse_ingest.venues.connector import RECONNECTS, BadMessage, Connector
+from tokenpulse_ingest.venues.connector import RECONNECTS, BadMessage, Connector, Row, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook
 from tokenpulse_ingest.venues.spec import AnyVenue, ListingError, Listings, PairNaming, Venue, by_base
 
@@ -102,41 +103,34 @@ class CcxtConnector(Connector):
     def subscriptions(self) -> list[str]:
         return []
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         raise BadMessage("not_a_frame")  # ccxt hands over decoded trades: see :meth:`ticks`
 
-    def ticks(self, trades: list[dict[str, Any]]) -> list[TickEvent]:
-        """ccxt's unified trades → ticks; a trade missing a required field is counted as a bad message, skipped."""
+    def ticks(self, trades: list[dict[str, Any]]) -> list[Row]:
+        """ccxt's unified trades → rows; a trade missing a required field is counted as a bad message, skipped."""
         self.health.last_message = time.monotonic()
         self._unflushed_messages += 1
-        out = []
         for trade in trades:
             try:
-                out.append(self._tick(trade))
+                self._add(trade)
             except BadMessage as exc:
                 self.bad(exc.kind, str(exc))
-        return out
+        return self.take_rows()
 
-    def _tick(self, t: dict[str, Any]) -> TickEvent:
-        maker = self.makers.get(str(t.get("symbol")))
-        if maker is None:
-            raise BadMessage("unknown_symbol", str(t.get("symbol"))[:32])
+    def _add(self, t: dict[str, Any]) -> None:
+        maker = self.maker_for(str(t.get("symbol")))
         ident, ms, price, size = t.get("id"), t.get("timestamp"), t.get("price"), t.get("amount")
         if ident is None or str(ident) == "":
-            raise BadMessage("no_trade_id")
-        if not isinstance(ms, int) or ms <= 0:
-            raise BadMessage("no_time")
-        if not isinstance(price, int | float) or not isinstance(size, int | float) or not size > 0:
-            raise BadMessage("no_price_or_size")
-        side = _SIDES.get(str(t.get("side")))
-        if side is None:
-            raise BadMessage("no_side", str(t.get("side"))[:16])
-        ts = self.ms_to_utc(ms)
+            raise BadMessage("missing_field", "id")
+        if not isinstance(ms, int) or isinstance(ms, bool):
+            raise BadMessage("missing_field", "timestamp")
+        if not isinstance(price, int | float) or not isinstance(size, int | float):
+            raise BadMessage("missing_field", "price or amount")
+        side = side_of(_SIDES, str(t.get("side")))
         venue = str(t["symbol"])
         self._since[venue] = max(ms, self._since.get(venue, 0))
-        if ts > self._last_ts.get(maker.symbol, ts) or maker.symbol not in self._last_ts:
-            self._last_ts[maker.symbol] = ts  # where a reconnect's gap starts
-        return maker.make(ts, float(price), float(size), side, str(ident), self.produced_at())
+        self.time_seen(maker.symbol, ms * 1000)  # where a reconnect's gap starts
+        maker.add(ms * 1000, float(price), float(size), side, str(ident))
 
     async def run(self) -> None:
         """Watch (or poll) until cancelled; any failure closes the exchange, waits the backoff, starts again."""
@@ -184,10 +178,10 @@ class CcxtConnector(Connector):
             else:
                 await asyncio.sleep(self.poll_s)
                 trades = await self._poll(exchange, venue)
-            ticks = self.ticks(trades)
+            rows = self.ticks(trades)
             if self._pending_gaps:
                 self._flush_gaps()
-            await self.deliver(ticks)
+            await self.deliver(rows)
 
     async def _poll(self, exchange: Any, venue: str) -> list[dict[str, Any]]:
         since = self._since.get(venue)
@@ -196,8 +190,8 @@ class CcxtConnector(Connector):
         full = len(trades) >= POLL_LIMIT
         if since is not None and full and min(t.get("timestamp") or 0 for t in trades) > since:
             maker = self.makers[venue]
-            first = self.ms_to_utc(min(t["timestamp"] for t in trades))
-            self._gap(maker.symbol, self.ms_to_utc(since), first, "poll_page")  # the page stops short of ours
+            first = from_epoch_us(min(t["timestamp"] for t in trades) * 1000)
+            self._gap(maker.symbol, from_epoch_us(since * 1000), first, "poll_page")  # the page stops short of ours
         return trades
 
 

@@ -28,12 +28,11 @@ from typing import Any, ClassVar
 
 import msgspec
 from prometheus_client import Counter
-from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import CoinbaseSettings
+from tokenpulse_shared.events import Interval, Side
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, utc
+from tokenpulse_ingest.rest.client import RestClient
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, micros
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import Listings, PairNaming, Venue, by_base, strict_rows
 
@@ -81,19 +80,20 @@ class CoinbaseConnector(Connector):
             for p in self.pairs
         ]
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         m = decode_frame(_DECODE, raw)
         kind = m.type
         if kind in ("match", "last_match", "ticker"):
-            return self._trade(m, kind)
+            self._trade(m, kind)
+            return
         if kind == "heartbeat":
             pair = self.by_venue.get(m.product_id)
             if pair is not None and m.last_trade_id is not None and m.time:
                 self._order(m)
-                self.announced(pair.symbol, m.last_trade_id, utc(m.time))
-            return []
+                self.announced(pair.symbol, m.last_trade_id, micros(m.time))
+            return
         if kind == "subscriptions":
-            return []
+            return
         if kind == "error":
             raise BadMessage("error", f"{m.message} {m.reason or ''}")
         raise BadMessage(f"unknown_type:{kind[:32]}")
@@ -107,7 +107,7 @@ class CoinbaseConnector(Connector):
         else:
             self._sequence[m.product_id] = m.sequence
 
-    def _trade(self, m: _Msg, kind: str) -> list[TickEvent]:
+    def _trade(self, m: _Msg, kind: str) -> None:
         maker = self.maker_for(m.product_id)
         size = m.last_size if kind == "ticker" else m.size
         side = (_TAKER if kind == "ticker" else _MAKER_TO_TAKER).get(m.side)
@@ -115,11 +115,10 @@ class CoinbaseConnector(Connector):
             raise BadMessage("missing_field", f"{kind} without {_missing(m, size)}")
         if side is None:
             raise BadMessage("bad_side", m.side[:16])
-        ts = utc(m.time)
-        tick = maker.make(ts, m.price, size, side, str(m.trade_id), self.produced_at())
+        ts_us = micros(m.time)
+        maker.add(ts_us, m.price, size, side, str(m.trade_id))
         self._order(m)
-        self.trade_seen(maker.symbol, m.trade_id, ts)
-        return [tick]
+        self.trade_seen(maker.symbol, m.trade_id, ts_us)
 
 
 def _missing(m: _Msg, size: float | None) -> str:
@@ -156,10 +155,6 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
 
 
-def rest_client(section: CoinbaseSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    return per_second_client("coinbase", section.rest_url, section.requests_per_s, max_wait_s=max_wait_s, sleep=sleep)
-
-
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 
 
@@ -180,7 +175,7 @@ async def listings(client: RestClient) -> Listings:
 
 
 VENUE = Venue(
-    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, rest_client=rest_client, listings=listings,
+    "coinbase", connector=CoinbaseConnector, candles=CoinbaseCandles, listings=listings,
     section=lambda s: s.coinbase,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

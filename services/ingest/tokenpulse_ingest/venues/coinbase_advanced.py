@@ -28,12 +28,11 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import CoinbaseAdvancedSettings
+from tokenpulse_shared.events import Interval, Side
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
-from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of, utc
+from tokenpulse_ingest.rest.client import RestClient
+from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, micros, side_of
 from tokenpulse_ingest.venues.history import BadRow, CandleApi, PageHook, answer_rows, integer, number
 from tokenpulse_ingest.venues.spec import (
     MAX_LISTED,
@@ -49,12 +48,14 @@ from tokenpulse_ingest.venues.spec import (
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
-    trade_id: str | None = None
-    product_id: str = ""
-    price: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
-    size: float | None = None
-    side: str = ""
-    time: datetime | None = None  # RFC 3339, decoded by msgspec
+    """A trade's fields, all required: a trade without one is refused (``missing_field``)."""
+
+    trade_id: str
+    product_id: str
+    price: float  # quoted decimals, read as floats by msgspec (strict=False)
+    size: float
+    side: str
+    time: datetime  # RFC 3339, decoded by msgspec
 
 
 class _Event(msgspec.Struct, gc=False):
@@ -90,22 +91,29 @@ class CoinbaseAdvancedConnector(Connector):
         self._sequence = None  # numbering starts again on every connection
         super()._on_connected()
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         frame = decode_frame(_DECODE, raw)
+        if frame.channel != "market_trades":
+            self._control(frame)
+            return
+        if frame.sequence_num is None:
+            raise BadMessage("no_sequence")
+        self._follow(frame.sequence_num)
+        seen = [self._trade(t) for e in frame.events or () for t in e.trades or ()]
+        if len(seen) > 1:
+            seen.sort()  # snapshots come newest first: the gap bookkeeping reads ids in order
+        for ident, symbol, ts_us in seen:
+            self.trade_seen(symbol, ident, ts_us)
+
+    def _control(self, frame: _Frame) -> None:
+        """A frame of another channel: an error, or heartbeats and subscriptions, numbered as trades are."""
         if frame.type == "error":
             raise BadMessage("error", str(frame.message)[:200])
-        if frame.channel not in ("market_trades", "heartbeats", "subscriptions"):
+        if frame.channel not in ("heartbeats", "subscriptions"):
             raise BadMessage(f"unknown_channel:{frame.channel[:32]}")
         if frame.sequence_num is None:
             raise BadMessage("no_sequence")
         self._follow(frame.sequence_num)
-        if frame.channel != "market_trades":
-            return []
-        trades = [t for e in frame.events or [] for t in e.trades or []]
-        ticks = [self._tick(t) for t in trades]
-        for tick in sorted(ticks, key=lambda t: int(t.trade_id or 0)):  # snapshots come newest first
-            self.trade_seen(tick.symbol, int(tick.trade_id or 0), tick.ts)
-        return ticks
 
     def _follow(self, sequence: int) -> None:
         """A jump in the connection's numbering: messages were dropped; every pair may miss trades."""
@@ -114,21 +122,19 @@ class CoinbaseAdvancedConnector(Connector):
             return
         now = self._now()
         for pair in self.pairs:
-            since = self._last_ts.get(pair.symbol)
+            since = self.last_trade_at(pair.symbol)
             if since is not None:
                 self._gap(pair.symbol, since, now, "sequence")
                 self._resync.add(pair.symbol)
 
-    def _tick(self, t: _Trade) -> TickEvent:
+    def _trade(self, t: _Trade) -> tuple[int, str, int]:
+        """One trade as a row; (trade id, symbol, time in epoch µs) for the gap bookkeeping."""
         maker = self.maker_for(t.product_id)
-        if t.trade_id is None or not t.trade_id.isdigit():
-            raise BadMessage("no_trade_id")
-        if t.time is None:
-            raise BadMessage("no_time")
-        if t.price is None or t.size is None or not t.size > 0:
-            raise BadMessage("no_price_or_size")
-        side = side_of(_SIDES, t.side)
-        return maker.make(utc(t.time), t.price, t.size, side, t.trade_id, self.produced_at())
+        if not t.trade_id.isdigit():  # consecutive integers, read as such by the gap bookkeeping
+            raise BadMessage("bad_trade_id", t.trade_id[:40])
+        ts_us = micros(t.time)
+        maker.add(ts_us, t.price, t.size, side_of(_SIDES, t.side), t.trade_id)
+        return int(t.trade_id), maker.symbol, ts_us
 
 
 class CoinbaseAdvancedCandles(CandleApi):
@@ -160,11 +166,6 @@ class CoinbaseAdvancedCandles(CandleApi):
             raise BadRow(f"expected start, open, high, low, close, volume: {row!r}"[:80])
         prices = number(row["open"]), number(row["high"]), number(row["low"]), number(row["close"])
         return Bar(integer(row["start"]) * 1000, *prices, number(row["volume"]), self.name)
-
-
-def rest_client(section: CoinbaseAdvancedSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    rate = section.requests_per_s
-    return per_second_client("coinbase_advanced", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep)
 
 
 LISTING_QUOTES = ("USD", "USDT", "USDC")
@@ -214,6 +215,6 @@ async def volumes(client: RestClient) -> Volumes:
 
 VENUE = Venue(
     "coinbase_advanced", connector=CoinbaseAdvancedConnector, candles=CoinbaseAdvancedCandles,
-    rest_client=rest_client, listings=listings, volumes=volumes, section=lambda s: s.coinbase_advanced,
+    listings=listings, volumes=volumes, section=lambda s: s.coinbase_advanced,
     pairs=PairNaming("{symbol}-USD", r"^[A-Z0-9]+-([A-Z0-9]+)$", not_listed=frozenset({"BNB"})),
 )  # fmt: skip

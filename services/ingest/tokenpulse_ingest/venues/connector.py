@@ -7,12 +7,14 @@ failure (refused, reset, closed, or *stalled*: nothing at all received for
 backoff and subscribes again. Protocol pings are the ``websockets`` library's; a venue
 that wants an application-level ping as well (OKX, Bybit) names it in ``keepalive``.
 
-Each received frame goes through the exchange's :meth:`Connector.parse` into
-:class:`TickEvent` s. A frame that cannot be understood raises
-:class:`BadMessage` (or anything else): it is counted in
-``tokenpulse_feed_bad_messages_total{exchange, kind}``, logged once per kind,
-and skipped; the connector goes on. Ticks seen before (same pair and trade id,
-e.g. the overlap a reconnect replays) are dropped, with bounded memory.
+Each received frame goes through the exchange's :meth:`Connector.parse`, which adds its trades to
+:attr:`Connector.rows` as rows of a :class:`TickBatch` (``tokenpulse.ticks.v2``: symbol, source,
+``ts_us`` as an integer, price, size, side, trade id, quote) through the pair's :class:`RowMaker`; no
+per-trade event object is built, the sink gets the frame's rows as one ``TickBatch``. A frame that
+cannot be understood raises :class:`BadMessage` (or anything else): none of its rows are kept, it is
+counted in ``tokenpulse_feed_bad_messages_total{exchange, kind}``, logged once per kind, and skipped;
+the connector goes on. Trades seen before (same pair and trade id, e.g. the overlap a reconnect
+replays) are dropped, with bounded memory.
 
 Frames and ticks are counted per connector and added to ``tokenpulse_feed_messages_total``,
 ``…_ticks_total`` and the connector-health series at most a second later (:meth:`Connector.flush_metrics`:
@@ -33,23 +35,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
 from prometheus_client import Counter, Gauge
-from tokenpulse_shared.events import Side, TickEvent, trusted
+from tokenpulse_shared.batches import MAX_TS_US, TickBatch, from_epoch_us
+from tokenpulse_shared.events import Side, TickEvent, trusted, utcnow
 from tokenpulse_shared.telemetry import connector_delivered, set_connector_health
 
 log = logging.getLogger("tokenpulse_ingest.venues")
 
-TickSink = Callable[[list[TickEvent]], Awaitable[None]]
+TickSink = Callable[[TickBatch], Awaitable[None]]
 GapHook = Callable[[str, str, datetime, datetime], Awaitable[None]]
 
 METRICS_FLUSH_S = 1.0  # frames and ticks reach the metrics at most this late
@@ -82,16 +86,18 @@ def shape_error(message: str) -> BadMessage:
     return BadMessage(kind, message)
 
 
-def epoch_seconds(value: object) -> float:
-    """A trade time given in epoch seconds (number or decimal string); zero, negative, non-finite or
-    unreadable is a bad message, never a tick dated 1970."""
+def epoch_micros(value: object) -> int:
+    """A trade time given in epoch seconds (number or decimal string) as epoch microseconds, rounded as
+    ``datetime.fromtimestamp`` rounds them; zero, negative, non-finite or unreadable is a bad message, never a
+    tick dated 1970."""
     try:
         seconds = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise BadMessage("bad_time", repr(value)[:40]) from None
     if not 0 < seconds < _MAX_EPOCH_S:  # also false for NaN
         raise BadMessage("bad_time", repr(value)[:40])
-    return seconds
+    fraction, whole = math.modf(seconds)
+    return int(whole) * 1_000_000 + round(fraction * 1e6)
 
 
 @dataclass(frozen=True)
@@ -165,11 +171,18 @@ class Health:
 # every field set, one set shared by the fast-made ticks: a set (model_copy(update=...) copies it, then adds
 # to the copy; a frozenset has no add), shared because the model is frozen: nothing adds to it in place
 _FIELDS = set(TickEvent.model_fields)
+_BATCH_FIELDS = set(TickBatch.model_fields)
 _INF = float("inf")
 _MAX_EPOCH_S = 253_402_300_800.0  # 10000-01-01: beyond it datetime cannot hold the time
-_time = time.time
-_fromtimestamp = datetime.fromtimestamp
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+_MAX_TRADE_ID = 128  # the model's bound on ``trade_id``
+_MIN_EVENT_ID, _MAX_EVENT_ID = 8, 128  # the model's bounds on ``event_id``
 F = TypeVar("F")
+
+Row = tuple[str, str, int, float, float, Side, str, str]
+"""One trade as a row of a :class:`TickBatch`, its columns in ``TICK_COLUMNS`` order: symbol, source, ts_us,
+price, size, side, trade_id, quote."""
 
 
 def decode_frame(decode: Callable[[str | bytes], F], raw: str | bytes) -> F:
@@ -184,12 +197,12 @@ def decode_frame(decode: Callable[[str | bytes], F], raw: str | bytes) -> F:
 
 def _check_trade(price: float, size: float, trade_id: str) -> None:
     """What a trade cannot be: a price or size not finite and > 0 (a size of zero means a field was lost, not a
-    trade of nothing), a long trade id."""
+    trade of nothing), a trade id empty or longer than the model allows."""
     if not 0 < price < _INF:  # also false for NaN
         raise BadMessage("bad_price", repr(price))
     if not 0 < size < _INF:
         raise BadMessage("bad_size", repr(size))
-    if len(trade_id) > 100:
+    if not 0 < len(trade_id) <= _MAX_TRADE_ID:
         raise BadMessage("bad_trade_id", trade_id[:40])
 
 
@@ -204,14 +217,14 @@ def make_tick(
     quote: str,
     produced_at: datetime,
 ) -> TickEvent:
-    """A TickEvent from already-checked parts, without pydantic's per-field validation (the hot path).
+    """A TickEvent from already-checked parts, without pydantic's per-field validation (a v1 tick where one
+    is wanted: the latency bench's producer, the cryptofeed comparison).
 
     Guaranteed here what the model would check, and stricter on size: price finite and > 0, size finite
     and > 0 (a trade of nothing is a parser's invention, never an exchange's), a
-    timezone-aware UTC ``ts``, a bounded trade id. ``symbol`` and ``quote`` come from the pair
-    configuration, validated once when the connector is built. ``event_id`` is derived from the
-    trade (source, symbol, trade id), so a trade published twice is the same event downstream.
-    tests/unit/test_exchange_parsers.py checks that every tick made here re-validates unchanged.
+    timezone-aware UTC ``ts``, a bounded trade id. ``symbol`` and ``quote`` come from the caller,
+    validated already. ``event_id`` is derived from the trade (source, symbol, trade id), so a trade
+    published twice is the same event downstream.
     """
     _check_trade(price, size, trade_id)
     return trusted(
@@ -233,97 +246,61 @@ def make_tick(
     )
 
 
-class TickMaker:
-    """The ticks of one pair on one exchange: :func:`make_tick` with the pair's constant parts made once.
+class RowMaker:
+    """The trades of one pair on one exchange as rows of a :class:`TickBatch`, appended to ``rows``.
 
-    Checked once here by pydantic (a ``ValueError`` for a bad symbol, source or quote): symbol,
-    source, quote. Checked per tick in :meth:`make`, as :func:`make_tick` does: price finite and
-    > 0, size finite and > 0, a bounded trade id (the caller gives a UTC ``ts``). The tick's
-    fields are a copy of the pair's prototype dict with the trade's parts set (cheaper than
-    building the dict), the ``event_id`` the prefix ``source-symbol-`` plus the trade id.
+    Checked once here by pydantic (a ``ValueError`` for a bad symbol, source or quote): symbol, source,
+    quote. Checked per trade in :meth:`add`, what the model checks and stricter (issue 22 item 6: a parser
+    never invents a value): a time after 1970 and before 10000, price finite and > 0, size finite and > 0,
+    a trade id of at least 1 and at most 128 characters whose event id (``source-symbol-trade_id``) has the
+    model's 8 to 128. tests/unit/test_tick_rows.py proves it accepts exactly the trades ``TickEvent``
+    accepts within those rules, with the same values.
     """
 
-    __slots__ = ("_prefix", "_proto", "quote", "source", "symbol")
+    __slots__ = ("_append", "_max_id", "_min_id", "quote", "source", "symbol")
 
-    def __init__(self, source: str, pair: Pair) -> None:
-        now = datetime.now(UTC)
-        TickEvent(symbol=pair.symbol, source=source, quote=pair.quote, ts=now, price=1.0)  # the constant parts
+    def __init__(self, source: str, pair: Pair, rows: list[Row]) -> None:
+        TickEvent(symbol=pair.symbol, source=source, quote=pair.quote, ts=datetime.now(UTC), price=1.0)
         self.symbol, self.quote, self.source = pair.symbol, pair.quote, source
-        self._prefix = f"{source}-{pair.symbol}-"
-        self._proto = {
-            "event_id": "",
-            "schema_version": 1,
-            "produced_at": now,
-            "symbol": pair.symbol,
-            "source": source,
-            "ts": now,
-            "price": 0.0,
-            "size": 0.0,
-            "side": Side.UNKNOWN,
-            "trade_id": "",
-            "quote": pair.quote,
-        }
+        self._append = rows.append
+        # the row's v1 event id is ``source-symbol-trade_id``: the id's length keeps it within the model's 8..128
+        prefix = len(source) + len(pair.symbol) + 2
+        self._min_id, self._max_id = max(1, _MIN_EVENT_ID - prefix), min(_MAX_TRADE_ID, _MAX_EVENT_ID - prefix)
 
-    def make(
-        self, ts: datetime, price: float, size: float, side: Side, trade_id: str, produced_at: datetime
-    ) -> TickEvent:
-        _check_trade(price, size, trade_id)
-        fields = self._proto.copy()
-        fields["event_id"] = self._prefix + trade_id
-        fields["produced_at"] = produced_at
-        fields["ts"] = ts
-        fields["price"] = price
-        fields["size"] = size
-        fields["side"] = side
-        fields["trade_id"] = trade_id
-        return trusted(TickEvent, fields, _FIELDS)
+    def add(self, ts_us: int, price: float, size: float, side: Side, trade_id: str) -> None:
+        """One trade as a row; a :class:`BadMessage` (and no row) for a part out of bounds."""
+        if not 0 < ts_us <= MAX_TS_US:
+            raise BadMessage("bad_time", str(ts_us))
+        if not 0 < price < _INF:  # also false for NaN
+            raise BadMessage("bad_price", repr(price))
+        if not 0 < size < _INF:
+            raise BadMessage("bad_size", repr(size))
+        if not self._min_id <= len(trade_id) <= self._max_id:
+            raise BadMessage("bad_trade_id", trade_id[:40])
+        self._append((self.symbol, self.source, ts_us, price, size, side, trade_id, self.quote))
 
 
-class ProducedClock:
-    """``produced_at`` for ticks: the wall clock as a UTC datetime, made at most once per ``resolution_s``.
-
-    Building a datetime is most of the cost of reading the clock; a busy stream (many frames a
-    millisecond) shares one, so ``produced_at`` is at most ``resolution_s`` (1 ms) early. A clock
-    stepped back makes a new one at once (the cached one is never from the future)."""
-
-    __slots__ = ("_at", "_from", "_until", "resolution_s")
-
-    def __init__(self, resolution_s: float = 0.001) -> None:
-        self.resolution_s = resolution_s
-        self._from = self._until = 0.0
-        self._at = datetime.fromtimestamp(0, UTC)
-
-    def now(self) -> datetime:
-        now = _time()
-        if self._from <= now < self._until:
-            return self._at
-        self._from, self._until = now, now + self.resolution_s
-        self._at = _fromtimestamp(now, UTC)
-        return self._at
+def tick_batch(rows: Sequence[Row]) -> TickBatch:
+    """Rows made by :class:`RowMaker` s (valid by construction) as one ``TickBatch``, not validated again (what
+    ``TickBatch.of_columns`` does, by hand: per frame, its generic loop cost more than the parse). The batch
+    is named after its first trade (that trade's v1 event id): the bus re-batches rows by partition under ids
+    of its own, so a random id per frame would be work for nothing."""
+    if len(rows) == 1:  # one trade a frame, the common case: no transposition
+        sym, src, ts, p, q, sd, tid, qt = rows[0]
+        symbol, source, ts_us, price, size, side, trade_id, quote = [sym], [src], [ts], [p], [q], [sd], [tid], [qt]
+    else:
+        symbol, source, ts_us, price, size, side, trade_id, quote = map(list, zip(*rows, strict=True))
+    fields = {"event_id": f"{source[0]}-{symbol[0]}-{trade_id[0]}", "schema_version": 1, "produced_at": utcnow()}
+    fields |= {"symbol": symbol, "source": source, "ts_us": ts_us, "price": price, "size": size, "side": side}
+    fields["trade_id"], fields["quote"] = trade_id, quote
+    return trusted(TickBatch, fields, _BATCH_FIELDS)
 
 
-_MILLIS = [timedelta(milliseconds=i) for i in range(1000)]
-
-
-class MillisToUtc:
-    """Epoch milliseconds → UTC datetime, equal to ``datetime.fromtimestamp(ms / 1000, UTC)`` at half the cost
-    (:meth:`convert`): the datetime of the whole second is made once per second and the milliseconds added
-    to it; trades of the same millisecond (a burst) share one datetime."""
-
-    __slots__ = ("_at", "_base", "_ms", "_second")
-
-    def __init__(self) -> None:
-        self._second = self._ms = 0
-        self._base = self._at = datetime.fromtimestamp(0, UTC)
-
-    def convert(self, ms: int) -> datetime:
-        if ms == self._ms:
-            return self._at
-        second, rest = divmod(ms, 1000)
-        if second != self._second:
-            self._second, self._base = second, _fromtimestamp(second, UTC)
-        self._ms, self._at = ms, self._base + _MILLIS[rest]
-        return self._at
+def micros(ts: datetime) -> int:
+    """Exact epoch microseconds of a decoded exchange time; a time without an offset is refused (never guessed)."""
+    if ts.tzinfo is None:
+        raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
+    return (ts - _EPOCH) // _ONE_US
 
 
 def side_of(sides: dict[str, Side], raw: str, bad: str = "no_side") -> Side:
@@ -332,15 +309,6 @@ def side_of(sides: dict[str, Side], raw: str, bad: str = "no_side") -> Side:
     if side is None:
         raise BadMessage(bad, raw[:16])
     return side
-
-
-def utc(ts: datetime) -> datetime:
-    """A decoded exchange time as UTC; a time without an offset is refused (never guessed)."""
-    if ts.tzinfo is UTC:
-        return ts
-    if ts.tzinfo is None:
-        raise BadMessage("bad_time", f"{ts.isoformat()} has no UTC offset")
-    return ts.astimezone(UTC)
 
 
 class Connector(ABC):
@@ -370,7 +338,8 @@ class Connector(ABC):
         self.url = url
         self.pairs = pairs
         self.by_venue = {p.venue: p for p in pairs}
-        self.makers = {p.venue: TickMaker(self.name, p) for p in pairs}  # venue → the pair's tick constructor
+        self.rows: list[Row] = []  # the trades of the frame being parsed, as TickBatch rows
+        self.makers = {p.venue: RowMaker(self.name, p, self.rows) for p in pairs}  # venue → the pair's rows
         self.sink = sink
         self.on_gap: GapHook = on_gap or log_gap
         self.stall_s = stall_s
@@ -383,7 +352,7 @@ class Connector(ABC):
         self.connected = asyncio.Event()
         self.dedupe = Dedupe(dedupe_size)
         self._last_id: dict[str, int] = {}
-        self._last_ts: dict[str, datetime] = {}
+        self._last_ts: dict[str, int] = {}  # per symbol: the newest trade time seen, epoch µs
         self._resync: set[str] = set()
         self._pending_gaps: list[tuple[str, datetime, datetime]] = []
         self._gap_tasks: set[asyncio.Task[None]] = set()
@@ -391,8 +360,6 @@ class Connector(ABC):
         self._next_ping = 0.0
         self._quiet_retry = False
         self._now = lambda: datetime.now(UTC)
-        self.produced_at = ProducedClock().now  # produced_at of the ticks made from a frame
-        self.ms_to_utc = MillisToUtc().convert
         self._messages = MESSAGES.labels(self.name)
         self._ticks = TICKS.labels(self.name)
         # frames and ticks counted here and added to the metrics at most every METRICS_FLUSH_S (a counter
@@ -414,44 +381,60 @@ class Connector(ABC):
         """Frames to send after connecting."""
 
     @abstractmethod
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
-        """Normalise one frame: trades → ticks, control frames → []; ``BadMessage`` for what is not understood."""
+    def parse(self, raw: str | bytes) -> None:
+        """Normalise one frame: each trade a row added to :attr:`rows` (through :meth:`maker_for`), control
+        frames nothing; ``BadMessage`` for what is not understood (the caller drops the frame's rows)."""
 
-    def maker_for(self, venue_pair: str) -> TickMaker:
-        """The tick constructor of a pair the frame names, or ``unknown_symbol`` for one not subscribed to."""
+    def maker_for(self, venue_pair: str) -> RowMaker:
+        """The row maker of a pair the frame names, or ``unknown_symbol`` for one not subscribed to."""
         maker = self.makers.get(venue_pair)
         if maker is None:
             raise BadMessage("unknown_symbol", venue_pair[:32])
         return maker
 
     # ------------------------------------------------------------------ shared bookkeeping
-    def trade_seen(self, symbol: str, trade_id: int, ts: datetime, count: int = 1) -> None:
-        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times.
+    def trade_seen(self, symbol: str, trade_id: int, ts_us: int, count: int = 1) -> None:
+        """Track consecutive trade ids per pair; a jump ahead is a gap between the two trades' times (epoch µs).
 
         ``count`` > 1: the frame aggregates that many trades, ``trade_id`` being the last of them (OKX)."""
         last = self._last_id.get(symbol)
-        if last is not None and symbol in self._resync and trade_id <= last and ts <= self._last_ts.get(symbol, ts):
+        if last is not None and trade_id - count == last and symbol not in self._resync:  # in step: the usual case
+            self._last_id[symbol] = trade_id
+            if ts_us > self._last_ts[symbol]:
+                self._last_ts[symbol] = ts_us
+            return
+        last_ts = self._last_ts.get(symbol)
+        if last is not None and symbol in self._resync and trade_id <= last and ts_us <= (last_ts or ts_us):
             return  # a reconnect's replay of trades we had: the first newer trade is the new baseline
         if last is None or symbol in self._resync:
             self._resync.discard(symbol)
             self._last_id[symbol] = trade_id
         elif trade_id - count + 1 > last + 1:
-            since = self._last_ts.get(symbol, ts)
-            self._gap(symbol, since, ts, "trade_id")
+            self._gap(symbol, from_epoch_us(last_ts or ts_us), from_epoch_us(ts_us), "trade_id")
             self._last_id[symbol] = trade_id
         elif trade_id > last:
             self._last_id[symbol] = trade_id
-        prev = self._last_ts.get(symbol)
-        if prev is None or ts > prev:
-            self._last_ts[symbol] = ts
+        self.time_seen(symbol, ts_us)
 
-    def announced(self, symbol: str, last_trade_id: int, ts: datetime) -> None:
+    def time_seen(self, symbol: str, ts_us: int) -> None:
+        """The newest trade time of a pair (epoch µs): where the gap of a reconnect or a hole starts."""
+        prev = self._last_ts.get(symbol)
+        if prev is None or ts_us > prev:
+            self._last_ts[symbol] = ts_us
+
+    def last_trade_at(self, symbol: str) -> datetime | None:
+        """The time of the newest trade of a pair received, if any."""
+        ts_us = self._last_ts.get(symbol)
+        return None if ts_us is None else from_epoch_us(ts_us)
+
+    def announced(self, symbol: str, last_trade_id: int, ts_us: int) -> None:
         """An exchange heartbeat names its latest trade id; one beyond ours means trades went missing."""
         last = self._last_id.get(symbol)
         if last is not None and symbol not in self._resync and last_trade_id > last:
-            self._gap(symbol, self._last_ts.get(symbol, ts), ts, "heartbeat")
+            since = self._last_ts.get(symbol, ts_us)
+            self._gap(symbol, from_epoch_us(since), from_epoch_us(ts_us), "heartbeat")
             self._last_id[symbol] = last_trade_id
-            self._last_ts[symbol] = max(ts, self._last_ts.get(symbol, ts))
+            self._last_ts[symbol] = max(ts_us, since)
 
     def bad(self, kind: str, detail: str = "") -> None:
         self.health.bad_messages += 1
@@ -485,49 +468,61 @@ class Connector(ABC):
             log.exception("%s: the gap hook failed for %s %s..%s", self.name, symbol, since, until)
 
     async def handle(self, raw: str | bytes) -> int:
-        """One frame: parse, drop duplicates, publish. Returns the number of ticks published."""
+        """One frame: parse into rows, drop duplicates, publish. Returns the number of trades published."""
         self.health.last_message = now = time.monotonic()
         self._unflushed_messages += 1
         if now - self._flushed_at >= METRICS_FLUSH_S:
             self.flush_metrics(now)
         try:
-            ticks = self.parse(raw)
+            self.parse(raw)
         except BadMessage as exc:
+            self.rows.clear()  # a refused frame is refused whole: none of its trades go out
             self.bad(exc.kind, str(exc))
-            ticks = []
         except Exception as exc:  # a garbled frame must never take the connector down
+            self.rows.clear()
             self.bad("garbled", f"{type(exc).__name__}: {exc}; frame {raw[:120]!r}")
-            ticks = []
         if self._pending_gaps:
             self._flush_gaps()
-        return await self.deliver(ticks)
+        if not self.rows:
+            return 0
+        fresh = self._fresh(self.rows)  # a new list: the rows are free for the next frame
+        self.rows.clear()
+        return await self._publish(fresh) if fresh else 0
 
-    async def deliver(self, ticks: list[TickEvent]) -> int:
-        """Drop the ticks seen before, publish the rest; returns how many were published."""
-        if not ticks:
-            return 0
-        fresh = []
-        for t in ticks:
-            if self.dedupe.seen(f"{t.symbol}:{t.trade_id}"):
-                self.health.duplicates += 1
-                self._duplicates.inc()
-            else:
-                fresh.append(t)
-        if not fresh:
-            return 0
+    def take_rows(self) -> list[Row]:
+        """The rows parsed so far, leaving :attr:`rows` empty for the next frame."""
+        rows = self.rows[:]
+        self.rows.clear()
+        return rows
+
+    async def deliver(self, rows: list[Row]) -> int:
+        """Drop the trades seen before, publish the rest as one ``TickBatch``; returns how many were published."""
+        fresh = self._fresh(rows)
+        return await self._publish(fresh) if fresh else 0
+
+    async def _publish(self, fresh: list[Row]) -> int:
         try:
-            await self.sink(fresh)
+            await self.sink(tick_batch(fresh))
         except Exception:
             # the bus refused them: report the trades' window as a gap (the backfill recovers it) and go on
             log.exception("%s: publishing %d ticks failed; reporting them as a gap", self.name, len(fresh))
-            for symbol in {t.symbol for t in fresh}:
-                times = [t.ts for t in fresh if t.symbol == symbol]
-                self._gap(symbol, min(times), max(times), "publish_failed")
+            for symbol in {row[0] for row in fresh}:
+                times = [row[2] for row in fresh if row[0] == symbol]
+                self._gap(symbol, from_epoch_us(min(times)), from_epoch_us(max(times)), "publish_failed")
             self._flush_gaps()
             return 0
         self.health.ticks += len(fresh)
         self._unflushed_ticks += len(fresh)
         return len(fresh)
+
+    def _fresh(self, rows: list[Row]) -> list[Row]:
+        """The rows whose pair and trade id were not seen before (the others counted as duplicates)."""
+        seen = self.dedupe.seen
+        fresh = [row for row in rows if not seen(f"{row[0]}:{row[6]}")]
+        if len(fresh) < len(rows):
+            self.health.duplicates += len(rows) - len(fresh)
+            self._duplicates.inc(len(rows) - len(fresh))
+        return fresh
 
     def flush_metrics(self, now: float | None = None) -> None:
         """Add the frames and ticks counted since the last flush to the metrics (also on disconnect and close)."""
@@ -638,7 +633,7 @@ class Connector(ABC):
         now = self._now()
         log.info("%s: reconnected and resubscribed (%d pairs)", self.name, len(self.pairs))
         for pair in self.pairs:
-            since = self._last_ts.get(pair.symbol) or self._disconnected_at or now
+            since = self.last_trade_at(pair.symbol) or self._disconnected_at or now
             self._gap(pair.symbol, since, now, "reconnect")
             self._resync.add(pair.symbol)
         self._flush_gaps()

@@ -24,24 +24,23 @@ candle). Rows ``[time_s, o, h, l, c, vwap, volume, count]``. Errors come as HTTP
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import KrakenSettings
+from tokenpulse_shared.events import Interval, Side
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import (
     BadMessage,
     Connector,
     Pair,
     decode_frame,
-    epoch_seconds,
+    epoch_micros,
+    micros,
     shape_error,
     side_of,
-    utc,
 )
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, fields, integer, kept, number
 from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, by_base, strict
@@ -84,7 +83,6 @@ _DECODE_V1_EVENT = msgspec.json.Decoder(_V1Event).decode
 _DECODE_ANY = msgspec.json.Decoder().decode
 # heartbeats are most of a quiet connection's frames (about one a second per connection), always these bytes
 _HEARTBEATS = ('{"event":"heartbeat"}', '{"channel":"heartbeat"}', b'{"event":"heartbeat"}', b'{"channel":"heartbeat"}')
-_fromtimestamp = datetime.fromtimestamp
 
 
 def v1_name(venue: str) -> str:
@@ -108,28 +106,29 @@ class KrakenConnector(Connector):
         body = {"event": "subscribe", "pair": list(self.by_v1), "subscription": {"name": "trade"}}
         return [msgspec.json.encode(body).decode()]
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         if raw in _HEARTBEATS:  # compares lengths first: next to free for every other frame
-            return []
+            return
         head = raw[:1]
         if head in ("[", b"[") or (head.isspace() and raw.lstrip()[:1] in ("[", b"[")):
-            return self._v1_trades(raw)
-        if not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
-            return self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
+            self._v1_trades(raw)
+        elif not self.v2 and ('"event"' in raw if isinstance(raw, str) else b'"event"' in raw):
+            self._v1_event(raw)  # v1 control frames: heartbeat, systemStatus, subscriptionStatus
+        else:
+            self._v2(raw)
+
+    def _v2(self, raw: str | bytes) -> None:
         m = decode_frame(_DECODE_V2, raw)
         if m.channel == "trade":
-            return self._v2_trades(m)
-        if m.channel in ("heartbeat", "status"):
-            return []
-        if m.method is not None:  # subscribe / pong answers
-            if m.success is False:
-                raise BadMessage("error", m.error or "")
-            return []
-        return self._v1_event(raw)
+            self._v2_trades(m)
+        elif m.channel in ("heartbeat", "status"):
+            return
+        elif m.method is None:
+            self._v1_event(raw)
+        elif m.success is False:  # a subscribe or ping answer saying no
+            raise BadMessage("error", m.error or "")
 
-    def _v2_trades(self, m: _V2) -> list[TickEvent]:
-        out = []
-        now = self.produced_at()
+    def _v2_trades(self, m: _V2) -> None:
         makers = self.makers
         try:
             trades = _DECODE_TRADES(m.data) if m.data else []
@@ -139,13 +138,11 @@ class KrakenConnector(Connector):
             maker = makers.get(t.symbol)
             if maker is None:
                 raise BadMessage("unknown_symbol", t.symbol[:32])
-            side = side_of(_SIDES, t.side, "bad_side")
-            ts = utc(t.timestamp)
-            out.append(maker.make(ts, t.price, t.qty, side, str(t.trade_id), now))
-            self.trade_seen(maker.symbol, t.trade_id, ts)
-        return out
+            ts_us = micros(t.timestamp)
+            maker.add(ts_us, t.price, t.qty, side_of(_SIDES, t.side, "bad_side"), str(t.trade_id))
+            self.trade_seen(maker.symbol, t.trade_id, ts_us)
 
-    def _v1_event(self, raw: str | bytes) -> list[TickEvent]:
+    def _v1_event(self, raw: str | bytes) -> None:
         try:
             m = _DECODE_V1_EVENT(raw)
         except msgspec.ValidationError:
@@ -154,14 +151,14 @@ class KrakenConnector(Connector):
             raise BadMessage("not_json", str(exc)) from None
         event = m.event
         if event in ("heartbeat", "systemStatus", "pong"):
-            return []
+            return
         if event == "subscriptionStatus":
             if m.status == "error":
                 raise BadMessage("error", str(m.errorMessage))
-            return []
+            return
         raise BadMessage(f"unknown_event:{str(event)[:32]}")
 
-    def _v1_trades(self, raw: str | bytes) -> list[TickEvent]:
+    def _v1_trades(self, raw: str | bytes) -> None:
         try:
             m = _DECODE_ANY(raw)
         except msgspec.DecodeError as exc:
@@ -173,21 +170,16 @@ class KrakenConnector(Connector):
         maker = self.makers_v1.get(m[-1])
         if maker is None:
             raise BadMessage("unknown_symbol", str(m[-1])[:32])
-        out = []
-        now = self.produced_at()
-        make = maker.make
+        add = maker.add
         for row in m[1]:
-            price, volume, when, side, ident = _v1_row(row)
-            ts = _fromtimestamp(when, UTC)
-            trade_id = str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}"
-            out.append(make(ts, price, volume, side, trade_id, now))
+            price, volume, ts_us, side, ident = _v1_row(row)
+            add(ts_us, price, volume, side, str(ident) if ident is not None else f"{row[2]}-{row[0]}-{row[1]}")
             if ident is not None:
-                self.trade_seen(maker.symbol, ident, ts)
-        return out
+                self.trade_seen(maker.symbol, ident, ts_us)
 
 
-def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
-    """(price, volume, epoch seconds, side, trade id or None) of a v1 trade row ``[price, volume, time, side,
+def _v1_row(row: Any) -> tuple[float, float, int, Side, int | None]:
+    """(price, volume, epoch microseconds, side, trade id or None) of a v1 trade row ``[price, volume, time, side,
     ...]``; a row missing one of the four or holding an unreadable one is a bad message, never defaulted."""
     if not isinstance(row, list) or len(row) < 4:
         raise BadMessage("missing_field", f"v1 trade row {str(row)[:60]}")
@@ -199,7 +191,7 @@ def _v1_row(row: Any) -> tuple[float, float, float, Side, int | None]:
     if side is None:
         raise BadMessage("bad_side", str(row[3])[:16])
     ident = row[6] if len(row) > 6 and isinstance(row[6], int) else None
-    return price, volume, epoch_seconds(row[2]), side, ident
+    return price, volume, epoch_micros(row[2]), side, ident
 
 
 def _check(body: Any) -> None:
@@ -254,12 +246,6 @@ class KrakenCandles(CandleApi):
         return Bar(integer(r[0]) * 1000, *prices, number(r[6]), self.name, integer(r[7]))
 
 
-def rest_client(section: KrakenSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; rate-limit refusals come as HTTP 200 with an error list (``_check``)."""
-    rate = section.requests_per_s
-    return per_second_client("kraken", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
-
-
 LISTING_QUOTES = ("USD", "USDT", "USDC")
 _OURS = {v1: ours for ours, v1 in V1_ALIASES.items()}
 
@@ -287,7 +273,7 @@ async def listings(client: RestClient) -> Listings:
 
 
 VENUE = Venue(
-    "kraken", connector=KrakenConnector, candles=KrakenCandles, rest_client=rest_client, listings=listings,
+    "kraken", rest_check=_check, connector=KrakenConnector, candles=KrakenCandles, listings=listings,
     section=lambda s: s.kraken,
     pairs=PairNaming(
         "{symbol}/USD",

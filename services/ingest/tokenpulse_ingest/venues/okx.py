@@ -23,23 +23,24 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar
 
 import msgspec
-from tokenpulse_shared.events import Interval, Side, TickEvent
-from tokenpulse_shared.settings import OkxSettings
+from tokenpulse_shared.events import Interval, Side
 
 from tokenpulse_ingest.bundle import Bar
-from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError, Sleep, per_second_client
+from tokenpulse_ingest.rest.client import RateLimited, RestClient, RestError
 from tokenpulse_ingest.venues.connector import BadMessage, Connector, decode_frame, side_of
 from tokenpulse_ingest.venues.history import CandleApi, PageHook, answer_rows, fields, integer, number
 from tokenpulse_ingest.venues.spec import MAX_LISTED, Listings, PairNaming, Venue, Volumes, by_base, strict, volume
 
 
 class _Trade(msgspec.Struct, gc=False):  # gc=False: decoded JSON holds no cycles
-    instId: str = ""
-    tradeId: str | None = None
-    px: float | None = None  # quoted decimals, read as floats by msgspec (strict=False)
-    sz: float | None = None
-    side: str = ""
-    ts: int | None = None  # epoch ms, quoted
+    """A trade's fields, all required but ``count``: a trade without one is refused (``missing_field``)."""
+
+    instId: str
+    tradeId: str
+    px: float  # quoted decimals, read as floats by msgspec (strict=False)
+    sz: float
+    side: str
+    ts: int  # epoch ms, quoted
     count: int = 1
 
 
@@ -68,33 +69,26 @@ class OkxConnector(Connector):
         args = [{"channel": "trades", "instId": p.venue} for p in self.pairs]
         return [msgspec.json.encode({"op": "subscribe", "args": args}).decode()]
 
-    def parse(self, raw: str | bytes) -> list[TickEvent]:
+    def parse(self, raw: str | bytes) -> None:
         if raw in ("pong", b"pong"):
-            return []
+            return
         frame = decode_frame(_DECODE, raw)
         if frame.event is not None:
             if frame.event == "error":
                 raise BadMessage("error", f"{frame.code} {frame.msg}")
             if frame.event in ("subscribe", "unsubscribe", "notice"):
-                return []
+                return
             raise BadMessage(f"unknown_event:{frame.event[:32]}")
         if frame.arg is None or frame.arg.channel != "trades" or frame.data is None:
             raise BadMessage("unknown", str(raw)[:80])
-        return [self._trade(t) for t in frame.data]
-
-    def _trade(self, t: _Trade) -> TickEvent:
-        maker = self.maker_for(t.instId)
-        if t.tradeId is None or not t.tradeId.isdigit():
-            raise BadMessage("no_trade_id")
-        if t.ts is None or t.ts <= 0:
-            raise BadMessage("no_time")
-        if t.px is None or t.sz is None or not t.sz > 0:
-            raise BadMessage("no_price_or_size")
-        side = side_of(_SIDES, t.side)
-        ts = self.ms_to_utc(t.ts)
-        tick = maker.make(ts, t.px, t.sz, side, t.tradeId, self.produced_at())
-        self.trade_seen(maker.symbol, int(t.tradeId), ts, max(1, t.count))
-        return tick
+        for t in frame.data:
+            maker = self.maker_for(t.instId)
+            ident = t.tradeId
+            if not ident.isdigit():  # consecutive integers, read as such by the gap bookkeeping
+                raise BadMessage("bad_trade_id", ident[:40])
+            ts_us = t.ts * 1000
+            maker.add(ts_us, t.px, t.sz, side_of(_SIDES, t.side), ident)
+            self.trade_seen(maker.symbol, int(ident), ts_us, t.count if t.count > 1 else 1)
 
 
 def _check(body: Any) -> None:
@@ -141,12 +135,6 @@ def _still_open(row: Any) -> bool:
     return isinstance(row, list) and len(row) > 8 and row[8] == "0"
 
 
-def rest_client(section: OkxSettings, max_wait_s: float, sleep: Sleep | None) -> RestClient:
-    """Requests per second; errors, rate limits included, come as HTTP 200 with a non-zero ``code``."""
-    rate = section.requests_per_s
-    return per_second_client("okx", section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=_check)
-
-
 LISTING_QUOTES = ("USDT", "USDC", "USD")
 
 
@@ -188,7 +176,7 @@ async def volumes(client: RestClient) -> Volumes:
 
 
 VENUE = Venue(
-    "okx", connector=OkxConnector, candles=OkxCandles, rest_client=rest_client, listings=listings, volumes=volumes,
+    "okx", rest_check=_check, connector=OkxConnector, candles=OkxCandles, listings=listings, volumes=volumes,
     section=lambda s: s.okx,
     pairs=PairNaming("{symbol}-USDT", r"^[A-Z0-9]+-(USDT|USDC|USD|EUR|BTC|ETH)$"),
 )  # fmt: skip

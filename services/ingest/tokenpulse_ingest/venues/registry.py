@@ -144,7 +144,7 @@ def _listing_venues(settings: Settings) -> list[AnyVenue]:
 
 
 async def _ask(spec: AnyVenue, settings: Settings, fetch: Callable[[RestClient], Awaitable[T]], timeout_s: float) -> T:
-    client = spec.rest_client(spec.section(settings), settings.ingest.rest_max_wait_s, None)
+    client = spec.rest(settings)
     try:
         return await asyncio.wait_for(fetch(client), timeout_s)
     finally:

@@ -17,7 +17,7 @@ import msgspec
 from tokenpulse_shared.events import SYMBOL_PATTERN
 from tokenpulse_shared.settings import Settings, VenueSettings
 
-from tokenpulse_ingest.rest.client import RestClient, Sleep
+from tokenpulse_ingest.rest.client import RestClient, Sleep, per_second_client
 from tokenpulse_ingest.venues.connector import Connector
 from tokenpulse_ingest.venues.history import CandleApi
 
@@ -113,8 +113,12 @@ class Venue(Generic[S]):
     connector: type[Connector]
     candles: type[CandleApi]
     section: Callable[[Settings], S]
-    rest_client: RestClientFactory[S]
     pairs: PairNaming
+    rest_client: RestClientFactory[S] | None = None
+    """how the venue's REST client is built; None: limited in requests per second (the section's
+    ``requests_per_s``, as most venues publish their limits), each answer read by ``rest_check``"""
+    rest_check: Callable[[Any], None] | None = None
+    """raises for the errors a venue answers with HTTP 200 (a rate limit, a refused request)"""
     # the connector's own keyword arguments from the settings (ccxt: poll period, watch or poll)
     options: Callable[[Settings], dict[str, Any]] | None = None
     listings: ListingsFetch | None = None
@@ -135,10 +139,19 @@ class Venue(Generic[S]):
     def ws_url(self, settings: Settings) -> str:
         return self.section(settings).ws_url
 
+    def rest(self, settings: Settings, sleep: Sleep | None = None) -> RestClient:
+        """The venue's REST client, within the limits of its settings section."""
+        section, max_wait_s = self.section(settings), settings.ingest.rest_max_wait_s
+        if self.rest_client is not None:
+            return self.rest_client(section, max_wait_s, sleep)
+        rate: float = section.requests_per_s  # type: ignore[attr-defined]  # every per-second section has it
+        check = self.rest_check
+        return per_second_client(self.name, section.rest_url, rate, max_wait_s=max_wait_s, sleep=sleep, check=check)
+
     def candle_api(self, settings: Settings, *, sleep: Sleep | None = None) -> CandleApi:
         """The venue's candle endpoint within its limits, naming pairs as the live feed does."""
         overrides = {s: p for s, p in feed_pair_overrides(settings).get(self.name, {}).items() if p != "-"}
-        client = self.rest_client(self.section(settings), settings.ingest.rest_max_wait_s, sleep)
+        client = self.rest(settings, sleep)
         return self.candles(client, lambda s: overrides.get(s) or self.default_pair(s))
 
 
