@@ -42,7 +42,6 @@ import csv
 import gc
 import gzip
 import json
-import math
 import os
 import platform
 import random
@@ -65,15 +64,12 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 from msgspec import Meta, Struct
 from pydantic import TypeAdapter, ValidationError
-from tokenpulse_ingest.candles import BuildResult, CandleBuilder, _Acc
-from tokenpulse_ingest.prices import PriceReconciler, SourceQuote, _Token, price_event_id, reconcile
-from tokenpulse_ingest.synthetic import SYNTHETIC
+from tokenpulse_ingest.candles import CandleBuilder
+from tokenpulse_ingest.prices import PriceReconciler
 from tokenpulse_shared.batches import MAX_BATCH_ROWS, MAX_TS_US, TICK_COLUMNS, TickBatch, epoch_us
 from tokenpulse_shared.bus.base import RawMessage, decode_message, encode_event
 from tokenpulse_shared.events import (
     SYMBOL_PATTERN,
-    CandleEvent,
-    Interval,
     PriceEvent,
     Side,
     TickEvent,
@@ -550,156 +546,6 @@ FORMATS: tuple[Format, ...] = (
 # --- consumers: the candle builder and the reconciler over columns ------------------------------------------
 
 
-class ColumnCandleBuilder(CandleBuilder):
-    """``CandleBuilder.add`` as a per-row loop over a batch's columns: the same algorithm and state."""
-
-    def add_columns(self, b: TickBatch, wall: float) -> tuple[BuildResult, list[int]]:
-        result, late_rows, touched = BuildResult(), [], set()
-        rows = zip(b.symbol, b.source, b.ts_us, b.price, b.size, b.dedup_keys(), strict=True)
-        for i, (symbol, source, ts_us, price, size, key) in enumerate(rows):
-            ts_ms = ts_us // 1000
-            watermark = self._watermark.get(symbol, ts_ms)
-            late, corrections = self._place(result, symbol, source == SYNTHETIC, ts_ms, price, size, key, watermark)
-            if late:
-                late_rows.append(i)
-                continue
-            result.candles.extend(acc.to_event(self.source) for acc in corrections)
-            self._watermark[symbol] = max(watermark, ts_ms)
-            self._last_seen_wall[symbol] = wall
-            touched.add(symbol)
-        result.candles.extend(self._close(touched, wall))
-        return result, late_rows
-
-    def _place(
-        self,
-        result: BuildResult,
-        symbol: str,
-        synthetic: bool,
-        ts_ms: int,
-        price: float,
-        size: float,
-        key: str,
-        wm: int,
-    ) -> tuple[bool, list[_Acc]]:
-        corrections = []
-        for interval in self.intervals:
-            start = interval.bucket_ms(ts_ms)
-            acc = self._buckets.get((symbol, interval, start))
-            if acc is not None and acc.synthetic != synthetic:
-                if synthetic or acc.emitted:
-                    result.superseded += interval is self.intervals[0]
-                    continue
-                acc = None
-            if acc is None:
-                if start + interval.millis + self.retention_ms(interval) <= wm:
-                    return True, []
-                acc = _Acc(symbol, interval, start, ts_ms, ts_ms, price, price, price, price)
-                acc.synthetic = synthetic
-                self._keep((symbol, interval, start), acc)
-                acc.trades = 0
-            if key in acc.seen:
-                result.duplicates += interval is self.intervals[0]
-                continue
-            acc.seen.add(key)
-            acc.add(ts_ms, price, size)
-            if acc.emitted and acc.trades > acc.published_trades:
-                corrections.append(acc)
-        return False, corrections
-
-    def _keep(self, key: tuple[str, Interval, int], acc: _Acc) -> None:
-        self._buckets[key] = acc
-
-
-class IndexedColumnBuilder(ColumnCandleBuilder):
-    """The column builder with its open buckets indexed by symbol: closing looks at the buckets of the
-    symbols a batch touched, where ``CandleBuilder._close`` scans every open bucket of every symbol."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._open: dict[str, set[tuple[str, Interval, int]]] = defaultdict(set)
-
-    def _keep(self, key: tuple[str, Interval, int], acc: _Acc) -> None:
-        self._buckets[key] = acc
-        self._open[key[0]].add(key)
-
-    def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
-        out: list[CandleEvent] = []
-        now_ms = int(wall * 1000)
-        for symbol in symbols:
-            keys = self._open.get(symbol, set())
-            watermark = self._watermark[symbol]
-            idle = wall - self._last_seen_wall.get(symbol, wall) >= self.idle_close_s
-            for key in list(keys):
-                acc = self._buckets[key]
-                end = acc.start_ms + acc.interval.millis
-                if not acc.emitted and (watermark >= end + self.lateness_ms or (idle and end <= now_ms)):
-                    acc.emitted = True
-                    out.append(acc.to_event(self.source))
-                kept_until = end + self.retention_ms(acc.interval)
-                if acc.emitted and (watermark >= kept_until or (idle and kept_until <= now_ms)):
-                    del self._buckets[key]
-                    keys.discard(key)
-        out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
-        return out
-
-
-class ColumnReconciler(PriceReconciler):
-    """``PriceReconciler.update`` as a per-row loop over a batch's columns: the same algorithm and state."""
-
-    def update_columns(self, b: TickBatch, wall: float) -> list[PriceEvent]:
-        touched: dict[str, int] = {}
-        tau = self.params["volume_tau_s"]
-        cols = b.symbol, b.source, b.ts_us, b.price, b.size, b.quote
-        order = sorted(range(len(b)), key=lambda i: (b.ts_us[i], b.source[i], b.trade_id[i] or "", b.symbol[i]))
-        for i in order:
-            symbol, source, ts_us, price, size, quote = (c[i] for c in cols)
-            rate = self.rate(quote, wall)
-            if rate is None:
-                self.rejected_quotes += 1
-                continue
-            token = self._tokens.setdefault(symbol, _Token())
-            if source == SYNTHETIC or SYNTHETIC in token.sources:
-                continue  # not in the bench's data: the synthetic rules of ``update`` apply unchanged
-            self._quote(token, source, ts_us / 1e6, price * rate, size, tau, wall)
-            if touched.get(symbol, -1) < ts_us:
-                touched[symbol] = ts_us
-        return [p for symbol, at in touched.items() for p in self._publish(symbol, from_us(at), wall)]
-
-    def _quote(
-        self, token: _Token, source: str, ts: float, price_usd: float, size: float, tau: float, wall: float
-    ) -> None:
-        q = token.sources.get(source)
-        if q is None:
-            token.sources[source] = SourceQuote(price_usd, ts, size * price_usd, ts)
-        else:
-            decay_to = max(q.vol_ts, ts)
-            q.volume_usd = q.volume_usd * math.exp(-(decay_to - q.vol_ts) / tau)
-            q.volume_usd += size * price_usd * math.exp(-(decay_to - ts) / tau)
-            q.vol_ts = decay_to
-            if ts >= q.ts:
-                q.price_usd, q.ts = price_usd, ts
-        if ts >= token.newest_ts:
-            token.newest_ts, token.newest_wall = ts, wall
-
-    def _publish(self, symbol: str, at: datetime, wall: float) -> list[PriceEvent]:
-        token = self._tokens[symbol]
-        ref = reconcile(token.sources, token.now(wall), **self.params)
-        if ref is None:
-            return self._stale(symbol, token, wall)
-        self.last[symbol] = ref
-        event = PriceEvent(
-            event_id=price_event_id(symbol, at, ref.price, ref.used, False, token.published),
-            symbol=symbol,
-            ts=at,
-            price=ref.price,
-            sources=list(ref.used),
-            stale=False,
-            prev_price=token.published,
-        )
-        token.published, token.stale = ref.price, False
-        return [event]
-
-
 # --- measurements --------------------------------------------------------------------------------------------
 
 
@@ -766,30 +612,28 @@ def fed(trades: list[Trade], size: int) -> Fed:
 
 
 def run_builders(f: Fed) -> tuple[list[float], list[list[Any]]]:
-    """CPU seconds of the per-event, the column and the indexed column builder over every batch, and what
-    each emitted."""
-    old = CandleBuilder()
+    """CPU seconds of ingest's candle builder fed per event and fed the batches' columns (``add_batch``), and
+    what each emitted."""
+    old, new = CandleBuilder(), CandleBuilder()
     gc_collect()
     t = clock()
-    emitted = [[c for evs, w in zip(f.events, f.walls, strict=True) for c in old.add(evs, w).candles]]
-    seconds = [clock() - t]
-    for new in (ColumnCandleBuilder(), IndexedColumnBuilder()):
-        gc_collect()
-        t = clock()
-        emitted.append([c for b, w in zip(f.batches, f.walls, strict=True) for c in new.add_columns(b, w)[0].candles])
-        seconds.append(clock() - t)
-    return seconds, emitted
+    a = [c for evs, w in zip(f.events, f.walls, strict=True) for c in old.add(evs, w).candles]
+    per_event = clock() - t
+    gc_collect()
+    t = clock()
+    b = [c for batch, w in zip(f.batches, f.walls, strict=True) for c in new.add_batch(batch, w).candles]
+    return [per_event, clock() - t], [a, b]
 
 
 def run_reconcilers(f: Fed) -> tuple[list[float], list[list[Any]]]:
-    old, new = PriceReconciler(), ColumnReconciler()
+    old, new = PriceReconciler(), PriceReconciler()
     gc_collect()
     t = clock()
     a = [p for evs, w in zip(f.events, f.walls, strict=True) for p in old.update(evs, w)]
     per_event = clock() - t
     gc_collect()
     t = clock()
-    b = [p for batch, w in zip(f.batches, f.walls, strict=True) for p in new.update_columns(batch, w)]
+    b = [p for batch, w in zip(f.batches, f.walls, strict=True) for p in new.update_batch(batch, w)]
     return [per_event, clock() - t], [a, b]
 
 
@@ -831,20 +675,20 @@ def measure_feeding(datasets: dict[str, list[Trade]], rounds: int) -> list[dict[
                 recs.append(run_reconcilers(f))
                 candles, prices = builds[0][1], recs[0][1]
                 if r == 0 and not all(same_events(candles[0], c) for c in candles[1:]):
-                    raise AssertionError(f"column builders differ from the per-event one on {name} x {size}")
+                    raise AssertionError(f"the column-fed builder differs from the per-event one on {name} x {size}")
                 if r == 0 and not same_events(*prices):
-                    raise AssertionError(f"column reconciler differs from the per-event one on {name} x {size}")
+                    raise AssertionError(f"the column-fed reconciler differs from the per-event one on {name} x {size}")
             out.append(feeding_row(name, size, len(trades), builds, recs))
     return out
 
 
-FEEDING_KEYS = ("builder_per_event_us", "builder_columns_us", "builder_indexed_us")
+FEEDING_KEYS = ("builder_per_event_us", "builder_columns_us")
 FEEDING_KEYS += ("reconciler_per_event_us", "reconciler_columns_us")
 
 
 def feeding_row(name: str, size: int, n: int, builds: list[Any], recs: list[Any]) -> dict[str, Any]:
     candles, prices = builds[0][1][0], recs[0][1][0]
-    times = [statistics.median(run[0][i] for run in builds) for i in range(3)]
+    times = [statistics.median(run[0][i] for run in builds) for i in range(2)]
     times += [statistics.median(run[0][i] for run in recs) for i in range(2)]
     row: dict[str, Any] = {"data": name, "rows_per_message": size, "candles_per_tick": len(candles) / n}
     row |= {key: per_row_us(t, n) for key, t in zip(FEEDING_KEYS, times, strict=True)}
@@ -1136,7 +980,7 @@ def feeding_table(results: list[dict[str, Any]]) -> str:
         (r["data"], r["rows_per_message"], *(r[k] for k in FEEDING_KEYS), *(r.get(k, 0.0) for k in prices))
         for r in results
     ]
-    head = ("data", "ticks/batch", "candle builder, events µs/tick", "builder, columns", "builder, columns, indexed")
+    head = ("data", "ticks/batch", "candle builder, events µs/tick", "builder, columns")
     head += ("reconciler, events µs/tick", "reconciler, columns", "prices/tick", "price encode µs", "price decode µs")
     head += ("share decoded by pydantic",)
     return table(head, rows)

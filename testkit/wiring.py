@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_gateway.writer import StoreWriter
 from tokenpulse_ingest.backfill import publish_history
 from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.service import IngestService
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import Interval
@@ -19,6 +21,7 @@ from tokenpulse_shared.service import Context, Service
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import Topic
+from tokenpulse_shared.universe import UniverseFollower
 
 
 @contextlib.asynccontextmanager
@@ -31,6 +34,35 @@ async def chdb_store(path: Path, fresh: bool = False) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def ingest_and_follower(settings: Settings) -> AsyncIterator[tuple[Context, UniverseFollower]]:
+    """A started embedded ingest on an in-memory bus, and a follower of the universe it publishes (as the
+    gateway follows it); both stopped on leaving."""
+    bus = InMemoryBus()
+    ctx = Context(settings=settings, bus=bus, embedded=True)
+    ingest, follower = IngestService(), UniverseFollower()
+    ingest.register(ctx)
+    follower.follow(bus, "gateway-universe")
+    await bus.start()
+    await ingest.start(ctx)
+    try:
+        yield ctx, follower
+    finally:
+        await ingest.stop()
+        await bus.stop()
+
+
+def live_state() -> LiveState:
+    """The gateway's live state on an in-memory bus with no store: answers from memory only (unit tests)."""
+    ctx = Context(
+        settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}),
+        bus=InMemoryBus(),
+        store=None,
+        embedded=True,
+    )
+    return LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]
 
 
 def embedded(settings: Settings, store: Store, *services: Service) -> tuple[InMemoryBus, Context]:

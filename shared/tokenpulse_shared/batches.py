@@ -265,21 +265,9 @@ class IntervalRowBatch(RowBatch):
         return list(self.row_id)
 
 
-CANDLE_COLUMNS = (
-    "row_id",
-    "symbol",
-    "interval",
-    "ts_ms",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "trades",
-    "source",
-    "version",
-    "closed",
-)
+CANDLE_VALUES = ("open", "high", "low", "close", "volume", "trades", "source", "version")
+"""a candle's own columns: what follows its identity, token, interval and open time (also in the candles table)"""
+CANDLE_COLUMNS = ("row_id", "symbol", "interval", "ts_ms", *CANDLE_VALUES, "closed")
 
 
 class CandleBatch(IntervalRowBatch):

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import re
-import threading
 import time
 import uuid
 from collections import Counter
@@ -38,11 +37,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_shared.bus.kafka import ORIGIN, KafkaBus
+from tokenpulse_shared.bus.kafka import ORIGIN
 from tokenpulse_shared.events import CandleEvent, TickEvent
 from tokenpulse_shared.topics import CANDLES, PRICES, TICKS, Topic
 
 from testkit.procs import Proc, free_port, wait_until
+from testkit.publisher import PacedPublisher
 from tests.e2e.kafka_tools import wait_caught_up
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -89,29 +89,8 @@ def untag(tag: str, text: str) -> str:
     return text.replace(f"T{tag}", "T")
 
 
-class Feeder(threading.Thread):
-    def __init__(self, bootstrap: str, ticks: list[TickEvent]) -> None:
-        super().__init__(daemon=True)
-        self.bootstrap, self.ticks = bootstrap, ticks
-        self.sent = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            asyncio.run(self._publish())
-        except BaseException as exc:
-            self.error = exc
-
-    async def _publish(self) -> None:
-        bus = KafkaBus(self.bootstrap, client_id="e2e-scale-feeder")
-        await bus.start()
-        try:
-            for i in range(0, len(self.ticks), CHUNK):
-                await bus.publish(TICKS, self.ticks[i : i + CHUNK])
-                self.sent = min(i + CHUNK, len(self.ticks))
-                await asyncio.sleep(PAUSE_S)
-        finally:
-            await bus.stop()
+def paced_feed(bootstrap: str, ticks: list[TickEvent]) -> PacedPublisher:
+    return PacedPublisher(bootstrap, TICKS, ticks, chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-scale-feeder")
 
 
 @dataclass
@@ -260,7 +239,7 @@ def run(bootstrap: str, tmp_path: Path, name: str, scenario: Scenario) -> tuple[
         for _ in range(scenario.replicas):
             start()
         time.sleep(3)  # the group settles (each member's join rebalances it)
-        feeder = Feeder(bootstrap, ticks)
+        feeder = paced_feed(bootstrap, ticks)
         feeder.start()
         for what, at in scenario.events:
             share = int(at * len(ticks))

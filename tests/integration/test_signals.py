@@ -13,10 +13,10 @@ import pytest
 import pytest_asyncio
 from tokenpulse_gateway.service import GatewayService
 from tokenpulse_ingest.backfill import plan, publish_history
-from tokenpulse_ingest.bundle import Bar
+from tokenpulse_ingest.bundle import Bar, bar_to_event
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.events import CandleEvent, Interval, SignalEvent
+from tokenpulse_shared.events import Interval, SignalEvent
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.store import Store
 from tokenpulse_shared.topics import CANDLES, SIGNALS
@@ -144,17 +144,7 @@ async def test_a_late_correction_that_removes_a_signal_publishes_a_retraction_an
     before = await all_signals(env, env.pro, **params)
     assert gone in [s["ts"] for s in before]
     seen = len(env.published)
-    corrected = CandleEvent(
-        symbol="BTC",
-        interval=Interval.H4,
-        ts=datetime.fromtimestamp(fixed.ts_ms / 1000, UTC),
-        open=fixed.open,
-        high=fixed.high,
-        low=fixed.low,
-        close=fixed.close,
-        volume=fixed.volume,
-        version=1,
-    )
+    corrected = bar_to_event("BTC", Interval.H4, fixed).model_copy(update={"version": 1})  # a later version
     await env.bus.publish(CANDLES, [corrected])
     await env.bus.drain()
     retractions = [e for e in env.published[seen:] if e.retracted]

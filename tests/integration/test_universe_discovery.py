@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 from tokenpulse_ingest.discovery import Discovery
-from tokenpulse_ingest.service import IngestService
 from tokenpulse_ingest.venues.registry import fetch_listings, with_listings
-from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.universe import Token, UniverseFollower
+from tokenpulse_shared.universe import Token
 
 from testkit.fake_exchange import wait_for
 from testkit.rest_exchange import FakeExchange
+from testkit.wiring import ingest_and_follower
 
 FIRST_THREE = ("binance", "coinbase", "kraken")
 NEW_THREE = ("okx", "bybit", "coinbase_advanced")
@@ -127,20 +125,10 @@ async def test_ingest_publishes_the_discovered_pairs(fake: tuple[FakeExchange, s
             "kraken": settings.kraken.model_copy(update={"ws_url": dead}),
         }
     )
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, embedded=True)
-    ingest, other = IngestService(), UniverseFollower()
-    ingest.register(ctx)
-    other.follow(bus, "gateway-universe")
-    await bus.start()
-    await ingest.start(ctx)
-    try:
+    async with ingest_and_follower(settings) as (ctx, other):
         await wait_for(lambda: other.tokens["ETH"].pairs.get("binance") == "ETHUSDT", 20, "ETH discovered on binance")
         assert other.tokens["LUNA"].pairs["binance"] is None  # halted there
         assert other.tokens["ETH"].pairs["coinbase"] == "ETH-USD" and ctx.status["universe_listings"]
-    finally:
-        await ingest.stop()
-        await bus.stop()
 
 
 ALL_SIX = (*FIRST_THREE, *NEW_THREE)

@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 from tokenpulse_ingest.discovery import Discovery
-from tokenpulse_ingest.service import IngestService
 from tokenpulse_ingest.venues.registry import fetch_listings, fetch_volumes
-from tokenpulse_shared.bus.memory import InMemoryBus
-from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.universe import UniverseFollower
 
 from testkit.coingecko import FakeCoinGecko, load_caps
 from testkit.fake_exchange import wait_for
 from testkit.rest_exchange import FakeExchange
 from testkit.server import ThreadedServer
+from testkit.wiring import ingest_and_follower
 
 VENUES = ("binance", "coinbase", "kraken", "okx", "bybit", "coinbase_advanced")
 UNIVERSE = "symbol,name\nSOL,Solana\nDOGE,Dogecoin\nETH,Ethereum\nBTC,Bitcoin\n"  # by rank: SOL, DOGE
@@ -74,22 +71,12 @@ async def test_a_volume_change_reorders_the_cut_on_the_universe_topic(
     exchange, url = fake
     exchange.listings["binance_tickers"] = [dict(r) for r in exchange.listings["binance_tickers"]]
     settings = settings_for(url, tmp_path, by="quote_volume")
-    bus = InMemoryBus()
-    ctx = Context(settings=settings, bus=bus, embedded=True)
-    ingest, other = IngestService(), UniverseFollower()
-    ingest.register(ctx)
-    other.follow(bus, "gateway-universe")
-    await bus.start()
-    await ingest.start(ctx)
-    try:
+    async with ingest_and_follower(settings) as (ctx, other):
         await wait_for(lambda: set(other.tokens) == {"BTC", "ETH"}, 20, "the top 2 by volume: BTC, ETH")
         ticker(exchange, "SOLUSDT", "9000000000")  # SOL's volume passes BTC's and ETH's
         await wait_for(lambda: set(other.tokens) == {"SOL", "BTC"}, 20, "SOL in, ETH out")
         assert "ETH" in other.removed and "SOL" not in other.removed  # ETH removed cleanly (deleted, tombstoned)
         assert "quote_volume" in ctx.status["universe_listings"]
-    finally:
-        await ingest.stop()
-        await bus.stop()
 
 
 async def test_the_cut_by_market_cap_follows_coingecko(

@@ -4,64 +4,24 @@ as the batches' rows converted to v1 events give (real chDB engine)."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from tokenpulse_gateway.writer import TABLES, StoreWriter
 from tokenpulse_shared.batches import CandleBatch, IndicatorBatch, PriceBatch, RowBatch, TickBatch
-from tokenpulse_shared.events import CandleEvent, Event, IndicatorEvent, Interval, PriceEvent, Side, TickEvent
+from tokenpulse_shared.events import Event
 from tokenpulse_shared.store import Store
+
+from testkit.batches import sample_events
 
 # sub-millisecond digits on purpose: the table keeps milliseconds, whichever path the rows took
 T0 = datetime(2026, 11, 3, 12, 0, 0, 123_987, tzinfo=UTC)
+TABLE_OF = {TickBatch: "ticks", PriceBatch: "prices", CandleBatch: "candles", IndicatorBatch: "indicators"}
 
 
 def batches() -> dict[str, RowBatch]:
-    ticks = [
-        TickEvent(symbol="BTC", source="binance", ts=T0, price=97000.5, size=0.25, side=Side.BUY, trade_id="42"),
-        TickEvent(symbol="ETH", source="coinbase", ts=T0 + timedelta(microseconds=1999), price=3000.25),
-    ]
-    prices = [
-        PriceEvent(symbol="BTC", ts=T0, price=97000.5, sources=["binance", "kraken"], prev_price=96999.0),
-        PriceEvent(symbol="SOL", ts=T0 + timedelta(microseconds=999), price=150.0, stale=True, volume_24h=1e9),
-    ]
-    candles = [
-        CandleEvent(
-            event_id="candle-BTC-1m-x",
-            symbol="BTC",
-            interval=Interval.M1,
-            ts=T0.replace(second=0, microsecond=0),
-            open=1.0,
-            high=3.0,
-            low=0.5,
-            close=2.0,
-            volume=4.0,
-            trades=3,
-            source="ticks",
-            version=3001,
-        ),
-        CandleEvent(
-            event_id="candle-ETH-1d-y",
-            symbol="ETH",
-            interval=Interval.D1,
-            ts=T0.replace(hour=0, second=0, microsecond=0),
-            open=2,
-            high=2,
-            low=2,
-            close=2,
-        ),
-    ]
-    indicators = [
-        IndicatorEvent(event_id="ind-BTC-1m-1", symbol="BTC", interval=Interval.M1, ts=T0, rsi_14=55.5, macd=-1.0),
-        IndicatorEvent(event_id="ind-ETH-1d-2", symbol="ETH", interval=Interval.D1, ts=T0, candle_version=7),
-    ]
-    return {
-        "ticks": TickBatch.from_events(ticks),
-        "prices": PriceBatch.from_events(prices),
-        "candles": CandleBatch.from_events(candles),
-        "indicators": IndicatorBatch.from_events(indicators),
-    }
+    return {TABLE_OF[kind]: kind.from_events(events) for kind, events in sample_events(T0).items()}
 
 
 async def table_rows(store: Store, table: str) -> list[tuple[Any, ...]]:

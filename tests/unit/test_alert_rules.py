@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -285,7 +287,10 @@ async def test_the_service_notifies_a_redelivered_trigger_once() -> None:
     assert first[0].event_id == firing_event_id(first[0].firing_id, "no_channels")
 
 
-async def _fire_once(before: PriceEvent, trigger: PriceEvent) -> list[AlertFiredEvent]:
+@asynccontextmanager
+async def alerts_service() -> AsyncIterator[tuple[AlertsService, list[AlertFiredEvent]]]:
+    """A started alerts service on an in-memory bus, and the firings it publishes (all of them once the block
+    ends: the bus is drained, then the service and the bus stopped)."""
     bus = InMemoryBus()
     fired: list[AlertFiredEvent] = []
 
@@ -298,12 +303,17 @@ async def _fire_once(before: PriceEvent, trigger: PriceEvent) -> list[AlertFired
     bus.subscribe(ALERTS, "test", sink)
     await bus.start()
     await service.start(ctx)
-    await service.on_rules([rule("r1", {"kind": "price_above", "value": 100})])
-    await service.on_prices([before, trigger])
-    await service.on_prices([trigger])  # redelivered after a rebalance or a restart
+    yield service, fired
     await bus.drain()
     await service.stop()
     await bus.stop()
+
+
+async def _fire_once(before: PriceEvent, trigger: PriceEvent) -> list[AlertFiredEvent]:
+    async with alerts_service() as (service, fired):
+        await service.on_rules([rule("r1", {"kind": "price_above", "value": 100})])
+        await service.on_prices([before, trigger])
+        await service.on_prices([trigger])  # redelivered after a rebalance or a restart
     assert [f.trigger_event_id for f in fired] == [trigger.event_id]
     return fired
 
@@ -413,26 +423,12 @@ def test_a_stored_rule_that_cannot_be_read_is_described_not_raised() -> None:
 
 
 async def _firings(conds: list[dict], batch: PriceBatch, as_rows: bool) -> list[tuple[Any, ...]]:
-    bus = InMemoryBus()
-    fired: list[AlertFiredEvent] = []
-
-    async def sink(events: list[Event]) -> None:
-        fired.extend(events)  # type: ignore[arg-type]
-
-    service = AlertsService()
-    ctx = Context(settings=Settings(), bus=bus)
-    service.register(ctx)
-    bus.subscribe(ALERTS, "test", sink)
-    await bus.start()
-    await service.start(ctx)
-    await service.on_rules([rule(f"r{i}", c, symbol=("BTC", "ETH")[i % 2]) for i, c in enumerate(conds)])
-    if as_rows:
-        await service.on_price_rows([batch])
-    else:
-        await service.on_prices(batch.to_events())
-    await bus.drain()
-    await service.stop()
-    await bus.stop()
+    async with alerts_service() as (service, fired):
+        await service.on_rules([rule(f"r{i}", c, symbol=("BTC", "ETH")[i % 2]) for i, c in enumerate(conds)])
+        if as_rows:
+            await service.on_price_rows([batch])
+        else:
+            await service.on_prices(batch.to_events())
     return [(f.event_id, f.firing_id, f.trigger_event_id, f.ts, f.price, f.message) for f in fired]
 
 

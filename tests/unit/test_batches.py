@@ -17,7 +17,6 @@ from tokenpulse_shared.batches import (
     MAX_TS_US,
     MIN_TS_US,
     CandleBatch,
-    IndicatorBatch,
     PriceBatch,
     RowBatch,
     TickBatch,
@@ -26,9 +25,10 @@ from tokenpulse_shared.batches import (
     price_row_id,
 )
 from tokenpulse_shared.bus.base import RawMessage, decode_message
-from tokenpulse_shared.events import CandleEvent, Event, IndicatorEvent, Interval, PriceEvent, Side, TickEvent
+from tokenpulse_shared.events import Event, PriceEvent
 from tokenpulse_shared.topics import ALL_TOPICS, BY_NAME
 
+from testkit.batches import sample_events
 from testkit.strategies import HOSTILE
 
 T0 = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
@@ -36,39 +36,9 @@ TIME_COLUMNS = {"ts_us", "ts_ms"}
 
 
 def v1_samples() -> dict[type[RowBatch], list[Event]]:
-    ticks = [
-        TickEvent(symbol="BTC", source="binance", ts=T0, price=97000.5, size=0.25, side=Side.BUY, trade_id="42"),
-        TickEvent(symbol="ETH", source="coinbase", ts=T0 + timedelta(microseconds=7), price=3000.25, quote="USDT"),
-    ]
-    prices = [
-        PriceEvent(symbol="BTC", ts=T0, price=97000.5, sources=["binance", "kraken"], prev_price=96999.0),
-        PriceEvent(symbol="SOL", ts=T0 + timedelta(microseconds=1), price=150.0, stale=True, volume_24h=1e9),
-    ]
-    prices = [p.model_copy(update={"event_id": price_row_id(*price_row(p))}) for p in prices]
-    candles = [
-        CandleEvent(
-            event_id="candle-BTC-1m-x",
-            symbol="BTC",
-            interval=Interval.M1,
-            ts=T0,
-            open=1.0,
-            high=3.0,
-            low=0.5,
-            close=2.0,
-            volume=4.0,
-            trades=3,
-            source="ticks",
-            version=3001,
-        ),
-        CandleEvent(
-            event_id="candle-ETH-1h-y", symbol="ETH", interval=Interval.H1, ts=T0, open=2, high=2, low=2, close=2
-        ),
-    ]
-    indicators = [
-        IndicatorEvent(event_id="ind-BTC-1m-1", symbol="BTC", interval=Interval.M1, ts=T0, rsi_14=55.5, macd=-1.0),
-        IndicatorEvent(event_id="ind-ETH-1d-2", symbol="ETH", interval=Interval.D1, ts=T0, candle_version=7),
-    ]
-    return {TickBatch: ticks, PriceBatch: prices, CandleBatch: candles, IndicatorBatch: indicators}
+    samples = sample_events(T0)
+    samples[PriceBatch] = [p.model_copy(update={"event_id": price_row_id(*price_row(p))}) for p in samples[PriceBatch]]
+    return samples
 
 
 def price_row(p: PriceEvent) -> tuple[Any, ...]:

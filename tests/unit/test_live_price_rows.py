@@ -7,22 +7,10 @@ import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
-from tokenpulse_gateway.live import LiveState, StreamHub
 from tokenpulse_shared.batches import PriceBatch
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import PriceEvent
-from tokenpulse_shared.service import Context
-from tokenpulse_shared.settings import Settings
 
-
-def live_state() -> LiveState:
-    ctx = Context(
-        settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}),
-        bus=InMemoryBus(),
-        store=None,
-        embedded=True,
-    )
-    return LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]  # answered from memory: no store
+from testkit.wiring import live_state
 
 
 def test_each_tokens_newest_row_is_its_price_and_streamed_once() -> None:

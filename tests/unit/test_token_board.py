@@ -11,28 +11,17 @@ from typing import Any
 
 import pytest
 from tokenpulse_gateway import token_board
-from tokenpulse_gateway.live import LiveState, StreamHub
+from tokenpulse_gateway.live import LiveState
 from tokenpulse_gateway.token_board import SLICE, TokenBoard
 from tokenpulse_gateway.token_list import TokenQuery
-from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import PriceEvent
-from tokenpulse_shared.service import Context
-from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.universe import Token
+
+from testkit.wiring import live_state
 
 BY_SYMBOL = TokenQuery()
 BY_CHANGE = TokenQuery(field="change_24h", descending=True)
 NEWEST_FIRST = TokenQuery(descending=True)
-
-
-def live_state() -> LiveState:
-    ctx = Context(
-        settings=Settings(runtime={"symbols": ["BTC"]}, ingest={"live_feed": "off"}),
-        bus=InMemoryBus(),
-        store=None,
-        embedded=True,
-    )
-    return LiveState(ctx, None, StreamHub())  # type: ignore[arg-type]  # answered from memory: no store
 
 
 async def priced(live: LiveState, n: int, price: float = 1.0) -> None:

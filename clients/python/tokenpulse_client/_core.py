@@ -6,22 +6,29 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
+import httpx
+from httpx_sse import ServerSentEvent
 from pydantic import TypeAdapter
 
 from tokenpulse_client._version import __version__
 from tokenpulse_client.errors import ApiError, TransportError, error_from, retry_after_s
+from tokenpulse_client.models import ApiModel, Page, StreamEvent
+from tokenpulse_client.pagination import AsyncPages, Pages
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 USER_AGENT = f"tokenpulse-client/{__version__}"
 MAX_PAGE_SIZE = 1000  # the API's largest `limit`
 
 M = TypeVar("M")
+T = TypeVar("T", bound=ApiModel)
+SR = TypeVar("SR", covariant=True)
+AR = TypeVar("AR", covariant=True)
 
 
 @dataclass(frozen=True)
@@ -56,8 +63,13 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_retries=0, max_reconnects=0)
 
 
+class Spec(Generic[SR, AR]):
+    """What a route of :mod:`tokenpulse_client._routes` returns: a request that the sync client turns into an
+    ``SR`` and the async client into an ``AR``."""
+
+
 @dataclass(frozen=True)
-class Call(Generic[M]):
+class Call(Spec[M, Coroutine[Any, Any, M]]):
     """One API request and the type its answer decodes to."""
 
     method: str
@@ -79,6 +91,21 @@ class TextCall(Call[str]):
 
     def decode(self, body: bytes) -> str:
         return body.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class Listing(Spec[Pages[T], AsyncPages[T]]):
+    """A list endpoint: its path and filters, the type of its rows, and how many rows to fetch (None: all)."""
+
+    path: str
+    item: type[T]
+    params: dict[str, Any]
+    limit: int | None
+
+    def page(self, cursor: str | None, size: int) -> Call[Page[T]]:
+        """The request for one page of ``size`` rows from ``cursor`` on."""
+        answer = Page[self.item]  # type: ignore[name-defined]  # a page type made at run time, per row type
+        return Call("GET", self.path, answer, {**self.params, "limit": size, "cursor": cursor})
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
@@ -155,6 +182,10 @@ class EtagCache:
         return hit[1]
 
 
+def transport_error(call: Call[Any], exc: Exception) -> TransportError:
+    return TransportError(f"{call.method} {call.path}: {exc}")
+
+
 def answer_body(status: int, headers: Mapping[str, str], body: bytes, url: str, cache: EtagCache | None) -> bytes:
     """The body to decode for a final answer; raises the typed error of an error answer."""
     if status == 304 and cache is not None:
@@ -185,6 +216,41 @@ def stream_pause(policy: RetryPolicy, error: Exception | None, failures: int) ->
 def retry_headers(error: ApiError) -> dict[str, str]:
     """An error's ``Retry-After`` as a header again, for :meth:`RetryPolicy.wait_before_retry`."""
     return {} if error.retry_after is None else {"retry-after": str(error.retry_after)}
+
+
+@dataclass
+class StreamCursor(Spec[Iterator[StreamEvent], AsyncIterator[StreamEvent]]):
+    """Where a live stream stands: its filters, the last event id received (a reconnect resumes after it
+    with ``Last-Event-ID``) and how many connections in a row brought no event."""
+
+    params: dict[str, str]
+    last_event_id: int | None
+    read_timeout_s: float
+    failures: int = 0
+    received: bool = False
+
+    def request(self, api_key: str | None) -> dict[str, Any]:
+        """The keyword arguments of the stream's ``GET``: query, headers and timeout."""
+        headers = {**headers_for(api_key), "Accept": "text/event-stream", "Cache-Control": "no-store"}
+        if self.last_event_id is not None:
+            headers["Last-Event-ID"] = str(self.last_event_id)
+        return {"params": self.params, "headers": headers, "timeout": httpx.Timeout(30.0, read=self.read_timeout_s)}
+
+    def saw(self, event: StreamEvent) -> None:
+        self.received = True
+        if event.id is not None:
+            self.last_event_id = event.id
+
+    def pause(self, policy: RetryPolicy, error: Exception | None) -> float:
+        """Seconds to wait before reopening the stream after a connection ended with ``error`` (None: the
+        server ended it); raises when the policy says to give up."""
+        self.failures = 0 if self.received else self.failures + 1
+        self.received = False
+        return stream_pause(policy, error, self.failures)
+
+
+def stream_event(sse: ServerSentEvent) -> StreamEvent:
+    return StreamEvent(id=int(sse.id) if sse.id else None, event=sse.event, data=sse_data(sse.data))
 
 
 def sse_data(raw: str) -> dict[str, Any]:

@@ -1,92 +1,52 @@
-"""The synchronous client: one method per REST resource, typed answers, pages, retries, ETags, the stream."""
+"""The synchronous client: its transport (sending, retrying, paging, streaming) under the methods that
+:class:`~tokenpulse_client._api.BaseClient` declares once for both clients."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator
 from contextlib import closing
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from httpx_sse import connect_sse
-from typing_extensions import Unpack
 
-from tokenpulse_client import _routes as r
 from tokenpulse_client import models as m
-from tokenpulse_client._core import (
-    DEFAULT_BASE_URL,
-    MAX_PAGE_SIZE,
-    Call,
-    EtagCache,
-    RetryPolicy,
-    answer_body,
-    api_key_from,
-    headers_for,
-    sse_data,
-    stream_pause,
-)
-from tokenpulse_client.errors import ApiError, TransportError, error_from
+from tokenpulse_client._api import BaseClient
+from tokenpulse_client._core import Call, Listing, StreamCursor, stream_event, transport_error
+from tokenpulse_client.errors import ApiError, error_from
 from tokenpulse_client.pagination import Pages
 
 M = TypeVar("M")
 T = TypeVar("T", bound=m.ApiModel)
 
 
-class Client:
-    """A Tokenpulse API client.
+class Client(BaseClient[httpx.Client]):
+    __doc__ = BaseClient.__doc__
 
-    ``Client(base_url, api_key)``; without ``api_key`` the key is read from ``TOKENPULSE_API_KEY`` (a client
-    without a key can still :meth:`create_key`). ``retry`` says when a 429/503 is waited out and retried,
-    ``page_size`` how many rows each page request asks for, ``etag_cache_size`` how many answers are kept
-    for ``If-None-Match`` (0: none). Pass ``http_client`` to use an ``httpx.Client`` of your own (proxies,
-    transports, event hooks); it must carry the base URL, and it is not closed by :meth:`close`.
-    """
+    _pool = httpx.Client
 
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        api_key: str | None = None,
-        *,
-        timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        page_size: int = MAX_PAGE_SIZE,
-        etag_cache_size: int = 256,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        self.api_key = api_key_from(api_key)
-        self.retry = retry or RetryPolicy()
-        self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
-        self.etags = EtagCache(etag_cache_size)
-        self._owned = http_client is None
-        self._http = http_client or httpx.Client(base_url=base_url, timeout=timeout)
-
-    # ------------------------------------------------------------------------------------- plumbing
     def _send(self, call: Call[M]) -> M:
-        request = self._http.build_request(
-            call.method, call.path, params=call.query(), json=call.body, headers=headers_for(self.api_key)
-        )
-        url = str(request.url)
-        if call.method == "GET":
-            request.headers.update(self.etags.conditional_headers(url))
-        attempt = 0
-        while True:
-            try:
-                response = self._http.send(request)
-            except httpx.TransportError as exc:
-                raise TransportError(f"{call.method} {call.path}: {exc}") from exc
+        request = self._request(call)
+        response = self._transmit(call, request)
+        for attempt in range(self.retry.max_retries):
             wait = self.retry.wait_before_retry(response.status_code, response.headers, attempt)
             if wait is None:
-                body = answer_body(response.status_code, response.headers, response.content, url, self.etags)
-                return call.decode(body)
-            attempt += 1
+                break
             time.sleep(wait)
+            response = self._transmit(call, request)
+        return self._decode(call, request, response)
 
-    def _pages(self, call: Call[m.Page[T]], item: type[T], limit: int | None) -> Pages[T]:
-        def fetch(cursor: str | None, size: int) -> m.Page[T]:
-            params = {**call.params, "limit": size, "cursor": cursor}
-            return self._send(Call(call.method, call.path, call.answer, params))
+    def _transmit(self, call: Call[M], request: httpx.Request) -> httpx.Response:
+        try:
+            return self._http.send(request)
+        except httpx.TransportError as exc:
+            raise transport_error(call, exc) from exc
 
-        return Pages(fetch, item, limit, self.page_size)
+    def _pages(self, listing: Listing[T]) -> Pages[T]:
+        return Pages(
+            lambda cursor, size: self._send(listing.page(cursor, size)), listing.item, listing.limit, self.page_size
+        )
 
     def close(self) -> None:
         if self._owned:
@@ -98,190 +58,23 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------------------------ resources
-    def create_key(self, name: str, email: str | None = None) -> m.NewKey:
-        """A new free key (``POST /v1/keys``, no key needed); ``.key`` is shown only this once."""
-        return self._send(r.create_key(name, email))
-
-    def usage(self) -> m.Usage:
-        """Your key's tier, limits and use this minute and month."""
-        return self._send(r.usage())
-
-    def tokens(
-        self,
-        limit: int | None = None,
-        *,
-        sort: m.TokenSort | None = None,
-        q: str | None = None,
-        min_trader_grade: float | None = None,
-        signal: m.Direction | None = None,
-    ) -> Pages[m.Token]:
-        """Every tracked token: price (USD), 24 h change (%) and volume (USD), market cap, grades, signal;
-        ``sort`` by a field (``-market_cap``: descending), ``q`` in the symbol or name, only tokens graded at
-        least ``min_trader_grade`` or with this daily ``signal``."""
-        return self._pages(r.tokens(sort, q, min_trader_grade, signal), m.Token, limit)
-
-    def token(self, symbol: str) -> m.TokenDetail:
-        """One token: its row plus ROI by window (%), key levels and the latest forecasts."""
-        return self._send(r.token(symbol))
-
-    def candles(
-        self,
-        symbol: str,
-        interval: m.Interval = "1d",
-        start: r.TimeLike = None,
-        end: r.TimeLike = None,
-        limit: int | None = None,
-    ) -> Pages[m.Candle]:
-        """OHLCV candles, oldest first; ``start``/``end`` as ISO strings, dates or datetimes (UTC);
-        ``limit`` caps the rows (None: every row in the range, over as many pages as it takes)."""
-        return self._pages(r.candles(symbol, interval, start, end), m.Candle, limit)
-
-    def indicators(
-        self,
-        symbol: str,
-        interval: m.Interval = "1d",
-        start: r.TimeLike = None,
-        end: r.TimeLike = None,
-        limit: int | None = None,
-    ) -> Pages[m.Indicators]:
-        """RSI, MACD, EMAs, SMA200, Bollinger bands and ATR at each closed candle, oldest first."""
-        return self._pages(r.indicators(symbol, interval, start, end), m.Indicators, limit)
-
-    def grades(
-        self, symbol: str, start: r.TimeLike = None, end: r.TimeLike = None, limit: int | None = None
-    ) -> Pages[m.Grade]:
-        """Daily Trader and Investor Grades (0..100) with their components, oldest first."""
-        return self._pages(r.grades(symbol, start, end), m.Grade, limit)
-
-    def signals(
-        self,
-        symbol: str | None = None,
-        interval: m.Interval | None = None,
-        start: r.TimeLike = None,
-        end: r.TimeLike = None,
-        limit: int | None = None,
-    ) -> Pages[m.Signal]:
-        """Bullish/bearish signals, oldest first; intraday intervals need a tier with intraday signals."""
-        return self._pages(r.signals(symbol, interval, start, end), m.Signal, limit)
-
-    def levels(self, symbol: str) -> m.Levels:
-        """Support and resistance levels (USD) from daily swing pivots."""
-        return self._send(r.levels(symbol))
-
-    def predictions(
-        self, symbol: str, history: bool = False, horizon: str | None = None, limit: int | None = None
-    ) -> m.Predictions:
-        """The latest 1d/7d/30d forecasts with 80% and 95% intervals; ``history=True`` adds up to ``limit``
-        past forecasts (of ``horizon``, or every horizon) with the realised close."""
-        return self._send(r.predictions(symbol, history, horizon, limit))
-
-    def track_record(self) -> m.TrackRecord:
-        """The signals' and grades' measured track record on the stored history."""
-        return self._send(r.track_record())
-
-    def cycles_btc(self, **params: Unpack[r.CycleQuery]) -> m.Cycles:
-        """Bitcoin halving cycles: past runs, the bear/base/moon projection, its track record, altcoin
-        seasons; keyword arguments override the model's parameters (docs/cycles.md)."""
-        return self._send(r.cycles_btc(params))
-
-    def quant(self, symbol: str, window: str | None = None) -> m.Quant:
-        """Volatility, Sharpe, Sortino, max drawdown, CAGR, beta and correlation to BTC over ``window``
-        (``30d``, ``90d`` or ``365d``; default 90d)."""
-        return self._send(r.quant(symbol, window))
-
-    def correlation(self, symbols: Sequence[str] | str, window: str | None = None) -> m.Correlation:
-        """Pearson correlation of 2 to 20 tokens' daily returns on their common dates."""
-        return self._send(r.correlation(symbols, window))
-
-    def market(self, history: bool = False, start: r.TimeLike = None, end: r.TimeLike = None) -> m.MarketState:
-        """The market state (bullish / neutral / bearish) with its components and track record; ``history=True``
-        adds every day's (from ``start`` to ``end``)."""
-        return self._send(r.market(history, start, end))
-
-    def indices(self) -> m.Page[m.IndexSummary]:
-        """The rule-based indices with their latest NAV, constituents and statistics (one page holds all)."""
-        return self._send(r.indices())
-
-    def index(self, index_id: str) -> m.IndexDetail:
-        """One index: daily NAV vs BTC and the equal-weight basket, rebalances and weights."""
-        return self._send(r.index(index_id))
-
-    def scenarios(self, symbol: str, targets: Sequence[float] | None = None, price: float | None = None) -> m.Scenarios:
-        """What price targets imply in market cap and share of the market, the cycle projection's targets for
-        the token, and with ``price`` what that price requires."""
-        return self._send(r.scenarios(symbol, targets, price))
-
-    def report(self, symbol: str) -> str:
-        """The token's generated research report, as Markdown."""
-        return self._send(r.report(symbol))
-
-    def create_alert(
-        self,
-        symbol: str,
-        condition: m.AlertCondition | dict[str, Any],
-        channels: Sequence[m.AlertChannel | dict[str, Any]] = (),
-        cooldown_s: int | None = None,
-        name: str | None = None,
-    ) -> m.AlertRule:
-        """Create an alert rule; with no channels its firings go to the delivery log and the stream only."""
-        return self._send(r.create_alert(symbol, condition, channels, cooldown_s, name))
-
-    def alerts(self, symbol: str | None = None, limit: int | None = None) -> Pages[m.AlertRule]:
-        """Your alert rules (of one token, or all)."""
-        return self._pages(r.alerts(symbol), m.AlertRule, limit)
-
-    def alert(self, rule_id: str) -> m.AlertRule:
-        """One of your alert rules."""
-        return self._send(r.alert(rule_id))
-
-    def delete_alert(self, rule_id: str) -> m.AlertDeleted:
-        """Delete one of your alert rules."""
-        return self._send(r.delete_alert(rule_id))
-
-    def alert_events(
-        self, rule_id: str | None = None, status: str | None = None, limit: int | None = None
-    ) -> Pages[m.AlertEvent]:
-        """Your rules' firings, newest first, each with its deliveries."""
-        return self._pages(r.alert_events(rule_id, status), m.AlertEvent, limit)
-
-    def stream(
-        self,
-        symbols: Sequence[str] | str | None = None,
-        types: Sequence[str] | str | None = None,
-        last_event_id: int | None = None,
-        read_timeout_s: float = 60.0,
-    ) -> Iterator[m.StreamEvent]:
-        """Live ``price``, ``signal`` and your ``alert`` events as they happen (an endless iterator).
-
-        A dropped connection, or a stream the server ends, is reopened with ``Last-Event-ID`` so the events
-        sent meanwhile arrive from the server's buffer (a ``gap`` event says when some had already left it);
-        ``retry.max_reconnects`` failures in a row raise :class:`TransportError`."""
-        params = r.stream_params(symbols, types)
-        last, failures = last_event_id, 0
+    def _stream(self, cursor: StreamCursor) -> Iterator[m.StreamEvent]:
         while True:
-            received, error = False, None
+            error = None
             try:
-                with closing(self._stream_once(params, last, read_timeout_s)) as events:
+                with closing(self._stream_once(cursor)) as events:
                     for event in events:
-                        received, last = True, event.id if event.id is not None else last
+                        cursor.saw(event)
                         yield event
             except (httpx.TransportError, ApiError) as exc:
                 error = exc
-            failures = 0 if received else failures + 1
-            time.sleep(stream_pause(self.retry, error, failures))
+            time.sleep(cursor.pause(self.retry, error))
 
-    def _stream_once(
-        self, params: dict[str, str], last: int | None, read_timeout_s: float
-    ) -> Generator[m.StreamEvent, None, None]:
-        headers = {**headers_for(self.api_key), "Accept": "text/event-stream", "Cache-Control": "no-store"}
-        if last is not None:
-            headers["Last-Event-ID"] = str(last)
-        timeout = httpx.Timeout(30.0, read=read_timeout_s)
-        with connect_sse(self._http, "GET", "/v1/stream", params=params, headers=headers, timeout=timeout) as source:
+    def _stream_once(self, cursor: StreamCursor) -> Generator[m.StreamEvent, None, None]:
+        with connect_sse(self._http, "GET", "/v1/stream", **cursor.request(self.api_key)) as source:
             response = source.response
             if response.status_code != 200:
                 raise error_from(response.status_code, response.read(), response.headers)
             for sse in source.iter_sse():
                 if sse.event != "hello":
-                    yield m.StreamEvent(id=int(sse.id) if sse.id else None, event=sse.event, data=sse_data(sse.data))
+                    yield stream_event(sse)

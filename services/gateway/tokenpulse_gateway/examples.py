@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from fastapi import APIRouter
+from fastapi.types import DecoratedCallable
+from pydantic import BaseModel
 
 ERRORS: dict[int, tuple[str, str, str]] = {
     304: ("", "", "not modified: your `If-None-Match` ETag is current"),
@@ -547,3 +552,12 @@ def responses(name: str, *statuses: int) -> dict[int | str, dict[str, Any]]:
             example = {"error": {"code": code, "message": message}}
             out[status] = {"description": description, "content": {"application/json": {"example": example}}}
     return out
+
+
+def analysis(
+    router: APIRouter, path: str, name: str, model: type[BaseModel], summary: str
+) -> Callable[[DecoratedCallable], DecoratedCallable]:
+    """The ``GET path`` decorator of an analysis computed from the market data (example ``name``): answered
+    from its cache (304 on a match), 404 for an unknown token, 422 when the data cannot support it."""
+    answers = responses(name, 200, 304, 400, 401, 404, 422, 429)
+    return router.get(path, response_model=model, summary=summary, responses=answers)

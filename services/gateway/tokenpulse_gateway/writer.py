@@ -19,6 +19,7 @@ from operator import attrgetter
 from typing import Any
 
 from tokenpulse_shared.batches import (
+    CANDLE_VALUES,
     INDICATOR_NAMES,
     CandleBatch,
     IndicatorBatch,
@@ -128,7 +129,7 @@ def _price_rows(b: PriceBatch) -> dict[str, list[Any]]:
 
 
 def _candle_rows(b: CandleBatch) -> dict[str, list[Any]]:
-    names = ("symbol", "interval", "open", "high", "low", "close", "volume", "trades", "source", "version")
+    names = ("symbol", "interval", *CANDLE_VALUES)
     return {"ts": b.ts_ms, "event_id": b.row_id, **{name: getattr(b, name) for name in names}}
 
 
@@ -161,24 +162,7 @@ def rows_columns(spec: TableSpec, batches: Sequence[RowBatch]) -> tuple[list[lis
 TABLES: dict[str, TableSpec] = {
     spec.table: spec
     for spec in (
-        TableSpec(
-            CANDLES,
-            "candles",
-            (
-                "symbol",
-                "interval",
-                "ts",
-                "open",
-                "high",
-                "low",
-                "close",
-                "volume",
-                "trades",
-                "source",
-                "version",
-                *EVENT_COLS,
-            ),
-        ),
+        TableSpec(CANDLES, "candles", ("symbol", "interval", "ts", *CANDLE_VALUES, *EVENT_COLS)),
         TableSpec(
             TICKS,
             "ticks",

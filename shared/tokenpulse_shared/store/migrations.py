@@ -16,8 +16,17 @@ DEDUP = "non_replicated_deduplication_window = 10000"
 TS = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
 
 
-def event_table(name: str, columns: str, engine: str, *, partition: str, order: str, ttl_days: int = 0) -> str:
-    """The DDL of a table of events: its own columns, then the event's id and time; inserts deduplicated."""
+def event_table(
+    name: str,
+    columns: str,
+    engine: str = "ReplacingMergeTree(produced_at)",
+    *,
+    partition: str = "toYear(ts)",
+    order: str,
+    ttl_days: int = 0,
+) -> str:
+    """The DDL of a table of events: its own columns, then the event's id and time; inserts deduplicated. By
+    default a newer publication of a row replaces the older one, and rows are partitioned by year."""
     ttl = f"TTL toDateTime(produced_at) + INTERVAL {ttl_days} DAY " if ttl_days else ""
     return (
         f"CREATE TABLE IF NOT EXISTS {name} ({columns}, event_id String, produced_at {TS}) ENGINE = {engine} "
@@ -68,16 +77,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "grades",
                 f"""symbol LowCardinality(String), ts {TS}, trader_grade Nullable(Float64),
                     investor_grade Nullable(Float64), components String, method LowCardinality(String)""",
-                "ReplacingMergeTree(produced_at)",
-                partition="toYear(ts)",
                 order="(symbol, ts)",
             ),
             event_table(
                 "signals",
                 f"""symbol LowCardinality(String), interval LowCardinality(String), ts {TS},
                     direction LowCardinality(String), strength Float64, reasons Array(String)""",
-                "ReplacingMergeTree(produced_at)",
-                partition="toYear(ts)",
                 order="(symbol, interval, ts)",
             ),
             event_table(
@@ -133,8 +138,6 @@ MIGRATIONS: tuple[Migration, ...] = (
                 "market_caps",
                 f"""symbol LowCardinality(String), ts {TS}, market_cap Float64, volume_24h Nullable(Float64),
                     source LowCardinality(String)""",
-                "ReplacingMergeTree(produced_at)",
-                partition="toYear(ts)",
                 order="(symbol, ts)",
             ),
         ),
@@ -163,8 +166,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             event_table(
                 "metrics",
                 f"symbol LowCardinality(String), ts {TS}, metrics String, source LowCardinality(String)",
-                "ReplacingMergeTree(produced_at)",
-                partition="toYear(ts)",
                 order="(symbol, ts, source)",
             ),
         ),

@@ -51,11 +51,12 @@ async def analysed(
     return answer(request, encode(body), 300)
 
 
-@router.get(
+@ex.analysis(
+    router,
     "/v1/quant/{symbol}",
-    response_model=Quant,
-    summary="Quant metrics: volatility, Sharpe, Sortino, max drawdown, CAGR, beta and correlation to BTC",
-    responses=ex.responses("quant", 200, 304, 400, 401, 404, 422, 429),
+    "quant",
+    Quant,
+    "Quant metrics: volatility, Sharpe, Sortino, max drawdown, CAGR, beta and correlation to BTC",
 )
 async def quant_endpoint(
     request: Request,
@@ -91,12 +92,7 @@ def correlation_body(data: MarketData, symbols: list[str], window: str) -> dict[
     return correlation(symbols, window, data.daily).model_dump(mode="json")
 
 
-@router.get(
-    "/v1/correlation",
-    response_model=Correlation,
-    summary="Correlation matrix of daily returns",
-    responses=ex.responses("correlation", 200, 304, 400, 401, 404, 422, 429),
-)
+@ex.analysis(router, "/v1/correlation", "correlation", Correlation, "Correlation matrix of daily returns")
 async def correlation_endpoint(
     request: Request,
     _: Authed,

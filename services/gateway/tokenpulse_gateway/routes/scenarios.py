@@ -87,11 +87,12 @@ async def scenarios_of(state: GatewayState, symbol: str, q: ScenarioQuery) -> Sc
         raise ApiError(422, "no_market_cap", str(exc)) from exc
 
 
-@router.get(
+@ex.analysis(
+    router,
     "/v1/scenarios/{symbol}",
-    response_model=Scenarios,
-    summary="Price ↔ market-cap scenarios, the cycle projection's targets for the token, and the reverse",
-    responses=ex.responses("scenarios", 200, 304, 400, 401, 404, 422, 429),
+    "scenarios",
+    Scenarios,
+    "Price ↔ market-cap scenarios, the cycle projection's targets for the token, and the reverse",
 )
 async def scenarios_endpoint(
     request: Request,

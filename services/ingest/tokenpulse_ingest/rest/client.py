@@ -19,7 +19,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -64,44 +64,37 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
+@dataclass
 class RestClient:
-    def __init__(
-        self,
-        name: str,
-        base_url: str,
-        *,
-        capacity: float,
-        period: float = 1.0,
-        weight_header: str | None = None,
-        weight_limit: int | None = None,
-        max_attempts: int = 6,
-        max_wait_s: float = 120.0,
-        backoff_base_s: float = 0.5,
-        backoff_cap_s: float = 30.0,
-        timeout_s: float = 15.0,
-        headers: dict[str, str] | None = None,
-        sleep: Sleep | None = None,
-        check: Callable[[Any], None] | None = None,
-    ) -> None:
-        self.name = name
-        self.limiter = AsyncLimiter(capacity, period)
-        self.capacity = capacity
-        self.weight_header = weight_header
-        self.weight_limit = weight_limit
-        self.max_attempts = max_attempts
-        self.max_wait_s = max_wait_s
-        self.backoff_base_s = backoff_base_s
-        self.backoff_cap_s = backoff_cap_s
-        self.sleep: Sleep = sleep or asyncio.sleep
-        self.check = check
-        self.stats = CallStats()
+    """GETs to ``base_url`` within the limits above (the module docstring says what each setting does)."""
+
+    name: str
+    base_url: str
+    _: KW_ONLY
+    capacity: float
+    period: float = 1.0
+    weight_header: str | None = None
+    weight_limit: int | None = None
+    max_attempts: int = 6
+    max_wait_s: float = 120.0
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    timeout_s: float = 15.0
+    headers: dict[str, str] | None = None
+    sleep: Sleep | None = None
+    check: Callable[[Any], None] | None = None
+    stats: CallStats = field(default_factory=CallStats, init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = AsyncLimiter(self.capacity, self.period)
+        self._sleep: Sleep = self.sleep or asyncio.sleep
         self._used = 0  # server-reported weight of the current minute
         self._used_minute = -1
         self._rng = random.Random()
         self.http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            timeout=timeout_s,
-            headers={"User-Agent": "tokenpulse-ingest", **(headers or {})},
+            base_url=self.base_url.rstrip("/"),
+            timeout=self.timeout_s,
+            headers={"User-Agent": "tokenpulse-ingest", **(self.headers or {})},
             follow_redirects=False,
         )
 
@@ -124,7 +117,7 @@ class RestClient:
                 "%s: %d of %d weight used this minute; waiting %.1fs", self.name, self._used, self.weight_limit, wait
             )
             self.stats.weight_waits.append(wait)
-            await self.sleep(wait)
+            await self._sleep(wait)
             self._used, self._used_minute = 0, minute + 1
 
     def _note_weight(self, response: httpx.Response) -> None:
@@ -167,7 +160,7 @@ class RestClient:
                 if asked is not None:
                     self.stats.retry_after_waits.append(asked)
                 self.stats.retries += 1
-                await self.sleep(wait)
+                await self._sleep(wait)
                 continue
             if code >= 500:
                 last = f"HTTP {code}"
@@ -196,7 +189,7 @@ class RestClient:
         log.warning("%s: %s; retrying in %.2fs", self.name, why, wait)
         self.stats.retries += 1
         self.stats.backoff_waits.append(wait)
-        await self.sleep(wait)
+        await self._sleep(wait)
 
 
 def per_second_client(
