@@ -26,9 +26,10 @@ from pathlib import Path
 
 import httpx
 from tokenpulse_gateway.writer import TABLES, StoreWriter
-from tokenpulse_ingest.backfill import gc_paused, plan
+from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bundle import bar_to_event
 from tokenpulse_shared.events import utcnow
+from tokenpulse_shared.gctools import gc_paused
 from tokenpulse_shared.settings import Settings
 
 from bench import plot

@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tokenpulse_ingest.backfill import gc_paused, plan
+from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bundle import bar_to_event
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.batches import CandleBatch
 from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.events import CandleEvent, Interval
+from tokenpulse_shared.gctools import gc_paused
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
 from tokenpulse_shared.topics import CANDLES_V2

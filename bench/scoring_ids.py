@@ -20,10 +20,11 @@ import statistics
 import sys
 import time
 
-from tokenpulse_ingest.backfill import gc_paused, plan
+from tokenpulse_ingest.backfill import plan
 from tokenpulse_ingest.bundle import bar_to_event
 from tokenpulse_scoring.service import ScoringService
 from tokenpulse_shared.events import Interval
+from tokenpulse_shared.gctools import gc_paused
 from tokenpulse_shared.settings import Settings
 
 

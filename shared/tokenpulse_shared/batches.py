@@ -13,10 +13,10 @@ A batch is valid or not as a whole: one bad row fails it, with pydantic's reason
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self, TypeVar
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -185,6 +185,21 @@ def _rows_to_events(
         row = dict(zip(names, values, strict=True)) | head | more
         out.append(trusted(model, row, fields_set))
     return out
+
+
+T = TypeVar("T")
+
+
+def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter), as a consumer's batches come."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 TICK_COLUMNS = ("symbol", "source", "ts_us", "price", "size", "side", "trade_id", "quote")

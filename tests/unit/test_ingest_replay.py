@@ -84,21 +84,20 @@ def test_row_batches_count_as_the_events_they_carry_and_only_the_symbols_kept() 
     assert kept == sum(t.symbol == "ETH" for t in ticks) and eth_only[0].symbols() == {"ETH"}
 
 
+A_CANDLE = CandleEvent(symbol="BTC", interval="1m", ts=T0, open=1.0, high=2.0, low=0.5, close=1.5, volume=3.0, trades=1)
+
+
 def candle(symbol: str, minute: int, version: int, made: datetime, source: str = "ticks") -> CandleEvent:
-    return CandleEvent(
-        symbol=symbol,
-        interval="1m",
-        ts=T0 + timedelta(minutes=minute),
-        open=1.0,
-        high=2.0,
-        low=0.5,
-        close=1.5,
-        volume=3.0,
-        trades=1,
-        source=source,
-        version=1000 + version,
-        closed=True,
-        produced_at=made,
+    """A closed one-minute candle of one trade: its minute, its version and when it was made."""
+    return A_CANDLE.model_copy(
+        update={
+            "event_id": f"candle-{symbol}-{minute}-{version}-{source}-{made:%H%M%S}",
+            "symbol": symbol,
+            "ts": T0 + timedelta(minutes=minute),
+            "source": source,
+            "version": 1000 + version,
+            "produced_at": made,
+        }
     )
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import gc
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +14,7 @@ from typing import ParamSpec, TypeVar
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import CandleEvent, Interval, MarketCapEvent, utcnow, validate_many
+from tokenpulse_shared.gctools import gc_paused
 from tokenpulse_shared.topics import CANDLES, MARKETCAPS
 
 from tokenpulse_ingest.bundle import MARKETCAP_FILES, bar_row, iter_bundle, read_marketcaps
@@ -23,17 +22,6 @@ from tokenpulse_ingest.bundle import MARKETCAP_FILES, bar_row, iter_bundle, read
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 Progress = Callable[[str, int, int], None]

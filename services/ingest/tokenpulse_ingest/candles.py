@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tokenpulse_shared.batches import TickBatch, epoch_us
+from tokenpulse_shared.batches import TickBatch, chunked, epoch_us
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent, content_digest
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
@@ -371,13 +371,7 @@ class CandleBuilder:
         """Count ticks already counted once before, in batches as the consumer handled them, publishing
         nothing (the first half of :meth:`restore`); returns how many."""
         n = 0
-        chunk: list[TickEvent] = []
-        for tick in ticks:
-            chunk.append(tick)
-            if len(chunk) >= batch:
-                self.add(chunk, wall)
-                n, chunk = n + len(chunk), []
-        if chunk:
+        for chunk in chunked(ticks, batch):
             self.add(chunk, wall)
             n += len(chunk)
         return n

@@ -49,7 +49,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from tokenpulse_shared.batches import TickBatch, epoch_us, from_epoch_us, price_row_id
+from tokenpulse_shared.batches import TickBatch, chunked, epoch_us, from_epoch_us, price_row_id
 from tokenpulse_shared.events import PriceEvent, TickEvent
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
@@ -186,14 +186,8 @@ class PriceReconciler:
         """Rebuild the quotes from ticks already counted, in their order on the bus, publishing nothing: the
         sources, volumes and last reference come out as the previous owner left them. Returns the ticks."""
         wall = time.time() if wall is None else wall
-        chunk: list[TickEvent] = []
         n = 0
-        for tick in ticks:
-            chunk.append(tick)
-            if len(chunk) >= batch:
-                self.update(chunk, wall)
-                n, chunk = n + len(chunk), []
-        if chunk:
+        for chunk in chunked(ticks, batch):
             self.update(chunk, wall)
             n += len(chunk)
         return n

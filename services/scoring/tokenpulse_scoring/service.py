@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import gc
 import itertools
 import json
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -49,6 +47,7 @@ from tokenpulse_shared.events import (
     trusted,
     utcnow,
 )
+from tokenpulse_shared.gctools import gc_paused
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.timeutil import DAY_MS
 from tokenpulse_shared.topics import (
@@ -445,12 +444,12 @@ class ScoringService:
         """Score candle rows (``tokenpulse.candles.v2``) column to column: the closed rows grouped per series,
         one :meth:`apply_batch` per series, the indicators built as the columns of one :class:`IndicatorBatch`
         (no per-candle event on the way in or out: those objects cost more than the arithmetic)."""
-        with _gc_paused():
+        with gc_paused():
             return self._score(_closed_rows_by_series(batches))
 
     def _process(self, candles: list[CandleEvent]) -> tuple[list[IndicatorEvent], list[GradeEvent], list[SignalEvent]]:
         """Score candle events (``tokenpulse.candles.v1``): :meth:`score_rows`' outputs, indicators as events."""
-        with _gc_paused():
+        with gc_paused():
             outputs = self._score(_closed_by_series(candles))
         indicators = outputs.indicators.to_events() if outputs.indicators is not None else []
         return indicators, outputs.grades, outputs.signals
@@ -572,20 +571,6 @@ class ScoringService:
     async def stop(self) -> None:
         if self.forecaster is not None:
             await self.forecaster.stop()
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a batch is scored: each candle makes several short-lived acyclic
-    objects (freed by reference counting) and the collector's full passes over the growing series state,
-    which they trigger, cost about as much as the arithmetic (docs/benchmarks.md, "Scoring")."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _closed_rows_by_series(batches: Sequence[CandleBatch]) -> dict[tuple[str, Interval], list[Entry]]:
