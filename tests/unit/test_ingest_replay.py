@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import tokenpulse_ingest.replay as replay_module
 from tokenpulse_ingest.candles import CandleBuilder
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.replay import PublishedCandles, by_time, replay
+from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, rows_of
 from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.events import CandleEvent, Event, TickEvent
 
@@ -116,3 +116,12 @@ def test_published_candles_keep_the_latest_the_state_needs_and_find_rows_without
     assert (newer.ts, newer.version) in kept and (recent.ts, recent.version) not in kept
     assert (old.ts, old.version) not in kept  # its minute is past retention: nothing can change it
     assert [c.event_id for c in published.without_copy()] == [recent.event_id, newer.event_id, uncopied.event_id]
+
+
+def test_rows_of_keeps_the_symbols_asked_for_and_says_where_each_row_was() -> None:
+    ticks = feed(20, 5)
+    batches = [TickBatch.from_events(ticks[:7]), TickBatch.from_events(ticks[7:])]
+    columns, keys, rows = rows_of(batches, lambda symbol: symbol == "ETH")
+    assert rows == [i for i, t in enumerate(ticks) if t.symbol == "ETH"]
+    assert columns[0] == ["ETH"] * len(rows) and keys == [t.dedup_key() for t in ticks if t.symbol == "ETH"]
+    assert rows_of(batches)[2] == list(range(len(ticks)))

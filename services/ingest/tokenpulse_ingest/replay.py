@@ -31,16 +31,20 @@ def select_rows(columns: Columns, keys: list[str], rows: list[int]) -> tuple[Col
     return [[column[i] for i in rows] for column in columns], [keys[i] for i in rows]
 
 
-def rows_of(batches: Sequence[TickBatch], keep: Callable[[str], bool] | None = None) -> tuple[Columns, list[str]]:
-    """The rows of ``batches`` as one set of columns with their dedup keys; only the rows of the symbols
-    ``keep`` accepts, when given."""
+def rows_of(
+    batches: Sequence[TickBatch], keep: Callable[[str], bool] | None = None
+) -> tuple[Columns, list[str], list[int]]:
+    """The rows of ``batches`` as one set of columns with their dedup keys, only the rows of the symbols ``keep``
+    accepts when given; and each kept row's index among the batches' rows."""
     if len(batches) == 1:
         columns, keys = batches[0].columns(), batches[0].dedup_keys()
     else:
         columns, keys = TickBatch.concat(batches), [key for b in batches for key in b.dedup_keys()]
+    rows = list(range(len(keys)))
     if keep is not None and not all(keep(symbol) for symbol in set(columns[0])):
-        columns, keys = select_rows(columns, keys, [i for i, symbol in enumerate(columns[0]) if keep(symbol)])
-    return columns, keys
+        rows = [i for i, symbol in enumerate(columns[0]) if keep(symbol)]
+        columns, keys = select_rows(columns, keys, rows)
+    return columns, keys, rows
 
 
 def replay(
@@ -61,7 +65,7 @@ def replay(
             continue
         counted += _replay_events(builder, reconciler, events, wall)
         events = []
-        columns, keys = rows_of([message], keep)
+        columns, keys, _ = rows_of([message], keep)
         for at in range(0, len(keys), REPLAY_ROWS):
             part = slice(at, at + REPLAY_ROWS)
             symbol, source, ts_us, price, size, _side, trade_id, quote = (column[part] for column in columns)

@@ -83,7 +83,7 @@ from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, select_rows
+from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, rows_of, select_rows
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
@@ -211,17 +211,8 @@ class IngestService:
     async def on_tick_batches(self, batches: list[TickBatch]) -> None:
         """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
         await self._until_ready()
-        if len(batches) == 1:
-            batch = batches[0]
-            columns, keys = batch.columns(), batch.dedup_keys()
-        else:
-            columns = TickBatch.concat(batches)
-            keys = [key for b in batches for key in b.dedup_keys()]
-        rows = list(range(len(keys)))  # each kept row's index among the batches' rows
-        removed = self.universe.removed
-        if removed:  # a token taken out of the universe stops here, whoever still sends its trades
-            rows = [i for i, sym in enumerate(columns[0]) if sym not in removed]
-            columns, keys = select_rows(columns, keys, rows)
+        removed = self.universe.removed  # a token taken out of the universe stops here, whoever sends its trades
+        columns, keys, rows = rows_of(batches, (lambda symbol: symbol not in removed) if removed else None)
         symbol, source, ts_us, price, size, _side, trade_id, quote = columns
         result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
         late = set(result.late_rows)
