@@ -83,8 +83,9 @@ from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, rows_of, select_rows
+from tokenpulse_ingest.replay import Columns, PublishedCandles, by_time, replay, rows_of, select_rows
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
+from tokenpulse_ingest.slices import token_slices
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
 from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
 from tokenpulse_ingest.venues.registry import build_connectors, pairs_for
@@ -209,19 +210,32 @@ class IngestService:
         await self._emit(result.candles, prices, result.late)
 
     async def on_tick_batches(self, batches: list[TickBatch]) -> None:
-        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
+        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one, in slices of
+        whole tokens with the event loop free between them (:mod:`tokenpulse_ingest.slices`)."""
         await self._until_ready()
         removed = self.universe.removed  # a token taken out of the universe stops here, whoever sends its trades
         columns, keys, rows = rows_of(batches, (lambda symbol: symbol not in removed) if removed else None)
+        wall = time.time()  # the batch's arrival, the same for every slice
+        for n, part in enumerate(token_slices(columns[0])):
+            if n:
+                await asyncio.sleep(0)
+            whole = len(part) == len(keys)
+            columns_of, keys_of = (columns, keys) if whole else select_rows(columns, keys, part)
+            await self._handle_rows(batches, columns_of, keys_of, rows if whole else [rows[i] for i in part], wall)
+
+    async def _handle_rows(
+        self, batches: list[TickBatch], columns: Columns, keys: list[str], rows: list[int], wall: float
+    ) -> None:
+        """Rows of ``batches`` (``rows``: their indexes among the batches' rows) into candles and prices."""
         symbol, source, ts_us, price, size, _side, trade_id, quote = columns
-        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
+        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys, wall)
         late = set(result.late_rows)
         if late:  # rare: keep the others only
             kept = [i for i in range(len(keys)) if i not in late]
             columns, keys = select_rows(columns, keys, kept)
             symbol, source, ts_us, price, size, _side, trade_id, quote = columns
         ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
-        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids)
+        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids, wall)
         await self._emit(result.candles, prices, _late_events(batches, sorted(rows[i] for i in late)))
 
     async def on_misplaced(self, ticks: list[TickEvent]) -> None:
