@@ -8,6 +8,7 @@ sends ``--rate`` requests/s (10 connections) for ``--seconds`` to each query bel
 
     .venv/bin/python -m bench.embedded_universe [--rate 200] [--seconds 30] [--json OUT] [--probe]
 
+``server_cpu_cores``: the server process's CPU time (all its threads) over the measured windows, in cores.
 ``--probe`` runs the server under ``bench.loop_stalls`` and adds, for the measurement windows only, the event-loop
 callbacks over 15 ms (by task, with where the loop thread was), the collector's passes and the loop's lateness.
 """
@@ -112,6 +113,8 @@ def main() -> None:
         tokens = httpx.get(f"{base}/v1/tokens?limit=1000", headers={"X-API-Key": key}, timeout=60).json()["data"]
         priced = sum(1 for t in tokens if t["price"])
         results = {}
+        server = psutil.Process(up.p.pid)
+        cpu_before, cpu_s = server.cpu_times(), 0.0
         for name, query in QUERIES.items():
             url = f"{base}/v1/tokens?{query}"
             hey(binary, url, key, "-c", "10", "-z", "3s")  # warm-up
@@ -119,6 +122,9 @@ def main() -> None:
             begun = time.time()
             results[name] = hey(binary, url, key, "-c", "10", "-q", str(per_conn), "-z", f"{args.seconds}s")
             windows.append((begun, time.time()))
+            cpu_now = server.cpu_times()
+            cpu_s += cpu_now.user + cpu_now.system - cpu_before.user - cpu_before.system
+            cpu_before = server.cpu_times()  # the warm-up of the next query is left out
             print(f"{name}: {results[name]}", flush=True)
         steady = psutil.Process(up.p.pid).memory_info().rss
     finally:
@@ -134,6 +140,7 @@ def main() -> None:
         "rate": args.rate,
         "seconds": args.seconds,
         "queries": results,
+        "server_cpu_cores": round(cpu_s / sum(end - start for start, end in windows), 2),
         "rss_peak_mb": round(peak / 2**20),
         "rss_steady_mb": round(steady / 2**20),
         "exit_code": code,
