@@ -93,7 +93,7 @@ from tokenpulse_ingest.venues.registry import build_connectors, pairs_for
 log = logging.getLogger(__name__)
 
 FEEDS_GROUP = "ingest-feeds"  # the consumer group sharing the universe's partitions (the feeds) among replicas
-SYNTHETIC_PART = 100  # synthetic trades published at once (the rest of the period's come after, spread over it)
+SYNTHETIC_PART = 250  # synthetic trades published at once, the rest of the period's after (spread over it)
 LIVE_POLL_S = 0.05  # how often the start of the live feed looks for a connected exchange
 READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
