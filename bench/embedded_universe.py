@@ -6,14 +6,21 @@ sends ``--rate`` requests/s (10 connections) for ``--seconds`` to each query bel
 (psutil, sampled every 0.5 s from start to end) gives the peak. Goal (issue 22): ≤ 2 GB RSS and
 ``/v1/tokens?limit=100`` p99 ≤ 20 ms at 200 req/s.
 
-    .venv/bin/python -m bench.embedded_universe [--rate 200] [--seconds 30] [--json OUT]
+    .venv/bin/python -m bench.embedded_universe [--rate 200] [--seconds 30] [--json OUT] [--probe]
+
+``server_cpu_cores``: the server process's CPU time (all its threads) over the measured windows, in cores.
+``--probe`` runs the server under ``bench.loop_stalls`` and adds, for the measurement windows only, the event-loop
+callbacks over 15 ms (by task, with where the loop thread was), the collector's passes and the loop's lateness.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +31,7 @@ import httpx
 import psutil
 
 from bench.gateway import free_port, hey, hey_binary, wait_ok
+from bench.loop_stalls import summarise
 from testkit.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +68,25 @@ class PeakRss:
         return self.peak
 
 
+class ProbedProc(Proc):
+    """``tokenpulse ARGS`` run under the loop-stall probe (``bench.loop_stalls``), its records to ``out``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, out: Path) -> None:
+        self.log = log
+        self.fh = log.open("wb")
+        command = [sys.executable, "-m", "bench.loop_stalls", "--out", str(out), "--", *args]
+        self.p = subprocess.Popen(
+            command, env={**os.environ, **env}, cwd=ROOT, stdout=self.fh, stderr=subprocess.STDOUT
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=int, default=200, help="requests per second (10 connections)")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--tick-s", type=float, default=1.0, help="seconds between synthetic ticks per token")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--probe", action="store_true", help="record event-loop stalls (bench.loop_stalls)")
     args = ap.parse_args()
     binary = hey_binary()
     root = Path(tempfile.mkdtemp(prefix="tokenpulse-universe-bench-"))
@@ -79,7 +100,10 @@ def main() -> None:
         "TOKENPULSE_LOG_LEVEL": "WARNING",
     }
     started = time.monotonic()
-    up = Proc(["up", "--port", str(port), "--data-dir", str(root / "data")], env, root / "up.log")
+    up_args = ["up", "--port", str(port), "--data-dir", str(root / "data")]
+    probe_out = root / "stalls.json"
+    up = ProbedProc(up_args, env, root / "up.log", probe_out) if args.probe else Proc(up_args, env, root / "up.log")
+    windows: list[tuple[float, float]] = []
     rss = PeakRss(up.p.pid)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -89,11 +113,18 @@ def main() -> None:
         tokens = httpx.get(f"{base}/v1/tokens?limit=1000", headers={"X-API-Key": key}, timeout=60).json()["data"]
         priced = sum(1 for t in tokens if t["price"])
         results = {}
+        server = psutil.Process(up.p.pid)
+        cpu_before, cpu_s = server.cpu_times(), 0.0
         for name, query in QUERIES.items():
             url = f"{base}/v1/tokens?{query}"
             hey(binary, url, key, "-c", "10", "-z", "3s")  # warm-up
             per_conn = max(1, args.rate // 10)
+            begun = time.time()
             results[name] = hey(binary, url, key, "-c", "10", "-q", str(per_conn), "-z", f"{args.seconds}s")
+            windows.append((begun, time.time()))
+            cpu_now = server.cpu_times()
+            cpu_s += cpu_now.user + cpu_now.system - cpu_before.user - cpu_before.system
+            cpu_before = server.cpu_times()  # the warm-up of the next query is left out
             print(f"{name}: {results[name]}", flush=True)
         steady = psutil.Process(up.p.pid).memory_info().rss
     finally:
@@ -109,10 +140,13 @@ def main() -> None:
         "rate": args.rate,
         "seconds": args.seconds,
         "queries": results,
+        "server_cpu_cores": round(cpu_s / sum(end - start for start, end in windows), 2),
         "rss_peak_mb": round(peak / 2**20),
         "rss_steady_mb": round(steady / 2**20),
         "exit_code": code,
     }
+    if args.probe:
+        summary["probe"] = summarise(json.loads(probe_out.read_text()), windows)
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))

@@ -116,6 +116,29 @@ async def test_a_price_row_is_dated_by_the_newest_trade_of_its_token_in_the_batc
     assert v1.ts == event.ts
 
 
+async def test_a_batch_larger_than_a_slice_gives_every_token_its_candle_and_one_price() -> None:
+    """300 trades of 100 tokens in one ticks.v2 batch: each partition's ~75 rows are handled in slices of whole
+    tokens (``tokenpulse_ingest.slices``), and every token still gets its one price row of the batch and its
+    whole minute."""
+    symbols = [f"TK{i}" for i in range(100)]
+
+    def of(sym: str, i: int, at_s: float, price: float) -> TickEvent:
+        return trade(i, at_s, price).model_copy(update={"symbol": sym, "trade_id": f"{sym}-{i}"})
+
+    async def feed(bus: InMemoryBus) -> None:
+        trades = [of(sym, i, at, 100.0 + i) for i, at in enumerate((1, 20, 40)) for sym in symbols]
+        await bus.publish_rows(TICKS_V2, TickBatch.from_events(trades), linger=False)
+        await bus.publish_rows(TICKS_V2, TickBatch.from_events([of(sym, 9, 65, 1.0) for sym in symbols]))
+
+    got = await run_ingest(False, feed)
+    first_batch = epoch_us(T0 + timedelta(seconds=40))
+    priced = [sym for b in got["prices"] for sym, ts in zip(b.symbol, b.ts_us, strict=True) if ts == first_batch]
+    assert sorted(priced) == sorted(symbols)  # one price row each, none lost or doubled by the slicing
+    minutes = {c.symbol: c for c in m1([c for b in got["rows"] for c in b.to_events()])}
+    assert sorted(minutes) == sorted(symbols)
+    assert {(c.trades, c.open, c.close) for c in minutes.values()} == {(3, 100.0, 102.0)}
+
+
 BAR = {"open": 1.0, "high": 2.0, "low": 1.0, "close": 2.0, "trades": 1, "source": "ticks", "version": 1001}
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from tokenpulse_ingest.prices import PriceReconciler, SourceQuote, reconcile
+from tokenpulse_ingest.prices import PriceReconciler, SourceQuote, all_quiet, reconcile
 from tokenpulse_shared.events import TickEvent
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -171,3 +171,17 @@ def test_price_event_ids_are_derived_from_the_price_so_a_redelivery_gives_the_sa
     assert len({e.event_id for e in first}) == 2  # a new price, a new id
     stale = a.sweep(wall=W0 + 3600)
     assert len(stale) == 1 and stale[0].stale and stale[0].event_id not in {e.event_id for e in first}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ages=st.lists(st.floats(min_value=-5, max_value=100, allow_nan=False), max_size=5),
+    stale_after_s=st.floats(min_value=0.001, max_value=60),
+)
+@example(ages=[30.0, 31.0], stale_after_s=30.0)  # a source exactly as old as the limit is still fresh
+def test_the_timer_finds_a_token_quiet_exactly_when_reconcile_finds_no_fresh_source(
+    ages: list[float], stale_after_s: float
+) -> None:
+    now = 1000.0
+    quotes = {f"s{i}": SourceQuote(1.0, now - age, 1.0, now - age) for i, age in enumerate(ages)}
+    assert all_quiet(quotes, now, stale_after_s) == (reconcile(quotes, now, stale_after_s=stale_after_s) is None)

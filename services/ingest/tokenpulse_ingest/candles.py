@@ -39,6 +39,7 @@ from tokenpulse_shared.events import CandleEvent, Interval, TickEvent, content_d
 from tokenpulse_ingest.synthetic import SYNTHETIC
 
 ALL_INTERVALS = tuple(Interval)
+_NEVER = 2**62  # a due time no watermark or clock reaches
 
 
 @dataclass
@@ -134,6 +135,9 @@ class CandleBuilder:
         # after a restore: version counters of published candles whose bucket is not held (yet); a bucket
         # created again for one of them (a redelivered batch) continues from it
         self._version_floor: dict[tuple[str, Interval, int], tuple[int, int]] = {}
+        # the close index: per token, its buckets dict and the watermark and wall time (ms, once idle) before
+        # which none of its buckets can close or be forgotten, so a close looks only at tokens with one due
+        self._due: dict[str, tuple[dict[tuple[Interval, int], _Acc], int, int]] = {}
 
     def empty_like(self) -> CandleBuilder:
         """A builder with this one's parameters and no state (to restore a partition's symbols into)."""
@@ -153,6 +157,7 @@ class CandleBuilder:
             del self._version_floor[key]
         for symbol in symbols:
             self._buckets.pop(symbol, None)
+            self._due.pop(symbol, None)
             self._counted.pop(symbol, None)
             self._watermark.pop(symbol, None)
             self._last_seen_wall.pop(symbol, None)
@@ -259,6 +264,7 @@ class CandleBuilder:
             if acc is None:
                 if start + interval.millis + self.retention_ms(interval) <= watermark:
                     return None
+                self._due.pop(symbol, None)  # a new bucket may be due sooner than the token's others
                 acc = _Acc(symbol, interval, start, ts_ms, ts_ms, price, price, price, price)
                 acc.synthetic = synthetic
                 buckets[(interval, start)] = acc
@@ -280,6 +286,7 @@ class CandleBuilder:
         counted = window.get(start)
         if counted is None:
             counted = window[start] = set()
+            self._due.pop(symbol, None)  # its keys are forgotten by the close too
         return counted
 
     def _forget_counted(self, symbol: str, watermark: int) -> None:
@@ -310,7 +317,7 @@ class CandleBuilder:
 
     def _close(self, symbols: set[str], wall: float) -> list[CandleEvent]:
         """Emit the closable buckets of ``symbols`` and forget the final ones: only those tokens' buckets are
-        looked at (the cost of a scan over every token's buckets at every batch was the builder's largest)."""
+        looked at, and of those only the tokens with a bucket due (the close index, ``_due``)."""
         out: list[CandleEvent] = []
         now_ms = int(wall * 1000)
         for symbol in symbols:
@@ -318,21 +325,38 @@ class CandleBuilder:
             if not buckets:
                 continue
             watermark = self._watermark[symbol]
-            self._forget_counted(symbol, watermark)
             idle = wall - self._last_seen_wall.get(symbol, wall) >= self.idle_close_s
-            for key, acc in list(buckets.items()):
-                end = acc.start_ms + acc.interval.millis
-                closable = watermark >= end + self.lateness_ms or (idle and end <= now_ms)
-                if not acc.emitted and closable:
-                    acc.emitted = True
-                    out.append(acc.to_event(self.source))
-                if acc.emitted and (
-                    watermark >= end + self.retention_ms(acc.interval)
-                    or (idle and end + self.retention_ms(acc.interval) <= now_ms)
-                ):
-                    del buckets[key]
+            due = self._due.get(symbol)
+            if due is not None and due[0] is buckets and watermark < due[1] and not (idle and now_ms >= due[2]):
+                continue
+            self._forget_counted(symbol, watermark)
+            by_watermark, by_wall = self._close_token(buckets, watermark, idle, now_ms, out)
+            if window := self._counted.get(symbol):
+                by_watermark = min(by_watermark, min(window) + self._finest.millis + self.retention_ms(self._finest))
+            self._due[symbol] = (buckets, by_watermark, by_wall)
         out.sort(key=lambda c: (c.symbol, c.interval.seconds, c.ts))
         return out
+
+    def _close_token(
+        self, buckets: dict[tuple[Interval, int], _Acc], watermark: int, idle: bool, now_ms: int, out: list[CandleEvent]
+    ) -> tuple[int, int]:
+        """Emit a token's closable buckets into ``out`` and forget its final ones; returns the watermark and the
+        wall time (ms, once idle) from which one of the buckets left closes or is forgotten."""
+        by_watermark = by_wall = _NEVER
+        for key, acc in list(buckets.items()):
+            end = acc.start_ms + acc.interval.millis
+            if not acc.emitted and (watermark >= end + self.lateness_ms or (idle and end <= now_ms)):
+                acc.emitted = True
+                out.append(acc.to_event(self.source))
+            if not acc.emitted:
+                by_watermark, by_wall = min(by_watermark, end + self.lateness_ms), min(by_wall, end)
+                continue
+            final = end + self.retention_ms(acc.interval)
+            if watermark >= final or (idle and final <= now_ms):
+                del buckets[key]
+            else:
+                by_watermark, by_wall = min(by_watermark, final), min(by_wall, final)
+        return by_watermark, by_wall
 
     def restore(
         self,

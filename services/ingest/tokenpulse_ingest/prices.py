@@ -135,6 +135,12 @@ def reconcile(
     return Reference(price, tuple(name for name, *_ in fresh), tuple(outliers), tuple(stale))
 
 
+def all_quiet(quotes: dict[str, SourceQuote], now: float, stale_after_s: float) -> bool:
+    """Whether :func:`reconcile` finds no fresh source (returns None), without reconciling: the timer asks it
+    of every token each second."""
+    return all(now - q.ts > stale_after_s for q in quotes.values())
+
+
 class PriceReconciler:
     """Keeps every token's per-source quotes; ``update`` on ticks, ``sweep`` on a timer."""
 
@@ -301,7 +307,7 @@ class PriceReconciler:
         for symbol, token in self._tokens.items():
             if token.stale or token.published is None:
                 continue
-            if reconcile(token.sources, token.now(wall), **self.params) is None:
+            if all_quiet(token.sources, token.now(wall), self.stale_after_s):
                 out.extend(self._stale(symbol, token, wall))
         return out
 

@@ -60,7 +60,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch
+from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch, epoch_us
 from tokenpulse_shared.bus.base import Assignment, LogRange, TransientError, dead_letter_for
 from tokenpulse_shared.events import CandleEvent, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
@@ -83,15 +83,17 @@ from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
 from tokenpulse_ingest.prices import PriceReconciler
-from tokenpulse_ingest.replay import PublishedCandles, by_time, replay, rows_of, select_rows
+from tokenpulse_ingest.replay import Columns, PublishedCandles, by_time, replay, rows_of, select_rows
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
+from tokenpulse_ingest.slices import token_slices
 from tokenpulse_ingest.synthetic import SyntheticFeed, TokenState, daily_volatility, generated_state
-from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap
+from tokenpulse_ingest.venues.connector import Connector, GapHook, log_gap, tick_batch
 from tokenpulse_ingest.venues.registry import build_connectors, pairs_for
 
 log = logging.getLogger(__name__)
 
 FEEDS_GROUP = "ingest-feeds"  # the consumer group sharing the universe's partitions (the feeds) among replicas
+SYNTHETIC_PART = 250  # synthetic trades published at once, the rest of the period's after (spread over it)
 LIVE_POLL_S = 0.05  # how often the start of the live feed looks for a connected exchange
 READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
@@ -209,19 +211,32 @@ class IngestService:
         await self._emit(result.candles, prices, result.late)
 
     async def on_tick_batches(self, batches: list[TickBatch]) -> None:
-        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one."""
+        """Trades of ``tokenpulse.ticks.v2`` (our feeds), the rows of every batch handled as one, in slices of
+        whole tokens with the event loop free between them (:mod:`tokenpulse_ingest.slices`)."""
         await self._until_ready()
         removed = self.universe.removed  # a token taken out of the universe stops here, whoever sends its trades
         columns, keys, rows = rows_of(batches, (lambda symbol: symbol not in removed) if removed else None)
+        wall = time.time()  # the batch's arrival, the same for every slice
+        for n, part in enumerate(token_slices(columns[0])):
+            if n:
+                await asyncio.sleep(0)
+            whole = len(part) == len(keys)
+            columns_of, keys_of = (columns, keys) if whole else select_rows(columns, keys, part)
+            await self._handle_rows(batches, columns_of, keys_of, rows if whole else [rows[i] for i in part], wall)
+
+    async def _handle_rows(
+        self, batches: list[TickBatch], columns: Columns, keys: list[str], rows: list[int], wall: float
+    ) -> None:
+        """Rows of ``batches`` (``rows``: their indexes among the batches' rows) into candles and prices."""
         symbol, source, ts_us, price, size, _side, trade_id, quote = columns
-        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys)
+        result = self.builder.add_rows(symbol, source, ts_us, price, size, keys, wall)
         late = set(result.late_rows)
         if late:  # rare: keep the others only
             kept = [i for i in range(len(keys)) if i not in late]
             columns, keys = select_rows(columns, keys, kept)
             symbol, source, ts_us, price, size, _side, trade_id, quote = columns
         ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
-        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids)
+        prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids, wall)
         await self._emit(result.candles, prices, _late_events(batches, sorted(rows[i] for i in late)))
 
     async def on_misplaced(self, ticks: list[TickEvent]) -> None:
@@ -907,17 +922,24 @@ class IngestService:
         self._refresh_status()
 
     async def _synthetic(self) -> None:
+        """Every token's trade each period, spread over it in parts of :data:`SYNTHETIC_PART` tokens: one burst
+        of a 1,000-token universe held the event loop (and every token's candles and prices after it) at once."""
         assert self.ctx is not None and self.feed is not None
+        feed = self.feed
         while True:
-            try:
-                ticks = self.feed.step(datetime.now(UTC))
-                await self.ctx.bus.publish_rows(TICKS_V2, TickBatch.from_events(ticks))
-                set_connector_health("synthetic", True)
-                connector_delivered("synthetic", len(ticks))
-            except Exception:
-                set_connector_health("synthetic", False)
-                log.exception("synthetic feed failed to publish")
-            await asyncio.sleep(self.feed.period_s)
+            symbols = list(feed.states)
+            parts = max(1, -(-len(symbols) // SYNTHETIC_PART))
+            for part in range(parts):
+                try:
+                    rows = feed.rows(epoch_us(datetime.now(UTC)), symbols[part::parts])
+                    if rows:
+                        await self.ctx.bus.publish_rows(TICKS_V2, tick_batch(rows))
+                    set_connector_health("synthetic", True)
+                    connector_delivered("synthetic", len(rows))
+                except Exception:
+                    set_connector_health("synthetic", False)
+                    log.exception("synthetic feed failed to publish")
+                await asyncio.sleep(feed.period_s / parts)
 
     async def _clock(self) -> None:
         assert self.ctx is not None

@@ -17,12 +17,14 @@ import itertools
 import math
 import random
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-from tokenpulse_shared.events import Side, TickEvent
+from tokenpulse_shared.events import Side
 
 SYNTHETIC = "synthetic"  # the ``source`` of every synthetic tick
+SyntheticRow = tuple[str, str, int, float, float, Side, str, str]
+"""a trade as a row of a ``TickBatch``: symbol, source, ts_us, price, size, side, trade_id, quote"""
 
 
 @dataclass
@@ -70,24 +72,22 @@ class SyntheticFeed:
     def remove(self, symbol: str) -> None:
         self.states.pop(symbol, None)
 
-    def step(self, now: datetime | None = None) -> list[TickEvent]:
-        now = now or datetime.now(UTC)
-        scale = math.sqrt(self.period_s / 86400.0)
-        ticks = []
-        for state in self.states.values():
-            sigma = state.daily_vol * scale
-            state.price *= math.exp(self.rng.gauss(-0.5 * sigma * sigma, sigma))
-            self.seq += 1
-            size = state.typical_size * self.rng.lognormvariate(0.0, 1.0)
-            ticks.append(
-                TickEvent(
-                    symbol=state.symbol,
-                    source=SYNTHETIC,
-                    ts=now,
-                    price=state.price,
-                    size=size,
-                    side=Side.BUY if self.rng.random() < 0.5 else Side.SELL,
-                    trade_id=f"syn-{self.seq}",
-                )
-            )
-        return ticks
+    def rows(self, now_us: int, symbols: Iterable[str]) -> list[SyntheticRow]:
+        """One trade of each of ``symbols`` still followed, as rows of a ticks batch (columns in ``TICK_COLUMNS``
+        order), every token's walk a step further."""
+        out = []
+        for symbol in symbols:
+            state = self.states.get(symbol)
+            if state is not None:
+                price, size, side, trade_id = self._trade(state)
+                out.append((symbol, SYNTHETIC, now_us, price, size, side, trade_id, "USD"))
+        return out
+
+    def _trade(self, state: TokenState) -> tuple[float, float, Side, str]:
+        """The token's next step of its walk: price, size, side and trade id."""
+        sigma = state.daily_vol * math.sqrt(self.period_s / 86400.0)
+        state.price *= math.exp(self.rng.gauss(-0.5 * sigma * sigma, sigma))
+        self.seq += 1
+        size = state.typical_size * self.rng.lognormvariate(0.0, 1.0)
+        side = Side.BUY if self.rng.random() < 0.5 else Side.SELL
+        return state.price, size, side, f"syn-{self.seq}"

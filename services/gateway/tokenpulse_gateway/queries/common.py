@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 
+@lru_cache(maxsize=4096)
 def iso(ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC; cached because the token list formats every token's time at each
+    refresh, and most are the same as at the last one."""
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
