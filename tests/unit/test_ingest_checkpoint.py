@@ -188,3 +188,34 @@ def test_an_unreadable_message_of_the_topic_is_not_a_checkpoint() -> None:
     good = messages_at(200)[0]
     with pytest.raises(ValueError, match="schema validation failed"):
         decode_message(INGEST_CHECKPOINTS, RawMessage(good.model_dump_json().replace('"trades"', '"trade"').encode()))
+
+
+def test_a_checkpoint_taken_right_after_a_restore_keeps_its_version_floors() -> None:
+    """Killed after publishing candles of a token none of whose trades were committed: the restore holds only
+    their version floors; a checkpoint then (before the redelivered batches) carries them, so the candles the
+    redelivered trades create again go out at higher versions, each as often as without the restarts."""
+    ticks = feed_ticks(2000, 6)
+    head = [t for t in ticks[:1600] if t.symbol != "ETH"]  # ETH trades from the first uncommitted batch on
+    ticks, committed = head + ticks[1600:], len(head) - len(head) % BATCH
+    handled = committed + 3 * BATCH
+    reference: list[CandleEvent] = []
+    whole = CandleBuilder()
+    run(whole, ticks, reference, pause_every=4)
+    finish(whole, reference)
+
+    published: list[CandleEvent] = []
+    run(CandleBuilder(), ticks, published, stop=handled, pause_every=4)
+    second = CandleBuilder()
+    second.restore(ticks[:committed], published, wall=wall_of(ticks[:handled]))
+    taken = checkpoint.take(second, PriceReconciler(), second.symbols())
+    assert taken.builder.floors  # ETH's published candles
+    messages = wire(checkpoint.to_messages(GROUP, 0, {TOPIC: committed}, taken))
+    third, _, replayed = restored(messages, ticks, committed, [], wall_of(ticks[:handled]))
+    assert replayed == 0 and state(third) == state(second)
+    after: list[CandleEvent] = []
+    run(third, ticks, after, start=committed, pause_every=4)
+    finish(third, after)
+
+    assert final(published + after) == final(reference)
+    assert versions_rise(published + after)
+    assert published_per_candle(published + after) == published_per_candle(reference)
