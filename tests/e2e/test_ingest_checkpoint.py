@@ -3,8 +3,10 @@ must not use makes it read the day instead; the candles are those of a run witho
 
 The feed of ``test_ingest_restart`` (two tokens trading across yesterday, some trades re-sent) goes on the
 ticks topic while ``tokenpulse run ingest`` builds candles and writes a checkpoint of each partition every 2 s.
-Mid-feed ingest is killed (-9) and started again: its restore log says it replayed only the ticks after the
-checkpoints (far fewer than it had counted) and none of the day. Then it is stopped (SIGTERM), the newest
+The feed pauses mid-way, long enough for the idle clock to close and publish the candles that ended (after the
+last checkpoint: no batch comes to write another), and ingest is killed (-9) and started again: its restore log
+says it replayed only the ticks after the checkpoints (far fewer than it had counted) and none of the day, and
+it publishes none of those candles again. Then it is stopped (SIGTERM), the newest
 checkpoint of one token's partition is overwritten with bytes that are not a checkpoint and the other's with one
 of another version; the next start names both partitions with the reason in one line and reads their day again.
 Counted on the candles topic at the end: exactly the reference's candles, versions only rising, nothing
@@ -26,7 +28,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from tokenpulse_shared.bus.base import RawMessage
 from tokenpulse_shared.bus.kafka import KafkaBus
 from tokenpulse_shared.checkpoints import IngestCheckpoint, checkpoint_key
-from tokenpulse_shared.events import Interval
 from tokenpulse_shared.topics import INGEST_CHECKPOINTS, TICKS, TICKS_V2
 
 from testkit.procs import Proc, distributed_env, free_port, wait_until
@@ -38,6 +39,8 @@ from tests.e2e.test_ingest_restart import CHUNK, Key, candles_since, feed, final
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
 PAUSE_S = 0.3  # ~130 ticks/s: the feed lasts ~80 s, long enough for a kill, a stop and two restarts in it
+HEAD = 4000  # the ticks before the pause
+IDLE_WAIT_S = 8.0  # the pause before the kill: the idle close (5 s) and a clock round
 RESTORED = re.compile(r"restored from (\d+) ticks counted \((\d+) after the checkpoints of partitions \[([\d, ]*)\]")
 
 
@@ -111,17 +114,22 @@ def test_a_restart_after_a_checkpoint_reads_only_the_ticks_after_it(kafka_bootst
     procs = [ingest]
     try:
         wait_until(lambda: started(ingest), 120, "ingest ready", procs)
-        feeder = PacedPublisher(
-            kafka_bootstrap, TICKS, ticks, chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-ingest-feeder"
+        first = PacedPublisher(
+            kafka_bootstrap, TICKS, ticks[:HEAD], chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-ingest-feeder"
         )
-        feeder.start()
-        wait_until(lambda: consumed() >= 3000, 90, "ingest under way", procs)
-        time.sleep(3)  # a checkpoint more than 2 s after the 3,000th tick
+        first.start()
+        first.join(180)
+        assert first.error is None and first.sent == HEAD
+        wait_caught_up(kafka_bootstrap, {f"{prefix}-ingest": [TICKS]}, timeout=120)
+        time.sleep(IDLE_WAIT_S)  # the idle clock publishes the candles that ended; no checkpoint after that
         counted = consumed()
-        ingest.p.kill()  # SIGKILL: the batch in hand is redelivered
+        ingest.p.kill()  # SIGKILL
         ingest.p.wait()
         ingest.stop()
-        assert feeder.sent < len(ticks), "the feed ended before the kill"
+        feeder = PacedPublisher(
+            kafka_bootstrap, TICKS, ticks[HEAD:], chunk=CHUNK, pause_s=PAUSE_S, client_id="e2e-ingest-feeder"
+        )
+        feeder.start()
         ingest = Proc(["run", "ingest"], env, tmp_path / "ingest-2.log")
         procs = [ingest]
         wait_until(lambda: started(ingest), 120, "ingest restarted after the kill", procs)
@@ -132,7 +140,7 @@ def test_a_restart_after_a_checkpoint_reads_only_the_ticks_after_it(kafka_bootst
         wait_until(lambda: consumed() >= 1000, 60, "the second ingest under way", procs)
         assert ingest.stop() == 0
         asyncio.run(spoil(kafka_bootstrap, f"{prefix}-ingest", part_a, part_b))
-        assert feeder.sent < len(ticks), "the feed ended before the stop"
+        assert feeder.sent < len(ticks) - HEAD, "the feed ended before the stop"
         ingest = Proc(["run", "ingest"], env, tmp_path / "ingest-3.log")
         procs = [ingest]
         wait_until(lambda: started(ingest), 120, "ingest started after the checkpoints were spoiled", procs)
@@ -144,13 +152,13 @@ def test_a_restart_after_a_checkpoint_reads_only_the_ticks_after_it(kafka_bootst
             assert f"{part_b} (a checkpoint of version 99, not 1)" in refused[0], refused
 
         feeder.join(180)
-        assert feeder.error is None and feeder.sent == len(ticks)
+        assert feeder.error is None and feeder.sent == len(ticks) - HEAD
         wait_caught_up(kafka_bootstrap, {f"{prefix}-ingest": [TICKS]}, timeout=120)
-        daily = {k for k in want if k[1] is Interval.D1}
+        # the pause published every candle of yesterday once (idle close): wait for the last ones, not the daily
         wait_until(
-            lambda: set(final(asyncio.run(candles_since(kafka_bootstrap, since_ms, set(symbols))))) >= daily,
+            lambda: set(final(asyncio.run(candles_since(kafka_bootstrap, since_ms, set(symbols))))) >= set(want),
             120,
-            "the daily candles published",
+            "every candle published",
             procs,
         )
         time.sleep(2)
