@@ -42,15 +42,18 @@ PAUSE_S = 0.3  # ~130 ticks/s: the feed lasts ~80 s, long enough for a kill, a s
 HEAD = 4000  # the ticks before the pause
 IDLE_WAIT_S = 8.0  # the pause before the kill: the idle close (5 s) and a clock round
 RESTORED = re.compile(r"restored from (\d+) ticks counted \((\d+) after the checkpoints of partitions \[([\d, ]*)\]")
+HELD = re.compile(r"(\d+) open or recent candles .* \((\d+) already published")
 
 
-def restore_line(log: Path) -> tuple[int, int, set[int]]:
-    """The restore's (ticks replayed, of them after a checkpoint, partitions restored from a checkpoint)."""
+def restore_line(log: Path) -> tuple[int, int, set[int], tuple[int, int]]:
+    """The restore's ticks replayed, of them after a checkpoint, partitions restored from a checkpoint, and
+    (candles held, of them marked published)."""
     lines = [line for line in log.read_text().splitlines() if "restored from" in line]
     assert len(lines) == 1, lines
-    match = RESTORED.search(lines[0])
-    assert match, lines[0]
-    return int(match[1]), int(match[2]), {int(p) for p in match[3].split(",") if p.strip()}
+    match, held = RESTORED.search(lines[0]), HELD.search(lines[0])
+    assert match and held, lines[0]
+    partitions = {int(p) for p in match[3].split(",") if p.strip()}
+    return int(match[1]), int(match[2]), partitions, (int(held[1]), int(held[2]))
 
 
 async def spoil(bootstrap: str, group: str, unreadable: int, other_version: int) -> None:
@@ -133,9 +136,11 @@ def test_a_restart_after_a_checkpoint_reads_only_the_ticks_after_it(kafka_bootst
         ingest = Proc(["run", "ingest"], env, tmp_path / "ingest-2.log")
         procs = [ingest]
         wait_until(lambda: started(ingest), 120, "ingest restarted after the kill", procs)
-        replayed, after, from_checkpoint = restore_line(tmp_path / "ingest-2.log")
+        replayed, after, from_checkpoint, (held, published) = restore_line(tmp_path / "ingest-2.log")
         assert from_checkpoint == set(partitions) and replayed == after  # no partition read its day again
         assert after < counted - 2000, (after, counted)  # only what came after the last checkpoint
+        # yesterday's candles have all ended: the idle clock published every one, after the last checkpoint
+        assert held == published > 0, (held, published)
 
         wait_until(lambda: consumed() >= 1000, 60, "the second ingest under way", procs)
         assert ingest.stop() == 0
@@ -144,7 +149,7 @@ def test_a_restart_after_a_checkpoint_reads_only_the_ticks_after_it(kafka_bootst
         ingest = Proc(["run", "ingest"], env, tmp_path / "ingest-3.log")
         procs = [ingest]
         wait_until(lambda: started(ingest), 120, "ingest started after the checkpoints were spoiled", procs)
-        replayed, after, from_checkpoint = restore_line(tmp_path / "ingest-3.log")
+        replayed, after, from_checkpoint, _ = restore_line(tmp_path / "ingest-3.log")
         assert from_checkpoint == set(partitions) - {part_a, part_b} and replayed > after
         refused = [line for line in (tmp_path / "ingest-3.log").read_text().splitlines() if "without a usable" in line]
         assert len(refused) == 1 and f"{part_a} (an unreadable checkpoint)" in refused[0], refused

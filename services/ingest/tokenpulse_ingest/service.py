@@ -47,8 +47,14 @@ consumer group committed (a batch is committed only after its candles were publi
 of the UTC day of ``now - TOKENPULSE_INGEST_RESTORE_LOOKBACK_S``; the ticks after those offsets are then
 redelivered to the consumer as usual. The candles topic over the same span says which buckets were
 already published and at which version, so none is published twice and the next version is higher.
-This needs no checkpoint and covers a kill -9 as well as a SIGTERM. Embedded mode has no log: the
-ticks and candles the store holds stand in for it.
+This covers a kill -9 as well as a SIGTERM. Embedded mode has no log: the ticks and candles the store
+holds stand in for it.
+
+Checkpoints (Kafka): every ``TOKENPULSE_INGEST_CHECKPOINT_INTERVAL_S``, right after a batch was handled
+whole and committed (:meth:`IngestService.on_committed`), each partition's state and the ticks offsets it
+is exactly the result of go to ``tokenpulse.ingest-checkpoints.v1`` (``checkpoint.py``); a restore starts
+a partition from its newest usable checkpoint and replays only the ticks after it, reading the candles
+topic from just before it; the others are replayed from the day's start as above.
 """
 
 from __future__ import annotations
