@@ -112,8 +112,12 @@ async def write_checkpoints(bus: KafkaBus, builder: CandleBuilder, reconciler: P
         await bus.publish(INGEST_CHECKPOINTS, checkpoint.to_messages(bus.group_id(GROUP), p, offsets, state))
 
 
-async def checkpointed(bus: KafkaBus, builder: CandleBuilder, reconciler: PriceReconciler, since_ms: int) -> int:
-    """Load each partition's newest checkpoint, then replay the ticks after its offsets up to the commit."""
+async def checkpointed(
+    bus: KafkaBus, builder: CandleBuilder, reconciler: PriceReconciler, since_ms: int, took: dict[str, float]
+) -> int:
+    """Load each partition's newest checkpoint, then replay the ticks after its offsets up to the commit; ``took``
+    gets the seconds to read and load the checkpoints and their size."""
+    started = time.perf_counter()
     committed = {t.name: await bus.committed_offsets(GROUP, t) for t in (TICKS, TICKS_V2)}
     partitions = await bus._partitions(TICKS_V2.name)
     rejected: list[Rejected] = []
@@ -123,6 +127,8 @@ async def checkpointed(bus: KafkaBus, builder: CandleBuilder, reconciler: PriceR
     assert not refused, refused
     for cp in found.values():
         checkpoint.load(builder, reconciler, cp, time.time())
+    took["checkpoint_s"] = time.perf_counter() - started
+    took["checkpoint_mb"] = sum(len(m.model_dump_json()) for m in messages) / 1e6
     starts = {t: {p: cp.offsets[t] for p, cp in found.items()} for t in committed}
     logs = [
         bus.read_log_chunks(t, LogRange(since_ms, until_group=GROUP, from_offsets=starts[t.name]))
@@ -139,8 +145,9 @@ async def restore(bootstrap: str, since_ms: int, variant: str) -> dict[str, floa
     bus = KafkaBus(bootstrap, client_id="restore-bench")
     builder, reconciler = CandleBuilder(), PriceReconciler()
     started, cpu = time.perf_counter(), time.process_time()
+    took: dict[str, float] = {}
     if variant == "checkpointed":
-        counted = await checkpointed(bus, builder, reconciler, since_ms)
+        counted = await checkpointed(bus, builder, reconciler, since_ms, took)
     elif variant == "streamed":
         logs = [bus.read_log_chunks(t, LogRange(since_ms, until_group=GROUP)) for t in (TICKS, TICKS_V2)]
         counted = 0
@@ -159,6 +166,7 @@ async def restore(bootstrap: str, since_ms: int, variant: str) -> dict[str, floa
         "cpu_s": time.process_time() - cpu,
         "ticks_per_s": counted / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **took,
     }
 
 
@@ -206,6 +214,8 @@ def main() -> None:
                 f"| {variant} | {r['ticks']:,.0f} | {r['seconds']:.1f} | {r['ticks_per_s']:,.0f} | {r['cpu_s']:.1f} "
                 f"| {r['peak_rss_mb']:,.0f} | {r['peak_rss_mb'] * 1e6 / r['ticks']:,.0f} B |"
             )
+            if "checkpoint_s" in r:
+                print(f"checkpoints: {r['checkpoint_mb']:.1f} MB read and loaded in {r['checkpoint_s']:.1f} s")
 
 
 if __name__ == "__main__":

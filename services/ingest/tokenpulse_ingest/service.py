@@ -169,7 +169,6 @@ class IngestService:
         self._epoch = 0  # counts rebalances: a checkpoint taken across one would mix two ownerships
         self._checkpoint_due = 0.0  # monotonic time of the next checkpoint
         self._checkpoint_parts: dict[int, int] = {}  # per partition, the parts of the last checkpoint written
-        self.checkpoints_written = 0
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -413,7 +412,6 @@ class IngestService:
                 log.warning("ingest: the checkpoint of ticks partition %d was not written: %r", p, exc)
                 continue
             self._checkpoint_parts[p] = len(messages)
-            self.checkpoints_written += 1
 
     async def _usable_checkpoints(self, part: Assignment, since_ms: int) -> dict[int, checkpoint.Checkpoint]:
         """The newest checkpoint of each of ``part``'s partitions, where one may be used; the others are named in
