@@ -209,7 +209,7 @@ class CandleBuilder:
                 )
         for symbol in sorted(wanted & set(self._counted)):
             for start, keys in self._counted[symbol].items():
-                out.trade_ids.append(CheckpointTradeIds(symbol=symbol, start_ms=start, keys=sorted(keys)))
+                out.trade_ids.append(CheckpointTradeIds(symbol=symbol, start_ms=start, keys=list(keys)))
         return out
 
     def load(self, state: BuilderState) -> None:
