@@ -106,6 +106,15 @@ class Sent:
     price: float
 
 
+def kraken_pong(ping: dict[str, Any], v1: bool) -> dict[str, Any]:
+    """Kraken's answer to an application ping (v2 ``method``/``req_id``, v1 ``event``/``reqid``)."""
+    if v1:
+        return {"event": "pong", **({"reqid": ping["reqid"]} if "reqid" in ping else {})}
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    ids = {"req_id": ping["req_id"]} if "req_id" in ping else {}
+    return {"method": "pong", **ids, "time_in": now, "time_out": now}
+
+
 class FakeExchange:
     def __init__(
         self,
@@ -229,6 +238,8 @@ class FakeExchange:
             self.subscriptions.append((number, venues))
             chans = [{"name": c, "product_ids": sorted(self.clients[ws])} for c in msg["channels"]]
             await ws.send(json.dumps({"type": "subscriptions", "channels": chans}))
+        elif self.kind == "kraken" and (msg.get("method") or msg.get("event")) == "ping" and ws not in self.stalled:
+            await ws.send(json.dumps(kraken_pong(msg, v1)))  # ccxt.pro pings and drops a connection left unanswered
         elif self.kind == "kraken" and not v1 and msg.get("method") == "subscribe":
             venues = list(msg["params"]["symbol"])
             self.clients.setdefault(ws, set()).update(venues)

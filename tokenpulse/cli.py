@@ -72,8 +72,8 @@ def backfill(
     from_exchange: Annotated[
         str | None,
         typer.Option(
-            help="Fetch candles from this venue's REST API instead (binance, coinbase, kraken: the venues "
-            "registry); default window: the last 24 hours."
+            help="Fetch candles from this venue's REST API instead (a name TOKENPULSE_FEED_EXCHANGES takes, "
+            "e.g. okx or ccxt:gate); default window: the last 24 hours."
         ),
     ] = None,
     csv_file: Annotated[

@@ -39,12 +39,12 @@ def rest() -> Iterator[tuple[FakeExchange, str]]:
 
 
 class Rig:
-    def __init__(self, rest_url: str, ws_url: str = "", **options: Any) -> None:
+    def __init__(self, rest_url: str, ws_url: str = "", pairs: list[Pair] = PAIRS, **options: Any) -> None:
         self.ticks: list[TickEvent] = []
         self.gaps: list[tuple[str, str, datetime, datetime]] = []
         spec = venue("ccxt:kraken")
         self.conn: Any = spec.connector(
-            ws_url, PAIRS, self.sink, on_gap=self.on_gap, backoff_s=0.05, backoff_max_s=0.2, rng=random.Random(1),
+            ws_url, pairs, self.sink, on_gap=self.on_gap, backoff_s=0.05, backoff_max_s=0.2, rng=random.Random(1),
             rest_url=rest_url, **options,
         )  # fmt: skip
 
@@ -87,6 +87,31 @@ async def test_watch_trades_through_ccxt_pro_dedupes_and_reconnects_with_a_gap(r
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await ws.stop()
+
+
+async def test_a_pair_the_exchange_does_not_list_is_left_out_and_the_others_flow(rest, caplog) -> None:
+    """ccxt refuses a symbol missing from the exchange's markets; that must not take the listed pairs down with it."""
+    ws = await WsExchange("kraken", PRICES, heartbeat_s=0.5).start()
+    r = Rig(rest[1], ws.url, pairs=[*PAIRS, Pair("SOL", "SOL/USD", "USD")], watch=True)
+    task = asyncio.create_task(r.conn.run())
+    try:
+        await wait_for(lambda: len({v for _, vs in ws.subscriptions for v in vs}) == 2, 60, what="subscribed")
+        sent = await ws.emit(2)
+        await wait_for(lambda: len(r.ticks) == len(sent), 60, what="ticks of the listed pairs")
+        await asyncio.sleep(1.0)  # long enough for the refused symbol to have failed the connection
+        assert r.conn.health.reconnects == 0 and r.conn.health.last_error is None and r.conn.health.connected
+        said = [m for m in caplog.messages if "does not list SOL/USD" in m]
+        assert len(said) == 1 and "TOKENPULSE_FEED_PAIRS=ccxt:kraken:SOL=" in said[0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ws.stop()
+
+
+def test_a_task_group_failure_is_reported_by_its_first_cause() -> None:
+    group = ExceptionGroup("tasks", [ExceptionGroup("inner", [ValueError("kraken does not have market symbol X")])])
+    cause = ccxt_venue.first_cause(group)
+    assert isinstance(cause, ValueError) and "market symbol X" in str(cause)
 
 
 @contextlib.asynccontextmanager

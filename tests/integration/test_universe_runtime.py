@@ -1,6 +1,6 @@
 """The universe changes while ingest runs: a token added to the file gets ticks and prices without a restart,
-one removed stops (no more ticks taken, no more prices), on the in-process bus and on a real Kafka broker,
-with another process's follower (as the gateway's) seeing the same universe; and the live feed's
+one removed stops (no more ticks taken from ticks.v1 or ticks.v2, no more prices), on the in-process bus and on
+a real Kafka broker, with another process's follower (as the gateway's) seeing the same universe; and the live feed's
 subscriptions follow it on a fake exchange (a real WebSocket on loopback)."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from tokenpulse_ingest.service import IngestService
+from tokenpulse_shared.batches import TickBatch
 from tokenpulse_shared.bus import Bus
 from tokenpulse_shared.bus.memory import InMemoryBus
 from tokenpulse_shared.events import PriceEvent, TickEvent
 from tokenpulse_shared.service import Context
 from tokenpulse_shared.settings import Settings
-from tokenpulse_shared.topics import PRICES, TICKS
+from tokenpulse_shared.topics import PRICES, TICKS, TICKS_V2
 from tokenpulse_shared.universe import UniverseFollower
 
 from testkit.fake_exchange import FakeExchange, wait_for
@@ -115,6 +116,8 @@ async def test_a_token_added_is_followed_and_one_removed_stops(
     eth_ticks, eth_prices, btc_prices = watch.ticks["ETH"], watch.prices["ETH"], watch.prices["BTC"]
     outsider = TickEvent(symbol="ETH", source="someone", ts=datetime.now(UTC), price=3000.0, size=1.0, trade_id="x1")
     await bus.publish(TICKS, [outsider])  # someone still sends its trades: ingest no longer takes them
+    on_v2 = outsider.model_copy(update={"trade_id": "x2"})
+    await bus.publish_rows(TICKS_V2, TickBatch.from_events([on_v2]), linger=False)  # nor as rows on ticks.v2
     await wait_for(lambda: watch.prices["BTC"] >= btc_prices + 5, 30, "prices of the tokens that stayed")
     assert watch.ticks["ETH"] == eth_ticks + 1  # only the outsider's trade, no synthetic one
     assert watch.prices["ETH"] == eth_prices  # and no price for it

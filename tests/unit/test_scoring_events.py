@@ -244,3 +244,45 @@ async def test_a_batchs_outputs_are_sent_together_and_a_failure_is_raised_once_a
                 await service.on_candle_rows(_rows(candles, 400))
         assert sorted(bus.started) == sorted([INDICATORS_V2.name, INDICATORS.name, GRADES.name, SIGNALS.name])
         assert sorted(bus.done) == sorted(n for n in bus.started if n != failing)
+
+
+class _HeldBus(_ConcurrentBus):
+    """:class:`_ConcurrentBus` whose sends, once all have started, wait for ``release`` (a broker that is slow to
+    acknowledge), and record what each sent."""
+
+    def __init__(self, topics: int) -> None:
+        super().__init__(topics)
+        self.release = asyncio.Event()
+        self.sent: list[tuple[str, int]] = []
+
+    async def _send(self, topic: Topic) -> None:
+        self.started.append(topic.name)
+        if len(self.started) >= self.topics:
+            self.all_started.set()
+        await self.release.wait()
+        self.done.append(topic.name)
+
+    async def publish_rows(self, topic: Topic, batch: Any, *, linger: bool = True) -> None:
+        await self._send(topic)
+        self.sent.append((topic.name, len(batch)))
+
+
+async def test_a_publish_cancelled_midway_is_sent_again_by_the_next_call() -> None:
+    """A handler cancelled while its outputs wait for the broker (a stop, a lost partition) keeps them: the next
+    call, whose candles are all duplicates and score nothing, sends them."""
+    ((_, _, bars),) = iter_bundle(DEFAULT_BUNDLE, ["BTC"], [Interval.D1])
+    candles = [bar_to_event("BTC", Interval.D1, b) for b in bars[:400]]
+    bus = _HeldBus(topics=4)
+    service = ScoringService()
+    service.register(Context(settings=Settings(scoring={"predictions": False}), bus=bus))  # type: ignore[arg-type]
+    service.ready.set()
+    handling = asyncio.create_task(service.on_candle_rows(_rows(candles, 400)))
+    await asyncio.wait_for(bus.all_started.wait(), 10)
+    handling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    assert bus.done == []
+    bus.release.set()
+    await service.on_candle_rows(_rows(candles, 400))  # the redelivery
+    assert sorted(bus.done) == sorted([INDICATORS_V2.name, INDICATORS.name, GRADES.name, SIGNALS.name])
+    assert bus.sent == [(INDICATORS_V2.name, 400)]  # the kept rows, once; the redelivery scored nothing new

@@ -19,6 +19,9 @@ Grade: the cap known on or before the candle's day is used.
 * Event ids of the outputs are deterministic (:func:`output_key`): scoring the same candle again
   after a redelivery or a restart re-publishes the same ids, so consumers and the store can count
   and deduplicate outputs by event id.
+* A failed publish: the candles are in the state already, so their redelivery scores nothing new; the
+  outputs are therefore kept, from the moment they are computed until the bus acknowledges them, and
+  every handler call sends what is kept before it scores anything (:meth:`ScoringService._send_unsent`).
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from tokenpulse_shared.batches import INDICATOR_NAMES, CandleBatch, IndicatorBatch
+from tokenpulse_shared.bus import Bus, TransientError
 from tokenpulse_shared.events import (
     CandleEvent,
     Direction,
+    Event,
     GradeEvent,
     IndicatorEvent,
     Interval,
@@ -59,6 +65,7 @@ from tokenpulse_shared.topics import (
     MARKETCAPS,
     METRICS,
     SIGNALS,
+    Topic,
 )
 
 from tokenpulse_scoring.forecast.live import Forecaster
@@ -105,6 +112,22 @@ class Outputs(NamedTuple):
     indicators: IndicatorBatch | None
     grades: list[GradeEvent]
     signals: list[SignalEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """One publish of scored outputs: indicator rows, their v1 copies (``copy``) or events of a topic."""
+
+    topic: Topic
+    payload: IndicatorBatch | Sequence[Event]
+    copy: bool = False
+
+    def on(self, bus: Bus) -> Awaitable[None]:
+        if isinstance(self.payload, IndicatorBatch):
+            return bus.publish_rows(self.topic, self.payload, linger=False)
+        if self.copy:
+            return bus.publish_v1_copy(self.topic, self.payload)
+        return bus.publish(self.topic, self.payload)
 
 
 @dataclass
@@ -158,6 +181,10 @@ class ScoringService:
         self.stale_corrections = 0
         self.ready = asyncio.Event()
         self._lock = asyncio.Lock()
+        # outputs scored and not yet acknowledged by the bus, oldest first: appended by the scoring thread
+        # right after it applied their candles (a deque: its appends and pops are atomic across threads)
+        self._unsent: deque[Send] = deque()
+        self._sending = asyncio.Lock()
         self.forecaster: Forecaster | None = None
 
     def http_app(self) -> ASGIApp | None:
@@ -389,21 +416,22 @@ class ScoringService:
         """Candle events of ``tokenpulse.candles.v1`` (outside producers, older releases)."""
         assert self.ctx is not None
         await self.ready.wait()
+        await self._send_earlier()
         # The arithmetic runs on a worker thread (one at a time): the GIL's switch interval then
         # lets the event loop answer API requests even while a replay floods scoring.
         async with self._lock:
-            indicators, grades, signals = await asyncio.to_thread(self._process, candles)
-        batch = IndicatorBatch.from_events(indicators) if indicators else None
-        await self._publish(Outputs(batch, grades, signals), indicators)
+            await asyncio.to_thread(self._score_and_keep, _closed_by_series, candles)
+        await self._send_unsent()
         await self._forecast(c.symbol for c in candles if c.closed and c.interval == Interval.D1)
 
     async def on_candle_rows(self, batches: list[CandleBatch]) -> None:
         """Candle rows of ``tokenpulse.candles.v2``, scored column by column (:meth:`score_rows`)."""
         assert self.ctx is not None
         await self.ready.wait()
+        await self._send_earlier()
         async with self._lock:  # on a worker thread, as in on_candles
-            outputs = await asyncio.to_thread(self.score_rows, batches)
-        await self._publish(outputs, None)
+            await asyncio.to_thread(self._score_and_keep, _closed_rows_by_series, batches)
+        await self._send_unsent()
         await self._forecast(
             symbol
             for b in batches
@@ -411,26 +439,61 @@ class ScoringService:
             if closed and interval is Interval.D1
         )
 
-    async def _publish(self, outputs: Outputs, indicator_events: list[IndicatorEvent] | None) -> None:
-        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), grades and signals, all at once:
-        each topic's wait for the broker's acknowledgement overlaps the others'. Every send is awaited; the first
-        failure is then raised as it is (a :class:`TransientError` stays one), and the batch is redelivered."""
+    def _score_and_keep(
+        self, by_series: Callable[[Any], dict[tuple[str, Interval], list[Entry]]], candles: Any
+    ) -> None:
+        """Score candles (grouped per series by ``by_series``) and keep their outputs as unsent, in the same
+        thread call: once candles are in the state, their outputs are kept until the bus has them."""
+        with gc_paused():
+            outputs = self._score(by_series(candles))
+        self._unsent.extend(self._sends(outputs))
+
+    def _sends(self, outputs: Outputs) -> list[Send]:
+        """Indicators as rows (and their v1 copies while TOKENPULSE_PUBLISH_V1), grades and signals."""
         assert self.ctx is not None
-        bus = self.ctx.bus
         sends = []
         if outputs.indicators is not None:
-            sends.append(bus.publish_rows(INDICATORS_V2, outputs.indicators, linger=False))
+            sends.append(Send(INDICATORS_V2, outputs.indicators))
             if self.ctx.settings.bus.publish_v1:
-                copies = indicator_events or outputs.indicators.to_events()
-                sends.append(bus.publish_v1_copy(INDICATORS, copies))
+                sends.append(Send(INDICATORS, outputs.indicators.to_events(), copy=True))
         if outputs.grades:
-            sends.append(bus.publish(GRADES, outputs.grades))
+            sends.append(Send(GRADES, outputs.grades))
         if outputs.signals:
-            sends.append(bus.publish(SIGNALS, outputs.signals))
-        results = await asyncio.gather(*sends, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+            sends.append(Send(SIGNALS, outputs.signals))
+        return sends
+
+    async def _send_earlier(self) -> None:
+        """What earlier calls left unsent goes out before anything new is scored (each token's outputs stay in
+        order); while it fails, the batch in hand, not scored yet, is redelivered and never dead-lettered: the
+        failure is not its own, and a dead-lettered candle would be missing from the state."""
+        try:
+            await self._send_unsent()
+        except TransientError:
+            raise
+        except Exception as exc:
+            raise TransientError(f"scoring outputs of an earlier batch not sent yet: {exc!r}") from exc
+
+    async def _send_unsent(self) -> None:
+        """Publish every kept output, all at once (each topic's wait for the broker's acknowledgement overlaps
+        the others'), one call at a time: a call returns once what was kept when it started is acknowledged,
+        by it or by the call it waited for. Every send is awaited; the failed ones are kept again, in front,
+        and the first failure is raised as it is (a :class:`TransientError` stays one): the batch in hand is
+        redelivered, and its redelivery sends them before it scores anything."""
+        assert self.ctx is not None
+        async with self._sending:
+            sends = [self._unsent.popleft() for _ in range(len(self._unsent))]
+            if not sends:
+                return
+            try:
+                results = await asyncio.gather(*(send.on(self.ctx.bus) for send in sends), return_exceptions=True)
+            except asyncio.CancelledError:  # which sends got through is unknown: all again (same event ids)
+                self._unsent.extendleft(reversed(sends))
+                raise
+            failed = [(send, r) for send, r in zip(sends, results, strict=True) if isinstance(r, BaseException)]
+            if failed:
+                self._unsent.extendleft(reversed([send for send, _ in failed]))
+                log.warning("%d scoring publishes failed (%r); kept to be sent again", len(failed), failed[0][1])
+                raise failed[0][1]
 
     async def _forecast(self, daily_symbols: Iterable[str]) -> None:
         """Tell the forecaster which tokens' daily candles closed (their latest day kept)."""
@@ -569,6 +632,11 @@ class ScoringService:
             await self.forecaster.start(ctx)
 
     async def stop(self) -> None:
+        if self._unsent:  # the bus still publishes here (the runtime stops consuming first)
+            try:
+                await self._send_unsent()
+            except Exception:
+                log.exception("scoring stops with %d publishes not acknowledged", len(self._unsent))
         if self.forecaster is not None:
             await self.forecaster.stop()
 

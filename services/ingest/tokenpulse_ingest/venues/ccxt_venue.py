@@ -95,6 +95,7 @@ class CcxtConnector(Connector):
         super().__init__(url, pairs, sink, **kw)
         self.poll_s, self.watch, self.rest_url = poll_s, watch, rest_url
         self._since: dict[str, int] = {}  # per venue pair: the newest trade time seen (ms), where a poll resumes
+        self._unlisted: set[str] = set()  # venue pairs already said to be missing from the exchange's markets
         self.mode = ""
 
     def endpoint(self) -> str:
@@ -140,20 +141,22 @@ class CcxtConnector(Connector):
             exchange = make_exchange(self.exchange_id, pro=pro, rest_url=self.rest_url, ws_url=self.url)
             try:
                 await exchange.load_markets()
+                listed = self._listed(exchange.markets)
                 self.mode = "watch" if pro and exchange.has.get("watchTrades") else "poll"
                 self._on_connected()
                 attempt = 0
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._watchdog())
-                    for pair in self.pairs:
-                        group.create_task(self._follow(exchange, pair.venue))
+                    for venue in listed:
+                        group.create_task(self._follow(exchange, venue))
             except asyncio.CancelledError:
                 self._on_disconnected(None)
                 raise
             except Exception as exc:  # ccxt's network, exchange and stall errors alike: reconnect
                 reason = "stall" if isinstance(exc, ExceptionGroup) and exc.subgroup(TimeoutError) else "closed"
                 reason = reason if self.health.connected else "connect_failed"
-                self._on_disconnected(f"{type(exc).__name__}: {str(exc)[:200]}")
+                cause = first_cause(exc)
+                self._on_disconnected(f"{type(cause).__name__}: {str(cause)[:200]}")
                 RECONNECTS.labels(self.name, reason).inc()
                 self.health.reconnects += 1
             finally:
@@ -161,6 +164,20 @@ class CcxtConnector(Connector):
             delay = min(self.backoff_max_s, self.backoff_s * 2**attempt)
             attempt = min(attempt + 1, 30)
             await asyncio.sleep(delay / 2 + self.rng.uniform(0, delay / 2))
+
+    def _listed(self, markets: dict[str, Any]) -> list[str]:
+        """The venue pairs the exchange lists; ccxt refuses any other, so each is said once and not followed."""
+        for pair in self.pairs:
+            if pair.venue not in markets and pair.venue not in self._unlisted:
+                self._unlisted.add(pair.venue)
+                log.warning(
+                    "%s does not list %s: %s is not followed there (map it with TOKENPULSE_FEED_PAIRS=%s:%s=PAIR)",
+                    self.name, pair.venue, pair.symbol, self.name, pair.symbol,
+                )  # fmt: skip
+        listed = [p.venue for p in self.pairs if p.venue in markets]
+        if not listed:
+            raise LookupError(f"{self.name} lists none of the {len(self.pairs)} pairs asked for")
+        return listed
 
     async def _watchdog(self) -> None:
         """A stall: nothing from the exchange (a trade watched, an answer polled) for ``stall_s``."""
@@ -193,6 +210,13 @@ class CcxtConnector(Connector):
             first = from_epoch_us(min(t["timestamp"] for t in trades) * 1000)
             self._gap(maker.symbol, from_epoch_us(since * 1000), first, "poll_page")  # the page stops short of ours
         return trades
+
+
+def first_cause(exc: BaseException) -> BaseException:
+    """The first exception inside (nested) exception groups: what a task group's failure was about."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class CcxtRest:
