@@ -314,6 +314,13 @@ class IngestSettings(Section):
         description="At start, the open candles are rebuilt from the ticks counted before the restart, read "
         "from the start of the UTC day of (now - this): longer than any restart gap across midnight.",
     )
+    ingest_checkpoint_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="Kafka: how often each replica writes a checkpoint of its ticks partitions' open candles "
+        "(topic tokenpulse.ingest-checkpoints.v1), so a restart or takeover replays only the ticks after it; 0 = "
+        "none (every restore replays the day).",
+    )
     price_stale_after_s: float = Field(
         30.0, gt=0, description="A source whose latest trade is older than this is left out of the price."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tokenpulse_shared.batches import CandleBatch, IndicatorBatch, PriceBatch, RowBatch, TickBatch
+from tokenpulse_shared.checkpoints import IngestCheckpoint
 from tokenpulse_shared.events import (
     AlertFiredEvent,
     AlertRuleEvent,
@@ -32,6 +33,7 @@ class Topic:
     compacted: bool = False
     partitions: int = 6
     pairs_with: str | None = None  # a batch topic's v1 topic: same partitions, same token in the same partition
+    config: tuple[tuple[str, str], ...] = ()  # topic configs beyond cleanup.policy, set when it is created
 
     def __str__(self) -> str:
         return self.name
@@ -87,6 +89,14 @@ UNIVERSE = Topic(
     "A token of the tracked universe added/changed/removed (compacted, key = symbol; tombstone on removal)",
     compacted=True,
 )
+INGEST_CHECKPOINTS = Topic(
+    "tokenpulse.ingest-checkpoints.v1",
+    IngestCheckpoint,
+    "Ingest's state of one ticks partition and the ticks offsets it covers (compacted, key = group/partition/part)",
+    compacted=True,
+    # segments roll and get compacted within minutes: a restart reads this topic whole, not a day of checkpoints
+    config=(("segment.ms", "600000"), ("min.cleanable.dirty.ratio", "0.1")),
+)
 DEAD_LETTER = Topic("tokenpulse.dead-letter.v1", DeadLetterEvent, "An event no consumer could process")
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -108,6 +118,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     PRICES_V2,
     CANDLES_V2,
     INDICATORS_V2,
+    INGEST_CHECKPOINTS,
 )
 BY_NAME: dict[str, Topic] = {t.name: t for t in ALL_TOPICS}
 

@@ -117,6 +117,7 @@ def test_topic_registry_covers_the_contract() -> None:
         "tokenpulse.candles.v2",
         "tokenpulse.indicators.v2",
         "tokenpulse.universe.v1",
+        "tokenpulse.ingest-checkpoints.v1",
     }
     batched = [t for t in ALL_TOPICS if t.batched]
     assert [t.name for t in batched] == [
@@ -124,7 +125,7 @@ def test_topic_registry_covers_the_contract() -> None:
     ]
     assert all(BY_NAME[t.pairs_with or ""].partitions == t.partitions for t in batched)
     compacted = [t.name for t in ALL_TOPICS if t.compacted]
-    assert compacted == ["tokenpulse.alert-rules.v1", "tokenpulse.universe.v1"]
+    assert compacted == ["tokenpulse.alert-rules.v1", "tokenpulse.universe.v1", "tokenpulse.ingest-checkpoints.v1"]
     assert CANDLES.model is CandleEvent
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenpulse_shared.batches import TickBatch, chunked, epoch_us
+from tokenpulse_shared.checkpoints import CheckpointCandle, CheckpointFloor, CheckpointSymbol, CheckpointTradeIds
 from tokenpulse_shared.events import CandleEvent, Interval, TickEvent, content_digest
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
@@ -94,12 +95,29 @@ class _Acc:
 
 
 @dataclass
+class BuilderState:
+    """What a checkpoint holds of a builder's symbols (:meth:`CandleBuilder.export`)."""
+
+    symbols: list[CheckpointSymbol] = field(default_factory=list)
+    candles: list[CheckpointCandle] = field(default_factory=list)
+    floors: list[CheckpointFloor] = field(default_factory=list)
+    trade_ids: list[CheckpointTradeIds] = field(default_factory=list)
+
+
+_ACC_FIELDS = tuple(f for f in CheckpointCandle.model_fields if f not in ("symbol", "interval", "start_ms"))
+
+
+@dataclass
 class RestoreResult:
     ticks: int = 0
     buckets: int = 0
     emitted: int = 0
     from_candles: int = 0
     dropped: int = 0
+    after_checkpoint: int = 0  # of ``ticks``: those replayed after a partition's checkpoint
+
+    def __add__(self, other: RestoreResult) -> RestoreResult:
+        return RestoreResult(*(a + b for a, b in zip(vars(self).values(), vars(other).values(), strict=True)))
 
 
 @dataclass
@@ -176,6 +194,43 @@ class CandleBuilder:
         self._watermark.update(other._watermark)
         self._last_seen_wall.update(other._last_seen_wall)
         self._version_floor.update(other._version_floor)
+
+    def export(self, symbols: Iterable[str]) -> BuilderState:
+        """A copy of every state of ``symbols`` (a checkpoint of their partition): it shares nothing with this
+        builder, which may go on meanwhile."""
+        out = BuilderState()
+        wanted = set(symbols)
+        for symbol in sorted(wanted & set(self._watermark)):
+            seen = self._last_seen_wall.get(symbol, 0.0)
+            out.symbols.append(CheckpointSymbol(symbol=symbol, watermark=self._watermark[symbol], last_seen_wall=seen))
+        for symbol in sorted(wanted & set(self._buckets)):
+            for (interval, start), acc in self._buckets[symbol].items():
+                fields = {name: getattr(acc, name) for name in _ACC_FIELDS}
+                out.candles.append(CheckpointCandle(symbol=symbol, interval=interval, start_ms=start, **fields))
+        for (symbol, interval, start), (version, trades) in self._version_floor.items():
+            if symbol in wanted:
+                out.floors.append(
+                    CheckpointFloor(symbol=symbol, interval=interval, start_ms=start, version=version, trades=trades)
+                )
+        for symbol in sorted(wanted & set(self._counted)):
+            for start, keys in self._counted[symbol].items():
+                out.trade_ids.append(CheckpointTradeIds(symbol=symbol, start_ms=start, keys=list(keys)))
+        return out
+
+    def load(self, state: BuilderState) -> None:
+        """Take the state :meth:`export` made (into a builder that holds none of its symbols)."""
+        for s in state.symbols:
+            self._watermark[s.symbol] = s.watermark
+            self._last_seen_wall[s.symbol] = s.last_seen_wall
+        for c in state.candles:
+            fields = {name: getattr(c, name) for name in _ACC_FIELDS}
+            self._buckets.setdefault(c.symbol, {})[(c.interval, c.start_ms)] = _Acc(
+                c.symbol, c.interval, c.start_ms, **fields
+            )
+        for f in state.floors:
+            self._version_floor[(f.symbol, f.interval, f.start_ms)] = (f.version, f.trades)
+        for t in state.trade_ids:
+            self._counted.setdefault(t.symbol, {}).setdefault(t.start_ms, set()).update(t.keys)
 
     def retention_ms(self, interval: Interval) -> int:
         return max(interval.millis, 60_000) + self.lateness_ms

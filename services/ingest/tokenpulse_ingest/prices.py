@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from tokenpulse_shared.batches import TickBatch, chunked, epoch_us, from_epoch_us, price_row_id
+from tokenpulse_shared.checkpoints import CheckpointPrice, CheckpointQuote
 from tokenpulse_shared.events import PriceEvent, TickEvent
 
 from tokenpulse_ingest.synthetic import SYNTHETIC
@@ -187,6 +188,37 @@ class PriceReconciler:
         """Take over ``other``'s tokens (a partition restored apart)."""
         self._tokens.update(other._tokens)
         self.last.update(other.last)
+
+    def export(self, symbols: Iterable[str]) -> list[CheckpointPrice]:
+        """A copy of the state of ``symbols`` (a checkpoint of their partition)."""
+        out = []
+        for symbol in sorted(set(symbols) & set(self._tokens)):
+            token = self._tokens[symbol]
+            sources = [
+                CheckpointQuote(source=name, price_usd=q.price_usd, ts=q.ts, volume_usd=q.volume_usd, vol_ts=q.vol_ts)
+                for name, q in sorted(token.sources.items())
+            ]
+            out.append(
+                CheckpointPrice(
+                    symbol=symbol,
+                    newest_ts=token.newest_ts,
+                    newest_wall=token.newest_wall,
+                    published=token.published,
+                    stale=token.stale,
+                    sources=sources,
+                )
+            )
+        return out
+
+    def load(self, prices: Iterable[CheckpointPrice], wall: float | None = None) -> None:
+        """Take the state :meth:`export` made; each token's last reference is computed again from its quotes."""
+        wall = time.time() if wall is None else wall
+        for p in prices:
+            sources = {q.source: SourceQuote(q.price_usd, q.ts, q.volume_usd, q.vol_ts) for q in p.sources}
+            token = self._tokens[p.symbol] = _Token(sources, p.newest_ts, p.newest_wall, p.published, p.stale)
+            ref = None if p.stale else reconcile(token.sources, token.now(wall), **self.params)
+            if ref is not None:
+                self.last[p.symbol] = ref
 
     def replay(self, ticks: Iterable[TickEvent], wall: float | None = None, batch: int = 500) -> int:
         """Rebuild the quotes from ticks already counted, in their order on the bus, publishing nothing: the

@@ -47,8 +47,14 @@ consumer group committed (a batch is committed only after its candles were publi
 of the UTC day of ``now - TOKENPULSE_INGEST_RESTORE_LOOKBACK_S``; the ticks after those offsets are then
 redelivered to the consumer as usual. The candles topic over the same span says which buckets were
 already published and at which version, so none is published twice and the next version is higher.
-This needs no checkpoint and covers a kill -9 as well as a SIGTERM. Embedded mode has no log: the
-ticks and candles the store holds stand in for it.
+This covers a kill -9 as well as a SIGTERM. Embedded mode has no log: the ticks and candles the store
+holds stand in for it.
+
+Checkpoints (Kafka): every ``TOKENPULSE_INGEST_CHECKPOINT_INTERVAL_S``, right after a batch was handled
+whole and committed (:meth:`IngestService.on_committed`), each partition's state and the ticks offsets it
+is exactly the result of go to ``tokenpulse.ingest-checkpoints.v1`` (``checkpoint.py``); a restore starts
+a partition from its newest usable checkpoint and replays only the ticks after it, reading the candles
+topic from just before it; the others are replayed from the day's start as above.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch, epoch_us
-from tokenpulse_shared.bus.base import Assignment, LogRange, TransientError, dead_letter_for
+from tokenpulse_shared.bus.base import Assignment, LogRange, Positions, Rejected, TransientError, dead_letter_for
+from tokenpulse_shared.checkpoints import IngestCheckpoint, checkpoint_key
 from tokenpulse_shared.events import CandleEvent, Interval, PriceEvent, Side, TickEvent
 from tokenpulse_shared.service import ASGIApp, Context, StoreAccess
 from tokenpulse_shared.telemetry import DEAD_LETTERS, connector_delivered, set_connector_health
@@ -70,6 +77,7 @@ from tokenpulse_shared.topics import (
     CANDLES,
     CANDLES_V2,
     DEAD_LETTER,
+    INGEST_CHECKPOINTS,
     PRICES,
     PRICES_V2,
     TICKS,
@@ -78,6 +86,7 @@ from tokenpulse_shared.topics import (
 )
 from tokenpulse_shared.universe import Token, UniverseError, UniverseFollower, UniversePublisher, configured
 
+from tokenpulse_ingest import checkpoint
 from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
@@ -98,6 +107,7 @@ LIVE_POLL_S = 0.05  # how often the start of the live feed looks for a connected
 READY_WAIT_S = 1.0  # how long a batch waits for its partitions' rebuilt state before it is given back
 UNIVERSE_WAIT_S = 10.0  # how long start waits for its own universe to come back from the topic
 RESTORE_SKEW_MS = 5 * MINUTE_MS  # ticks are read from this long before the first bucket: exchange clocks ahead of ours
+CHECKPOINT_SKEW_MS = MINUTE_MS  # candles are read from this long before a checkpoint: clock steps of its writer
 
 
 def _utc(t: datetime) -> datetime:
@@ -158,6 +168,9 @@ class IngestService:
         self._feeds_lock = asyncio.Lock()  # one change of the feeds at a time (an assignment, the universe)
         self._follows: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._epoch = 0  # counts rebalances: a checkpoint taken across one would mix two ownerships
+        self._checkpoint_due = 0.0  # monotonic time of the next checkpoint
+        self._checkpoint_parts: dict[int, int] = {}  # per partition, the parts of the last checkpoint written
 
     def http_app(self) -> ASGIApp | None:
         return None
@@ -184,6 +197,7 @@ class IngestService:
             finish_batch_on_rebalance=True,
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
+            on_committed=self.on_committed,
         )
         ctx.bus.subscribe(
             TICKS_V2,
@@ -193,6 +207,7 @@ class IngestService:
             finish_batch_on_rebalance=True,
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
+            on_committed=self.on_committed,
         )
         self.universe.follow(ctx.bus, f"{self.name}-universe")
         self.universe.on_change(self._universe_changed)
@@ -288,6 +303,7 @@ class IngestService:
         """A rebalance begins (the batch in hand is finished and committed): hold the ticks and the clock until
         :meth:`on_assign`, and remember where each partition lost stood (the group may give it back)."""
         self.ready.clear()
+        self._epoch += 1
         async with self._state_lock:  # a clock emission under way (rows, then their v1 copies) ends first
             pass
         await self._cancel_restore()
@@ -316,6 +332,7 @@ class IngestService:
             return
         round_, self._round = self._round, {}
         parked, self._parked = self._parked, {}
+        self._epoch += 1
         keep = self._unmoved(round_, parked)
         async with self._state_lock:
             gone = {s for s in self.builder.symbols() | self.reconciler.symbols() if got.partition_of(s) not in keep}
@@ -360,6 +377,77 @@ class IngestService:
                     "ingest: restoring partitions %s failed (%r); again in %.0fs", sorted(gained.partitions), exc, delay
                 )
                 await asyncio.sleep(delay)
+
+    # --- checkpoints: each partition's state and the ticks offsets it covers (Kafka) ------------------------
+
+    async def on_committed(self, positions: Positions) -> None:
+        """After a batch handled whole was committed (the next batch waits for this): every
+        TOKENPULSE_INGEST_CHECKPOINT_INTERVAL_S, a checkpoint of each partition owned. The state is then exactly
+        the result of the ticks up to the committed offsets; the state lock keeps a clock emission from being
+        half done in it (marked emitted, not yet published)."""
+        assert self.ctx is not None
+        every = self.ctx.settings.ingest.ingest_checkpoint_interval_s
+        if every <= 0 or self.ctx.embedded or time.monotonic() < self._checkpoint_due:
+            return
+        self._checkpoint_due = time.monotonic() + every
+        epoch, at = self._epoch, await positions()
+        async with self._state_lock:
+            if epoch != self._epoch or not self.ready.is_set() or self.assignment is None:
+                return  # a rebalance began meanwhile: the state is no longer that of these offsets
+            taken = self._take_checkpoints(self.assignment, at)
+        await self._write_checkpoints(taken)
+
+    def _take_checkpoints(
+        self, owned: Assignment, at: dict[str, dict[int, int]]
+    ) -> dict[int, tuple[dict[str, int], checkpoint.PartitionState]]:
+        """Per partition owned whose position is known in every ticks topic: those offsets and a copy of its state."""
+        symbols: dict[int, set[str]] = {}
+        for symbol in self.builder.symbols() | self.reconciler.symbols():
+            symbols.setdefault(owned.partition_of(symbol), set()).add(symbol)
+        out = {}
+        for p in sorted(owned.partitions & self._built):
+            offsets = {t.name: at.get(t.name, {}).get(p) for t in self.ticks_topics}
+            if all(offset is not None for offset in offsets.values()):
+                state = checkpoint.take(self.builder, self.reconciler, symbols.get(p, set()))
+                out[p] = ({t: o for t, o in offsets.items() if o is not None}, state)
+        return out
+
+    async def _write_checkpoints(self, taken: dict[int, tuple[dict[str, int], checkpoint.PartitionState]]) -> None:
+        """Publish the checkpoints taken, then delete the parts a partition's previous checkpoint had beyond them."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        group = bus.group_id(self.name)
+        for p, (offsets, state) in taken.items():
+            try:
+                messages = await asyncio.to_thread(checkpoint.to_messages, group, p, offsets, state)
+                await bus.publish(INGEST_CHECKPOINTS, messages)
+                for part in range(len(messages), self._checkpoint_parts.get(p, 0)):
+                    await bus.publish_tombstone(INGEST_CHECKPOINTS, checkpoint_key(group, p, part))
+            except Exception as exc:  # the next one is due at the next interval; a restore meanwhile reads more
+                log.warning("ingest: the checkpoint of ticks partition %d was not written: %r", p, exc)
+                continue
+            self._checkpoint_parts[p] = len(messages)
+
+    async def _usable_checkpoints(self, part: Assignment, since_ms: int) -> dict[int, checkpoint.Checkpoint]:
+        """The newest checkpoint of each of ``part``'s partitions, where one may be used; the others are named in
+        one log line (their day is replayed)."""
+        assert self.ctx is not None
+        bus = self.ctx.bus
+        group = bus.group_id(self.name)
+        committed = {t.name: await bus.committed_offsets(self.name, t) for t in self.ticks_topics}
+        rejected: list[Rejected] = []
+        messages: list[IngestCheckpoint] = []
+        async for chunk in bus.read_log_chunks(INGEST_CHECKPOINTS, LogRange(since_ms), rejected):
+            messages += [m for m in chunk if isinstance(m, IngestCheckpoint) and m.group == group]
+        unreadable = [r.message.key or "" for r in rejected]
+        found, refused = checkpoint.newest(messages, unreadable, group, committed, part.partitions)
+        if refused:
+            log.info(
+                "ingest: ticks partitions without a usable checkpoint, their ticks read from %s: %s",
+                datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+                ", ".join(f"{p} ({why})" for p, why in sorted(refused.items())),
+            )
+        return found
 
     # --- REST backfill ------------------------------------------------------------------------
 
@@ -445,7 +533,8 @@ class IngestService:
 
     async def restore(self, now_ms: int | None = None, partitions: Assignment | None = None) -> RestoreResult:
         """Rebuild the open candles and reference prices from the ticks counted before (see the module doc):
-        those of ``partitions`` (a rebalance gave them to this replica), or all."""
+        those of ``partitions`` (a rebalance gave them to this replica), or all. On Kafka a partition with a
+        usable checkpoint starts from it and replays only the ticks after its offsets."""
         assert self.ctx is not None
         ctx = self.ctx
         started = time.monotonic()
@@ -453,33 +542,25 @@ class IngestService:
         lookback_ms = int(ctx.settings.ingest.ingest_restore_lookback_s * 1000)
         first_bucket = Interval.D1.bucket_ms(now_ms - lookback_ms)  # every bucket of a coarser interval opens later
         since_ms = first_bucket - RESTORE_SKEW_MS
-        builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
-        # off the event loop (a day of ticks); the state is adopted in one step, so the clock never sees it half done
-        if ctx.embedded:
-            ticks, candles = await self._stored_since(since_ms, first_bucket)
-            replayed = await asyncio.to_thread(replay, builder, reconciler, ticks, _everything, time.time())
-        else:
-            replayed = await self._replay_logged(builder, reconciler, since_ms, partitions)
-            candles = await self._published_since(builder, since_ms, partitions)
-        result = await asyncio.to_thread(builder.settle, candles, complete_from_ms=first_bucket)
-        result.ticks = replayed
-        async with self._state_lock:
-            self.builder.adopt(builder)
-            self.reconciler.adopt(reconciler)
-        self.restored = result
-        where = f" of ticks partitions {sorted(partitions.partitions)}" if partitions is not None else ""
-        log.info(
-            "ingest: %d open or recent candles%s restored from %d ticks counted since %s (%d already published, "
-            "%d taken from their published candle; %d reference prices) in %.1fs",
-            result.buckets,
-            where,
-            result.ticks,
-            datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
-            result.emitted,
-            result.from_candles,
-            len(reconciler.symbols()),
-            time.monotonic() - started,
+        found = {}
+        if partitions is not None and not ctx.embedded and ctx.settings.ingest.ingest_checkpoint_interval_s > 0:
+            found = await self._usable_checkpoints(partitions, since_ms)
+        result, prices = RestoreResult(), 0
+        if found:
+            assert partitions is not None
+            part = Assignment(TICKS, frozenset(found), partitions.partition_of)
+            result, prices = await self._rebuild(part, since_ms, first_bucket, found)
+            result.after_checkpoint = result.ticks
+        rest = (
+            None
+            if partitions is None
+            else Assignment(TICKS, partitions.partitions - set(found), partitions.partition_of)
         )
+        if rest is None or rest.partitions:
+            full, more = await self._rebuild(rest, since_ms, first_bucket, {})
+            result, prices = result + full, prices + more
+        self.restored = result
+        self._log_restored(result, prices, partitions, found, since_ms, started)
         if result.dropped:
             log.warning(
                 "ingest: %d open candles opened before %s and were never published: their ticks before it were not "
@@ -489,17 +570,86 @@ class IngestService:
             )
         return result
 
+    async def _rebuild(
+        self, part: Assignment | None, since_ms: int, first_bucket: int, found: dict[int, checkpoint.Checkpoint]
+    ) -> tuple[RestoreResult, int]:
+        """Rebuild ``part``'s partitions (default: all) into a builder and reconciler of their own, adopted in one
+        step (the clock never sees them half done): from their checkpoints in ``found`` and the ticks after
+        them, else from the ticks since ``since_ms``. The result and the reference prices rebuilt."""
+        assert self.ctx is not None
+        ctx = self.ctx
+        builder, reconciler = self.builder.empty_like(), self.reconciler.empty_like()
+        wall = time.time()
+        # off the event loop (a day of ticks)
+        if ctx.embedded:
+            ticks, candles = await self._stored_since(since_ms, first_bucket)
+            replayed = await asyncio.to_thread(replay, builder, reconciler, ticks, _everything, wall)
+        else:
+            for cp in found.values():
+                checkpoint.load(builder, reconciler, cp, wall)
+            starts = {t.name: {p: cp.offsets[t.name] for p, cp in found.items()} for t in self.ticks_topics}
+            replayed = await self._replay_logged(builder, reconciler, since_ms, part, starts if found else None)
+            # what was published after a checkpoint (the clock, a batch not committed before a kill) is read back
+            written = min((int(cp.written_at.timestamp() * 1000) for cp in found.values()), default=None)
+            candles = await self._published_since(
+                builder, since_ms if written is None else written - CHECKPOINT_SKEW_MS, part
+            )
+        # a checkpoint's buckets are whole: none of them takes its content from its published candle
+        complete_from = None if found else first_bucket
+        result = await asyncio.to_thread(builder.settle, candles, complete_from_ms=complete_from)
+        result.ticks = replayed
+        async with self._state_lock:
+            self.builder.adopt(builder)
+            self.reconciler.adopt(reconciler)
+        return result, len(reconciler.symbols())
+
+    def _log_restored(
+        self,
+        result: RestoreResult,
+        prices: int,
+        partitions: Assignment | None,
+        found: dict[int, checkpoint.Checkpoint],
+        since_ms: int,
+        started: float,
+    ) -> None:
+        where = f" of ticks partitions {sorted(partitions.partitions)}" if partitions is not None else ""
+        log.info(
+            "ingest: %d open or recent candles%s restored from %d ticks counted (%d after the checkpoints of "
+            "partitions %s, %d since %s) (%d already published, %d taken from their published candle; %d reference "
+            "prices) in %.1fs",
+            result.buckets,
+            where,
+            result.ticks,
+            result.after_checkpoint,
+            sorted(found),
+            result.ticks - result.after_checkpoint,
+            datetime.fromtimestamp(since_ms / 1000, UTC).isoformat(),
+            result.emitted,
+            result.from_candles,
+            prices,
+            time.monotonic() - started,
+        )
+
     async def _replay_logged(
-        self, builder: CandleBuilder, reconciler: PriceReconciler, since_ms: int, part: Assignment | None
+        self,
+        builder: CandleBuilder,
+        reconciler: PriceReconciler,
+        since_ms: int,
+        part: Assignment | None,
+        starts: dict[str, dict[int, int]] | None = None,
     ) -> int:
         """Kafka: count into ``builder`` and ``reconciler`` the ticks of ``part``'s partitions (default: all) the
-        group counted (both topics, up to its committed offsets), merged by the time each message was made."""
+        group counted (both topics, up to its committed offsets; from ``starts``' offset per topic and partition
+        where given, else from ``since_ms``), merged by the time each message was made."""
         assert self.ctx is not None
         bus, wall = self.ctx.bus, time.time()
         keep = part.holds if part is not None else _everything
         partitions = part.partitions if part is not None else None
         logs = [
-            bus.read_log_chunks(topic, LogRange(since_ms, until_group=self.name, partitions=partitions))
+            bus.read_log_chunks(
+                topic,
+                LogRange(since_ms, self.name, partitions, from_offsets=(starts or {}).get(topic.name)),
+            )
             for topic in self.ticks_topics
         ]
         replayed = 0

@@ -74,6 +74,9 @@ class Assignment:
 
 
 PartitionHook = Callable[[Assignment], Awaitable[None]]
+# the consumer's positions per topic and partition, right after a commit saved them (asked only when needed)
+Positions = Callable[[], Awaitable[dict[str, dict[int, int]]]]
+CommitHook = Callable[[Positions], Awaitable[None]]
 
 
 class TransientError(Exception):
@@ -132,6 +135,7 @@ class Subscription:
     on_revoke: PartitionHook | None = None
     co_partitioned: bool = False
     on_misplaced: Handler | None = None
+    on_committed: CommitHook | None = None
 
 
 @dataclass
@@ -200,6 +204,7 @@ class LogRange:
     until_group: str | None = None
     partitions: Collection[int] | None = None
     keys: Collection[str] | None = None
+    from_offsets: Mapping[int, int] | None = None  # per partition: read from this offset, not from since_ms
 
 
 class Bus(abc.ABC):
@@ -237,6 +242,7 @@ class Bus(abc.ABC):
         on_revoke: PartitionHook | None = None,
         co_partitioned: bool = False,
         on_misplaced: Handler | None = None,
+        on_committed: CommitHook | None = None,
     ) -> None:
         """Register ``handler`` for ``topic`` in consumer group ``group`` (before :meth:`start`).
 
@@ -258,8 +264,14 @@ class Bus(abc.ABC):
         with none). Batches of an assigned partition may already be fetched while ``on_assign`` runs: a
         handler whose state ``on_assign`` builds waits for it. The in-process bus calls ``on_assign`` once,
         with every partition, before it delivers anything.
+
+        ``on_committed`` (Kafka, :attr:`Delivery.SHARED` only): awaited after a batch was handled whole and its
+        commit succeeded, before the next batch, with a coroutine function giving the consumer's positions
+        (topic -> partition -> next offset) of every assigned partition that has one: what the group has now
+        committed, and exactly what the handlers have handled (ingest's checkpoints). Once per consumer, even
+        when several of its subscriptions name it. The in-process bus commits nothing and never calls it.
         """
-        if (finish_batch_on_rebalance or on_assign or on_revoke) and delivery is not Delivery.SHARED:
+        if (finish_batch_on_rebalance or on_assign or on_revoke or on_committed) and delivery is not Delivery.SHARED:
             raise ValueError(
                 "finish_batch_on_rebalance, on_assign and on_revoke apply to Delivery.SHARED only "
                 "(the others never rebalance)"
@@ -276,6 +288,7 @@ class Bus(abc.ABC):
                 on_revoke=on_revoke,
                 co_partitioned=co_partitioned or on_misplaced is not None,
                 on_misplaced=on_misplaced,
+                on_committed=on_committed,
             )
         )
 
@@ -381,6 +394,15 @@ class Bus(abc.ABC):
 
     async def publish_tombstone(self, topic: Topic, key: str) -> None:
         """Mark ``key`` deleted on a compacted topic (no-op where there is no compaction)."""
+
+    def group_id(self, group: str) -> str:
+        """The consumer group's name on the broker (Kafka: with the deployment's prefix)."""
+        return group
+
+    async def committed_offsets(self, group: str, topic: Topic) -> dict[int, int]:
+        """The offsets consumer group ``group`` (of this bus) has committed on ``topic``, by partition (none
+        committed: left out). The in-process bus commits nothing."""
+        return {}
 
     async def read_log(
         self,

@@ -156,7 +156,7 @@ async def ensure_topics(
                 name=t.name,
                 num_partitions=partitions or t.partitions,
                 replication_factor=replication,
-                topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
+                topic_configs={**({"cleanup.policy": "compact"} if t.compacted else {}), **dict(t.config)},
             )
             for t in topics
             if t.name not in existing
@@ -367,16 +367,43 @@ class _Subscriber:
                 await self._commit(message)
                 await asyncio.sleep(self.bus.backoff_s * 10)
                 return
-        await self._commit(message)
+        if await self._commit(message):
+            await self._after_commit(message.consumer)
 
-    async def _commit(self, message: Any) -> None:
-        """Commit the consumer's positions: past every record handled, at the first one rewound."""
+    async def _commit(self, message: Any) -> bool:
+        """Commit the consumer's positions: past every record handled, at the first one rewound. Whether the
+        group has them."""
         if not self.shared:
-            return
+            return False
         try:
             await message.ack()
         except KafkaError as exc:  # the group moved on (rebalance) or the broker is away: redelivered later
             log.info("%s: commit failed (%r); the batch may be redelivered", self.name, exc)
+            return False
+        return True
+
+    async def _after_commit(self, consumer: Any) -> None:
+        """The subscriptions' ``on_committed`` hooks (each once), after a batch handled whole was committed."""
+        hooks: list[Any] = []
+        for sub in self.subs:
+            if sub.on_committed is not None and sub.on_committed not in hooks:  # bound methods compare equal
+                hooks.append(sub.on_committed)
+        if not hooks:
+            return
+
+        async def positions() -> dict[str, dict[int, int]]:
+            # positions move only when the next batch is fetched, after the hooks: they are what was committed
+            assigned = list(consumer.assignment())
+            topics = {tp.topic for tp in assigned}
+            return {
+                t: await _offsets(consumer, [tp for tp in assigned if tp.topic == t], at_revoke=True) for t in topics
+            }
+
+        for hook in hooks:
+            try:
+                await hook(positions)
+            except Exception:  # the batch is done and committed either way
+                log.exception("%s: on_committed failed", self.name)
 
     def _record_lag(self, consumer: Any, parts: _Parts) -> None:
         """Consumer lag per partition at this batch: the partition's end (as last fetched) minus the offset
@@ -647,6 +674,9 @@ class KafkaBus(Bus):
             cached = self._partition_lists[name] = (now, await self._partitions(name))
         return cached[1]
 
+    async def committed_offsets(self, group: str, topic: Topic) -> dict[int, int]:
+        return await self._committed(group, topic)
+
     async def _committed(self, group: str, topic: Topic) -> dict[int, int]:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="tokenpulse-admin")
         await admin.start()
@@ -692,6 +722,8 @@ class KafkaBus(Bus):
                 found = await consumer.offsets_for_times(dict.fromkeys(tps, want.since_ms))
                 start = {tp: (hit.offset if (hit := found.get(tp)) is not None else end[tp]) for tp in tps}
             for tp in tps:
+                if want.from_offsets is not None and tp.partition in want.from_offsets:
+                    start[tp] = want.from_offsets[tp.partition]
                 consumer.seek(tp, start[tp])
             remaining = {tp for tp in tps if start[tp] < end[tp]}
             # a batch topic's message holds up to 10,000 rows: fewer messages per fetch keep a chunk small
