@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import pytest
 from tokenpulse_ingest.candles import CandleBuilder
@@ -136,12 +137,18 @@ def test_without_restore_the_open_candles_of_a_restart_miss_their_first_ticks() 
     assert got[("BTC", *daily)][5] < want[("BTC", *daily)][5]
 
 
-@pytest.mark.parametrize("case", ["mid-feed", "nothing committed", "a token's first trades uncommitted"])
-def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep_rising(case: str) -> None:
-    """kill -9: the last batches' candles were published but their offsets not committed. The restore reads
-    the ticks only up to the commit, the published candles all; the uncommitted batches come again. Also when
-    nothing was committed yet, and when a token's first trades all came in the uncommitted batches: the
-    restore then holds no tick of it, only its published candles."""
+class Killed(NamedTuple):
+    ticks: list[TickEvent]
+    committed: int  # ticks committed before the kill
+    handled: int  # ticks whose candles were published before the kill
+    reference: list[CandleEvent]  # what a builder that saw every tick published
+    published: list[CandleEvent]  # what the killed one published
+    restored: CandleBuilder  # its successor, restored from the committed ticks and everything published
+
+
+def killed_after_publishing(case: str) -> Killed:
+    """A feed killed three batches after its last commit (``case``: mid-feed, nothing committed, or a token's
+    first trades all in the uncommitted batches), and its successor restored."""
     ticks = feed_ticks(2000, 6)
     committed = {"mid-feed": 1600, "nothing committed": 0}.get(case)
     if committed is None:  # ETH trades from the first uncommitted batch on
@@ -152,11 +159,20 @@ def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep
     whole = CandleBuilder()
     run(whole, ticks, reference, pause_every=4)
     finish(whole, reference)
-
     published: list[CandleEvent] = []
     run(CandleBuilder(), ticks, published, stop=handled, pause_every=4)
     second = CandleBuilder()
     second.restore(ticks[:committed], published, wall=wall_of(ticks[:handled]))
+    return Killed(ticks, committed, handled, reference, published, second)
+
+
+@pytest.mark.parametrize("case", ["mid-feed", "nothing committed", "a token's first trades uncommitted"])
+def test_kill_after_publishing_before_committing_loses_nothing_and_versions_keep_rising(case: str) -> None:
+    """kill -9: the last batches' candles were published but their offsets not committed. The restore reads
+    the ticks only up to the commit, the published candles all; the uncommitted batches come again. Also when
+    nothing was committed yet, and when a token's first trades all came in the uncommitted batches: the
+    restore then holds no tick of it, only its published candles."""
+    ticks, committed, _, reference, published, second = killed_after_publishing(case)
     after: list[CandleEvent] = []
     run(second, ticks, after, start=committed, pause_every=4)  # the redelivered batches, then the rest
     finish(second, after)

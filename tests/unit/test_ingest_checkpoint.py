@@ -26,6 +26,7 @@ from tests.unit.test_candle_restore import (
     feed_ticks,
     final,
     finish,
+    killed_after_publishing,
     published_per_candle,
     run,
     state,
@@ -194,19 +195,9 @@ def test_a_checkpoint_taken_right_after_a_restore_keeps_its_version_floors() -> 
     """Killed after publishing candles of a token none of whose trades were committed: the restore holds only
     their version floors; a checkpoint then (before the redelivered batches) carries them, so the candles the
     redelivered trades create again go out at higher versions, each as often as without the restarts."""
-    ticks = feed_ticks(2000, 6)
-    head = [t for t in ticks[:1600] if t.symbol != "ETH"]  # ETH trades from the first uncommitted batch on
-    ticks, committed = head + ticks[1600:], len(head) - len(head) % BATCH
-    handled = committed + 3 * BATCH
-    reference: list[CandleEvent] = []
-    whole = CandleBuilder()
-    run(whole, ticks, reference, pause_every=4)
-    finish(whole, reference)
-
-    published: list[CandleEvent] = []
-    run(CandleBuilder(), ticks, published, stop=handled, pause_every=4)
-    second = CandleBuilder()
-    second.restore(ticks[:committed], published, wall=wall_of(ticks[:handled]))
+    ticks, committed, handled, reference, published, second = killed_after_publishing(
+        "a token's first trades uncommitted"
+    )
     taken = checkpoint.take(second, PriceReconciler(), second.symbols())
     assert taken.builder.floors  # ETH's published candles
     messages = wire(checkpoint.to_messages(GROUP, 0, {TOPIC: committed}, taken))

@@ -64,6 +64,7 @@ import logging
 import time
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from tokenpulse_shared.batches import CandleBatch, PriceBatch, TickBatch, epoch_us
@@ -188,27 +189,16 @@ class IngestService:
         )
         # one group over both forms of the trades, a token's v1 and v2 partitions on the same member; its
         # assignment says which tokens' candles and prices this replica holds (on_assign, on_revoke)
-        ctx.bus.subscribe(
-            TICKS,
-            self.name,
-            self.on_ticks,
-            co_partitioned=True,
-            on_misplaced=self.on_misplaced,
-            finish_batch_on_rebalance=True,
-            on_assign=self.on_assign,
-            on_revoke=self.on_revoke,
-            on_committed=self.on_committed,
-        )
-        ctx.bus.subscribe(
-            TICKS_V2,
-            self.name,
-            self.on_tick_batches,
+        subscribe = partial(
+            ctx.bus.subscribe,
             co_partitioned=True,
             finish_batch_on_rebalance=True,
             on_assign=self.on_assign,
             on_revoke=self.on_revoke,
             on_committed=self.on_committed,
         )
+        subscribe(TICKS, self.name, self.on_ticks, on_misplaced=self.on_misplaced)
+        subscribe(TICKS_V2, self.name, self.on_tick_batches)
         self.universe.follow(ctx.bus, f"{self.name}-universe")
         self.universe.on_change(self._universe_changed)
         # the feeds' share: the same topic as a consumer group, its partitions (tokens) split among the replicas
