@@ -52,7 +52,9 @@ def buses(request: pytest.FixtureRequest) -> BusPair:
             return bus, bus.peer()
 
         return memory
-    bootstrap = request.getfixturevalue("kafka_bootstrap")
+    # a broker of its own: on the shared one the new groups would first read every test's backlog (tens of
+    # thousands of prices and hostile messages by then), and the restore every test's ticks
+    bootstrap = request.getfixturevalue("own_kafka")
     from tokenpulse_shared.bus.kafka import KafkaBus
 
     run = uuid.uuid4().hex[:8]
