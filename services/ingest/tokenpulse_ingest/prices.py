@@ -69,6 +69,11 @@ def price_event_id(
     return price_row_id(symbol, epoch_us(at), price, tuple(sources), stale, prev)
 
 
+def tie_breaks(trade_ids: Sequence[str | None], keys: Sequence[str]) -> list[tuple[str, str]]:
+    """The ``ids`` of :meth:`PriceReconciler.update_rows` for rows with these trade ids and dedup keys."""
+    return [(tid or "", key) for tid, key in zip(trade_ids, keys, strict=True)]
+
+
 @dataclass(slots=True)
 class SourceQuote:
     price_usd: float
@@ -257,7 +262,7 @@ class PriceReconciler:
     def update_batch(self, batch: TickBatch, wall: float | None = None) -> list[PriceEvent]:
         """:meth:`update_rows` for the rows of a ``tokenpulse.ticks.v2`` batch."""
         b = batch
-        ids = [(tid or "", key) for tid, key in zip(b.trade_id, b.dedup_keys(), strict=True)]
+        ids = tie_breaks(b.trade_id, b.dedup_keys())
         return self.update_rows(b.symbol, b.source, b.ts_us, b.price, b.size, b.quote, ids, wall)
 
     def update_rows(

@@ -17,7 +17,7 @@ from tokenpulse_shared.batches import CandleBatch, TickBatch
 from tokenpulse_shared.events import CandleEvent, Event, TickEvent
 
 from tokenpulse_ingest.candles import CandleBuilder
-from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.prices import PriceReconciler, tie_breaks
 
 REPLAY_ROWS = 500  # ticks per builder call, as the consumer's batches: lateness decides as it did live
 MERGE_CHUNK = 20_000  # ticks handed on at a time by the merge of the two topics
@@ -69,9 +69,8 @@ def replay(
         for at in range(0, len(keys), REPLAY_ROWS):
             part = slice(at, at + REPLAY_ROWS)
             symbol, source, ts_us, price, size, _side, trade_id, quote = (column[part] for column in columns)
-            ids = [(tid or "", key) for tid, key in zip(trade_id, keys[part], strict=True)]
             builder.add_rows(symbol, source, ts_us, price, size, keys[part], wall)
-            reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids, wall)
+            reconciler.update_rows(symbol, source, ts_us, price, size, quote, tie_breaks(trade_id, keys[part]), wall)
         counted += len(keys)
     return counted + _replay_events(builder, reconciler, events, wall)
 

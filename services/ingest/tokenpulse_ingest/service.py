@@ -92,7 +92,7 @@ from tokenpulse_ingest.bundle import iter_bundle
 from tokenpulse_ingest.candles import CandleBuilder, RestoreResult
 from tokenpulse_ingest.discovery import Discovery
 from tokenpulse_ingest.marketcaps import MarketCapPoller, last_stored_caps
-from tokenpulse_ingest.prices import PriceReconciler
+from tokenpulse_ingest.prices import PriceReconciler, tie_breaks
 from tokenpulse_ingest.replay import Columns, PublishedCandles, by_time, replay, rows_of, select_rows
 from tokenpulse_ingest.rest_backfill import GapResult, RestBackfiller
 from tokenpulse_ingest.slices import token_slices
@@ -240,7 +240,7 @@ class IngestService:
             kept = [i for i in range(len(keys)) if i not in late]
             columns, keys = select_rows(columns, keys, kept)
             symbol, source, ts_us, price, size, _side, trade_id, quote = columns
-        ids = [(tid or "", key) for tid, key in zip(trade_id, keys, strict=True)]
+        ids = tie_breaks(trade_id, keys)
         prices = self.reconciler.update_rows(symbol, source, ts_us, price, size, quote, ids, wall)
         await self._emit(result.candles, prices, _late_events(batches, sorted(rows[i] for i in late)))
 
